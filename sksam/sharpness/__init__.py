@@ -1,0 +1,49 @@
+"""Sharpness of a training loss: one home for every estimator.
+
+Three measures, all of the **mean** training loss ``L`` (the Hessian of the
+summed loss is ``n`` times larger), at the fitted parameters ``w``:
+
+``'top_eigenvalue'``
+    The largest (signed) eigenvalue of the Hessian of ``L``; the standard
+    meaning of "sharpness" in the SAM literature.
+``'trace'``
+    The trace of that Hessian.
+``'rho'``
+    The rho-sharpness ``max_{||e|| <= rho} L(w + e) - L(w)`` of Foret et al.
+    (2021), with the estimator's ``rho``.
+
+Two back ends answer them:
+
+* :func:`quadratic_sharpness` is exact for quadratic losses given the Hessian's
+  eigenvalues and the gradient in its eigenbasis (kernel regression);
+* :func:`top_hessian_eigenvalue`, :func:`hessian_trace` and
+  :func:`rho_sharpness` work on any torch loss through Hessian-vector products
+  (Lanczos, Hutchinson with Rademacher probes, projected gradient ascent),
+  seeded by ``random_state``; :func:`torch_sharpness` dispatches on the measure.
+"""
+
+from ._hvp import hessian_trace, rho_sharpness, top_hessian_eigenvalue, torch_sharpness
+from ._quadratic import quadratic_sharpness
+
+#: Names accepted by the ``sharpness`` parameter of every estimator (or ``None``).
+MEASURES = ("top_eigenvalue", "trace", "rho")
+
+
+def check_measure(measure):
+    """Raise a ``ValueError`` naming ``measure`` unless it is known or ``None``."""
+    if measure is not None and measure not in MEASURES:
+        raise ValueError(
+            f"Unknown sharpness measure {measure!r}; expected one of "
+            f"{', '.join(map(repr, MEASURES))} or None."
+        )
+
+
+__all__ = [
+    "MEASURES",
+    "check_measure",
+    "hessian_trace",
+    "quadratic_sharpness",
+    "rho_sharpness",
+    "top_hessian_eigenvalue",
+    "torch_sharpness",
+]
