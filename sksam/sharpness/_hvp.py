@@ -1,24 +1,555 @@
 """Sharpness of a torch loss by Hessian-vector products.
 
-Being written for issue 3 (SAMTwoLayerRegressor).
+Every function here takes the same two things:
+
+``loss_fn``
+    A callable with no arguments that returns the **mean** training loss
+    ``L(w)`` as a scalar tensor, computed from the *current* values of
+    ``params`` (so perturbing the parameters in place changes what it returns).
+    The Hessian of a summed loss is ``n`` times the one measured here.
+``params``
+    The list of tensors ``w`` (with ``requires_grad=True``) the Hessian is
+    taken with respect to, as one flat vector in the order given.
+
+Hessian-vector products ``H v`` use double back-propagation
+(Pearlmutter, 1994): the gradient ``g(w)`` is built once with
+``torch.autograd.grad(..., create_graph=True)`` and ``H v`` is the gradient of
+``g . v``. Only :func:`torch.autograd.grad` is used, so the ``.grad``
+attributes of ``params`` are never read nor written (no graph-carrying
+gradients are left behind, unlike ``loss.backward(create_graph=True)``).
+Parameters that are moved (by :func:`rho_sharpness`) are copied back exactly.
+
+Random numbers (Lanczos start vector, Rademacher probes, the fallback ascent
+direction) come from a numpy generator built by
+:func:`sklearn.utils.check_random_state`, so a fixed ``random_state`` gives the
+same answer on every device. Vectors that are kept (the Lanczos basis) are held
+in float64 on the parameters' device; the products ``H v`` themselves run in
+the parameters' dtype.
+
+References
+----------
+.. [1] B. A. Pearlmutter, "Fast exact multiplication by the Hessian",
+   Neural Computation 6(1), 1994.
+.. [2] C. Lanczos, "An iteration method for the solution of the eigenvalue
+   problem of linear differential and integral operators", J. Res. Nat. Bur.
+   Standards 45, 1950; Y. Saad, *Numerical Methods for Large Eigenvalue
+   Problems*, 2nd ed., SIAM 2011, ch. 6.
+.. [3] M. F. Hutchinson, "A stochastic estimator of the trace of the influence
+   matrix for Laplacian smoothing splines", Comm. Stat. Simul. Comput. 18(3),
+   1989.
+.. [4] P. Foret, A. Kleiner, H. Mobahi, B. Neyshabur, "Sharpness-Aware
+   Minimization for Efficiently Improving Generalization", ICLR 2021.
 """
 
+import contextlib
 
-def top_hessian_eigenvalue(loss_fn, params, *, max_iter=100, tol=1e-6, random_state=None):
-    """Largest signed eigenvalue of the Hessian of ``loss_fn()`` w.r.t. ``params``."""
-    raise NotImplementedError("in progress (issue 3)")
+import numpy as np
+from sklearn.utils import check_random_state
+
+#: Methods accepted by :func:`top_hessian_eigenvalue`.
+EIGEN_METHODS = ("lanczos", "power")
 
 
-def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None):
-    """Hutchinson estimate of the Hessian trace with seeded Rademacher probes."""
-    raise NotImplementedError("in progress (issue 3)")
+# --------------------------------------------------------------------------
+# flat vectors and Hessian-vector products
+# --------------------------------------------------------------------------
+
+
+def _check_params(params):
+    params = list(params)
+    if not params:
+        raise ValueError("params is empty: there is nothing to take a Hessian of.")
+    for p in params:
+        if not p.requires_grad:
+            raise ValueError(
+                "every tensor in params must have requires_grad=True; got one of "
+                f"shape {tuple(p.shape)} without it."
+            )
+    return params
+
+
+def _n_params(params):
+    return sum(p.numel() for p in params)
+
+
+def _split(vector, params):
+    """Cut a flat float64 vector into tensors shaped (and typed) like ``params``."""
+    pieces, start = [], 0
+    for p in params:
+        stop = start + p.numel()
+        pieces.append(vector[start:stop].reshape(p.shape).to(p.dtype))
+        start = stop
+    return pieces
+
+
+def _flatten(tensors, params):
+    """One float64 vector from per-parameter tensors (``None`` counts as zeros)."""
+    import torch
+
+    return torch.cat(
+        [
+            (t if t is not None else p.new_zeros(p.shape)).reshape(-1).double()
+            for t, p in zip(tensors, params)
+        ]
+    )
+
+
+def _random_vector(rng, n, like, *, rademacher=False):
+    """A seeded float64 vector of length ``n`` on ``like``'s device."""
+    import torch
+
+    if rademacher:
+        values = rng.randint(0, 2, size=n).astype(np.float64) * 2.0 - 1.0
+    else:
+        values = rng.standard_normal(n)
+    return torch.as_tensor(values, dtype=torch.float64, device=like.device)
+
+
+class _HessianOperator:
+    """``v -> H v`` for the Hessian of ``loss_fn()`` at the current ``params``.
+
+    The gradient graph is built once (the parameters do not move while the
+    operator is used), and every product back-propagates through it again.
+    """
+
+    def __init__(self, loss_fn, params):
+        import torch
+
+        self.params = params
+        with torch.enable_grad():
+            loss = loss_fn()
+            _check_loss(loss)
+            self.grads = torch.autograd.grad(
+                loss, params, create_graph=True, allow_unused=True
+            )
+        self.loss = loss.detach()
+
+    @property
+    def gradient(self):
+        """The gradient at ``params`` as a flat float64 vector."""
+        return _flatten([None if g is None else g.detach() for g in self.grads], self.params)
+
+    def __call__(self, vector):
+        import torch
+
+        pairs = [(g, v) for g, v in zip(self.grads, _split(vector, self.params))]
+        used = [i for i, (g, _) in enumerate(pairs) if g is not None and g.requires_grad]
+        if not used:  # the loss is (at most) linear in params: H = 0
+            return torch.zeros_like(vector)
+        with torch.enable_grad():
+            hv = torch.autograd.grad(
+                [pairs[i][0] for i in used],
+                self.params,
+                grad_outputs=[pairs[i][1] for i in used],
+                retain_graph=True,
+                allow_unused=True,
+            )
+        return _flatten(hv, self.params)
+
+
+def _check_loss(loss):
+    import torch
+
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise ValueError(
+            "loss_fn must return the mean loss as a scalar tensor; got "
+            f"{type(loss).__name__} of shape {tuple(getattr(loss, 'shape', ()))}."
+        )
+    if not torch.isfinite(loss).item():
+        raise ValueError(f"loss_fn returned a non-finite loss ({loss.item()}).")
+
+
+# --------------------------------------------------------------------------
+# top eigenvalue
+# --------------------------------------------------------------------------
+
+
+def top_hessian_eigenvalue(
+    loss_fn, params, *, max_iter=100, tol=1e-6, random_state=None, method="lanczos"
+):
+    r"""Largest signed eigenvalue of the Hessian of the mean loss.
+
+    Computes :math:`\lambda_{\max}(\nabla^2 L(w))`, the largest *algebraic*
+    eigenvalue (a negative number away from a minimum if all curvature is
+    negative; never the eigenvalue of largest magnitude with its sign lost),
+    of the Hessian of the mean training loss ``L = loss_fn()`` with respect to
+    ``params``.
+
+    ``method='lanczos'`` (default) runs the Lanczos iteration with full
+    reorthogonalization [2]_ from a seeded Gaussian start vector: after ``k``
+    products ``H q`` the largest eigenvalue :math:`\theta` of the ``k x k``
+    tridiagonal matrix ``T_k`` is the estimate, and the iteration stops when
+    the residual bound :math:`\|H y - \theta y\| = \beta_k |s_k|` falls below
+    ``tol * |theta|`` (``y`` the Ritz vector, ``s_k`` the last entry of the
+    eigenvector of ``T_k``), or when the Krylov space is exhausted. The
+    eigenvalue error is then at most the residual, and in practice of the
+    order of its square over the spectral gap. Memory: ``max_iter + 1``
+    float64 vectors of the size of ``params``.
+
+    ``method='power'`` runs power iteration on the shifted operator
+    ``H + sigma I`` (the shift ``sigma`` is an estimate of the spectral radius,
+    found by a first power iteration on ``H``), whose dominant eigenvalue is
+    the largest algebraic one of ``H``; it keeps only two vectors, for
+    models too large for a Lanczos basis, and converges more slowly.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        ``loss_fn()`` returns the mean training loss as a scalar tensor,
+        computed from the current values of ``params``.
+    params : list of torch.Tensor
+        Parameters with ``requires_grad=True``. Not modified.
+    max_iter : int, default=100
+        Maximum number of Hessian-vector products (Lanczos steps; for
+        ``'power'``, per power-iteration phase).
+    tol : float, default=1e-6
+        Relative tolerance: on the Lanczos residual bound, or on the change of
+        the power-iteration estimate.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the start vector.
+    method : {'lanczos', 'power'}, default='lanczos'
+        See above.
+
+    Returns
+    -------
+    eigenvalue : float
+        The estimate of the largest algebraic eigenvalue of the Hessian of the
+        mean loss. Lanczos estimates increase monotonically towards it from
+        below.
+
+    Notes
+    -----
+    Callers that hold a module with dropout or batch normalization should go
+    through :func:`torch_sharpness`, which evaluates in eval mode.
+    """
+    if method not in EIGEN_METHODS:
+        raise ValueError(
+            f"Unknown method {method!r}; expected one of {', '.join(map(repr, EIGEN_METHODS))}."
+        )
+    _check_iterations(max_iter, tol)
+    params = _check_params(params)
+    hvp = _HessianOperator(loss_fn, params)
+    start = _random_vector(check_random_state(random_state), _n_params(params), params[0])
+    if method == "lanczos":
+        return _lanczos_top(hvp, start, max_iter, tol)
+    return _power_top(hvp, start, max_iter, tol)
+
+
+def _check_iterations(max_iter, tol):
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
+        raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
+    if not tol >= 0:
+        raise ValueError(f"tol must be non-negative; got {tol!r}.")
+
+
+def _lanczos_top(hvp, start, max_iter, tol):
+    """Lanczos with full reorthogonalization; the largest Ritz value."""
+    import torch
+
+    n = start.numel()
+    n_steps = min(max_iter, n)
+    basis = start.new_zeros((n_steps + 1, n))
+    basis[0] = start / torch.linalg.vector_norm(start)
+    alphas, betas = [], []
+    theta = None
+    for j in range(n_steps):
+        w = hvp(basis[j])
+        alpha = torch.dot(basis[j], w)
+        w = w - alpha * basis[j]
+        if j > 0:
+            w = w - betas[-1] * basis[j - 1]
+        # full reorthogonalization, twice ("twice is enough", Parlett 1980):
+        # cheap at small k, and it keeps spurious copies of theta away
+        for _ in range(2):
+            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+        beta = torch.linalg.vector_norm(w)
+        alphas.append(alpha.item())
+        betas.append(beta.item())
+        theta, residual = _top_ritz(alphas, betas)
+        scale = max(abs(theta), np.finfo(np.float64).tiny)
+        # the Krylov space is invariant (beta ~ 0): theta is exact
+        exhausted = betas[-1] <= 1e-12 * max(abs(a) for a in alphas + betas[:-1] + [1e-300])
+        if residual <= tol * scale or exhausted:
+            break
+        basis[j + 1] = w / beta
+    return float(theta)
+
+
+def _top_ritz(alphas, betas):
+    """Largest eigenvalue of ``T_k`` and its residual bound ``beta_k |s_k|``."""
+    from scipy.linalg import eigh_tridiagonal
+
+    if len(alphas) == 1:
+        return alphas[0], abs(betas[0])
+    values, vectors = eigh_tridiagonal(np.array(alphas), np.array(betas[:-1]))
+    return values[-1], abs(betas[-1] * vectors[-1, -1])
+
+
+def _power_top(hvp, start, max_iter, tol):
+    """Power iteration on ``H + sigma I`` with ``sigma >= |lambda|_max``."""
+    # The shift makes every eigenvalue of H + sigma I non-negative, so the
+    # dominant one is lambda_max(H) + sigma: the largest *algebraic* one.
+    # (10% above the magnitude estimate, which a Rayleigh quotient gives from below)
+    shift = 1.1 * abs(_power_iteration(hvp, start, max_iter, tol, shift=0.0))
+    return float(_power_iteration(hvp, start, max_iter, tol, shift=shift) - shift)
+
+
+def _power_iteration(hvp, start, max_iter, tol, *, shift):
+    """Rayleigh quotient of the dominant eigenvector of ``H + shift I``."""
+    import torch
+
+    v = start / torch.linalg.vector_norm(start)
+    value = None
+    for _ in range(max_iter):
+        w = hvp(v) + shift * v
+        new_value = torch.dot(v, w).item()
+        norm = torch.linalg.vector_norm(w)
+        if norm.item() == 0.0:  # H + shift I = 0 on this vector
+            return 0.0
+        v = w / norm
+        if value is not None and abs(new_value - value) <= tol * max(abs(new_value), 1e-300):
+            return new_value
+        value = new_value
+    return value
+
+
+# --------------------------------------------------------------------------
+# trace
+# --------------------------------------------------------------------------
+
+
+def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_std=False):
+    r"""Hutchinson estimate of the trace of the Hessian of the mean loss.
+
+    .. math::
+
+        \operatorname{tr} H \approx \frac{1}{m} \sum_{k=1}^m z_k^\top H z_k,
+
+    with ``m = n_probes`` independent Rademacher probes ``z_k`` (entries
+    +1 or -1 with probability 1/2 each, seeded by ``random_state``) [3]_. The
+    estimate is unbiased; its variance is
+    :math:`\frac{2}{m}\sum_{i \ne j} H_{ij}^2` (zero for a diagonal Hessian).
+
+    Parameters
+    ----------
+    loss_fn : callable
+        ``loss_fn()`` returns the mean training loss as a scalar tensor,
+        computed from the current values of ``params``.
+    params : list of torch.Tensor
+        Parameters with ``requires_grad=True``. Not modified.
+    n_probes : int, default=100
+        Number of probes ``m`` (one Hessian-vector product each).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the probes.
+    return_std : bool, default=False
+        Also return the standard error of the estimate, the sample standard
+        deviation of the ``m`` terms divided by ``sqrt(m)``.
+
+    Returns
+    -------
+    trace : float
+        The estimate.
+    std : float
+        Its standard error; only if ``return_std`` is true (``nan`` when
+        ``n_probes == 1``).
+    """
+    import torch
+
+    if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
+        raise ValueError(f"n_probes must be a positive integer; got {n_probes!r}.")
+    params = _check_params(params)
+    hvp = _HessianOperator(loss_fn, params)
+    rng = check_random_state(random_state)
+    n = _n_params(params)
+    terms = []
+    for _ in range(n_probes):
+        z = _random_vector(rng, n, params[0], rademacher=True)
+        terms.append(torch.dot(z, hvp(z)))
+    terms = torch.stack(terms).cpu().numpy()
+    trace = float(terms.mean())
+    if not return_std:
+        return trace
+    std = float(terms.std(ddof=1) / np.sqrt(n_probes)) if n_probes > 1 else float("nan")
+    return trace, std
+
+
+# --------------------------------------------------------------------------
+# rho-sharpness
+# --------------------------------------------------------------------------
 
 
 def rho_sharpness(loss_fn, params, rho, *, max_iter=20, random_state=None):
-    """``max_{||e|| <= rho} loss(w + e) - loss(w)`` by projected gradient ascent."""
-    raise NotImplementedError("in progress (issue 3)")
+    r"""SAM's rho-sharpness ``max_{||e|| <= rho} L(w + e) - L(w)``, from below.
+
+    The sharpness of Foret et al. [4]_, the quantity SAM minimizes alongside
+    the loss, for the mean loss ``L = loss_fn()``. The inner maximization is
+    non-concave, so it is solved approximately by projected gradient ascent
+    on the ball :math:`\|e\| \le \rho`, from SAM's own first-order solution
+    :math:`e_0 = \rho\, g / \|g\|` (``g = grad L(w)``; a seeded random
+    direction if ``g = 0``)::
+
+        u      = grad L(w + e_k)
+        e_k+1  = project(e_k + rho * u / ||u||)
+
+    (steps of length ``rho``, then back onto the ball). For a quadratic loss
+    the fixed points on the sphere are exactly those with
+    ``grad L(w + e) = mu e``, ``mu >= 0``, the first-order conditions of the
+    trust-region problem. The returned value is the largest
+    ``L(w + e_k) - L(w)`` over the iterates ``k = 0..max_iter``: every iterate
+    is feasible, so the result is a **lower bound** on the true
+    rho-sharpness, exact when the ascent reaches the global maximizer (for
+    instance, for a quadratic with a unique maximizer on the sphere).
+
+    ``params`` are moved in place while ``L(w + e)`` is evaluated and are
+    copied back (bit for bit) before returning, even after an error.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        ``loss_fn()`` returns the mean training loss as a scalar tensor,
+        computed from the current values of ``params``.
+    params : list of torch.Tensor
+        Parameters with ``requires_grad=True``.
+    rho : float
+        Radius of the ball, ``rho >= 0`` (Euclidean norm over all
+        parameters together).
+    max_iter : int, default=20
+        Number of ascent steps after ``e_0`` (one gradient each).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the start direction when the gradient vanishes.
+
+    Returns
+    -------
+    sharpness : float
+        ``max_k L(w + e_k) - L(w)``; ``0.0`` when ``rho == 0``.
+    """
+    import torch
+
+    if not rho >= 0:
+        raise ValueError(f"rho must be non-negative; got {rho!r}.")
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 0):
+        raise ValueError(f"max_iter must be a non-negative integer; got {max_iter!r}.")
+    params = _check_params(params)
+    if rho == 0:
+        return 0.0
+    base_loss, grad = _loss_and_gradient(loss_fn, params)
+    if torch.linalg.vector_norm(grad).item() == 0.0:
+        grad = _random_vector(check_random_state(random_state), grad.numel(), params[0])
+    e = rho * grad / torch.linalg.vector_norm(grad)
+    saved = [p.detach().clone() for p in params]
+    best = -np.inf
+    try:
+        for k in range(max_iter + 1):
+            _set_params(params, saved, e)
+            loss, u = _loss_and_gradient(loss_fn, params, gradient=k < max_iter)
+            best = max(best, loss - base_loss)
+            if k == max_iter:
+                break
+            u_norm = torch.linalg.vector_norm(u)
+            if u_norm.item() == 0.0:  # a stationary point of L: stop here
+                break
+            e = e + rho * u / u_norm
+            e = e * min(1.0, rho / torch.linalg.vector_norm(e).item())
+    finally:
+        _restore(params, saved)
+    return float(best)
 
 
-def torch_sharpness(loss_fn, params, measure, *, rho=None, module=None, random_state=None):
-    """Dispatch ``measure`` to the functions above; eval mode of ``module`` restored."""
-    raise NotImplementedError("in progress (issue 3)")
+def _loss_and_gradient(loss_fn, params, *, gradient=True):
+    """``L`` (a float) and, if asked, ``grad L`` (flat float64) at ``params``."""
+    import torch
+
+    with torch.enable_grad():
+        loss = loss_fn()
+        _check_loss(loss)
+        if not gradient:
+            return loss.item(), None
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return loss.item(), _flatten(grads, params)
+
+
+def _set_params(params, saved, e):
+    import torch
+
+    with torch.no_grad():
+        for p, original, e_p in zip(params, saved, _split(e, params)):
+            p.copy_(original + e_p)
+
+
+def _restore(params, saved):
+    import torch
+
+    with torch.no_grad():
+        for p, original in zip(params, saved):
+            p.copy_(original)
+
+
+# --------------------------------------------------------------------------
+# one entry point for the estimators
+# --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _eval_mode(module):
+    """Put ``module`` (and every submodule) in eval mode; restore each one's flag."""
+    if module is None:
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def torch_sharpness(
+    loss_fn, params, measure, *, rho=None, module=None, random_state=None, **options
+):
+    """Sharpness ``measure`` of the mean loss ``loss_fn()`` at ``params``.
+
+    The one entry point the torch estimators call. It dispatches to
+    :func:`top_hessian_eigenvalue` (``'top_eigenvalue'``),
+    :func:`hessian_trace` (``'trace'``) or :func:`rho_sharpness` (``'rho'``).
+    If ``module`` is given, it (and all its submodules) is switched to **eval
+    mode** for the computation, so dropout is off and batch normalization uses
+    its running statistics (and does not update them), and each submodule's
+    own train/eval flag is restored afterwards, even after an error.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        ``loss_fn()`` returns the **mean** training loss (the reduction every
+        measure refers to) as a scalar tensor, from the current ``params``.
+    params : list of torch.Tensor
+        Parameters with ``requires_grad=True``; left exactly as they were.
+    measure : {'top_eigenvalue', 'trace', 'rho'}
+        Which sharpness, see :mod:`sksam.sharpness`.
+    rho : float, optional
+        Radius of the ball; required for ``measure='rho'``.
+    module : torch.nn.Module, optional
+        The module ``loss_fn`` runs, for the eval-mode switch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the start vector, probes or start direction.
+    **options
+        Passed to the function of the measure (``max_iter``, ``tol``,
+        ``method``, ``n_probes``).
+
+    Returns
+    -------
+    value : float
+    """
+    from . import check_measure
+
+    check_measure(measure)
+    if measure is None:
+        raise ValueError("measure is None: there is no sharpness to compute.")
+    if measure == "rho" and rho is None:
+        raise ValueError("measure='rho' needs the radius rho; got rho=None.")
+    with _eval_mode(module):
+        if measure == "top_eigenvalue":
+            return top_hessian_eigenvalue(loss_fn, params, random_state=random_state, **options)
+        if measure == "trace":
+            return hessian_trace(loss_fn, params, random_state=random_state, **options)
+        return rho_sharpness(loss_fn, params, rho, random_state=random_state, **options)
