@@ -1,0 +1,402 @@
+"""A PyTorch SAM optimizer that gets the hard parts right.
+
+:class:`SAM` wraps any ``torch.optim.Optimizer`` (the *base* optimizer) and
+takes the two-pass step of Sharpness-Aware Minimization (Foret et al., 2021)::
+
+    g  = grad L(w)                      # first closure call
+    e  = perturbation(g, w)             # sksam._update_rules, one home for all
+    g' = grad L(w + e)                  # second closure call
+    w <- base_step(w, g')               # the base optimizer, at the original w
+
+It has the constructor of the widely used community version
+(``SAM(params, base_optimizer, rho=0.05, adaptive=False, **kwargs)``), so it
+can be swapped in, and fixes the pitfalls listed in ``DESIGN.md``:
+
+* :meth:`SAM.step` calls the closure *first*, so it works where no gradient
+  exists yet (skorch calls ``optimizer.step(step_fn)`` before any backward
+  pass), and returns the loss of that first call, at the unperturbed weights;
+* the weights are restored by copying the saved originals back (bit exact),
+  for exactly the parameters that were perturbed;
+* with ``model=...``, running statistics of normalization layers
+  (BatchNorm's ``running_mean``, ``running_var`` and ``num_batches_tracked``)
+  are saved before the second pass and put back after it, so they are updated
+  once per step;
+* the second pass replays the random number generator state of the first, so
+  dropout masks are the same in both passes, and the generator is left where
+  the first pass left it (as if only one pass had been taken);
+* a zero gradient gives a zero perturbation (never a division by zero);
+* ``rho=0`` (or ``solver='gd'``) calls the closure once and is the base
+  optimizer bit for bit, weights and buffers;
+* weight decay enters the ascent only if asked (``weight_decay_in_ascent``).
+
+References
+----------
+Foret, Kleiner, Mobahi, Neyshabur (2021). Sharpness-Aware Minimization for
+Efficiently Improving Generalization. ICLR.
+
+Kwon, Kim, Park, Choi (2021). ASAM: Adaptive Sharpness-Aware Minimization for
+Scale-Invariant Learning of Deep Neural Networks. ICML.
+
+Andriushchenko, Flammarion (2022). Towards Understanding Sharpness-Aware
+Minimization. ICML.
+"""
+
+import contextlib
+
+import torch
+from torch.nn.modules.batchnorm import _NormBase
+
+from ._update_rules import (
+    ASAM_ETA,
+    add_perturbation_,
+    check_solver,
+    is_perturbed,
+    perturbation,
+    restore_,
+)
+
+__all__ = ["SAM"]
+
+
+def _resolve_solver(solver, adaptive):
+    """The update rule named by the community flag ``adaptive`` or by ``solver``."""
+    if solver is None:
+        return "asam" if adaptive else "sam"
+    check_solver(solver)
+    if adaptive and solver != "asam":
+        raise ValueError(
+            f"adaptive=True selects ASAM but solver={solver!r} was given; "
+            "pass solver='asam' or adaptive=False."
+        )
+    return solver
+
+
+class SAM(torch.optim.Optimizer):
+    """Sharpness-Aware Minimization around any PyTorch optimizer.
+
+    Each :meth:`step` moves the weights ``w`` with the base optimizer, using
+    the gradient taken at a perturbed point::
+
+        e = rho * g / ||g||                   solver='sam'  (Foret et al., 2021)
+        e = rho * g                           solver='usam' (unnormalized)
+        e = rho * T**2 g / ||T g||            solver='asam' (Kwon et al., 2021)
+        w <- base_step(w, grad L(w + e))
+
+    where ``g = grad L(w)``, ``||.||`` is the Euclidean norm over all
+    parameters of all groups, and ``T = |w| + eta`` element-wise. The
+    perturbations themselves come from :mod:`sksam._update_rules`.
+
+    Parameters
+    ----------
+    params : iterable of torch.Tensor or dict
+        Parameters or parameter groups, as for any torch optimizer. A group
+        may carry its own ``rho`` (and any base-optimizer option).
+    base_optimizer : type of torch.optim.Optimizer
+        The class of the optimizer that takes the descent step, for example
+        ``torch.optim.SGD``; it is built on the same parameter groups.
+    rho : float, default=0.05
+        Radius of the perturbation, ``rho >= 0``. ``rho=0`` is the base
+        optimizer exactly. Stored in ``param_groups``, so schedulers and
+        ``set_params(optimizer__rho=...)`` in skorch reach it.
+    adaptive : bool, default=False
+        The community flag for ASAM: ``True`` is ``solver='asam'``.
+    solver : {'sam', 'usam', 'asam', 'gd'}, default=None
+        The perturbation rule; ``None`` means ``'asam'`` if ``adaptive`` else
+        ``'sam'``. ``'usam'`` is the unnormalized variant ``e = rho * g``;
+        ``'gd'`` never perturbs. Stored in ``param_groups``; must be the same
+        in every group.
+    eta : float, default=0.01
+        ASAM's offset in ``T = |w| + eta``, which keeps zero weights
+        perturbable. Only the *weights* are scaled, as in Kwon et al.: the
+        tensors with more than one dimension (linear and convolution
+        kernels). Biases and other one-dimensional tensors (normalization
+        scales) use ``T = 1``. Must be the same in every group.
+    weight_decay_in_ascent : bool, default=False
+        Whether the ascent direction includes the base optimizer's L2 term,
+        ``g + weight_decay * w`` (as in Foret et al., whose loss contains
+        it). ``False`` (the community ports' choice) perturbs along the
+        data-loss gradient only. The descent step applies weight decay as the
+        base optimizer always does.
+    model : torch.nn.Module, default=None
+        The module being trained. When given, the running statistics of its
+        normalization layers in training mode are saved before the second
+        closure call and restored after it, so they are updated once per
+        step, at the unperturbed weights. Without it they are updated twice.
+    **base_kwargs
+        Passed to ``base_optimizer`` (``lr``, ``momentum``, ...).
+
+    Attributes
+    ----------
+    base_optimizer : torch.optim.Optimizer
+        The base optimizer. ``param_groups`` and ``state`` are its own
+        objects, so learning-rate schedulers attached to either optimizer
+        act on both.
+
+    Notes
+    -----
+    **The closure** must clear the gradients, evaluate the loss, call
+    ``backward()`` and return the loss, as for ``torch.optim.LBFGS``. It is
+    called twice per step (once when ``rho=0``). Without a closure,
+    :meth:`step` works only when no perturbation is needed (``rho=0``); the
+    two-call protocol of the community version is :meth:`first_step` and
+    :meth:`second_step`.
+
+    **Random numbers.** The second call replays the generator state of the
+    first (CPU, and the CUDA devices holding parameters), so dropout masks
+    match; afterwards the generators are where the first call left them.
+
+    **Not supported:** ``torch.amp.GradScaler`` (it cannot unscale twice per
+    step and does not take closures) and parameters spread over several
+    devices (the gradient norm is taken on one device).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.optim import SAM
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, model=model)
+    >>> x, y = torch.randn(8, 3), torch.randn(8, 1)
+    >>> def closure():
+    ...     opt.zero_grad()
+    ...     loss = torch.nn.functional.mse_loss(model(x), y)
+    ...     loss.backward()
+    ...     return loss
+    >>> loss = opt.step(closure)  # the loss at the unperturbed weights
+    """
+
+    def __init__(
+        self,
+        params,
+        base_optimizer,
+        rho=0.05,
+        adaptive=False,
+        *,
+        solver=None,
+        eta=ASAM_ETA,
+        weight_decay_in_ascent=False,
+        model=None,
+        **base_kwargs,
+    ):
+        if not rho >= 0:
+            raise ValueError(f"rho must be non-negative, got rho={rho!r}.")
+        if not eta >= 0:
+            raise ValueError(f"eta must be non-negative, got eta={eta!r}.")
+        defaults = dict(
+            rho=rho,
+            solver=_resolve_solver(solver, adaptive),
+            eta=eta,
+            weight_decay_in_ascent=weight_decay_in_ascent,
+            **base_kwargs,
+        )
+        super().__init__(params, defaults)
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self._link_base()
+        self.defaults.update(self.base_optimizer.defaults)
+        self.model = model
+        self._saved = None
+
+    def _link_base(self):
+        # One set of groups and one state for both optimizers: schedulers,
+        # skorch's optimizer__* setters and state_dict all see the same thing.
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+
+    # -- the two halves of a step ------------------------------------------
+
+    def _options(self):
+        """The solver and eta shared by every group (one global norm)."""
+        solvers = {group["solver"] for group in self.param_groups}
+        etas = {group["eta"] for group in self.param_groups}
+        if len(solvers) > 1 or len(etas) > 1:
+            raise ValueError(
+                "All parameter groups must use the same solver and eta, got "
+                f"solvers {sorted(solvers)} and etas {sorted(etas)}."
+            )
+        (solver,), (eta,) = solvers, etas
+        check_solver(solver)
+        return solver, eta
+
+    def _needs_perturbation(self):
+        solver, _ = self._options()
+        return any(is_perturbed(solver, group["rho"]) for group in self.param_groups)
+
+    def _ascent_inputs(self):
+        """Parameters, ascent gradients, ASAM flags and rho of each parameter."""
+        params, grads, adaptive, rhos = [], [], [], []
+        for group in self.param_groups:
+            decay = group.get("weight_decay", 0) if group["weight_decay_in_ascent"] else 0
+            for p in group["params"]:
+                g = p.grad
+                if g is not None and decay:
+                    g = g.add(p, alpha=decay)  # grad of L + decay/2 ||w||^2
+                params.append(p)
+                grads.append(g)
+                adaptive.append(p.ndim > 1)  # weights only, as in Kwon et al.
+                rhos.append(group["rho"])
+        return params, grads, adaptive, rhos
+
+    @torch.no_grad()
+    def first_step(self, zero_grad=False):
+        """Move the weights to ``w + e`` using the gradients they hold now.
+
+        Parameters
+        ----------
+        zero_grad : bool, default=False
+            Clear the gradients afterwards.
+
+        Returns
+        -------
+        perturbed : bool
+            Whether any parameter was moved (``False`` for ``rho=0``,
+            ``solver='gd'`` or when no parameter has a gradient).
+        """
+        solver, eta = self._options()
+        params, grads, adaptive, rhos = self._ascent_inputs()
+        if len(set(rhos)) <= 1:
+            rho = rhos[0] if rhos else 0.0
+            e = perturbation(solver, rho, params, grads, adaptive=adaptive, eta=eta)
+        else:
+            # Groups with their own rho share the global direction: the rules
+            # are linear in rho, so take them at rho=1 and scale per group.
+            e = perturbation(solver, 1.0, params, grads, adaptive=adaptive, eta=eta)
+            if e is not None:
+                e = [None if d is None or r == 0 else d * r for d, r in zip(e, rhos)]
+        saved = None if e is None else add_perturbation_(params, e)
+        self._saved = (params, saved) if saved is not None else None
+        if zero_grad:
+            self.zero_grad()
+        return saved is not None and any(s is not None for s in saved)
+
+    @torch.no_grad()
+    def second_step(self, zero_grad=False):
+        """Restore the weights saved by :meth:`first_step`, then take the base step.
+
+        Parameters
+        ----------
+        zero_grad : bool, default=False
+            Clear the gradients afterwards.
+        """
+        if self._saved is not None:
+            restore_(*self._saved)
+            self._saved = None
+        self.base_optimizer.step()
+        if zero_grad:
+            self.zero_grad()
+
+    # -- the closure protocol -----------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One SAM step: closure at ``w``, closure at ``w + e``, base step at ``w``.
+
+        Parameters
+        ----------
+        closure : callable, default=None
+            Clears the gradients, computes the loss, calls ``backward()`` and
+            returns the loss. Required unless no perturbation is taken
+            (``rho=0`` in every group, or ``solver='gd'``).
+
+        Returns
+        -------
+        loss : torch.Tensor or None
+            What the first closure call returned: the loss at the
+            unperturbed weights.
+        """
+        if not self._needs_perturbation():
+            # Exactly the base optimizer: one closure call, no copies.
+            loss = None if closure is None else _call(closure)
+            self.base_optimizer.step()
+            return loss
+        if closure is None:
+            raise ValueError(
+                "SAM.step() needs a closure that clears the gradients, computes "
+                "the loss, calls backward() and returns the loss: it evaluates "
+                "the gradient twice (or use first_step() and second_step())."
+            )
+        devices = _cuda_devices(self.param_groups)
+        before = _get_rng(devices)
+        loss = _call(closure)
+        if self.first_step():
+            after = _get_rng(devices)
+            _set_rng(before, devices)  # same dropout masks in both passes
+            with _frozen_running_stats(self.model):
+                _call(closure)
+            _set_rng(after, devices)  # as if one pass had been taken
+        self.second_step()
+        return loss
+
+    # -- persistence --------------------------------------------------------
+
+    def load_state_dict(self, state_dict):
+        """Load a state saved by :meth:`state_dict` and re-link the base optimizer.
+
+        Parameters
+        ----------
+        state_dict : dict
+            As returned by :meth:`state_dict` (the base optimizer's state
+            and the groups, including ``rho`` and ``solver``).
+        """
+        super().load_state_dict(state_dict)
+        # torch replaced self.param_groups and self.state: hand them back to
+        # the base optimizer, or its steps would ignore the loaded state.
+        self.base_optimizer.param_groups = self.param_groups
+        self.base_optimizer.state = self.state
+
+    def __getstate__(self):
+        # torch pickles only defaults, state and param_groups; the base
+        # optimizer and the model must travel too (pickle keeps the links).
+        state = super().__getstate__()
+        state.update(base_optimizer=self.base_optimizer, model=self.model, _saved=None)
+        return state
+
+    def __repr__(self):
+        return f"SAM({self.base_optimizer!r})"
+
+
+def _call(closure):
+    with torch.enable_grad():
+        return closure()
+
+
+def _cuda_devices(param_groups):
+    return sorted(
+        {p.device.index or 0 for g in param_groups for p in g["params"] if p.is_cuda}
+    )
+
+
+def _get_rng(devices):
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+
+
+def _set_rng(states, devices):
+    cpu, cuda = states
+    torch.set_rng_state(cpu)
+    for device, state in zip(devices, cuda):
+        torch.cuda.set_rng_state(state, device)
+
+
+@contextlib.contextmanager
+def _frozen_running_stats(model):
+    """Put back the running statistics of ``model``'s normalization layers."""
+    if model is None:
+        yield
+        return
+    layers = [
+        m for m in model.modules()
+        if isinstance(m, _NormBase) and m.training and m.track_running_stats
+    ]
+    saved = [[b.clone() for b in _stats(m)] for m in layers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, copies in zip(layers, saved):
+                for b, copy in zip(_stats(m), copies):
+                    b.copy_(copy)
+
+
+def _stats(layer):
+    return [
+        b for b in (layer.running_mean, layer.running_var, layer.num_batches_tracked)
+        if b is not None
+    ]
