@@ -1,0 +1,613 @@
+"""SAMNetClassifier: any PyTorch classifier trained by GD or SAM through skorch.
+
+Design: **composition**. :class:`SAMNetClassifier` is a plain scikit-learn
+estimator (``ClassifierMixin, BaseEstimator``) that validates the data,
+encodes the labels and builds a skorch ``NeuralNetClassifier`` in ``fit``,
+stored as ``net_``. A subclass of skorch's net would inherit its departures
+from scikit-learn's contract (attributes set in ``__init__``, no
+``n_features_in_``, no errors on NaN or empty data, integer labels only:
+about 24 of scikit-learn's estimator checks fail); composition passes them
+all and still gives users the whole skorch API through ``net_``:
+``net_.history``, ``net_.callbacks_``, ``net_.save_params(...)``,
+``net_.module_``, ``net_.optimizer_`` (a :class:`sksam.optim.SAM`).
+
+skorch's double-underscore routing works on the estimator itself:
+``module__*``, ``optimizer__*`` (the base optimizer's options, e.g.
+``optimizer__momentum=0.9``, or SAM's ``optimizer__eta``),
+``criterion__*``, ``iterator_train__*``, ``iterator_valid__*``,
+``dataset__*`` and ``callbacks__*`` keyword arguments are stored as
+attributes (as skorch does), returned by ``get_params``, accepted by
+``set_params`` and therefore by ``clone`` and ``GridSearchCV``.
+"""
+
+import contextlib
+import copy
+import inspect
+import math
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNetClassifier
+from skorch.dataset import Dataset
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from ._update_rules import SOLVERS
+from .optim import SAM
+from .sharpness import MEASURES, torch_sharpness
+
+__all__ = ["MLP", "SAMNetClassifier"]
+
+#: Prefixes of the skorch parameters that ``**kwargs`` may route.
+ROUTED_PREFIXES = (
+    "module",
+    "optimizer",
+    "criterion",
+    "iterator_train",
+    "iterator_valid",
+    "dataset",
+    "callbacks",
+)
+
+# Set by the estimator itself; a routed duplicate would silently disagree.
+_RESERVED = {
+    "optimizer__lr": "lr",
+    "optimizer__rho": "rho",
+    "optimizer__solver": "solver",
+    "optimizer__adaptive": "solver",
+    "optimizer__base_optimizer": "optimizer",
+    "optimizer__model": "module",
+    "iterator_train__batch_size": "batch_size",
+}
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid, "identity": nn.Identity}
+
+
+def _is_routed(name):
+    prefix, sep, _ = name.partition("__")
+    return bool(sep) and prefix in ROUTED_PREFIXES
+
+
+class MLP(nn.Module):
+    """The default network: a multi-layer perceptron that outputs logits.
+
+    ``Linear -> [BatchNorm1d] -> activation -> [Dropout]`` for each hidden
+    layer, then a ``Linear`` layer with one output per class. PyTorch's
+    default initialization.
+
+    Parameters
+    ----------
+    n_features : int
+        Input dimension (filled in from the data by :class:`SAMNetClassifier`).
+    n_classes : int
+        Output dimension (filled in from the data by :class:`SAMNetClassifier`).
+    hidden_layer_sizes : tuple of int, default=(100,)
+        Width of each hidden layer, as in scikit-learn's ``MLPClassifier``.
+    activation : {'relu', 'tanh', 'logistic', 'identity'}, default='relu'
+        Non-linearity after each hidden layer.
+    dropout : float, default=0.0
+        Dropout probability after each hidden layer.
+    batch_norm : bool, default=False
+        Batch normalization before each activation.
+    """
+
+    def __init__(
+        self,
+        n_features,
+        n_classes,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        dropout=0.0,
+        batch_norm=False,
+    ):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"Unknown activation {activation!r}; expected one of {sorted(_ACTIVATIONS)}."
+            )
+        layers, width = [], n_features
+        for size in hidden_layer_sizes:
+            layers.append(nn.Linear(width, size))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(size))
+            layers.append(_ACTIVATIONS[activation]())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, n_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, X):
+        """Logits of shape ``(n_samples, n_classes)``."""
+        return self.layers(X)
+
+
+class TensorBatchLoader:
+    """Mini-batches sliced from whole tensors: a ``DataLoader`` without collation.
+
+    skorch's default ``DataLoader`` fetches and collates one sample at a
+    time, which dominates an epoch on small data. When the dataset holds
+    tensors (as :class:`SAMNetClassifier` arranges, on the training device)
+    this loader indexes whole batches at once; the order of the batches is
+    drawn from torch's global generator, like ``DataLoader``'s. Any other
+    dataset, or any extra ``DataLoader`` option (``num_workers``,
+    ``collate_fn``...), falls back to a ``DataLoader``.
+
+    Parameters
+    ----------
+    dataset : torch.utils.data.Dataset
+        Usually a skorch ``Dataset`` of tensors, or a ``Subset`` of one.
+    batch_size : int, default=128
+        Samples per batch; the last batch may be smaller.
+    shuffle : bool, default=False
+        Draw a new order of the samples at every pass.
+    **loader_kwargs
+        Options that only a ``DataLoader`` understands.
+    """
+
+    def __init__(self, dataset, batch_size=128, shuffle=False, **loader_kwargs):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.loader_kwargs = loader_kwargs
+
+    def __len__(self):
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def __iter__(self):
+        X, y = _tensors(self.dataset)
+        if X is None or self.loader_kwargs:
+            loader = DataLoader(
+                self.dataset, batch_size=self.batch_size, shuffle=self.shuffle, **self.loader_kwargs
+            )
+            yield from loader
+            return
+        n = len(X)
+        order = torch.randperm(n).to(X.device) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            index = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
+            yield X[index], (None if y is None else y[index])
+
+
+def _tensors(dataset):
+    """``(X, y)`` tensors behind a skorch ``Dataset`` or a ``Subset`` of one."""
+    if isinstance(dataset, Subset):
+        X, y = _tensors(dataset.dataset)
+        if X is None:
+            return None, None
+        index = torch.as_tensor(np.asarray(dataset.indices), device=X.device)
+        return X[index], (None if y is None else y[index])
+    if isinstance(dataset, Dataset) and torch.is_tensor(dataset.X):
+        if dataset.y is None or torch.is_tensor(dataset.y):
+            return dataset.X, dataset.y
+    return None, None
+
+
+class _SAMNet(NeuralNetClassifier):
+    """skorch's classifier, handing the module to :class:`SAM` (running stats)."""
+
+    def get_params_for_optimizer(self, prefix, named_parameters):
+        """skorch's parameters for the optimizer, plus ``model`` for SAM."""
+        args, kwargs = super().get_params_for_optimizer(prefix, named_parameters)
+        if prefix == "optimizer" and isinstance(self.optimizer, type) and issubclass(self.optimizer, SAM):
+            kwargs["model"] = self.module_
+        return args, kwargs
+
+
+class SAMNetClassifier(ClassifierMixin, BaseEstimator):
+    """A PyTorch classifier trained by gradient descent or SAM, through skorch.
+
+    Every step of the base optimizer (``optimizer``, SGD by default) uses
+    the gradient at a perturbed point ``w + e`` (see :class:`sksam.optim.SAM`)::
+
+        e = 0                          solver='gd'
+        e = rho * g / ||g||            solver='sam'   (Foret et al., 2021)
+        e = rho * g                    solver='usam'  (Andriushchenko & Flammarion, 2022)
+        e = rho * T**2 g / ||T g||     solver='asam'  (Kwon et al., 2021)
+
+    with ``g`` the mini-batch gradient of the cross-entropy at ``w``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance, default=None
+        The network; it must return **logits** of shape
+        ``(n_samples, n_classes)`` (the loss is ``CrossEntropyLoss``). A
+        class is built with the ``module__*`` keyword arguments; if its
+        constructor takes ``n_features`` or ``n_classes`` and they are not
+        given, they are filled in from the data. An instance is deep-copied
+        at every ``fit`` and its current weights are the starting point.
+        ``None`` uses :class:`MLP` (one hidden layer of 100 ReLU units; set
+        ``module__hidden_layer_sizes``, ``module__dropout``...).
+    solver : {'gd', 'sam', 'usam', 'asam'}, default='sam'
+        The update rule.
+    rho : float, default=0.05
+        Perturbation radius; ``rho=0`` is ``solver='gd'`` bit for bit.
+        Ignored by ``'gd'``.
+    lr : float, default=0.1
+        Learning rate of the base optimizer.
+    max_epochs : int, default=20
+        Passes over the training data.
+    batch_size : int or None, default=32
+        Samples per mini-batch; ``None`` is full-batch training.
+    optimizer : type of torch.optim.Optimizer, default=torch.optim.SGD
+        The base optimizer that takes the descent step; its options are
+        routed with ``optimizer__*`` (``optimizer__momentum=0.9``).
+    train_split : callable or None, default=None
+        skorch's validation split (for example ``skorch.dataset.ValidSplit(5)``),
+        needed by callbacks that watch ``valid_loss``. ``None`` trains on
+        all the data.
+    callbacks : list of skorch callbacks or (name, callback) tuples, \
+            or 'disable', default=None
+        Extra skorch callbacks (``ProgressBar``, ``EarlyStopping``,
+        ``LRScheduler``, ``Checkpoint``...), deep-copied at every ``fit``;
+        the fitted ones are in ``net_.callbacks_``.
+    device : str or torch.device, default='cpu'
+        Where to train, e.g. ``'cuda'``. The training data is moved there
+        once. A model trained on a GPU can be unpickled on a CPU-only machine.
+    sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
+        The measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of
+        the mean training cross-entropy in eval mode; ``None`` skips it.
+    sharpness_max_samples : int or None, default=1000
+        The sharpness is computed on at most this many training samples,
+        drawn without replacement with ``random_state``; ``None`` uses all.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialization, the batch order, dropout and the sharpness
+        estimate. torch's global generators are left untouched.
+    verbose : int, default=0
+        skorch's verbosity (1 prints a table per epoch).
+    **kwargs
+        skorch routed parameters: ``module__*``, ``optimizer__*``,
+        ``criterion__*``, ``iterator_train__*``, ``iterator_valid__*``,
+        ``dataset__*`` and ``callbacks__*``.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels (any type ``numpy.unique`` sorts, strings included).
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when ``X`` had string column names.
+    net_ : skorch.NeuralNetClassifier
+        The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
+        ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
+        sees labels encoded as ``0..n_classes-1``.
+    loss_curve_ : ndarray of shape (n_iter_,)
+        Mean training loss of each epoch, taken at the unperturbed weights
+        (the first closure call of every SAM step).
+    n_iter_ : int
+        Number of epochs run (fewer than ``max_epochs`` after early stopping).
+    sharpness_ : float or None
+        The ``sharpness`` measure at the fitted weights; ``None`` if not asked.
+
+    See Also
+    --------
+    sksam.optim.SAM : The optimizer, usable in any training loop.
+
+    Notes
+    -----
+    The loss recorded by skorch (``train_loss``) is the loss at the
+    unperturbed weights, as for gradient descent, so curves of the two
+    solvers compare directly. With ``module`` holding batch normalization,
+    its running statistics are updated once per SAM step (at ``w``), and
+    dropout masks are the same in both passes of a step.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sksam import SAMNetClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = SAMNetClassifier(rho=0.05, max_epochs=5, random_state=0,
+    ...                        optimizer__momentum=0.9).fit(X / 16, y)
+    >>> clf.predict(X[:3] / 16)
+    array([0, 1, 2])
+    """
+
+    _parameter_constraints = {
+        "module": [None, callable],
+        "solver": [StrOptions(set(SOLVERS))],
+        "rho": [Interval(Real, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "optimizer": [callable],
+        "train_split": [None, callable],
+        "callbacks": [None, list, StrOptions({"disable"})],
+        "device": [str, torch.device],
+        "sharpness": [StrOptions(set(MEASURES)), None],
+        "sharpness_max_samples": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        module=None,
+        *,
+        solver="sam",
+        rho=0.05,
+        lr=0.1,
+        max_epochs=20,
+        batch_size=32,
+        optimizer=torch.optim.SGD,
+        train_split=None,
+        callbacks=None,
+        device="cpu",
+        sharpness="top_eigenvalue",
+        sharpness_max_samples=1000,
+        random_state=None,
+        verbose=0,
+        **kwargs,
+    ):
+        self.module = module
+        self.solver = solver
+        self.rho = rho
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.train_split = train_split
+        self.callbacks = callbacks
+        self.device = device
+        self.sharpness = sharpness
+        self.sharpness_max_samples = sharpness_max_samples
+        self.random_state = random_state
+        self.verbose = verbose
+        for name, value in kwargs.items():  # skorch's way: routed params are attributes
+            setattr(self, name, value)
+
+    # -- parameters: the explicit ones plus skorch's routed ones -------------
+
+    def _extra_params(self):
+        """The ``**kwargs`` given to ``__init__`` or ``set_params``.
+
+        Every public attribute that is neither an explicit parameter nor a
+        fitted attribute (trailing underscore), as in skorch.
+        """
+        explicit = self._get_param_names()
+        return {
+            name: value
+            for name, value in vars(self).items()
+            if not (name.startswith("_") or name.endswith("_") or name in explicit)
+        }
+
+    def _routed_params(self):
+        """The extra parameters, checked to be skorch routed ones (in ``fit``)."""
+        extra = self._extra_params()
+        for name in extra:
+            if not _is_routed(name):
+                raise ValueError(
+                    f"Unknown parameter {name!r} of SAMNetClassifier; extra keyword "
+                    "arguments must be skorch routed parameters starting with one of "
+                    f"{', '.join(p + '__' for p in ROUTED_PREFIXES)}."
+                )
+        return extra
+
+    def get_params(self, deep=True):
+        """Parameters of this estimator, including skorch routed ones.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also return the parameters of contained estimators.
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values.
+        """
+        params = super().get_params(deep=deep)
+        params.update(self._extra_params())
+        return params
+
+    def set_params(self, **params):
+        """Set parameters, including skorch routed ones (``module__hidden...``).
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : SAMNetClassifier
+        """
+        explicit = self._get_param_names()
+        for name in list(params):
+            # skorch routed names, and unknown plain names (rejected by fit,
+            # as scikit-learn wants set_params itself never to raise on them)
+            if name not in explicit and (_is_routed(name) or "__" not in name):
+                setattr(self, name, params.pop(name))
+        return super().set_params(**params)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = not _is_cpu(self.device)  # cuDNN/cuBLAS kernels
+        return tags
+
+    # -- fitting -------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the network on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, cast to float32.
+        y : array-like of shape (n_samples,)
+            Class labels.
+
+        Returns
+        -------
+        self : SAMNetClassifier
+            The fitted estimator.
+        """
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        self.classes_, y_encoded = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                "SAMNetClassifier needs samples of at least 2 classes in the data; "
+                f"got 1 class: {self.classes_[0]!r}."
+            )
+        device = self._check_device()
+        X_t = _to_tensor(X, device)
+        y_t = torch.as_tensor(y_encoded.astype(np.int64), device=device)
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        net = self._build_net(X.shape[1], len(self.classes_))
+        with _seeded(seed, device):
+            net.fit(X_t, y_t)
+        _check_finite(net)
+        self.net_ = net
+        self.loss_curve_ = np.asarray(net.history[:, "train_loss"], dtype=float)
+        self.n_iter_ = len(net.history)
+        self.sharpness_ = self._sharpness(X_t, y_t, seed)
+        return self
+
+    def _check_device(self):
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={self.device!r} but CUDA is not available on this machine; "
+                "use device='cpu'."
+            )
+        return device
+
+    def _build_net(self, n_features, n_classes):
+        routed = self._routed_params()
+        for name, owner in _RESERVED.items():
+            if name in routed:
+                raise ValueError(f"Set {owner!r} on SAMNetClassifier instead of {name!r}.")
+        module = MLP if self.module is None else self.module
+        if isinstance(module, nn.Module):
+            module = copy.deepcopy(module)  # fit must not train the user's instance
+        else:
+            routed = {**_shape_params(module, n_features, n_classes), **routed}
+        return _SAMNet(
+            module=module,
+            criterion=nn.CrossEntropyLoss,
+            optimizer=SAM,
+            optimizer__base_optimizer=self.optimizer,
+            optimizer__rho=self.rho,
+            optimizer__solver=self.solver,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=-1 if self.batch_size is None else self.batch_size,
+            train_split=self.train_split,
+            callbacks=copy.deepcopy(self.callbacks),
+            classes=list(range(n_classes)),
+            iterator_train=TensorBatchLoader,
+            iterator_train__shuffle=True,
+            iterator_valid=TensorBatchLoader,
+            device=self.device,
+            verbose=self.verbose,
+            **routed,
+        )
+
+    def _sharpness(self, X, y, seed):
+        if self.sharpness is None:
+            return None
+        rng = np.random.RandomState(seed)
+        n = len(X)
+        if self.sharpness_max_samples is not None and n > self.sharpness_max_samples:
+            index = torch.as_tensor(rng.choice(n, self.sharpness_max_samples, replace=False), device=X.device)
+            X, y = X[index], y[index]
+        module = self.net_.module_
+        criterion = nn.CrossEntropyLoss()
+
+        def loss_fn():
+            return criterion(module(X), y)
+
+        params = [p for p in module.parameters() if p.requires_grad]
+        return float(
+            torch_sharpness(
+                loss_fn, params, self.sharpness, rho=self.rho, module=module, random_state=rng
+            )
+        )
+
+    # -- prediction ------------------------------------------------------------
+
+    def predict_proba(self, X):
+        """Class probabilities: the softmax of the network's logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        proba = self.net_.predict_proba(_to_tensor(X, torch.device(self.net_.device)))
+        return proba.astype(np.float64)
+
+    def predict(self, X):
+        """Most probable class of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        proba = self.predict_proba(X)  # checks the fit first
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+def _is_cpu(device):
+    return torch.device(device).type == "cpu"
+
+
+def _to_tensor(X, device):
+    # torch warns on read-only arrays (memory maps); copy those.
+    X = np.require(X, dtype=np.float32, requirements=["C", "W"])
+    return torch.as_tensor(X, device=device)
+
+
+def _shape_params(module_class, n_features, n_classes):
+    """``module__n_features``/``module__n_classes`` where the class takes them."""
+    try:
+        accepted = inspect.signature(module_class).parameters
+    except (TypeError, ValueError):
+        return {}
+    shapes = {"n_features": n_features, "n_classes": n_classes}
+    return {f"module__{k}": v for k, v in shapes.items() if k in accepted}
+
+
+@contextlib.contextmanager
+def _seeded(seed, device):
+    """Seed torch's CPU generator (and the training GPU's) inside a fork of them."""
+    cuda = []
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def _check_finite(net):
+    losses = net.history[:, "train_loss"]
+    params = torch.cat([p.detach().reshape(-1) for p in net.module_.parameters()])
+    if not (np.all(np.isfinite(losses)) and bool(torch.isfinite(params).all())):
+        raise ValueError(
+            "Training diverged: the loss or the weights are not finite. "
+            "Use a smaller lr (or rho)."
+        )

@@ -1,0 +1,360 @@
+"""SAMNetClassifier: equations first, then skorch plumbing, then scikit-learn's API."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits, make_classification
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Checkpoint, EarlyStopping, LRScheduler, ProgressBar
+from torch import nn
+
+from sksam.net import MLP, SAMNetClassifier, TensorBatchLoader
+from sksam.optim import SAM
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return (X[:300] / 16).astype(np.float32), y[:300]
+
+
+def _small(**params):
+    defaults = dict(max_epochs=3, random_state=0, sharpness=None)
+    return SAMNetClassifier(**{**defaults, **params})
+
+
+def _weights(clf):
+    return torch.cat([p.detach().reshape(-1) for p in clf.net_.module_.parameters()])
+
+
+def _seed(random_state):
+    """The torch seed SAMNetClassifier draws from an int random_state."""
+    return np.random.RandomState(random_state).randint(np.iinfo(np.int32).max)
+
+
+# -- the update rule, through skorch -----------------------------------------
+
+
+def test_one_full_batch_epoch_equals_the_sam_equation(digits):
+    # w1 = w0 - lr * grad L(w0 + rho g / ||g||), from a known module instance
+    X, y = digits
+    rho, lr = 0.5, 0.3
+    torch.manual_seed(0)
+    module = MLP(64, 10, hidden_layer_sizes=(16,))
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    params = list(module.parameters())
+    loss0 = nn.functional.cross_entropy(module(Xt), yt)
+    g = torch.autograd.grad(loss0, params)
+    norm = torch.linalg.vector_norm(torch.cat([gi.reshape(-1) for gi in g]))
+    shifted = copy.deepcopy(module)
+    with torch.no_grad():
+        for p, gi in zip(shifted.parameters(), g):
+            p.add_(rho * gi / norm)
+    g_shifted = torch.autograd.grad(nn.functional.cross_entropy(shifted(Xt), yt), list(shifted.parameters()))
+    expected = torch.cat([(p - lr * gi).detach().reshape(-1) for p, gi in zip(params, g_shifted)])
+
+    clf = _small(module=module, rho=rho, lr=lr, max_epochs=1, batch_size=None).fit(X, y)
+    torch.testing.assert_close(_weights(clf), expected, rtol=1e-5, atol=1e-6)
+    # skorch logged the loss at the unperturbed weights
+    assert clf.loss_curve_[0] == pytest.approx(loss0.item(), rel=1e-6)
+    # the user's instance was not trained
+    assert torch.equal(next(module.parameters()), params[0])
+
+
+def test_gd_is_plain_skorch_sgd_bit_for_bit(digits):
+    X, y = digits
+    clf = _small(solver="gd", lr=0.2, optimizer__momentum=0.9, module__hidden_layer_sizes=(16,)).fit(X, y)
+    net = NeuralNetClassifier(
+        MLP,
+        module__n_features=64,
+        module__n_classes=10,
+        module__hidden_layer_sizes=(16,),
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.SGD,
+        optimizer__momentum=0.9,
+        lr=0.2,
+        max_epochs=3,
+        batch_size=32,
+        train_split=None,
+        iterator_train=TensorBatchLoader,
+        iterator_train__shuffle=True,
+        iterator_valid=TensorBatchLoader,
+        verbose=0,
+    )
+    torch.manual_seed(_seed(0))
+    net.fit(torch.as_tensor(X), torch.as_tensor(y))
+    plain = torch.cat([p.detach().reshape(-1) for p in net.module_.parameters()])
+    assert torch.equal(_weights(clf), plain)
+
+
+@pytest.mark.parametrize("solver", ["sam", "usam", "asam"])
+def test_rho_zero_is_gd_bit_for_bit(digits, solver):
+    X, y = digits
+    module_params = dict(module__batch_norm=True, module__dropout=0.2)
+    gd = _small(solver="gd", **module_params).fit(X, y)
+    sam = _small(solver=solver, rho=0.0, **module_params).fit(X, y)
+    assert torch.equal(_weights(gd), _weights(sam))
+    for a, b in zip(gd.net_.module_.buffers(), sam.net_.module_.buffers()):
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(gd.predict_proba(X), sam.predict_proba(X))
+
+
+def test_sam_differs_from_gd(digits):
+    X, y = digits
+    assert not torch.equal(_weights(_small(solver="gd").fit(X, y)), _weights(_small(rho=0.1).fit(X, y)))
+
+
+def test_batchnorm_counts_each_step_once(digits):
+    X, y = digits
+    clf = _small(rho=0.2, module__batch_norm=True, module__dropout=0.3, batch_size=64).fit(X, y)
+    bn = clf.net_.module_.layers[1]
+    assert isinstance(bn, nn.BatchNorm1d)
+    assert bn.num_batches_tracked.item() == 3 * int(np.ceil(300 / 64))
+
+
+def test_optimizer_is_sam_around_the_base_and_sees_the_module(digits):
+    X, y = digits
+    clf = _small(rho=0.07, solver="asam", optimizer=torch.optim.Adam, lr=1e-3, optimizer__eta=0.1).fit(X, y)
+    opt = clf.net_.optimizer_
+    assert isinstance(opt, SAM) and isinstance(opt.base_optimizer, torch.optim.Adam)
+    group = opt.param_groups[0]
+    assert (group["rho"], group["solver"], group["eta"], group["lr"]) == (0.07, "asam", 0.1, 1e-3)
+    assert opt.model is clf.net_.module_
+    # skorch's setter reaches rho in the groups
+    clf.net_.set_params(optimizer__rho=0.2)
+    assert opt.base_optimizer.param_groups[0]["rho"] == 0.2
+
+
+# -- sharpness ------------------------------------------------------------------
+
+
+def test_sharpness_is_the_top_eigenvalue_of_the_exact_hessian():
+    X, y = make_classification(n_samples=40, n_features=4, n_informative=3, n_redundant=0, n_classes=3, random_state=0)
+    clf = SAMNetClassifier(
+        module__hidden_layer_sizes=(3,), module__activation="tanh", max_epochs=5, random_state=0, sharpness_max_samples=None
+    ).fit(X, y)
+    module = clf.net_.module_
+    names, params = zip(*[(n, p.detach().clone().double()) for n, p in module.named_parameters()])
+    Xt, yt = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(np.searchsorted(clf.classes_, y))
+    double = copy.deepcopy(module).double()
+    shapes = [p.shape for p in params]
+
+    def loss(flat):
+        chunks = torch.split(flat, [int(np.prod(s)) for s in shapes])
+        state = {n: c.reshape(s) for n, c, s in zip(names, chunks, shapes)}
+        return nn.functional.cross_entropy(torch.func.functional_call(double, state, (Xt,)), yt)
+
+    hessian = torch.autograd.functional.hessian(loss, torch.cat([p.reshape(-1) for p in params]))
+    top = np.linalg.eigvalsh(hessian.numpy())[-1]
+    assert clf.sharpness_ == pytest.approx(top, rel=1e-3)
+
+
+def test_sharpness_on_a_seeded_subsample(digits):
+    X, y = digits
+    a = _small(sharpness="trace", sharpness_max_samples=100).fit(X, y)
+    b = _small(sharpness="trace", sharpness_max_samples=100).fit(X, y)
+    c = _small(sharpness="trace", sharpness_max_samples=None).fit(X, y)
+    assert a.sharpness_ == b.sharpness_ > 0
+    assert a.sharpness_ != c.sharpness_
+    assert _small().fit(X, y).sharpness_ is None
+    rho = _small(sharpness="rho", rho=0.05).fit(X, y).sharpness_
+    assert rho > 0
+
+
+# -- scikit-learn API --------------------------------------------------------------
+
+
+@parametrize_with_checks([SAMNetClassifier()], expected_failed_checks=lambda est: {}, xfail_strict=True)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def test_string_labels(digits):
+    X, y = digits
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    clf = _small(max_epochs=10).fit(X, names[y])
+    np.testing.assert_array_equal(clf.classes_, np.sort(names))
+    assert set(clf.predict(X)) <= set(names)
+    assert clf.score(X, names[y]) > 0.8
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(1)], clf.predict(X))
+
+
+def test_same_random_state_same_fit_and_global_rng_untouched(digits):
+    X, y = digits
+    before = torch.get_rng_state()
+    a = _small(module__dropout=0.2).fit(X, y)
+    b = _small(module__dropout=0.2).fit(X, y)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(_weights(a), _weights(b))
+
+
+def test_routed_parameters_survive_clone_and_set_params(digits):
+    X, y = digits
+    clf = _small(module__hidden_layer_sizes=(7,), optimizer__momentum=0.5, iterator_train__drop_last=False)
+    params = clf.get_params()
+    assert params["module__hidden_layer_sizes"] == (7,) and params["optimizer__momentum"] == 0.5
+    cloned = clone(clf)
+    assert cloned.get_params()["module__hidden_layer_sizes"] == (7,)
+    cloned.set_params(module__hidden_layer_sizes=(5,), optimizer__momentum=0.9, rho=0.2)
+    cloned.fit(X, y)
+    assert cloned.net_.module_.layers[0].out_features == 5
+    assert cloned.net_.optimizer_.param_groups[0]["momentum"] == 0.9
+    assert cloned.net_.optimizer_.param_groups[0]["rho"] == 0.2
+    assert "module__hidden_layer_sizes=(7,)" in repr(clf)
+
+
+def test_user_module_class_gets_the_shapes(digits):
+    X, y = digits
+
+    class Net(nn.Module):
+        def __init__(self, n_features, n_classes, width=8):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(n_features, width), nn.ReLU(), nn.Linear(width, n_classes))
+
+        def forward(self, X):
+            return self.body(X)
+
+    clf = _small(module=Net, module__width=4).fit(X, y)
+    assert clf.net_.module_.body[0].in_features == 64 and clf.net_.module_.body[2].out_features == 10
+    assert clf.net_.module_.body[0].out_features == 4
+
+
+def test_pickle_round_trip_gives_identical_probabilities(digits):
+    X, y = digits
+    clf = _small(optimizer__momentum=0.9, sharpness="top_eigenvalue").fit(X, y)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clf.predict_proba(X), restored.predict_proba(X))
+    assert restored.sharpness_ == clf.sharpness_
+    assert restored.net_.optimizer_.model is restored.net_.module_
+
+
+def test_grid_search_over_rho_and_solver_in_parallel(digits):
+    X, y = digits
+    grid = {"rho": [0.0, 0.1], "solver": ["gd", "sam"]}
+    search = GridSearchCV(_small(max_epochs=2), grid, cv=2, n_jobs=2).fit(X, y)
+    assert len(search.cv_results_["params"]) == 4
+    assert search.best_estimator_.solver in ("gd", "sam")
+    scores = search.cv_results_["mean_test_score"]
+    # rho is ignored by 'gd', and rho=0 is 'gd' bit for bit: three equal scores
+    assert scores[0] == scores[1] == scores[2]
+    assert search.score(X, y) > 0.5
+
+
+def test_in_a_pipeline(digits):
+    X, y = digits
+    pipe = make_pipeline(StandardScaler(), _small()).fit(X, y)
+    assert pipe.score(X, y) > 0.8
+
+
+# -- skorch callbacks --------------------------------------------------------------
+
+
+def test_early_stopping_on_the_train_loss(digits):
+    X, y = digits
+    stop = EarlyStopping(monitor="train_loss", patience=2, threshold=0.99)  # a 99% gain each epoch
+    clf = _small(max_epochs=20, callbacks=[stop]).fit(X, y)
+    assert clf.n_iter_ == 3 == len(clf.loss_curve_)
+    assert stop.dynamic_threshold_ is None  # fit used a copy, not the user's callback
+    assert dict(clf.net_.callbacks_)["EarlyStopping"].dynamic_threshold_ is not None
+
+
+def test_lr_scheduler_drives_the_base_optimizer(digits):
+    X, y = digits
+    sched = LRScheduler(policy=torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    clf = _small(lr=0.4, callbacks=[sched]).fit(X, y)
+    assert clf.net_.optimizer_.base_optimizer.param_groups[0]["lr"] == pytest.approx(0.4 * 0.5**3)
+
+
+def test_progress_bar(digits, capsys):
+    X, y = digits
+    clf = _small(max_epochs=1, callbacks=[ProgressBar()]).fit(X, y)
+    assert clf.n_iter_ == 1
+    assert "/10 [" in capsys.readouterr().err  # ceil(300 / 32) batches per epoch
+
+
+def test_checkpoint_and_load_params(digits, tmp_path):
+    X, y = digits
+    checkpoint = Checkpoint(monitor="train_loss_best", dirname=str(tmp_path))
+    clf = _small(callbacks=[checkpoint], optimizer__momentum=0.9).fit(X, y)
+    assert (tmp_path / "params.pt").exists() and (tmp_path / "optimizer.pt").exists()
+    other = _small(max_epochs=1, optimizer__momentum=0.9).fit(X, y)
+    other.net_.load_params(checkpoint=checkpoint)
+    np.testing.assert_array_equal(other.predict_proba(X), clf.predict_proba(X))
+    # the SAM state (momentum buffers and rho) came back linked to the base optimizer
+    opt = other.net_.optimizer_
+    assert opt.param_groups is opt.base_optimizer.param_groups and opt.param_groups[0]["rho"] == 0.05
+
+
+def test_validation_split_for_valid_loss(digits):
+    from skorch.dataset import ValidSplit
+
+    X, y = digits
+    clf = _small(train_split=ValidSplit(5)).fit(X, y)
+    assert np.all(np.isfinite(clf.net_.history[:, "valid_loss"]))
+    assert clf.net_.history[-1, "valid_acc"] > 0.5
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def test_unknown_keyword_is_named_at_fit(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="Unknown parameter 'hidden' of SAMNetClassifier"):
+        _small(hidden=3).fit(X, y)
+
+
+@pytest.mark.parametrize("name, owner", [("optimizer__rho", "rho"), ("optimizer__lr", "lr"), ("optimizer__solver", "solver")])
+def test_routed_duplicates_of_explicit_parameters_are_refused(digits, name, owner):
+    X, y = digits
+    with pytest.raises(ValueError, match=f"Set '{owner}' on SAMNetClassifier instead of '{name}'"):
+        _small(**{name: 0.1}).fit(X, y)
+
+
+def test_one_class_is_refused(digits):
+    X, _ = digits
+    with pytest.raises(ValueError, match="at least 2 classes in the data; got 1 class"):
+        _small().fit(X, np.zeros(len(X)))
+
+
+def test_divergence_is_an_error_not_nan_predictions(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="Training diverged"):
+        _small(lr=1e30, max_epochs=2).fit(X * 1e5, y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="device='cuda' but CUDA is not available"):
+        _small(device="cuda").fit(X, y)
+
+
+# -- GPU ----------------------------------------------------------------------------------
+
+
+@needs_cuda
+def test_cuda_fit_matches_cpu_and_reloads_on_cpu(digits, monkeypatch):
+    X, y = digits
+    gpu = _small(device="cuda", optimizer__momentum=0.9, sharpness="top_eigenvalue").fit(X, y)
+    assert next(gpu.net_.module_.parameters()).is_cuda
+    cpu = _small(optimizer__momentum=0.9, sharpness="top_eigenvalue").fit(X, y)
+    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), atol=1e-3)
+    assert gpu.sharpness_ == pytest.approx(cpu.sharpness_, rel=1e-2)
+    payload = pickle.dumps(gpu)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine
+    with pytest.warns(UserWarning):
+        restored = pickle.loads(payload)
+    assert not next(restored.net_.module_.parameters()).is_cuda
+    np.testing.assert_allclose(restored.predict_proba(X), gpu.predict_proba(X), rtol=1e-5, atol=1e-6)
