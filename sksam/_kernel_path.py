@@ -1,0 +1,325 @@
+"""The GD / SAM / USAM path of kernel regression, computed in a Krylov basis.
+
+Notation: ``K`` the ``n x n`` kernel matrix, ``Y`` the ``n x k`` targets,
+``alpha`` the dual coefficients (``f = K alpha``), ``r = K alpha - Y`` the
+residual, ``lr`` the learning rate. Every solver of :mod:`sksam._update_rules`
+is GD/SAM on the feature-space weights ``theta = Phi^T alpha``, whose mean
+loss ``L = ||Phi theta - Y||^2 / (2n)`` has the gradient ``g = Phi^T r / n``
+and the Hessian ``H = Phi^T Phi / n``. Written through ``alpha``, one step is::
+
+    ||g||^2 = sum_outputs r^T K r / n^2             (the RKHS norm, all outputs)
+    c       = perturbation_scale(solver, rho, ||g||)  (0 for gd, rho for usam)
+    alpha  <- alpha - (lr / n) (I + (c / n) K) r        (1)
+
+because the perturbed point ``theta + c g`` has the dual coefficients
+``alpha + c r / n``, where the residual is ``r + (c / n) K r``.
+
+**Every iterate lives in a Krylov space.** By (1), ``alpha_t`` is a polynomial
+in ``K`` applied to ``Y`` (with scalar coefficients that, for SAM, depend on
+the path through ``c_t``), of degree below ``2t``. So the whole path is
+computed in an orthonormal basis ``Q`` of the block Krylov space
+``span{Y, K Y, K^2 Y, ...}`` built by Lanczos with full reorthogonalization
+[1]_, [2]_. With ``H_m = Q^T K Q = S diag(theta) S^T`` (Ritz values
+``theta``, Ritz vectors ``V = Q S``) and ``z = V^T Y``, step (1) becomes
+diagonal: writing ``alpha = V a`` and ``r = V (theta a - z)``,
+
+    a <- a - (lr / n) (1 + c theta / n) (theta a - z),
+    ||g||^2 = sum theta (theta a - z)^2 / n^2,
+
+``O(m k)`` per step instead of two ``n x n`` products. For ``gd`` and ``usam``
+this is the spectral filter of DESIGN.md applied to the Ritz pairs: after
+``T`` steps ``a_i = (1 - (1 - lr s_i)^T) z_i / theta_i`` with
+``s_i = theta_i / n`` (``gd``) or ``(theta_i / n)(1 + rho theta_i / n)``
+(``usam``).
+
+**Exactness.** Lanczos reproduces ``p(K) Y`` exactly for every polynomial of
+degree below the number of block steps, and the space becomes invariant
+(``K Q = Q H_m``) after at most ``n`` columns, after which the path is exact
+up to rounding; small problems get there. On large problems the basis grows
+until the fitted coefficients stop changing: the solution in the basis of
+size ``m`` is compared with the one of the previous check, and the basis
+stops growing when they agree to ``KRYLOV_RTOL`` (relative, Frobenius norm of
+``alpha``). The filters converge fast whatever the spectrum:
+``(1 - lr s)^T`` on ``[0, 1 / lr]`` has polynomial approximations of degree
+``O(sqrt(T log(1/eps)))`` (Chebyshev), so the basis needs about
+``sqrt(max_iter)`` columns, not ``n``.
+
+References
+----------
+.. [1] C. Lanczos, "An iteration method for the solution of the eigenvalue
+   problem of linear differential and integral operators", J. Res. Nat. Bur.
+   Standards 45, 1950.
+.. [2] Y. Saad, *Iterative Methods for Sparse Linear Systems*, 2nd ed., SIAM
+   2003, sec. 6.6; N. J. Higham, *Functions of Matrices*, SIAM 2008, ch. 13
+   (Krylov approximation of ``f(A) b``).
+"""
+
+import numpy as np
+from scipy.linalg import eigh, eigvalsh
+from scipy.sparse.linalg import eigsh
+
+from ._update_rules import perturbation_scale
+
+#: Relative change of the dual coefficients below which the basis stops growing.
+KRYLOV_RTOL = 1e-7
+
+#: Directions whose image under ``K`` leaves the basis by less than this times
+#: ``lambda_max(K)`` are dropped (the space is invariant to that precision).
+DEFLATION_TOL = 1e-12
+
+#: Relative change below which the basis also stops growing once the change
+#: no longer decreases (three checks in a row without halving): the rounding
+#: floor of a path that is itself sensitive to rounding (see the module notes).
+STAGNATION_RTOL = 1e-4
+
+#: Upper bound on the basis size (columns), whatever ``n``.
+MAX_KRYLOV_DIM = 2000
+
+#: Below this size ``lambda_max(K)`` comes from a dense eigensolver.
+_DENSE_EIG_SIZE = 100
+
+
+def top_eigenvalue(K):
+    """Largest eigenvalue of the symmetric matrix ``K``, to machine precision.
+
+    Lanczos (ARPACK) from a fixed pseudo-random start vector, so the result
+    is a deterministic function of ``K``; dense for small matrices.
+    """
+    n = K.shape[0]
+    if n <= _DENSE_EIG_SIZE:
+        return float(eigvalsh(K, subset_by_index=[n - 1, n - 1])[0])
+    v0 = np.random.default_rng(0).standard_normal(n)
+    return float(eigsh(K, k=1, which="LA", v0=v0, tol=0, return_eigenvectors=False)[0])
+
+
+class KrylovBasis:
+    """Orthonormal basis of ``span{Y, K Y, K^2 Y, ...}``, grown one block at a time.
+
+    ``Q[:, :m]`` are the columns whose image ``K q`` is known, so that
+    ``H[:m, :m] = Q[:, :m]^T K Q[:, :m]`` is complete; ``Q[:, m:p]`` is the
+    next block, whose image the next :meth:`grow` computes.
+    """
+
+    def __init__(self, Y, scale, max_dim):
+        n = Y.shape[0]
+        self.scale = scale
+        self.max_dim = min(max_dim, n)
+        self.Q = np.empty((n, min(self.max_dim + Y.shape[1], n)))
+        self.H = np.zeros((self.Q.shape[1], self.Q.shape[1]))
+        self.m, self.p = 0, 0
+        self.invariant = False
+        # The first block spans Y itself (no image yet): deflate against |Y|.
+        self._append(Y, np.linalg.norm(Y, axis=0).max() * DEFLATION_TOL)
+
+    def _append(self, W, tol):
+        """Append an orthonormal basis of ``W``'s columns above ``tol``."""
+        U, s, _ = np.linalg.svd(W, full_matrices=False)
+        keep = s > tol
+        keep[np.cumsum(keep) > self.Q.shape[1] - self.p] = False  # room left
+        self.Q[:, self.p : self.p + keep.sum()] = U[:, keep]
+        self.p += int(keep.sum())
+
+    def grow(self, K):
+        """One block step: the image of the pending block, orthogonalized twice."""
+        m, p = self.m, self.p
+        W = K @ self.Q[:, m:p]
+        Qp = self.Q[:, :p]
+        C = Qp.T @ W
+        W -= Qp @ C
+        C2 = Qp.T @ W  # second pass: orthogonality to machine precision
+        W -= Qp @ C2
+        C += C2
+        self.H[:p, m:p] = C
+        self.H[m:p, :p] = C.T
+        self.H[m:p, m:p] = (C[m:p] + C[m:p].T) / 2
+        self.m = p
+        if p >= self.Q.shape[1]:
+            self.invariant = p >= self.Q.shape[0]
+            return
+        self._append(W, self.scale * DEFLATION_TOL)
+        self.invariant = self.p == p  # nothing new: K Q = Q H
+
+    @property
+    def full(self):
+        """No room left to grow."""
+        return self.invariant or self.m >= self.max_dim
+
+
+class KrylovPath:
+    """The fitted path in a Ritz basis: ``alpha_t = V a_t``.
+
+    Attributes
+    ----------
+    V : ndarray of shape (n, m)
+        Ritz vectors.
+    theta : ndarray of shape (m,)
+        Ritz values.
+    z : ndarray of shape (m, k)
+        ``V^T Y``.
+    """
+
+    def __init__(self, basis, Y):
+        m = basis.m
+        self.theta, S = eigh(basis.H[:m, :m])
+        self.S = S
+        self.Qm = basis.Q[:, :m]
+        self.z = S.T @ (self.Qm.T @ Y)
+
+    def coefficients_in_q(self, a):
+        """``a`` (Ritz coordinates) in the Lanczos basis ``Q``."""
+        return self.S @ a
+
+    @property
+    def V(self):
+        return self.Qm @ self.S
+
+
+def run_steps(theta, z, *, n, lr, solver, rho, max_iter, monitor):
+    """Iterate rule (1) in Ritz coordinates from ``alpha = 0``.
+
+    Parameters
+    ----------
+    theta, z : ndarray
+        Ritz values, and ``V^T Y`` of shape (m, k).
+    n : int
+        Number of training samples (the ``1/n`` of the mean loss).
+    lr, solver, rho, max_iter
+        The estimator's settings.
+    monitor : callable or None
+        ``monitor(t, a, residual)`` after each step ``t = 1, 2, ...``; returns
+        True to stop. ``None``: run ``max_iter`` steps.
+
+    Returns
+    -------
+    a : ndarray of shape (m, k)
+        Ritz coordinates of the last iterate.
+    scales : list of float
+        The perturbation scale ``c_t`` of every step taken.
+    """
+    a = np.zeros_like(z)
+    residual = -z
+    col = theta[:, None]
+    taken = []
+    for t in range(max_iter):
+        # ||g||^2 = sum_i theta_i r_i^2 / n^2 (>= 0 up to rounding)
+        grad_norm = np.sqrt(max(float(np.vdot(residual, col * residual)), 0.0)) / n
+        c = perturbation_scale(solver, rho, grad_norm)
+        taken.append(c)
+        a, residual = _step(a, residual, c, col, n, lr)
+        if monitor is not None and monitor(t + 1, a, residual):
+            break
+    return a, taken
+
+
+def _step(a, residual, c, col, n, lr):
+    """Rule (1): ``a <- a - d r`` with ``d = (lr/n)(1 + c theta/n)``; the new residual.
+
+    The residual is updated multiplicatively, ``r <- (1 - theta d) r``, rather
+    than recomputed as ``theta a - z``: the subtraction would floor every
+    component at ``eps |z|``, while SAM's path depends on the components that
+    decay far below it (along the top eigenvector, whose component SAM first
+    shrinks and later regrows, "bouncing" across the valley). Each component
+    then keeps its relative precision, so the path is the one of exact
+    arithmetic (to rounding in each factor, and until a component underflows).
+    """
+    d = (lr / n) * (1.0 + (c / n) * col)
+    return a - d * residual, residual * (1.0 - col * d)
+
+
+def replay(theta, z, *, n, lr, scales):
+    """Yield ``a_t`` for ``t = 1 .. len(scales)``, bit for bit as :func:`run_steps`."""
+    a = np.zeros_like(z)
+    residual = -z
+    col = theta[:, None]
+    for c in scales:
+        a, residual = _step(a, residual, float(c), col, n, lr)
+        yield a
+
+
+def relative_change(new, old):
+    """``||new - [old; 0]||_F / ||new||_F`` (``old`` has fewer rows)."""
+    diff = new.copy()
+    diff[: old.shape[0]] -= old
+    norm = np.linalg.norm(new)
+    if norm == 0:
+        return 0.0 if np.linalg.norm(old) == 0 else np.inf
+    return float(np.linalg.norm(diff) / norm)
+
+
+def fit_krylov_path(K, Y, *, scale, solve, first_check=16, growth=1.5, rtol=KRYLOV_RTOL, max_dim=MAX_KRYLOV_DIM):
+    """Grow a Krylov basis until ``solve`` gives the same answer twice.
+
+    Parameters
+    ----------
+    K : ndarray of shape (n, n)
+        Symmetric kernel matrix.
+    Y : ndarray of shape (n, k)
+        Targets: the start block.
+    scale : float
+        ``lambda_max(K)``, the scale of the deflation test.
+    solve : callable
+        ``solve(path)`` runs the dynamics in the Ritz basis of a
+        :class:`KrylovPath` and returns ``(a, info)``, ``a`` the Ritz
+        coordinates of the fitted coefficients.
+    first_check : int
+        Columns (per output) before the first comparison.
+    growth : float
+        Each comparison is made on a basis this many times larger.
+    rtol : float
+        Stop when the fitted coefficients change by less than this.
+    max_dim : int
+        Largest basis.
+
+    Returns
+    -------
+    path : KrylovPath
+    a : ndarray
+        As returned by ``solve`` in the final basis.
+    info : object
+        As returned by ``solve``.
+    diagnostics : dict
+        ``size`` (columns), ``exact`` (the space became invariant),
+        ``change`` (last relative change, 0 when exact), ``converged``
+        (``change <= rtol``), ``stagnated`` (stopped by the stagnation rule).
+    """
+    k = Y.shape[1]
+    basis = KrylovBasis(Y, scale, max_dim)
+    previous, next_check, changes = None, first_check * k, []
+    while True:
+        basis.grow(K)
+        if not (basis.full or basis.m >= next_check):
+            continue
+        path = KrylovPath(basis, Y)
+        a, info = solve(path)
+        coef = path.coefficients_in_q(a)
+        if basis.invariant:
+            changes.append(0.0)
+            break
+        if previous is not None:
+            changes.append(relative_change(coef, previous))
+            if changes[-1] <= rtol or _stagnates(changes) or basis.full:
+                break
+        elif basis.full:
+            changes.append(np.inf)
+            break
+        previous = coef
+        next_check = max(int(growth * basis.m), basis.m + k)
+    change = changes[-1]
+    return path, a, info, {
+        "size": basis.m,
+        "exact": basis.invariant,
+        "change": change,
+        "converged": change <= rtol,
+        "stagnated": change > rtol and _stagnates(changes),
+    }
+
+
+def _stagnates(changes):
+    """Three changes below STAGNATION_RTOL in a row, none half the one before."""
+    last = changes[-3:]
+    return (
+        len(last) == 3
+        and max(last) <= STAGNATION_RTOL
+        and last[1] > last[0] / 2
+        and last[2] > last[1] / 2
+    )
