@@ -360,7 +360,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         train, val = self._split(X, y)
         if self.kernel == "precomputed":
             K = self._train_kernel(X[train][:, train])
-            K_val = None if val is None else self._get_kernel(X[val][:, train])
+            K_val = None if val is None else self._get_kernel(X[val][:, train], X[train])
             self._precomputed_columns = None if val is None else train
         else:
             K = self._train_kernel(X[train])
@@ -471,7 +471,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         )
         if self.kernel == "precomputed":
             columns = getattr(self, "_precomputed_columns", None)
-            K = self._get_kernel(X if columns is None else X[:, columns])
+            K = self._get_kernel(X if columns is None else X[:, columns], self.X_fit_)
         else:
             K = self._get_kernel(X, self.X_fit_)
         return K
