@@ -41,8 +41,6 @@ Andriushchenko, Flammarion (2022). Towards Understanding Sharpness-Aware
 Minimization. ICML.
 """
 
-import contextlib
-
 import torch
 from torch.nn.modules.batchnorm import _NormBase
 
@@ -216,10 +214,6 @@ class SAM(torch.optim.Optimizer):
         check_solver(solver)
         return solver, eta
 
-    def _needs_perturbation(self):
-        solver, _ = self._options()
-        return any(is_perturbed(solver, group["rho"]) for group in self.param_groups)
-
     def _ascent_inputs(self):
         """Parameters, ascent gradients, ASAM flags and rho of each parameter."""
         params, grads, adaptive, rhos = [], [], [], []
@@ -250,7 +244,13 @@ class SAM(torch.optim.Optimizer):
             Whether any parameter was moved (``False`` for ``rho=0``,
             ``solver='gd'`` or when no parameter has a gradient).
         """
-        solver, eta = self._options()
+        perturbed = self._perturb(*self._options())
+        if zero_grad:
+            self.zero_grad()
+        return perturbed
+
+    def _perturb(self, solver, eta):
+        """:meth:`first_step` without the grad-mode switch (callers hold no_grad)."""
         params, grads, adaptive, rhos = self._ascent_inputs()
         if len(set(rhos)) <= 1:
             rho = rhos[0] if rhos else 0.0
@@ -263,8 +263,6 @@ class SAM(torch.optim.Optimizer):
                 e = [None if d is None or r == 0 else d * r for d, r in zip(e, rhos)]
         saved = None if e is None else add_perturbation_(params, e)
         self._saved = (params, saved) if saved is not None else None
-        if zero_grad:
-            self.zero_grad()
         return saved is not None and any(s is not None for s in saved)
 
     @torch.no_grad()
@@ -276,12 +274,18 @@ class SAM(torch.optim.Optimizer):
         zero_grad : bool, default=False
             Clear the gradients afterwards.
         """
+        self._restore_and_step()
+        if zero_grad:
+            self.zero_grad()
+
+    def _restore(self):
         if self._saved is not None:
             restore_(*self._saved)
             self._saved = None
+
+    def _restore_and_step(self):
+        self._restore()
         self.base_optimizer.step()
-        if zero_grad:
-            self.zero_grad()
 
     # -- the closure protocol -----------------------------------------------
 
@@ -302,7 +306,8 @@ class SAM(torch.optim.Optimizer):
             What the first closure call returned: the loss at the
             unperturbed weights.
         """
-        if not self._needs_perturbation():
+        solver, eta = self._options()
+        if not any(is_perturbed(solver, group["rho"]) for group in self.param_groups):
             # Exactly the base optimizer: one closure call, no copies.
             loss = None if closure is None else _call(closure)
             self.base_optimizer.step()
@@ -316,13 +321,21 @@ class SAM(torch.optim.Optimizer):
         devices = _cuda_devices(self.param_groups)
         before = _get_rng(devices)
         loss = _call(closure)
-        if self.first_step():
+        if self._perturb(solver, eta):
             after = _get_rng(devices)
+            stats = _running_stats(self.model)
+            saved_stats = [b.clone() for b in stats]
             _set_rng(before, devices)  # same dropout masks in both passes
-            with _frozen_running_stats(self.model):
+            try:
                 _call(closure)
-            _set_rng(after, devices)  # as if one pass had been taken
-        self.second_step()
+            except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
+                self._restore()
+                raise
+            finally:
+                for b, original in zip(stats, saved_stats):  # updated once, at w
+                    b.copy_(original)
+                _set_rng(after, devices)  # as if one pass had been taken
+        self._restore_and_step()
         return loss
 
     # -- persistence --------------------------------------------------------
@@ -375,28 +388,14 @@ def _set_rng(states, devices):
         torch.cuda.set_rng_state(state, device)
 
 
-@contextlib.contextmanager
-def _frozen_running_stats(model):
-    """Put back the running statistics of ``model``'s normalization layers."""
+def _running_stats(model):
+    """Running-statistics buffers of ``model``'s normalization layers in training mode."""
     if model is None:
-        yield
-        return
-    layers = [
-        m for m in model.modules()
-        if isinstance(m, _NormBase) and m.training and m.track_running_stats
-    ]
-    saved = [[b.clone() for b in _stats(m)] for m in layers]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, copies in zip(layers, saved):
-                for b, copy in zip(_stats(m), copies):
-                    b.copy_(copy)
-
-
-def _stats(layer):
+        return []
     return [
-        b for b in (layer.running_mean, layer.running_var, layer.num_batches_tracked)
+        b
+        for m in model.modules()
+        if isinstance(m, _NormBase) and m.training and m.track_running_stats
+        for b in (m.running_mean, m.running_var, m.num_batches_tracked)
         if b is not None
     ]

@@ -443,3 +443,23 @@ def test_cuda_step_matches_cpu_and_replays_cuda_dropout():
     opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, model=model)
     opt.step(_closure(model, opt, x.cuda(), y.cuda()))
     assert torch.equal(masks[0], masks[1])
+
+
+def test_an_error_in_the_second_pass_leaves_the_weights_unperturbed():
+    model = _mlp(batch_norm=True)
+    x, y = _data()
+    w0 = _flat([p.detach().clone() for p in model.parameters()])
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1, model=model)
+    closure, calls = _closure(model, opt, x, y), []
+
+    def interrupted():
+        calls.append(1)
+        loss = closure()
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return loss
+
+    with pytest.raises(KeyboardInterrupt):
+        opt.step(interrupted)
+    assert torch.equal(_flat(model.parameters()), w0)
+    assert model[1].num_batches_tracked.item() == 1

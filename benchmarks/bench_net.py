@@ -1,0 +1,152 @@
+"""Epoch time of SAMNetClassifier against what users would otherwise write.
+
+Three ways to train the same MLP (64-100-10, SGD with momentum 0.9, batches
+of 32) on the digits data, timed in one run, interleaved, one torch thread:
+
+* ``SAMNetClassifier(solver='sam')``;
+* a hand-written PyTorch SAM loop on the same module and the same batches
+  (the community recipe: two backward passes, ``rho g/||g||`` ascent,
+  subtract it back, base step), the floor for SAM;
+* plain skorch ``NeuralNetClassifier`` with SGD (one gradient per step,
+  skorch's default data loader, no validation split), what a skorch user
+  would run without SAM.
+
+Epoch times are skorch's own ``history[:, 'dur']`` for the skorch nets and
+``time.perf_counter`` around each epoch of the loop (synchronized on a GPU);
+the medians over all epochs of all repeats are compared. The total ``fit``
+time (set-up included, ``sharpness=None``) is reported as well.
+
+Targets: SAMNetClassifier / hand-written SAM loop <= 1.15 (aim 1.05);
+SAMNetClassifier / skorch SGD <= 2.05 (two gradients per step are the floor).
+
+Usage::
+
+    python benchmarks/bench_net.py [--epochs 10] [--repeats 5] [--device cuda]
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from skorch import NeuralNetClassifier
+from torch import nn
+
+from sksam.net import MLP, SAMNetClassifier
+
+LR, MOMENTUM, RHO, BATCH = 0.1, 0.9, 0.05, 32
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_samnet(X, y, epochs, device, seed):
+    clf = SAMNetClassifier(
+        solver="sam", rho=RHO, lr=LR, max_epochs=epochs, batch_size=BATCH, device=device,
+        sharpness=None, random_state=seed, optimizer__momentum=MOMENTUM,
+    )
+    start = time.perf_counter()
+    clf.fit(X, y)
+    total = time.perf_counter() - start
+    return list(clf.net_.history[:, "dur"]), total, clf.loss_curve_[-1]
+
+
+def run_skorch_sgd(X, y, epochs, device, seed):
+    torch.manual_seed(seed)
+    net = NeuralNetClassifier(
+        MLP, module__n_features=X.shape[1], module__n_classes=10,
+        criterion=nn.CrossEntropyLoss, optimizer=torch.optim.SGD, lr=LR,
+        optimizer__momentum=MOMENTUM, max_epochs=epochs, batch_size=BATCH,
+        train_split=None, device=device, verbose=0,
+    )
+    start = time.perf_counter()
+    net.fit(X, y.astype(np.int64))
+    total = time.perf_counter() - start
+    return list(net.history[:, "dur"]), total, net.history[-1, "train_loss"]
+
+
+def run_hand_loop(X, y, epochs, device, seed):
+    """The community SAM recipe, written out (what the optimizer replaces)."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    model = MLP(X.shape[1], 10).to(device)
+    params = list(model.parameters())
+    base = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM)
+    X_t = torch.as_tensor(X, device=device)
+    y_t = torch.as_tensor(y.astype(np.int64), device=device)
+    n, durations = len(X_t), []
+    for _ in range(epochs):
+        _sync(device)
+        tic = time.perf_counter()
+        model.train()
+        order = torch.randperm(n).to(device)
+        running = 0.0
+        for begin in range(0, n, BATCH):
+            index = order[begin : begin + BATCH]
+            xb, yb = X_t[index], y_t[index]
+            base.zero_grad()
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            with torch.no_grad():
+                norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+                e = [p.grad * (RHO / (norm + 1e-12)) for p in params]
+                for p, e_p in zip(params, e):
+                    p.add_(e_p)
+            base.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            with torch.no_grad():
+                for p, e_p in zip(params, e):
+                    p.sub_(e_p)
+            base.step()
+            running += loss.item() * len(xb)
+        _sync(device)
+        durations.append(time.perf_counter() - tic)
+    total = time.perf_counter() - start
+    return durations, total, running / n
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    runners = {"SAMNetClassifier(sam)": run_samnet, "hand-written SAM loop": run_hand_loop, "skorch SGD": run_skorch_sgd}
+    for runner in runners.values():  # warm-up: imports, allocator, first-call costs
+        runner(X, y, 1, args.device, 0)
+    epochs = {name: [] for name in runners}
+    totals = {name: [] for name in runners}
+    losses = {name: [] for name in runners}
+    for repeat in range(args.repeats):  # interleaved, so load changes hit all three
+        for name, runner in runners.items():
+            durations, total, loss = runner(X, y, args.epochs, args.device, repeat)
+            epochs[name] += durations
+            totals[name].append(total)
+            losses[name].append(loss)
+
+    print(f"digits n={len(X)}, MLP 64-100-10, batch {BATCH}, {args.epochs} epochs x {args.repeats} repeats, "
+          f"device={args.device}, torch threads={torch.get_num_threads()}")
+    print(f"{'method':24s} {'epoch (ms)':>11s} {'fit (s)':>9s} {'final train loss':>17s}")
+    for name in runners:
+        print(f"{name:24s} {1e3 * statistics.median(epochs[name]):11.2f} "
+              f"{statistics.median(totals[name]):9.3f} {statistics.median(losses[name]):17.4f}")
+    ours = statistics.median(epochs["SAMNetClassifier(sam)"])
+    loop = statistics.median(epochs["hand-written SAM loop"])
+    sgd = statistics.median(epochs["skorch SGD"])
+    print(f"ratio SAMNetClassifier / hand-written SAM loop (epoch): {ours / loop:.3f}  (target <= 1.15, aim 1.05)")
+    print(f"ratio SAMNetClassifier / skorch SGD (epoch):            {ours / sgd:.3f}  (aim <= 2.05)")
+    fit_ratio = statistics.median(totals["SAMNetClassifier(sam)"]) / statistics.median(totals["hand-written SAM loop"])
+    print(f"ratio SAMNetClassifier / hand-written SAM loop (whole fit): {fit_ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
