@@ -23,7 +23,15 @@ extensions = [
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py"]
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+# scikit-learn generates set_*_request methods on every estimator; their
+# docstrings point into scikit-learn's own docs, so they are left out here.
+autodoc_default_options = {
+    "members": True,
+    "exclude-members": ",".join(
+        f"set_{method}_request"
+        for method in ("fit", "predict", "predict_proba", "score", "partial_fit")
+    ),
+}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 
