@@ -352,6 +352,25 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
 
     Notes
     -----
+    **Composition, not inheritance.** The estimator owns a skorch
+    ``NeuralNetClassifier`` (``net_``) rather than being one, so it passes
+    all of scikit-learn's estimator checks (string labels, NaN and empty-data
+    errors, ``n_features_in_``, no attribute set in ``__init__``). skorch's
+    API is one attribute away: ``net_.history`` (per-epoch and per-batch
+    records), ``net_.callbacks_``, ``net_.save_params(f_params=...)`` /
+    ``net_.load_params(...)``, ``net_.module_`` and ``net_.optimizer_``
+    (a :class:`sksam.optim.SAM`, whose ``base_optimizer`` is ``optimizer``).
+    Routed ``**kwargs`` behave as explicit parameters: ``get_params``
+    returns them, so ``clone``, pipelines and ``GridSearchCV`` (e.g. over
+    ``module__hidden_layer_sizes``) work; unknown names are refused by
+    ``fit``.
+
+    **Speed.** Whole training sets are kept as tensors on ``device`` and
+    batches are sliced from them (:class:`TensorBatchLoader`) instead of
+    collated sample by sample; skorch's ``PrintLog`` is dropped when
+    ``verbose=0``; the callbacks are called only at the hooks they
+    implement.
+
     The loss recorded by skorch (``train_loss``) is the loss at the
     unperturbed weights, as for gradient descent, so curves of the two
     solvers compare directly. With ``module`` holding batch normalization,
@@ -467,7 +486,11 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         return params
 
     def set_params(self, **params):
-        """Set parameters, including skorch routed ones (``module__hidden...``).
+        """Set parameters, including skorch routed ones (``module__dropout=...``).
+
+        Routed names and unknown plain names are stored as attributes (an
+        unknown name is refused by ``fit``, not here, as scikit-learn asks);
+        other names go through scikit-learn's ``set_params``.
 
         Parameters
         ----------

@@ -322,21 +322,29 @@ class SAM(torch.optim.Optimizer):
         before = _get_rng(devices)
         loss = _call(closure)
         if self._perturb(solver, eta):
-            after = _get_rng(devices)
-            stats = _running_stats(self.model)
-            saved_stats = [b.clone() for b in stats]
-            _set_rng(before, devices)  # same dropout masks in both passes
-            try:
-                _call(closure)
-            except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
-                self._restore()
-                raise
-            finally:
-                for b, original in zip(stats, saved_stats):  # updated once, at w
-                    b.copy_(original)
-                _set_rng(after, devices)  # as if one pass had been taken
+            self._second_pass(closure, before, devices)
         self._restore_and_step()
         return loss
+
+    def _second_pass(self, closure, rng_before, devices):
+        """The closure at ``w + e``, replaying the first pass's random numbers.
+
+        Running statistics are put back afterwards (updated once, at ``w``),
+        and the generators are left where the first pass left them.
+        """
+        rng_after = _get_rng(devices)
+        stats = _running_stats(self.model)
+        saved_stats = [b.clone() for b in stats]
+        _set_rng(rng_before, devices)  # same dropout masks in both passes
+        try:
+            _call(closure)
+        except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
+            self._restore()
+            raise
+        finally:
+            for b, original in zip(stats, saved_stats):
+                b.copy_(original)
+            _set_rng(rng_after, devices)
 
     # -- persistence --------------------------------------------------------
 

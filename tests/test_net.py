@@ -358,3 +358,12 @@ def test_cuda_fit_matches_cpu_and_reloads_on_cpu(digits, monkeypatch):
         restored = pickle.loads(payload)
     assert not next(restored.net_.module_.parameters()).is_cuda
     np.testing.assert_allclose(restored.predict_proba(X), gpu.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_verbose_prints_skorchs_table(digits, capsys):
+    X, y = digits
+    _small(max_epochs=2, verbose=1).fit(X, y)
+    out = capsys.readouterr().out
+    assert "train_loss" in out and "dur" in out
+    _small(max_epochs=2).fit(X, y)
+    assert capsys.readouterr().out == ""
