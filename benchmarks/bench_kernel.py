@@ -6,11 +6,15 @@ Prints, in one run:
     against ``KernelRidge.fit`` on the same data (the bar: <= 2x, aim <= 1x);
 (b) ``GridSearchCV`` over 10 values of ``rho``, ``cv=5``, n=2000, against
     ``GridSearchCV(KernelRidge)`` over 10 values of ``alpha`` (aim <= 1.5x);
-(c) the accuracy of the Krylov path at n=5000 against the naive loop of the
-    SAM rule (two ``K v`` products per step, ``alpha`` updated in place), and
-    against a second naive loop that only orders the same arithmetic
-    differently, which measures how much rounding alone moves the answer.
-    Skip it with ``--skip-accuracy`` (it takes about 2000 products ``K v``).
+(c) the accuracy of the Krylov path at n=5000: for ``solver='sam'`` against
+    the exact spectral path (dense ``eigh``, every residual component updated
+    by its own factor) and against the naive loop of the rule on ``alpha``
+    (two ``K v`` products per step), with the naive loop's own distance to the
+    exact path and to a second naive loop that only orders the arithmetic
+    differently (SAM's path is sensitive to rounding where it "bounces" along
+    the top eigenvector, see ``sksam._kernel_path``); for ``solver='gd'``
+    against the naive loop. Skip it with ``--skip-accuracy`` (a dense
+    ``eigh`` and about 5000 products ``K v``: a minute or so).
 
 Run: ``python benchmarks/bench_kernel.py`` (``--help`` for the sizes).
 BLAS runs on ``--threads`` threads (default 1) for both sides.
@@ -84,8 +88,8 @@ def bench_grid(args):
     print(f"    ratio                           {t_sam / t_krr:8.2f}x")
 
 
-def naive_sam(K, y, *, lr, rho, max_iter, in_place):
-    """The SAM rule on alpha with two products K v per step (the reference)."""
+def naive_loop(K, y, *, solver, lr, rho, max_iter, in_place):
+    """The rule on alpha with two products K v per step (one for 'gd')."""
     import numpy as np
 
     from sksam._update_rules import perturbation_scale
@@ -94,35 +98,68 @@ def naive_sam(K, y, *, lr, rho, max_iter, in_place):
     alpha, K_alpha = np.zeros(n), np.zeros(n)
     for _ in range(max_iter):
         r = (K_alpha if in_place else K @ alpha) - y
-        K_r = K @ r
-        c = perturbation_scale("sam", rho, np.sqrt(max(r @ K_r, 0.0)) / n)
-        step = (lr / n) * (r + (c / n) * K_r)
+        if solver == "gd":
+            step = (lr / n) * r
+        else:
+            K_r = K @ r
+            c = perturbation_scale(solver, rho, np.sqrt(max(r @ K_r, 0.0)) / n)
+            step = (lr / n) * (r + (c / n) * K_r)
         alpha = alpha - step
         if in_place:
             K_alpha = K_alpha - K @ step
     return alpha
 
 
+def exact_spectral_sam(lam, U, y, *, lr, rho, max_iter):
+    """SAM in K's full eigenbasis (dense eigh), residual components updated by
+    their factors, so none is floored at eps |y|: the exact-arithmetic path."""
+    import numpy as np
+
+    from sksam._update_rules import perturbation_scale
+
+    n = len(y)
+    z = U.T @ y
+    a, r = np.zeros(n), -z
+    for _ in range(max_iter):
+        c = perturbation_scale("sam", rho, np.sqrt(max(lam @ r**2, 0.0)) / n)
+        d = (lr / n) * (1 + c * lam / n)
+        a, r = a - d * r, r * (1 - lam * d)
+    return U @ a
+
+
 def bench_accuracy(args, X, y, model):
     import numpy as np
 
-    K = model._get_kernel(X)
-    settings = dict(lr=model.learning_rate_, rho=args.rho, max_iter=args.max_iter)
-    start = time.perf_counter()
-    reference = naive_sam(K, y, in_place=True, **settings)
-    t_naive = time.perf_counter() - start
-    other = naive_sam(K, y, in_place=False, **settings)
+    from sksam import SAMKernelRegressor
 
     def rel(a, b):
         return np.linalg.norm(a - b) / np.linalg.norm(b)
 
-    fit_krylov, fit_ref, fit_other = K @ model.dual_coef_, K @ reference, K @ other
-    print(f"(c) accuracy at n={args.n}, solver='sam', learning_rate='auto', max_iter={args.max_iter}")
-    print(f"    naive loop time                          {t_naive:8.3f} s")
-    print(f"    Krylov vs naive loop:  dual_coef_ rel. error {rel(model.dual_coef_, reference):.2e}, "
-          f"fitted values {rel(fit_krylov, fit_ref):.2e}")
-    print(f"    naive vs naive (other order):  dual_coef_ {rel(other, reference):.2e}, "
-          f"fitted values {rel(fit_other, fit_ref):.2e}")
+    def line(label, a, b):
+        print(f"    {label:<44} dual_coef_ {rel(a, b):.1e}   fitted values {rel(K @ a, K @ b):.1e}")
+
+    K = model._get_kernel(X)
+    lr = model.learning_rate_
+    settings = dict(lr=lr, rho=args.rho, max_iter=args.max_iter)
+    start = time.perf_counter()
+    lam, U = np.linalg.eigh(K)
+    t_eigh = time.perf_counter() - start
+    exact = exact_spectral_sam(lam, U, y, **settings)
+    start = time.perf_counter()
+    naive = naive_loop(K, y, solver="sam", in_place=True, **settings)
+    t_naive = time.perf_counter() - start
+    naive_other = naive_loop(K, y, solver="sam", in_place=False, **settings)
+    print(f"(c) accuracy at n={args.n}, learning_rate='auto', max_iter={args.max_iter} "
+          f"(numpy eigh {t_eigh:.1f} s, naive SAM loop {t_naive:.1f} s)")
+    print(f"    solver='sam', rho={args.rho}:")
+    line("Krylov vs exact spectral path (dense eigh)", model.dual_coef_, exact)
+    line("Krylov vs naive loop", model.dual_coef_, naive)
+    line("naive loop vs exact spectral path", naive, exact)
+    line("naive loop vs naive loop (other order)", naive_other, naive)
+    gd = SAMKernelRegressor(solver="gd", max_iter=args.max_iter).fit(X, y)
+    naive_gd = naive_loop(K, y, solver="gd", in_place=False, **settings)
+    print(f"    solver='gd' (Krylov basis {gd.krylov_size_} columns):")
+    line("Krylov vs naive loop", gd.dual_coef_, naive_gd)
 
 
 def main():

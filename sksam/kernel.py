@@ -174,6 +174,18 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     and a slightly higher variance, so with a well-chosen number of steps its
     prediction error is at most GD's (Behdin & Mazumder, 2023).
 
+    Accuracy. GD and USAM are linear filters and are computed to rounding.
+    SAM's path is the exact-arithmetic one: along the top eigenvector SAM
+    first shrinks the residual far below ``eps |y|`` and later regrows it
+    ("bouncing" across the valley); a plain loop on :math:`\alpha` floors
+    that component at rounding level and regrows noise, so two such loops
+    can disagree in the fitted values (by 7% at ``n=5000`` with
+    ``learning_rate='auto'``), while this estimator agrees with the path in
+    the full eigenbasis to about ``1e-13`` (see :mod:`sksam._kernel_path`).
+
+    The fitted model keeps the Ritz vectors (``n_train x m``, ``m`` about
+    ``2 sqrt(max_iter)``) for :meth:`staged_predict`.
+
     References
     ----------
     .. [1] K. Behdin and R. Mazumder, "On Statistical Properties of
