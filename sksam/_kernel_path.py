@@ -96,7 +96,7 @@ DEFLATION_TOL = 1e-12
 #: floor of a path that is itself sensitive to rounding (see the module notes).
 STAGNATION_RTOL = 1e-4
 
-#: Upper bound on the basis size (columns), whatever ``n``.
+#: Upper bound on the basis size (columns per output), whatever ``n``.
 MAX_KRYLOV_DIM = 2000
 
 #: Below this size ``lambda_max(K)`` comes from a dense eigensolver.
@@ -127,7 +127,7 @@ class KrylovBasis:
     def __init__(self, Y, scale, max_dim):
         n = Y.shape[0]
         self.scale = scale
-        self.max_dim = min(max_dim, n)
+        self.max_dim = min(max_dim * Y.shape[1], n)  # per output
         self.Q = np.empty((n, min(self.max_dim + Y.shape[1], n)))
         self.H = np.zeros((self.Q.shape[1], self.Q.shape[1]))
         self.m, self.p = 0, 0

@@ -290,16 +290,9 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
 
     def _train_kernel(self, X):
         """Kernel matrix of the training data, checked to be symmetric."""
-        if self.kernel == "precomputed":
-            if X.shape[0] != X.shape[1]:
-                raise ValueError(
-                    "With kernel='precomputed', X must be the square kernel matrix of "
-                    f"the training data at fit time, got shape {X.shape}."
-                )
-            K = self._get_kernel(X)
-        else:
-            K = self._get_kernel(X)
+        K = self._get_kernel(X)
         if self.kernel == "precomputed" or callable(self.kernel):
+            # the named kernels are symmetric by construction; these may not be
             scale = max(np.abs(K).max(), np.finfo(float).tiny)
             if not np.allclose(K, K.T, rtol=0, atol=1e-10 * scale):
                 raise ValueError(
@@ -323,7 +316,11 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     # --------------------------------------------------------------- fitting
 
     def _resolve_learning_rate(self, s_max):
-        """The step size, and the bound it must stay below (DESIGN: stability)."""
+        """The step size: 'auto', or the user's after the stability check.
+
+        ``s_max`` is the top Hessian eigenvalue ``lambda_max(K) / n``; the
+        derivations are in the class docstring (``learning_rate``).
+        """
         rho = self.rho if self.solver == "usam" else 0.0
         curvature = s_max * (1.0 + rho * s_max)  # the largest filter eigenvalue
         if curvature <= 0:  # K == 0 (or negative definite): nothing to learn
@@ -368,18 +365,28 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         )
         Y = y.reshape(y.shape[0], -1)
         if self.kernel == "precomputed" and X.shape[0] != X.shape[1]:
-            self._train_kernel(X)  # raises the shape error
+            raise ValueError(
+                "With kernel='precomputed', X must be the square kernel matrix of "
+                f"the training data at fit time, got shape {X.shape}."
+            )
         train, val = self._split(X, y)
+        # with a precomputed kernel and a validation split, predict keeps only
+        # the columns of the training part
+        self._precomputed_columns = (
+            train if self.kernel == "precomputed" and val is not None else None
+        )
         if self.kernel == "precomputed":
             K = self._train_kernel(X[train][:, train])
             K_val = None if val is None else self._get_kernel(X[val][:, train], X[train])
-            self._precomputed_columns = None if val is None else train
         else:
             K = self._train_kernel(X[train])
             K_val = None if val is None else self._get_kernel(X[val], X[train])
         Y_val = None if val is None else Y[val]
         self.X_fit_ = X[train]
         self._fit_path(K, Y[train], K_val, Y_val)
+        if self.verbose:
+            for step, loss in enumerate(self.loss_curve_, start=1):
+                print(f"Step {step}, loss = {loss:.8f}")
         self.dual_coef_ = self._path_V @ self._coef
         if y.ndim == 1:
             self.dual_coef_ = self.dual_coef_.ravel()
@@ -399,7 +406,6 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
                 tol=self.tol,
                 n_iter_no_change=self.n_iter_no_change,
                 validation=None if K_val is None else (projector(path), Y_val),
-                verbose=self.verbose,
             )
             a, scales = run_steps(
                 path.theta,
@@ -482,7 +488,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             self, X, accept_sparse=("csr", "csc"), dtype=np.float64, reset=False
         )
         if self.kernel == "precomputed":
-            columns = getattr(self, "_precomputed_columns", None)
+            columns = self._precomputed_columns
             K = self._get_kernel(X if columns is None else X[:, columns], self.X_fit_)
         else:
             K = self._get_kernel(X, self.X_fit_)
@@ -558,9 +564,9 @@ class _RowProjector:
 class _Monitor:
     """Loss curve, validation scores and MLPRegressor's stopping rule, per step."""
 
-    def __init__(self, *, n, tol, n_iter_no_change, validation, verbose):
+    def __init__(self, *, n, tol, n_iter_no_change, validation):
         self.n, self.tol, self.n_iter_no_change = n, tol, n_iter_no_change
-        self.validation, self.verbose = validation, verbose
+        self.validation = validation
         self.loss_curve = []
         self.validation_scores = None if validation is None else []
         self.best_loss, self.best_score = np.inf, -np.inf
@@ -583,8 +589,6 @@ class _Monitor:
             if score > self.best_score:
                 self.best_score, self.best_a, self.best_step = score, a, step
         self.no_improvement = 0 if improved else self.no_improvement + 1
-        if self.verbose:
-            print(f"Step {step}, loss = {loss:.8f}")
         self.stopped = self.no_improvement > self.n_iter_no_change
         return self.stopped
 
