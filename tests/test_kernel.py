@@ -334,6 +334,31 @@ def test_krylov_path_helper_reports_exactness():
     assert_allclose(path.V @ a, np.linalg.solve(K, Y), rtol=1e-12)
 
 
+def test_basis_size_limit_warns(monkeypatch):
+    import functools
+
+    import sksam.kernel
+
+    X, y, _ = _data(n=200)
+    limited = functools.partial(_kernel_path.fit_krylov_path, max_dim=6, first_check=2)
+    monkeypatch.setattr(sksam.kernel, "fit_krylov_path", limited)
+    with pytest.warns(ConvergenceWarning, match="Krylov basis reached 6 columns"):
+        SAMKernelRegressor(solver="gd", max_iter=500).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ([1e-5, 8e-6, 9e-6], True),  # stuck at a floor below STAGNATION_RTOL
+        ([1e-5, 4e-6, 9e-6], False),  # halved once: still converging
+        ([1e-3, 8e-4, 9e-4], False),  # stuck, but above STAGNATION_RTOL
+        ([8e-6, 9e-6], False),  # too few checks
+    ],
+)
+def test_stagnation_rule(changes, expected):
+    assert _kernel_path._stagnates(changes) is expected
+
+
 def test_krylov_deflation_with_collinear_outputs():
     X, y, X_test = _data()
     Y = np.column_stack([y, 2 * y])  # the second block column is deflated
