@@ -169,7 +169,7 @@ def main():
     parser.add_argument("--n-grid", type=int, default=2000)
     parser.add_argument("--max-iter", type=int, default=1000)
     parser.add_argument("--rho", type=float, default=0.1)
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-grid", action="store_true")

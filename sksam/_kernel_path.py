@@ -198,7 +198,15 @@ class KrylovPath:
         return self.Qm @ self.S
 
 
-def run_steps(theta, z, *, n, lr, solver, rho, max_iter, monitor):
+class Diverged(ArithmeticError):
+    """The training loss became infinite or NaN at ``step``."""
+
+    def __init__(self, step):
+        super().__init__(f"the training loss is not finite at step {step}")
+        self.step = step
+
+
+def run_steps(theta, z, *, n, lr, solver, rho, max_iter, monitor=None):
     """Iterate rule (1) in Ritz coordinates from ``alpha = 0``.
 
     Parameters
@@ -210,7 +218,7 @@ def run_steps(theta, z, *, n, lr, solver, rho, max_iter, monitor):
     lr, solver, rho, max_iter
         The estimator's settings.
     monitor : callable or None
-        ``monitor(t, a, residual)`` after each step ``t = 1, 2, ...``; returns
+        ``monitor(t, a, loss)`` after each step ``t = 1, 2, ...``; returns
         True to stop. ``None``: run ``max_iter`` steps.
 
     Returns
@@ -219,20 +227,31 @@ def run_steps(theta, z, *, n, lr, solver, rho, max_iter, monitor):
         Ritz coordinates of the last iterate.
     scales : list of float
         The perturbation scale ``c_t`` of every step taken.
+    losses : list of float
+        The mean training loss ``||r||^2 / (2n)`` after every step taken.
+
+    Raises
+    ------
+    Diverged
+        If the loss stops being finite.
     """
     a = np.zeros_like(z)
     residual = -z
     col = theta[:, None]
-    taken = []
+    scales, losses = [], []
     for t in range(max_iter):
         # ||g||^2 = sum_i theta_i r_i^2 / n^2 (>= 0 up to rounding)
         grad_norm = np.sqrt(max(float(np.vdot(residual, col * residual)), 0.0)) / n
         c = perturbation_scale(solver, rho, grad_norm)
-        taken.append(c)
+        scales.append(c)
         a, residual = _step(a, residual, c, col, n, lr)
-        if monitor is not None and monitor(t + 1, a, residual):
+        loss = float(np.vdot(residual, residual)) / (2 * n)
+        if not np.isfinite(loss):
+            raise Diverged(t + 1)
+        losses.append(loss)
+        if monitor is not None and monitor(t + 1, a, loss):
             break
-    return a, taken
+    return a, scales, losses
 
 
 def _step(a, residual, c, col, n, lr):
@@ -270,7 +289,7 @@ def relative_change(new, old):
     return float(np.linalg.norm(diff) / norm)
 
 
-def fit_krylov_path(K, Y, *, scale, solve, first_check=16, growth=1.5, rtol=KRYLOV_RTOL, max_dim=MAX_KRYLOV_DIM):
+def fit_krylov_path(K, Y, *, scale, solve, first_check=24, growth=1.5, rtol=KRYLOV_RTOL, max_dim=MAX_KRYLOV_DIM):
     """Grow a Krylov basis until ``solve`` gives the same answer twice.
 
     Parameters

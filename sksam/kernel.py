@@ -13,7 +13,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._kernel_path import fit_krylov_path, replay, run_steps, top_eigenvalue
+from ._kernel_path import Diverged, fit_krylov_path, replay, run_steps, top_eigenvalue
 from .sharpness import MEASURES, quadratic_sharpness
 
 
@@ -401,13 +401,14 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         projector = _RowProjector(K_val)
 
         def solve(path):
+            # the stopping rule and the validation scores need a look at every step
             monitor = _Monitor(
-                n=n,
                 tol=self.tol,
                 n_iter_no_change=self.n_iter_no_change,
                 validation=None if K_val is None else (projector(path), Y_val),
             )
-            a, scales = run_steps(
+            watch = self.tol is not None or K_val is not None
+            a, scales, losses = run_steps(
                 path.theta,
                 path.z,
                 n=n,
@@ -415,15 +416,16 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
                 solver=self.solver,
                 rho=self.rho,
                 max_iter=self.max_iter,
-                monitor=monitor,
+                monitor=monitor if watch else None,
             )
+            monitor.loss_curve = losses
             return monitor.returned(a), (monitor, scales)
 
         try:
             path, a, (monitor, scales), diagnostics = fit_krylov_path(
                 K, Y, scale=abs(lam_max), solve=solve
             )
-        except _Diverged as exc:
+        except Diverged as exc:
             raise ValueError(
                 f"The iteration diverged at step {exc.step} (the training loss is not "
                 f"finite) with learning_rate={lr:.6g}: the kernel matrix is probably not "
@@ -540,12 +542,6 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             yield pred.ravel() if one_output else pred
 
 
-class _Diverged(Exception):
-    def __init__(self, step):
-        super().__init__(step)
-        self.step = step
-
-
 class _RowProjector:
     """``K_val @ Q[:, :m]``, extended column by column as the basis grows."""
 
@@ -562,30 +558,26 @@ class _RowProjector:
 
 
 class _Monitor:
-    """Loss curve, validation scores and MLPRegressor's stopping rule, per step."""
+    """MLPRegressor's stopping rule and the validation scores, step by step."""
 
-    def __init__(self, *, n, tol, n_iter_no_change, validation):
-        self.n, self.tol, self.n_iter_no_change = n, tol, n_iter_no_change
+    def __init__(self, *, tol, n_iter_no_change, validation):
+        self.tol, self.n_iter_no_change = tol, n_iter_no_change
         self.validation = validation
-        self.loss_curve = []
+        self.loss_curve = None  # filled in by the caller, from run_steps
         self.validation_scores = None if validation is None else []
         self.best_loss, self.best_score = np.inf, -np.inf
         self.best_a, self.best_step = None, 0
         self.no_improvement = 0
         self.stopped = False
 
-    def __call__(self, step, a, residual):
-        loss = float(np.vdot(residual, residual)) / (2 * self.n)
-        if not np.isfinite(loss):
-            raise _Diverged(step)
-        self.loss_curve.append(loss)
+    def __call__(self, step, a, loss):
         if self.validation is None:
-            improved = loss <= self.best_loss - self.tol if self.tol is not None else True
+            improved = self.tol is None or loss <= self.best_loss - self.tol
             self.best_loss = min(self.best_loss, loss)
         else:
             score = _r2(self.validation[0] @ a, self.validation[1])
             self.validation_scores.append(score)
-            improved = score >= self.best_score + self.tol if self.tol is not None else True
+            improved = self.tol is None or score >= self.best_score + self.tol
             if score > self.best_score:
                 self.best_score, self.best_a, self.best_step = score, a, step
         self.no_improvement = 0 if improved else self.no_improvement + 1
