@@ -83,8 +83,9 @@ def bench_grid(args):
     t_sam = best_time(lambda: sam.fit(X, y), args.repeat)
     t_krr = best_time(lambda: krr.fit(X, y), args.repeat)
     print(f"(b) GridSearchCV, n={args.n_grid}, cv=5, 10 candidates, max_iter={args.max_iter}")
-    print(f"    over rho   (SAMKernelRegressor) {t_sam:8.3f} s   best rho={sam.best_params_['rho']:.3g}")
-    print(f"    over alpha (KernelRidge)        {t_krr:8.3f} s   best alpha={krr.best_params_['alpha']:.3g}")
+    best_rho, best_alpha = sam.best_params_["rho"], krr.best_params_["alpha"]
+    print(f"    over rho   (SAMKernelRegressor) {t_sam:8.3f} s   best rho={best_rho:.3g}")
+    print(f"    over alpha (KernelRidge)        {t_krr:8.3f} s   best alpha={best_alpha:.3g}")
     print(f"    ratio                           {t_sam / t_krr:8.2f}x")
 
 

@@ -289,7 +289,9 @@ def relative_change(new, old):
     return float(np.linalg.norm(diff) / norm)
 
 
-def fit_krylov_path(K, Y, *, scale, solve, first_check=24, growth=1.5, rtol=KRYLOV_RTOL, max_dim=MAX_KRYLOV_DIM):
+def fit_krylov_path(
+    K, Y, *, scale, solve, first_check=24, growth=1.5, rtol=KRYLOV_RTOL, max_dim=MAX_KRYLOV_DIM
+):
     """Grow a Krylov basis until ``solve`` gives the same answer twice.
 
     Parameters

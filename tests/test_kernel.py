@@ -103,7 +103,9 @@ def _bounces(model, s_max):
     return np.max(model.learning_rate_ * s_max * (1 + model._scales * s_max)) > 2
 
 
-@pytest.mark.parametrize("rho, max_iter, n_outputs", [(0.05, 100, None), (0.05, 200, 3), (0.5, 200, None)])
+@pytest.mark.parametrize(
+    "rho, max_iter, n_outputs", [(0.05, 100, None), (0.05, 200, 3), (0.5, 200, None)]
+)
 def test_sam_equals_the_naive_loop(rho, max_iter, n_outputs):
     X, y, _ = _data(n_outputs=n_outputs)
     K = rbf_kernel(X, gamma=1 / 3)
@@ -428,8 +430,8 @@ def test_early_stopping_validation_scores_are_r2_on_the_held_out_part():
     model = SAMKernelRegressor(solver="sam", rho=0.1, early_stopping=True, max_iter=30,
                                random_state=3).fit(X, y)
     train, val = train_test_split(np.arange(80), test_size=0.1, random_state=check_random_state(3))
-    reference = SAMKernelRegressor(solver="sam", rho=0.1, max_iter=30).fit(X[np.sort(train)], y[np.sort(train)])
-    val = np.sort(val)
+    train, val = np.sort(train), np.sort(val)
+    reference = SAMKernelRegressor(solver="sam", rho=0.1, max_iter=30).fit(X[train], y[train])
     expected = [r2_score(y[val], p) for p in reference.staged_predict(X[val])]
     assert_allclose(model.validation_scores_, expected, rtol=1e-8)
 
@@ -538,7 +540,7 @@ def test_sharpness_none_skips_it():
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"rho": -0.1}, "'rho' parameter of SAMKernelRegressor must be a float in the range \\[0.0, inf\\)"),
+        ({"rho": -0.1}, r"'rho' parameter of SAMKernelRegressor must be a float in the range \[0.0, inf"),
         ({"solver": "adam"}, "'solver' parameter of SAMKernelRegressor must be a str among"),
         ({"learning_rate": 0.0}, "'learning_rate' parameter of SAMKernelRegressor must be"),
         ({"learning_rate": -1.0}, "'learning_rate' parameter of SAMKernelRegressor must be"),
