@@ -135,17 +135,18 @@ def main():
 
     print(f"digits n={len(X)}, MLP 64-100-10, batch {BATCH}, {args.epochs} epochs x {args.repeats} repeats, "
           f"device={args.device}, torch threads={torch.get_num_threads()}")
-    print(f"{'method':24s} {'epoch (ms)':>11s} {'fit (s)':>9s} {'final train loss':>17s}")
+    print(f"{'method':24s} {'epoch median (ms)':>18s} {'epoch min (ms)':>15s} {'fit (s)':>8s} {'final train loss':>17s}")
     for name in runners:
-        print(f"{name:24s} {1e3 * statistics.median(epochs[name]):11.2f} "
-              f"{statistics.median(totals[name]):9.3f} {statistics.median(losses[name]):17.4f}")
-    ours = statistics.median(epochs["SAMNetClassifier(sam)"])
-    loop = statistics.median(epochs["hand-written SAM loop"])
-    sgd = statistics.median(epochs["skorch SGD"])
-    print(f"ratio SAMNetClassifier / hand-written SAM loop (epoch): {ours / loop:.3f}  (target <= 1.15, aim 1.05)")
-    print(f"ratio SAMNetClassifier / skorch SGD (epoch):            {ours / sgd:.3f}  (aim <= 2.05)")
-    fit_ratio = statistics.median(totals["SAMNetClassifier(sam)"]) / statistics.median(totals["hand-written SAM loop"])
-    print(f"ratio SAMNetClassifier / hand-written SAM loop (whole fit): {fit_ratio:.3f}")
+        print(f"{name:24s} {1e3 * statistics.median(epochs[name]):18.2f} {1e3 * min(epochs[name]):15.2f} "
+              f"{statistics.median(totals[name]):8.3f} {statistics.median(losses[name]):17.4f}")
+    ours, loop, sgd = "SAMNetClassifier(sam)", "hand-written SAM loop", "skorch SGD"
+    for stat in (statistics.median, min):  # min is the robust one on a loaded machine
+        ratio_loop = stat(epochs[ours]) / stat(epochs[loop])
+        ratio_sgd = stat(epochs[ours]) / stat(epochs[sgd])
+        print(f"epoch {stat.__name__:6s}: SAMNetClassifier / hand-written SAM loop = {ratio_loop:.3f} "
+              f"(target <= 1.15, aim 1.05); SAMNetClassifier / skorch SGD = {ratio_sgd:.3f} (aim <= 2.05)")
+    fit_ratio = statistics.median(totals[ours]) / statistics.median(totals[loop])
+    print(f"whole fit (median, set-up and validation included): SAMNetClassifier / hand-written SAM loop = {fit_ratio:.3f}")
 
 
 if __name__ == "__main__":

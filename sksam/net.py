@@ -549,7 +549,7 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
             net.fit(X_t, y_t)
         _check_finite(net)
         self.net_ = net
-        self.loss_curve_ = np.asarray(net.history[:, "train_loss"], dtype=float)
+        self.loss_curve_ = _epoch_losses(net.history)
         self.n_iter_ = len(net.history)
         self.sharpness_ = self._sharpness(X_t, y_t, seed)
         return self
@@ -698,8 +698,22 @@ def _seeded(seed, device):
         yield
 
 
+def _epoch_losses(history):
+    """Mean training loss of each epoch, from skorch's per-batch records.
+
+    The same weighted mean as skorch's ``train_loss`` column, but available
+    even with ``callbacks='disable'``.
+    """
+    losses = []
+    for epoch in history:
+        batches = [b for b in epoch["batches"] if "train_loss" in b]
+        sizes = [b["train_batch_size"] for b in batches]
+        losses.append(np.average([b["train_loss"] for b in batches], weights=sizes) if batches else np.nan)
+    return np.asarray(losses, dtype=float)
+
+
 def _check_finite(net):
-    losses = net.history[:, "train_loss"]
+    losses = _epoch_losses(net.history)
     params = torch.cat([p.detach().reshape(-1) for p in net.module_.parameters()])
     if not (np.all(np.isfinite(losses)) and bool(torch.isfinite(params).all())):
         raise ValueError(

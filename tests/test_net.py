@@ -367,3 +367,11 @@ def test_verbose_prints_skorchs_table(digits, capsys):
     assert "train_loss" in out and "dur" in out
     _small(max_epochs=2).fit(X, y)
     assert capsys.readouterr().out == ""
+
+
+def test_loss_curve_is_skorchs_train_loss_even_without_callbacks(digits):
+    X, y = digits
+    clf = _small().fit(X, y)
+    np.testing.assert_allclose(clf.loss_curve_, clf.net_.history[:, "train_loss"], rtol=1e-12)
+    bare = _small(callbacks="disable").fit(X, y)
+    np.testing.assert_array_equal(bare.loss_curve_, clf.loss_curve_)
