@@ -173,7 +173,8 @@ class TensorBatchLoader:
         n = len(X)
         order = torch.randperm(n).to(X.device) if self.shuffle else None
         for start in range(0, n, self.batch_size):
-            index = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
+            stop = start + self.batch_size
+            index = slice(start, stop) if order is None else order[start:stop]
             yield X[index], (None if y is None else y[index])
 
 

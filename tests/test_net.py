@@ -139,9 +139,15 @@ def test_optimizer_is_sam_around_the_base_and_sees_the_module(digits):
 
 
 def test_sharpness_is_the_top_eigenvalue_of_the_exact_hessian():
-    X, y = make_classification(n_samples=40, n_features=4, n_informative=3, n_redundant=0, n_classes=3, random_state=0)
+    X, y = make_classification(
+        n_samples=40, n_features=4, n_informative=3, n_redundant=0, n_classes=3, random_state=0
+    )
     clf = SAMNetClassifier(
-        module__hidden_layer_sizes=(3,), module__activation="tanh", max_epochs=5, random_state=0, sharpness_max_samples=None
+        module__hidden_layer_sizes=(3,),
+        module__activation="tanh",
+        max_epochs=5,
+        random_state=0,
+        sharpness_max_samples=None,
     ).fit(X, y)
     module = clf.net_.module_
     names, params = zip(*[(n, p.detach().clone().double()) for n, p in module.named_parameters()])
@@ -315,7 +321,9 @@ def test_unknown_keyword_is_named_at_fit(digits):
         _small(hidden=3).fit(X, y)
 
 
-@pytest.mark.parametrize("name, owner", [("optimizer__rho", "rho"), ("optimizer__lr", "lr"), ("optimizer__solver", "solver")])
+@pytest.mark.parametrize(
+    "name, owner", [("optimizer__rho", "rho"), ("optimizer__lr", "lr"), ("optimizer__solver", "solver")]
+)
 def test_routed_duplicates_of_explicit_parameters_are_refused(digits, name, owner):
     X, y = digits
     with pytest.raises(ValueError, match=f"Set '{owner}' on SAMNetClassifier instead of '{name}'"):

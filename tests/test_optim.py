@@ -379,7 +379,8 @@ def test_lr_scheduler_drives_the_base_optimizer():
         opt.step(_closure(model, opt, x, y))
         g = _flat([p.grad for p in model.parameters()])  # grad at w + e
         # the base step used the scheduled lr
-        torch.testing.assert_close(_flat(model.parameters()), w - 0.4 * 0.5 ** len(lrs) * g, rtol=1e-12, atol=1e-14)
+        expected = w - 0.4 * 0.5 ** len(lrs) * g
+        torch.testing.assert_close(_flat(model.parameters()), expected, rtol=1e-12, atol=1e-14)
         lrs.append(opt.base_optimizer.param_groups[0]["lr"])
         sched.step()
     assert lrs == [0.4, 0.2, 0.1]
