@@ -94,7 +94,7 @@ DEFLATION_TOL = 1e-12
 #: Relative change below which the basis also stops growing once the change
 #: no longer decreases (three checks in a row without halving): the rounding
 #: floor of a path that is itself sensitive to rounding (see the module notes).
-STAGNATION_RTOL = 1e-4
+STAGNATION_RTOL = 1e-6
 
 #: Upper bound on the basis size (columns per output), whatever ``n``.
 MAX_KRYLOV_DIM = 2000

@@ -351,10 +351,10 @@ def test_basis_size_limit_warns(monkeypatch):
 @pytest.mark.parametrize(
     "changes, expected",
     [
-        ([1e-5, 8e-6, 9e-6], True),  # stuck at a floor below STAGNATION_RTOL
-        ([1e-5, 4e-6, 9e-6], False),  # halved once: still converging
-        ([1e-3, 8e-4, 9e-4], False),  # stuck, but above STAGNATION_RTOL
-        ([8e-6, 9e-6], False),  # too few checks
+        ([1e-6, 8e-7, 9e-7], True),  # stuck at a floor below STAGNATION_RTOL
+        ([1e-6, 4e-7, 9e-7], False),  # halved once: still converging
+        ([1e-5, 8e-6, 9e-6], False),  # stuck, but above STAGNATION_RTOL
+        ([8e-7, 9e-7], False),  # too few checks
     ],
 )
 def test_stagnation_rule(changes, expected):
