@@ -172,7 +172,10 @@ def _summary(rows):
     for name, values in [
         ("GD", gd), ("SAM", sam), ("GD early-stopped", gd_es), ("SAM early-stopped", sam_es)
     ]:
-        print(f"{name:<17} test MSE  mean {values.mean():.4f}  range [{values.min():.4f}, {values.max():.4f}]")
+        print(
+            f"{name:<17} test MSE  mean {values.mean():.4f}  "
+            f"range [{values.min():.4f}, {values.max():.4f}]"
+        )
     print(
         f"SAM below GD on {np.sum(sam < gd)}/{len(rows)} seeds; "
         f"mean relative reduction {np.mean(1 - sam / gd):.1%} "

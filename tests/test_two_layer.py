@@ -189,7 +189,8 @@ def test_sharpness_is_top_eigenvalue_of_exact_hessian():
     X, y = _data(n=40)
     reg = _fit(X=X, y=y, n_hidden=4, max_iter=200, activation="tanh", solver="sam", rho=0.05)
     params = [
-        torch.as_tensor(v) for v in [reg.coefs_[0], reg.intercepts_[0], reg.coefs_[1], reg.intercepts_[1]]
+        torch.as_tensor(v)
+        for v in [reg.coefs_[0], reg.intercepts_[0], reg.coefs_[1], reg.intercepts_[1]]
     ]
     shapes = [p.shape for p in params]
     Y = torch.as_tensor(y[:, None])
@@ -462,7 +463,8 @@ def test_pickle_round_trip_gives_identical_predictions():
 
 def test_grid_search_over_rho_in_a_pipeline():
     X, y = _data()
-    pipe = make_pipeline(StandardScaler(), SAMTwoLayerRegressor(n_hidden=8, max_iter=20, random_state=0))
+    reg = SAMTwoLayerRegressor(n_hidden=8, max_iter=20, random_state=0)
+    pipe = make_pipeline(StandardScaler(), reg)
     search = GridSearchCV(pipe, {"samtwolayerregressor__rho": [0.0, 0.1]}, cv=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -266,10 +266,11 @@ def _lanczos_top(hvp, start, max_iter, tol):
         alphas.append(alpha.item())
         betas.append(beta.item())
         theta, residual = _top_ritz(alphas, betas)
-        scale = max(abs(theta), np.finfo(np.float64).tiny)
-        # the Krylov space is invariant (beta ~ 0): theta is exact
-        exhausted = betas[-1] <= 1e-12 * max(abs(a) for a in alphas + betas[:-1] + [1e-300])
-        if residual <= tol * scale or exhausted:
+        # ||T_k|| estimates ||H||: a beta that small against it means the
+        # Krylov space is invariant, and theta is then exact
+        norm_estimate = max(max(map(abs, alphas)), max(betas[:-1], default=0.0))
+        exhausted = betas[-1] <= 1e-12 * norm_estimate
+        if residual <= tol * max(abs(theta), np.finfo(np.float64).tiny) or exhausted:
             break
         basis[j + 1] = w / beta
     return float(theta)
