@@ -110,7 +110,7 @@ def _forward(params, X, activation):
 
 
 def _loss_and_gradient(
-    params, X, Y, activation, n_trained, *, need_loss=True, workspace=None
+    params, X, Y, activation, n_trained, *, need_loss=True, workspace=None, out=None
 ):
     r"""Mean loss and its gradient by back-propagation written out by hand.
 
@@ -136,6 +136,9 @@ def _loss_and_gradient(
         False skips the loss (SAM's second gradient does not need it).
     workspace : _Workspace, optional
         Buffers for the intermediates; the returned tensors never alias them.
+    out : list of ``n_trained`` tensors, optional
+        Where to write the gradients (views of one flat gradient, see
+        :class:`_FlatParams`); new tensors if None.
 
     Returns
     -------
@@ -153,50 +156,102 @@ def _loss_and_gradient(
     loss = torch.linalg.vector_norm(R).square_().div_(2 * n) if need_loss else None
     R.div_(n)
     D = _backprop_activation_(activation, torch.mm(R, a.T, out=ws("D", (n, h), X)), A, Z)
-    grads = [X.T @ D, D.sum(dim=0)]
+    out = [None] * n_trained if out is None else out
+    grads = [torch.mm(X.T, D, out=out[0]), torch.sum(D, dim=0, out=out[1])]
     if n_trained == 4:
-        grads += [A.T @ R, R.sum(dim=0)]
+        grads += [torch.mm(A.T, R, out=out[2]), torch.sum(R, dim=0, out=out[3])]
     return loss, grads
 
 
-def _step_(params, X, Y, config):
-    """One GD/SAM step on ``params`` in place; returns the loss before the step.
+class _FlatParams:
+    """``W, b, a, c`` with the trained ones as views of one flat tensor.
 
-    ``config`` holds ``solver``, ``rho``, ``lr``, ``activation``, ``n_trained``
-    and optionally a ``workspace`` (see :class:`_Workspace`).
-    The perturbation is :func:`sksam._update_rules.perturbation` (ASAM's
-    adaptive scaling on the weight matrices ``W`` and ``a`` only); the
-    gradient at ``w + e`` is taken on perturbed *copies*, so ``params`` never
-    leave their values before the descent step. With no perturbation (``gd``
-    or ``rho == 0``) the second gradient is not computed at all, so every
-    solver with ``rho = 0`` reproduces gradient descent bit for bit.
+    The flat layout is ``[W, a, b, c]`` (weight matrices first, then
+    intercepts; ``[W, b]`` when the output layer is frozen), so that the SAM
+    overhead is a few operations on one vector (a norm, a scale, an add)
+    rather than a dozen on four tensors, and the descent step is one
+    ``sub_``. The gradient, and SAM's perturbed point ``w + e``, live in two
+    more flat tensors with the same layout. ``params`` lists the four
+    tensors in model order ``W, b, a, c``.
+
+    Parameters
+    ----------
+    tensors : list of 4 tensors
+        Initial ``W, b, a, c`` (copied).
+    n_trained : {2, 4}
+        Train ``W, b`` only (2) or all four (4).
+    """
+
+    def __init__(self, tensors, n_trained):
+        import torch
+
+        W, b, a, c = tensors
+        self.n_trained = n_trained
+        trained = [W, a, b, c] if n_trained == 4 else [W, b]
+        self.flat = torch.cat([t.reshape(-1) for t in trained])
+        self.grad = torch.zeros_like(self.flat)
+        self.n_weights = W.numel() + (a.numel() if n_trained == 4 else 0)
+        self.frozen = [] if n_trained == 4 else [a.clone(), c.clone()]
+        self.shapes = [t.shape for t in tensors]
+        self.params = self.views(self.flat)
+        self.grads = self.views(self.grad)[:n_trained]
+        # SAM's w + e, with its views made once (making them costs as much
+        # as the rest of SAM's overhead)
+        self.shifted = torch.empty_like(self.flat)
+        self.shifted_params = self.views(self.shifted)
+
+    def views(self, flat):
+        """``W, b, a, c`` as views of ``flat`` (frozen ones as stored)."""
+        shapes = self.shapes
+        order = (0, 2, 1, 3) if self.n_trained == 4 else (0, 1)
+        pieces, start = {}, 0
+        for i in order:
+            size = int(np.prod(shapes[i]))
+            pieces[i] = flat[start : start + size].view(shapes[i])
+            start += size
+        if self.n_trained == 2:
+            pieces[2], pieces[3] = self.frozen
+        return [pieces[i] for i in range(4)]
+
+    def chunks(self, flat, solver):
+        """``flat`` cut for the update rules: weights and intercepts apart for ASAM."""
+        if solver == "asam":
+            return [flat[: self.n_weights], flat[self.n_weights :]], (True, False)
+        return [flat], (True,)
+
+
+def _step_(state, X, Y, config):
+    """One GD/SAM step on ``state`` (a :class:`_FlatParams`) in place.
+
+    Returns the loss before the step. ``config`` holds ``solver``, ``rho``,
+    ``lr``, ``activation`` and optionally a ``workspace`` (see
+    :class:`_Workspace`). The perturbation is
+    :func:`sksam._update_rules.perturbation` on the flat parameter vector
+    (for ASAM, the adaptive scaling on the weight matrices ``W`` and ``a``
+    only, the intercepts unscaled); the gradient at ``w + e`` is taken on a
+    perturbed *copy*, so the parameters never leave their values before the
+    descent step. With no perturbation (``gd`` or ``rho == 0``) the second
+    gradient is not computed at all, so every solver with ``rho = 0``
+    reproduces gradient descent bit for bit.
     """
     import torch
 
-    n_trained, workspace = config["n_trained"], config.get("workspace")
-    loss, grads = _loss_and_gradient(
-        params, X, Y, config["activation"], n_trained, workspace=workspace
+    workspace = config.get("workspace")
+    activation, n_trained = config["activation"], state.n_trained
+    loss, _ = _loss_and_gradient(
+        state.params, X, Y, activation, n_trained, workspace=workspace, out=state.grads
     )
-    e = perturbation(
-        config["solver"],
-        config["rho"],
-        params[:n_trained],
-        grads,
-        adaptive=(True, False, True, False)[:n_trained],
-    )
+    params, adaptive = state.chunks(state.flat, config["solver"])
+    grads, _ = state.chunks(state.grad, config["solver"])
+    e = perturbation(config["solver"], config["rho"], params, grads, adaptive=adaptive)
     if e is not None:
-        shifted = [
-            torch.add(w, e_w, out=workspace(f"shifted{i}", w.shape, w))
-            if workspace is not None
-            else w + e_w
-            for i, (w, e_w) in enumerate(zip(params, e))
-        ] + params[len(e) :]
-        _, grads = _loss_and_gradient(
-            shifted, X, Y, config["activation"], n_trained, need_loss=False,
-            workspace=workspace,
+        for w, e_w, out in zip(params, e, state.chunks(state.shifted, config["solver"])[0]):
+            torch.add(w, e_w, out=out)
+        _loss_and_gradient(
+            state.shifted_params, X, Y, activation, n_trained, need_loss=False,
+            workspace=workspace, out=state.grads,
         )
-    for w, g in zip(params, grads):
-        w.sub_(g, alpha=config["lr"])
+    state.flat.sub_(state.grad, alpha=config["lr"])
     return loss
 
 
@@ -553,15 +608,16 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
             "rho": self.rho,
             "lr": self.learning_rate,
             "activation": self.activation,
-            "n_trained": 4 if self.train_output_layer else 2,
             "workspace": _Workspace(),
         }
+        state = _FlatParams(params, 4 if self.train_output_layer else 2)
+        params = state.params
         batches = self._batches(X.shape[0], rng)
         stopper = _Stopper(self.tol, self.n_iter_no_change, self.early_stopping)
         converged = False
         try:
             for _ in range(self.max_iter):
-                loss = self._epoch(params, X, Y, config, batches)
+                loss = self._epoch(state, X, Y, config, batches)
                 history["n_iter"] += 1
                 _check_finite(loss, history["n_iter"], self.learning_rate)
                 history["loss_curve"].append(loss)
@@ -610,14 +666,14 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         return epoch
 
     @staticmethod
-    def _epoch(params, X, Y, config, batches):
+    def _epoch(state, X, Y, config, batches):
         """One pass over the data; the mean of the batch losses, as a float."""
         total, n = 0.0, X.shape[0]
         for idx in batches():
             if idx is None:
-                return _step_(params, X, Y, config).item()
+                return _step_(state, X, Y, config).item()
             idx = idx.to(X.device)
-            total += _step_(params, X[idx], Y[idx], config).item() * len(idx)
+            total += _step_(state, X[idx], Y[idx], config).item() * len(idx)
         return total / n
 
     def _validation_score(self, params, X_val, Y_val, device):

@@ -19,7 +19,13 @@ from sksam import SAMTwoLayerRegressor
 from sksam._update_rules import ASAM_ETA, SOLVERS
 from sksam.datasets import make_teacher_student
 from sksam.sharpness import top_hessian_eigenvalue
-from sksam.two_layer import ACTIVATIONS, _autograd_activation, _loss_and_gradient, _step_
+from sksam.two_layer import (
+    ACTIVATIONS,
+    _autograd_activation,
+    _FlatParams,
+    _loss_and_gradient,
+    _step_,
+)
 
 # --------------------------------------------------------------------------
 # helpers
@@ -110,32 +116,52 @@ def test_sam_step_descends_along_finite_difference_gradient_at_w_plus_e(solver, 
     shifted = [p + scale * di for p, di in zip(params, direction)]
     expected = _fd_gradient(shifted, X, Y, activation, 4)
 
-    before = [p.clone() for p in params]
-    config = {"solver": solver, "rho": rho, "lr": lr, "activation": activation, "n_trained": 4}
-    _step_(params, X, Y, config)
-    for b, p, e in zip(before, params, expected):
+    state = _FlatParams(params, 4)
+    config = {"solver": solver, "rho": rho, "lr": lr, "activation": activation}
+    _step_(state, X, Y, config)
+    for b, p, e in zip(params, state.params, expected):
         torch.testing.assert_close(b - p, e, rtol=1e-6, atol=1e-8)
 
 
+def test_flat_params_are_views_in_model_order():
+    params, _, _ = _problem(k=2)
+    for n_trained in (2, 4):
+        state = _FlatParams(params, n_trained)
+        for p, q in zip(params, state.params):
+            assert torch.equal(p, q)
+        assert state.flat.numel() == sum(p.numel() for p in params[:n_trained])
+        state.flat.zero_()  # the trained parameters are views of the flat vector
+        for i, q in enumerate(state.params):
+            trained = i < n_trained
+            assert torch.equal(q, torch.zeros_like(q) if trained else params[i])
+
+
+@pytest.mark.parametrize("solver", ["sam", "asam"])
 @pytest.mark.parametrize("train_output_layer", [True, False])
-def test_sam_perturbation_has_norm_rho(monkeypatch, train_output_layer):
+def test_perturbation_has_norm_rho(monkeypatch, solver, train_output_layer):
     seen = []
     original = two_layer.perturbation
 
-    def spy(*args, **kwargs):
-        e = original(*args, **kwargs)
-        seen.append((e, kwargs["adaptive"]))
+    def spy(solver, rho, params, grads, adaptive):
+        e = original(solver, rho, params, grads, adaptive=adaptive)
+        seen.append(([p.clone() for p in params], e, adaptive))
         return e
 
     monkeypatch.setattr(two_layer, "perturbation", spy)
-    _fit(solver="sam", rho=0.37, max_iter=3, sharpness=None, train_output_layer=train_output_layer)
+    _fit(solver=solver, rho=0.37, max_iter=3, sharpness=None, train_output_layer=train_output_layer)
     assert len(seen) == 3
-    for e, adaptive in seen:
-        assert len(e) == (4 if train_output_layer else 2)
-        norm = torch.sqrt(sum((ei.double() ** 2).sum() for ei in e)).item()
-        assert norm == pytest.approx(0.37, rel=1e-6)
-        # ASAM's scaling would go on the weight matrices W and a only
-        assert adaptive == (True, False, True, False)[: len(e)]
+    n_weights = 4 * 8 + (8 if train_output_layer else 0)  # W, and a when trained
+    for params, e, adaptive in seen:
+        if solver == "sam":  # one flat vector, Euclidean norm rho
+            assert adaptive == (True,)
+            norm = torch.linalg.vector_norm(e[0].double()).item()
+        else:  # ASAM scales the weight matrices only: norm rho in the T^-1 metric
+            assert adaptive == (True, False)
+            assert params[0].numel() == n_weights
+            t = params[0].abs() + ASAM_ETA
+            norm = torch.sqrt(((e[0] / t).double() ** 2).sum() + (e[1].double() ** 2).sum())
+            norm = norm.item()
+        assert norm == pytest.approx(0.37, rel=1e-5)
 
 
 @pytest.mark.parametrize("solver", ["sam", "usam", "asam"])
