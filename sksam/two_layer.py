@@ -427,10 +427,13 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
     >>> from sksam import SAMTwoLayerRegressor
     >>> from sksam.datasets import make_teacher_student
     >>> X, y, y_true = make_teacher_student(n_samples=100, random_state=0)
-    >>> reg = SAMTwoLayerRegressor(n_hidden=20, max_iter=50, random_state=0)
-    >>> reg = reg.fit(X, y)  # doctest: +SKIP
-    >>> reg.predict(X[:2]).shape  # doctest: +SKIP
+    >>> reg = SAMTwoLayerRegressor(n_hidden=20, rho=0.1, random_state=0).fit(X, y)
+    >>> reg.predict(X[:2]).shape
     (2,)
+    >>> reg.coefs_[0].shape, reg.coefs_[1].shape
+    ((10, 20), (20, 1))
+    >>> bool(reg.sharpness_ > 0)
+    True
     """
 
     _parameter_constraints = {
