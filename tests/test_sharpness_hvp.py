@@ -128,8 +128,9 @@ def test_negative_definite_hessian_gives_negative_eigenvalue():
     assert value == pytest.approx(-2.0, rel=1e-10)
 
 
-def test_lanczos_is_exact_once_the_krylov_space_is_full():
-    eigenvalues = np.linspace(-1.0, 3.0, 7)
+@pytest.mark.parametrize("dim", [7, 40])  # 40: past the basis's first two growths
+def test_lanczos_is_exact_once_the_krylov_space_is_full(dim):
+    eigenvalues = np.linspace(-1.0, 3.0, dim)
     quad = _Quadratic(eigenvalues)
     value = top_hessian_eigenvalue(quad.loss_fn, [quad.w], tol=0.0, random_state=3)
     assert value == pytest.approx(3.0, rel=1e-12)

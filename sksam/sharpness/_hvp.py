@@ -183,8 +183,10 @@ def top_hessian_eigenvalue(
     ``tol * |theta|`` (``y`` the Ritz vector, ``s_k`` the last entry of the
     eigenvector of ``T_k``), or when the Krylov space is exhausted. The
     eigenvalue error is then at most the residual, and in practice of the
-    order of its square over the spectral gap. Memory: ``max_iter + 1``
-    float64 vectors of the size of ``params``.
+    order of its square over the spectral gap. Memory: one float64 vector of
+    the size of ``params`` per step taken (at most ``max_iter + 1``; for
+    models with many millions of parameters, prefer ``method='power'`` or a
+    smaller ``max_iter``).
 
     ``method='power'`` runs power iteration on the shifted operator
     ``H + sigma I`` (the shift ``sigma`` is an estimate of the spectral radius,
@@ -248,7 +250,9 @@ def _lanczos_top(hvp, start, max_iter, tol):
 
     n = start.numel()
     n_steps = min(max_iter, n)
-    basis = start.new_zeros((n_steps + 1, n))
+    # the basis grows by doubling: most runs stop after a few dozen steps,
+    # and a large model should not pay for max_iter vectors up front
+    basis = start.new_zeros((min(n_steps + 1, 16), n))
     basis[0] = start / torch.linalg.vector_norm(start)
     alphas, betas = [], []
     theta = None
@@ -272,6 +276,8 @@ def _lanczos_top(hvp, start, max_iter, tol):
         exhausted = betas[-1] <= 1e-12 * norm_estimate
         if residual <= tol * max(abs(theta), np.finfo(np.float64).tiny) or exhausted:
             break
+        if j + 1 == basis.shape[0]:
+            basis = torch.cat([basis, torch.zeros_like(basis)])[: n_steps + 1]
         basis[j + 1] = w / beta
     return float(theta)
 
