@@ -310,12 +310,15 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         otherwise mini-batches of this size, reshuffled at each epoch.
     max_iter : int, default=1000
         Maximum number of iterations (epochs; one step each at full batch).
-    tol : float, default=1e-4
+    tol : float or None, default=1e-4
         Tolerance of the stopping rule, as in
         :class:`~sklearn.neural_network.MLPRegressor`: training stops when the
         training loss (or, with ``early_stopping``, the validation score) has
         not improved by at least ``tol`` for ``n_iter_no_change`` consecutive
-        iterations.
+        iterations. ``None`` (as in :class:`~sklearn.linear_model.SGDRegressor`)
+        disables the rule: exactly ``max_iter`` iterations, no
+        ``ConvergenceWarning``; with ``early_stopping`` the weights with the
+        best validation score are still the ones kept.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data, stop when its
         :math:`R^2` stops improving, and keep the weights with the best
@@ -446,7 +449,7 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -642,7 +645,7 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
                 f"{self.learning_rate} is too large for this data (lower it, or "
                 "standardize X and y). No weights were stored."
             )
-        if not converged:
+        if not converged and self.tol is not None:
             warnings.warn(
                 f"{type(self).__name__}: maximum iterations ({self.max_iter}) "
                 "reached and the optimization hasn't converged yet.",
@@ -796,7 +799,10 @@ class _Stopper:
     """MLPRegressor's no-improvement rule, on the loss or the validation score."""
 
     def __init__(self, tol, n_iter_no_change, on_validation):
-        self.tol, self.patience, self.on_validation = tol, n_iter_no_change, on_validation
+        # tol=None: never stop, but still track the best validation weights
+        self.enabled = tol is not None
+        self.tol = 0.0 if tol is None else tol
+        self.patience, self.on_validation = n_iter_no_change, on_validation
         self.best_loss, self.best_score, self.best_params = np.inf, None, None
         self.count = 0
 
@@ -811,4 +817,4 @@ class _Stopper:
         else:
             self.count = self.count + 1 if loss > self.best_loss - self.tol else 0
             self.best_loss = min(self.best_loss, loss)
-        return self.count > self.patience
+        return self.enabled and self.count > self.patience

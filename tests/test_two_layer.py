@@ -299,6 +299,13 @@ def test_tol_stops_training_like_mlp():
     assert reg.validation_scores_ is None and reg.best_validation_score_ is None
 
 
+def test_tol_none_runs_max_iter_without_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        reg = _fit(quiet=False, max_iter=40, tol=None, n_iter_no_change=1)
+    assert reg.n_iter_ == 40
+
+
 def test_early_stopping_keeps_best_weights():
     X, y, _ = make_teacher_student(n_samples=80, n_features=4, random_state=1)
     reg = _fit(
