@@ -160,7 +160,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         Number of columns of the Krylov basis the path was computed in.
     n_features_in_ : int
         Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features, when ``X`` has string column names.
 
     See Also

@@ -376,7 +376,7 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         Number of outputs.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
 
     See Also

@@ -176,8 +176,8 @@ def top_hessian_eigenvalue(
     ``params``.
 
     ``method='lanczos'`` (default) runs the Lanczos iteration with full
-    reorthogonalization [2]_ from a seeded Gaussian start vector: after ``k``
-    products ``H q`` the largest eigenvalue :math:`\theta` of the ``k x k``
+    reorthogonalization (Lanczos, 1950; Saad, 2011) from a seeded Gaussian
+    start vector: after ``k`` products ``H q`` the largest eigenvalue :math:`\theta` of the ``k x k``
     tridiagonal matrix ``T_k`` is the estimate, and the iteration stops when
     the residual bound :math:`\|H y - \theta y\| = \beta_k |s_k|` falls below
     ``tol * |theta|`` (``y`` the Ritz vector, ``s_k`` the last entry of the
@@ -333,8 +333,8 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
         \operatorname{tr} H \approx \frac{1}{m} \sum_{k=1}^m z_k^\top H z_k,
 
     with ``m = n_probes`` independent Rademacher probes ``z_k`` (entries
-    +1 or -1 with probability 1/2 each, seeded by ``random_state``) [3]_. The
-    estimate is unbiased; its variance is
+    +1 or -1 with probability 1/2 each, seeded by ``random_state``;
+    Hutchinson, 1989). The estimate is unbiased; its variance is
     :math:`\frac{2}{m}\sum_{i \ne j} H_{ij}^2` (zero for a diagonal Hessian).
 
     Parameters
@@ -388,7 +388,7 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
 def rho_sharpness(loss_fn, params, rho, *, max_iter=20, random_state=None):
     r"""SAM's rho-sharpness ``max_{||e|| <= rho} L(w + e) - L(w)``, from below.
 
-    The sharpness of Foret et al. [4]_, the quantity SAM minimizes alongside
+    The sharpness of Foret et al. (2021), the quantity SAM minimizes alongside
     the loss, for the mean loss ``L = loss_fn()``. The inner maximization is
     non-concave, so it is solved approximately by projected gradient ascent
     on the ball :math:`\|e\| \le \rho`, from SAM's own first-order solution
