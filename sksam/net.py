@@ -35,8 +35,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
-from skorch.dataset import Dataset
+from skorch.dataset import Dataset, unpack_data
 from skorch.history import History
+from skorch.utils import TeeGenerator
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -230,6 +231,94 @@ class _SAMNet(NeuralNetClassifier):
         if prefix == "optimizer" and isinstance(self.optimizer, type) and issubclass(self.optimizer, SAM):
             kwargs["model"] = self.module_
         return args, kwargs
+
+    def train_step(self, batch, **fit_params):
+        """One optimizer step, with skorch's per-batch work done once, not per pass.
+
+        skorch's own ``train_step`` hands the optimizer a closure that does
+        all of its bookkeeping (zeroing through the optimizer, the step
+        accumulator, ``on_grad_computed``) at every call, so twice per SAM
+        step. Here the first closure call is skorch's
+        ``train_step_single`` (its result, at the unperturbed weights, is
+        what the step returns and ``history`` records as ``train_loss``);
+        the second, at ``w + e``, only clears the gradients, runs
+        ``infer``, ``get_loss`` and ``backward``.
+
+        ``on_grad_computed`` is notified once per step, with the gradient
+        the base optimizer is about to use: after the second pass for SAM
+        (the weights are then still at ``w + e``, where that gradient was
+        taken; they are restored right after), after the only pass for GD.
+        So ``GradientNormClipping`` clips the descent gradient, as it would
+        for plain SGD. (Clipping the ascent gradient would not change
+        ``solver='sam'`` at all: its perturbation is normalized.)
+        """
+        optimizer = self.optimizer_
+        if not isinstance(optimizer, SAM) or len(self._optimizers) != 1:
+            return super().train_step(batch, **fit_params)
+        passes = 2 if optimizer.perturbs() else 1
+        steps = []
+
+        def closure():
+            if steps:
+                step = self._perturbed_pass(batch, **fit_params)
+            else:
+                self._zero_grad_optimizer()
+                step = self.train_step_single(batch, **fit_params)
+            steps.append(step)
+            if len(steps) == passes:
+                self._notify_grad_computed(batch)
+            return step["loss"]
+
+        self._step_optimizer(closure)
+        if len(steps) < passes:  # no gradient in the first pass, so no second
+            self._notify_grad_computed(batch)
+        return steps[0]
+
+    def _perturbed_pass(self, batch, **fit_params):
+        """The second closure call: the gradient at ``w + e``, no bookkeeping."""
+        self.optimizer_.zero_grad()
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        loss.backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def infer(self, x, **fit_params):
+        """skorch's ``infer``; a tensor already on the device goes straight in.
+
+        skorch converts ``x`` with ``to_tensor`` at every call, twice per
+        SAM step; the batches of :class:`TensorBatchLoader` are already
+        tensors on the training device.
+        """
+        if fit_params or not self._on_device(x):
+            return super().infer(x, **fit_params)
+        return self.module_(x)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """skorch's ``get_loss``; a target tensor on the device goes straight in."""
+        if isinstance(self.criterion_, nn.NLLLoss) or not self._on_device(y_true):
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        return self.criterion_(y_pred, y_true)
+
+    def _on_device(self, x):
+        """Whether ``x`` is a tensor that skorch's ``to_tensor`` would leave as is."""
+        if type(x) is not torch.Tensor:  # subclasses (PackedSequence...) go to skorch
+            return False
+        device = self.device
+        if device is None:
+            return True
+        cached = self.__dict__.get("_device_cache")
+        if cached is None or cached[0] != device:
+            cached = self._device_cache = (device, _resolved_device(device))
+        return x.device == cached[1]
+
+    def _notify_grad_computed(self, batch):
+        self.notify(
+            "on_grad_computed",
+            named_parameters=TeeGenerator(self.get_all_learnable_params()),
+            batch=batch,
+            training=True,
+        )
 
     def initialize_callbacks(self):
         """skorch's callbacks, and for each hook the callbacks that implement it."""
@@ -663,6 +752,14 @@ _HOOKS = ("on_batch_begin", "on_batch_end", "on_grad_computed")
 def _implements(callback, hook):
     """Whether ``callback`` does something at ``hook`` (is not the base no-op)."""
     return hook in vars(callback) or getattr(type(callback), hook, None) is not getattr(Callback, hook)
+
+
+def _resolved_device(device):
+    """``device`` as a ``torch.device``, with the current index for a bare ``'cuda'``."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _is_cpu(device):

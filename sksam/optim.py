@@ -192,6 +192,7 @@ class SAM(torch.optim.Optimizer):
         self.defaults.update(self.base_optimizer.defaults)
         self.model = model
         self._saved = None
+        self._norm_layers = None  # (model, its normalization layers), found once
 
     def _link_base(self):
         # One set of groups and one state for both optimizers: schedulers,
@@ -201,10 +202,49 @@ class SAM(torch.optim.Optimizer):
 
     # -- the two halves of a step ------------------------------------------
 
+    def perturbs(self):
+        """Whether :meth:`step` evaluates the closure twice.
+
+        Returns
+        -------
+        perturbs : bool
+            ``False`` when every group has ``rho == 0`` or the solver is
+            ``'gd'``: :meth:`step` is then the base optimizer, one closure
+            call. (A step whose first pass leaves no gradient at all takes
+            no second pass either.)
+        """
+        return self._perturbs(self._options()[0])
+
+    def _perturbs(self, solver):
+        return any(is_perturbed(solver, group["rho"]) for group in self.param_groups)
+
+    def zero_grad(self, set_to_none=True):
+        """Clear the gradients of all parameters.
+
+        The same as ``torch.optim.Optimizer.zero_grad``, without its profiler
+        range: the closure calls it twice per step, and on small models
+        the range costs as much as clearing the gradients.
+
+        Parameters
+        ----------
+        set_to_none : bool, default=True
+            Set the gradients to ``None`` (``False``: fill them with zeros).
+        """
+        if not set_to_none:
+            super().zero_grad(set_to_none=False)
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
     def _options(self):
         """The solver and eta shared by every group (one global norm)."""
-        solvers = {group["solver"] for group in self.param_groups}
-        etas = {group["eta"] for group in self.param_groups}
+        groups = self.param_groups
+        if len(groups) == 1:  # the usual case, without building sets
+            check_solver(groups[0]["solver"])
+            return groups[0]["solver"], groups[0]["eta"]
+        solvers = {group["solver"] for group in groups}
+        etas = {group["eta"] for group in groups}
         if len(solvers) > 1 or len(etas) > 1:
             raise ValueError(
                 "All parameter groups must use the same solver and eta, got "
@@ -216,17 +256,19 @@ class SAM(torch.optim.Optimizer):
 
     def _ascent_inputs(self):
         """Parameters, ascent gradients, ASAM flags and rho of each parameter."""
-        params, grads, adaptive, rhos = [], [], [], []
+        params, grads, rhos = [], [], []
         for group in self.param_groups:
+            group_params = group["params"]
+            group_grads = [p.grad for p in group_params]
             decay = group.get("weight_decay", 0) if group["weight_decay_in_ascent"] else 0
-            for p in group["params"]:
-                g = p.grad
-                if g is not None and decay:
-                    g = g.add(p, alpha=decay)  # grad of L + decay/2 ||w||^2
-                params.append(p)
-                grads.append(g)
-                adaptive.append(p.ndim > 1)  # weights only, as in Kwon et al.
-                rhos.append(group["rho"])
+            if decay:  # grad of L + decay/2 ||w||^2
+                group_grads = [
+                    g if g is None else g.add(p, alpha=decay) for p, g in zip(group_params, group_grads)
+                ]
+            params += group_params
+            grads += group_grads
+            rhos += [group["rho"]] * len(group_params)
+        adaptive = [p.ndim > 1 for p in params]  # weights only, as in Kwon et al.
         return params, grads, adaptive, rhos
 
     @torch.no_grad()
@@ -307,7 +349,7 @@ class SAM(torch.optim.Optimizer):
             unperturbed weights.
         """
         solver, eta = self._options()
-        if not any(is_perturbed(solver, group["rho"]) for group in self.param_groups):
+        if not self._perturbs(solver):
             # Exactly the base optimizer: one closure call, no copies.
             loss = None if closure is None else _call(closure)
             self.base_optimizer.step()
@@ -333,7 +375,7 @@ class SAM(torch.optim.Optimizer):
         and the generators are left where the first pass left them.
         """
         rng_after = _get_rng(devices)
-        stats = _running_stats(self.model)
+        stats = _running_stats(self._normalization_layers())
         saved_stats = [b.clone() for b in stats]
         _set_rng(rng_before, devices)  # same dropout masks in both passes
         try:
@@ -345,6 +387,22 @@ class SAM(torch.optim.Optimizer):
             for b, original in zip(stats, saved_stats):
                 b.copy_(original)
             _set_rng(rng_after, devices)
+
+    def _normalization_layers(self):
+        """The normalization layers of ``model``, found at its first step.
+
+        Scanning every submodule at every step costs more than the buffers
+        it finds on small models; the list is rebuilt when ``model`` is
+        replaced, not when layers are added to it.
+        """
+        model = self.model
+        if model is None:
+            return []
+        cached = getattr(self, "_norm_layers", None)
+        if cached is None or cached[0] is not model:
+            cached = (model, [m for m in model.modules() if isinstance(m, _NormBase)])
+            self._norm_layers = cached
+        return cached[1]
 
     # -- persistence --------------------------------------------------------
 
@@ -367,7 +425,9 @@ class SAM(torch.optim.Optimizer):
         # torch pickles only defaults, state and param_groups; the base
         # optimizer and the model must travel too (pickle keeps the links).
         state = super().__getstate__()
-        state.update(base_optimizer=self.base_optimizer, model=self.model, _saved=None)
+        state.update(
+            base_optimizer=self.base_optimizer, model=self.model, _saved=None, _norm_layers=None
+        )
         return state
 
     def __repr__(self):
@@ -396,14 +456,12 @@ def _set_rng(states, devices):
         torch.cuda.set_rng_state(state, device)
 
 
-def _running_stats(model):
-    """Running-statistics buffers of ``model``'s normalization layers in training mode."""
-    if model is None:
-        return []
+def _running_stats(layers):
+    """Running-statistics buffers of the normalization ``layers`` in training mode."""
     return [
         b
-        for m in model.modules()
-        if isinstance(m, _NormBase) and m.training and m.track_running_stats
+        for m in layers
+        if m.training and m.track_running_stats
         for b in (m.running_mean, m.running_var, m.num_batches_tracked)
         if b is not None
     ]
