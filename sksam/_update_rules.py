@@ -87,7 +87,9 @@ def perturbation_scale(solver, rho, grad_norm):
     if solver == "usam":
         return rho
     if hasattr(grad_norm, "clamp_min"):  # a tensor: stay on its device, no sync
-        return rho / grad_norm.clamp_min(GRAD_NORM_FLOOR)
+        # rho / norm, as torch computes it (reciprocal, then product), in place
+        scale = grad_norm.clamp_min(GRAD_NORM_FLOOR).reciprocal_()
+        return scale * rho if hasattr(rho, "shape") else scale.mul_(rho)
     return rho / max(grad_norm, GRAD_NORM_FLOOR)
 
 

@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Checkpoint, EarlyStopping, LRScheduler, ProgressBar
+from skorch.callbacks import Callback, Checkpoint, EarlyStopping, LRScheduler, ProgressBar
 from torch import nn
 
 from sksam.net import MLP, SAMNetClassifier, TensorBatchLoader
@@ -133,6 +133,141 @@ def test_optimizer_is_sam_around_the_base_and_sees_the_module(digits):
     # skorch's setter reaches rho in the groups
     clf.net_.set_params(optimizer__rho=0.2)
     assert opt.base_optimizer.param_groups[0]["rho"] == 0.2
+
+
+def _usam_step_expected(module, X, y, rho, lr, clip=None):
+    """w - lr * clip(grad L(w + rho g)) on the full batch, with g unclipped."""
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    params = list(module.parameters())
+    g = torch.autograd.grad(nn.functional.cross_entropy(module(Xt), yt), params)
+    shifted = copy.deepcopy(module)
+    with torch.no_grad():
+        for p, gi in zip(shifted.parameters(), g):
+            p.add_(rho * gi)
+    g_shifted = torch.autograd.grad(nn.functional.cross_entropy(shifted(Xt), yt), list(shifted.parameters()))
+    if clip is not None:  # torch.nn.utils.clip_grad_norm_'s rule
+        norm = torch.linalg.vector_norm(torch.cat([gi.reshape(-1) for gi in g_shifted]))
+        g_shifted = [gi * min(1.0, clip / (norm.item() + 1e-6)) for gi in g_shifted]
+    return torch.cat([(p - lr * gi).detach().reshape(-1) for p, gi in zip(params, g_shifted)])
+
+
+def test_gradient_norm_clipping_clips_the_descent_gradient(digits):
+    # on_grad_computed fires once per step, after the second pass, so
+    # GradientNormClipping clips grad L(w + e), the gradient the base step
+    # uses, and leaves the ascent (here usam, e = rho g) unclipped.
+    from skorch.callbacks import GradientNormClipping
+
+    X, y = digits
+    rho, lr, clip = 0.5, 0.3, 0.05
+    torch.manual_seed(0)
+    module = MLP(64, 10, hidden_layer_sizes=(16,))
+    expected = _usam_step_expected(module, X, y, rho, lr, clip=clip)
+    unclipped = _usam_step_expected(module, X, y, rho, lr)
+    clf = _small(
+        module=module, solver="usam", rho=rho, lr=lr, max_epochs=1, batch_size=None,
+        callbacks=[GradientNormClipping(gradient_clip_value=clip)],
+    ).fit(X, y)
+    torch.testing.assert_close(_weights(clf), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(expected, unclipped, rtol=1e-3, atol=1e-4)  # the clip bit
+
+
+class _GradRecorder(Callback):
+    """Counts on_grad_computed calls and keeps the gradient norm each one saw."""
+
+    def initialize(self):
+        self.norms_ = []
+        return self
+
+    def on_grad_computed(self, net, named_parameters, batch=None, training=False, **kwargs):
+        grads = [p.grad.reshape(-1) for _, p in named_parameters if p.grad is not None]
+        self.norms_.append(torch.linalg.vector_norm(torch.cat(grads)).item() if grads else None)
+
+
+@pytest.mark.parametrize("solver, rho", [("sam", 0.1), ("gd", 0.1), ("sam", 0.0)])
+def test_on_grad_computed_once_per_step(digits, solver, rho):
+    X, y = digits
+    clf = _small(solver=solver, rho=rho, max_epochs=2, callbacks=[("grads", _GradRecorder())]).fit(X, y)
+    norms = dict(clf.net_.callbacks_)["grads"].norms_
+    assert len(norms) == 2 * int(np.ceil(300 / 32))  # one per step, not one per pass
+    assert all(n is not None and n > 0 for n in norms)
+
+
+def test_on_grad_computed_fires_when_the_first_pass_leaves_no_gradient(digits):
+    # No parameter gets a gradient, so SAM takes no second pass: the hook
+    # still fires once per step.
+    class Frozen(nn.Module):
+        def __init__(self, n_features, n_classes):
+            super().__init__()
+            self.unused = nn.Parameter(torch.zeros(1))
+            self.register_buffer("proj", torch.ones(n_features, n_classes))
+
+        def forward(self, X):
+            return X.detach().requires_grad_() @ self.proj
+
+    X, y = digits
+    recorder = _GradRecorder()
+    clf = _small(module=Frozen, max_epochs=1, callbacks=[("grads", recorder)]).fit(X, y)
+    norms = dict(clf.net_.callbacks_)["grads"].norms_
+    assert norms == [None] * int(np.ceil(300 / 32))
+
+
+def test_train_step_records_the_unperturbed_loss_of_every_batch(digits):
+    # history's per-batch train_loss is the first pass's loss, at w (before
+    # the step), for every mini-batch: replay the batches to check it.
+    X, y = digits
+    clf = _small(max_epochs=1, rho=0.3, optimizer__momentum=0.9, module__hidden_layer_sizes=(8,)).fit(X, y)
+    torch.manual_seed(_seed(0))
+    module = MLP(64, 10, hidden_layer_sizes=(8,))
+    opt = SAM(module.parameters(), torch.optim.SGD, rho=0.3, lr=0.1, momentum=0.9, model=module)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    losses = []
+    for xb, yb in TensorBatchLoader(_dataset(Xt, yt), batch_size=32, shuffle=True):
+
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(module(xb), yb)
+            loss.backward()
+            return loss
+
+        losses.append(opt.step(closure).item())
+    recorded = [b["train_loss"] for b in clf.net_.history[0]["batches"]]
+    np.testing.assert_allclose(recorded, losses, rtol=1e-6)
+    torch.testing.assert_close(_weights(clf), torch.cat([p.detach().reshape(-1) for p in module.parameters()]))
+
+
+def _dataset(X, y):
+    from skorch.dataset import Dataset
+
+    return Dataset(X, y)
+
+
+def test_tensor_batch_loader_gives_the_shuffled_rows_in_batches():
+    X = torch.arange(20.0).reshape(10, 2)
+    y = torch.arange(10)
+    torch.manual_seed(0)
+    batches = list(TensorBatchLoader(_dataset(X, y), batch_size=4, shuffle=True))
+    torch.manual_seed(0)
+    order = torch.randperm(10)
+    assert [len(xb) for xb, _ in batches] == [4, 4, 2]
+    assert torch.equal(torch.cat([xb for xb, _ in batches]), X[order])
+    assert torch.equal(torch.cat([yb for _, yb in batches]), y[order])
+    plain = list(TensorBatchLoader(_dataset(X, y), batch_size=4))
+    assert torch.equal(torch.cat([xb for xb, _ in plain]), X)
+    # a DataLoader option falls back to a DataLoader, same batches
+    loader = TensorBatchLoader(_dataset(X, y), batch_size=4, num_workers=0)
+    assert torch.equal(torch.cat([xb for xb, _ in loader]), X)
+
+
+def test_infer_and_get_loss_take_what_skorch_takes(digits):
+    # The tensor fast path and skorch's conversions give the same numbers.
+    X, y = digits
+    net = _small(max_epochs=1).fit(X, y).net_
+    Xt, yt = torch.as_tensor(X[:20]), torch.as_tensor(y[:20])
+    logits = net.infer(Xt)
+    torch.testing.assert_close(net.infer(X[:20]), logits, rtol=0, atol=0)
+    loss = net.get_loss(logits, yt)
+    torch.testing.assert_close(net.get_loss(logits, y[:20]), loss, rtol=0, atol=0)
+    torch.testing.assert_close(loss, nn.functional.cross_entropy(logits, yt))
 
 
 # -- sharpness ------------------------------------------------------------------

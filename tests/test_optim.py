@@ -290,6 +290,89 @@ def test_parameter_without_gradient_in_the_first_pass_is_left_alone():
     assert extra.item() != 1.0  # the base step used its second-pass gradient
 
 
+@pytest.mark.parametrize(
+    "solver, rho, expected", [("sam", 0.1, True), ("usam", 0.1, True), ("sam", 0.0, False), ("gd", 0.1, False)]
+)
+def test_perturbs_says_whether_step_calls_the_closure_twice(solver, rho, expected):
+    model = _mlp()
+    x, y = _data()
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=rho, solver=solver, lr=0.1)
+    record = []
+    opt.step(_closure(model, opt, x, y, record))
+    assert opt.perturbs() is expected
+    assert len(record) == (2 if expected else 1)
+
+
+def test_perturbs_follows_rho_in_the_groups():
+    model = _mlp()
+    opt = SAM(
+        [{"params": model[0].parameters(), "rho": 0.0}, {"params": model[3].parameters()}],
+        torch.optim.SGD,
+        rho=0.2,
+        lr=0.1,
+    )
+    assert opt.perturbs()
+    opt.param_groups[1]["rho"] = 0.0
+    assert not opt.perturbs()
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_zero_grad_clears_like_torch(set_to_none):
+    model = _mlp()
+    x, y = _data()
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1)
+    nn.functional.mse_loss(model(x), y).backward()
+    opt.zero_grad(set_to_none=set_to_none)
+    for p in model.parameters():
+        if set_to_none:
+            assert p.grad is None
+        else:
+            assert torch.equal(p.grad, torch.zeros_like(p))
+
+
+def test_closures_run_with_gradients_even_under_no_grad():
+    # As for LBFGS: step() may be called in a no_grad block; the closure
+    # still needs autograd, and the caller's mode is left as it was.
+    x, y = _data()
+    results = []
+    for no_grad in (False, True):
+        model = _mlp()
+        opt = SAM(model.parameters(), torch.optim.SGD, rho=0.2, lr=0.3, weight_decay=0.1, weight_decay_in_ascent=True)
+        modes = []
+
+        def closure():
+            modes.append(torch.is_grad_enabled())
+            return _closure(model, opt, x, y)()
+
+        with torch.set_grad_enabled(not no_grad):
+            opt.step(closure)
+            assert torch.is_grad_enabled() is not no_grad
+        assert modes == [True, True]
+        assert all(p.is_leaf and p.grad_fn is None for p in model.parameters())
+        results.append(_flat(model.parameters()))
+    assert torch.equal(*results)
+
+
+def test_batchnorm_of_a_replaced_model_is_protected_instead():
+    # The normalization layers are looked up once per model, not once per
+    # step, and again when ``model`` is replaced.
+    x, y = _data()
+    first, second = _mlp(batch_norm=True), _mlp(seed=1, batch_norm=True)
+    opt = SAM(first.parameters(), torch.optim.SGD, rho=0.5, lr=0.1, model=first)
+    opt.step(_closure(first, opt, x, y))
+    opt.model = second
+
+    def both():
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(first(x), y) + nn.functional.mse_loss(second(x), y)
+        loss.backward()
+        return loss
+
+    opt.step(both)
+    assert second[1].num_batches_tracked.item() == 1  # protected: once per step
+    assert first[1].num_batches_tracked.item() == 1 + 2  # no longer: both passes
+
+
 def test_step_without_closure_needs_one():
     model = _mlp()
     opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1)
