@@ -35,7 +35,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
-from skorch.dataset import Dataset, unpack_data
+from skorch.dataset import Dataset, get_len, unpack_data
 from skorch.history import History
 from skorch.utils import TeeGenerator
 from torch import nn
@@ -237,6 +237,28 @@ class _SAMNet(NeuralNetClassifier):
         if prefix == "optimizer" and isinstance(self.optimizer, type) and issubclass(self.optimizer, SAM):
             kwargs["model"] = self.module_
         return args, kwargs
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        """skorch's epoch loop (same hooks, same history records), cheaper per batch.
+
+        As in skorch: for each batch ``on_batch_begin``, the step,
+        ``<prefix>_loss`` and ``<prefix>_batch_size`` in the batch's history
+        row, ``on_batch_end``; then ``<prefix>_batch_count``. The batch size
+        of a tensor is its length; skorch's ``get_len`` walks nested
+        containers for it, which costs about 2% of a small SAM epoch.
+        """
+        if iterator is None:
+            return
+        loss_key, size_key = prefix + "_loss", prefix + "_batch_size"
+        batch_count = 0
+        for batch in iterator:
+            self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            self.history.record_batch(loss_key, step["loss"].item())
+            self.history.record_batch(size_key, _batch_len(batch))
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+            batch_count += 1
+        self.history.record(prefix + "_batch_count", batch_count)
 
     def train_step(self, batch, **fit_params):
         """One optimizer step, with skorch's per-batch work done once, not per pass.
@@ -769,6 +791,12 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
 
 #: Per-batch callback hooks, filtered by :meth:`_SAMNet.notify`.
 _HOOKS = ("on_batch_begin", "on_batch_end", "on_grad_computed")
+
+
+def _batch_len(batch):
+    """Number of samples in ``batch``, as skorch's ``run_single_epoch`` counts them."""
+    X = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return len(X) if type(X) is torch.Tensor else get_len(X)
 
 
 def _is_base_hook(net, hook):

@@ -95,6 +95,11 @@ def test_gd_is_plain_skorch_sgd_bit_for_bit(digits):
     net.fit(torch.as_tensor(X), torch.as_tensor(y))
     plain = torch.cat([p.detach().reshape(-1) for p in net.module_.parameters()])
     assert torch.equal(_weights(clf), plain)
+    # and skorch's history records, batch by batch (our epoch loop is leaner)
+    for ours, theirs in zip(clf.net_.history, net.history, strict=True):
+        assert ours["train_batch_count"] == theirs["train_batch_count"] == 10
+        assert ours["batches"] == theirs["batches"]
+        assert ours["train_loss"] == theirs["train_loss"]
 
 
 @pytest.mark.parametrize("solver", ["sam", "usam", "asam"])
@@ -444,6 +449,10 @@ def test_validation_split_for_valid_loss(digits):
     X, y = digits
     clf = _small(train_split=ValidSplit(5)).fit(X, y)
     assert np.all(np.isfinite(clf.net_.history[:, "valid_loss"]))
+    last = clf.net_.history[-1]
+    assert sum(b.get("valid_batch_size", 0) for b in last["batches"]) == 60
+    assert sum(b.get("train_batch_size", 0) for b in last["batches"]) == 240
+    assert last["valid_batch_count"] == 2 and last["train_batch_count"] == 8
     assert clf.net_.history[-1, "valid_acc"] > 0.5
 
 
