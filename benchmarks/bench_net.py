@@ -93,7 +93,8 @@ def run_hand_loop(X, y, epochs, device, seed):
             loss.backward()
             with torch.no_grad():
                 norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-                e = [p.grad * (RHO / (norm + 1e-12)) for p in params]
+                scale = RHO / (norm + 1e-12)  # once per step, as the community version does
+                e = [p.grad * scale for p in params]
                 for p, e_p in zip(params, e):
                     p.add_(e_p)
             base.zero_grad()

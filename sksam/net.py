@@ -264,13 +264,16 @@ class _SAMNet(NeuralNetClassifier):
         """One optimizer step, with skorch's per-batch work done once, not per pass.
 
         skorch's own ``train_step`` hands the optimizer a closure that does
-        all of its bookkeeping (zeroing through the optimizer, the step
-        accumulator, ``on_grad_computed``) at every call, so twice per SAM
-        step. Here the first closure call is skorch's
-        ``train_step_single`` (its result, at the unperturbed weights, is
-        what the step returns and ``history`` records as ``train_loss``);
-        the second, at ``w + e``, only clears the gradients, runs
-        ``infer``, ``get_loss`` and ``backward``.
+        all of its bookkeeping (zeroing through skorch, the step accumulator,
+        ``on_grad_computed``) at every call, so twice per SAM step. Here the
+        closure only computes: it clears the gradients, runs the module and
+        the criterion on the batch and calls ``backward``, the same in both
+        passes. A batch of tensors already on the device goes straight to
+        ``module_`` and ``criterion_`` (what skorch's ``infer`` and
+        ``get_loss`` do with it); anything else goes through ``infer`` and
+        ``get_loss``. The step returns the first pass's loss and prediction,
+        at the unperturbed weights: ``history`` records that loss as
+        ``train_loss``.
 
         ``on_grad_computed`` is notified once per step, with the gradient
         the base optimizer is about to use: after the second pass for SAM
@@ -279,54 +282,51 @@ class _SAMNet(NeuralNetClassifier):
         So ``GradientNormClipping`` clips the descent gradient, as it would
         for plain SGD. (Clipping the ascent gradient would not change
         ``solver='sam'`` at all: its perturbation is normalized.)
+
+        Parameters
+        ----------
+        batch : tuple
+            ``(X, y)`` from the training iterator.
+        **fit_params : dict
+            Passed to the module's ``forward``, as in skorch.
+
+        Returns
+        -------
+        step : dict
+            ``{'loss': loss, 'y_pred': y_pred}`` of the first pass.
         """
         optimizer = self.optimizer_
         if not isinstance(optimizer, SAM) or len(self._optimizers) != 1:
             return super().train_step(batch, **fit_params)
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        direct = (
+            not fit_params
+            and self._on_device(Xi)
+            and self._on_device(yi)
+            and not isinstance(self.criterion_, nn.NLLLoss)  # get_loss takes its log
+        )
         passes = 2 if optimizer.perturbs() else 1
         steps = []
 
         def closure():
-            if steps:
-                step = self._perturbed_pass(batch, **fit_params)
+            optimizer.zero_grad()
+            if direct:
+                y_pred = self.module_(Xi)
+                loss = self.criterion_(y_pred, yi)
             else:
-                self._zero_grad_optimizer()
-                step = self.train_step_single(batch, **fit_params)
-            steps.append(step)
+                y_pred = self.infer(Xi, **fit_params)
+                loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+            loss.backward()
+            steps.append({"loss": loss, "y_pred": y_pred})
             if len(steps) == passes:
                 self._notify_grad_computed(batch)
-            return step["loss"]
+            return loss
 
-        self._step_optimizer(closure)
+        optimizer.step(closure)
         if len(steps) < passes:  # no gradient in the first pass, so no second
             self._notify_grad_computed(batch)
         return steps[0]
-
-    def _perturbed_pass(self, batch, **fit_params):
-        """The second closure call: the gradient at ``w + e``, no bookkeeping."""
-        self.optimizer_.zero_grad()
-        Xi, yi = unpack_data(batch)
-        y_pred = self.infer(Xi, **fit_params)
-        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-        loss.backward()
-        return {"loss": loss, "y_pred": y_pred}
-
-    def infer(self, x, **fit_params):
-        """skorch's ``infer``; a tensor already on the device goes straight in.
-
-        skorch converts ``x`` with ``to_tensor`` at every call, twice per
-        SAM step; the batches of :class:`TensorBatchLoader` are already
-        tensors on the training device.
-        """
-        if fit_params or not self._on_device(x):
-            return super().infer(x, **fit_params)
-        return self.module_(x)
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        """skorch's ``get_loss``; a target tensor on the device goes straight in."""
-        if isinstance(self.criterion_, nn.NLLLoss) or not self._on_device(y_true):
-            return super().get_loss(y_pred, y_true, X=X, training=training)
-        return self.criterion_(y_pred, y_true)
 
     def _on_device(self, x):
         """Whether ``x`` is a tensor that skorch's ``to_tensor`` would leave as is."""
@@ -361,9 +361,9 @@ class _SAMNet(NeuralNetClassifier):
 
     def notify(self, method_name, **cb_kwargs):
         """Call the net's hook ``method_name``, then the callbacks that implement it."""
-        # skorch calls every callback at every hook, four times per SAM step
-        # (on_grad_computed once per closure call); calling only those that
-        # override the no-op hook is the same thing, for less per batch.
+        # skorch calls every callback at every hook, three times per batch;
+        # calling only those that override the no-op hook is the same thing,
+        # for less per batch.
         listeners = getattr(self, "_listeners_", {}).get(method_name)
         if listeners is None:
             return super().notify(method_name, **cb_kwargs)
@@ -372,7 +372,7 @@ class _SAMNet(NeuralNetClassifier):
             getattr(cb, method_name)(self, **cb_kwargs)
 
     def _set_training(self, training=True):
-        # skorch calls this at every closure call, twice per SAM step, and
+        # skorch calls this at every batch (train_step_single), and
         # Module.train() walks every submodule through the slow __setattr__
         # (about a tenth of a small epoch). Switch only when a top-level flag
         # differs, which it does after every evaluation.

@@ -263,16 +263,19 @@ def test_tensor_batch_loader_gives_the_shuffled_rows_in_batches():
     assert torch.equal(torch.cat([xb for xb, _ in loader]), X)
 
 
-def test_infer_and_get_loss_take_what_skorch_takes(digits):
-    # The tensor fast path and skorch's conversions give the same numbers.
+@pytest.mark.parametrize("solver", ["sam", "gd"])
+def test_train_step_on_device_tensors_matches_skorchs_conversions(digits, solver):
+    # Tensors on the device go straight to the module and the criterion;
+    # anything else (here numpy arrays) goes through skorch's infer and
+    # get_loss. Both give the same step, bit for bit.
     X, y = digits
-    net = _small(max_epochs=1).fit(X, y).net_
-    Xt, yt = torch.as_tensor(X[:20]), torch.as_tensor(y[:20])
-    logits = net.infer(Xt)
-    torch.testing.assert_close(net.infer(X[:20]), logits, rtol=0, atol=0)
-    loss = net.get_loss(logits, yt)
-    torch.testing.assert_close(net.get_loss(logits, y[:20]), loss, rtol=0, atol=0)
-    torch.testing.assert_close(loss, nn.functional.cross_entropy(logits, yt))
+    net = _small(solver=solver, max_epochs=1, optimizer__momentum=0.9).fit(X, y).net_
+    other = copy.deepcopy(net)
+    a = net.train_step((torch.as_tensor(X[:32]), torch.as_tensor(y[:32])))
+    b = other.train_step((X[:32], y[:32].astype(np.int64)))
+    assert torch.equal(a["loss"], b["loss"]) and torch.equal(a["y_pred"], b["y_pred"])
+    for p, q in zip(net.module_.parameters(), other.module_.parameters()):
+        assert torch.equal(p, q)
 
 
 # -- sharpness ------------------------------------------------------------------
