@@ -98,7 +98,17 @@ class MLP(nn.Module):
         Dropout probability after each hidden layer.
     batch_norm : bool, default=False
         Batch normalization before each activation.
+
+    Attributes
+    ----------
+    draws_random_numbers : bool
+        ``False``: this class's own ``forward`` draws no random number (its
+        dropout layers are modules of their own), so :class:`sksam.optim.SAM`
+        with ``replay_rng='auto'`` replays the generator only when
+        ``dropout > 0``.
     """
+
+    draws_random_numbers = False
 
     def __init__(
         self,

@@ -120,6 +120,17 @@ class SAM(torch.optim.Optimizer):
         normalization layers in training mode are saved before the second
         closure call and restored after it, so they are updated once per
         step, at the unperturbed weights. Without it they are updated twice.
+    replay_rng : {'auto', True, False}, default='auto'
+        Whether the second closure call replays the random numbers of the
+        first, so that dropout masks are the same in both passes. ``'auto'``
+        replays unless ``model`` is given and can draw no random number:
+        every one of its modules is a layer known to be deterministic
+        (``Linear``, convolutions, normalization layers, the usual
+        activations and poolings, containers; not dropout, ``RReLU`` or
+        attention) or a class that declares ``draws_random_numbers = False``
+        (as :class:`sksam.net.MLP` does). A module of any other class might
+        call ``torch.rand`` or ``F.dropout`` in its ``forward``, so it is
+        replayed for. ``True`` always replays, ``False`` never does.
     **base_kwargs
         Passed to ``base_optimizer`` (``lr``, ``momentum``, ...).
 
@@ -142,7 +153,11 @@ class SAM(torch.optim.Optimizer):
     **Random numbers.** The second call replays the generator state of the
     first (CPU, and the CUDA devices holding parameters), so dropout masks
     match; afterwards the generators are where the first call left them.
-    This costs two state copies per step (about 2 us on a CPU).
+    This costs two state copies per step (2-7 us on a CPU, about 2% of a
+    small MLP's step), which ``replay_rng='auto'`` saves when ``model``
+    cannot draw random numbers. The modules of ``model`` (normalization
+    layers, randomness) are looked up at its first step, and again when
+    ``model`` is replaced.
 
     **Grad mode.** The closure always runs with gradients on (as for
     ``LBFGS``), also when :meth:`step` is called under ``torch.no_grad()``;
@@ -178,8 +193,11 @@ class SAM(torch.optim.Optimizer):
         eta=ASAM_ETA,
         weight_decay_in_ascent=False,
         model=None,
+        replay_rng="auto",
         **base_kwargs,
     ):
+        if replay_rng not in ("auto", True, False):
+            raise ValueError(f"replay_rng must be 'auto', True or False, got {replay_rng!r}.")
         if not rho >= 0:
             raise ValueError(f"rho must be non-negative, got rho={rho!r}.")
         if not eta >= 0:
@@ -196,8 +214,9 @@ class SAM(torch.optim.Optimizer):
         self._link_base()
         self.defaults.update(self.base_optimizer.defaults)
         self.model = model
+        self.replay_rng = replay_rng
         self._saved = None
-        self._norm_layers = None  # (model, its normalization layers), found once
+        self._model_scan = None  # (model, normalization layers, draws random numbers)
 
     def _link_base(self):
         # One set of groups and one state for both optimizers: schedulers,
@@ -367,8 +386,11 @@ class SAM(torch.optim.Optimizer):
                 "the loss, calls backward() and returns the loss: it evaluates "
                 "the gradient twice (or use first_step() and second_step())."
             )
-        devices = _cuda_devices(self.param_groups)
-        before = _get_rng(devices)
+        if self._replays_rng():
+            devices = _cuda_devices(self.param_groups)
+            before = _get_rng(devices)
+        else:
+            devices = before = None
         loss = _call(closure)
         # Only the ascent needs no_grad (weight decay adds w to g); the copies,
         # the restore and the base step hold their own, and the closures run
@@ -384,12 +406,14 @@ class SAM(torch.optim.Optimizer):
         """The closure at ``w + e``, replaying the first pass's random numbers.
 
         Running statistics are put back afterwards (updated once, at ``w``),
-        and the generators are left where the first pass left them.
+        and the generators are left where the first pass left them. No
+        replay when ``rng_before`` is ``None``.
         """
-        rng_after = _get_rng(devices)
-        stats = _running_stats(self._normalization_layers())
+        stats = _running_stats(self._scan_model()[0])
         saved_stats = [b.clone() for b in stats]
-        _set_rng(rng_before, devices)  # same dropout masks in both passes
+        if rng_before is not None:
+            rng_after = _get_rng(devices)
+            _set_rng(rng_before, devices)  # same dropout masks in both passes
         try:
             _call(closure)
         except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
@@ -399,23 +423,30 @@ class SAM(torch.optim.Optimizer):
             if stats:
                 with torch.no_grad():
                     torch._foreach_copy_(stats, saved_stats)
-            _set_rng(rng_after, devices)
+            if rng_before is not None:
+                _set_rng(rng_after, devices)
 
-    def _normalization_layers(self):
-        """The normalization layers of ``model``, found at its first step.
+    def _scan_model(self):
+        """``model``'s normalization layers, and whether it may draw random numbers.
 
-        Scanning every submodule at every step costs more than the buffers
-        it finds on small models; the list is rebuilt when ``model`` is
-        replaced, not when layers are added to it.
+        Looked up at the first step of each ``model`` (a scan of every
+        submodule per step costs more than the buffers it finds on small
+        models), not again when layers are added to it.
         """
         model = self.model
         if model is None:
-            return []
-        cached = getattr(self, "_norm_layers", None)
+            return [], True
+        cached = getattr(self, "_model_scan", None)
         if cached is None or cached[0] is not model:
-            cached = (model, [m for m in model.modules() if isinstance(m, _NormBase)])
-            self._norm_layers = cached
-        return cached[1]
+            modules = list(model.modules())
+            norms = [m for m in modules if isinstance(m, _NormBase)]
+            cached = (model, norms, any(_may_draw_random_numbers(m) for m in modules))
+            self._model_scan = cached
+        return cached[1], cached[2]
+
+    def _replays_rng(self):
+        mode = getattr(self, "replay_rng", "auto")  # pickles from before the option
+        return self._scan_model()[1] if mode == "auto" else mode
 
     # -- persistence --------------------------------------------------------
 
@@ -439,7 +470,11 @@ class SAM(torch.optim.Optimizer):
         # optimizer and the model must travel too (pickle keeps the links).
         state = super().__getstate__()
         state.update(
-            base_optimizer=self.base_optimizer, model=self.model, _saved=None, _norm_layers=None
+            base_optimizer=self.base_optimizer,
+            model=self.model,
+            replay_rng=getattr(self, "replay_rng", "auto"),
+            _saved=None,
+            _model_scan=None,
         )
         return state
 
@@ -472,6 +507,34 @@ def _set_rng(states, devices):
     torch.set_rng_state(cpu)
     for device, state in zip(devices, cuda):
         torch.cuda.set_rng_state(state, device)
+
+
+#: Layers whose ``forward`` draws no random number, in training mode too
+#: (exact types: a subclass may override ``forward``). Not here: dropout,
+#: ``RReLU``, ``FractionalMaxPool``, attention and transformer layers
+#: (dropout inside), and any class torch may add later.
+_DETERMINISTIC_MODULES = frozenset(
+    getattr(torch.nn, name)
+    for name in (
+        "Sequential ModuleList ModuleDict Identity Flatten Unflatten Linear Bilinear "
+        "Conv1d Conv2d Conv3d ConvTranspose1d ConvTranspose2d ConvTranspose3d "
+        "Embedding EmbeddingBag BatchNorm1d BatchNorm2d BatchNorm3d SyncBatchNorm "
+        "LayerNorm GroupNorm RMSNorm InstanceNorm1d InstanceNorm2d InstanceNorm3d "
+        "LocalResponseNorm ReLU ReLU6 LeakyReLU PReLU ELU SELU CELU GELU SiLU Mish "
+        "Tanh Sigmoid Hardtanh Hardsigmoid Hardswish Softplus Softsign Softmax "
+        "LogSoftmax Softmin Tanhshrink Threshold LogSigmoid GLU "
+        "MaxPool1d MaxPool2d MaxPool3d AvgPool1d AvgPool2d AvgPool3d "
+        "AdaptiveAvgPool1d AdaptiveAvgPool2d AdaptiveAvgPool3d "
+        "AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d"
+    ).split()
+    if hasattr(torch.nn, name)
+)
+
+
+def _may_draw_random_numbers(module):
+    """Whether ``module``'s own ``forward`` might draw random numbers."""
+    cls = type(module)
+    return not (cls in _DETERMINISTIC_MODULES or vars(cls).get("draws_random_numbers") is False)
 
 
 def _running_stats(layers):

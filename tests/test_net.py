@@ -127,6 +127,15 @@ def test_batchnorm_counts_each_step_once(digits):
     assert bn.num_batches_tracked.item() == 3 * int(np.ceil(300 / 64))
 
 
+def test_random_numbers_are_replayed_only_with_dropout(digits):
+    # The default MLP declares a forward without random numbers: SAM skips
+    # the generator replay unless dropout layers are there (or it is asked).
+    X, y = digits
+    assert not _small(max_epochs=1).fit(X, y).net_.optimizer_._replays_rng()
+    assert _small(max_epochs=1, module__dropout=0.2).fit(X, y).net_.optimizer_._replays_rng()
+    assert _small(max_epochs=1, optimizer__replay_rng=True).fit(X, y).net_.optimizer_._replays_rng()
+
+
 def test_optimizer_is_sam_around_the_base_and_sees_the_module(digits):
     X, y = digits
     clf = _small(rho=0.07, solver="asam", optimizer=torch.optim.Adam, lr=1e-3, optimizer__eta=0.1).fit(X, y)

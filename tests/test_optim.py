@@ -249,6 +249,85 @@ def test_dropout_masks_are_equal_in_both_passes():
     assert torch.equal(torch.rand(4), after_sam)
 
 
+class _Noisy(nn.Module):
+    """Draws its own noise in forward: no module-level sign of randomness."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(5, 1).double()
+        self.noises = []
+
+    def forward(self, x):
+        noise = torch.rand(x.shape, dtype=x.dtype)
+        self.noises.append(noise)
+        return self.linear(x + noise)
+
+
+@pytest.mark.parametrize("replay_rng, equal", [("auto", True), (True, True), (False, False)])
+def test_random_numbers_of_a_custom_forward_are_replayed(replay_rng, equal):
+    model = _Noisy()
+    x, y = _data()
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, model=model, replay_rng=replay_rng)
+    torch.manual_seed(0)
+    opt.step(_closure(model, opt, x, y))
+    assert len(model.noises) == 2
+    assert torch.equal(*model.noises) is equal
+    # a replay leaves the generator where one pass leaves it
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    for _ in range(1 if equal else 2):
+        torch.rand(x.shape, dtype=x.dtype)
+    assert torch.equal(torch.rand(3), after)
+
+
+class _Quiet(nn.Module):
+    draws_random_numbers = False  # the declaration 'auto' trusts
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Linear(7, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class _MyLinear(nn.Linear):
+    pass
+
+
+@pytest.mark.parametrize(
+    "make_model, replays",
+    [
+        (lambda: nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.Tanh(), nn.Linear(7, 1)), False),
+        (lambda: nn.Sequential(nn.Linear(5, 7), nn.Dropout(0.5), nn.Linear(7, 1)), True),
+        (lambda: nn.Sequential(nn.Linear(5, 7), nn.RReLU(), nn.Linear(7, 1)), True),
+        (lambda: _Quiet(), False),
+        (lambda: nn.Sequential(_Quiet(), nn.Dropout(0.1)), True),
+        (lambda: nn.Sequential(_MyLinear(5, 1)), True),  # a subclass may override forward
+        (lambda: None, True),  # nothing known about the model
+    ],
+)
+def test_replay_rng_auto_replays_unless_the_model_cannot_draw(monkeypatch, make_model, replays):
+    import sksam.optim
+
+    calls = []
+    get_rng = sksam.optim._get_rng
+    monkeypatch.setattr(sksam.optim, "_get_rng", lambda devices: calls.append(1) or get_rng(devices))
+    model = make_model()
+    net = model if model is not None else nn.Sequential(nn.Linear(5, 1))
+    net.double()
+    x, y = _data()
+    opt = SAM(net.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, model=model)
+    opt.step(_closure(net, opt, x, y))
+    assert len(calls) == (2 if replays else 0)
+
+
+def test_replay_rng_survives_pickle():
+    model = _Noisy()
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, model=model, replay_rng=False)
+    assert pickle.loads(pickle.dumps(opt)).replay_rng is False
+
+
 # -- guards and errors -----------------------------------------------------------
 
 
@@ -417,6 +496,7 @@ def test_first_and_second_step_protocol():
         (dict(eta=-1.0), "eta must be non-negative"),
         (dict(solver="adam"), "Unknown solver 'adam'"),
         (dict(adaptive=True, solver="usam"), "adaptive=True selects ASAM but solver='usam'"),
+        (dict(replay_rng="yes"), "replay_rng must be 'auto', True or False, got 'yes'"),
     ],
 )
 def test_bad_options_are_named(kwargs, match):
