@@ -5,8 +5,11 @@ of 32) on the digits data, timed in one run, interleaved, one torch thread:
 
 * ``SAMNetClassifier(solver='sam')``;
 * a hand-written PyTorch SAM loop on the same module and the same batches
-  (the community recipe: two backward passes, ``rho g/||g||`` ascent,
-  subtract it back, base step), the floor for SAM;
+  (the community recipe: two backward passes, ``rho g/||g||`` ascent with
+  the scale computed once per step, subtract it back, base step), the
+  floor for SAM. It does not replay random numbers or protect BatchNorm
+  statistics (this MLP has neither dropout nor BatchNorm) and restores by
+  subtraction rather than by an exact copy;
 * plain skorch ``NeuralNetClassifier`` with SGD (one gradient per step,
   skorch's default data loader, no validation split), what a skorch user
   would run without SAM.

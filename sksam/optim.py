@@ -240,7 +240,10 @@ class SAM(torch.optim.Optimizer):
         return self._perturbs(self._options()[0])
 
     def _perturbs(self, solver):
-        return any(is_perturbed(solver, group["rho"]) for group in self.param_groups)
+        groups = self.param_groups
+        if len(groups) == 1:
+            return is_perturbed(solver, groups[0]["rho"])
+        return any(is_perturbed(solver, group["rho"]) for group in groups)
 
     def zero_grad(self, set_to_none=True):
         """Clear the gradients of all parameters.
@@ -295,7 +298,8 @@ class SAM(torch.optim.Optimizer):
             params += group_params
             grads += group_grads
             rhos += [group["rho"]] * len(group_params)
-        adaptive = [p.ndim > 1 for p in params] if solver == "asam" else None  # weights only (Kwon et al.)
+        # ASAM scales the weights only (Kwon et al.): tensors of 2 or more dimensions
+        adaptive = [p.ndim > 1 for p in params] if solver == "asam" else None
         return params, grads, adaptive, rhos
 
     @torch.no_grad()

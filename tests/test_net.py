@@ -246,7 +246,8 @@ def test_train_step_records_the_unperturbed_loss_of_every_batch(digits):
         losses.append(opt.step(closure).item())
     recorded = [b["train_loss"] for b in clf.net_.history[0]["batches"]]
     np.testing.assert_allclose(recorded, losses, rtol=1e-6)
-    torch.testing.assert_close(_weights(clf), torch.cat([p.detach().reshape(-1) for p in module.parameters()]))
+    replayed = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+    torch.testing.assert_close(_weights(clf), replayed)
 
 
 def _dataset(X, y):

@@ -370,7 +370,8 @@ def test_parameter_without_gradient_in_the_first_pass_is_left_alone():
 
 
 @pytest.mark.parametrize(
-    "solver, rho, expected", [("sam", 0.1, True), ("usam", 0.1, True), ("sam", 0.0, False), ("gd", 0.1, False)]
+    "solver, rho, expected",
+    [("sam", 0.1, True), ("usam", 0.1, True), ("sam", 0.0, False), ("gd", 0.1, False)],
 )
 def test_perturbs_says_whether_step_calls_the_closure_twice(solver, rho, expected):
     model = _mlp()
@@ -416,7 +417,9 @@ def test_closures_run_with_gradients_even_under_no_grad():
     results = []
     for no_grad in (False, True):
         model = _mlp()
-        opt = SAM(model.parameters(), torch.optim.SGD, rho=0.2, lr=0.3, weight_decay=0.1, weight_decay_in_ascent=True)
+        opt = SAM(
+            model.parameters(), torch.optim.SGD, rho=0.2, lr=0.3, weight_decay=0.1, weight_decay_in_ascent=True
+        )
         modes = []
 
         def closure():
