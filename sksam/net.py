@@ -345,9 +345,9 @@ class _SAMNet(NeuralNetClassifier):
         device = self.device
         if device is None:
             return True
-        cached = self.__dict__.get("_device_cache")
+        cached = self.__dict__.get("_device_cache_")
         if cached is None or cached[0] != device:
-            cached = self._device_cache = (device, _resolved_device(device))
+            cached = self._device_cache_ = (device, _resolved_device(device))
         return x.device == cached[1]
 
     def _notify_grad_computed(self, batch):

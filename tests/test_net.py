@@ -286,6 +286,8 @@ def test_train_step_on_device_tensors_matches_skorchs_conversions(digits, solver
     assert torch.equal(a["loss"], b["loss"]) and torch.equal(a["y_pred"], b["y_pred"])
     for p, q in zip(net.module_.parameters(), other.module_.parameters()):
         assert torch.equal(p, q)
+    # the device cache behind the fast path is no skorch parameter
+    assert not any(name.startswith("_device") for name in net.get_params())
 
 
 # -- sharpness ------------------------------------------------------------------
