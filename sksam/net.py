@@ -382,7 +382,7 @@ class _SAMNet(NeuralNetClassifier):
             getattr(cb, method_name)(self, **cb_kwargs)
 
     def _set_training(self, training=True):
-        # skorch calls this at every batch (train_step_single), and
+        # train_step calls this at every batch, and
         # Module.train() walks every submodule through the slow __setattr__
         # (about a tenth of a small epoch). Switch only when a top-level flag
         # differs, which it does after every evaluation.
@@ -500,10 +500,12 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
     batches are gathered from them (:class:`TensorBatchLoader`) instead of
     collated sample by sample; skorch's ``PrintLog`` is dropped when
     ``verbose=0``; the callbacks are called only at the hooks they
-    implement; skorch's per-batch work (``train_step_single``, the step
+    implement; skorch's per-batch work (zeroing through skorch, the step
     accumulator, ``on_grad_computed``) runs once per SAM step, not once per
-    gradient, and tensors already on the device skip skorch's conversions.
-    On digits (MLP 64-100-10, batches of 32, one CPU thread) an epoch takes
+    gradient; batches of tensors on the device go straight to the module
+    and the criterion, and are counted by their length; the generator
+    replay of :class:`sksam.optim.SAM` is skipped when the module draws no
+    random numbers (the default :class:`MLP` without dropout). On digits (MLP 64-100-10, batches of 32, one CPU thread) an epoch takes
     about 1.1 times as long as a hand-written PyTorch SAM loop
     (``benchmarks/bench_net.py``).
 
