@@ -23,7 +23,9 @@ can be swapped in, and fixes the pitfalls listed in ``DESIGN.md``:
   once per step;
 * the second pass replays the random number generator state of the first, so
   dropout masks are the same in both passes, and the generator is left where
-  the first pass left it (as if only one pass had been taken);
+  the first pass left it (as if only one pass had been taken); the replay is
+  skipped only when ``model`` provably draws no random numbers
+  (``replay_rng='auto'``);
 * a zero gradient gives a zero perturbation (never a division by zero);
 * ``rho=0`` (or ``solver='gd'``) calls the closure once and is the base
   optimizer bit for bit, weights and buffers;
