@@ -266,6 +266,16 @@ def test_tensor_batch_loader_gives_the_shuffled_rows_in_batches():
     assert [len(xb) for xb, _ in batches] == [4, 4, 2]
     assert torch.equal(torch.cat([xb for xb, _ in batches]), X[order])
     assert torch.equal(torch.cat([yb for _, yb in batches]), y[order])
+    # more rows than one gather of 32 batches: the batches cross chunks
+    X_big, y_big = torch.randn(300, 3), torch.arange(300)
+    torch.manual_seed(1)
+    big = list(TensorBatchLoader(_dataset(X_big, y_big), batch_size=4, shuffle=True))
+    torch.manual_seed(1)
+    order = torch.randperm(300)
+    assert len(big) == 75 and all(len(xb) == 4 for xb, _ in big)
+    for i, (xb, yb) in enumerate(big):
+        rows = order[4 * i : 4 * i + 4]
+        assert torch.equal(xb, X_big[rows]) and torch.equal(yb, y_big[rows])
     plain = list(TensorBatchLoader(_dataset(X, y), batch_size=4))
     assert torch.equal(torch.cat([xb for xb, _ in plain]), X)
     # a DataLoader option falls back to a DataLoader, same batches
