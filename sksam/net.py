@@ -476,13 +476,13 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         The class labels (any type ``numpy.unique`` sorts, strings included).
     n_features_in_ : int
         Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Feature names, when ``X`` had string column names.
     net_ : skorch.NeuralNetClassifier
         The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
         ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
         sees labels encoded as ``0..n_classes-1``.
-    loss_curve_ : ndarray of shape (n_iter_,)
+    loss_curve_ : ndarray of shape (`n_iter_`,)
         Mean training loss of each epoch, taken at the unperturbed weights
         (the first closure call of every SAM step).
     n_iter_ : int
