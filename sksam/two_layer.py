@@ -464,6 +464,7 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         self,
         solver="sam",
         rho=0.05,
+        *,
         n_hidden=100,
         activation="relu",
         train_output_layer=True,
