@@ -19,17 +19,13 @@ import numbers
 import numpy as np
 from sklearn.utils import check_random_state
 
+from ._activations import NUMPY_ACTIVATIONS
+
 __all__ = ["make_teacher_student", "make_kernel_regression"]
 
 #: Activations of :func:`make_teacher_student` (the same names as
 #: :class:`sksam.SAMTwoLayerRegressor`'s ``activation``).
-ACTIVATIONS = {
-    "relu": lambda z: np.maximum(z, 0.0),
-    "tanh": np.tanh,
-    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
-    "quadratic": np.square,
-    "identity": lambda z: z,
-}
+ACTIVATIONS = NUMPY_ACTIVATIONS
 
 
 def _check_positive_int(value, name):

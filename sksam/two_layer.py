@@ -20,12 +20,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._activations import NUMPY_ACTIVATIONS
 from ._update_rules import SOLVERS, perturbation
 from .sharpness import MEASURES
 
 __all__ = ["SAMTwoLayerRegressor"]
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "quadratic", "identity")
+ACTIVATIONS = tuple(NUMPY_ACTIVATIONS)
 
 
 # --------------------------------------------------------------------------
@@ -752,7 +753,7 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         W, a = self.coefs_
         b, c = self.intercepts_
         Z = X @ W + b
-        y_pred = _NUMPY_ACTIVATIONS[self.activation](Z) @ a + c
+        y_pred = NUMPY_ACTIVATIONS[self.activation](Z) @ a + c
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
 
     def __sklearn_tags__(self):
@@ -771,14 +772,6 @@ _FITTED = (
 #: eigenvalue itself accurate to about the square of that (times the inverse
 #: relative gap), and costs a few dozen Hessian-vector products.
 _SHARPNESS_OPTIONS = {"top_eigenvalue": {"tol": 1e-4}}
-
-_NUMPY_ACTIVATIONS = {
-    "relu": lambda z: np.maximum(z, 0.0),
-    "tanh": np.tanh,
-    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
-    "quadratic": np.square,
-    "identity": lambda z: z,
-}
 
 
 def _check_finite(loss, iteration, learning_rate):
