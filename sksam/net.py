@@ -433,8 +433,12 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
     rho : float, default=0.05
         Perturbation radius; ``rho=0`` is ``solver='gd'`` bit for bit.
         Ignored by ``'gd'``.
-    lr : float, default=0.1
-        Learning rate of the base optimizer.
+    lr : float, default=0.03
+        Learning rate of the base optimizer. The default trains the default
+        network on raw and on standardized inputs alike (on scikit-learn's
+        digits, pixel values 0-16, ``lr=0.1`` fails to train); with
+        standardized inputs and ``optimizer__momentum=0.9`` larger rates
+        are usually better.
     max_epochs : int, default=20
         Passes over the training data.
     batch_size : int or None, default=32
@@ -571,7 +575,7 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         *,
         solver="sam",
         rho=0.05,
-        lr=0.1,
+        lr=0.03,
         max_epochs=20,
         batch_size=32,
         optimizer=torch.optim.SGD,

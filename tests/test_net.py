@@ -29,7 +29,7 @@ def digits():
 
 
 def _small(**params):
-    defaults = dict(max_epochs=3, random_state=0, sharpness=None)
+    defaults = dict(max_epochs=3, lr=0.1, random_state=0, sharpness=None)
     return SAMNetClassifier(**{**defaults, **params})
 
 
@@ -229,7 +229,9 @@ def test_train_step_records_the_unperturbed_loss_of_every_batch(digits):
     # history's per-batch train_loss is the first pass's loss, at w (before
     # the step), for every mini-batch: replay the batches to check it.
     X, y = digits
-    clf = _small(max_epochs=1, rho=0.3, optimizer__momentum=0.9, module__hidden_layer_sizes=(8,)).fit(X, y)
+    clf = _small(
+        max_epochs=1, rho=0.3, lr=0.1, optimizer__momentum=0.9, module__hidden_layer_sizes=(8,)
+    ).fit(X, y)
     torch.manual_seed(_seed(0))
     module = MLP(64, 10, hidden_layer_sizes=(8,))
     opt = SAM(module.parameters(), torch.optim.SGD, rho=0.3, lr=0.1, momentum=0.9, model=module)
