@@ -165,9 +165,29 @@ class SAM(torch.optim.Optimizer):
     ``LBFGS``), also when :meth:`step` is called under ``torch.no_grad()``;
     the ascent and the weight copies are taken without autograd.
 
-    **Not supported:** ``torch.amp.GradScaler`` (it cannot unscale twice per
-    step and does not take closures) and parameters spread over several
-    devices (the gradient norm is taken on one device).
+    **Gradient accumulation** lives in the closure: clear the gradients
+    once, run ``backward()`` on each micro-batch's share of the loss, return
+    the total. Both passes then see the gradient of the whole batch, so the
+    step is the full-batch SAM step (community SAM code cannot do this, as it
+    wipes the gradients between its two steps)::
+
+        def closure():
+            opt.zero_grad()
+            total = 0.0
+            for xb, yb in zip(x.chunk(4), y.chunk(4)):
+                loss = loss_fn(model(xb), yb) / 4
+                loss.backward()
+                total += loss.detach()
+            return total
+
+    **Mixed precision.** bfloat16 autocast needs no loss scaling: put
+    ``with torch.autocast(device_type, dtype=torch.bfloat16):`` around the
+    forward pass inside the closure.
+
+    **Not supported:** ``torch.amp.GradScaler`` for float16 (it cannot
+    unscale twice per step and does not take closures; use bfloat16) and
+    parameters spread over several devices (the gradient norm is taken on
+    one device).
 
     Examples
     --------
