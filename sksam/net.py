@@ -440,7 +440,8 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         standardized inputs and ``optimizer__momentum=0.9`` larger rates
         are usually better.
     max_epochs : int, default=20
-        Passes over the training data.
+        Passes over the training data in one call to ``fit`` (more passes
+        after the earlier ones with ``warm_start=True``).
     batch_size : int or None, default=32
         Samples per mini-batch; ``None`` is full-batch training.
     optimizer : type of torch.optim.Optimizer, default=torch.optim.SGD
@@ -466,7 +467,22 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         drawn without replacement with ``random_state``; ``None`` uses all.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialization, the batch order, dropout and the sharpness
-        estimate. torch's global generators are left untouched.
+        estimate. torch's global generators are left untouched. Training
+        continued by ``warm_start`` or ``partial_fit`` resumes torch's
+        generator where the previous call left it, so with an int seed
+        ``fit`` for 4 epochs and ``fit`` for 2 then 2 warm epochs give the
+        same weights bit for bit, and so do two identical sequences of
+        ``partial_fit`` calls.
+    warm_start : bool, default=False
+        When ``True`` and the estimator is fitted, ``fit`` continues
+        training the current network for ``max_epochs`` more epochs: the
+        weights, the optimizer's state (momentum buffers), ``net_.history``,
+        ``loss_curve_`` and ``n_iter_`` carry on, and ``sharpness_`` is
+        recomputed. ``X`` must have the same features and ``y`` only classes
+        of ``classes_``. The network, optimizer and callbacks are those
+        of the first fit; changes to their parameters (``module``, ``lr``,
+        ``rho``, ``solver``, ``optimizer__*``...) take effect at the next
+        fit with ``warm_start=False``. See :term:`the Glossary <warm_start>`.
     verbose : int, default=0
         skorch's verbosity (1 prints a table per epoch).
     **kwargs
@@ -490,9 +506,12 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         Mean training loss of each epoch, taken at the unperturbed weights
         (the first closure call of every SAM step).
     n_iter_ : int
-        Number of epochs run (fewer than ``max_epochs`` after early stopping).
+        Number of epochs run (fewer than ``max_epochs`` after early
+        stopping), counting those of earlier calls continued by
+        ``warm_start`` or ``partial_fit``.
     sharpness_ : float or None
-        The ``sharpness`` measure at the fitted weights; ``None`` if not asked.
+        The ``sharpness`` measure at the fitted weights, on the data of the
+        last call to ``fit`` or ``partial_fit``; ``None`` if not asked.
 
     See Also
     --------
@@ -526,6 +545,20 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
     (MLP 64-100-10, batches of 32, one CPU thread) an epoch takes about
     1.05-1.1 times as long as a hand-written PyTorch SAM loop
     (``benchmarks/bench_net.py``).
+
+    **Incremental training.** ``warm_start=True`` makes ``fit`` continue
+    the fitted network for ``max_epochs`` more epochs; ``partial_fit``
+    runs one epoch over the data it is given (scikit-learn's convention
+    for ``MLPClassifier``), ``classes`` being required at the first call.
+    Both keep the weights, the optimizer's state, ``net_.history`` and
+    ``classes_``, and refuse other features or unseen labels. Each call
+    recomputes ``sharpness_`` on its own data (at most
+    ``sharpness_max_samples`` samples): on digits (1797 samples, 1000 for
+    the measure) that makes a ``partial_fit`` about 2 times as long with
+    ``'top_eigenvalue'`` or ``'rho'`` and about 5 times with ``'trace'``.
+    For many small calls, set ``sharpness=None`` and set the measure back
+    before the last call (or use :func:`sksam.sharpness.torch_sharpness`
+    on ``net_.module_``).
 
     **Callbacks and the two passes.** ``on_grad_computed`` is notified once
     per step, with the gradient the base optimizer uses: ``grad L(w + e)``
@@ -566,6 +599,7 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         "sharpness": [StrOptions(set(MEASURES)), None],
         "sharpness_max_samples": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
+        "warm_start": ["boolean"],
         "verbose": ["verbose"],
     }
 
@@ -585,6 +619,7 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         sharpness="top_eigenvalue",
         sharpness_max_samples=1000,
         random_state=None,
+        warm_start=False,
         verbose=0,
         **kwargs,
     ):
@@ -601,6 +636,7 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         self.sharpness = sharpness
         self.sharpness_max_samples = sharpness_max_samples
         self.random_state = random_state
+        self.warm_start = warm_start
         self.verbose = verbose
         for name, value in kwargs.items():  # skorch's way: routed params are attributes
             setattr(self, name, value)
@@ -682,7 +718,10 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
-        """Train the network on ``(X, y)``.
+        """Train the network on ``(X, y)`` for ``max_epochs`` epochs.
+
+        With ``warm_start=True`` on a fitted estimator, training continues
+        from the current weights and optimizer state instead.
 
         Parameters
         ----------
@@ -696,23 +735,87 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         self : SAMNetClassifier
             The fitted estimator.
         """
-        X, y = validate_data(self, X, y, dtype=np.float32)
+        warm = self.warm_start and hasattr(self, "net_")
+        X, y = validate_data(self, X, y, dtype=np.float32, reset=not warm)
         check_classification_targets(y)
-        self.classes_, y_encoded = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                "SAMNetClassifier needs samples of at least 2 classes in the data; "
-                f"got 1 class: {self.classes_[0]!r}."
-            )
-        device = self._check_device()
+        if warm:
+            y_encoded = _encode(y, self.classes_, "warm_start")
+        else:
+            classes, y_encoded = np.unique(y, return_inverse=True)
+            _check_n_classes(classes, "in the data")
+            self.classes_ = classes
+        return self._train(X, y_encoded, self.max_epochs, warm)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """Train the network for one epoch over ``(X, y)``.
+
+        The first call builds the network for all of ``classes``; later
+        calls (and calls after ``fit``) continue from the current weights
+        and optimizer state, as ``warm_start`` does, whatever
+        ``warm_start`` and ``max_epochs`` are.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, cast to float32.
+        y : array-like of shape (n_samples,)
+            Class labels, all in ``classes`` (``y`` needs not contain all of them).
+        classes : array-like of shape (n_classes,), default=None
+            Every class across all calls, e.g. ``np.unique(y_all)``.
+            Required at the first call, optional later (it must then equal
+            ``classes_``).
+
+        Returns
+        -------
+        self : SAMNetClassifier
+            The updated estimator.
+        """
+        fitted = hasattr(self, "net_")
+        if not fitted and classes is None:
+            # scikit-learn's wording (sklearn.utils.multiclass)
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        X, y = validate_data(self, X, y, dtype=np.float32, reset=not fitted)
+        check_classification_targets(y)
+        if classes is not None:
+            classes = np.unique(np.asarray(classes))
+            if fitted and not np.array_equal(classes, self.classes_):
+                raise ValueError(
+                    f"`classes={classes!r}` is not the same as on the last call to fit "
+                    f"or partial_fit, was: {self.classes_!r}"
+                )
+        if not fitted:
+            _check_n_classes(classes, "in `classes`")
+            y_encoded = _encode(y, classes, "partial_fit")
+            self.classes_ = classes
+        else:
+            y_encoded = _encode(y, self.classes_, "partial_fit")
+        return self._train(X, y_encoded, 1, fitted)
+
+    def _train(self, X, y_encoded, epochs, warm):
+        """Train ``net_`` (built afresh unless ``warm``) for ``epochs`` epochs.
+
+        torch's generators are forked: seeded from ``random_state`` for a
+        new network, restored to where the previous call left them when
+        continuing (``_rng_state_``), so that continued training draws the
+        batch orders and dropout masks one uninterrupted run would.
+        """
+        device = torch.device(self.net_.device) if warm else self._check_device()
         X_t = _to_tensor(X, device)
-        y_t = torch.as_tensor(y_encoded.astype(np.int64), device=device)
+        y_t = torch.as_tensor(np.asarray(y_encoded, dtype=np.int64), device=device)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        net = self._build_net(X.shape[1], len(self.classes_))
-        with _seeded(seed, device):
-            net.fit(X_t, y_t)
+        if warm:
+            net, start = self.net_, self._rng_state_
+        else:
+            net, start = self._build_net(X.shape[1], len(self.classes_)), seed
+        with _seeded(start, device) as rng_state:
+            if warm:
+                net.partial_fit(X_t, y_t, epochs=epochs)
+            else:
+                net.fit(X_t, y_t, epochs=epochs)
         _check_finite(net)
         self.net_ = net
+        self._rng_state_ = rng_state
         self.loss_curve_ = _epoch_losses(net.history)
         self.n_iter_ = len(net.history)
         self.sharpness_ = self._sharpness(X_t, y_t, seed)
@@ -868,17 +971,51 @@ def _shape_params(module_class, n_features, n_classes):
 
 
 @contextlib.contextmanager
-def _seeded(seed, device):
-    """Seed torch's CPU generator (and the training GPU's) inside a fork of them."""
+def _seeded(start, device):
+    """Run inside a fork of torch's CPU generator (and the training GPU's).
+
+    ``start`` is an int seed, or a state yielded by an earlier call, to
+    resume from. Yields a dict that holds, on exit, the generators' state
+    at the end of the block.
+    """
     cuda = []
     if device.type == "cuda":
         cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    end = {}
     with torch.random.fork_rng(devices=cuda):
-        torch.default_generator.manual_seed(seed)
+        if isinstance(start, dict):
+            torch.set_rng_state(start["cpu"])
+            for index in cuda:
+                if "cuda" in start:
+                    torch.cuda.set_rng_state(start["cuda"], index)
+        else:
+            torch.default_generator.manual_seed(start)
+            for index in cuda:
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(start)
+        yield end
+        end["cpu"] = torch.get_rng_state()
         for index in cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-        yield
+            end["cuda"] = torch.cuda.get_rng_state(index)
+
+
+def _check_n_classes(classes, where):
+    if len(classes) < 2:
+        raise ValueError(
+            f"SAMNetClassifier needs at least 2 classes {where}; "
+            f"got {len(classes)} class(es): {list(classes)!r}."
+        )
+
+
+def _encode(y, classes, method):
+    """``y`` as indices into ``classes``; labels outside ``classes`` are an error."""
+    unseen = np.setdiff1d(np.unique(y), classes)
+    if len(unseen):
+        raise ValueError(
+            f"`y` has classes not in `self.classes_` ({method} keeps the classes): "
+            f"`self.classes_` has {classes}, `y` has unseen {unseen}."
+        )
+    return np.searchsorted(classes, y)
 
 
 def _epoch_losses(history):
