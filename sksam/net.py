@@ -709,6 +709,10 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
                 setattr(self, name, params.pop(name))
         return super().set_params(**params)
 
+    def __sklearn_is_fitted__(self):
+        """Fitted once a network is trained (not by a ``fit`` that failed midway)."""
+        return hasattr(self, "net_")
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = not _is_cpu(self.device)  # cuDNN/cuBLAS kernels
@@ -735,7 +739,7 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         self : SAMNetClassifier
             The fitted estimator.
         """
-        warm = self.warm_start and hasattr(self, "net_")
+        warm = self.warm_start and self.__sklearn_is_fitted__()
         X, y = validate_data(self, X, y, dtype=np.float32, reset=not warm)
         check_classification_targets(y)
         if warm:
@@ -771,7 +775,7 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         self : SAMNetClassifier
             The updated estimator.
         """
-        fitted = hasattr(self, "net_")
+        fitted = self.__sklearn_is_fitted__()
         if not fitted and classes is None:
             # scikit-learn's wording (sklearn.utils.multiclass)
             raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -1003,7 +1007,7 @@ def _check_n_classes(classes, where):
     if len(classes) < 2:
         raise ValueError(
             f"SAMNetClassifier needs at least 2 classes {where}; "
-            f"got {len(classes)} class(es): {list(classes)!r}."
+            f"got {len(classes)} class(es): {np.asarray(classes).tolist()!r}."
         )
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.datasets import load_digits, make_classification
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -554,3 +555,155 @@ def test_loss_curve_is_skorchs_train_loss_even_without_callbacks(digits):
     np.testing.assert_allclose(clf.loss_curve_, clf.net_.history[:, "train_loss"], rtol=1e-12)
     bare = _small(callbacks="disable").fit(X, y)
     np.testing.assert_array_equal(bare.loss_curve_, clf.loss_curve_)
+
+
+# -- incremental training: warm_start and partial_fit ------------------------------
+
+
+def _momentum_buffers(clf):
+    return [s["momentum_buffer"].clone() for s in clf.net_.optimizer_.base_optimizer.state.values()]
+
+
+def test_warm_start_continues_weights_momentum_and_history(digits):
+    X, y = digits
+    clf = _small(max_epochs=2, optimizer__momentum=0.9, warm_start=True, sharpness="rho").fit(X, y)
+    net, weights, buffers = clf.net_, _weights(clf), _momentum_buffers(clf)
+    clf.fit(X, y)
+    assert clf.net_ is net  # the same module, optimizer and callbacks, trained on
+    assert not torch.equal(_weights(clf), weights)
+    assert all(not torch.equal(a, b) for a, b in zip(_momentum_buffers(clf), buffers))
+    assert clf.n_iter_ == len(clf.loss_curve_) == len(clf.net_.history) == 4
+    assert clf.net_.history[-1, "epoch"] == 4
+    # a cold refit starts over: 2 epochs, the first fit's weights again
+    cold = clf.set_params(warm_start=False).fit(X, y)
+    assert cold.n_iter_ == len(cold.net_.history) == 2
+    assert torch.equal(_weights(cold), weights)
+
+
+@pytest.mark.parametrize("params", [{}, {"module__dropout": 0.2, "optimizer__momentum": 0.9}])
+def test_warm_start_two_plus_two_epochs_is_four_epochs_bit_for_bit(digits, params):
+    # the weights, the momentum buffers and torch's generator (batch order,
+    # dropout masks) all continue where the first fit left them
+    X, y = digits
+    once = _small(max_epochs=4, sharpness="rho", **params).fit(X, y)
+    twice = _small(max_epochs=2, sharpness="rho", warm_start=True, **params).fit(X, y)
+    first_sharpness = twice.sharpness_
+    twice.fit(X, y)
+    assert torch.equal(_weights(once), _weights(twice))
+    np.testing.assert_array_equal(once.loss_curve_, twice.loss_curve_)
+    assert twice.sharpness_ == once.sharpness_ != first_sharpness  # recomputed at the new weights
+
+
+def test_warm_start_runs_max_epochs_more_epochs(digits):
+    X, y = digits
+    clf = _small(max_epochs=2, warm_start=True).fit(X, y)
+    clf.set_params(max_epochs=1).fit(X, y)
+    assert clf.n_iter_ == 3
+
+
+def test_warm_start_refuses_other_features_and_unseen_classes(digits):
+    X, y = digits
+    clf = _small(max_epochs=1, warm_start=True).fit(X[y < 5], y[y < 5])
+    with pytest.raises(ValueError, match="X has 63 features, but SAMNetClassifier is expecting 64"):
+        clf.fit(X[:, :-1], y)
+    unseen = r"`y` has classes not in `self.classes_` \(warm_start.*unseen \[5 6 7 8 9\]"
+    with pytest.raises(ValueError, match=unseen):
+        clf.fit(X, y)
+    clf.fit(X[y < 3], y[y < 3])  # a subset of the classes is fine
+    np.testing.assert_array_equal(clf.classes_, np.arange(5))
+    assert clf.predict_proba(X).shape == (len(X), 5)
+
+
+def test_partial_fit_runs_one_epoch_per_call_like_fit(digits):
+    # n calls of partial_fit on the same data are fit(max_epochs=n), bit for bit
+    X, y = digits
+    params = {"module__dropout": 0.2, "optimizer__momentum": 0.9}
+    clf = _small(max_epochs=50, **params)  # max_epochs does not apply to partial_fit
+    for n_iter in (1, 2, 3):
+        clf.partial_fit(X, y, classes=np.arange(10))
+        assert clf.n_iter_ == len(clf.loss_curve_) == len(clf.net_.history) == n_iter
+    fitted = _small(max_epochs=3, **params).fit(X, y)
+    assert torch.equal(_weights(clf), _weights(fitted))
+    np.testing.assert_array_equal(clf.loss_curve_, fitted.loss_curve_)
+
+
+def test_same_partial_fit_sequence_same_weights(digits):
+    X, y = digits
+    before = torch.get_rng_state()
+
+    def run(random_state):
+        clf = _small(module__dropout=0.2, random_state=random_state)
+        clf.partial_fit(X[:100], y[:100], classes=np.arange(10))
+        for start in (100, 200):
+            clf.partial_fit(X[start : start + 100], y[start : start + 100])
+        return _weights(clf)
+
+    assert torch.equal(run(3), run(3))
+    assert not torch.equal(run(3), run(4))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_partial_fit_with_part_of_the_classes_and_string_labels(digits):
+    X, y = digits
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    clf = _small().partial_fit(X[y < 2], names[y[y < 2]], classes=names)
+    np.testing.assert_array_equal(clf.classes_, np.sort(names))
+    assert clf.predict_proba(X).shape == (len(X), 10)
+    clf.partial_fit(X, names[y])
+    assert clf.n_iter_ == 2 and set(clf.predict(X)) <= set(names)
+
+
+def test_partial_fit_after_fit_continues(digits):
+    X, y = digits
+    clf = _small(max_epochs=2, sharpness="rho").fit(X, y)
+    weights, sharpness = _weights(clf), clf.sharpness_
+    clf.partial_fit(X, y)
+    assert clf.n_iter_ == 3 and not torch.equal(_weights(clf), weights)
+    assert clf.sharpness_ != sharpness and clf.sharpness_ > 0
+    assert clf.set_params(sharpness=None).partial_fit(X, y).sharpness_ is None
+
+
+def test_partial_fit_errors(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="classes must be passed on the first call to partial_fit"):
+        _small().partial_fit(X, y)
+    with pytest.raises(ValueError, match=r"`y` has classes not in `self.classes_`.*unseen \[8 9\]"):
+        _small().partial_fit(X, y, classes=np.arange(8))
+    with pytest.raises(ValueError, match=r"at least 2 classes in `classes`; got 1 class\(es\): \[0\]"):
+        _small().partial_fit(X[y == 0], y[y == 0], classes=[0])
+    unfitted = _small()
+    with pytest.raises(ValueError):
+        unfitted.partial_fit(X, y, classes=np.arange(8))
+    with pytest.raises(NotFittedError):  # a failed first call leaves it unfitted
+        unfitted.predict(X)
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        unfitted.partial_fit(X, y)
+    clf = _small().partial_fit(X[y < 5], y[y < 5], classes=np.arange(5))
+    unseen = r"`y` has classes not in `self.classes_` \(partial_fit.*unseen \[5 6 7 8 9\]"
+    with pytest.raises(ValueError, match=unseen):
+        clf.partial_fit(X, y)
+    with pytest.raises(ValueError, match="X has 63 features, but SAMNetClassifier is expecting 64"):
+        clf.partial_fit(X[:, :-1], y % 5)
+    with pytest.raises(ValueError, match=r"`classes=.*` is not the same as on the last call to fit"):
+        clf.partial_fit(X, y, classes=np.arange(10))
+    clf.partial_fit(X, y % 5, classes=[4, 3, 2, 1, 0])  # the same classes, in any order
+    assert clf.n_iter_ == 2
+
+
+def test_pickle_after_partial_fit_predicts_and_continues_identically(digits):
+    X, y = digits
+    clf = _small(module__dropout=0.2, optimizer__momentum=0.9).partial_fit(X, y, classes=np.arange(10))
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clf.predict_proba(X), restored.predict_proba(X))
+    clf.partial_fit(X, y)
+    restored.partial_fit(X, y)
+    assert torch.equal(_weights(clf), _weights(restored))
+
+
+def test_grid_search_ignores_warm_start(digits):
+    # GridSearchCV fits clones, which are unfitted: warm_start changes nothing
+    X, y = digits
+    grid = {"rho": [0.0, 0.1]}
+    searches = [GridSearchCV(_small(max_epochs=2, warm_start=warm), grid, cv=2) for warm in (False, True)]
+    scores = [search.fit(X, y).cv_results_["mean_test_score"] for search in searches]
+    np.testing.assert_array_equal(*scores)
