@@ -558,7 +558,12 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
     ``'top_eigenvalue'`` or ``'rho'`` and about 5 times with ``'trace'``.
     For many small calls, set ``sharpness=None`` and set the measure back
     before the last call (or use :func:`sksam.sharpness.torch_sharpness`
-    on ``net_.module_``).
+    on ``net_.module_``). Callbacks see ``on_train_begin`` and ``on_train_end``
+    at every call, as with skorch's own ``partial_fit``; skorch's
+    ``LRScheduler`` then rebuilds its torch scheduler, which for chainable
+    schedules such as ``StepLR`` takes one step more than a single long
+    fit would (2 + 2 warm epochs of ``StepLR(step_size=1, gamma=0.5)``
+    end at ``lr / 32``, 4 epochs at ``lr / 16``).
 
     **Callbacks and the two passes.** ``on_grad_computed`` is notified once
     per step, with the gradient the base optimizer uses: ``grad L(w + e)``

@@ -540,6 +540,16 @@ def test_cuda_fit_matches_cpu_and_reloads_on_cpu(digits, monkeypatch):
     np.testing.assert_allclose(restored.predict_proba(X), gpu.predict_proba(X), rtol=1e-5, atol=1e-6)
 
 
+@needs_cuda
+def test_cuda_warm_start_resumes_the_gpu_generator(digits):
+    # dropout draws from the GPU's generator: 2 + 2 warm epochs match 4 epochs
+    X, y = digits
+    params = dict(device="cuda", module__dropout=0.2, optimizer__momentum=0.9)
+    once = _small(max_epochs=4, **params).fit(X, y)
+    twice = _small(max_epochs=2, warm_start=True, **params).fit(X, y).fit(X, y)
+    torch.testing.assert_close(_weights(twice), _weights(once), rtol=1e-5, atol=1e-6)
+
+
 def test_verbose_prints_skorchs_table(digits, capsys):
     X, y = digits
     _small(max_epochs=2, verbose=1).fit(X, y)
