@@ -482,7 +482,7 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         of ``classes_``. The network, optimizer and callbacks are those
         of the first fit; changes to their parameters (``module``, ``lr``,
         ``rho``, ``solver``, ``optimizer__*``...) take effect at the next
-        fit with ``warm_start=False``. See :term:`the Glossary <warm_start>`.
+        fit with ``warm_start=False``.
     verbose : int, default=0
         skorch's verbosity (1 prints a table per epoch).
     **kwargs
