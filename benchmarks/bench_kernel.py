@@ -150,8 +150,10 @@ def bench_accuracy(args, X, y, model):
     naive = naive_loop(K, y, solver="sam", in_place=True, **settings)
     t_naive = time.perf_counter() - start
     naive_other = naive_loop(K, y, solver="sam", in_place=False, **settings)
-    print(f"(c) accuracy at n={args.n}, learning_rate='auto', max_iter={args.max_iter} "
-          f"(numpy eigh {t_eigh:.1f} s, naive SAM loop {t_naive:.1f} s)")
+    print(
+        f"(c) accuracy at n={args.n}, learning_rate='auto', max_iter={args.max_iter} "
+        f"(numpy eigh {t_eigh:.1f} s, naive SAM loop {t_naive:.1f} s)"
+    )
     print(f"    solver='sam', rho={args.rho}:")
     line("Krylov vs exact spectral path (dense eigh)", model.dual_coef_, exact)
     line("Krylov vs naive loop", model.dual_coef_, naive)

@@ -45,16 +45,29 @@ def _time(fn):
 
 def _sksam(solver, args, **params):
     return SAMTwoLayerRegressor(
-        solver=solver, rho=0.05, n_hidden=args.hidden, max_iter=args.steps, tol=0.0,
-        sharpness=None, random_state=0, **params,
+        solver=solver,
+        rho=0.05,
+        n_hidden=args.hidden,
+        max_iter=args.steps,
+        tol=0.0,
+        sharpness=None,
+        random_state=0,
+        **params,
     )
 
 
 def _mlp(args, n):
     return MLPRegressor(
-        hidden_layer_sizes=(args.hidden,), solver="sgd", batch_size=n,
-        learning_rate_init=0.05, momentum=0.0, shuffle=False, max_iter=args.steps,
-        tol=0.0, n_iter_no_change=args.steps + 1, random_state=0,
+        hidden_layer_sizes=(args.hidden,),
+        solver="sgd",
+        batch_size=n,
+        learning_rate_init=0.05,
+        momentum=0.0,
+        shuffle=False,
+        max_iter=args.steps,
+        tol=0.0,
+        n_iter_no_change=args.steps + 1,
+        random_state=0,
     )
 
 
@@ -113,9 +126,7 @@ def main():
     print(f"sksam GD step        {1e3 * med['gd']:8.3f} ms")
     print(f"sksam SAM step       {1e3 * med['sam']:8.3f} ms")
     print(f"MLPRegressor step    {1e3 * med['mlp']:8.3f} ms  (sgd, batch_size=n, momentum=0)")
-    print(
-        f"default fit          {med['fit']:8.3f} s   ({n_iter} iterations, solver='sam')"
-    )
+    print(f"default fit          {med['fit']:8.3f} s   ({n_iter} iterations, solver='sam')")
     print(f"sharpness_ (default) {med['sharpness']:8.3f} s   (top eigenvalue {value:.4f})")
     for label, num, den, target in [
         ("SAM step / GD step         ", "sam", "gd", "2.05"),

@@ -52,7 +52,9 @@ def fit_score(solver, X_train, y_train, X_test, y_test, seed, args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2, 0.4])
     parser.add_argument("--epochs", type=int, default=60)
@@ -71,7 +73,9 @@ def main():
         acc = {"gd": [], "sam": []}
         sharp = {"gd": [], "sam": []}
         for seed in range(args.seeds):
-            X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y, random_state=seed)
+            X_train, X_test, y_train, y_test = train_test_split(
+                X, y, test_size=0.25, stratify=y, random_state=seed
+            )
             y_noisy = flip_labels(y_train, noise, 10, np.random.RandomState(seed))
             for solver in acc:
                 score, sharpness = fit_score(solver, X_train, y_noisy, X_test, y_test, seed, args)
@@ -80,14 +84,23 @@ def main():
         gain = np.array(acc["sam"]) - np.array(acc["gd"])
         rows.append((noise, acc, sharp, gain))
 
-    print(f"digits, MLP 64-{args.hidden}-10, SGD momentum 0.9, lr={args.lr}, batch {args.batch_size}, "
-          f"{args.epochs} epochs, rho={args.rho}, {args.seeds} seeds, 25% clean test set")
-    print(f"{'noise':>5s} | {'SGD test acc':>14s} | {'SAM test acc':>14s} | {'SAM - SGD':>9s} | {'SAM wins':>8s} "
-          f"| {'SGD sharpness':>13s} | {'SAM sharpness':>13s}")
+    print(
+        f"digits, MLP 64-{args.hidden}-10, SGD momentum 0.9, lr={args.lr}, "
+        f"batch {args.batch_size}, "
+        f"{args.epochs} epochs, rho={args.rho}, {args.seeds} seeds, 25% clean test set"
+    )
+    print(
+        f"{'noise':>5s} | {'SGD test acc':>14s} | {'SAM test acc':>14s} | "
+        f"{'SAM - SGD':>9s} | {'SAM wins':>8s} "
+        f"| {'SGD sharpness':>13s} | {'SAM sharpness':>13s}"
+    )
     for noise, acc, sharp, gain in rows:
-        print(f"{noise:5.0%} | {np.mean(acc['gd']):.4f} ± {np.std(acc['gd']):.4f} | "
-              f"{np.mean(acc['sam']):.4f} ± {np.std(acc['sam']):.4f} | {gain.mean():+9.4f} | "
-              f"{int((gain > 0).sum())}/{len(gain):<6d} | {np.mean(sharp['gd']):13.3f} | {np.mean(sharp['sam']):13.3f}")
+        print(
+            f"{noise:5.0%} | {np.mean(acc['gd']):.4f} ± {np.std(acc['gd']):.4f} | "
+            f"{np.mean(acc['sam']):.4f} ± {np.std(acc['sam']):.4f} | {gain.mean():+9.4f} | "
+            f"{int((gain > 0).sum())}/{len(gain):<6d} | {np.mean(sharp['gd']):13.3f} | "
+            f"{np.mean(sharp['sam']):13.3f}"
+        )
     print(f"total time {time.perf_counter() - start:.1f} s")
 
 

@@ -72,8 +72,11 @@ def _validation_path(args, seed, X_fit, y_fit, X_val, y_val, chunk=250, **params
 
 def _one_seed(args, seed):
     X, y, f = make_teacher_student(
-        n_samples=args.n_train + args.n_test, n_features=args.n_features,
-        n_teacher=args.teacher, noise=args.noise, random_state=seed,
+        n_samples=args.n_train + args.n_test,
+        n_features=args.n_features,
+        n_teacher=args.teacher,
+        noise=args.noise,
+        random_state=seed,
     )
     X_tr, y_tr = X[: args.n_train], y[: args.n_train]
     X_te, f_te = X[args.n_train :], f[args.n_train :]
@@ -93,9 +96,9 @@ def _one_seed(args, seed):
     gd = _model(args, seed, solver="gd").fit(X_tr, y_tr)
     sam = _model(args, seed, solver="sam", rho=rho).fit(X_tr, y_tr)
     gd_es = _model(args, seed, solver="gd", max_iter=gd_steps, sharpness=None).fit(X_tr, y_tr)
-    sam_es = _model(
-        args, seed, solver="sam", rho=es_rho, max_iter=es_steps, sharpness=None
-    ).fit(X_tr, y_tr)
+    sam_es = _model(args, seed, solver="sam", rho=es_rho, max_iter=es_steps, sharpness=None).fit(
+        X_tr, y_tr
+    )
     return {
         "seed": seed,
         "rho": rho,
@@ -170,7 +173,10 @@ def _summary(rows):
     gd, sam, gd_es, sam_es = col("gd"), col("sam"), col("gd_es"), col("sam_es")
     print("-" * 10)
     for name, values in [
-        ("GD", gd), ("SAM", sam), ("GD early-stopped", gd_es), ("SAM early-stopped", sam_es)
+        ("GD", gd),
+        ("SAM", sam),
+        ("GD early-stopped", gd_es),
+        ("SAM early-stopped", sam_es),
     ]:
         print(
             f"{name:<17} test MSE  mean {values.mean():.4f}  "

@@ -40,7 +40,10 @@ def flip_labels(y, fraction, seed):
 # SGD versus SAM at three noise levels, two seeds each
 # ----------------------------------------------------
 fractions, seeds = [0.0, 0.2, 0.4], [0, 1]
-accuracy = {"gd": np.zeros((len(fractions), len(seeds))), "sam": np.zeros((len(fractions), len(seeds)))}
+accuracy = {
+    "gd": np.zeros((len(fractions), len(seeds))),
+    "sam": np.zeros((len(fractions), len(seeds))),
+}
 for i, fraction in enumerate(fractions):
     for j, seed in enumerate(seeds):
         y_noisy = flip_labels(y_train, fraction, seed)

@@ -29,7 +29,9 @@ from sksam.sharpness import top_hessian_eigenvalue
 X, y = load_digits(return_X_y=True)
 X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
 scaler = StandardScaler().fit(X_train)
-X_train, X_test = (torch.tensor(scaler.transform(a), dtype=torch.float32) for a in (X_train, X_test))
+X_train, X_test = (
+    torch.tensor(scaler.transform(a), dtype=torch.float32) for a in (X_train, X_test)
+)
 y_train, y_test = torch.tensor(y_train), torch.tensor(y_test)
 
 
@@ -47,7 +49,9 @@ def make_model():
 def train(rho, epochs=30, seed=0):
     torch.manual_seed(seed)
     model = make_model()
-    optimizer = SAM(model.parameters(), torch.optim.SGD, rho=rho, model=model, lr=0.05, momentum=0.9)
+    optimizer = SAM(
+        model.parameters(), torch.optim.SGD, rho=rho, model=model, lr=0.05, momentum=0.9
+    )
     loss_fn = nn.CrossEntropyLoss()
     losses = []
     for _ in range(epochs):

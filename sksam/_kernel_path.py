@@ -350,13 +350,18 @@ def fit_krylov_path(
         previous = coef
         next_check = max(int(growth * basis.m), basis.m + k)
     change = changes[-1]
-    return path, a, info, {
-        "size": basis.m,
-        "exact": basis.invariant,
-        "change": change,
-        "converged": change <= rtol,
-        "stagnated": change > rtol and _stagnates(changes),
-    }
+    return (
+        path,
+        a,
+        info,
+        {
+            "size": basis.m,
+            "exact": basis.invariant,
+            "change": change,
+            "converged": change <= rtol,
+            "stagnated": change > rtol and _stagnates(changes),
+        },
+    )
 
 
 def _stagnates(changes):

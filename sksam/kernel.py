@@ -456,6 +456,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
                 f"coefficients stopped changing (last relative change "
                 f"{diagnostics['change']:.2e}); the fit is approximate.",
                 ConvergenceWarning,
+                stacklevel=2,
             )
         if self.tol is not None and not monitor.stopped:
             warnings.warn(
@@ -463,6 +464,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
                 f"{'validation score' if self.early_stopping else 'training loss'} "
                 f"still improves by more than tol={self.tol}.",
                 ConvergenceWarning,
+                stacklevel=2,
             )
 
     def _measure_sharpness(self, K):
@@ -486,9 +488,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
 
     def _test_kernel(self, X):
         check_is_fitted(self)
-        X = validate_data(
-            self, X, accept_sparse=("csr", "csc"), dtype=np.float64, reset=False
-        )
+        X = validate_data(self, X, accept_sparse=("csr", "csc"), dtype=np.float64, reset=False)
         if self.kernel == "precomputed":
             columns = self._precomputed_columns
             K = self._get_kernel(X if columns is None else X[:, columns], self.X_fit_)

@@ -257,7 +257,11 @@ class _SAMNet(NeuralNetClassifier):
     def get_params_for_optimizer(self, prefix, named_parameters):
         """skorch's parameters for the optimizer, plus ``model`` for SAM."""
         args, kwargs = super().get_params_for_optimizer(prefix, named_parameters)
-        if prefix == "optimizer" and isinstance(self.optimizer, type) and issubclass(self.optimizer, SAM):
+        if (
+            prefix == "optimizer"
+            and isinstance(self.optimizer, type)
+            and issubclass(self.optimizer, SAM)
+        ):
             kwargs["model"] = self.module_
         return args, kwargs
 
@@ -879,7 +883,9 @@ class SAMNetClassifier(ClassifierMixin, BaseEstimator):
         rng = np.random.RandomState(seed)
         n = len(X)
         if self.sharpness_max_samples is not None and n > self.sharpness_max_samples:
-            index = torch.as_tensor(rng.choice(n, self.sharpness_max_samples, replace=False), device=X.device)
+            index = torch.as_tensor(
+                rng.choice(n, self.sharpness_max_samples, replace=False), device=X.device
+            )
             X, y = X[index], y[index]
         module = self.net_.module_
         criterion = nn.CrossEntropyLoss()
@@ -948,7 +954,9 @@ def _is_base_hook(net, hook):
 
 def _implements(callback, hook):
     """Whether ``callback`` does something at ``hook`` (is not the base no-op)."""
-    return hook in vars(callback) or getattr(type(callback), hook, None) is not getattr(Callback, hook)
+    return hook in vars(callback) or getattr(type(callback), hook, None) is not getattr(
+        Callback, hook
+    )
 
 
 def _resolved_device(device):
@@ -1037,7 +1045,9 @@ def _epoch_losses(history):
     for epoch in history:
         batches = [b for b in epoch["batches"] if "train_loss" in b]
         sizes = [b["train_batch_size"] for b in batches]
-        losses.append(np.average([b["train_loss"] for b in batches], weights=sizes) if batches else np.nan)
+        losses.append(
+            np.average([b["train_loss"] for b in batches], weights=sizes) if batches else np.nan
+        )
     return np.asarray(losses, dtype=float)
 
 
@@ -1046,6 +1056,5 @@ def _check_finite(net):
     params = torch.cat([p.detach().reshape(-1) for p in net.module_.parameters()])
     if not (np.all(np.isfinite(losses)) and bool(torch.isfinite(params).all())):
         raise ValueError(
-            "Training diverged: the loss or the weights are not finite. "
-            "Use a smaller lr (or rho)."
+            "Training diverged: the loss or the weights are not finite. Use a smaller lr (or rho)."
         )

@@ -315,7 +315,8 @@ class SAM(torch.optim.Optimizer):
             decay = group.get("weight_decay", 0) if group["weight_decay_in_ascent"] else 0
             if decay:  # grad of L + decay/2 ||w||^2
                 group_grads = [
-                    g if g is None else g.add(p, alpha=decay) for p, g in zip(group_params, group_grads)
+                    g if g is None else g.add(p, alpha=decay)
+                    for p, g in zip(group_params, group_grads)
                 ]
             params += group_params
             grads += group_grads
@@ -519,9 +520,7 @@ def _call(closure):
 def _cuda_devices(param_groups):
     if not torch.cuda.is_initialized():  # then no parameter is on a GPU
         return []
-    return sorted(
-        {p.device.index or 0 for g in param_groups for p in g["params"] if p.is_cuda}
-    )
+    return sorted({p.device.index or 0 for g in param_groups for p in g["params"] if p.is_cuda})
 
 
 def _get_rng(devices):

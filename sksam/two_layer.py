@@ -249,8 +249,14 @@ def _step_(state, X, Y, config):
         for w, e_w, out in zip(params, e, state.chunks(state.shifted, config["solver"])[0]):
             torch.add(w, e_w, out=out)
         _loss_and_gradient(
-            state.shifted_params, X, Y, activation, n_trained, need_loss=False,
-            workspace=workspace, out=state.grads,
+            state.shifted_params,
+            X,
+            Y,
+            activation,
+            n_trained,
+            need_loss=False,
+            workspace=workspace,
+            out=state.grads,
         )
     state.flat.sub_(state.grad, alpha=config["lr"])
     return loss
@@ -376,7 +382,8 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         ``W`` and ``b`` when ``train_output_layer=False``), on the training
         data actually used (without the validation split). For
         ``'top_eigenvalue'`` it is the largest signed Hessian eigenvalue by
-        Lanczos iterations (stopped at a relative residual of 1e-4), for ``'trace'`` a Hutchinson estimate with 100
+        Lanczos iterations (stopped at a relative residual of 1e-4), for
+        ``'trace'`` a Hutchinson estimate with 100
         Rademacher probes, for ``'rho'`` the rho-sharpness with this
         estimator's ``rho`` (a lower bound). None if ``sharpness=None``.
     n_outputs_ : int
@@ -528,7 +535,12 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         """
         warm = self.warm_start and hasattr(self, "coefs_")
         X, y = validate_data(
-            self, X, y, reset=not warm, multi_output=True, y_numeric=True,
+            self,
+            X,
+            y,
+            reset=not warm,
+            multi_output=True,
+            y_numeric=True,
             dtype=(np.float64, np.float32),
         )
         Y = y.reshape(len(y), -1)
@@ -567,8 +579,7 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"Unknown device {self.device!r}: {exc}") from exc
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(
-                f"device={self.device!r} but torch.cuda.is_available() is False; "
-                "use device='cpu'."
+                f"device={self.device!r} but torch.cuda.is_available() is False; use device='cpu'."
             )
         return device
 
@@ -645,7 +656,7 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
                     converged = True
                     break
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            warnings.warn("Training interrupted by user.", stacklevel=2)
             converged = True
         if not _all_finite(params):
             raise ValueError(
@@ -658,6 +669,7 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
                 f"{type(self).__name__}: maximum iterations ({self.max_iter}) "
                 "reached and the optimization hasn't converged yet.",
                 ConvergenceWarning,
+                stacklevel=2,
             )
         if self.early_stopping and stopper.best_params is not None:
             params = stopper.best_params
@@ -769,8 +781,15 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
 
 
 _FITTED = (
-    "coefs_", "intercepts_", "n_outputs_", "n_iter_", "loss_curve_", "best_loss_",
-    "validation_scores_", "best_validation_score_", "sharpness_",
+    "coefs_",
+    "intercepts_",
+    "n_outputs_",
+    "n_iter_",
+    "loss_curve_",
+    "best_loss_",
+    "validation_scores_",
+    "best_validation_score_",
+    "sharpness_",
 )
 
 #: Settings of the sharpness measures at the end of ``fit``: Lanczos stops

@@ -35,7 +35,11 @@ def test_teacher_student_noise_has_the_requested_std():
 def test_teacher_pre_activations_are_standard_normal():
     # unit-norm teacher weights and N(0, I) inputs: w.x ~ N(0, 1) for any d
     X, _, y_true = make_teacher_student(
-        n_samples=20000, n_features=50, n_teacher=1, activation="identity", noise=0.0,
+        n_samples=20000,
+        n_features=50,
+        n_teacher=1,
+        activation="identity",
+        noise=0.0,
         random_state=2,
     )
     assert y_true.std() == pytest.approx(1.0, abs=0.03)

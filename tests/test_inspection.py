@@ -67,7 +67,5 @@ def test_solver_comparison_fits_one_clone_per_solver(data):
 
 def test_missing_sharpness_is_nan(data):
     X, y = data
-    display = SolverComparisonDisplay(
-        labels=["gd"], test_errors=[1.0], sharpness=[np.nan]
-    ).plot()
+    display = SolverComparisonDisplay(labels=["gd"], test_errors=[1.0], sharpness=[np.nan]).plot()
     assert np.isnan(display.sharpness[0])

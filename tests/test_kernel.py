@@ -15,8 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sksam import SAMKernelRegressor
-from sksam import _kernel_path
+from sksam import SAMKernelRegressor, _kernel_path
 from sksam._update_rules import perturbation_scale
 from sksam.sharpness import quadratic_sharpness
 
@@ -39,11 +38,14 @@ def _spectral_filter(K, y, *, lr, max_iter, rho=0.0):
     x = lr * s
     # -expm1(T log1p(-x)) = 1 - (1 - x)^T without cancellation for small x
     small = np.abs(x) < 0.5
-    gain = np.where(
-        small,
-        -np.expm1(max_iter * np.log1p(-np.where(small, x, 0.0))),
-        1.0 - (1.0 - x) ** max_iter,
-    ) / lam
+    gain = (
+        np.where(
+            small,
+            -np.expm1(max_iter * np.log1p(-np.where(small, x, 0.0))),
+            1.0 - (1.0 - x) ** max_iter,
+        )
+        / lam
+    )
     return U @ (gain[:, None] * (U.T @ y.reshape(n, -1)))
 
 
@@ -92,8 +94,9 @@ def test_spectral_filter_when_the_basis_is_not_the_whole_space(solver):
     model = SAMKernelRegressor(solver=solver, rho=1.0, max_iter=2000).fit(X, y)
     assert model.krylov_size_ < 250
     K = model._get_kernel(X)
-    alpha = _spectral_filter(K, y, lr=model.learning_rate_, max_iter=2000,
-                             rho=1.0 if solver == "usam" else 0.0).ravel()
+    alpha = _spectral_filter(
+        K, y, lr=model.learning_rate_, max_iter=2000, rho=1.0 if solver == "usam" else 0.0
+    ).ravel()
     assert _relative(model.dual_coef_, alpha) < 1e-8
     assert _relative(K @ model.dual_coef_, K @ alpha) < 1e-8
 
@@ -407,8 +410,13 @@ def test_early_stopping_returns_the_best_validated_iterate():
     X = rng.standard_normal((120, 2))
     y = np.sin(2 * X[:, 0]) + 1.0 * rng.standard_normal(120)  # noisy: GD overfits
     model = SAMKernelRegressor(
-        solver="gd", kernel="rbf", gamma=2.0, early_stopping=True, validation_fraction=0.25,
-        max_iter=3000, random_state=0,
+        solver="gd",
+        kernel="rbf",
+        gamma=2.0,
+        early_stopping=True,
+        validation_fraction=0.25,
+        max_iter=3000,
+        random_state=0,
     ).fit(X, y)
     scores = model.validation_scores_
     assert len(scores) == len(model.loss_curve_) == 3000
@@ -427,8 +435,9 @@ def test_early_stopping_validation_scores_are_r2_on_the_held_out_part():
     from sklearn.utils import check_random_state
 
     X, y, _ = _data(n=80)
-    model = SAMKernelRegressor(solver="sam", rho=0.1, early_stopping=True, max_iter=30,
-                               random_state=3).fit(X, y)
+    model = SAMKernelRegressor(
+        solver="sam", rho=0.1, early_stopping=True, max_iter=30, random_state=3
+    ).fit(X, y)
     train, val = train_test_split(np.arange(80), test_size=0.1, random_state=check_random_state(3))
     train, val = np.sort(train), np.sort(val)
     reference = SAMKernelRegressor(solver="sam", rho=0.1, max_iter=30).fit(X[train], y[train])
@@ -441,8 +450,13 @@ def test_early_stopping_with_tol_stops_before_max_iter():
     X = rng.standard_normal((120, 2))
     y = np.sin(2 * X[:, 0]) + 1.0 * rng.standard_normal(120)
     model = SAMKernelRegressor(
-        solver="gd", gamma=2.0, early_stopping=True, tol=1e-4, n_iter_no_change=5,
-        max_iter=3000, random_state=0,
+        solver="gd",
+        gamma=2.0,
+        early_stopping=True,
+        tol=1e-4,
+        n_iter_no_change=5,
+        max_iter=3000,
+        random_state=0,
     ).fit(X, y)
     assert len(model.validation_scores_) < 3000
 
@@ -540,7 +554,10 @@ def test_sharpness_none_skips_it():
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"rho": -0.1}, r"'rho' parameter of SAMKernelRegressor must be a float in the range \[0.0, inf"),
+        (
+            {"rho": -0.1},
+            r"'rho' parameter of SAMKernelRegressor must be a float in the range \[0.0, inf",
+        ),
         ({"solver": "adam"}, "'solver' parameter of SAMKernelRegressor must be a str among"),
         ({"learning_rate": 0.0}, "'learning_rate' parameter of SAMKernelRegressor must be"),
         ({"learning_rate": -1.0}, "'learning_rate' parameter of SAMKernelRegressor must be"),

@@ -61,7 +61,9 @@ def test_one_full_batch_epoch_equals_the_sam_equation(digits):
     with torch.no_grad():
         for p, gi in zip(shifted.parameters(), g):
             p.add_(rho * gi / norm)
-    g_shifted = torch.autograd.grad(nn.functional.cross_entropy(shifted(Xt), yt), list(shifted.parameters()))
+    g_shifted = torch.autograd.grad(
+        nn.functional.cross_entropy(shifted(Xt), yt), list(shifted.parameters())
+    )
     expected = torch.cat([(p - lr * gi).detach().reshape(-1) for p, gi in zip(params, g_shifted)])
 
     clf = _small(module=module, rho=rho, lr=lr, max_epochs=1, batch_size=None).fit(X, y)
@@ -74,7 +76,9 @@ def test_one_full_batch_epoch_equals_the_sam_equation(digits):
 
 def test_gd_is_plain_skorch_sgd_bit_for_bit(digits):
     X, y = digits
-    clf = _small(solver="gd", lr=0.2, optimizer__momentum=0.9, module__hidden_layer_sizes=(16,)).fit(X, y)
+    clf = _small(
+        solver="gd", lr=0.2, optimizer__momentum=0.9, module__hidden_layer_sizes=(16,)
+    ).fit(X, y)
     net = NeuralNetClassifier(
         MLP,
         module__n_features=64,
@@ -117,7 +121,9 @@ def test_rho_zero_is_gd_bit_for_bit(digits, solver):
 
 def test_sam_differs_from_gd(digits):
     X, y = digits
-    assert not torch.equal(_weights(_small(solver="gd").fit(X, y)), _weights(_small(rho=0.1).fit(X, y)))
+    assert not torch.equal(
+        _weights(_small(solver="gd").fit(X, y)), _weights(_small(rho=0.1).fit(X, y))
+    )
 
 
 def test_batchnorm_counts_each_step_once(digits):
@@ -139,7 +145,9 @@ def test_random_numbers_are_replayed_only_with_dropout(digits):
 
 def test_optimizer_is_sam_around_the_base_and_sees_the_module(digits):
     X, y = digits
-    clf = _small(rho=0.07, solver="asam", optimizer=torch.optim.Adam, lr=1e-3, optimizer__eta=0.1).fit(X, y)
+    clf = _small(
+        rho=0.07, solver="asam", optimizer=torch.optim.Adam, lr=1e-3, optimizer__eta=0.1
+    ).fit(X, y)
     opt = clf.net_.optimizer_
     assert isinstance(opt, SAM) and isinstance(opt.base_optimizer, torch.optim.Adam)
     group = opt.param_groups[0]
@@ -159,7 +167,9 @@ def _usam_step_expected(module, X, y, rho, lr, clip=None):
     with torch.no_grad():
         for p, gi in zip(shifted.parameters(), g):
             p.add_(rho * gi)
-    g_shifted = torch.autograd.grad(nn.functional.cross_entropy(shifted(Xt), yt), list(shifted.parameters()))
+    g_shifted = torch.autograd.grad(
+        nn.functional.cross_entropy(shifted(Xt), yt), list(shifted.parameters())
+    )
     if clip is not None:  # torch.nn.utils.clip_grad_norm_'s rule
         norm = torch.linalg.vector_norm(torch.cat([gi.reshape(-1) for gi in g_shifted]))
         g_shifted = [gi * min(1.0, clip / (norm.item() + 1e-6)) for gi in g_shifted]
@@ -179,7 +189,12 @@ def test_gradient_norm_clipping_clips_the_descent_gradient(digits):
     expected = _usam_step_expected(module, X, y, rho, lr, clip=clip)
     unclipped = _usam_step_expected(module, X, y, rho, lr)
     clf = _small(
-        module=module, solver="usam", rho=rho, lr=lr, max_epochs=1, batch_size=None,
+        module=module,
+        solver="usam",
+        rho=rho,
+        lr=lr,
+        max_epochs=1,
+        batch_size=None,
         callbacks=[GradientNormClipping(gradient_clip_value=clip)],
     ).fit(X, y)
     torch.testing.assert_close(_weights(clf), expected, rtol=1e-5, atol=1e-6)
@@ -201,7 +216,9 @@ class _GradRecorder(Callback):
 @pytest.mark.parametrize("solver, rho", [("sam", 0.1), ("gd", 0.1), ("sam", 0.0)])
 def test_on_grad_computed_once_per_step(digits, solver, rho):
     X, y = digits
-    clf = _small(solver=solver, rho=rho, max_epochs=2, callbacks=[("grads", _GradRecorder())]).fit(X, y)
+    clf = _small(solver=solver, rho=rho, max_epochs=2, callbacks=[("grads", _GradRecorder())]).fit(
+        X, y
+    )
     norms = dict(clf.net_.callbacks_)["grads"].norms_
     assert len(norms) == 2 * int(np.ceil(300 / 32))  # one per step, not one per pass
     assert all(n is not None and n > 0 for n in norms)
@@ -319,7 +336,10 @@ def test_sharpness_is_the_top_eigenvalue_of_the_exact_hessian():
     ).fit(X, y)
     module = clf.net_.module_
     names, params = zip(*[(n, p.detach().clone().double()) for n, p in module.named_parameters()])
-    Xt, yt = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(np.searchsorted(clf.classes_, y))
+    Xt, yt = (
+        torch.as_tensor(X, dtype=torch.float64),
+        torch.as_tensor(np.searchsorted(clf.classes_, y)),
+    )
     double = copy.deepcopy(module).double()
     shapes = [p.shape for p in params]
 
@@ -348,14 +368,18 @@ def test_sharpness_on_a_seeded_subsample(digits):
 # -- scikit-learn API --------------------------------------------------------------
 
 
-@parametrize_with_checks([SAMNetClassifier()], expected_failed_checks=lambda est: {}, xfail_strict=True)
+@parametrize_with_checks(
+    [SAMNetClassifier()], expected_failed_checks=lambda est: {}, xfail_strict=True
+)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
 def test_string_labels(digits):
     X, y = digits
-    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    names = np.array(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    )
     clf = _small(max_epochs=10).fit(X, names[y])
     np.testing.assert_array_equal(clf.classes_, np.sort(names))
     assert set(clf.predict(X)) <= set(names)
@@ -376,7 +400,9 @@ def test_same_random_state_same_fit_and_global_rng_untouched(digits):
 
 def test_routed_parameters_survive_clone_and_set_params(digits):
     X, y = digits
-    clf = _small(module__hidden_layer_sizes=(7,), optimizer__momentum=0.5, iterator_train__drop_last=False)
+    clf = _small(
+        module__hidden_layer_sizes=(7,), optimizer__momentum=0.5, iterator_train__drop_last=False
+    )
     params = clf.get_params()
     assert params["module__hidden_layer_sizes"] == (7,) and params["optimizer__momentum"] == 0.5
     cloned = clone(clf)
@@ -395,13 +421,17 @@ def test_user_module_class_gets_the_shapes(digits):
     class Net(nn.Module):
         def __init__(self, n_features, n_classes, width=8):
             super().__init__()
-            self.body = nn.Sequential(nn.Linear(n_features, width), nn.ReLU(), nn.Linear(width, n_classes))
+            self.body = nn.Sequential(
+                nn.Linear(n_features, width), nn.ReLU(), nn.Linear(width, n_classes)
+            )
 
         def forward(self, X):
             return self.body(X)
 
     clf = _small(module=Net, module__width=4).fit(X, y)
-    assert clf.net_.module_.body[0].in_features == 64 and clf.net_.module_.body[2].out_features == 10
+    assert (
+        clf.net_.module_.body[0].in_features == 64 and clf.net_.module_.body[2].out_features == 10
+    )
     assert clf.net_.module_.body[0].out_features == 4
 
 
@@ -468,7 +498,9 @@ def test_checkpoint_and_load_params(digits, tmp_path):
     np.testing.assert_array_equal(other.predict_proba(X), clf.predict_proba(X))
     # the SAM state (momentum buffers and rho) came back linked to the base optimizer
     opt = other.net_.optimizer_
-    assert opt.param_groups is opt.base_optimizer.param_groups and opt.param_groups[0]["rho"] == 0.05
+    assert (
+        opt.param_groups is opt.base_optimizer.param_groups and opt.param_groups[0]["rho"] == 0.05
+    )
 
 
 def test_validation_split_for_valid_loss(digits):
@@ -494,7 +526,8 @@ def test_unknown_keyword_is_named_at_fit(digits):
 
 
 @pytest.mark.parametrize(
-    "name, owner", [("optimizer__rho", "rho"), ("optimizer__lr", "lr"), ("optimizer__solver", "solver")]
+    "name, owner",
+    [("optimizer__rho", "rho"), ("optimizer__lr", "lr"), ("optimizer__solver", "solver")],
 )
 def test_routed_duplicates_of_explicit_parameters_are_refused(digits, name, owner):
     X, y = digits
@@ -537,7 +570,9 @@ def test_cuda_fit_matches_cpu_and_reloads_on_cpu(digits, monkeypatch):
     with pytest.warns(UserWarning):
         restored = pickle.loads(payload)
     assert not next(restored.net_.module_.parameters()).is_cuda
-    np.testing.assert_allclose(restored.predict_proba(X), gpu.predict_proba(X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        restored.predict_proba(X), gpu.predict_proba(X), rtol=1e-5, atol=1e-6
+    )
 
 
 @needs_cuda
@@ -655,7 +690,9 @@ def test_same_partial_fit_sequence_same_weights(digits):
 
 def test_partial_fit_with_part_of_the_classes_and_string_labels(digits):
     X, y = digits
-    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    names = np.array(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    )
     clf = _small().partial_fit(X[y < 2], names[y[y < 2]], classes=names)
     np.testing.assert_array_equal(clf.classes_, np.sort(names))
     assert clf.predict_proba(X).shape == (len(X), 10)
@@ -679,7 +716,9 @@ def test_partial_fit_errors(digits):
         _small().partial_fit(X, y)
     with pytest.raises(ValueError, match=r"`y` has classes not in `self.classes_`.*unseen \[8 9\]"):
         _small().partial_fit(X, y, classes=np.arange(8))
-    with pytest.raises(ValueError, match=r"at least 2 classes in `classes`; got 1 class\(es\): \[0\]"):
+    with pytest.raises(
+        ValueError, match=r"at least 2 classes in `classes`; got 1 class\(es\): \[0\]"
+    ):
         _small().partial_fit(X[y == 0], y[y == 0], classes=[0])
     unfitted = _small()
     with pytest.raises(ValueError):
@@ -694,7 +733,9 @@ def test_partial_fit_errors(digits):
         clf.partial_fit(X, y)
     with pytest.raises(ValueError, match="X has 63 features, but SAMNetClassifier is expecting 64"):
         clf.partial_fit(X[:, :-1], y % 5)
-    with pytest.raises(ValueError, match=r"`classes=.*` is not the same as on the last call to fit"):
+    with pytest.raises(
+        ValueError, match=r"`classes=.*` is not the same as on the last call to fit"
+    ):
         clf.partial_fit(X, y, classes=np.arange(10))
     clf.partial_fit(X, y % 5, classes=[4, 3, 2, 1, 0])  # the same classes, in any order
     assert clf.n_iter_ == 2
@@ -702,7 +743,9 @@ def test_partial_fit_errors(digits):
 
 def test_pickle_after_partial_fit_predicts_and_continues_identically(digits):
     X, y = digits
-    clf = _small(module__dropout=0.2, optimizer__momentum=0.9).partial_fit(X, y, classes=np.arange(10))
+    clf = _small(module__dropout=0.2, optimizer__momentum=0.9).partial_fit(
+        X, y, classes=np.arange(10)
+    )
     restored = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(clf.predict_proba(X), restored.predict_proba(X))
     clf.partial_fit(X, y)
@@ -714,6 +757,8 @@ def test_grid_search_ignores_warm_start(digits):
     # GridSearchCV fits clones, which are unfitted: warm_start changes nothing
     X, y = digits
     grid = {"rho": [0.0, 0.1]}
-    searches = [GridSearchCV(_small(max_epochs=2, warm_start=warm), grid, cv=2) for warm in (False, True)]
+    searches = [
+        GridSearchCV(_small(max_epochs=2, warm_start=warm), grid, cv=2) for warm in (False, True)
+    ]
     scores = [search.fit(X, y).cv_results_["mean_test_score"] for search in searches]
     np.testing.assert_array_equal(*scores)

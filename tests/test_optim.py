@@ -18,7 +18,9 @@ def _flat(tensors):
 
 def _data(n=16, d=5, seed=0, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=gen, dtype=dtype), torch.randn(n, 1, generator=gen, dtype=dtype)
+    return torch.randn(n, d, generator=gen, dtype=dtype), torch.randn(
+        n, 1, generator=gen, dtype=dtype
+    )
 
 
 def _mlp(seed=0, dtype=torch.float64, batch_norm=False, dropout=0.0):
@@ -218,7 +220,10 @@ def test_weights_are_restored_bit_for_bit_before_the_base_step():
 
 @pytest.mark.parametrize(
     "base, kwargs",
-    [(torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-3)), (torch.optim.Adam, dict(lr=0.01))],
+    [
+        (torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-3)),
+        (torch.optim.Adam, dict(lr=0.01)),
+    ],
 )
 @pytest.mark.parametrize("solver", ["sam", "usam", "asam", "gd"])
 def test_rho_zero_is_the_base_optimizer_bit_for_bit(base, kwargs, solver):
@@ -279,7 +284,9 @@ def test_cumulative_batchnorm_counts_one_batch_per_step():
     # momentum=None averages over num_batches_tracked: the momentum=0 trick
     # would still bump the counter, saving the buffers does not.
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7, momentum=None), nn.Linear(7, 1)).double()
+    model = nn.Sequential(
+        nn.Linear(5, 7), nn.BatchNorm1d(7, momentum=None), nn.Linear(7, 1)
+    ).double()
     x, y = _data()
     opt = SAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1, model=model)
     for _ in range(3):
@@ -322,7 +329,9 @@ class _Noisy(nn.Module):
 def test_random_numbers_of_a_custom_forward_are_replayed(replay_rng, equal):
     model = _Noisy()
     x, y = _data()
-    opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, model=model, replay_rng=replay_rng)
+    opt = SAM(
+        model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, model=model, replay_rng=replay_rng
+    )
     torch.manual_seed(0)
     opt.step(_closure(model, opt, x, y))
     assert len(model.noises) == 2
@@ -353,7 +362,10 @@ class _MyLinear(nn.Linear):
 @pytest.mark.parametrize(
     "make_model, replays",
     [
-        (lambda: nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.Tanh(), nn.Linear(7, 1)), False),
+        (
+            lambda: nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.Tanh(), nn.Linear(7, 1)),
+            False,
+        ),
         (lambda: nn.Sequential(nn.Linear(5, 7), nn.Dropout(0.5), nn.Linear(7, 1)), True),
         (lambda: nn.Sequential(nn.Linear(5, 7), nn.RReLU(), nn.Linear(7, 1)), True),
         (lambda: _Quiet(), False),
@@ -367,7 +379,9 @@ def test_replay_rng_auto_replays_unless_the_model_cannot_draw(monkeypatch, make_
 
     calls = []
     get_rng = sksam.optim._get_rng
-    monkeypatch.setattr(sksam.optim, "_get_rng", lambda devices: calls.append(1) or get_rng(devices))
+    monkeypatch.setattr(
+        sksam.optim, "_get_rng", lambda devices: calls.append(1) or get_rng(devices)
+    )
     model = make_model()
     net = model if model is not None else nn.Sequential(nn.Linear(5, 1))
     net.double()
@@ -473,7 +487,12 @@ def test_closures_run_with_gradients_even_under_no_grad():
     for no_grad in (False, True):
         model = _mlp()
         opt = SAM(
-            model.parameters(), torch.optim.SGD, rho=0.2, lr=0.3, weight_decay=0.1, weight_decay_in_ascent=True
+            model.parameters(),
+            torch.optim.SGD,
+            rho=0.2,
+            lr=0.3,
+            weight_decay=0.1,
+            weight_decay_in_ascent=True,
         )
         modes = []
 

@@ -13,7 +13,6 @@ from sksam.sharpness import (
     torch_sharpness,
 )
 
-
 # --------------------------------------------------------------------------
 # problems with a known Hessian
 # --------------------------------------------------------------------------
@@ -27,9 +26,7 @@ class _SmallNet:
         self.X = torch.randn(12, 3, generator=gen, dtype=dtype)
         self.y = torch.randn(12, 2, generator=gen, dtype=dtype)
         shapes = [(3, 4), (4,), (4, 2), (2,)]
-        self.params = [
-            torch.randn(*s, generator=gen, dtype=dtype).requires_grad_() for s in shapes
-        ]
+        self.params = [torch.randn(*s, generator=gen, dtype=dtype).requires_grad_() for s in shapes]
 
     def loss_at(self, w1, b1, w2, b2):
         out = torch.tanh(self.X @ w1 + b1) @ w2 + b2

@@ -23,8 +23,14 @@ def _brute_force(H, g, rho, n_starts=40, seed=0):
     for _ in range(n_starts):
         start = rng.standard_normal(len(g))
         start *= rho * rng.uniform() ** (1 / len(g)) / np.linalg.norm(start)
-        res = minimize(negative, start, jac=negative_grad, constraints=[ball], method="SLSQP",
-                       options={"ftol": 1e-14, "maxiter": 500})
+        res = minimize(
+            negative,
+            start,
+            jac=negative_grad,
+            constraints=[ball],
+            method="SLSQP",
+            options={"ftol": 1e-14, "maxiter": 500},
+        )
         e = res.x * min(1.0, rho / np.linalg.norm(res.x))  # exactly feasible
         best = max(best, -negative(e))
     return best
@@ -107,9 +113,7 @@ def test_interior_maximum_of_a_concave_quadratic():
     assert value == pytest.approx(0.5 * g @ np.linalg.solve(-H, g), rel=1e-12)
 
 
-@pytest.mark.parametrize(
-    "lam, expected", [([3.0, -1.0], 0.5 * 3.0 * 0.25), ([-3.0, -1.0], 0.0)]
-)
+@pytest.mark.parametrize("lam, expected", [([3.0, -1.0], 0.5 * 3.0 * 0.25), ([-3.0, -1.0], 0.0)])
 def test_zero_gradient(lam, expected):
     assert quadratic_sharpness(lam, [0.0, 0.0], measure="rho", rho=0.5) == pytest.approx(expected)
 

@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import sksam.two_layer as two_layer
 from sksam import SAMTwoLayerRegressor
-from sksam._update_rules import ASAM_ETA, SOLVERS
+from sksam._update_rules import ASAM_ETA
 from sksam.datasets import make_teacher_student
 from sksam.sharpness import top_hessian_eigenvalue
 from sksam.two_layer import (
@@ -309,8 +309,16 @@ def test_tol_none_runs_max_iter_without_warning():
 def test_early_stopping_keeps_best_weights():
     X, y, _ = make_teacher_student(n_samples=80, n_features=4, random_state=1)
     reg = _fit(
-        X=X, y=y, early_stopping=True, validation_fraction=0.25, n_hidden=30,
-        max_iter=400, n_iter_no_change=20, tol=0.0, random_state=5, learning_rate=0.2,
+        X=X,
+        y=y,
+        early_stopping=True,
+        validation_fraction=0.25,
+        n_hidden=30,
+        max_iter=400,
+        n_iter_no_change=20,
+        tol=0.0,
+        random_state=5,
+        learning_rate=0.2,
     )
     scores = reg.validation_scores_
     assert len(scores) == reg.n_iter_

@@ -17,8 +17,14 @@ from sksam._update_rules import (
 
 def _params_and_grads(seed=0):
     gen = torch.Generator().manual_seed(seed)
-    params = [torch.randn(3, 4, generator=gen, dtype=torch.float64), torch.randn(4, generator=gen, dtype=torch.float64)]
-    grads = [torch.randn(3, 4, generator=gen, dtype=torch.float64), torch.randn(4, generator=gen, dtype=torch.float64)]
+    params = [
+        torch.randn(3, 4, generator=gen, dtype=torch.float64),
+        torch.randn(4, generator=gen, dtype=torch.float64),
+    ]
+    grads = [
+        torch.randn(3, 4, generator=gen, dtype=torch.float64),
+        torch.randn(4, generator=gen, dtype=torch.float64),
+    ]
     return params, grads
 
 

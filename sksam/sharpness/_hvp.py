@@ -119,9 +119,7 @@ class _HessianOperator:
         with torch.enable_grad():
             loss = loss_fn()
             _check_loss(loss)
-            self.grads = torch.autograd.grad(
-                loss, params, create_graph=True, allow_unused=True
-            )
+            self.grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         self.loss = loss.detach()
 
     @property
@@ -177,8 +175,9 @@ def top_hessian_eigenvalue(
 
     ``method='lanczos'`` (default) runs the Lanczos iteration with full
     reorthogonalization (Lanczos, 1950; Saad, 2011) from a seeded Gaussian
-    start vector: after ``k`` products ``H q`` the largest eigenvalue :math:`\theta` of the ``k x k``
-    tridiagonal matrix ``T_k`` is the estimate, and the iteration stops when
+    start vector: after ``k`` products ``H q`` the largest eigenvalue
+    :math:`\theta` of the ``k x k`` tridiagonal matrix ``T_k`` is the estimate,
+    and the iteration stops when
     the residual bound :math:`\|H y - \theta y\| = \beta_k |s_k|` falls below
     ``tol * |theta|`` (``y`` the Ritz vector, ``s_k`` the last entry of the
     eigenvector of ``T_k``), or when the Krylov space is exhausted. The

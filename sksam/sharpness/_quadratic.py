@@ -109,8 +109,7 @@ def _check_inputs(eigenvalues, gradient):
     gradient = np.asarray(gradient, dtype=np.float64)
     if eigenvalues.ndim != 1 or eigenvalues.size == 0:
         raise ValueError(
-            "hessian_eigenvalues must be a non-empty 1d array, got shape "
-            f"{eigenvalues.shape}."
+            f"hessian_eigenvalues must be a non-empty 1d array, got shape {eigenvalues.shape}."
         )
     if gradient.ndim == 1:
         gradient = gradient[:, None]
