@@ -13,6 +13,7 @@ _LAZY_NAMES = {
     "SAMKernelRegressor": "sksam.kernel",
     "SAMTwoLayerRegressor": "sksam.two_layer",
     "SAMNetClassifier": "sksam.net",
+    "SAMNetRegressor": "sksam.net",
     "SAM": "sksam.optim",
 }
 
