@@ -21,18 +21,23 @@ accepted by ``set_params`` and therefore by ``clone`` and ``GridSearchCV``.
 import copy
 import inspect
 import re
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from ._base import (
+    check_device,
+    diagnose_loss_curve,
+    record_history,
+    warn_diverged,
+)
 from ._skorch import (
     TensorBatchLoader,
     _SAMNetClassifier,
@@ -40,10 +45,11 @@ from ._skorch import (
     epoch_losses,
     seeded,
 )
+from ._threads import resolve_n_threads, torch_threads
 from ._update_rules import SOLVERS
 from .modules import MLP
 from .optim import SAM
-from .sharpness import MEASURES, torch_sharpness
+from .sharpness import MEASURES, measure_sharpness
 
 # MLP and TensorBatchLoader are re-exported here for code written before the split.
 __all__ = ["SAMNetClassifier", "SAMNetRegressor", "MLP", "TensorBatchLoader"]
@@ -102,6 +108,11 @@ class _BaseSAMNet(BaseEstimator):
         "random_state": ["random_state"],
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
+        "n_threads": [
+            Options(Integral, {-1}),
+            Interval(Integral, 1, None, closed="left"),
+            None,
+        ],
     }
 
     def __init__(
@@ -122,6 +133,7 @@ class _BaseSAMNet(BaseEstimator):
         random_state=None,
         warm_start=False,
         verbose=0,
+        n_threads=None,
         **kwargs,
     ):
         self.module = module
@@ -139,6 +151,7 @@ class _BaseSAMNet(BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.n_threads = n_threads
         for name, value in kwargs.items():  # skorch's way: routed params are attributes
             setattr(self, name, value)
 
@@ -236,7 +249,7 @@ class _BaseSAMNet(BaseEstimator):
         training draws the batch orders and dropout masks one uninterrupted
         run would.
         """
-        device = torch.device(self.net_.device) if warm else _check_device(self.device)
+        device = torch.device(self.net_.device) if warm else check_device(self.device)
         if not warm:
             self._check_callbacks()
         X_t = _to_tensor(X, device)
@@ -248,18 +261,25 @@ class _BaseSAMNet(BaseEstimator):
             net, start = self._build_net(X.shape[1], self._n_outputs(y)), seed
         first_epoch = len(net.history) if warm else 0
         with seeded(start, device) as rng_state, _valid_split_hint(type(self).__name__):
-            if warm:
+            if not warm:
+                net.initialize()  # what skorch's fit does before partial_fit
+            with self._threads(net, self._batch_rows(len(X))):
                 net.partial_fit(X_t, y_t, epochs=epochs)
-            else:
-                net.fit(X_t, y_t, epochs=epochs)
         _check_finite(net, self._remedy_suffix)
         self.net_ = net
         self._rng_state_ = rng_state
-        self.loss_curve_ = epoch_losses(net.history)
-        self.n_iter_ = len(net.history)
+        record_history(self, loss_curve=epoch_losses(net.history), n_iter=len(net.history))
         self._warn_if_diverged(net.history[first_epoch:], X_t, y_t, seed)
         self.sharpness_ = self._sharpness(X_t, y_t, seed)
         return self
+
+    def _batch_rows(self, n_samples):
+        return n_samples if self.batch_size is None else min(self.batch_size, n_samples)
+
+    def _threads(self, net, n_rows):
+        """The thread policy of :mod:`sksam._threads` for ``n_rows`` rows through ``net``."""
+        n_params = sum(p.numel() for p in net.module_.parameters())
+        return torch_threads(resolve_n_threads(self.n_threads, n_rows * n_params))
 
     def _check_callbacks(self):
         """Refuse callbacks that watch validation scores when there is no validation split.
@@ -347,10 +367,8 @@ class _BaseSAMNet(BaseEstimator):
             return criterion(module(X), y)
 
         params = [p for p in module.parameters() if p.requires_grad]
-        return float(
-            torch_sharpness(
-                loss_fn, params, self.sharpness, rho=self.rho, module=module, random_state=rng
-            )
+        return measure_sharpness(
+            self.sharpness, loss_fn, params, rho=self.rho, random_state=rng, module=module
         )
 
     # -- divergence ----------------------------------------------------------------
@@ -363,11 +381,11 @@ class _BaseSAMNet(BaseEstimator):
         magnitude and back down to a network that predicts one class (or one
         value) for every sample.
         """
-        cause = _diagnose_loss_curve(epoch_losses(epochs), initial_loss=_first_batch_loss(epochs))
+        cause = diagnose_loss_curve(epoch_losses(epochs), initial_loss=_first_batch_loss(epochs))
         if cause is None:
             cause = self._no_better_than_constant(epochs, y)
         if cause is not None:
-            _warn_diverged(
+            warn_diverged(
                 type(self).__name__,
                 cause,
                 f"Lower lr (now {self._lr():g}) or standardize X"
@@ -480,6 +498,12 @@ _FIT_DOC = """
         with ``warm_start=False``.
     verbose : int, default=0
         skorch's verbosity (1 prints a table per epoch).
+    n_threads : int or None, default=None
+        torch threads during ``fit`` and prediction, restored afterwards.
+        ``None``: one thread for small problems (fewer than ten million
+        multiply-adds per batch) and inside joblib workers (so
+        ``GridSearchCV(n_jobs=2)`` does not oversubscribe), torch's setting
+        otherwise; ``-1``: one per core.
     **kwargs
         skorch routed parameters: ``module__*``, ``optimizer__*``,
         ``criterion__*``, ``iterator_train__*``, ``iterator_valid__*``,
@@ -533,9 +557,17 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
         ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
         sees labels encoded as ``0..n_classes-1``.
-    loss_curve_ : ndarray of shape (`n_iter_`,)
-        Mean training loss of each epoch, taken at the unperturbed weights
-        (the first closure call of every SAM step).
+    loss_curve_ : list of float
+        Mean training loss of each epoch (``n_iter_`` values), each batch's
+        loss taken at the weights its step started from (the unperturbed
+        ones, for SAM).
+    best_loss_ : float
+        ``min(loss_curve_)``.
+    validation_scores_ : None
+        Always None: validation scores, when ``train_split`` is set, are in
+        ``net_.history`` (``valid_loss``, ``valid_acc``).
+    best_validation_score_ : None
+        Always None, as ``validation_scores_``.
     n_iter_ : int
         Number of epochs run (fewer than ``max_epochs`` after early
         stopping), counting those of earlier calls continued by
@@ -687,7 +719,8 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        proba = self.net_.predict_proba(_to_tensor(X, torch.device(self.net_.device)))
+        with self._threads(self.net_, len(X)):
+            proba = self.net_.predict_proba(_to_tensor(X, torch.device(self.net_.device)))
         return proba.astype(np.float64)
 
     def predict(self, X):
@@ -753,8 +786,17 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
         ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
         always sees a 2-D ``y``.
-    loss_curve_ : ndarray of shape (`n_iter_`,)
-        Mean training loss of each epoch, taken at the unperturbed weights.
+    loss_curve_ : list of float
+        Mean training loss of each epoch (``n_iter_`` values), each batch's
+        loss taken at the weights its step started from (the unperturbed
+        ones, for SAM).
+    best_loss_ : float
+        ``min(loss_curve_)``.
+    validation_scores_ : None
+        Always None: validation scores, when ``train_split`` is set, are in
+        ``net_.history`` (``valid_loss``, ``valid_acc``).
+    best_validation_score_ : None
+        Always None, as ``validation_scores_``.
     n_iter_ : int
         Number of epochs run, counting those of earlier calls continued by
         ``warm_start`` or ``partial_fit``.
@@ -877,7 +919,8 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        y = self.net_.predict(_to_tensor(X, torch.device(self.net_.device)))
+        with self._threads(self.net_, len(X)):
+            y = self.net_.predict(_to_tensor(X, torch.device(self.net_.device)))
         y = np.asarray(y, dtype=np.float64)
         return y.ravel() if self._y_ndim == 1 else y
 
@@ -900,57 +943,6 @@ def _to_tensor(X, device):
     # torch warns on read-only arrays (memory maps); copy those.
     X = np.require(X, dtype=np.float32, requirements=["C", "W"])
     return torch.as_tensor(X, device=device)
-
-
-def _check_device(device):
-    """The ``torch.device`` named by ``device``, after checking this machine has it."""
-    available = ["cpu"]
-    if torch.cuda.is_available():
-        available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    listed = ", ".join(map(repr, available))
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device={device!r} is not a torch device ({exc}); available: {listed}."
-        ) from exc
-    usable = parsed.type == "cpu"
-    if parsed.type == "cuda" and torch.cuda.is_available():
-        usable = parsed.index is None or parsed.index < torch.cuda.device_count()
-    if not usable:
-        raise ValueError(
-            f"device={device!r} is not available on this machine; available: {listed}."
-        )
-    return parsed
-
-
-class _DivergenceWarning(UserWarning):
-    """Stand-in for ``sksam.exceptions.DivergenceWarning`` until the shared base lands."""
-
-
-def _warn_diverged(estimator_name, cause, remedy):
-    warnings.warn(
-        f"{estimator_name}: training diverged: {cause}. {remedy}", _DivergenceWarning, stacklevel=6
-    )
-
-
-def _diagnose_loss_curve(losses, *, initial_loss=None):
-    """The cause of a blown-up loss curve in words, or None (the shared base's rule)."""
-    losses = np.asarray(losses, dtype=float)
-    if losses.size == 0:
-        return None
-    start = float(losses[0] if initial_loss is None else initial_loss)
-    if not (np.isfinite(start) and start > 0):
-        return None
-    peak = int(np.argmax(losses))
-    if losses[peak] > 1e3 * start:
-        return (
-            f"the training loss jumped from {start:.3g} to {losses[peak]:.3g} "
-            f"(iteration {peak + 1})"
-        )
-    if losses[-1] > 10 * start:
-        return f"the training loss rose from {start:.3g} to {losses[-1]:.3g}"
-    return None
 
 
 def _valid_split_message(estimator_name, callback_name, monitor):

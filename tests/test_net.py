@@ -17,6 +17,7 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, Checkpoint, EarlyStopping, LRScheduler, ProgressBar
 from torch import nn
 
+from sksam.exceptions import DivergenceWarning
 from sksam.net import MLP, SAMNetClassifier, TensorBatchLoader
 from sksam.optim import SAM
 
@@ -370,7 +371,7 @@ def test_sharpness_on_a_seeded_subsample(digits):
 
 # scikit-learn's checks fit the default lr on unscaled data: divergence
 # warnings there are expected (the fits still pass the checks).
-@pytest.mark.filterwarnings("ignore:SAMNetClassifier. training diverged")
+@pytest.mark.filterwarnings("ignore::sksam.exceptions.DivergenceWarning")
 @parametrize_with_checks(
     [SAMNetClassifier()], expected_failed_checks=lambda est: {}, xfail_strict=True
 )
@@ -788,7 +789,7 @@ def test_no_better_than_a_constant_after_a_jump_warns(digits):
     # lr=3 on scaled digits: no epoch loss 10x the start, but batch losses
     # jumped and the fit ends at the class-frequency predictor's loss
     X, y = load_digits(return_X_y=True)
-    with pytest.warns(Warning, match="no better than the best constant prediction"):
+    with pytest.warns(DivergenceWarning, match="no better than the best constant prediction"):
         SAMNetClassifier(lr=3, random_state=0, sharpness=None, max_epochs=5).fit(X / 16, y)
 
 
@@ -873,3 +874,18 @@ def test_unavailable_device_is_a_value_error(digits, device):
     X, y = digits
     with pytest.raises(ValueError, match=f"device='{device}' is not"):
         _small(device=device).fit(X, y)
+
+
+class _ThreadsSeen(Callback):
+    def on_epoch_begin(self, net, **kwargs):
+        self.threads_ = torch.get_num_threads()
+
+
+@pytest.mark.parametrize("n_threads, expected", [(None, 1), (2, 2)])
+def test_thread_policy_during_fit_and_restored_after(digits, n_threads, expected):
+    X, y = digits
+    before = torch.get_num_threads()
+    clf = _small(max_epochs=1, n_threads=n_threads, callbacks=[("t", _ThreadsSeen())]).fit(X, y)
+    assert dict(clf.net_.callbacks_)["t"].threads_ == expected  # a small problem: one thread
+    clf.predict(X)
+    assert torch.get_num_threads() == before

@@ -141,7 +141,7 @@ def test_the_fit_loop_is_shared_not_copied():
     assert SAMNetRegressor._get_param_names() == SAMNetClassifier._get_param_names()
 
 
-@pytest.mark.filterwarnings("ignore:SAMNetRegressor. training diverged")
+@pytest.mark.filterwarnings("ignore::sksam.exceptions.DivergenceWarning")
 @parametrize_with_checks(
     [SAMNetRegressor()], expected_failed_checks=lambda est: {}, xfail_strict=True
 )
