@@ -37,6 +37,7 @@ __all__ = [
     "record_history",
     "validation_split",
     "warn_diverged",
+    "warn_interrupted",
     "warn_not_converged",
 ]
 
@@ -337,6 +338,21 @@ def warn_not_converged(estimator_name, max_iter, what="the optimization"):
         f"{estimator_name}: maximum iterations ({max_iter}) reached and {what} "
         "hasn't converged yet; increase max_iter or set tol=None.",
         ConvergenceWarning,
+        stacklevel=_user_stacklevel(),
+    )
+
+
+def warn_interrupted(estimator_name):
+    """Warn that a ``KeyboardInterrupt`` ended training (the current weights are kept).
+
+    Parameters
+    ----------
+    estimator_name : str
+        Class name of the estimator.
+    """
+    warnings.warn(
+        f"{estimator_name}: Training interrupted by user; the current weights are kept.",
+        UserWarning,
         stacklevel=_user_stacklevel(),
     )
 
