@@ -369,9 +369,8 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
                 list(self.loss_curve_),
                 list(self.validation_scores_ or []),
                 self.n_iter_,
-                len(self.loss_curve_),
             )
-        return _History([], [], 0, 0)
+        return _History([], [], 0)
 
     def _train(self, params, data, validation, rng, history):
         """The training loop with MLPRegressor's stopping rule; the weights to keep."""
@@ -480,8 +479,9 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
 
     def _check_fitted_model(self, X, Y, history):
         """Warn when training diverged or ended as a constant predictor."""
-        curve = history.loss_curve[history.start :]
-        causes = [diagnose_loss_curve(curve)]
+        # the whole curve, warm starts included: its start is the loss at the
+        # initialization, which a healthy fit leaves below
+        causes = [diagnose_loss_curve(history.loss_curve)]
         if np.ptp(Y, axis=0).max() > 0:  # a constant target has a constant answer
             pred = self._raw_predict(X)
             spread = np.ptp(pred, axis=0).max()
@@ -549,17 +549,12 @@ _FITTED = (
 
 
 class _History:
-    """What a fit appends to: the loss curve, the validation scores, the count.
+    """What a fit appends to: the loss curve, the validation scores, the count."""
 
-    ``start`` is where this call's iterations begin in ``loss_curve`` (after
-    a ``warm_start`` fit's).
-    """
-
-    def __init__(self, loss_curve, validation_scores, n_iter, start):
+    def __init__(self, loss_curve, validation_scores, n_iter):
         self.loss_curve = loss_curve
         self.validation_scores = validation_scores
         self.n_iter = n_iter
-        self.start = start
         self.best_validation_score = None
 
 

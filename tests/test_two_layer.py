@@ -17,9 +17,11 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import sksam._two_layer_model as model
 from sksam import SAMTwoLayerRegressor
 from sksam._activations import ACTIVATIONS, NUMPY_ACTIVATIONS, TORCH_ACTIVATIONS, torch_activation
+from sksam._base import validation_split
 from sksam._two_layer_model import FlatParams, loss_and_gradient, step_
 from sksam._update_rules import ASAM_ETA
 from sksam.datasets import make_teacher_student
+from sksam.exceptions import DivergenceWarning
 from sksam.sharpness import top_hessian_eigenvalue
 
 # --------------------------------------------------------------------------
@@ -542,3 +544,187 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+# --------------------------------------------------------------------------
+# silent failures made loud (issue: constant predictor on raw diabetes)
+# --------------------------------------------------------------------------
+
+
+def _diabetes():
+    from sklearn.datasets import load_diabetes
+
+    return load_diabetes(return_X_y=True)
+
+
+def test_raw_diabetes_targets_warn_with_cause_and_remedy():
+    # raw targets (25-346): the first steps kill every ReLU unit and the fit
+    # ends as a constant predictor; it used to return silently
+    X, y = _diabetes()
+    with pytest.warns(DivergenceWarning) as record:
+        reg = SAMTwoLayerRegressor(random_state=0).fit(X, y)
+    message = str(record[0].message)
+    assert "predicts a constant" in message
+    assert "100 of 100 hidden units are constant" in message
+    assert "TransformedTargetRegressor" in message and "lower learning_rate" in message
+    assert record[0].filename == __file__
+    assert np.unique(reg.predict(X)).size == 1  # the failure itself, now reported
+
+
+def test_standardized_diabetes_is_silent():
+    from sklearn.compose import TransformedTargetRegressor
+
+    X, y = _diabetes()
+    model = TransformedTargetRegressor(
+        make_pipeline(StandardScaler(), SAMTwoLayerRegressor(random_state=0, sharpness=None)),
+        transformer=StandardScaler(),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(X, y)
+    assert model.score(X, y) > 0.4
+
+
+def test_loss_that_ends_far_above_its_start_warns():
+    # a step size just below the non-finite range: the loss rises threefold
+    # and stays there (it used to return silently)
+    X, y = _data()
+    with pytest.warns(DivergenceWarning, match=r"training diverged: the training loss rose"):
+        _fit(False, X, y, solver="gd", learning_rate=2.0, max_iter=40, tol=None, sharpness=None)
+
+
+def test_healthy_fits_are_silent():
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for solver in ["gd", "sam", "usam", "asam"]:
+            _fit(False, X, y, solver=solver, rho=0.1, max_iter=200, tol=None, sharpness=None)
+            _fit(False, X, y, solver=solver, rho=0.3, learning_rate=0.3, max_iter=200, tol=None)
+
+
+def test_constant_target_is_not_a_divergence():
+    X, _ = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _fit(False, X, np.full(len(X), 2.0), max_iter=50, tol=None, sharpness=None)
+
+
+# --------------------------------------------------------------------------
+# sample_weight
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("train_output_layer", [True, False])
+def test_sample_weight_is_repeated_rows(train_output_layer):
+    X, y = _data(n=40)
+    weights = np.random.RandomState(0).randint(0, 4, size=len(y))
+    params = dict(
+        solver="sam", rho=0.1, max_iter=50, tol=None, train_output_layer=train_output_layer
+    )
+    weighted = _fit(X=X, y=y, **params, sharpness="top_eigenvalue").fit(X, y, sample_weight=weights)
+    repeated = _fit(X=np.repeat(X, weights, axis=0), y=np.repeat(y, weights), **params)
+    for u, v in zip(weighted.coefs_ + weighted.intercepts_, repeated.coefs_ + repeated.intercepts_):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(weighted.loss_curve_, repeated.loss_curve_, rtol=1e-5)
+    assert weighted.sharpness_ == pytest.approx(repeated.sharpness_, rel=1e-3)
+
+
+def test_sample_weight_loss_is_weighted_mean():
+    X, y = _data(n=30)
+    weights = np.linspace(0.5, 2.0, len(y))
+    reg = _fit(X=X, y=y, solver="gd", max_iter=1, tol=None).fit(X, y, sample_weight=weights)
+    rng = np.random.RandomState(0)  # the documented initialization
+    W = rng.standard_normal((4, 8)) * 0.1 / 2.0
+    a = rng.standard_normal((8, 1)) * 0.1 / np.sqrt(8)
+    residual = (np.maximum(X @ W, 0) @ a).ravel() - y
+    expected = 0.5 * np.sum(weights * residual**2) / weights.sum()
+    assert reg.loss_curve_[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_sample_weight_errors():
+    X, y = _data()
+    with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
+        SAMTwoLayerRegressor().fit(X, y, sample_weight=-np.ones(len(y)))
+    with pytest.raises(ValueError, match="at least one non-zero"):
+        SAMTwoLayerRegressor().fit(X, y, sample_weight=np.zeros(len(y)))
+    # all the weight on the validation rows
+    _, val = validation_split(len(y), 0.5, np.random.RandomState(0))
+    weights = np.zeros(len(y))
+    weights[val] = 1.0
+    reg = SAMTwoLayerRegressor(early_stopping=True, validation_fraction=0.5, random_state=0)
+    with pytest.raises(ValueError, match="sample_weight sums to 0 on the training rows"):
+        reg.fit(X, y, sample_weight=weights)
+
+
+def test_sample_weight_routed_through_pipeline_and_grid_search():
+    import sklearn
+
+    X, y = _data()
+    weights = np.r_[np.zeros(10), np.ones(len(y) - 10)]
+    with sklearn.config_context(enable_metadata_routing=True):
+        reg = SAMTwoLayerRegressor(n_hidden=8, max_iter=20, tol=None, random_state=0)
+        pipe = make_pipeline(
+            StandardScaler().set_fit_request(sample_weight=False),
+            reg.set_fit_request(sample_weight=True).set_score_request(sample_weight=True),
+        )
+        search = GridSearchCV(pipe, {"samtwolayerregressor__rho": [0.0, 0.1]}, cv=2)
+        search.fit(X, y, sample_weight=weights)
+        routed = search.best_estimator_[-1]
+        # the refit saw the weights: the same as fitting the rows with weight 1
+        scaled = StandardScaler().fit_transform(X)
+        plain = clone(routed).set_params(warm_start=False).fit(scaled[10:], y[10:])
+    np.testing.assert_allclose(routed.coefs_[0], plain.coefs_[0], rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# threads
+# --------------------------------------------------------------------------
+
+
+class _ThreadRecorder(SAMTwoLayerRegressor):
+    """Records torch's thread count during training."""
+
+    def _train(self, *args):
+        self.threads_seen_ = torch.get_num_threads()
+        return super()._train(*args)
+
+
+@pytest.fixture
+def two_torch_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_fit_uses_one_thread_for_small_problems_and_restores(two_torch_threads):
+    reg = _ThreadRecorder(n_hidden=8, max_iter=5, tol=None, sharpness=None).fit(*_data())
+    assert reg.threads_seen_ == 1 and torch.get_num_threads() == 2
+    reg = reg.set_params(n_threads=2).fit(*_data())
+    assert reg.threads_seen_ == 2
+
+
+def _threads_seen(estimator, X, y):
+    return estimator.threads_seen_
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_grid_search_n_jobs_2_fits_with_one_thread_each(two_torch_threads, backend):
+    import joblib
+
+    from sksam._threads import SMALL_PROBLEM
+
+    X, y = _data(n=40)
+    # a problem above the small-problem size (20 training rows, 4 features,
+    # 1 output): only the joblib-worker rule can choose one thread
+    n_hidden = SMALL_PROBLEM // (20 * 5) + 1
+    reg = _ThreadRecorder(n_hidden=n_hidden, max_iter=1, tol=None, sharpness=None)
+    search = GridSearchCV(
+        reg, {"rho": [0.0, 0.1]}, cv=2, n_jobs=2, refit=False, scoring=_threads_seen
+    )
+    with joblib.parallel_config(backend=backend):
+        search.fit(X, y)
+    assert search.cv_results_["mean_test_score"].tolist() == [1.0, 1.0]
+    assert torch.get_num_threads() == 2
+    # the same fit outside joblib keeps torch's setting
+    assert reg.fit(X[:20], y[:20]).threads_seen_ == 2
