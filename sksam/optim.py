@@ -15,6 +15,16 @@ can be swapped in, and fixes the pitfalls listed in ``DESIGN.md``:
 * :meth:`SAM.step` calls the closure *first*, so it works where no gradient
   exists yet (skorch calls ``optimizer.step(step_fn)`` before any backward
   pass), and returns the loss of that first call, at the unperturbed weights;
+  it clears the gradients before each call and never reads gradients that
+  were there before it, so closures that clear them and closures that do
+  not (the community style) give the same step;
+* with ``DistributedDataParallel`` it takes the global ascent or, with
+  ``ascent='local'``, the per-worker one (first pass under ``no_sync``);
+  :meth:`SAM.step_chunks` takes the per-chunk (m-sharpness) step on one
+  device;
+* float16 loss scaling: ``step(closure, grad_scaler=scaler)`` unscales
+  before the ascent and before the descent and skips the step if either
+  pass overflowed;
 * the weights are restored by copying the saved originals back (bit exact),
   for exactly the parameters that were perturbed;
 * with ``model=...``, running statistics of normalization layers
@@ -621,23 +631,25 @@ class SAM(torch.optim.Optimizer):
     def _params(self):
         return [p for group in self.param_groups for p in group["params"]]
 
-    def _remember_grads(self):
+    def _grad_marks(self):
         # Identity and version of each gradient: a backward pass (or zero_)
-        # on it afterwards changes one of them.
-        self._left_grads = [
-            None if p.grad is None else (id(p.grad), p.grad._version) for p in self._params()
+        # on it changes one of them.
+        return [
+            None if (g := p.grad) is None else (id(g), g._version)
+            for group in self.param_groups
+            for p in group["params"]
         ]
+
+    def _remember_grads(self):
+        self._left_grads = self._grad_marks()
 
     def _caller_made_grads(self):
         """Whether some gradient was set or changed since the last step; warn once."""
         left = getattr(self, "_left_grads", None)
-        params = self._params()
-        if left is None or len(left) != len(params):
-            left = [None] * len(params)
-        fresh = any(
-            p.grad is not None and (mark is None or mark != (id(p.grad), p.grad._version))
-            for p, mark in zip(params, left)
-        )
+        marks = self._grad_marks()
+        if left is None or len(left) != len(marks):
+            left = [None] * len(marks)
+        fresh = any(mark is not None and mark != old for mark, old in zip(marks, left))
         if fresh and not getattr(self, "_warned_fresh", False):
             self._warned_fresh = True
             warnings.warn(
@@ -649,7 +661,7 @@ class SAM(torch.optim.Optimizer):
                 "before it was wasted. Call opt.step(closure) alone (or "
                 "first_step()/second_step()). This warning is shown once.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=6,
             )
         return fresh
 

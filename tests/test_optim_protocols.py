@@ -165,8 +165,9 @@ def test_community_style_warns_once_and_counts_batchnorm_once():
     model = _mlp(batch_norm=True)
     expected = _reference(model, x, y, steps=3)
     opt = _sam(model, model=model)
-    with pytest.warns(UserWarning, match="backward pass before it was wasted"):
+    with pytest.warns(UserWarning, match="backward pass before it was wasted") as record:
         _community_style(model, opt, x, y)
+    assert record[0].filename == __file__  # points at the caller's opt.step
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for _ in range(2):
