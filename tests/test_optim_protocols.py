@@ -459,3 +459,35 @@ def test_step_chunks_with_grad_scaler_skips_on_overflow():
     scaler.update()
     assert torch.equal(_flat(model.parameters()), w0)
     assert scaler.get_scale() == 2.0**9
+
+
+@pytest.mark.parametrize("style", STYLES, ids=lambda f: f.__name__.strip("_"))
+def test_every_calling_style_matches_pytorch_optimizers_sam(style):
+    # kozistr/pytorch_optimizer's SAM, called as its documentation says:
+    # backward first, then step(closure), which perturbs along that gradient.
+    pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+    x, y = _data()
+    reference = _mlp()
+    ref_opt = pytorch_optimizer.SAM(
+        reference.parameters(), torch.optim.SGD, rho=RHO, lr=LR, momentum=MOMENTUM
+    )
+
+    def ref_closure():
+        ref_opt.zero_grad()
+        loss = _loss(reference, x, y)
+        loss.backward()
+        return loss
+
+    model = _mlp()
+    opt = _sam(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(5):
+            ref_closure()
+            ref_opt.step(ref_closure)
+            style(model, opt, x, y)
+    # it takes the gradient norm in float32 (get_global_gradient_norm), so
+    # float64 weights agree to about 1e-8 (today's bug was 5e-2 off)
+    torch.testing.assert_close(
+        _flat(model.parameters()), _flat(reference.parameters()), rtol=1e-5, atol=1e-7
+    )
