@@ -932,6 +932,8 @@ _DETERMINISTIC_MODULES = frozenset(
         "AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d"
     ).split()
     if hasattr(torch.nn, name)
+) | frozenset(  # wrappers whose forward calls the wrapped module's
+    (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
 )
 
 

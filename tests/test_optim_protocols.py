@@ -491,3 +491,25 @@ def test_every_calling_style_matches_pytorch_optimizers_sam(style):
     torch.testing.assert_close(
         _flat(model.parameters()), _flat(reference.parameters()), rtol=1e-5, atol=1e-7
     )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_float16_autocast_with_grad_scaler_follows_float32():
+    x, y = (t.cuda() for t in _data(dtype=torch.float32))
+    steps = []
+    for autocast in (False, True):
+        model = _mlp(dtype=torch.float32).cuda()
+        before = _flat(model.parameters())
+        opt = _sam(model, model=model)
+        scaler = torch.amp.GradScaler("cuda", enabled=autocast)
+
+        def closure(model=model, scaler=scaler, autocast=autocast):
+            with torch.autocast("cuda", dtype=torch.float16, enabled=autocast):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            scaler.scale(loss).backward()
+            return loss
+
+        opt.step(closure, grad_scaler=scaler)
+        scaler.update()
+        steps.append(_flat(model.parameters()) - before)
+    assert (steps[1] - steps[0]).norm() < 0.01 * steps[0].norm()
