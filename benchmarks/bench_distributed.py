@@ -151,6 +151,9 @@ def launch(args, world=2):
         # the workers import the sksam this process imported
         root = os.path.dirname(os.path.dirname(os.path.abspath(sksam.__file__)))
         env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+        loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
+        if loopback:
+            env["GLOO_SOCKET_IFNAME"] = loopback[0]
         common = [
             "--steps",
             str(args.steps),
