@@ -224,6 +224,10 @@ class SAM(torch.optim.Optimizer):
     the descent step goes through ``scaler.step`` (skipped if either pass
     overflowed) and the scale changes once per step.
 
+    **Clipping** the descent gradient: register a step pre-hook on
+    :attr:`base_optimizer` (``opt.base_optimizer.register_step_pre_hook``);
+    it runs on the final, unscaled gradient, with the weights back at ``w``.
+
     **Several workers.** With ``DistributedDataParallel`` pass the wrapped
     module as ``model`` and call it in the closure; ``ascent`` chooses the
     global or the per-worker perturbation. Weights stay identical on every

@@ -513,3 +513,29 @@ def test_cuda_float16_autocast_with_grad_scaler_follows_float32():
         scaler.update()
         steps.append(_flat(model.parameters()) - before)
     assert (steps[1] - steps[0]).norm() < 0.01 * steps[0].norm()
+
+
+def test_descent_gradient_clipping_through_the_base_optimizers_pre_hook():
+    # The documented place to clip: a step pre-hook of the base optimizer
+    # sees the final descent gradient, unscaled, and the weights back at w.
+    x, y = _data(dtype=torch.float32)
+    runs = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**8)):
+        model = _mlp(dtype=torch.float32)
+        w0 = _flat(model.parameters())
+        opt = _sam(model)
+        seen = []
+
+        def clip(optimizer, args, kwargs, model=model, seen=seen):
+            seen.append(_flat(model.parameters()))
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.01)
+
+        opt.base_optimizer.register_step_pre_hook(clip)
+        if scaler is None:
+            _sksam_style(model, opt, x, y)
+        else:
+            opt.step(_scaled_closure(model, x, y, scaler), grad_scaler=scaler)
+        assert torch.equal(seen[0], w0)
+        assert _flat(p.grad for p in model.parameters()).norm() <= 0.01 * (1 + 1e-6)
+        runs.append(_flat(model.parameters()))
+    assert torch.equal(*runs)
