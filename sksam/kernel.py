@@ -314,6 +314,8 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             params = self.kernel_params or {}
         else:
             params = {"gamma": self.gamma, "degree": self.degree, "coef0": self.coef0}
+            # gamma=None: each kernel's own default (chi2's is 1, not None)
+            params = {key: value for key, value in params.items() if value is not None}
         K = pairwise_kernels(X, Y, metric=self.kernel, filter_params=True, **params)
         K = K.toarray() if sparse.issparse(K) else np.asarray(K, dtype=np.float64)
         if not np.isfinite(K).all():
