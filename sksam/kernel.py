@@ -527,6 +527,21 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
 
     def _fit_features(self, X, Y, sw, train, val, mode, ops):
         n = X.shape[0]
+        if mode == "linear":
+            width = X.shape[1]
+        elif self.centers is not None:
+            width = len(self.centers)
+        else:
+            width = min(self.n_components, len(train))
+        weights = [np.where(_mask(n, train), sw, 0.0)]
+        if val is not None:
+            weights.append(np.where(_mask(n, val), sw, 0.0))
+        # K_CC and its eigenvectors, A (train, validation) and their products, two blocks
+        check_memory(
+            8 * ((3 + 2 * len(weights)) * width**2 + 2 * block_rows(width + X.shape[1]) * width),
+            f"The feature-space path with {width} features",
+            "Use a smaller n_components.",
+        )
         if mode == "nystroem" and self.kernel == "precomputed":
             # the centres are columns of the precomputed kernel
             idx = self._center_indices(train)
@@ -539,14 +554,6 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         else:
             feature_map = LinearMap(X.shape[1])
         width = feature_map.n_features_out
-        weights = [np.where(_mask(n, train), sw, 0.0)]
-        if val is not None:
-            weights.append(np.where(_mask(n, val), sw, 0.0))
-        check_memory(
-            8 * ((3 + 2 * len(weights)) * width**2 + 2 * block_rows(width + X.shape[1]) * width),
-            f"The feature-space path with {width} features",
-            "Use a smaller n_components.",
-        )
         moments = dask_moments if is_dask(X) else stream_moments
         stats = [Moments(*m) for m in moments(X, Y, weights, feature_map, ops)]
         train_stats = stats[0]
