@@ -20,9 +20,14 @@ Two back ends answer them:
   :func:`rho_sharpness` work on any torch loss through Hessian-vector products
   (Lanczos, Hutchinson with Rademacher probes, projected gradient ascent),
   seeded by ``random_state``; :func:`torch_sharpness` dispatches on the measure.
+
+The torch estimators call :func:`measure_sharpness`, which applies one table
+of options, :data:`DEFAULT_OPTIONS`, so that a measure has the same precision
+in every estimator.
 """
 
 from ._hvp import hessian_trace, rho_sharpness, top_hessian_eigenvalue, torch_sharpness
+from ._measure import DEFAULT_OPTIONS, measure_sharpness
 from ._quadratic import quadratic_sharpness
 
 #: Names accepted by the ``sharpness`` parameter of every estimator (or ``None``).
@@ -39,9 +44,11 @@ def check_measure(measure):
 
 
 __all__ = [
+    "DEFAULT_OPTIONS",
     "MEASURES",
     "check_measure",
     "hessian_trace",
+    "measure_sharpness",
     "quadratic_sharpness",
     "rho_sharpness",
     "top_hessian_eigenvalue",

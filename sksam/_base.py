@@ -1,0 +1,455 @@
+"""What the estimators share: constraints, the stopping rule, history, warnings.
+
+scikit-learn's ``BaseMultilayerPerceptron`` is the model: one place owns the
+parameter constraints, the validation split, the no-improvement rule, the
+fitted history, the verbose line and the warnings, and each estimator adds its
+model and its docstring. Nothing here imports an estimator; torch is imported
+only by :func:`check_device`.
+
+The fitted history has one type and meaning in every estimator (see
+:data:`HISTORY_ATTRIBUTES_DOC`, the text the class docstrings reuse).
+"""
+
+import math
+import numbers
+import os
+import sys
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._update_rules import SOLVERS
+from .exceptions import DivergenceWarning
+from .sharpness import MEASURES
+
+__all__ = [
+    "COMMON_CONSTRAINTS",
+    "DivergenceWarning",
+    "HISTORY_ATTRIBUTES_DOC",
+    "MIN_VALIDATION_SAMPLES",
+    "StoppingRule",
+    "check_device",
+    "diagnose_loss_curve",
+    "print_progress",
+    "record_history",
+    "validation_split",
+    "warn_diverged",
+    "warn_not_converged",
+]
+
+#: ``_parameter_constraints`` shared by the estimators; each merges them into
+#: its own (``{**COMMON_CONSTRAINTS, ...}``), as scikit-learn's MLPs do.
+COMMON_CONSTRAINTS = {
+    "solver": [StrOptions(set(SOLVERS))],
+    "rho": [Interval(numbers.Real, 0, None, closed="left")],
+    "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+    "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+    "sharpness": [StrOptions(set(MEASURES)), None],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
+
+#: Fewest samples in each part of the validation split: R^2 of a single
+#: sample is 0 whatever the model (its variance is 0), so early stopping on it
+#: would silently keep the first iterate.
+MIN_VALIDATION_SAMPLES = 2
+
+#: The numpydoc text of the history attributes, one meaning for every estimator.
+HISTORY_ATTRIBUTES_DOC = """\
+    n_iter_ : int
+        Number of iterations run (over all ``warm_start`` calls).
+    loss_curve_ : list of float
+        Mean training loss at each iteration, evaluated at the weights the
+        iteration started from (so ``loss_curve_[0]`` is the loss at the start).
+    best_loss_ : float
+        ``min(loss_curve_)``.
+    validation_scores_ : list of float or None
+        :math:`R^2` (accuracy for classifiers) on the validation split at each
+        iteration when ``early_stopping`` is True, else None.
+    best_validation_score_ : float or None
+        ``max(validation_scores_)``: the score of the weights kept when
+        ``early_stopping`` is True, else None."""
+
+
+# --------------------------------------------------------------------------
+# the validation split and the stopping rule
+# --------------------------------------------------------------------------
+
+
+def validation_split(n_samples, validation_fraction, random_state, *, stratify=None):
+    """Training and validation row indices for ``early_stopping``.
+
+    The validation part has ``ceil(validation_fraction * n_samples)`` rows, as
+    in :func:`~sklearn.model_selection.train_test_split`.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of rows to split.
+    validation_fraction : float
+        Fraction of the rows held out, in (0, 1).
+    random_state : int, RandomState instance or None
+        Seeds the shuffle (a RandomState instance is advanced).
+    stratify : array-like of shape (n_samples,), default=None
+        Class labels to stratify on (classifiers).
+
+    Returns
+    -------
+    train_idx : ndarray of int
+        Sorted training rows.
+    val_idx : ndarray of int
+        Sorted validation rows.
+
+    Raises
+    ------
+    ValueError
+        If either part would have fewer than :data:`MIN_VALIDATION_SAMPLES` rows.
+    """
+    n_val = math.ceil(validation_fraction * n_samples)
+    if n_val < MIN_VALIDATION_SAMPLES or n_samples - n_val < MIN_VALIDATION_SAMPLES:
+        raise ValueError(
+            f"early_stopping needs at least {MIN_VALIDATION_SAMPLES} validation and "
+            f"{MIN_VALIDATION_SAMPLES} training samples, but validation_fraction="
+            f"{validation_fraction} of n_samples={n_samples} leaves {n_val} for "
+            f"validation and {n_samples - n_val} for training; change "
+            "validation_fraction or use more samples."
+        )
+    train, val = train_test_split(
+        np.arange(n_samples),
+        test_size=n_val,
+        random_state=random_state,
+        stratify=stratify,
+    )
+    return np.sort(train), np.sort(val)
+
+
+class StoppingRule:
+    """MLPRegressor's no-improvement rule, on the training loss or a validation score.
+
+    An iteration *improves* when the loss falls below ``best_loss - tol`` (or,
+    with ``on_validation``, the score rises above ``best_score + tol``);
+    training stops after more than ``n_iter_no_change`` consecutive iterations
+    without improvement, as in
+    :class:`~sklearn.neural_network.MLPRegressor`.
+
+    Parameters
+    ----------
+    tol : float or None
+        Tolerance of an improvement. None never stops, but the best loss,
+        score and iteration are still tracked.
+    n_iter_no_change : int
+        Iterations without improvement tolerated.
+    on_validation : bool
+        Judge by the validation score passed to :meth:`update` (higher is
+        better) instead of the training loss.
+
+    Attributes
+    ----------
+    best_loss : float
+        Smallest training loss seen (``inf`` before the first update).
+    best_score : float or None
+        Highest validation score seen (None without ``on_validation``).
+    best_iteration : int
+        Iteration (1-based) of the best score, or of the best loss without
+        ``on_validation``; 0 before the first update.
+    is_best : bool
+        Whether the last update set a new best (score with
+        ``on_validation``, loss otherwise): the caller snapshots its weights.
+    stopped : bool
+        Whether the rule has asked to stop.
+    n_updates : int
+        Number of updates so far.
+    """
+
+    def __init__(self, tol, n_iter_no_change, *, on_validation):
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.on_validation = on_validation
+        self.best_loss = np.inf
+        self.best_score = None
+        self.best_iteration = 0
+        self.is_best = False
+        self.stopped = False
+        self.n_updates = 0
+        self._no_improvement = 0
+
+    def update(self, loss, score=None):
+        """Record one iteration.
+
+        Parameters
+        ----------
+        loss : float
+            Training loss of the iteration.
+        score : float, optional
+            Validation score of the iteration; required with ``on_validation``.
+
+        Returns
+        -------
+        stop : bool
+            True when training should stop.
+        """
+        self.n_updates += 1
+        tol = 0.0 if self.tol is None else self.tol
+        if self.on_validation:
+            if score is None:
+                raise ValueError("StoppingRule(on_validation=True).update needs a score.")
+            best = -np.inf if self.best_score is None else self.best_score
+            improved = score >= best + tol
+            self.is_best = score > best
+            if self.is_best:
+                self.best_score = float(score)
+        else:
+            improved = loss <= self.best_loss - tol
+            self.is_best = loss < self.best_loss
+        if loss < self.best_loss:
+            self.best_loss = float(loss)
+        if self.is_best:
+            self.best_iteration = self.n_updates
+        self._no_improvement = 0 if improved else self._no_improvement + 1
+        self.stopped = self.tol is not None and self._no_improvement > self.n_iter_no_change
+        return self.stopped
+
+
+# --------------------------------------------------------------------------
+# divergence: diagnosis and warnings
+# --------------------------------------------------------------------------
+
+
+#: A loss that ends more than this many times above its start has diverged.
+RISE_FACTOR = 10.0
+#: A loss that at any iteration exceeds its start this many times has jumped by
+#: orders of magnitude, even if it came back down (dead units often follow).
+JUMP_FACTOR = 1e3
+#: "No decrease at all" is only judged on runs of at least this many iterations.
+MIN_ITER_NO_DECREASE = 10
+#: ... and only when the loss ended this much (relatively) above its start:
+#: SAM started at a minimum rises a little without being wrong.
+NO_DECREASE_RISE = 0.5
+
+
+def diagnose_loss_curve(losses, *, initial_loss=None):
+    """The cause of a failed training, in words, or None if the curve looks healthy.
+
+    A curve has failed when (checked in this order) a loss is not finite;
+    a loss exceeds ``JUMP_FACTOR`` (1000) times the start; the last loss is
+    above ``RISE_FACTOR`` (10) times the start; or, over at least
+    ``MIN_ITER_NO_DECREASE`` iterations, the loss never went below its start
+    and ended ``NO_DECREASE_RISE`` (50 %) above it. Healthy GD and SAM runs,
+    including SAM's small oscillations, pass.
+
+    Parameters
+    ----------
+    losses : sequence of float
+        Training loss per iteration.
+    initial_loss : float, optional
+        The loss before training; defaults to ``losses[0]``.
+
+    Returns
+    -------
+    cause : str or None
+        For example ``'the training loss rose from 0.5 to 7.2e+05 (iteration 12)'``.
+    """
+    losses = np.asarray(losses, dtype=float)
+    if losses.size == 0:
+        return None
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        return f"the training loss became non-finite at iteration {bad[0] + 1}"
+    start = float(losses[0] if initial_loss is None else initial_loss)
+    if not (math.isfinite(start) and start > 0):
+        return None  # a zero start (an exact fit) has nothing to diverge from
+    peak = int(np.argmax(losses))
+    if losses[peak] > JUMP_FACTOR * start:
+        return (
+            f"the training loss jumped from {start:.3g} to {losses[peak]:.3g} "
+            f"(iteration {peak + 1})"
+        )
+    if losses[-1] > RISE_FACTOR * start:
+        return f"the training loss rose from {start:.3g} to {losses[-1]:.3g}"
+    if (
+        losses.size >= MIN_ITER_NO_DECREASE
+        and losses.min() >= start
+        and losses[-1] > (1 + NO_DECREASE_RISE) * start
+    ):
+        return (
+            f"the training loss never decreased in {losses.size} iterations "
+            f"(from {start:.3g} to {losses[-1]:.3g})"
+        )
+    return None
+
+
+def _user_stacklevel():
+    """``stacklevel`` of the first frame outside sksam, skorch and sklearn's fit wrapper.
+
+    Counted for a ``warnings.warn`` called by the caller of this function's
+    caller (the ``warn_*`` helpers), so the warning names the user's line.
+    """
+    internal = (
+        os.path.dirname(os.path.abspath(__file__)) + os.sep,
+        os.sep + "skorch" + os.sep,
+        os.sep + os.path.join("sklearn", "base.py"),
+        os.sep + os.path.join("sklearn", "utils", "_set_output.py"),
+    )
+    frame, level = sys._getframe(2), 2  # stacklevel 2: the caller of the warn_* helper
+    while frame is not None and any(part in frame.f_code.co_filename for part in internal):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn_diverged(estimator_name, cause, remedy):
+    """Warn with a :class:`DivergenceWarning` that names the cause and the remedy.
+
+    Parameters
+    ----------
+    estimator_name : str
+        Class name of the estimator.
+    cause : str
+        What went wrong, e.g. from :func:`diagnose_loss_curve`.
+    remedy : str
+        What the user should change, as a sentence.
+    """
+    warnings.warn(
+        f"{estimator_name}: training diverged: {cause}. {remedy}",
+        DivergenceWarning,
+        stacklevel=_user_stacklevel(),
+    )
+
+
+def warn_not_converged(estimator_name, max_iter, what="the optimization"):
+    """Warn with a :class:`~sklearn.exceptions.ConvergenceWarning` that ``max_iter`` was hit.
+
+    Parameters
+    ----------
+    estimator_name : str
+        Class name of the estimator.
+    max_iter : int
+        The iteration budget that was exhausted.
+    what : str, default='the optimization'
+        What has not converged, e.g. ``'the validation score still improves'``.
+    """
+    warnings.warn(
+        f"{estimator_name}: maximum iterations ({max_iter}) reached and {what} "
+        "hasn't converged yet; increase max_iter or set tol=None.",
+        ConvergenceWarning,
+        stacklevel=_user_stacklevel(),
+    )
+
+
+# --------------------------------------------------------------------------
+# history, progress lines, devices
+# --------------------------------------------------------------------------
+
+
+def record_history(
+    estimator,
+    *,
+    loss_curve,
+    n_iter,
+    validation_scores=None,
+    best_validation_score=None,
+):
+    """Set the history attributes of a fitted estimator (see :data:`HISTORY_ATTRIBUTES_DOC`).
+
+    Parameters
+    ----------
+    estimator : estimator
+        Receives ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
+        ``best_validation_score_`` and ``n_iter_``.
+    loss_curve : sequence of float
+        Training loss per iteration (not empty).
+    n_iter : int
+        Number of iterations run.
+    validation_scores : sequence of float, optional
+        Validation score per iteration (early stopping only).
+    best_validation_score : float, optional
+        The score of the weights kept; defaults to ``max(validation_scores)``.
+    """
+    estimator.loss_curve_ = [float(v) for v in loss_curve]
+    estimator.best_loss_ = float(min(estimator.loss_curve_))
+    if validation_scores is None:
+        estimator.validation_scores_ = None
+        estimator.best_validation_score_ = None
+    else:
+        estimator.validation_scores_ = [float(v) for v in validation_scores]
+        if best_validation_score is None and estimator.validation_scores_:
+            best_validation_score = max(estimator.validation_scores_)
+        estimator.best_validation_score_ = (
+            None if best_validation_score is None else float(best_validation_score)
+        )
+    estimator.n_iter_ = int(n_iter)
+
+
+def print_progress(iteration, loss, score=None):
+    """Print the verbose line of one iteration, the same in every estimator.
+
+    Parameters
+    ----------
+    iteration : int
+        The 1-based iteration.
+    loss : float
+        Its training loss.
+    score : float, optional
+        Its validation score.
+    """
+    line = f"Iteration {iteration}, loss = {loss:.8f}"
+    if score is not None:
+        line += f", validation score = {score:.6f}"
+    print(line, flush=True)
+
+
+def _available_devices():
+    import torch
+
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+def check_device(device):
+    """The torch device ``device`` names, after checking that this machine has it.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        For example ``'cpu'``, ``'cuda'`` or ``'cuda:1'``.
+
+    Returns
+    -------
+    device : torch.device
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not a device name, or names a device this machine
+        lacks; the message lists the available ones.
+    """
+    import torch
+
+    available = ", ".join(map(repr, _available_devices()))
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a torch device ({exc}); available: {available}."
+        ) from exc
+    usable = parsed.type == "cpu"
+    if parsed.type == "cuda" and torch.cuda.is_available():
+        usable = parsed.index is None or parsed.index < torch.cuda.device_count()
+    if parsed.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        usable = mps is not None and mps.is_available()
+    if not usable:
+        raise ValueError(
+            f"device={device!r} is not available on this machine; available: {available}."
+        )
+    return parsed
