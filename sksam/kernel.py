@@ -8,11 +8,19 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics.pairwise import PAIRWISE_KERNEL_FUNCTIONS, pairwise_kernels
-from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from ._base import (
+    COMMON_CONSTRAINTS,
+    StoppingRule,
+    check_device,
+    print_progress,
+    record_history,
+    validation_split,
+    warn_not_converged,
+)
 from ._kernel_features import (
     KernelSpec,
     LinearMap,
@@ -34,7 +42,7 @@ from ._kernel_path import (
     run_steps,
     top_eigenvalue,
 )
-from .sharpness import MEASURES, quadratic_sharpness
+from .sharpness import quadratic_sharpness
 
 
 class SAMKernelRegressor(RegressorMixin, BaseEstimator):
@@ -230,8 +238,9 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
+        **COMMON_CONSTRAINTS,
+        # the kernel path has no ASAM: its per-weight scaling has no meaning in the RKHS
         "solver": [StrOptions({"gd", "sam", "usam"})],
-        "rho": [Interval(Real, 0, None, closed="left")],
         "kernel": [
             StrOptions(set(PAIRWISE_KERNEL_FUNCTIONS) | {"precomputed"}),
             callable,
@@ -241,17 +250,9 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         "coef0": [Interval(Real, None, None, closed="neither")],
         "kernel_params": [dict, None],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left"), None],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "sharpness": [StrOptions(set(MEASURES)), None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "centers": ["array-like", None],
-        "device": "no_validation",
+        "device": "no_validation",  # checked in fit, with the machine's devices
         "dtype": "no_validation",
     }
 
@@ -340,17 +341,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         """Training and validation indices for ``early_stopping``."""
         if not self.early_stopping:
             return np.arange(n), None
-        rng = check_random_state(self.random_state)
-        n_val = int(np.ceil(self.validation_fraction * n))
-        if n_val < 2 or n - n_val < 2:
-            raise ValueError(
-                f"early_stopping with validation_fraction={self.validation_fraction} on "
-                f"{n} samples leaves {n_val} validation and {n - n_val} training "
-                "sample(s); the validation R^2 needs at least 2 of each. Use more "
-                "data, a larger validation_fraction, or early_stopping=False."
-            )
-        train, val = train_test_split(np.arange(n), test_size=n_val, random_state=rng)
-        return np.sort(train), np.sort(val)
+        return validation_split(n, self.validation_fraction, check_random_state(self.random_state))
 
     def _mode(self, n_features, n_train):
         """'nystroem', 'linear' (primal) or 'exact' (dual, n x n kernel)."""
@@ -375,7 +366,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
                 "path; set n_components (Nystroem) or use kernel='linear' with fewer "
                 "features than samples."
             )
-        return make_ops(_check_torch_device(self.device), dtype)
+        return make_ops(None if self.device is None else check_device(self.device), dtype)
 
     # --------------------------------------------------------------- fitting
 
@@ -455,8 +446,9 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         else:
             self._fit_features(X, Y, sw, train, val, mode, ops)
         if self.verbose:
-            for step, loss in enumerate(self.loss_curve_, start=1):
-                print(f"Step {step}, loss = {loss:.8f}")
+            scores = self.validation_scores_ or [None] * len(self.loss_curve_)
+            for iteration, (loss, score) in enumerate(zip(self.loss_curve_, scores), start=1):
+                print_progress(iteration, loss, score)
         coef = self._basis @ self._coef
         if mode == "linear":
             self.coef_ = coef.T[0] if y.ndim == 1 else coef.T
@@ -625,7 +617,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             dynamics = make_dynamics(path)
             score = make_score(path)
             # the stopping rule and the validation scores need a look at every step
-            monitor = _Monitor(tol=self.tol, n_iter_no_change=self.n_iter_no_change, score=score)
+            monitor = _Monitor(self.tol, self.n_iter_no_change, score)
             watch = self.tol is not None or score is not None
             a, scales, losses = run_steps(
                 dynamics,
@@ -635,7 +627,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
                 max_iter=self.max_iter,
                 monitor=monitor if watch else None,
             )
-            monitor.loss_curve = losses
+            monitor.losses = losses
             return monitor.returned(a), (monitor, scales, dynamics)
 
         try:
@@ -649,17 +641,20 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
                 "positive semi-definite, or the learning rate is too large."
             ) from None
         self._path, self._dynamics = path, dynamics
-        self._store_path(a, monitor, scales, diagnostics)
+        self._store_path(
+            a, monitor, scales, diagnostics, dynamics.loss(np.zeros_like(dynamics.z), -dynamics.z)
+        )
 
-    def _store_path(self, a, monitor, scales, diagnostics):
+    def _store_path(self, a, monitor, scales, diagnostics, initial_loss):
         self._coef = a
-        self.n_iter_ = monitor.returned_step()
-        self._scales = np.asarray(scales[: self.n_iter_], dtype=np.float64)
-        self.loss_curve_ = monitor.loss_curve
-        self.best_loss_ = None if self.early_stopping else min(monitor.loss_curve)
-        self.validation_scores_ = monitor.validation_scores
-        self.best_validation_score_ = (
-            max(monitor.validation_scores) if self.early_stopping else None
+        self._scales = np.asarray(scales[: monitor.returned_step()], dtype=np.float64)
+        # loss_curve_[t]: the loss at the weights step t + 1 starts from
+        record_history(
+            self,
+            loss_curve=[initial_loss] + monitor.losses[:-1],
+            n_iter=monitor.returned_step(),
+            validation_scores=monitor.validation_scores,
+            best_validation_score=monitor.rule.best_score,
         )
         self.krylov_size_ = diagnostics["size"]
         if self.verbose:
@@ -675,14 +670,9 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        if self.tol is not None and not monitor.stopped:
-            warnings.warn(
-                f"Maximum iterations ({self.max_iter}) reached and the "
-                f"{'validation score' if self.early_stopping else 'training loss'} "
-                f"still improves by more than tol={self.tol}.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
+        if self.tol is not None and not monitor.rule.stopped:
+            what = "the validation score" if self.early_stopping else "the training loss"
+            warn_not_converged(type(self).__name__, self.max_iter, f"{what} (tol={self.tol})")
 
     def _exact_sharpness(self, K, n):
         """Exact sharpness of the training loss at the fitted weights."""
@@ -817,20 +807,6 @@ def _check_dtype(dtype):
     return name
 
 
-def _check_torch_device(device):
-    if device is None:
-        return None
-    try:
-        import torch
-
-        device = torch.device(device)
-    except (ImportError, RuntimeError, TypeError) as exc:
-        raise ValueError(f"device={device!r} is not a torch device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} is not available: torch sees no CUDA device.")
-    return device
-
-
 def _check_dask(estimator, X, y):
     """Shape checks of dask inputs (their values are read chunk by chunk)."""
     if X.ndim != 2:
@@ -879,38 +855,31 @@ class _RowProjector:
 
 
 class _Monitor:
-    """MLPRegressor's stopping rule and the validation scores, step by step."""
+    """The shared stopping rule, fed every step, keeping the best validated iterate."""
 
-    def __init__(self, *, tol, n_iter_no_change, score):
-        self.tol, self.n_iter_no_change = tol, n_iter_no_change
+    def __init__(self, tol, n_iter_no_change, score):
+        self.rule = StoppingRule(tol, n_iter_no_change, on_validation=score is not None)
         self.score = score  # score(a): validation R^2, or None
-        self.loss_curve = None  # filled in by the caller, from run_steps
+        self.losses = None  # filled in by the caller, from run_steps
         self.validation_scores = None if score is None else []
-        self.best_loss, self.best_score = np.inf, -np.inf
-        self.best_a, self.best_step = None, 0
-        self.no_improvement = 0
-        self.stopped = False
+        self.best_a = None
 
     def __call__(self, step, a, loss):
-        if self.score is None:
-            improved = self.tol is None or loss <= self.best_loss - self.tol
-            self.best_loss = min(self.best_loss, loss)
-        else:
+        score = None
+        if self.score is not None:
             score = self.score(a)
             self.validation_scores.append(score)
-            improved = self.tol is None or score >= self.best_score + self.tol
-            if score > self.best_score:
-                self.best_score, self.best_a, self.best_step = score, a, step
-        self.no_improvement = 0 if improved else self.no_improvement + 1
-        self.stopped = self.no_improvement > self.n_iter_no_change
-        return self.stopped
+        stop = self.rule.update(loss, score)
+        if self.rule.is_best:
+            self.best_a = a
+        return stop
 
     def returned(self, a):
         """The coefficients to keep: the best validated ones, or the last."""
         return a if self.score is None else self.best_a
 
     def returned_step(self):
-        return len(self.loss_curve) if self.score is None else self.best_step
+        return len(self.losses) if self.score is None else self.rule.best_iteration
 
 
 def _r2(pred, y, sample_weight=None):
