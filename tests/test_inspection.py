@@ -221,6 +221,12 @@ def test_gain_map_is_one_minus_the_error_ratio():
     assert len(display.texts_) == 6 + 2
     np.testing.assert_allclose(display.markers_.get_xdata(), [1.5, 0.5])
     assert display.figure_ is display.ax_.figure
+    errors[0, 2] = 0.9  # the method's best is now at column 1
+    display = GainMapDisplay.from_errors(
+        reference, errors, row_values=["a", "b"], column_values=[1, 2, 3], draw=False
+    )
+    np.testing.assert_allclose(display.best_gain, [0.0, 0.5])
+    assert not hasattr(display, "ax_")
 
 
 def test_gain_map_without_best_stop_has_no_marks():

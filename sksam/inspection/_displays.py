@@ -499,7 +499,7 @@ class GainMapDisplay:
     training length, rows a property of the data (label noise, say). A
     marker shows, in each row, the column where the reference error is
     smallest (the reference stopped early at its best), and an optional last
-    column gives the gain of the longest run over that best reference.
+    column gives the gain when both are stopped at their best column.
 
     Use :meth:`from_errors` to build it from two error grids.
 
@@ -514,8 +514,8 @@ class GainMapDisplay:
     best_column : array-like of int of shape (n_rows,), default=None
         Column to mark in each row (none marked when omitted).
     best_gain : array-like of shape (n_rows,), default=None
-        Gain of the last column over the reference at ``best_column``; drawn
-        as an extra column on the right when given.
+        Gain of the method's best cell of each row over the reference's best
+        cell; drawn as an extra column on the right when given.
 
     Attributes
     ----------
@@ -617,7 +617,7 @@ class GainMapDisplay:
                 for i in range(n_rows)
             ]
             columns.append(left + 0.5)
-            column_labels.append("vs best\nstop")
+            column_labels.append("both at\nbest stop")
         self.markers_ = None
         if self.best_column is not None:
             self.markers_ = ax.plot(
@@ -667,8 +667,9 @@ class GainMapDisplay:
             Axis labels.
         best_stop : bool, default=True
             Mark, in each row, the column where the reference error is
-            smallest, and add the column "last ``errors`` over that best
-            reference" (columns must then be training lengths, increasing).
+            smallest, and add the column "both stopped at their best":
+            ``1 - min(errors) / min(reference_errors)`` over each row
+            (columns are then training lengths).
         ax : matplotlib Axes, default=None
             Axes to draw on.
         draw : bool, default=True
@@ -697,7 +698,7 @@ class GainMapDisplay:
         best_column = best_gain = None
         if best_stop:
             best_column = reference.argmin(axis=1)
-            best_gain = 1.0 - errors[:, -1] / reference.min(axis=1)
+            best_gain = 1.0 - errors.min(axis=1) / reference.min(axis=1)
         display = cls(
             gain=1.0 - errors / reference,
             row_values=row_values,
