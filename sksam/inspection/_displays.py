@@ -516,6 +516,8 @@ class GainMapDisplay:
     best_gain : array-like of shape (n_rows,), default=None
         Gain of the method's best cell of each row over the reference's best
         cell; drawn as an extra column on the right when given.
+    reference_name : str, default='reference'
+        Name of the reference in the legend (e.g. ``'GD'``).
 
     Attributes
     ----------
@@ -555,6 +557,7 @@ class GainMapDisplay:
         column_name="",
         best_column=None,
         best_gain=None,
+        reference_name="reference",
     ):
         self.gain = gain
         self.row_values = row_values
@@ -563,6 +566,7 @@ class GainMapDisplay:
         self.column_name = column_name
         self.best_column = best_column
         self.best_gain = best_gain
+        self.reference_name = reference_name
 
     def plot(self, ax=None, *, limit=None, cmap="RdBu", fmt="{:+.0%}"):
         """Draw the map.
@@ -595,10 +599,13 @@ class GainMapDisplay:
         norm = plt.Normalize(-limit, limit)
         n_rows, n_cols = gain.shape
         self.mesh_ = ax.pcolormesh(gain, cmap=cmap, norm=norm, edgecolors="white")
+
+        def write(x, y, value):  # white on the darkest cells
+            color = "white" if abs(value) > 0.6 * limit else "black"
+            return ax.text(x, y, fmt.format(value), ha="center", va="center", color=color)
+
         self.texts_ = [
-            ax.text(j + 0.5, i + 0.5, fmt.format(gain[i, j]), ha="center", va="center")
-            for i in range(n_rows)
-            for j in range(n_cols)
+            write(j + 0.5, i + 0.5, gain[i, j]) for i in range(n_rows) for j in range(n_cols)
         ]
         columns = list(np.arange(n_cols) + 0.5)
         column_labels = [str(v) for v in self.column_values]
@@ -612,10 +619,7 @@ class GainMapDisplay:
                 norm=norm,
                 edgecolors="white",
             )
-            self.texts_ += [
-                ax.text(left + 0.5, i + 0.5, fmt.format(extra[i]), ha="center", va="center")
-                for i in range(n_rows)
-            ]
+            self.texts_ += [write(left + 0.5, i + 0.5, extra[i]) for i in range(n_rows)]
             columns.append(left + 0.5)
             column_labels.append("both at\nbest stop")
         self.markers_ = None
@@ -626,7 +630,7 @@ class GainMapDisplay:
                 linestyle="none",
                 marker="v",
                 color="black",
-                label="reference's best stop",
+                label=f"{self.reference_name}'s best stop",
             )[0]
             ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
         ax.set_xticks(columns, column_labels)
@@ -634,7 +638,9 @@ class GainMapDisplay:
         ax.set_xlabel(self.column_name)
         ax.set_ylabel(self.row_name)
         ax.set_xlim(0, columns[-1] + 0.5)
-        ax.figure.colorbar(self.mesh_, ax=ax, label="relative gain", format="{x:+.0%}")
+        ax.figure.colorbar(
+            self.mesh_, ax=ax, label="relative gain", format="{x:+.0%}", extend="both"
+        )
         self.ax_, self.figure_ = ax, ax.figure
         return self
 
@@ -648,6 +654,7 @@ class GainMapDisplay:
         column_values,
         row_name="",
         column_name="",
+        reference_name="reference",
         best_stop=True,
         ax=None,
         draw=True,
@@ -665,6 +672,8 @@ class GainMapDisplay:
             Tick labels of the rows and columns.
         row_name, column_name : str
             Axis labels.
+        reference_name : str, default='reference'
+            Name of the reference in the legend (e.g. ``'GD'``).
         best_stop : bool, default=True
             Mark, in each row, the column where the reference error is
             smallest, and add the column "both stopped at their best":
@@ -707,5 +716,6 @@ class GainMapDisplay:
             column_name=column_name,
             best_column=best_column,
             best_gain=best_gain,
+            reference_name=reference_name,
         )
         return display.plot(ax=ax, **plot_kwargs) if draw else display
