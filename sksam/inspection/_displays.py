@@ -416,8 +416,10 @@ class SharpnessCurveDisplay:
             ax.plot(self.steps, values, label=label, **kwargs)[0]
             for values, label in zip(np.asarray(self.sharpness), self.labels)
         ]
-        if log_scale:
+        if log_scale:  # ticks at the checkpoints, written in full
             ax.set_xscale("log")
+            ax.set_xticks(self.steps, [str(step) for step in self.steps])
+            ax.minorticks_off()
         ax.set_xlabel("step")
         ax.set_ylabel(self.measure)
         ax.legend()
