@@ -36,7 +36,9 @@ QUICK = os.environ.get("SKSAM_QUICK") == "1"  # a smoke test in the test suite
 
 X, y = load_digits(return_X_y=True)
 X = (X / 16.0).astype(np.float32)  # pixels in [0, 1]
-X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
+X_train, X_test, y_train, y_test = train_test_split(
+    X, y, test_size=0.3, random_state=0
+)
 rng = np.random.default_rng(0)
 flipped = rng.random(len(y_train)) < 0.2
 y_noisy = np.where(flipped, rng.integers(0, 10, len(y_train)), y_train)
@@ -93,7 +95,10 @@ for solver in ("gd", "sam"):
     ).fit(X_train, y_noisy)
     histories[solver] = clf.net_.history
     accuracy[solver] = clf.score(X_test, y_test)
-    print(f"{solver}: {len(clf.net_.history)} epochs, clean test accuracy {accuracy[solver]:.3f}")
+    print(
+        f"{solver}: {len(clf.net_.history)} epochs, "
+        f"clean test accuracy {accuracy[solver]:.3f}"
+    )
 
 # %%
 # Training and validation loss per epoch

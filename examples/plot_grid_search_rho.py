@@ -34,7 +34,9 @@ from sksam import SAMKernelRegressor
 QUICK = os.environ.get("SKSAM_QUICK") == "1"  # a smoke test in the test suite
 
 X, y = load_diabetes(return_X_y=True)
-X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
+X_train, X_test, y_train, y_test = train_test_split(
+    X, y, test_size=0.25, random_state=0
+)
 
 # %%
 # The search
@@ -44,7 +46,10 @@ X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random
 # regularization of early-stopped kernel regression, so it is searched too.
 # GD ignores ``rho``: a list of two grids avoids fitting it once per radius.
 model = TransformedTargetRegressor(
-    make_pipeline(StandardScaler(), SAMKernelRegressor(kernel="rbf", gamma=0.02, sharpness=None)),
+    make_pipeline(
+        StandardScaler(),
+        SAMKernelRegressor(kernel="rbf", gamma=0.02, sharpness=None),
+    ),
     transformer=StandardScaler(),
 )
 prefix = "regressor__samkernelregressor__"
@@ -52,11 +57,18 @@ n_steps = [10, 100] if QUICK else [10, 30, 100, 300, 1000]
 rhos = [0.1, 1.0] if QUICK else [0.03, 0.1, 0.3, 1.0]
 grid = [
     {prefix + "solver": ["gd"], prefix + "max_iter": n_steps},
-    {prefix + "solver": ["sam"], prefix + "rho": rhos, prefix + "max_iter": n_steps},
+    {
+        prefix + "solver": ["sam"],
+        prefix + "rho": rhos,
+        prefix + "max_iter": n_steps,
+    },
 ]
 search = GridSearchCV(model, grid, cv=5, scoring="neg_mean_squared_error")
 search.fit(X_train, y_train)
-print("best parameters:", {k.removeprefix(prefix): v for k, v in search.best_params_.items()})
+print(
+    "best parameters:",
+    {k.removeprefix(prefix): v for k, v in search.best_params_.items()},
+)
 print(f"test MSE of the best model: {-search.score(X_test, y_test):.0f}")
 
 # %%
@@ -67,7 +79,9 @@ kernel_ridge = GridSearchCV(
     cv=5,
     scoring="neg_mean_squared_error",
 ).fit(X_train, y_train)
-print(f"test MSE of KernelRidge:      {-kernel_ridge.score(X_test, y_test):.0f}")
+print(
+    f"test MSE of KernelRidge:      {-kernel_ridge.score(X_test, y_test):.0f}"
+)
 
 # %%
 # Every candidate's cross-validated error
@@ -92,9 +106,18 @@ for i in range(len(rows)):
     for j in range(len(n_steps)):
         dark = mse[i, j] > np.nanmean([mse.min(), mse.max()])
         color = "white" if dark else "black"
-        ax.text(j + 0.5, i + 0.5, f"{mse[i, j]:.0f}", ha="center", va="center", color=color)
+        ax.text(
+            j + 0.5,
+            i + 0.5,
+            f"{mse[i, j]:.0f}",
+            ha="center",
+            va="center",
+            color=color,
+        )
 best = np.unravel_index(np.argmin(mse), mse.shape)
-ax.add_patch(plt.Rectangle(best[::-1], 1, 1, fill=False, edgecolor="red", linewidth=3))
+ax.add_patch(
+    plt.Rectangle(best[::-1], 1, 1, fill=False, edgecolor="red", linewidth=3)
+)
 ax.set_xticks(np.arange(len(n_steps)) + 0.5, n_steps)
 ax.set_yticks(
     np.arange(len(rows)) + 0.5,

@@ -44,7 +44,10 @@ X_test, f_test = X[n_train:], f_true[n_train:]
 # Staged predictions over 30 noise draws
 # --------------------------------------
 # A small step makes the path long enough to see bias and variance evolve.
-solvers = {"GD": dict(solver="gd"), "SAM (rho=0.4)": dict(solver="sam", rho=0.4)}
+solvers = {
+    "GD": dict(solver="gd"),
+    "SAM (rho=0.4)": dict(solver="sam", rho=0.4),
+}
 n_draws, max_iter = (4, 50) if QUICK else (30, 250)
 rng = np.random.default_rng(0)
 noises = noise * rng.standard_normal((n_draws, n_train))
@@ -52,10 +55,17 @@ noises = noise * rng.standard_normal((n_draws, n_train))
 staged = {}
 for name, params in solvers.items():
     model = SAMKernelRegressor(
-        gamma=gamma, learning_rate=1.0, max_iter=max_iter, sharpness=None, **params
+        gamma=gamma,
+        learning_rate=1.0,
+        max_iter=max_iter,
+        sharpness=None,
+        **params,
     )
     staged[name] = np.array(
-        [list(model.fit(X_train, f_train + eps).staged_predict(X_test)) for eps in noises]
+        [
+            list(model.fit(X_train, f_train + eps).staged_predict(X_test))
+            for eps in noises
+        ]
     )  # (n_draws, max_iter, n_test)
 
 # %%
@@ -70,7 +80,10 @@ for name, preds in staged.items():
     for ax, values in zip(axes, (bias2, variance, error)):
         ax.plot(iterations, values, label=name)
     best = error.argmin()
-    print(f"{name:>14}: best prediction error {error[best]:.4f} at iteration {best + 1}")
+    print(
+        f"{name:>14}: best prediction error {error[best]:.4f} "
+        f"at iteration {best + 1}"
+    )
 for ax, title in zip(axes, ("squared bias", "variance", "prediction error")):
     ax.set(title=title, xlabel="iteration", yscale="log")
 axes[0].legend()
@@ -105,7 +118,9 @@ plt.show()
 # points, and fall on them.
 rho, steps = 30.0, [10, 50, 250]
 y_train = f_train + noises[0]
-eigenvalues, vectors = np.linalg.eigh(rbf_kernel(X_train, gamma=gamma) / n_train)
+eigenvalues, vectors = np.linalg.eigh(
+    rbf_kernel(X_train, gamma=gamma) / n_train
+)
 eigenvalues, vectors = eigenvalues[::-1], vectors[:, ::-1]  # largest first
 shown = np.arange(0, 120, 4)  # a few of the leading directions, for legibility
 grid = np.geomspace(eigenvalues[shown[-1]], eigenvalues[0], 200)

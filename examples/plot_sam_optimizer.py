@@ -36,13 +36,16 @@ torch.set_num_threads(1)
 QUICK = os.environ.get("SKSAM_QUICK") == "1"  # a smoke test in the test suite
 
 X, y = load_digits(return_X_y=True)
-X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
+X_train, X_test, y_train, y_test = train_test_split(
+    X, y, test_size=0.3, random_state=0
+)
 rng = np.random.default_rng(0)
 flipped = rng.random(len(y_train)) < 0.2
 y_train = np.where(flipped, rng.integers(0, 10, len(y_train)), y_train)
 scaler = StandardScaler().fit(X_train)
 X_train, X_test = (
-    torch.tensor(scaler.transform(a), dtype=torch.float32) for a in (X_train, X_test)
+    torch.tensor(scaler.transform(a), dtype=torch.float32)
+    for a in (X_train, X_test)
 )
 y_train, y_test = torch.tensor(y_train), torch.tensor(y_test)
 

@@ -44,7 +44,9 @@ measures = {
 # where SAM's prediction error is clearly below GD's (see "When does SAM
 # help?"). GD and SAM use the same ``rho=0.2``, so the rho-sharpness of both
 # is measured on the same ball.
-X, y, _ = make_teacher_student(n_samples=200, n_features=10, noise=0.5, random_state=0)
+X, y, _ = make_teacher_student(
+    n_samples=200, n_features=10, noise=0.5, random_state=0
+)
 two_layer = SAMTwoLayerRegressor(
     rho=0.2, n_hidden=200, learning_rate=0.05, tol=None, random_state=0
 )

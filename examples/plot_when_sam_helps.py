@@ -38,7 +38,9 @@ from sksam import SAMTwoLayerRegressor
 from sksam.datasets import make_teacher_student
 from sksam.inspection import GainMapDisplay
 
-torch.set_num_threads(1)  # small full-batch problems: more threads only add overhead
+torch.set_num_threads(
+    1
+)  # small full-batch problems: more threads only add overhead
 QUICK = os.environ.get("SKSAM_QUICK") == "1"
 
 noises = [0.0, 1.0] if QUICK else [0.0, 0.25, 0.5, 1.0]
@@ -80,7 +82,9 @@ for i, noise in enumerate(noises):
         )
         data = X[:n_train], y[:n_train], X[n_train:], f[n_train:]
         for solver in errors:
-            errors[solver][i] += np.array(error_path(solver, *data, seed)) / len(seeds)
+            errors[solver][i] += np.array(
+                error_path(solver, *data, seed)
+            ) / len(seeds)
 
 # %%
 # The map
