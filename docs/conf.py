@@ -5,7 +5,6 @@ intersphinx inventories of numpy, scipy, scikit-learn, torch and skorch are
 read from ``docs/_inventories`` (see the README there), never fetched.
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -30,7 +29,15 @@ extensions = [
 ]
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "_inventories", "auto_examples/*.ipynb", "auto_examples/*.py"]
+exclude_patterns = [
+    "_build",
+    "_inventories",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+    # left by older builds that wrote computation-time pages (see below)
+    "sg_execution_times.rst",
+    "auto_examples/sg_execution_times.rst",
+]
 autosummary_generate = True
 # scikit-learn generates set_*_request methods on every estimator; their
 # docstrings point into scikit-learn's own docs, so they are left out here.
@@ -75,6 +82,10 @@ sphinx_gallery_conf = {
     "reset_modules": ("matplotlib",),
     "remove_config_comments": True,
     "within_subsection_order": "FileNameSortKey",
+    # The computation-times pages need jQuery, which the theme does not load
+    # (a JavaScript error in the browser); each example's page and the build
+    # log still give its running time.
+    "write_computation_times": False,
 }
 
 try:  # pin torch's threads for the gallery run when torch is there
