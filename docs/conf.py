@@ -8,6 +8,8 @@ read from ``docs/_inventories`` (see the README there), never fetched.
 import sys
 from pathlib import Path
 
+from sphinx_gallery.sorting import ExplicitOrder
+
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
@@ -81,7 +83,20 @@ sphinx_gallery_conf = {
     "backreferences_dir": "generated",
     "reset_modules": ("matplotlib",),
     "remove_config_comments": True,
-    "within_subsection_order": "FileNameSortKey",
+    # the headline first, then the paper's claims, then how-to examples
+    "within_subsection_order": ExplicitOrder(
+        [
+            "plot_when_sam_helps.py",
+            "plot_kernel_bias_variance.py",
+            "plot_two_layer_teacher_student.py",
+            "plot_sharpness_along_training.py",
+            "plot_grid_search_rho.py",
+            "plot_digits_label_noise.py",
+            "plot_digits_cnn_callbacks.py",
+            "plot_sam_optimizer.py",
+            "*",
+        ]
+    ),
     # The computation-times pages need jQuery, which the theme does not load
     # (a JavaScript error in the browser); each example's page and the build
     # log still give its running time.
