@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 # public name -> submodule that defines it
 _LAZY_NAMES = {
     "SAMKernelRegressor": "sksam.kernel",
+    "SAMKernelRegressorCV": "sksam._kernel_cv",
     "SAMTwoLayerRegressor": "sksam.two_layer",
     "SAMNetClassifier": "sksam.net",
     "SAMNetRegressor": "sksam.net",

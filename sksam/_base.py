@@ -37,6 +37,7 @@ __all__ = [
     "record_history",
     "validation_split",
     "warn_diverged",
+    "warn_interrupted",
     "warn_not_converged",
 ]
 
@@ -221,8 +222,9 @@ class StoppingRule:
 # --------------------------------------------------------------------------
 
 
-#: A loss that ends more than this many times above its start has diverged.
-RISE_FACTOR = 10.0
+#: A loss that ends more than this many times above its start has diverged: a
+#: healthy run ends below the loss of its initialization.
+RISE_FACTOR = 2.0
 #: A loss that at any iteration exceeds its start this many times has jumped by
 #: orders of magnitude, even if it came back down (dead units often follow).
 JUMP_FACTOR = 1e3
@@ -238,7 +240,7 @@ def diagnose_loss_curve(losses, *, initial_loss=None):
 
     A curve has failed when (checked in this order) a loss is not finite;
     a loss exceeds ``JUMP_FACTOR`` (1000) times the start; the last loss is
-    above ``RISE_FACTOR`` (10) times the start; or, over at least
+    above ``RISE_FACTOR`` (2) times the start; or, over at least
     ``MIN_ITER_NO_DECREASE`` iterations, the loss never went below its start
     and ended ``NO_DECREASE_RISE`` (50 %) above it. Healthy GD and SAM runs,
     including SAM's small oscillations, pass.
@@ -337,6 +339,21 @@ def warn_not_converged(estimator_name, max_iter, what="the optimization"):
         f"{estimator_name}: maximum iterations ({max_iter}) reached and {what} "
         "hasn't converged yet; increase max_iter or set tol=None.",
         ConvergenceWarning,
+        stacklevel=_user_stacklevel(),
+    )
+
+
+def warn_interrupted(estimator_name):
+    """Warn that a ``KeyboardInterrupt`` ended training (the current weights are kept).
+
+    Parameters
+    ----------
+    estimator_name : str
+        Class name of the estimator.
+    """
+    warnings.warn(
+        f"{estimator_name}: Training interrupted by user; the current weights are kept.",
+        UserWarning,
         stacklevel=_user_stacklevel(),
     )
 

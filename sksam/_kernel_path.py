@@ -206,15 +206,64 @@ class Diverged(ArithmeticError):
         self.step = step
 
 
-def run_steps(theta, z, *, n, lr, solver, rho, max_iter, monitor=None):
-    """Iterate rule (1) in Ritz coordinates from ``alpha = 0``.
+class Dynamics:
+    """Rule (1) diagonalized in a Ritz basis, for the dual or the primal weights.
+
+    Both parametrizations share the Hessian eigenvalues ``h`` (of ``H``, the
+    Hessian of the mean loss), the state ``(a, r)`` and the step::
+
+        f  = lr (1 + c h)                 (c: the perturbation scale)
+        a <- a - step_weight f r,   r <- (1 - h f) r,
+        ||g||^2 = sum norm_weight r^2
+
+    * dual (:func:`dual_dynamics`, ``alpha = V a``): ``r`` is the residual
+      ``theta a - z``, ``h = theta / n``, ``step_weight = 1 / n`` and
+      ``norm_weight = h / n`` (the RKHS norm of ``Phi^T r / n``);
+    * primal (:func:`primal_dynamics`, ``theta = V a`` in a feature space with
+      ``A = Phi^T W Phi / n``, ``b = Phi^T W y / n``): ``r`` is the gradient
+      ``h a - z`` itself, ``h`` the Ritz values of ``A``, both weights 1.
+
+    ``n`` is the sum of the sample weights (the number of samples without
+    weights).
+    """
+
+    def __init__(self, h, z, *, step_weight, norm_weight, n=None, yy=None):
+        self.h = np.asarray(h, dtype=np.float64)
+        self.z = z
+        self.step_weight = step_weight
+        self.norm_weight = norm_weight
+        self.n, self.yy = n, yy  # dual: n; primal: yy
+
+    def loss(self, a, r):
+        """The mean training loss at ``(a, r)``."""
+        if self.yy is None:  # dual: ||r||^2 / (2n)
+            return float(np.vdot(r, r)) / (2 * self.n)
+        # primal: theta^T A theta / 2 - b^T theta + yy / 2
+        return float(np.vdot(a, 0.5 * self.h[:, None] * a - self.z)) + 0.5 * self.yy
+
+
+def dual_dynamics(theta, z, n):
+    """Kernel-space dynamics: Ritz values ``theta`` of ``K``, ``z = V^T Y``."""
+    h = theta / n
+    return Dynamics(h, z, step_weight=1.0 / n, norm_weight=h[:, None] / n, n=n)
+
+
+def primal_dynamics(mu, z, yy):
+    """Feature-space dynamics: Ritz values ``mu`` of ``A``, ``z = V^T b``.
+
+    ``yy`` is ``sum_i w_i ||y_i||^2 / n``; the loss is
+    ``theta^T A theta / 2 - b^T theta + yy / 2`` (summed over outputs).
+    """
+    return Dynamics(mu, z, step_weight=1.0, norm_weight=1.0, yy=yy)
+
+
+def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
+    """Iterate rule (1) in Ritz coordinates from zero weights.
 
     Parameters
     ----------
-    theta, z : ndarray
-        Ritz values, and ``V^T Y`` of shape (m, k).
-    n : int
-        Number of training samples (the ``1/n`` of the mean loss).
+    dynamics : Dynamics
+        The problem in the Ritz basis (dual or primal).
     lr, solver, rho, max_iter
         The estimator's settings.
     monitor : callable or None
@@ -228,24 +277,25 @@ def run_steps(theta, z, *, n, lr, solver, rho, max_iter, monitor=None):
     scales : list of float
         The perturbation scale ``c_t`` of every step taken.
     losses : list of float
-        The mean training loss ``||r||^2 / (2n)`` after every step taken.
+        The mean training loss after every step taken.
 
     Raises
     ------
     Diverged
         If the loss stops being finite.
     """
-    a = np.zeros_like(z)
-    residual = -z
-    col = theta[:, None]
+    a = np.zeros_like(dynamics.z)
+    residual = -dynamics.z
+    col = dynamics.h[:, None]
+    weight = dynamics.norm_weight
     scales, losses = [], []
     for t in range(max_iter):
-        # ||g||^2 = sum_i theta_i r_i^2 / n^2 (>= 0 up to rounding)
-        grad_norm = np.sqrt(max(float(np.vdot(residual, col * residual)), 0.0)) / n
+        # ||g||^2 = sum_i w_i r_i^2 (>= 0 up to rounding)
+        grad_norm = np.sqrt(max(float(np.vdot(residual, weight * residual)), 0.0))
         c = perturbation_scale(solver, rho, grad_norm)
         scales.append(c)
-        a, residual = _step(a, residual, c, col, n, lr)
-        loss = float(np.vdot(residual, residual)) / (2 * n)
+        a, residual = _step(a, residual, c, col, dynamics.step_weight, lr)
+        loss = dynamics.loss(a, residual)
         if not np.isfinite(loss):
             raise Diverged(t + 1)
         losses.append(loss)
@@ -254,10 +304,10 @@ def run_steps(theta, z, *, n, lr, solver, rho, max_iter, monitor=None):
     return a, scales, losses
 
 
-def _step(a, residual, c, col, n, lr):
-    """Rule (1): ``a <- a - d r`` with ``d = (lr/n)(1 + c theta/n)``; the new residual.
+def _step(a, residual, c, col, step_weight, lr):
+    """Rule (1): ``a <- a - w f r`` with ``f = lr (1 + c h)``; the new ``r``.
 
-    The residual is updated multiplicatively, ``r <- (1 - theta d) r``, rather
+    The residual is updated multiplicatively, ``r <- (1 - h f) r``, rather
     than recomputed as ``theta a - z``: the subtraction would floor every
     component at ``eps |z|``, while SAM's path depends on the components that
     decay far below it (along the top eigenvector, whose component SAM first
@@ -265,17 +315,17 @@ def _step(a, residual, c, col, n, lr):
     then keeps its relative precision, so the path is the one of exact
     arithmetic (to rounding in each factor, and until a component underflows).
     """
-    d = (lr / n) * (1.0 + (c / n) * col)
-    return a - d * residual, residual * (1.0 - col * d)
+    f = lr * (1.0 + c * col)
+    return a - (step_weight * f) * residual, residual * (1.0 - col * f)
 
 
-def replay(theta, z, *, n, lr, scales):
+def replay(dynamics, *, lr, scales):
     """Yield ``a_t`` for ``t = 1 .. len(scales)``, bit for bit as :func:`run_steps`."""
-    a = np.zeros_like(z)
-    residual = -z
-    col = theta[:, None]
+    a = np.zeros_like(dynamics.z)
+    residual = -dynamics.z
+    col = dynamics.h[:, None]
     for c in scales:
-        a, residual = _step(a, residual, float(c), col, n, lr)
+        a, residual = _step(a, residual, float(c), col, dynamics.step_weight, lr)
         yield a
 
 

@@ -8,13 +8,41 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics.pairwise import PAIRWISE_KERNEL_FUNCTIONS, pairwise_kernels
-from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from ._kernel_path import Diverged, fit_krylov_path, replay, run_steps, top_eigenvalue
-from .sharpness import MEASURES, quadratic_sharpness
+from ._base import (
+    COMMON_CONSTRAINTS,
+    StoppingRule,
+    check_device,
+    print_progress,
+    record_history,
+    validation_split,
+    warn_not_converged,
+)
+from ._kernel_features import (
+    KernelSpec,
+    LinearMap,
+    Moments,
+    NystroemMap,
+    block_rows,
+    check_memory,
+    dask_moments,
+    is_dask,
+    make_ops,
+    stream_moments,
+)
+from ._kernel_path import (
+    Diverged,
+    dual_dynamics,
+    fit_krylov_path,
+    primal_dynamics,
+    replay,
+    run_steps,
+    top_eigenvalue,
+)
+from .sharpness import quadratic_sharpness
 
 
 class SAMKernelRegressor(RegressorMixin, BaseEstimator):
@@ -210,8 +238,9 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
+        **COMMON_CONSTRAINTS,
+        # the kernel path has no ASAM: its per-weight scaling has no meaning in the RKHS
         "solver": [StrOptions({"gd", "sam", "usam"})],
-        "rho": [Interval(Real, 0, None, closed="left")],
         "kernel": [
             StrOptions(set(PAIRWISE_KERNEL_FUNCTIONS) | {"precomputed"}),
             callable,
@@ -221,14 +250,10 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         "coef0": [Interval(Real, None, None, closed="neither")],
         "kernel_params": [dict, None],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left"), None],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "sharpness": [StrOptions(set(MEASURES)), None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "centers": ["array-like", None],
+        "device": "no_validation",  # checked in fit, with the machine's devices
+        "dtype": "no_validation",
     }
 
     def __init__(
@@ -250,6 +275,10 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         sharpness="top_eigenvalue",
         random_state=None,
         verbose=0,
+        n_components=None,
+        centers=None,
+        device=None,
+        dtype=None,
     ):
         self.solver = solver
         self.rho = rho
@@ -267,6 +296,10 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         self.sharpness = sharpness
         self.random_state = random_state
         self.verbose = verbose
+        self.n_components = n_components
+        self.centers = centers
+        self.device = device
+        self.dtype = dtype
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -282,6 +315,8 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             params = self.kernel_params or {}
         else:
             params = {"gamma": self.gamma, "degree": self.degree, "coef0": self.coef0}
+            # gamma=None: each kernel's own default (chi2's is 1, not None)
+            params = {key: value for key, value in params.items() if value is not None}
         K = pairwise_kernels(X, Y, metric=self.kernel, filter_params=True, **params)
         K = K.toarray() if sparse.issparse(K) else np.asarray(K, dtype=np.float64)
         if not np.isfinite(K).all():
@@ -302,24 +337,44 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             K = (K + K.T) / 2
         return K
 
-    def _split(self, X, y):
-        """Training and validation parts (indices) for ``early_stopping``."""
-        n = X.shape[0]
+    def _split(self, n):
+        """Training and validation indices for ``early_stopping``."""
         if not self.early_stopping:
             return np.arange(n), None
-        rng = check_random_state(self.random_state)
-        train, val = train_test_split(
-            np.arange(n), test_size=self.validation_fraction, random_state=rng
-        )
-        return np.sort(train), np.sort(val)
+        return validation_split(n, self.validation_fraction, check_random_state(self.random_state))
+
+    def _mode(self, n_features, n_train):
+        """'nystroem', 'linear' (primal) or 'exact' (dual, n x n kernel)."""
+        if self.n_components is not None or self.centers is not None:
+            if self.kernel == "precomputed" and self.centers is not None:
+                raise ValueError(
+                    "With kernel='precomputed' the centres are training samples drawn "
+                    "by n_components; centers cannot be given."
+                )
+            return "nystroem"
+        if self.kernel == "linear" and n_features < n_train:
+            return "linear"
+        return "exact"
+
+    def _ops(self, mode):
+        dtype = _check_dtype(self.dtype)
+        if (mode == "exact" or self.kernel == "precomputed") and (
+            self.device is not None or dtype == "float32"
+        ):
+            raise ValueError(
+                f"device={self.device!r} and dtype={self.dtype!r} apply to the feature-space "
+                "path; set n_components (Nystroem) or use kernel='linear' with fewer "
+                "features than samples."
+            )
+        return make_ops(None if self.device is None else check_device(self.device), dtype)
 
     # --------------------------------------------------------------- fitting
 
     def _resolve_learning_rate(self, s_max):
         """The step size: 'auto', or the user's after the stability check.
 
-        ``s_max`` is the top Hessian eigenvalue ``lambda_max(K) / n``; the
-        derivations are in the class docstring (``learning_rate``).
+        ``s_max`` is the top eigenvalue of the Hessian of the training loss;
+        the derivations are in the user guide.
         """
         rho = self.rho if self.solver == "usam" else 0.0
         curvature = s_max * (1.0 + rho * s_max)  # the largest filter eigenvalue
@@ -332,98 +387,252 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
                 f"learning_rate={self.learning_rate!r} makes solver {self.solver!r} "
                 f"diverge: the iteration is stable only for learning_rate < "
                 f"{2.0 / curvature:.6g} (2 / s_max{' / (1 + rho s_max)' if rho else ''}, "
-                f"s_max = lambda_max(K) / n_samples = {s_max:.6g}). "
-                "Use learning_rate='auto'."
+                f"s_max = {s_max:.6g}, the top eigenvalue of the Hessian of the training "
+                "loss). Use learning_rate='auto'."
             )
         return float(self.learning_rate)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Run ``max_iter`` steps of the solver from ``f = 0``.
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
             Training data, or the kernel matrix (n_samples, n_samples) if
-            ``kernel='precomputed'``.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            ``kernel='precomputed'``. A dask array is read chunk by chunk
+            (``n_components`` or the primal linear path only).
+        y : array-like or dask array of shape (n_samples,) or (n_samples, n_outputs)
             Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the mean loss
+            :math:`\\sum_i w_i \\|f(x_i) - y_i\\|^2 / (2 \\sum_i w_i)`; integer
+            weights are equivalent to repeated rows.
 
         Returns
         -------
         self : object
             The fitted estimator.
         """
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse=("csr", "csc"),
-            multi_output=True,
-            y_numeric=True,
-            dtype=np.float64,
-        )
-        Y = y.reshape(y.shape[0], -1)
-        if self.kernel == "precomputed" and X.shape[0] != X.shape[1]:
-            raise ValueError(
-                "With kernel='precomputed', X must be the square kernel matrix of "
-                f"the training data at fit time, got shape {X.shape}."
+        if is_dask(X) or is_dask(y):
+            X, y = _check_dask(self, X, y)
+        else:
+            X, y = validate_data(
+                self,
+                X,
+                y,
+                accept_sparse=("csr", "csc"),
+                multi_output=True,
+                y_numeric=True,
+                dtype=np.float64,
             )
-        train, val = self._split(X, y)
-        # with a precomputed kernel and a validation split, predict keeps only
-        # the columns of the training part
-        self._precomputed_columns = (
-            train if self.kernel == "precomputed" and val is not None else None
+        n = X.shape[0]
+        Y = y.reshape(n, -1)
+        if not is_dask(Y):
+            Y = np.asarray(Y, dtype=np.float64)  # numeric strings included
+        sw = _check_sample_weight(sample_weight, np.empty((n, 0)), ensure_non_negative=True)
+        train, val = self._split(n)
+        if not sw[train].sum() > 0 or (val is not None and not sw[val].sum() > 0):
+            raise ValueError("The sample weights of the training (or validation) part sum to 0.")
+        self._mode_ = mode = self._mode(X.shape[1], len(train))
+        ops = self._ops(mode)
+        if mode == "exact":
+            if is_dask(X):
+                raise ValueError(
+                    "A dask array needs the feature-space path: set n_components "
+                    "(or use kernel='linear' with fewer features than samples)."
+                )
+            self._fit_exact(X, Y, sw, train, val)
+        else:
+            self._fit_features(X, Y, sw, train, val, mode, ops)
+        if self.verbose:
+            scores = self.validation_scores_ or [None] * len(self.loss_curve_)
+            for iteration, (loss, score) in enumerate(zip(self.loss_curve_, scores), start=1):
+                print_progress(iteration, loss, score)
+        coef = self._basis @ self._coef
+        if mode == "linear":
+            self.coef_ = coef.T[0] if y.ndim == 1 else coef.T
+        elif mode == "exact":
+            self.dual_coef_ = coef.ravel() if y.ndim == 1 else coef
+        else:
+            self._center_coef = coef
+        self._one_output = y.ndim == 1
+        return self
+
+    # exact path: the n x n kernel matrix
+
+    def _fit_exact(self, X, Y, sw, train, val):
+        n_train, n_val = len(train), 0 if val is None else len(val)
+        # K, one temporary of pairwise_kernels, the weighted copy, the validation rows
+        check_memory(
+            8 * n_train * (3 * n_train + n_val),
+            f"The exact kernel path on {n_train} samples (an {n_train} x {n_train} matrix)",
+            "Set n_components (e.g. n_components=2000) to fit a Nystroem model in a "
+            "streaming pass, whose memory does not grow with n_samples.",
         )
         if self.kernel == "precomputed":
+            if X.shape[0] != X.shape[1]:
+                raise ValueError(
+                    "With kernel='precomputed', X must be the square kernel matrix of "
+                    f"the training data at fit time, got shape {X.shape}."
+                )
             K = self._train_kernel(X[train][:, train])
             K_val = None if val is None else self._get_kernel(X[val][:, train], X[train])
         else:
             K = self._train_kernel(X[train])
             K_val = None if val is None else self._get_kernel(X[val], X[train])
-        Y_val = None if val is None else Y[val]
+        # with a precomputed kernel and a validation split, predict keeps only
+        # the columns of the training part
+        self._precomputed_columns = (
+            train if self.kernel == "precomputed" and val is not None else None
+        )
         self.X_fit_ = X[train]
-        self._fit_path(K, Y[train], K_val, Y_val)
-        if self.verbose:
-            for step, loss in enumerate(self.loss_curve_, start=1):
-                print(f"Step {step}, loss = {loss:.8f}")
-        self.dual_coef_ = self._path_V @ self._coef
-        if y.ndim == 1:
-            self.dual_coef_ = self.dual_coef_.ravel()
-        self.sharpness_ = self._measure_sharpness(K)
-        return self
-
-    def _fit_path(self, K, Y, K_val, Y_val):
-        n = K.shape[0]
+        # weights: gamma = W^{-1/2} alpha follows the unweighted rule on
+        # W^{1/2} K W^{1/2} and W^{1/2} y, with n the sum of the weights
+        s = np.sqrt(sw[train])
+        K = s[:, None] * K * s[None, :]
+        n = float(sw[train].sum())
         lam_max = top_eigenvalue(K)
         self._lambda_max = lam_max
-        self.learning_rate_ = lr = self._resolve_learning_rate(lam_max / n)
-        projector = _RowProjector(K_val)
+        lr = self._resolve_learning_rate(lam_max / n)
+        # validation predictions K_val alpha = (K_val W^{1/2}) V a
+        projector = _RowProjector(None if K_val is None else K_val * s[None, :])
+
+        def make_score(path):
+            if K_val is None:
+                return None
+            P = projector(path)
+            return lambda a: _r2(P @ a, Y[val], sw[val])
+
+        self._fit_krylov(
+            K,
+            s[:, None] * Y[train],
+            scale=abs(lam_max),
+            lr=lr,
+            make_dynamics=lambda path: dual_dynamics(path.theta, path.z, n),
+            make_score=make_score,
+        )
+        self._basis = s[:, None] * self._path.V  # alpha = W^{1/2} V a
+        self.sharpness_ = self._exact_sharpness(K, n)
+
+    # feature-space path: A and b in one streaming pass
+
+    def _fit_features(self, X, Y, sw, train, val, mode, ops):
+        n = X.shape[0]
+        if mode == "linear":
+            width = X.shape[1]
+        elif self.centers is not None:
+            width = len(self.centers)
+        else:
+            width = min(self.n_components, len(train))
+        weights = [np.where(_mask(n, train), sw, 0.0)]
+        if val is not None:
+            weights.append(np.where(_mask(n, val), sw, 0.0))
+        # K_CC and its eigenvectors, A (train, validation) and their products, two blocks
+        check_memory(
+            8 * ((3 + 2 * len(weights)) * width**2 + 2 * block_rows(width + X.shape[1]) * width),
+            f"The feature-space path with {width} features",
+            "Use a smaller n_components.",
+        )
+        if mode == "nystroem" and self.kernel == "precomputed":
+            # the centres are columns of the precomputed kernel
+            idx = self._center_indices(train)
+            feature_map = NystroemMap(_PrecomputedSpec(), idx.astype(np.float64), X[idx][:, idx])
+            self.centers_ = idx
+        elif mode == "nystroem":
+            centers = self._centers(X, train)
+            feature_map = NystroemMap(self._kernel_spec(), centers)
+            self.centers_ = centers
+        else:
+            feature_map = LinearMap(X.shape[1])
+        width = feature_map.n_features_out
+        moments = dask_moments if is_dask(X) else stream_moments
+        stats = [Moments(*m) for m in moments(X, Y, weights, feature_map, ops)]
+        train_stats = stats[0]
+        self._feature_map = feature_map
+        self._ops_ = ops
+        self.n_components_ = width
+        lam_max = top_eigenvalue(train_stats.A)
+        self._lambda_max = lam_max
+        lr = self._resolve_learning_rate(lam_max)
+
+        def make_score(path):
+            if val is None:
+                return None
+            return _QuadraticR2(stats[1], path.V)
+
+        self._fit_krylov(
+            train_stats.A,
+            train_stats.b,
+            scale=abs(lam_max),
+            lr=lr,
+            make_dynamics=lambda path: primal_dynamics(path.theta, path.z, train_stats.yy),
+            make_score=make_score,
+        )
+        self._basis = self._path.V
+        if mode == "nystroem":
+            self._basis = feature_map.projection @ self._path.V
+        self.sharpness_ = self._feature_sharpness(train_stats)
+
+    def _centers(self, X, train):
+        if self.centers is not None:
+            centers = np.asarray(self.centers, dtype=np.float64)
+            if centers.ndim != 2 or centers.shape[1] != X.shape[1]:
+                raise ValueError(
+                    f"centers must have shape (n_centers, {X.shape[1]}), got {centers.shape}."
+                )
+            if self.n_components is not None and self.n_components != centers.shape[0]:
+                raise ValueError(
+                    f"n_components={self.n_components} but {centers.shape[0]} centers were given."
+                )
+            return centers
+        idx = self._center_indices(train)
+        centers = X[idx]
+        if sparse.issparse(centers):
+            centers = centers.toarray()
+        return np.asarray(centers, dtype=np.float64)
+
+    def _center_indices(self, train):
+        m = self.n_components
+        if m > len(train):
+            warnings.warn(
+                f"n_components={m} is larger than the {len(train)} training samples; "
+                f"using all {len(train)} of them as centres.",
+                UserWarning,
+                stacklevel=3,
+            )
+            m = len(train)
+        rng = check_random_state(self.random_state)
+        return np.sort(rng.choice(train, size=m, replace=False))
+
+    def _kernel_spec(self):
+        name = self.kernel if isinstance(self.kernel, str) else None
+        return KernelSpec(self._get_kernel, name, self.gamma, self.degree, self.coef0)
+
+    def _fit_krylov(self, matrix, start, *, scale, lr, make_dynamics, make_score):
+        """The path, shared by the dual and primal parametrizations."""
+        self.learning_rate_ = lr
 
         def solve(path):
+            dynamics = make_dynamics(path)
+            score = make_score(path)
             # the stopping rule and the validation scores need a look at every step
-            monitor = _Monitor(
-                tol=self.tol,
-                n_iter_no_change=self.n_iter_no_change,
-                validation=None if K_val is None else (projector(path), Y_val),
-            )
-            watch = self.tol is not None or K_val is not None
+            monitor = _Monitor(self.tol, self.n_iter_no_change, score)
+            watch = self.tol is not None or score is not None
             a, scales, losses = run_steps(
-                path.theta,
-                path.z,
-                n=n,
+                dynamics,
                 lr=lr,
                 solver=self.solver,
                 rho=self.rho,
                 max_iter=self.max_iter,
                 monitor=monitor if watch else None,
             )
-            monitor.loss_curve = losses
-            return monitor.returned(a), (monitor, scales)
+            monitor.losses = losses
+            return monitor.returned(a), (monitor, scales, dynamics)
 
         try:
-            path, a, (monitor, scales), diagnostics = fit_krylov_path(
-                K, Y, scale=abs(lam_max), solve=solve
+            path, a, (monitor, scales, dynamics), diagnostics = fit_krylov_path(
+                matrix, start, scale=scale, solve=solve
             )
         except Diverged as exc:
             raise ValueError(
@@ -431,18 +640,21 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
                 f"finite) with learning_rate={lr:.6g}: the kernel matrix is probably not "
                 "positive semi-definite, or the learning rate is too large."
             ) from None
-        self._store_path(path, a, monitor, scales, diagnostics)
+        self._path, self._dynamics = path, dynamics
+        self._store_path(
+            a, monitor, scales, diagnostics, dynamics.loss(np.zeros_like(dynamics.z), -dynamics.z)
+        )
 
-    def _store_path(self, path, a, monitor, scales, diagnostics):
-        self._path_V = path.V
-        self._theta, self._z, self._coef = path.theta, path.z, a
-        self.n_iter_ = monitor.returned_step()
-        self._scales = np.asarray(scales[: self.n_iter_], dtype=np.float64)
-        self.loss_curve_ = monitor.loss_curve
-        self.best_loss_ = None if self.early_stopping else min(monitor.loss_curve)
-        self.validation_scores_ = monitor.validation_scores
-        self.best_validation_score_ = (
-            max(monitor.validation_scores) if self.early_stopping else None
+    def _store_path(self, a, monitor, scales, diagnostics, initial_loss):
+        self._coef = a
+        self._scales = np.asarray(scales[: monitor.returned_step()], dtype=np.float64)
+        # loss_curve_[t]: the loss at the weights step t + 1 starts from
+        record_history(
+            self,
+            loss_curve=[initial_loss] + monitor.losses[:-1],
+            n_iter=monitor.returned_step(),
+            validation_scores=monitor.validation_scores,
+            best_validation_score=monitor.rule.best_score,
         )
         self.krylov_size_ = diagnostics["size"]
         if self.verbose:
@@ -456,61 +668,98 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
                 f"coefficients stopped changing (last relative change "
                 f"{diagnostics['change']:.2e}); the fit is approximate.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        if self.tol is not None and not monitor.stopped:
-            warnings.warn(
-                f"Maximum iterations ({self.max_iter}) reached and the "
-                f"{'validation score' if self.early_stopping else 'training loss'} "
-                f"still improves by more than tol={self.tol}.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        if self.tol is not None and not monitor.rule.stopped:
+            what = "the validation score" if self.early_stopping else "the training loss"
+            warn_not_converged(type(self).__name__, self.max_iter, f"{what} (tol={self.tol})")
 
-    def _measure_sharpness(self, K):
+    def _exact_sharpness(self, K, n):
         """Exact sharpness of the training loss at the fitted weights."""
         if self.sharpness is None:
             return None
-        n, k = K.shape[0], self._coef.shape[1]
+        theta, z, k = self._path.theta, self._path.z, self._coef.shape[1]
         if self.sharpness == "trace":
             # tr(H) = tr(K) / n per output; the Krylov basis holds only some eigenvalues
             return float(k * np.trace(K) / n)
         # Hessian eigenvalues theta / n, and lambda_max(K) / n whose eigenvector may
         # lie outside the basis (it then carries no gradient).
-        eigenvalues = np.append(self._theta, self._lambda_max) / n
-        residual = self._theta[:, None] * self._coef - self._z
+        eigenvalues = np.append(theta, self._lambda_max) / n
+        residual = theta[:, None] * self._coef - z
         # g = Phi^T r / n has the coordinate sqrt(lambda_i) (u_i^T r) / n along u_i
-        gradient = np.sqrt(np.clip(self._theta, 0, None))[:, None] * residual / n
+        gradient = np.sqrt(np.clip(theta, 0, None))[:, None] * residual / n
         gradient = np.vstack([gradient, np.zeros((1, k))])
         return quadratic_sharpness(eigenvalues, gradient, measure=self.sharpness, rho=self.rho)
 
+    def _feature_sharpness(self, stats):
+        """Exact sharpness: the Hessian is ``A`` itself."""
+        if self.sharpness is None:
+            return None
+        k = self._coef.shape[1]
+        if self.sharpness == "top_eigenvalue":
+            return float(self._lambda_max)
+        if self.sharpness == "trace":
+            return float(k * np.trace(stats.A))
+        lam, U = np.linalg.eigh(stats.A)
+        gradient = stats.A @ (self._path.V @ self._coef) - stats.b
+        return quadratic_sharpness(lam, U.T @ gradient, measure="rho", rho=self.rho)
+
     # ------------------------------------------------------------ prediction
 
-    def _test_kernel(self, X):
+    def _check_predict_input(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse=("csr", "csc"), dtype=np.float64, reset=False)
-        if self.kernel == "precomputed":
-            columns = self._precomputed_columns
-            K = self._get_kernel(X if columns is None else X[:, columns], self.X_fit_)
-        else:
-            K = self._get_kernel(X, self.X_fit_)
-        return K
+        if is_dask(X):
+            if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has shape {X.shape}, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features."
+                )
+            return X
+        return validate_data(self, X, accept_sparse=("csr", "csc"), dtype=np.float64, reset=False)
+
+    def _features(self, X):
+        """The prediction's left factor for a block of rows (numpy float64)."""
+        if self._mode_ == "exact":
+            if self.kernel == "precomputed":
+                columns = self._precomputed_columns
+                return self._get_kernel(X if columns is None else X[:, columns], self.X_fit_)
+            return self._get_kernel(X, self.X_fit_)
+        if self._mode_ == "linear":
+            return X.toarray() if sparse.issparse(X) else X
+        spec, ops = self._feature_map.spec, self._ops_
+        centers, _ = self._feature_map._on(ops)
+        return ops.to_numpy(ops.kernel(spec, ops.asarray(X), centers))
+
+    def _apply(self, X, right):
+        """``features(X) @ right``, streamed over row blocks (dask: per chunk)."""
+        if is_dask(X):
+            X = X.rechunk({1: X.shape[1]})
+            return X.map_blocks(
+                self._apply, right, chunks=(X.chunks[0], (right.shape[1],)), dtype=np.float64
+            )
+        rows = block_rows(self._basis.shape[0])
+        parts = [
+            self._features(X[start : start + rows]) @ right for start in range(0, X.shape[0], rows)
+        ]
+        return np.vstack(parts) if parts else np.empty((0, right.shape[1]))
 
     def predict(self, X):
         """Predict with the fitted model.
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
             Samples, or their kernel against the training samples,
             (n_samples, n_train), if ``kernel='precomputed'``.
 
         Returns
         -------
-        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            Predictions.
+        y_pred : ndarray (dask array for dask input) of shape (n_samples,) or (n_samples, n_outputs)
+            Predictions, computed in blocks of rows.
         """
-        return self._test_kernel(X) @ self.dual_coef_
+        X = self._check_predict_input(X)
+        pred = self._apply(X, self._basis @ self._coef)
+        return pred[:, 0] if self._one_output else pred
 
     def staged_predict(self, X):
         """Yield the prediction after each step ``1, ..., n_iter_``.
@@ -529,17 +778,65 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             Prediction after each step.
         """
-        projected = self._test_kernel(X) @ self._path_V
-        one_output = self.dual_coef_.ndim == 1
-        for a in replay(
-            self._theta,
-            self._z,
-            n=self._path_V.shape[0],
-            lr=self.learning_rate_,
-            scales=self._scales,
-        ):
+        X = self._check_predict_input(X)
+        projected = np.asarray(self._apply(X, self._basis))
+        for a in replay(self._dynamics, lr=self.learning_rate_, scales=self._scales):
             pred = projected @ a
-            yield pred.ravel() if one_output else pred
+            yield pred[:, 0] if self._one_output else pred
+
+
+class _PrecomputedSpec:
+    """Kernel against the centres = columns of a precomputed kernel matrix."""
+
+    name = None
+
+    def numpy_kernel(self, X, C):
+        return np.asarray(X[:, C.astype(np.intp)], dtype=np.float64)
+
+
+def _mask(n, index):
+    mask = np.zeros(n, dtype=bool)
+    mask[index] = True
+    return mask
+
+
+def _check_dtype(dtype):
+    name = None if dtype is None else str(dtype).rsplit(".", 1)[-1].split("'")[0]
+    if name not in (None, "float32", "float64"):
+        raise ValueError(f"dtype must be None, 'float64' or 'float32', got {dtype!r}.")
+    return name
+
+
+def _check_dask(estimator, X, y):
+    """Shape checks of dask inputs (their values are read chunk by chunk)."""
+    if X.ndim != 2:
+        raise ValueError(f"Expected a 2D dask array X, got {X.ndim}D.")
+    if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"y must have shape ({X.shape[0]},) or ({X.shape[0]}, n_outputs), got {y.shape}."
+        )
+    if any(np.isnan(c) for c in X.shape + y.shape):
+        raise ValueError("dask arrays with unknown chunk sizes: call compute_chunk_sizes().")
+    estimator.n_features_in_ = X.shape[1]
+    return X, y
+
+
+class _QuadraticR2:
+    """Validation R^2 of ``theta = V a`` from the validation moments.
+
+    ``||Phi_val theta - y||_W^2 / n_val = a^T (V^T A_val V) a - 2 a^T V^T b_val
+    + y_sq``, per output.
+    """
+
+    def __init__(self, stats, V):
+        self.G = V.T @ stats.A @ V
+        self.h = V.T @ stats.b
+        self.y_sq = stats.y_sq
+        self.ss_tot = stats.y_sq - stats.y_mean**2
+
+    def __call__(self, a):
+        ss_res = np.einsum("ik,ij,jk->k", a, self.G, a) - 2 * np.sum(a * self.h, 0) + self.y_sq
+        return _r2_from_sums(np.maximum(ss_res, 0.0), self.ss_tot)
 
 
 class _RowProjector:
@@ -558,49 +855,48 @@ class _RowProjector:
 
 
 class _Monitor:
-    """MLPRegressor's stopping rule and the validation scores, step by step."""
+    """The shared stopping rule, fed every step, keeping the best validated iterate."""
 
-    def __init__(self, *, tol, n_iter_no_change, validation):
-        self.tol, self.n_iter_no_change = tol, n_iter_no_change
-        self.validation = validation
-        self.loss_curve = None  # filled in by the caller, from run_steps
-        self.validation_scores = None if validation is None else []
-        self.best_loss, self.best_score = np.inf, -np.inf
-        self.best_a, self.best_step = None, 0
-        self.no_improvement = 0
-        self.stopped = False
+    def __init__(self, tol, n_iter_no_change, score):
+        self.rule = StoppingRule(tol, n_iter_no_change, on_validation=score is not None)
+        self.score = score  # score(a): validation R^2, or None
+        self.losses = None  # filled in by the caller, from run_steps
+        self.validation_scores = None if score is None else []
+        self.best_a = None
 
     def __call__(self, step, a, loss):
-        if self.validation is None:
-            improved = self.tol is None or loss <= self.best_loss - self.tol
-            self.best_loss = min(self.best_loss, loss)
-        else:
-            score = _r2(self.validation[0] @ a, self.validation[1])
+        score = None
+        if self.score is not None:
+            score = self.score(a)
             self.validation_scores.append(score)
-            improved = self.tol is None or score >= self.best_score + self.tol
-            if score > self.best_score:
-                self.best_score, self.best_a, self.best_step = score, a, step
-        self.no_improvement = 0 if improved else self.no_improvement + 1
-        self.stopped = self.no_improvement > self.n_iter_no_change
-        return self.stopped
+        stop = self.rule.update(loss, score)
+        if self.rule.is_best:
+            self.best_a = a
+        return stop
 
     def returned(self, a):
         """The coefficients to keep: the best validated ones, or the last."""
-        return a if self.validation is None else self.best_a
+        return a if self.score is None else self.best_a
 
     def returned_step(self):
-        return len(self.loss_curve) if self.validation is None else self.best_step
+        return len(self.losses) if self.score is None else self.rule.best_iteration
 
 
-def _r2(pred, y):
+def _r2(pred, y, sample_weight=None):
     """R^2 averaged over outputs, as ``sklearn.metrics.r2_score``.
 
     Written out because early stopping scores every step: ``r2_score``'s input
     validation costs about 170 us a call against 13 us here, which over 1000
     steps is more than a whole small fit. Tested against ``r2_score``.
     """
-    ss_res = np.sum((y - pred) ** 2, axis=0)
-    ss_tot = np.sum((y - y.mean(axis=0)) ** 2, axis=0)
+    w = np.ones(len(y)) if sample_weight is None else sample_weight
+    w = w[:, None] / w.sum()
+    ss_res = np.sum(w * (y - pred) ** 2, axis=0)
+    ss_tot = np.sum(w * (y - np.sum(w * y, axis=0)) ** 2, axis=0)
+    return _r2_from_sums(ss_res, ss_tot)
+
+
+def _r2_from_sums(ss_res, ss_tot):
     safe = ss_tot > 0
     scores = np.where(safe, 1 - ss_res / np.where(safe, ss_tot, 1), np.where(ss_res == 0, 1.0, 0.0))
     return float(scores.mean())

@@ -221,7 +221,7 @@ def test_diagnose_jump_then_recovery():
 
 def test_diagnose_rise_and_no_decrease():
     assert "rose from 1 to 20" in diagnose_loss_curve([1.0, 5.0, 20.0])
-    cause = diagnose_loss_curve([1.0] + [1.0 + 0.1 * i for i in range(1, 12)])
+    cause = diagnose_loss_curve([1.0] + [1.0 + 0.05 * i for i in range(1, 12)])
     assert "never decreased in 12 iterations" in cause
 
 

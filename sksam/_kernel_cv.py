@@ -1,0 +1,299 @@
+"""Model selection along the path: :class:`SAMKernelRegressorCV`."""
+
+from numbers import Integral, Real
+
+import numpy as np
+from joblib import Parallel, delayed
+from scipy.stats import rankdata
+from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
+from sklearn.metrics.pairwise import PAIRWISE_KERNEL_FUNCTIONS
+from sklearn.model_selection import check_cv
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from .kernel import SAMKernelRegressor, _r2
+from .sharpness import MEASURES
+
+#: Parameters passed through to every :class:`SAMKernelRegressor` fitted.
+_KERNEL_PARAMS = (
+    "kernel",
+    "gamma",
+    "degree",
+    "coef0",
+    "kernel_params",
+    "learning_rate",
+    "n_components",
+    "centers",
+    "device",
+    "dtype",
+    "random_state",
+)
+
+
+class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
+    r"""Kernel regression by GD or SAM, with the solver, ``rho`` and number of steps chosen by CV.
+
+    In the style of :class:`~sklearn.linear_model.RidgeCV`: for every fold and
+    every ``(solver, rho)``, one :class:`SAMKernelRegressor` is fitted with
+    ``max_iter`` steps and scored (:math:`R^2` on the held-out fold) at
+    **every** step of its path, which costs no more fits since the path
+    gives every intermediate model (:meth:`SAMKernelRegressor.staged_predict`).
+    The candidate grid is thus ``solvers x rhos x {1, ..., max_iter}``, the
+    same as a :class:`~sklearn.model_selection.GridSearchCV` over
+    ``{'solver': solvers, 'rho': rhos, 'max_iter': range(1, max_iter + 1)}``,
+    for ``len(solvers) * len(rhos)`` fits per fold instead of ``max_iter``
+    times as many. The best candidate is refitted on all the data.
+
+    Parameters
+    ----------
+    solvers : list of {'gd', 'sam', 'usam'}, default=('gd', 'sam')
+        Update rules to compare (``'gd'`` ignores ``rho``: it is fitted once
+        per fold and scored for every ``rho``).
+    rhos : list of float, default=(0.01, 0.05, 0.1, 0.5)
+        SAM radii to compare.
+    max_iter : int, default=1000
+        Longest path; every number of steps up to it is a candidate.
+    cv : int, cross-validation generator or iterable, default=5
+        As in :class:`~sklearn.model_selection.GridSearchCV` (``KFold`` for
+        an int).
+    kernel, gamma, degree, coef0, kernel_params, learning_rate
+        As in :class:`SAMKernelRegressor`.
+    n_components, centers, device, dtype
+        As in :class:`SAMKernelRegressor` (the Nystroem path and its back ends).
+    sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
+        Measure stored in ``sharpness_`` by the refitted model.
+    n_jobs : int, default=None
+        Fits run in parallel through joblib (so ``joblib.parallel_config(
+        backend='dask')`` spreads them over a Dask cluster).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the Nystroem centres (the same in every fold and in the refit).
+    verbose : int, default=0
+        joblib's verbosity.
+
+    Attributes
+    ----------
+    cv_results_ : dict of ndarray
+        scikit-learn's layout: ``params``, ``param_solver``, ``param_rho``,
+        ``param_max_iter``, ``split{k}_test_score``, ``mean_test_score``,
+        ``std_test_score``, ``rank_test_score``; candidates in the order of
+        ``ParameterGrid({'max_iter': ..., 'rho': ..., 'solver': ...})``.
+    best_index_ : int
+        Index of the best candidate in ``cv_results_``.
+    best_params_ : dict
+        Its ``solver``, ``rho`` and ``max_iter``.
+    best_score_ : float
+        Its mean cross-validated :math:`R^2`.
+    solver_, rho_ : str, float
+        The chosen solver and radius.
+    n_iter_ : int
+        The chosen number of steps.
+    estimator_ : SAMKernelRegressor
+        The best candidate refitted on all the data.
+    sharpness_ : float or None
+        ``estimator_.sharpness_``.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of the features, when ``X`` has string column names.
+
+    See Also
+    --------
+    SAMKernelRegressor : One solver, radius and number of steps.
+    sklearn.linear_model.RidgeCV : The same idea for the ridge penalty.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sksam import SAMKernelRegressorCV
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.uniform(-3, 3, size=(100, 1))
+    >>> y = np.sin(X).ravel() + 0.3 * rng.randn(100)
+    >>> search = SAMKernelRegressorCV(rhos=[0.05, 0.2], max_iter=200, cv=3).fit(X, y)
+    >>> sorted(search.best_params_)
+    ['max_iter', 'rho', 'solver']
+    """
+
+    _parameter_constraints: dict = {
+        "solvers": ["array-like"],
+        "rhos": ["array-like"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "cv": ["cv_object"],
+        "kernel": [StrOptions(set(PAIRWISE_KERNEL_FUNCTIONS)), callable],
+        "gamma": [Interval(Real, 0, None, closed="left"), None],
+        "degree": [Interval(Real, 0, None, closed="left")],
+        "coef0": [Interval(Real, None, None, closed="neither")],
+        "kernel_params": [dict, None],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "centers": ["array-like", None],
+        "device": "no_validation",
+        "dtype": "no_validation",
+        "sharpness": [StrOptions(set(MEASURES)), None],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        solvers=("gd", "sam"),
+        rhos=(0.01, 0.05, 0.1, 0.5),
+        *,
+        max_iter=1000,
+        cv=5,
+        kernel="rbf",
+        gamma=None,
+        degree=3,
+        coef0=1,
+        kernel_params=None,
+        learning_rate="auto",
+        n_components=None,
+        centers=None,
+        device=None,
+        dtype=None,
+        sharpness="top_eigenvalue",
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.solvers = solvers
+        self.rhos = rhos
+        self.max_iter = max_iter
+        self.cv = cv
+        self.kernel = kernel
+        self.gamma = gamma
+        self.degree = degree
+        self.coef0 = coef0
+        self.kernel_params = kernel_params
+        self.learning_rate = learning_rate
+        self.n_components = n_components
+        self.centers = centers
+        self.device = device
+        self.dtype = dtype
+        self.sharpness = sharpness
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _grid(self):
+        solvers = [str(s) for s in np.atleast_1d(self.solvers)]
+        rhos = [float(r) for r in np.atleast_1d(self.rhos)]
+        bad = [s for s in solvers if s not in ("gd", "sam", "usam")]
+        if not solvers or bad:
+            raise ValueError(
+                f"solvers must be a non-empty list of 'gd', 'sam', 'usam', got {self.solvers!r}."
+            )
+        if not rhos or min(rhos) < 0 or not np.all(np.isfinite(rhos)):
+            raise ValueError(f"rhos must be a non-empty list of finite floats >= 0, got {rhos!r}.")
+        return solvers, rhos
+
+    def _estimator(self, solver, rho, max_iter, sharpness=None):
+        params = {name: getattr(self, name) for name in _KERNEL_PARAMS}
+        return SAMKernelRegressor(
+            solver=solver, rho=rho, max_iter=max_iter, sharpness=sharpness, **params
+        )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Score every step of every ``(solver, rho)`` path per fold; refit the best.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the training loss (the fold scores are unweighted, as
+            ``GridSearchCV``'s default scoring).
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        X, y = validate_data(
+            self, X, y, accept_sparse=("csr", "csc"), multi_output=True, y_numeric=True
+        )
+        sw = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+        solvers, rhos = self._grid()
+        folds = list(check_cv(self.cv).split(X, y))
+        # one path per fold and (solver, rho); 'gd' is the same path for every rho
+        paths = sorted({(s, 0.0 if s == "gd" else r) for s in solvers for r in rhos})
+        jobs = [(k, s, r) for k in range(len(folds)) for s, r in paths]
+        scores = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
+            delayed(_path_scores)(
+                self._estimator(s, r, self.max_iter), X, y, sw, *folds[k], self.max_iter
+            )
+            for k, s, r in jobs
+        )
+        by_job = dict(zip(jobs, scores))
+        self.cv_results_ = self._results(solvers, rhos, len(folds), by_job)
+        self.best_index_ = int(np.argmin(self.cv_results_["rank_test_score"]))
+        self.best_params_ = self.cv_results_["params"][self.best_index_]
+        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
+        self.solver_ = self.best_params_["solver"]
+        self.rho_ = self.best_params_["rho"]
+        self.n_iter_ = self.best_params_["max_iter"]
+        self.estimator_ = self._estimator(self.solver_, self.rho_, self.n_iter_, self.sharpness)
+        self.estimator_.fit(X, y, sample_weight=sw)
+        self.sharpness_ = self.estimator_.sharpness_
+        return self
+
+    def _results(self, solvers, rhos, n_folds, by_job):
+        """``cv_results_`` in ``ParameterGrid`` order (max_iter, rho, solver)."""
+        params = [
+            {"max_iter": t, "rho": r, "solver": s}
+            for t in range(1, self.max_iter + 1)
+            for r in rhos
+            for s in solvers
+        ]
+        split = np.empty((n_folds, len(params)))
+        for k in range(n_folds):
+            for i, p in enumerate(params):
+                key = (k, p["solver"], 0.0 if p["solver"] == "gd" else p["rho"])
+                split[k, i] = by_job[key][p["max_iter"] - 1]
+        results = {"params": params}
+        for name in ("max_iter", "rho", "solver"):
+            results[f"param_{name}"] = np.ma.MaskedArray(
+                [p[name] for p in params], mask=False, dtype=object
+            )
+        for k in range(n_folds):
+            results[f"split{k}_test_score"] = split[k]
+        mean = split.mean(axis=0)
+        results["mean_test_score"] = mean
+        results["std_test_score"] = split.std(axis=0)
+        results["rank_test_score"] = rankdata(-mean, method="min").astype(np.int32)
+        return results
+
+    def predict(self, X):
+        """Predict with the refitted best model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Predictions.
+        """
+        check_is_fitted(self)
+        return self.estimator_.predict(X)
+
+
+def _path_scores(estimator, X, y, sw, train, test, max_iter):
+    """R^2 on the test fold after each step ``1 .. max_iter`` of one path."""
+    estimator.fit(X[train], y[train], sample_weight=sw[train])
+    Y_test = y[test].reshape(len(test), -1)
+    scores = [_r2(pred.reshape(Y_test.shape), Y_test) for pred in estimator.staged_predict(X[test])]
+    if len(scores) != max_iter:  # pragma: no cover - tol is None: every step is run
+        raise RuntimeError(f"the path has {len(scores)} steps, expected {max_iter}")
+    return np.asarray(scores)

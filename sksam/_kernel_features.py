@@ -1,0 +1,312 @@
+"""Feature maps of the kernel regressor and the moments of its loss, streamed.
+
+A model ``f(x) = phi(x)^T theta`` trained on the weighted mean loss
+``L = sum_i w_i ||f(x_i) - y_i||^2 / (2 n)`` (``n = sum_i w_i``) sees the
+data only through::
+
+    A  = Phi^T W Phi / n,   b = Phi^T W Y / n,   yy = sum_i w_i ||y_i||^2 / n,
+
+(``L = theta^T A theta / 2 - b^T theta + yy / 2``), so they are computed in
+**one pass over row blocks**, in memory ``O(M^2 + block M)``: the ``n x M``
+feature matrix is never formed. The same per-block function
+(:func:`block_moments`) runs on numpy arrays, on torch tensors (any device,
+float64 or float32) and on the row chunks of a dask array (a map-reduce on
+the active ``dask.distributed`` client, or dask's default scheduler).
+
+The validation part of ``early_stopping`` is summarized in the same pass by a
+second set of weights (zero on the training rows), so that its mean squared
+error at every step is a quadratic form in ``theta``.
+
+Feature maps
+------------
+* :class:`NystroemMap`: ``phi(x) = Lambda^{-1/2} U^T k(C, x)`` with
+  ``K_CC = U Lambda U^T`` restricted to the eigenvalues above
+  ``EIGEN_RTOL * M * lambda_max(K_CC)``; these are the coordinates of
+  ``k(x, .)`` projected on span{k(c, .)} in an orthonormal basis of that
+  span (in the RKHS), so the Euclidean norm of ``theta`` is the RKHS norm of
+  ``f``. Dropping the eigenvalues below the cutoff drops directions of the
+  span that the centres do not determine to working precision.
+* :class:`LinearMap`: ``phi(x) = x``.
+"""
+
+import os
+
+import numpy as np
+from scipy import sparse
+
+#: Relative eigenvalue cutoff of ``K_CC`` (times ``M``, as ``numpy.linalg.pinv``).
+EIGEN_RTOL = np.finfo(np.float64).eps
+
+#: Bytes of one block of features (and of its kernel block): sets the block size.
+BLOCK_BYTES = 32 * 2**20
+
+#: Fraction of the available memory that a fit may plan to use.
+MEMORY_FRACTION = 0.8
+
+
+def available_memory():
+    """Bytes of physical memory available now (Linux ``MemAvailable``)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def check_memory(needed, what, remedy):
+    """Raise a ``ValueError`` before allocating ``needed`` bytes that do not fit."""
+    available = available_memory()
+    if available is not None and needed > MEMORY_FRACTION * available:
+        raise ValueError(
+            f"{what} needs about {needed / 2**30:.3g} GiB of memory, more than "
+            f"{MEMORY_FRACTION:.0%} of the {available / 2**30:.3g} GiB available. {remedy}"
+        )
+
+
+def block_rows(width, itemsize=8):
+    """Rows per block so that a block of ``width`` columns takes ``BLOCK_BYTES``."""
+    return max(1, int(BLOCK_BYTES // (max(width, 1) * itemsize)))
+
+
+# ---------------------------------------------------------------- back ends
+
+
+class NumpyOps:
+    """float64 numpy arrays (sparse blocks are densified one block at a time)."""
+
+    dtype = np.float64
+
+    def asarray(self, block):
+        if sparse.issparse(block):
+            block = block.toarray()
+        return np.asarray(block, dtype=self.dtype)
+
+    def kernel(self, spec, X, C):
+        return spec.numpy_kernel(X, C)
+
+    def to_numpy(self, a):
+        return np.asarray(a, dtype=np.float64)
+
+    def accumulate(self, a):
+        return a
+
+
+class TorchOps:
+    """Torch tensors on ``device`` in ``dtype``; sums accumulate in float64."""
+
+    def __init__(self, device, dtype):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.dtype = torch.float32 if dtype == "float32" else torch.float64
+
+    def asarray(self, block):
+        if sparse.issparse(block):
+            block = block.toarray()
+        if isinstance(block, self.torch.Tensor):
+            return block.to(device=self.device, dtype=self.dtype)
+        return self.torch.as_tensor(np.asarray(block), dtype=self.dtype, device=self.device)
+
+    def kernel(self, spec, X, C):
+        return spec.torch_kernel(X, C, self)
+
+    def to_numpy(self, a):
+        return a.detach().to("cpu", self.torch.float64).numpy()
+
+    def accumulate(self, a):
+        return a.to(self.torch.float64)
+
+
+def make_ops(device, dtype):
+    """numpy without a device, torch with one."""
+    if device is None:
+        if dtype == "float32":
+            raise ValueError("dtype='float32' needs a torch device (device='cpu' or 'cuda').")
+        return NumpyOps()
+    return TorchOps(device, dtype)
+
+
+# ------------------------------------------------------------ feature maps
+
+
+class KernelSpec:
+    """A kernel by name and parameters, evaluated in numpy or torch."""
+
+    _TORCH = {"rbf", "laplacian", "linear", "polynomial", "poly", "sigmoid", "cosine"}
+
+    def __init__(self, numpy_kernel, name, gamma, degree, coef0):
+        self.numpy_kernel = numpy_kernel  # callable(X, C) -> ndarray
+        self.name, self.gamma, self.degree, self.coef0 = name, gamma, degree, coef0
+
+    def torch_kernel(self, X, C, ops):
+        torch = ops.torch
+        if self.name not in self._TORCH:  # callables and rarer kernels: numpy, then move
+            return ops.asarray(self.numpy_kernel(ops.to_numpy(X), ops.to_numpy(C)))
+        gamma = 1.0 / X.shape[1] if self.gamma is None else self.gamma
+        if self.name == "rbf":
+            d2 = (X * X).sum(1)[:, None] - 2 * X @ C.T + (C * C).sum(1)[None, :]
+            return torch.exp(-gamma * d2.clamp_min(0))
+        if self.name == "laplacian":
+            return torch.exp(-gamma * torch.cdist(X, C, p=1))
+        if self.name == "linear":
+            return X @ C.T
+        if self.name in ("polynomial", "poly"):
+            return (gamma * X @ C.T + self.coef0) ** self.degree
+        if self.name == "sigmoid":
+            return torch.tanh(gamma * X @ C.T + self.coef0)
+        norms = X.norm(dim=1)[:, None] * C.norm(dim=1)[None, :]  # cosine
+        return (X @ C.T) / torch.where(norms == 0, torch.ones_like(norms), norms)
+
+
+class NystroemMap:
+    """``phi(x) = Lambda^{-1/2} U^T k(C, x)`` on the well-determined eigenpairs.
+
+    Parameters
+    ----------
+    spec : KernelSpec
+    centers : ndarray of shape (M, n_features)
+    K : ndarray of shape (M, M), default=None
+        ``k(C, C)``, if known.
+    """
+
+    def __init__(self, spec, centers, K=None):
+        self.spec, self.centers = spec, centers
+        if K is None:
+            K = spec.numpy_kernel(centers, centers)
+        K = np.asarray(K, dtype=np.float64)
+        lam, U = np.linalg.eigh((K + K.T) / 2)
+        cutoff = EIGEN_RTOL * K.shape[0] * max(lam[-1], 0.0)
+        keep = lam > cutoff
+        if not keep.any():
+            raise ValueError(
+                "The kernel matrix of the centres is zero (or negative definite): "
+                "there is no feature to fit."
+            )
+        self.eigenvalues = lam[keep]
+        self.projection = U[:, keep] / np.sqrt(lam[keep])  # M x M'
+        self._cache = {}
+
+    @property
+    def n_features_out(self):
+        return self.projection.shape[1]
+
+    def _on(self, ops):
+        """Centres and projection in the back end's array type (cached)."""
+        key = id(ops)
+        if key not in self._cache:
+            self._cache = {key: (ops.asarray(self.centers), ops.asarray(self.projection))}
+        return self._cache[key]
+
+    def __call__(self, X, ops):
+        centers, projection = self._on(ops)
+        return ops.kernel(self.spec, ops.asarray(X), centers) @ projection
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
+
+class LinearMap:
+    """``phi(x) = x``."""
+
+    def __init__(self, n_features):
+        self.n_features_out = n_features
+
+    def __call__(self, X, ops):
+        return ops.asarray(X)
+
+
+# ----------------------------------------------------------------- moments
+
+
+def block_moments(X, Y, weights, feature_map, ops):
+    """Unnormalized moments of one row block, for each set of weights.
+
+    Returns, per column of ``weights`` (training, and validation if present),
+    ``[Phi^T W Phi, Phi^T W Y, sum w y^2 (per output), sum w y (per output),
+    sum w]`` in float64, in the back end's array type.
+    """
+    Phi = feature_map(X, ops)
+    Y = ops.asarray(Y)
+    out = []
+    for w in weights:
+        w = ops.asarray(w)[:, None]
+        Pw = Phi * w
+        wy = w * Y
+        parts = [Pw.T @ Phi, Pw.T @ Y, (wy * Y).sum(0), wy.sum(0), w.sum()]
+        out.append([ops.accumulate(p) for p in parts])
+    return out
+
+
+def _add(left, right):
+    return [[a + b for a, b in zip(x, y)] for x, y in zip(left, right)]
+
+
+def stream_moments(X, Y, weights, feature_map, ops, *, block=None):
+    """Sum :func:`block_moments` over the row blocks of in-memory ``X``."""
+    n = X.shape[0]
+    block = block or block_rows(feature_map.n_features_out + X.shape[1])
+    total = None
+    for start in range(0, n, block):
+        rows = slice(start, min(start + block, n))
+        part = block_moments(X[rows], Y[rows], [w[rows] for w in weights], feature_map, ops)
+        total = part if total is None else _add(total, part)
+    return [[ops.to_numpy(p) for p in stats] for stats in total]
+
+
+def _chunk_moments(X, Y, weights, feature_map, ops):
+    return block_moments(X, Y, weights, feature_map, ops)
+
+
+def dask_moments(X, Y, weights, feature_map, ops):
+    """:func:`block_moments` mapped over the row chunks of a dask array, summed.
+
+    Runs on the active ``dask.distributed`` client if there is one (the
+    default scheduler otherwise); each chunk is one task, the sums a tree.
+    """
+    import dask
+
+    X = X.rechunk({1: X.shape[1]})
+    bounds = np.cumsum((0,) + X.chunks[0])
+    if is_dask(Y):
+        Y = Y.rechunk((X.chunks[0],) + Y.chunks[1:])
+        y_blocks = Y.to_delayed().ravel()
+    else:
+        y_blocks = [Y[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]
+    tasks = [
+        dask.delayed(_chunk_moments)(
+            x, y, [w[bounds[i] : bounds[i + 1]] for w in weights], feature_map, ops
+        )
+        for i, (x, y) in enumerate(zip(X.to_delayed().ravel(), y_blocks))
+    ]
+    while len(tasks) > 1:  # pairwise tree reduction
+        paired = [dask.delayed(_add)(a, b) for a, b in zip(tasks[::2], tasks[1::2])]
+        tasks = paired + (tasks[-1:] if len(tasks) % 2 else [])
+    (total,) = dask.compute(tasks[0])
+    return [[ops.to_numpy(p) for p in stats] for stats in total]
+
+
+def is_dask(a):
+    """Whether ``a`` is a dask array (without importing dask)."""
+    return type(a).__module__.split(".")[0] == "dask"
+
+
+class Moments:
+    """Normalized moments of one weighted part of the data (float64 numpy)."""
+
+    def __init__(self, gram, cross, yy, ysum, weight_sum):
+        n = float(weight_sum)
+        self.n = n
+        self.A = (gram + gram.T) / (2 * n)
+        self.b = cross / n
+        self.yy = float(np.sum(yy)) / n  # sum_outputs sum_i w_i y_i^2 / n
+        self.y_sq = yy / n  # per output
+        self.y_mean = ysum / n  # per output

@@ -1,0 +1,103 @@
+"""SAMKernelRegressorCV: the same choice as GridSearchCV over the same grid."""
+
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sksam import SAMKernelRegressor, SAMKernelRegressorCV
+
+
+def _data(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 2))
+    y = np.sin(2 * X[:, 0]) + 0.8 * rng.standard_normal(n)
+    return X, y
+
+
+@pytest.mark.parametrize("n_components", [None, 15])
+def test_best_choice_and_scores_equal_grid_search(n_components):
+    X, y = _data()
+    cv = KFold(3, shuffle=True, random_state=0)
+    common = dict(gamma=2.0, n_components=n_components, random_state=0)
+    search = SAMKernelRegressorCV(
+        solvers=["gd", "sam"], rhos=[0.05, 0.5], max_iter=10, cv=cv, **common
+    ).fit(X, y)
+    grid = GridSearchCV(
+        SAMKernelRegressor(sharpness=None, **common),
+        {"solver": ["gd", "sam"], "rho": [0.05, 0.5], "max_iter": list(range(1, 11))},
+        cv=cv,
+    ).fit(X, y)
+    assert search.best_params_ == grid.best_params_
+    assert search.best_score_ == pytest.approx(grid.best_score_, rel=1e-9)
+    assert search.cv_results_["params"] == grid.cv_results_["params"]
+    assert_allclose(
+        search.cv_results_["mean_test_score"], grid.cv_results_["mean_test_score"], rtol=1e-8
+    )
+    assert_allclose(
+        search.cv_results_["split2_test_score"], grid.cv_results_["split2_test_score"], rtol=1e-8
+    )
+    assert list(search.cv_results_["param_solver"]) == list(grid.cv_results_["param_solver"])
+    assert (search.cv_results_["rank_test_score"] == grid.cv_results_["rank_test_score"]).all()
+    assert_allclose(search.predict(X), grid.best_estimator_.predict(X), rtol=1e-10)
+    assert search.n_iter_ == grid.best_params_["max_iter"] == search.estimator_.n_iter_
+
+
+def test_parallel_fits_equal_sequential():
+    X, y = _data()
+    one = SAMKernelRegressorCV(rhos=[0.1], max_iter=10, cv=3).fit(X, y)
+    with joblib.parallel_config(backend="threading"):  # no process start-up in the test
+        two = SAMKernelRegressorCV(rhos=[0.1], max_iter=10, cv=3, n_jobs=2).fit(X, y)
+    assert_allclose(two.cv_results_["mean_test_score"], one.cv_results_["mean_test_score"])
+
+
+def test_sample_weight_reaches_the_fits():
+    X, y = _data()
+    w = np.random.default_rng(0).integers(1, 3, size=60).astype(float)
+    search = SAMKernelRegressorCV(rhos=[0.1], max_iter=10, cv=3).fit(X, y, sample_weight=w)
+    direct = SAMKernelRegressor(
+        solver=search.solver_, rho=search.rho_, max_iter=search.n_iter_
+    ).fit(X, y, sample_weight=w)
+    assert_allclose(search.predict(X), direct.predict(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"solvers": ["adam"]}, "solvers must be a non-empty list"),
+        ({"solvers": []}, "solvers must be a non-empty list"),
+        ({"rhos": [-0.1]}, "rhos must be a non-empty list of finite floats"),
+        ({"max_iter": 0}, "'max_iter' parameter"),
+    ],
+)
+def test_bad_grids_are_named(params, match):
+    X, y = _data(n=20)
+    with pytest.raises(ValueError, match=match):
+        SAMKernelRegressorCV(**params).fit(X, y)
+
+
+def _expected_failures(estimator):
+    reason = (
+        "the folds split rows: repeated rows can fall in several folds, a weighted "
+        "row in one (as in GridSearchCV)"
+    )
+    return {
+        "check_sample_weight_equivalence_on_dense_data": reason,
+        "check_sample_weight_equivalence_on_sparse_data": reason,
+    }
+
+
+@parametrize_with_checks(
+    [SAMKernelRegressorCV(rhos=[0.1], max_iter=10, cv=2)],
+    expected_failed_checks=_expected_failures,
+    xfail_strict=True,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        check(estimator)
