@@ -47,8 +47,10 @@ weights with skorch's own on a small fit.
     ``_step_optimizer`` of that mixin (which call ``optimizer.step()``
     without a closure, so cannot run SAM) are not used; see
     :class:`_AcceleratedSAMMixin`.
-``AccelerateMixin._initialize_accelerator`` (extended, ``accelerator=`` only)
-    skorch's preparation, then SAM's ``model`` set to the prepared module.
+``AccelerateMixin._initialize_accelerator`` (re-implemented, ``accelerator=`` only)
+    skorch's preparation, except for modules without trainable parameters
+    (the usual criteria, which DistributedDataParallel refuses), then SAM's
+    ``model`` set to the prepared module.
 
 The per-batch fast paths also rely on skorch's ``NeuralNet.infer``,
 ``NeuralNet.get_loss`` and ``NeuralNetClassifier.get_loss`` (mirrored for
@@ -66,7 +68,7 @@ import textwrap
 import numpy as np
 import torch
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, LRScheduler
 from skorch.dataset import Dataset, get_len, unpack_data
 from skorch.hf import AccelerateMixin  # imports accelerate only when used
 from skorch.history import History
@@ -88,7 +90,7 @@ OVERRIDES = {
     "History.new_batch": "re-implemented",
     "History.record_batch": "re-implemented",
     "NeuralNet.__init__": "extended (m, precision)",
-    "AccelerateMixin._initialize_accelerator": "extended (accelerator= only)",
+    "AccelerateMixin._initialize_accelerator": "re-implemented (accelerator= only)",
     "AccelerateMixin.train_step": "replaced by ours (accelerator= only)",
 }
 
@@ -516,17 +518,43 @@ class _AcceleratedSAMMixin:
     DDP and scales it under float16), and :class:`SAM` steps with the
     accelerator's ``GradScaler``. So ``AccelerateMixin.train_step`` (and
     its ``accelerator.accumulate`` context), ``train_step_single`` and
-    ``_step_optimizer`` are not used. ``_initialize_accelerator`` is
-    extended to hand SAM the prepared (DDP-wrapped) module, whose
-    ``no_sync`` the per-worker ascent (``optimizer__ascent='local'``) needs.
+    ``_step_optimizer`` are not used. ``_initialize_accelerator`` leaves
+    parameterless criteria unprepared (DistributedDataParallel refuses them)
+    and hands SAM the prepared (DDP-wrapped) module, whose ``no_sync`` the
+    per-worker ascent (``optimizer__ascent='local'``) needs.
     """
 
     def _initialize_accelerator(self):
-        """skorch's preparation, then SAM's ``model`` set to the prepared module."""
-        super()._initialize_accelerator()
+        """skorch's preparation, except for parameterless modules; SAM gets the prepared module.
+
+        skorch prepares every criterion, and DistributedDataParallel refuses
+        a module without trainable parameters (``CrossEntropyLoss``): those
+        are left as they are, which is what preparing them would do on one
+        process.
+        """
+        if self._wrapped_with_accelerator:
+            return self
+        prepare = self.accelerator.prepare
+        for kind, names in (("criterion", self._criteria), ("module", self._modules)):
+            with self._current_init_context(kind):
+                for name in names:
+                    module = getattr(self, name + "_")
+                    if isinstance(module, nn.Module) and any(
+                        p.requires_grad for p in module.parameters()
+                    ):
+                        setattr(self, name + "_", prepare(module))
+        with self._current_init_context("optimizer"):
+            for name in self._optimizers:
+                optimizer = getattr(self, name + "_")
+                if isinstance(optimizer, torch.optim.Optimizer):
+                    setattr(self, name + "_", prepare(optimizer))
+        for _, callback in self.callbacks_:
+            if isinstance(callback, LRScheduler):
+                callback.policy_ = prepare(callback.policy_)
+        self._wrapped_with_accelerator = True
         sam = _sam_of(self.optimizer_)
         if sam is not None:
-            sam.model = self.module_
+            sam.model = self.module_  # the prepared module: DDP's no_sync
         return self
 
 

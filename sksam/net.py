@@ -113,7 +113,7 @@ class _BaseSAMNet(BaseEstimator):
         "verbose": ["verbose"],
         "m": [Interval(Integral, 1, None, closed="left")],
         "precision": [StrOptions({"float32", "bfloat16", "float16"})],
-        "accelerator": [None, "no_validation"],
+        "accelerator": "no_validation",
         "n_threads": [
             Options(Integral, {-1}),
             Interval(Integral, 1, None, closed="left"),
@@ -258,7 +258,7 @@ class _BaseSAMNet(BaseEstimator):
                     f"{type(self).__name__} with accelerator= trains from scratch at every "
                     "fit: warm_start=True and partial_fit are not supported with it."
                 )
-            return torch.device(self.net_.device)
+            return _net_device(self.net_)
         if self.accelerator is not None:
             if self.precision != "float32":
                 raise ValueError(
@@ -362,7 +362,11 @@ class _BaseSAMNet(BaseEstimator):
         )
         if self.accelerator is None:
             return self._net_class(**{**params, **routed})
-        # Accelerate shards DataLoaders (not our tensor loader) and places the data
+        # Accelerate shards DataLoaders (not our tensor loader) and places the
+        # data; its PrintLog sink (accelerator.print) ignores verbose.
+        if routed.get("callbacks__print_log", ...) is None:
+            del routed["callbacks__print_log"]
+            routed.setdefault("callbacks__print_log__sink", _silent)
         params.update(
             iterator_train=DataLoader,
             iterator_valid=DataLoader,
@@ -460,6 +464,17 @@ class _BaseSAMNet(BaseEstimator):
 #: A batch loss this many times the first one, with a final loss no better than a
 #: constant prediction's, means the learning rate threw the network away.
 PEAK_FACTOR = 1.5
+
+
+def _net_device(net):
+    """Where ``net`` holds its module: its ``device``, or its accelerator's."""
+    if net.device is None:
+        return torch.device(net.accelerator.device)
+    return torch.device(net.device)
+
+
+def _silent(*args, **kwargs):
+    """A print that prints nothing (PrintLog's sink when ``verbose=0`` under Accelerate)."""
 
 
 def _first_batch_loss(epochs):
@@ -784,7 +799,7 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
         with self._threads(self.net_, len(X)):
-            proba = self.net_.predict_proba(_to_tensor(X, torch.device(self.net_.device)))
+            proba = self.net_.predict_proba(_to_tensor(X, _net_device(self.net_)))
         return proba.astype(np.float64)
 
     def predict(self, X):
@@ -985,7 +1000,7 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
         with self._threads(self.net_, len(X)):
-            y = self.net_.predict(_to_tensor(X, torch.device(self.net_.device)))
+            y = self.net_.predict(_to_tensor(X, _net_device(self.net_)))
         y = np.asarray(y, dtype=np.float64)
         return y.ravel() if self._y_ndim == 1 else y
 
