@@ -496,7 +496,7 @@ _FIT_DOC = """
         ``{output_name}`` and they are not given, they are filled in from the
         data. An instance is deep-copied at every ``fit`` and its current
         weights are the starting point. ``None`` uses
-        :class:`sksam.modules.MLP` (one hidden layer of 100 ReLU units; set
+        :class:`~sksam.net.MLP` (one hidden layer of 100 ReLU units; set
         ``module__hidden_layer_sizes``, ``module__dropout``...).
     solver : {{'gd', 'sam', 'usam', 'asam'}}, default='sam'
         The update rule.
@@ -506,7 +506,7 @@ _FIT_DOC = """
     lr : float, default=None
         Learning rate of the base optimizer; ``None`` is {default_lr}.{lr_note} A rate so large that
         the loss blows up, or ends no lower than that of the best constant
-        prediction, gives a :class:`~sksam.exceptions.DivergenceWarning`; a
+        prediction, gives a ``sksam.exceptions.DivergenceWarning``; a
         non-finite loss or weight is an error.
     max_epochs : int, default=20
         Passes over the training data in one call to ``fit`` (more passes
