@@ -95,3 +95,27 @@ def test_bad_option_values_are_named(digits):
         _small(m=0).fit(X, y)
     with pytest.raises(ValueError, match="'precision' parameter"):
         _small(precision="float8").fit(X, y)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    "precision, atol", [("float32", 1e-3), ("bfloat16", 0.1), ("float16", 0.02)]
+)
+def test_cuda_precisions_are_close_to_cpu_float32(digits, precision, atol):
+    X, y = digits
+    cpu = _small(module__hidden_layer_sizes=(16,)).fit(X, y)
+    gpu = _small(module__hidden_layer_sizes=(16,), device="cuda", precision=precision).fit(X, y)
+    torch.testing.assert_close(_weights(gpu).cpu(), _weights(cpu), rtol=0, atol=atol)
+
+
+@needs_cuda
+def test_cuda_m_sharpness_matches_cpu(digits):
+    X, y = digits
+    cpu = _small(m=4).fit(X, y)
+    gpu = _small(m=4, device="cuda").fit(X, y)
+    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), atol=1e-3)
+    reg = SAMNetRegressor(device="cuda", m=2, precision="float16", max_epochs=2, random_state=0)
+    assert reg.fit(X, y.astype(float)).predict(X).shape == (len(X),)
