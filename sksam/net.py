@@ -517,7 +517,7 @@ _FIT_DOC = """
         The base optimizer that takes the descent step; its options are
         routed with ``optimizer__*`` (``optimizer__momentum=0.9``).
     train_split : callable or None, default=None
-        skorch's validation split (for example ``skorch.dataset.ValidSplit(5)``),
+        The validation split of skorch (for example ``skorch.dataset.ValidSplit(5)``),
         needed by callbacks that watch validation scores (skorch's
         ``EarlyStopping()`` watches ``valid_loss``: ``fit`` refuses it
         without a split). ``None`` trains on all the data, as scikit-learn's
@@ -553,9 +553,9 @@ _FIT_DOC = """
         first fit; changes to their parameters take effect at the next fit
         with ``warm_start=False``.
     verbose : int, default=0
-        skorch's verbosity (1 prints a table per epoch).
+        The verbosity of skorch (1 prints a table per epoch).
     m : int, default=1
-        m-sharpness: each mini-batch is split into ``m`` chunks of (nearly)
+        The m-sharpness option: each mini-batch is split into ``m`` chunks of (nearly)
         equal size, each takes its own ascent, and the base optimizer steps
         along the mean of their descent gradients (Foret et al., 2021;
         ``sksam.optim.SAM.step_chunks``). The same floating-point work as
@@ -577,13 +577,13 @@ _FIT_DOC = """
         ignored (the accelerator places the data). Needs the ``accelerate``
         extra; ``warm_start`` and ``partial_fit`` are not supported with it.
     n_threads : int or None, default=None
-        torch threads during ``fit`` and prediction, restored afterwards.
+        Number of torch threads during ``fit`` and prediction, restored afterwards.
         ``None``: one thread for small problems (fewer than ten million
         multiply-adds per batch) and inside joblib workers (so
         ``GridSearchCV(n_jobs=2)`` does not oversubscribe), torch's setting
         otherwise; ``-1``: one per core.
     **kwargs
-        skorch routed parameters: ``module__*``, ``optimizer__*``,
+        The skorch routed parameters: ``module__*``, ``optimizer__*``,
         ``criterion__*``, ``iterator_train__*``, ``iterator_valid__*``,
         ``dataset__*`` and ``callbacks__*``.
 """
