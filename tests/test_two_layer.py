@@ -458,6 +458,9 @@ def test_failed_warm_start_keeps_previous_fit():
         ({"n_hidden": 0}, "'n_hidden' parameter"),
         ({"learning_rate": 0.0}, "'learning_rate' parameter"),
         ({"batch_size": 0}, "'batch_size' parameter"),
+        ({"n_threads": 0}, "'n_threads' parameter"),
+        # scikit-learn's name is 'logistic'
+        ({"activation": "sigmoid"}, "'activation' parameter .* among .*'logistic'"),
     ],
 )
 def test_bad_parameters_are_named(params, match):
