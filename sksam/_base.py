@@ -61,13 +61,15 @@ COMMON_CONSTRAINTS = {
 #: would silently keep the first iterate.
 MIN_VALIDATION_SAMPLES = 2
 
-#: The numpydoc text of the history attributes, one meaning for every estimator.
+#: The numpydoc text of the history attributes, one meaning for every
+#: estimator: each class docstring carries it verbatim (tested).
 HISTORY_ATTRIBUTES_DOC = """\
     n_iter_ : int
         Number of iterations run (over all ``warm_start`` calls).
     loss_curve_ : list of float
         Mean training loss at each iteration, evaluated at the weights the
-        iteration started from (so ``loss_curve_[0]`` is the loss at the start).
+        iteration started from (with mini-batches, the mean of the batch
+        losses over the epoch).
     best_loss_ : float
         ``min(loss_curve_)``.
     validation_scores_ : list of float or None

@@ -42,9 +42,11 @@ N_THREADS_CONSTRAINT = [
 ]
 
 #: Multiply-adds per training step below which one thread is used by default.
-#: Below it, a step takes well under a millisecond of arithmetic, and more
-#: threads only add synchronization (see the user guide, "Threads").
-SMALL_PROBLEM = 10_000_000
+#: On a 2-core machine shared with other work, one thread was faster than two
+#: for every size measured, up to 5.5e7 multiply-adds per step (2.9 times);
+#: above this bound, torch's own setting is kept (see the user guide,
+#: "Threads", and ``benchmarks/bench_threads.py``).
+SMALL_PROBLEM = 100_000_000
 
 
 def in_joblib_worker():

@@ -99,8 +99,8 @@ class SAM(torch.optim.Optimizer):
         w <- base_step(w, grad L(w + e))
 
     where ``g = grad L(w)``, ``||.||`` is the Euclidean norm over all
-    parameters of all groups, and ``T = |w| + eta`` element-wise. The
-    perturbations themselves come from :mod:`sksam._update_rules`.
+    parameters of all groups, and ``T = |w| + eta`` element-wise. Every
+    sksam estimator computes these perturbations with the same code.
 
     Parameters
     ----------

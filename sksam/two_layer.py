@@ -142,13 +142,13 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         Number of iterations run (over all ``warm_start`` calls).
     loss_curve_ : list of float
         Mean training loss at each iteration, evaluated at the weights the
-        iteration started from (averaged over the mini-batches of the epoch
-        when ``batch_size`` is set).
+        iteration started from (with mini-batches, the mean of the batch
+        losses over the epoch).
     best_loss_ : float
         ``min(loss_curve_)``.
     validation_scores_ : list of float or None
-        :math:`R^2` on the validation split at each iteration when
-        ``early_stopping`` is True, else None.
+        :math:`R^2` (accuracy for classifiers) on the validation split at each
+        iteration when ``early_stopping`` is True, else None.
     best_validation_score_ : float or None
         ``max(validation_scores_)``: the score of the weights kept when
         ``early_stopping`` is True, else None.

@@ -458,6 +458,9 @@ def test_failed_warm_start_keeps_previous_fit():
         ({"n_hidden": 0}, "'n_hidden' parameter"),
         ({"learning_rate": 0.0}, "'learning_rate' parameter"),
         ({"batch_size": 0}, "'batch_size' parameter"),
+        ({"n_threads": 0}, "'n_threads' parameter"),
+        # scikit-learn's name is 'logistic'
+        ({"activation": "sigmoid"}, "'activation' parameter .* among .*'logistic'"),
     ],
 )
 def test_bad_parameters_are_named(params, match):
@@ -714,10 +717,11 @@ def test_grid_search_n_jobs_2_fits_with_one_thread_each(two_torch_threads, backe
 
     from sksam._threads import SMALL_PROBLEM
 
-    X, y = _data(n=40)
-    # a problem above the small-problem size (20 training rows, 4 features,
+    rng = np.random.RandomState(0)
+    X, y = rng.standard_normal((40, 200)), rng.standard_normal(40)
+    # a problem above the small-problem size (20 training rows, 200 features,
     # 1 output): only the joblib-worker rule can choose one thread
-    n_hidden = SMALL_PROBLEM // (20 * 5) + 1
+    n_hidden = SMALL_PROBLEM // (20 * 201) + 1
     reg = _ThreadRecorder(n_hidden=n_hidden, max_iter=1, tol=None, sharpness=None)
     search = GridSearchCV(
         reg, {"rho": [0.0, 0.1]}, cv=2, n_jobs=2, refit=False, scoring=_threads_seen
