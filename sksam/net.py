@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ._base import (
+    HISTORY_ATTRIBUTES_DOC,
     check_device,
     diagnose_loss_curve,
     record_history,
@@ -636,21 +637,12 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
         ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
         sees labels encoded as ``0..n_classes-1``.
-    loss_curve_ : list of float
-        Mean training loss of each epoch (``n_iter_`` values), each batch's
-        loss taken at the weights its step started from (the unperturbed
-        ones, for SAM).
-    best_loss_ : float
-        ``min(loss_curve_)``.
-    validation_scores_ : None
-        Always None: validation scores, when ``train_split`` is set, are in
-        ``net_.history`` (``valid_loss``, ``valid_acc``).
-    best_validation_score_ : None
-        Always None, as ``validation_scores_``.
-    n_iter_ : int
-        Number of epochs run (fewer than ``max_epochs`` after early
-        stopping), counting those of earlier calls continued by
-        ``warm_start`` or ``partial_fit``.
+"""
+        + HISTORY_ATTRIBUTES_DOC
+        + """
+        Here an iteration is an epoch, there is no ``early_stopping``
+        parameter (skorch's ``EarlyStopping`` callback stops early), and the
+        validation scores of a ``train_split`` are in ``net_.history``.
     sharpness_ : float or None
         The ``sharpness`` measure at the fitted weights, on the data of the
         last call to ``fit`` or ``partial_fit``; ``None`` if not asked.
@@ -866,20 +858,12 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
         ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
         always sees a 2-D ``y``.
-    loss_curve_ : list of float
-        Mean training loss of each epoch (``n_iter_`` values), each batch's
-        loss taken at the weights its step started from (the unperturbed
-        ones, for SAM).
-    best_loss_ : float
-        ``min(loss_curve_)``.
-    validation_scores_ : None
-        Always None: validation scores, when ``train_split`` is set, are in
-        ``net_.history`` (``valid_loss``, ``valid_acc``).
-    best_validation_score_ : None
-        Always None, as ``validation_scores_``.
-    n_iter_ : int
-        Number of epochs run, counting those of earlier calls continued by
-        ``warm_start`` or ``partial_fit``.
+"""
+        + HISTORY_ATTRIBUTES_DOC
+        + """
+        Here an iteration is an epoch, there is no ``early_stopping``
+        parameter (skorch's ``EarlyStopping`` callback stops early), and the
+        validation scores of a ``train_split`` are in ``net_.history``.
     sharpness_ : float or None
         The ``sharpness`` measure at the fitted weights, on the data of the
         last call to ``fit`` or ``partial_fit``; ``None`` if not asked.

@@ -147,3 +147,10 @@ def test_the_fit_loop_is_shared_not_copied():
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+def test_history_attributes_carry_the_shared_text():
+    from sksam._base import HISTORY_ATTRIBUTES_DOC
+
+    for cls in (SAMNetClassifier, SAMNetRegressor):
+        assert HISTORY_ATTRIBUTES_DOC in cls.__doc__, cls.__name__
