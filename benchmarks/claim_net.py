@@ -15,6 +15,7 @@ fixed in advance (``--rho``, ``--lr``, ``--epochs``).
 Usage::
 
     python benchmarks/claim_net.py [--seeds 5] [--epochs 60] [--rho 0.1]
+    python benchmarks/claim_net.py --quick      # smoke run
 """
 
 import argparse
@@ -62,7 +63,10 @@ def main():
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 epochs")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.epochs, args.noise = 1, 2, [0.2]
     torch.set_num_threads(1)
 
     X, y = load_digits(return_X_y=True)
