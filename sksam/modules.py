@@ -82,7 +82,7 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, X):
-        """Outputs of shape ``(n_samples, n_outputs)``.
+        """Compute the outputs, of shape ``(n_samples, n_outputs)``.
 
         Parameters
         ----------

@@ -55,8 +55,9 @@ from .modules import MLP
 from .optim import SAM
 from .sharpness import MEASURES, measure_sharpness
 
-# MLP and TensorBatchLoader are re-exported here for code written before the split.
-__all__ = ["SAMNetClassifier", "SAMNetRegressor", "MLP", "TensorBatchLoader"]
+# MLP (sksam.modules) is re-exported here for code written before the split;
+# TensorBatchLoader (private machinery, sksam._skorch) stays importable from here.
+__all__ = ["SAMNetClassifier", "SAMNetRegressor", "MLP"]
 
 #: Prefixes of the skorch parameters that ``**kwargs`` may route.
 ROUTED_PREFIXES = (
@@ -196,7 +197,7 @@ class _BaseSAMNet(BaseEstimator):
         return extra
 
     def get_params(self, deep=True):
-        """Parameters of this estimator, including skorch routed ones.
+        """Get the parameters of this estimator, including skorch routed ones.
 
         Parameters
         ----------

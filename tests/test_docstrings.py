@@ -49,14 +49,6 @@ ALLOWED_FAILURES = {
     ("sksam.inspection._displays.SolverComparisonDisplay", "EX01"),
     ("sksam.inspection._displays.SolverComparisonDisplay.plot", "RT03"),
     ("sksam.inspection._displays.TrainingCurveDisplay.plot", "RT03"),
-    # sksam/net.py
-    ("sksam.net.MLP", "EX01"),
-    ("sksam.net.MLP.forward", "PR01"),
-    ("sksam.net.MLP.forward", "RT01"),
-    ("sksam.net.MLP.forward", "SS05"),
-    ("sksam.net.SAMNetClassifier", "PR08"),
-    ("sksam.net.SAMNetClassifier.get_params", "SS05"),
-    ("sksam.net.SAMNetClassifier.set_params", "RT03"),
     # sksam/optim.py
     ("sksam.optim.SAM.perturbs", "RT05"),
 }
