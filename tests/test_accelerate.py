@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -127,3 +128,14 @@ def test_accelerator_refuses_precision_and_warm_start():
     assert clf.score(X, y) > 0.1  # one process: an ordinary fit
     with pytest.raises(ValueError, match="warm_start=True and partial_fit are not supported"):
         clf.partial_fit(X, y)
+
+
+def test_every_rank_predicts_every_row(ranks):
+    # skorch shards the rows of predict_proba over the processes and gathers them
+    X, y = worker.data()
+    torch.set_num_threads(1)
+    reference = SAMNetClassifier(batch_size=WORLD * worker.BATCH, **worker.params()).fit(X, y)
+    for rank in ranks:
+        proba = rank["global"]["proba"]
+        assert proba.shape == (len(X), 10)
+        np.testing.assert_allclose(proba, reference.predict_proba(X), rtol=0, atol=1e-5)
