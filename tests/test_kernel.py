@@ -31,7 +31,7 @@ def _data(n=60, d=3, n_outputs=None, seed=0):
 
 
 def _spectral_filter(K, y, *, lr, max_iter, rho=0.0):
-    """DESIGN.md's closed form: (1 - (1 - lr s_i)^T) z_i / lambda_i along u_i."""
+    """The closed form of GD / USAM: (1 - (1 - lr s_i)^T) z_i / lambda_i along u_i."""
     lam, U = np.linalg.eigh(K)
     n = K.shape[0]
     s = (lam / n) * (1 + rho * lam / n)
