@@ -303,6 +303,12 @@ class Moments:
     """Normalized moments of one weighted part of the data (float64 numpy)."""
 
     def __init__(self, gram, cross, yy, ysum, weight_sum):
+        if not all(np.all(np.isfinite(p)) for p in (gram, cross, yy, ysum)):
+            # dask and torch inputs are read chunk by chunk, not validated up front
+            raise ValueError(
+                "The features or targets contain NaN or infinite values (in X, y, or "
+                "returned by the kernel)."
+            )
         n = float(weight_sum)
         self.n = n
         self.A = (gram + gram.T) / (2 * n)

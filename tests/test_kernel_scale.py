@@ -384,6 +384,16 @@ def test_dask_equals_numpy(dask_client, params):
         assert_allclose(on_dask.validation_scores_, ref.validation_scores_, rtol=1e-10)
 
 
+def test_dask_input_with_nan_is_an_error(dask_client):
+    da = pytest.importorskip("dask.array")
+    X, y, _ = _data(n=30)
+    X[17, 1] = np.nan
+    with pytest.raises(ValueError, match="contain NaN or infinite values"):
+        SAMKernelRegressor(n_components=5).fit(
+            da.from_array(X, chunks=10), da.from_array(y, chunks=10)
+        )
+
+
 def test_dask_array_needs_the_feature_space_path(dask_client):
     da = pytest.importorskip("dask.array")
     X, y, _ = _data(n=30)
