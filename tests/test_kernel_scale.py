@@ -384,16 +384,24 @@ def test_dask_equals_numpy(dask_client, params):
         assert_allclose(on_dask.validation_scores_, ref.validation_scores_, rtol=1e-10)
 
 
-def test_dask_input_with_nan_is_an_error(dask_client):
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"centers": "first rows"}, "Input contains NaN"),  # pairwise_kernels checks
+        ({"centers": "first rows", "device": "cpu"}, "contain NaN or infinite values"),
+        ({"kernel": "linear"}, "contain NaN or infinite values"),
+    ],
+)
+def test_dask_input_with_nan_is_an_error(dask_client, params, match):
+    # dask chunks are read in the pass over the data, not validated up front
     da = pytest.importorskip("dask.array")
     X, y, _ = _data(n=30)
     X[17, 1] = np.nan
-    # row 17 is not a centre (those are checked when K_CC is formed)
-    centers = X[:5]
-    with pytest.raises(ValueError, match="contain NaN or infinite values"):
-        SAMKernelRegressor(centers=centers).fit(
-            da.from_array(X, chunks=10), da.from_array(y, chunks=10)
-        )
+    if "centers" in params:
+        params = {**params, "centers": X[:5]}  # row 17 is not a centre
+    model = SAMKernelRegressor(**params)
+    with pytest.raises(ValueError, match=match):
+        model.fit(da.from_array(X, chunks=10), da.from_array(y, chunks=10))
 
 
 def test_dask_array_needs_the_feature_space_path(dask_client):
