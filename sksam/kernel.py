@@ -436,10 +436,13 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         if not is_dask(Y):
             Y = np.asarray(Y, dtype=np.float64)  # numeric strings included
         sw = _check_sample_weight(sample_weight, np.empty((n, 0)), ensure_non_negative=True)
+        for name in ("dual_coef_", "coef_", "X_fit_", "centers_", "n_components_"):
+            if hasattr(self, name):  # from an earlier fit in another parametrization
+                delattr(self, name)
         train, val = self._split(n)
         if not sw[train].sum() > 0 or (val is not None and not sw[val].sum() > 0):
             raise ValueError("The sample weights of the training (or validation) part sum to 0.")
-        self._mode_ = mode = self._mode(X.shape[1], len(train))
+        self._fit_mode = mode = self._mode(X.shape[1], len(train))
         ops = self._ops(mode)
         if mode == "exact":
             if is_dask(X):
@@ -459,8 +462,6 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             self.coef_ = coef.T[0] if y.ndim == 1 else coef.T
         elif mode == "exact":
             self.dual_coef_ = coef.ravel() if y.ndim == 1 else coef
-        else:
-            self._center_coef = coef
         self._one_output = y.ndim == 1
         return self
 
@@ -555,7 +556,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         stats = [Moments(*m) for m in moments(X, Y, weights, feature_map, ops)]
         train_stats = stats[0]
         self._feature_map = feature_map
-        self._ops_ = ops
+        self._fit_ops = ops
         self.n_components_ = width
         lam_max = top_eigenvalue(train_stats.A)
         self._lambda_max = lam_max
@@ -724,14 +725,14 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
 
     def _features(self, X):
         """The prediction's left factor for a block of rows (numpy float64)."""
-        if self._mode_ == "exact":
+        if self._fit_mode == "exact":
             if self.kernel == "precomputed":
                 columns = self._precomputed_columns
                 return self._get_kernel(X if columns is None else X[:, columns], self.X_fit_)
             return self._get_kernel(X, self.X_fit_)
-        if self._mode_ == "linear":
+        if self._fit_mode == "linear":
             return X.toarray() if sparse.issparse(X) else X
-        spec, ops = self._feature_map.spec, self._ops_
+        spec, ops = self._feature_map.spec, self._fit_ops
         centers, _ = self._feature_map._on(ops)
         return ops.to_numpy(ops.kernel(spec, ops.asarray(X), centers))
 

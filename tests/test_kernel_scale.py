@@ -298,6 +298,15 @@ def test_more_components_than_samples_warns_and_uses_all_rows():
     assert model.centers_.shape == (20, 3)
 
 
+def test_refit_in_another_parametrization_drops_the_old_attributes():
+    X, y, _ = _data(n=40)
+    model = SAMKernelRegressor(max_iter=5).fit(X, y)
+    assert hasattr(model, "dual_coef_")
+    model.set_params(n_components=10, random_state=0).fit(X, y)
+    assert not hasattr(model, "dual_coef_") and not hasattr(model, "X_fit_")
+    assert model.centers_.shape == (10, 3)
+
+
 def test_pickle_of_a_nystroem_model():
     X, y, X_test = _data(n=60, n_outputs=2)
     model = SAMKernelRegressor(n_components=15, random_state=0, max_iter=20).fit(X, y)
