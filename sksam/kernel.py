@@ -544,11 +544,10 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             # the centres are columns of the precomputed kernel
             idx = self._center_indices(train)
             feature_map = NystroemMap(_PrecomputedSpec(), idx.astype(np.float64), X[idx][:, idx])
-            self.centers_ = idx
+            self.centers_ = idx[feature_map.kept]
         elif mode == "nystroem":
-            centers = self._centers(X, train)
-            feature_map = NystroemMap(self._kernel_spec(), centers)
-            self.centers_ = centers
+            feature_map = NystroemMap(self._kernel_spec(), self._centers(X, train))
+            self.centers_ = feature_map.centers
         else:
             feature_map = LinearMap(X.shape[1])
         width = feature_map.n_features_out
@@ -576,8 +575,8 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             make_score=make_score,
         )
         self._basis = self._path.V
-        if mode == "nystroem":
-            self._basis = feature_map.projection @ self._path.V
+        if mode == "nystroem":  # coefficients of the kernel at the centres
+            self._basis = feature_map.center_coefficients(self._path.V)
         self.sharpness_ = self._feature_sharpness(train_stats)
 
     def _centers(self, X, train):

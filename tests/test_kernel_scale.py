@@ -107,8 +107,9 @@ def test_nystroem_rho_sharpness_equals_the_trust_region_on_a():
     model = SAMKernelRegressor(
         solver="sam", rho=0.3, n_components=25, random_state=0, sharpness="rho", max_iter=40
     ).fit(X, y)
-    Phi = rbf_kernel(X, model.centers_, gamma=1 / 3)
-    Phi = Phi @ model._feature_map.projection  # the model's own basis
+    # features L^{-1} k(C, x), K_CC = L L^T: an orthonormal basis of span{k(c, .)}
+    L = np.linalg.cholesky(rbf_kernel(model.centers_, gamma=1 / 3))
+    Phi = np.linalg.solve(L, rbf_kernel(model.centers_, X, gamma=1 / 3)).T
     A, b = Phi.T @ Phi / 120, Phi.T @ y / 120
     theta = model._path.V @ model._coef
     lam, U = np.linalg.eigh(A)
