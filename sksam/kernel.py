@@ -68,7 +68,8 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
       training rows; needs the ``n x n`` kernel matrix;
     - Nystroem (``n_components=M`` or ``centers=``): :math:`f` restricted to
       the span of :math:`k(c_j, \cdot)` for ``M`` centres, with the
-      orthonormal features :math:`\phi(x) = K_{CC}^{-1/2} k(C, x)`; memory
+      orthonormal features :math:`\phi(x) = L^{-1} k(C, x)`,
+      :math:`K_{CC} = L L^\top` (pivoted Cholesky); memory
       :math:`O(M^2)` whatever ``n``, and ``X`` may be a dask array;
     - primal linear (``kernel='linear'`` with fewer features than samples):
       :math:`\phi(x) = x`, ``coef_`` exposed.
@@ -166,12 +167,13 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     X_fit_ : {ndarray, sparse matrix} of shape (n_train, n_features)
         Training data (the kernel matrix if ``kernel='precomputed'``), without
         the validation part of ``early_stopping`` (exact path only).
-    centers_ : ndarray of shape (M, n_features)
-        The Nystroem centres (their column indices if
+    centers_ : ndarray of shape (n_components_, n_features)
+        The Nystroem centres kept (their column indices if
         ``kernel='precomputed'``).
     n_components_ : int
-        Dimension of the Nystroem or primal feature space (centres whose
-        kernel matrix is rank deficient give fewer than ``M``).
+        Dimension of the Nystroem or primal feature space. Centres that the
+        others represent to working precision are dropped, so this can be
+        less than ``M``.
     n_iter_ : int
         Number of steps of the returned model (with ``early_stopping``, the
         best step, which may be before the last one run).
