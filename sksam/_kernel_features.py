@@ -112,6 +112,12 @@ class TorchOps:
         self.device = torch.device(device)
         self.dtype = torch.float32 if dtype == "float32" else torch.float64
 
+    def __getstate__(self):  # picklable (dask workers, fitted estimators): no module
+        return {"device": str(self.device), "dtype": str(self.dtype).rsplit(".", 1)[-1]}
+
+    def __setstate__(self, state):
+        self.__init__(state["device"], state["dtype"])
+
     def asarray(self, block):
         if sparse.issparse(block):
             block = block.toarray()

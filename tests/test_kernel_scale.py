@@ -308,9 +308,13 @@ def test_refit_in_another_parametrization_drops_the_old_attributes():
     assert model.centers_.shape == (10, 3)
 
 
-def test_pickle_of_a_nystroem_model():
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_pickle_of_a_nystroem_model(device):
+    if device is not None:
+        pytest.importorskip("torch")
     X, y, X_test = _data(n=60, n_outputs=2)
-    model = SAMKernelRegressor(n_components=15, random_state=0, max_iter=20).fit(X, y)
+    model = SAMKernelRegressor(n_components=15, random_state=0, max_iter=20, device=device)
+    model.fit(X, y)
     loaded = pickle.loads(pickle.dumps(model))
     assert_allclose(loaded.predict(X_test), model.predict(X_test), rtol=0)
 
