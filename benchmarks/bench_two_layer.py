@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from sksam import SAMTwoLayerRegressor
 from sksam.datasets import make_teacher_student
+from sksam.two_layer import _TrainingData
 
 
 def _time(fn):
@@ -52,6 +53,7 @@ def _sksam(solver, args, **params):
         tol=0.0,
         sharpness=None,
         random_state=0,
+        n_threads=args.threads,
         **params,
     )
 
@@ -73,18 +75,15 @@ def _mlp(args, n):
 
 def _sharpness_share(X, y):
     """Seconds of a default fit (without sharpness) and of its sharpness_."""
-    reg = SAMTwoLayerRegressor(random_state=0, sharpness=None)
+    reg = SAMTwoLayerRegressor(random_state=0, sharpness=None, n_threads=torch.get_num_threads())
     fit_time, _ = _time(lambda: reg.fit(X, y))
     params = [
         torch.as_tensor(v, dtype=torch.float32)
         for v in [reg.coefs_[0], reg.intercepts_[0], reg.coefs_[1], reg.intercepts_[1]]
     ]
-    X_t = torch.as_tensor(X, dtype=torch.float32)
-    Y_t = torch.as_tensor(y.reshape(len(y), -1), dtype=torch.float32)
+    data = _TrainingData(X, y.reshape(len(y), -1), None, "cpu")
     reg.set_params(sharpness="top_eigenvalue")  # the default
-    sharp_time, value = _time(
-        lambda: reg._measure_sharpness(params, X_t, Y_t, check_random_state(0))
-    )
+    sharp_time, value = _time(lambda: reg._measure_sharpness(params, data, check_random_state(0)))
     return fit_time, sharp_time, value, reg.n_iter_
 
 
@@ -96,7 +95,10 @@ def main():
     parser.add_argument("--steps", type=int, default=200, help="steps per timed fit")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.n_samples, args.hidden, args.steps, args.repeats = 100, 16, 5, 1
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)  # numpy's BLAS too, for scikit-learn's side
     warnings.simplefilter("ignore", ConvergenceWarning)

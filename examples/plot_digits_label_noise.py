@@ -3,6 +3,10 @@
 SAM on a deep-net classifier with noisy labels
 ==================================================
 
+The point of this figure: **the more training labels are flipped, the larger
+SAM's lead over SGD in clean test accuracy** (none at 0%, several points at
+40%).
+
 The paper's experiments carry its claim to deeper networks: where gradient
 methods fit the noise in the labels, SAM resists it. Here a
 :class:`~sksam.SAMNetClassifier` (a PyTorch multilayer perceptron trained
@@ -13,8 +17,11 @@ are clean. With ``device='cuda'`` the same code trains on a GPU.
 """
 
 # %%
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
@@ -22,9 +29,14 @@ from sklearn.preprocessing import StandardScaler
 
 from sksam import SAMNetClassifier
 
+torch.set_num_threads(1)
+QUICK = os.environ.get("SKSAM_QUICK") == "1"  # a smoke test in the test suite
+
 X, y = load_digits(return_X_y=True)
 X = X.astype(np.float32)
-X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
+X_train, X_test, y_train, y_test = train_test_split(
+    X, y, test_size=0.3, random_state=0
+)
 
 
 def flip_labels(y, fraction, seed):
@@ -39,7 +51,7 @@ def flip_labels(y, fraction, seed):
 # %%
 # SGD versus SAM at three noise levels, two seeds each
 # ----------------------------------------------------
-fractions, seeds = [0.0, 0.2, 0.4], [0, 1]
+fractions, seeds = ([0.0, 0.4], [0]) if QUICK else ([0.0, 0.2, 0.4], [0, 1])
 accuracy = {
     "gd": np.zeros((len(fractions), len(seeds))),
     "sam": np.zeros((len(fractions), len(seeds))),
@@ -54,7 +66,7 @@ for i, fraction in enumerate(fractions):
                     solver=solver,
                     rho=1.0,
                     lr=0.05,
-                    max_epochs=60,
+                    max_epochs=2 if QUICK else 60,
                     batch_size=64,
                     optimizer__momentum=0.9,
                     module__hidden_layer_sizes=(256,),
@@ -79,8 +91,12 @@ for i, fraction in enumerate(fractions):
 fig, ax = plt.subplots()
 width = 0.35
 positions = np.arange(len(fractions))
-for offset, (solver, label) in zip((-width / 2, width / 2), [("gd", "SGD"), ("sam", "SAM")]):
-    bars = ax.bar(positions + offset, accuracy[solver].mean(axis=1), width, label=label)
+for offset, (solver, label) in zip(
+    (-width / 2, width / 2), [("gd", "SGD"), ("sam", "SAM")]
+):
+    bars = ax.bar(
+        positions + offset, accuracy[solver].mean(axis=1), width, label=label
+    )
     ax.bar_label(bars, fmt="%.3f")
 ax.set_xticks(positions, [f"{f:.0%} labels flipped" for f in fractions])
 ax.set(ylabel="test accuracy (clean labels)", ylim=(0.5, 1.0))

@@ -14,6 +14,7 @@ _LAZY_NAMES = {
     "SAMKernelRegressorCV": "sksam._kernel_cv",
     "SAMTwoLayerRegressor": "sksam.two_layer",
     "SAMNetClassifier": "sksam.net",
+    "SAMNetRegressor": "sksam.net",
     "SAM": "sksam.optim",
 }
 

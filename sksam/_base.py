@@ -37,6 +37,7 @@ __all__ = [
     "record_history",
     "validation_split",
     "warn_diverged",
+    "warn_interrupted",
     "warn_not_converged",
 ]
 
@@ -60,13 +61,15 @@ COMMON_CONSTRAINTS = {
 #: would silently keep the first iterate.
 MIN_VALIDATION_SAMPLES = 2
 
-#: The numpydoc text of the history attributes, one meaning for every estimator.
+#: The numpydoc text of the history attributes, one meaning for every
+#: estimator: each class docstring carries it verbatim (tested).
 HISTORY_ATTRIBUTES_DOC = """\
     n_iter_ : int
         Number of iterations run (over all ``warm_start`` calls).
     loss_curve_ : list of float
         Mean training loss at each iteration, evaluated at the weights the
-        iteration started from (so ``loss_curve_[0]`` is the loss at the start).
+        iteration started from (with mini-batches, the mean of the batch
+        losses over the epoch).
     best_loss_ : float
         ``min(loss_curve_)``.
     validation_scores_ : list of float or None
@@ -221,8 +224,9 @@ class StoppingRule:
 # --------------------------------------------------------------------------
 
 
-#: A loss that ends more than this many times above its start has diverged.
-RISE_FACTOR = 10.0
+#: A loss that ends more than this many times above its start has diverged: a
+#: healthy run ends below the loss of its initialization.
+RISE_FACTOR = 2.0
 #: A loss that at any iteration exceeds its start this many times has jumped by
 #: orders of magnitude, even if it came back down (dead units often follow).
 JUMP_FACTOR = 1e3
@@ -238,7 +242,7 @@ def diagnose_loss_curve(losses, *, initial_loss=None):
 
     A curve has failed when (checked in this order) a loss is not finite;
     a loss exceeds ``JUMP_FACTOR`` (1000) times the start; the last loss is
-    above ``RISE_FACTOR`` (10) times the start; or, over at least
+    above ``RISE_FACTOR`` (2) times the start; or, over at least
     ``MIN_ITER_NO_DECREASE`` iterations, the loss never went below its start
     and ended ``NO_DECREASE_RISE`` (50 %) above it. Healthy GD and SAM runs,
     including SAM's small oscillations, pass.
@@ -337,6 +341,21 @@ def warn_not_converged(estimator_name, max_iter, what="the optimization"):
         f"{estimator_name}: maximum iterations ({max_iter}) reached and {what} "
         "hasn't converged yet; increase max_iter or set tol=None.",
         ConvergenceWarning,
+        stacklevel=_user_stacklevel(),
+    )
+
+
+def warn_interrupted(estimator_name):
+    """Warn that a ``KeyboardInterrupt`` ended training (the current weights are kept).
+
+    Parameters
+    ----------
+    estimator_name : str
+        Class name of the estimator.
+    """
+    warnings.warn(
+        f"{estimator_name}: Training interrupted by user; the current weights are kept.",
+        UserWarning,
         stacklevel=_user_stacklevel(),
     )
 

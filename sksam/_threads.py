@@ -20,14 +20,33 @@ The previous count is restored when the call returns, even after an error.
 """
 
 import contextlib
+import numbers
 import os
+import threading
 
-__all__ = ["SMALL_PROBLEM", "in_joblib_worker", "resolve_n_threads", "torch_threads"]
+from sklearn.utils._param_validation import Interval, Options
+
+__all__ = [
+    "N_THREADS_CONSTRAINT",
+    "SMALL_PROBLEM",
+    "in_joblib_worker",
+    "resolve_n_threads",
+    "torch_threads",
+]
+
+#: The constraint of the estimators' ``n_threads`` parameter.
+N_THREADS_CONSTRAINT = [
+    Interval(numbers.Integral, 1, None, closed="left"),
+    Options(numbers.Integral, {-1}),
+    None,
+]
 
 #: Multiply-adds per training step below which one thread is used by default.
-#: Below it, a step takes well under a millisecond of arithmetic, and more
-#: threads only add synchronization (see the user guide, "Threads").
-SMALL_PROBLEM = 10_000_000
+#: On a 2-core machine shared with other work, one thread was faster than two
+#: for every size measured, up to 5.5e7 multiply-adds per step (2.9 times);
+#: above this bound, torch's own setting is kept (see the user guide,
+#: "Threads", and ``benchmarks/bench_threads.py``).
+SMALL_PROBLEM = 100_000_000
 
 
 def in_joblib_worker():
@@ -73,9 +92,19 @@ def resolve_n_threads(n_threads, work_per_step):
     return int(n_threads)
 
 
+# torch's thread count is one setting for the whole process: fits running in
+# threads (joblib's threading backend) share it, so the first to enter saves it
+# and the last to leave restores it.
+_LOCK = threading.Lock()
+_ACTIVE = {"depth": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def torch_threads(n_threads):
     """Run the block with ``n_threads`` torch threads, then restore the previous count.
+
+    Nested and concurrent blocks (fits in joblib threads) are counted: the
+    count before the first block is restored when the last one ends.
 
     Parameters
     ----------
@@ -89,12 +118,18 @@ def torch_threads(n_threads):
     """
     import torch
 
-    previous = torch.get_num_threads()
-    if n_threads is None or n_threads == previous:
-        yield previous
+    if n_threads is None:
+        yield torch.get_num_threads()
         return
-    torch.set_num_threads(n_threads)
+    with _LOCK:
+        if _ACTIVE["depth"] == 0:
+            _ACTIVE["saved"] = torch.get_num_threads()
+        _ACTIVE["depth"] += 1
+        torch.set_num_threads(n_threads)
     try:
         yield n_threads
     finally:
-        torch.set_num_threads(previous)
+        with _LOCK:
+            _ACTIVE["depth"] -= 1
+            if _ACTIVE["depth"] == 0:
+                torch.set_num_threads(_ACTIVE["saved"])

@@ -19,13 +19,9 @@ import numbers
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._activations import NUMPY_ACTIVATIONS
+from ._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
 
 __all__ = ["make_teacher_student", "make_kernel_regression"]
-
-#: Activations of :func:`make_teacher_student` (the same names as
-#: :class:`sksam.SAMTwoLayerRegressor`'s ``activation``).
-ACTIVATIONS = NUMPY_ACTIVATIONS
 
 
 def _check_positive_int(value, name):
@@ -77,7 +73,7 @@ def make_teacher_student(
         Input dimension ``d``.
     n_teacher : int, default=4
         Number of hidden units ``m`` of the teacher.
-    activation : {'relu', 'tanh', 'sigmoid', 'quadratic', 'identity'}, default='relu'
+    activation : {'relu', 'tanh', 'logistic', 'quadratic', 'identity'}, default='relu'
         The teacher's activation :math:`\sigma`.
     noise : float, default=0.5
         Standard deviation of the Gaussian label noise.
@@ -128,7 +124,7 @@ def make_teacher_student(
     teachers = rng.standard_normal((n_outputs, n_features, n_teacher))
     teachers /= np.linalg.norm(teachers, axis=1, keepdims=True)
     X = rng.standard_normal((n_samples, n_features))
-    sigma = ACTIVATIONS[activation]
+    sigma = NUMPY_ACTIVATIONS[activation]
     y_true = np.stack([sigma(X @ w).sum(axis=1) for w in teachers], axis=1)
     y = y_true + noise * rng.standard_normal(y_true.shape)
     if n_outputs == 1:

@@ -15,6 +15,16 @@ can be swapped in, and fixes the pitfalls listed in ``DESIGN.md``:
 * :meth:`SAM.step` calls the closure *first*, so it works where no gradient
   exists yet (skorch calls ``optimizer.step(step_fn)`` before any backward
   pass), and returns the loss of that first call, at the unperturbed weights;
+  it clears the gradients before each call and never reads gradients that
+  were there before it, so closures that clear them and closures that do
+  not (the community style) give the same step;
+* with ``DistributedDataParallel`` it takes the global ascent or, with
+  ``ascent='local'``, the per-worker one (first pass under ``no_sync``);
+  :meth:`SAM.step_chunks` takes the per-chunk (m-sharpness) step on one
+  device;
+* float16 loss scaling: ``step(closure, grad_scaler=scaler)`` unscales
+  before the ascent and before the descent and skips the step if either
+  pass overflowed;
 * the weights are restored by copying the saved originals back (bit exact),
   for exactly the parameters that were perturbed;
 * with ``model=...``, running statistics of normalization layers
@@ -43,6 +53,9 @@ Andriushchenko, Flammarion (2022). Towards Understanding Sharpness-Aware
 Minimization. ICML.
 """
 
+import warnings
+from contextlib import contextmanager, nullcontext
+
 import torch
 from torch.nn.modules.batchnorm import _NormBase
 
@@ -56,6 +69,9 @@ from ._update_rules import (
 )
 
 __all__ = ["SAM"]
+
+#: The values of ``SAM(ascent=...)``.
+ASCENTS = ("global", "local")
 
 
 def _resolve_solver(solver, adaptive):
@@ -83,8 +99,8 @@ class SAM(torch.optim.Optimizer):
         w <- base_step(w, grad L(w + e))
 
     where ``g = grad L(w)``, ``||.||`` is the Euclidean norm over all
-    parameters of all groups, and ``T = |w| + eta`` element-wise. The
-    perturbations themselves come from :mod:`sksam._update_rules`.
+    parameters of all groups, and ``T = |w| + eta`` element-wise. Every
+    sksam estimator computes these perturbations with the same code.
 
     Parameters
     ----------
@@ -133,6 +149,17 @@ class SAM(torch.optim.Optimizer):
         (as :class:`sksam.net.MLP` does). A module of any other class might
         call ``torch.rand`` or ``F.dropout`` in its ``forward``, so it is
         replayed for. ``True`` always replays, ``False`` never does.
+    ascent : {'global', 'local'}, default='global'
+        Where the perturbation is computed when ``model`` is a
+        ``torch.nn.parallel.DistributedDataParallel`` module. ``'global'``:
+        from the gradient of the whole (all-reduced) batch, the SAM step of
+        the global batch, the same for any number of workers (the default,
+        so that ``rho`` keeps its meaning when workers are added). ``'local'``:
+        every worker perturbs along its own batch's gradient (the first pass
+        runs under ``model.no_sync()``, forward and backward), and only the
+        descent gradient is all-reduced: the m-sharpness of Foret et al.
+        with ``m`` the per-worker batch, one all-reduce per step instead of
+        two. The same in one process. See also :meth:`step_chunks`.
     **base_kwargs
         Passed to ``base_optimizer`` (``lr``, ``momentum``, ...).
 
@@ -145,9 +172,16 @@ class SAM(torch.optim.Optimizer):
 
     Notes
     -----
-    **The closure** must clear the gradients, evaluate the loss, call
-    ``backward()`` and return the loss, as for ``torch.optim.LBFGS``. It is
-    called twice per step (once when ``rho=0``). Without a closure,
+    **The closure** evaluates the loss, calls ``backward()`` and returns the
+    loss, as for ``torch.optim.LBFGS``. It is called twice per step (once
+    when ``rho=0``), and :meth:`step` clears the gradients before each call,
+    so a closure may clear them itself (skorch's, sksam's examples) or not
+    (the community SAM examples). Every gradient a step uses comes from the
+    closure, at the current weights: gradients present before the call are
+    discarded. So the community style ``loss.backward(); opt.step(closure);
+    opt.zero_grad()`` gives the same SAM step too, at the cost of its first
+    backward pass (a warning says so, once, and running statistics are then
+    left as the caller's forward pass set them). Without a closure,
     :meth:`step` works only when no perturbation is needed (``rho=0``); the
     two-call protocol of the community version is :meth:`first_step` and
     :meth:`second_step`.
@@ -182,12 +216,26 @@ class SAM(torch.optim.Optimizer):
 
     **Mixed precision.** bfloat16 autocast needs no loss scaling: put
     ``with torch.autocast(device_type, dtype=torch.bfloat16):`` around the
-    forward pass inside the closure.
+    forward pass inside the closure. float16 needs a
+    ``torch.amp.GradScaler``: the closure calls
+    ``scaler.scale(loss).backward()`` and returns ``loss``, the step is
+    ``opt.step(closure, grad_scaler=scaler)`` followed by
+    ``scaler.update()``. The ascent is taken along the unscaled gradient,
+    the descent step goes through ``scaler.step`` (skipped if either pass
+    overflowed) and the scale changes once per step.
 
-    **Not supported:** ``torch.amp.GradScaler`` for float16 (it cannot
-    unscale twice per step and does not take closures; use bfloat16) and
-    parameters spread over several devices (the gradient norm is taken on
-    one device).
+    **Clipping** the descent gradient: register a step pre-hook on
+    :attr:`base_optimizer` (``opt.base_optimizer.register_step_pre_hook``);
+    it runs on the final, unscaled gradient, with the weights back at ``w``.
+
+    **Several workers.** With ``DistributedDataParallel`` pass the wrapped
+    module as ``model`` and call it in the closure; ``ascent`` chooses the
+    global or the per-worker perturbation. Weights stay identical on every
+    rank (the descent gradient is all-reduced in both cases).
+
+    **Not supported:** parameters spread over several devices (the gradient
+    norm is taken on one device), and a ``GradScaler`` with the two-call
+    protocol (use :meth:`step`).
 
     Examples
     --------
@@ -216,10 +264,13 @@ class SAM(torch.optim.Optimizer):
         weight_decay_in_ascent=False,
         model=None,
         replay_rng="auto",
+        ascent="global",
         **base_kwargs,
     ):
         if replay_rng not in ("auto", True, False):
             raise ValueError(f"replay_rng must be 'auto', True or False, got {replay_rng!r}.")
+        if ascent not in ASCENTS:
+            raise ValueError(f"ascent must be 'global' or 'local', got {ascent!r}.")
         if not rho >= 0:
             raise ValueError(f"rho must be non-negative, got rho={rho!r}.")
         if not eta >= 0:
@@ -237,8 +288,11 @@ class SAM(torch.optim.Optimizer):
         self.defaults.update(self.base_optimizer.defaults)
         self.model = model
         self.replay_rng = replay_rng
+        self.ascent = ascent
         self._saved = None
         self._model_scan = None  # (model, normalization layers, draws random numbers)
+        self._left_grads = None  # the gradients the last step left behind
+        self._warned_fresh = False
 
     def _link_base(self):
         # One set of groups and one state for both optimizers: schedulers,
@@ -281,6 +335,7 @@ class SAM(torch.optim.Optimizer):
         """
         if not set_to_none:
             super().zero_grad(set_to_none=False)
+            self._remember_grads()  # zeros are not the caller's gradients
             return
         for group in self.param_groups:
             for p in group["params"]:
@@ -303,15 +358,21 @@ class SAM(torch.optim.Optimizer):
         check_solver(solver)
         return solver, eta
 
-    def _ascent_inputs(self, solver):
+    def _ascent_inputs(self, solver, grads_override=None):
         """Parameters, ascent gradients, ASAM flags and rho of each parameter.
 
-        The flags are ``None`` (unused) unless ``solver`` is ``'asam'``.
+        The flags are ``None`` (unused) unless ``solver`` is ``'asam'``. The
+        gradients are the parameters' ``.grad``, or ``grads_override`` (one
+        per parameter, in group order) when given.
         """
         params, grads, rhos = [], [], []
+        override = None if grads_override is None else iter(grads_override)
         for group in self.param_groups:
             group_params = group["params"]
-            group_grads = [p.grad for p in group_params]
+            if override is None:
+                group_grads = [p.grad for p in group_params]
+            else:
+                group_grads = [next(override) for _ in group_params]
             decay = group.get("weight_decay", 0) if group["weight_decay_in_ascent"] else 0
             if decay:  # grad of L + decay/2 ||w||^2
                 group_grads = [
@@ -345,9 +406,9 @@ class SAM(torch.optim.Optimizer):
             self.zero_grad()
         return perturbed
 
-    def _perturb(self, solver, eta):
+    def _perturb(self, solver, eta, grads=None):
         """:meth:`first_step` without the grad-mode switch (callers hold no_grad)."""
-        params, grads, adaptive, rhos = self._ascent_inputs(solver)
+        params, grads, adaptive, rhos = self._ascent_inputs(solver, grads)
         if len(set(rhos)) <= 1:
             rho = rhos[0] if rhos else 0.0
             e = perturbation(solver, rho, params, grads, adaptive=adaptive, eta=eta)
@@ -385,15 +446,30 @@ class SAM(torch.optim.Optimizer):
 
     # -- the closure protocol -----------------------------------------------
 
-    def step(self, closure=None):
+    #: ``GradScaler.step(opt, closure)`` hands itself to :meth:`step` as
+    #: ``grad_scaler=`` instead of unscaling once and stepping blindly.
+    _step_supports_amp_scaling = True
+
+    def step(self, closure=None, grad_scaler=None):
         """One SAM step: closure at ``w``, closure at ``w + e``, base step at ``w``.
 
         Parameters
         ----------
         closure : callable, default=None
-            Clears the gradients, computes the loss, calls ``backward()`` and
-            returns the loss. Required unless no perturbation is taken
+            Computes the loss, calls ``backward()`` on it (on
+            ``grad_scaler.scale(loss)`` with a scaler) and returns the loss.
+            It may clear the gradients first or not: :meth:`step` clears
+            them before each call. Required unless no perturbation is taken
             (``rho=0`` in every group, or ``solver='gd'``).
+        grad_scaler : torch.amp.GradScaler, default=None
+            The loss scaler of float16 mixed precision. Both passes are
+            scaled by the closure; the ascent gradient is unscaled before
+            its norm is taken, the descent gradient before the base step
+            (``grad_scaler.unscale_`` and ``grad_scaler.step`` on
+            :attr:`base_optimizer`), and the step is skipped when either
+            pass produced an inf or NaN. Call ``grad_scaler.update()`` after
+            the step, once, as usual. ``grad_scaler.step(opt, closure)``
+            calls this method with ``grad_scaler`` set.
 
         Returns
         -------
@@ -401,33 +477,269 @@ class SAM(torch.optim.Optimizer):
             What the first closure call returned: the loss at the
             unperturbed weights.
         """
+        scaler = _active(grad_scaler, self)
         solver, eta = self._options()
         if not self._perturbs(solver):
             # Exactly the base optimizer: one closure call, no copies.
-            loss = None if closure is None else _call(closure)
-            self.base_optimizer.step()
+            with self._fresh_start(closure is not None):
+                loss = None if closure is None else _call(closure)
+                self._descend(scaler)
             return loss
         if closure is None:
             raise ValueError(
-                "SAM.step() needs a closure that clears the gradients, computes "
-                "the loss, calls backward() and returns the loss: it evaluates "
-                "the gradient twice (or use first_step() and second_step())."
+                "SAM.step() needs a closure that computes the loss, calls "
+                "backward() and returns the loss: it evaluates the gradient "
+                "twice (or use first_step() and second_step())."
             )
+        local = self._check_ascent()
+        with self._fresh_start(True):
+            rng = self._rng_before()
+            with self._no_sync(local):
+                loss = _call(closure)
+            grads, found = self._unscaled_grads(scaler)
+            if found is not None and local:
+                _all_reduce_max(found, self.model)  # every rank skips, or none
+            # Only the ascent needs no_grad (weight decay adds w to g); the copies,
+            # the restore and the base step hold their own, and the closures run
+            # with gradients on without a mode switch per call.
+            with torch.no_grad():
+                perturbed = self._perturb(solver, eta, grads)
+            del grads
+            if perturbed:
+                self.zero_grad()
+                self._second_pass(closure, *rng)
+            self._restore()
+            self._descend(scaler, found)
+        return loss
+
+    def step_chunks(self, closure, n_chunks, grad_scaler=None):
+        """One m-sharpness step: each chunk of the batch gets its own perturbation.
+
+        The batch is split by the caller into ``n_chunks`` chunks ``B_i``
+        (``closure(i)`` evaluates chunk ``i``). Each chunk takes its own
+        ascent and its own gradient at its perturbed point, and the base
+        optimizer steps along their mean::
+
+            e_i = perturbation(grad L_i(w))       for i = 0 .. n_chunks-1
+            w <- base_step(w, mean_i grad L_i(w + e_i))
+
+        This is the m-sharpness of Foret et al. (2021) with ``m`` the chunk
+        size, and the step that ``n_chunks`` data-parallel workers take with
+        ``ascent='local'`` (one chunk each). It costs the floating-point
+        operations of one plain SAM step on the whole batch (two passes over
+        every row), in ``2 * n_chunks`` smaller passes, and one extra copy of
+        the gradients (the running sum of the descent gradients). With
+        ``n_chunks=1`` it is :meth:`step`.
+
+        Under ``DistributedDataParallel`` (``model=`` the wrapped module)
+        every rank splits its own batch; all passes run under ``no_sync``
+        and the mean descent gradient is all-reduced once, at the end,
+        whatever ``ascent`` says (chunks are local by definition).
+
+        Parameters
+        ----------
+        closure : callable
+            ``closure(i)`` computes the mean loss of chunk ``i``, calls
+            ``backward()`` on it (on ``grad_scaler.scale(loss)`` with a
+            scaler) and returns it. It is called twice per chunk, with the
+            gradients cleared before each call. Use chunks of equal size:
+            their gradients are averaged with equal weights, as
+            data-parallel workers average theirs.
+        n_chunks : int
+            The number of chunks, ``>= 1``.
+        grad_scaler : torch.amp.GradScaler, default=None
+            As in :meth:`step`: the step is skipped when any pass of any
+            chunk overflowed; call ``grad_scaler.update()`` afterwards.
+
+        Returns
+        -------
+        loss : torch.Tensor or float
+            The mean over the chunks of the first pass's loss, at the
+            unperturbed weights.
+
+        Notes
+        -----
+        Running statistics of normalization layers (with ``model=``) are
+        updated by the first pass of every chunk, as when accumulating
+        gradients over micro-batches, never by the second passes. Random
+        numbers are replayed chunk by chunk: the second pass of a chunk
+        sees the dropout masks of its first pass.
+        """
+        if isinstance(n_chunks, bool) or not isinstance(n_chunks, int) or n_chunks < 1:
+            raise ValueError(f"n_chunks must be an integer >= 1, got n_chunks={n_chunks!r}.")
+        scaler = _active(grad_scaler, self)
+        solver, eta = self._options()
+        perturbs = self._perturbs(solver)
+        params = [p for group in self.param_groups for p in group["params"]]
+        total, losses, found = None, [], None
+        with self._fresh_start(True):
+            for i in range(n_chunks):
+
+                def chunk(i=i):
+                    return closure(i)
+
+                rng = self._rng_before() if perturbs else (None, None)
+                self.zero_grad()
+                with self._no_sync(True):
+                    losses.append(_call(chunk))
+                    if perturbs:
+                        grads, found_i = self._unscaled_grads(scaler)
+                        found = _either(found, found_i)
+                        with torch.no_grad():
+                            perturbed = self._perturb(solver, eta, grads)
+                        del grads
+                        if perturbed:
+                            self.zero_grad()
+                            self._second_pass(chunk, *rng)
+                        self._restore()
+                total = _accumulate(total, [p.grad for p in params])
+            _set_mean_grads(params, total, n_chunks)
+            del total
+            if found is not None:
+                _poison(params, found)  # before the all-reduce: every rank skips
+            self._all_reduce_grads(params)
+            self._descend(scaler)
+        return _mean_loss(losses)
+
+    # -- helpers of the two protocols ------------------------------------------
+
+    @contextmanager
+    def _fresh_start(self, calls_closure):
+        """Clear the gradients before a step that calls the closure.
+
+        Every gradient a closure step uses is computed by the closure, at
+        the current weights; gradients present before the call are
+        discarded. Gradients other than those the last step left behind
+        were computed by the caller (``loss.backward(); opt.step(closure)``,
+        the community style): that forward pass already updated the
+        running statistics, so they are then kept as they are for the whole
+        step, and a warning says once that the backward pass was wasted.
+        """
+        if not calls_closure:
+            yield
+            self._remember_grads()
+            return
+        stats = saved = None
+        if self._caller_made_grads():
+            stats = _running_stats(self._scan_model()[0])
+            saved = [b.clone() for b in stats]
+        self.zero_grad()
+        try:
+            yield
+        finally:
+            if stats:
+                with torch.no_grad():
+                    torch._foreach_copy_(stats, saved)
+            self._remember_grads()
+
+    def _params(self):
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def _grad_marks(self):
+        # Identity and version of each gradient: a backward pass (or zero_)
+        # on it changes one of them.
+        return [
+            None if (g := p.grad) is None else (id(g), g._version)
+            for group in self.param_groups
+            for p in group["params"]
+        ]
+
+    def _remember_grads(self):
+        self._left_grads = self._grad_marks()
+
+    def _caller_made_grads(self):
+        """Whether some gradient was set or changed since the last step; warn once."""
+        left = getattr(self, "_left_grads", None)
+        marks = self._grad_marks()
+        if left is None or len(left) != len(marks):
+            left = [None] * len(marks)
+        fresh = any(mark is not None and mark != old for mark, old in zip(marks, left))
+        if fresh and not getattr(self, "_warned_fresh", False):
+            self._warned_fresh = True
+            warnings.warn(
+                "SAM.step(closure) found gradients computed before it was called "
+                "(loss.backward() before opt.step(closure), or gradients filled "
+                "by zero_grad(set_to_none=False)). They are discarded: step() "
+                "takes every gradient it uses from the closure, at the current "
+                "weights, so the step is the SAM step, but the backward pass "
+                "before it was wasted. Call opt.step(closure) alone (or "
+                "first_step()/second_step()). This warning is shown once.",
+                UserWarning,
+                stacklevel=6,
+            )
+        return fresh
+
+    def _rng_before(self):
         if self._replays_rng():
             devices = _cuda_devices(self.param_groups)
-            before = _get_rng(devices)
-        else:
-            devices = before = None
-        loss = _call(closure)
-        # Only the ascent needs no_grad (weight decay adds w to g); the copies,
-        # the restore and the base step hold their own, and the closures run
-        # with gradients on without a mode switch per call.
-        with torch.no_grad():
-            perturbed = self._perturb(solver, eta)
-        if perturbed:
-            self._second_pass(closure, before, devices)
-        self._restore_and_step()
-        return loss
+            return _get_rng(devices), devices
+        return None, None
+
+    def _check_ascent(self):
+        """Whether the first pass runs under ``model.no_sync()``; checks ``model``."""
+        if getattr(self, "ascent", "global") != "local":
+            return False
+        if hasattr(self.model, "no_sync"):
+            return True
+        if _world_size() > 1:
+            raise ValueError(
+                "ascent='local' needs model= the DistributedDataParallel module "
+                "(it runs the first pass under model.no_sync()); got "
+                f"model={type(self.model).__name__}."
+            )
+        return False  # one process: the local ascent is the global one
+
+    def _no_sync(self, local):
+        return self.model.no_sync() if local and hasattr(self.model, "no_sync") else nullcontext()
+
+    def _unscaled_grads(self, scaler):
+        """The first pass's gradients for the ascent, and a non-finite flag.
+
+        Without a scaler: ``(None, None)`` (the ascent reads ``.grad``).
+        With one: unscaled copies (``.grad`` stays scaled, for the scaler's
+        own bookkeeping) and a boolean tensor, true if any is inf or NaN.
+        """
+        if scaler is None:
+            return None, None
+        grads = [p.grad for p in self._params()]
+        present = [g for g in grads if g is not None]
+        if not present:
+            return grads, None
+        unscaled = iter(torch._foreach_mul(present, 1.0 / scaler.get_scale()))
+        grads = [None if g is None else next(unscaled) for g in grads]
+        norms = torch._foreach_norm([g for g in grads if g is not None])
+        found = torch.stack(norms).isfinite().all().logical_not()
+        return grads, found
+
+    def _descend(self, scaler, found=None):
+        """The base step along ``.grad``, through the scaler when there is one."""
+        if scaler is None:
+            self.base_optimizer.step()
+            return
+        if found is not None:
+            _poison(self._params(), found)  # the first pass overflowed: skip
+        scaler.unscale_(self.base_optimizer)
+        scaler.step(self.base_optimizer)
+
+    def _all_reduce_grads(self, params):
+        """Average ``.grad`` over the ranks of ``model``'s process group, if any."""
+        if not hasattr(self.model, "no_sync") or _world_size() <= 1:
+            return
+        import torch.distributed as dist
+
+        group = getattr(self.model, "process_group", None)
+        world = dist.get_world_size(group)
+        buckets = {}
+        for p in params:
+            if p.grad is not None:
+                buckets.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
+        for grads in buckets.values():
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat, group=group)
+            flat.div_(world)
+            torch._foreach_copy_(
+                grads, [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)]
+            )
 
     def _second_pass(self, closure, rng_before, devices):
         """The closure at ``w + e``, replaying the first pass's random numbers.
@@ -500,8 +812,11 @@ class SAM(torch.optim.Optimizer):
             base_optimizer=self.base_optimizer,
             model=self.model,
             replay_rng=getattr(self, "replay_rng", "auto"),
+            ascent=getattr(self, "ascent", "global"),
             _saved=None,
             _model_scan=None,
+            _left_grads=None,
+            _warned_fresh=False,
         )
         return state
 
@@ -515,6 +830,74 @@ def _call(closure):
         return closure()
     with torch.enable_grad():
         return closure()
+
+
+def _active(grad_scaler, optimizer):
+    """``grad_scaler`` if it scales at all, else ``None``."""
+    if grad_scaler is None and hasattr(optimizer, "found_inf"):
+        # A GradScaler that sets attributes instead of passing itself would
+        # hand step() scaled gradients without saying so.
+        raise RuntimeError(
+            "GradScaler.step(optimizer, closure) did not pass grad_scaler= to "
+            "SAM.step; call optimizer.step(closure, grad_scaler=scaler) instead."
+        )
+    if grad_scaler is None or not grad_scaler.is_enabled():
+        return None
+    return grad_scaler
+
+
+def _world_size():
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _all_reduce_max(flag, model):
+    """Make the boolean tensor ``flag`` true on every rank if it is on one."""
+    import torch.distributed as dist
+
+    if _world_size() <= 1:
+        return
+    value = flag.to(torch.float32)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=getattr(model, "process_group", None))
+    flag.copy_(value > 0)
+
+
+def _either(found, other):
+    if found is None or other is None:
+        return other if found is None else found
+    return found | other
+
+
+def _poison(params, found):
+    """Fill one gradient with inf where ``found``, so that the scaler skips the step."""
+    for p in params:
+        if p.grad is not None:
+            p.grad.masked_fill_(found, float("inf"))
+            return
+
+
+def _accumulate(total, grads):
+    """``total + grads`` in place, one tensor per parameter (``None``: no gradient)."""
+    if total is None:
+        return [None if g is None else g.detach().clone() for g in grads]
+    for j, g in enumerate(grads):
+        if g is not None:
+            if total[j] is None:
+                total[j] = g.detach().clone()
+            else:
+                total[j].add_(g)
+    return total
+
+
+def _set_mean_grads(params, total, n):
+    for p, t in zip(params, total):
+        p.grad = None if t is None else t.div_(n)
+
+
+def _mean_loss(losses):
+    values = [loss.detach() if isinstance(loss, torch.Tensor) else loss for loss in losses]
+    return sum(values) / len(values)
 
 
 def _cuda_devices(param_groups):
@@ -553,6 +936,8 @@ _DETERMINISTIC_MODULES = frozenset(
         "AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d"
     ).split()
     if hasattr(torch.nn, name)
+) | frozenset(  # wrappers whose forward calls the wrapped module's
+    (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
 )
 
 

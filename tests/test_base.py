@@ -11,6 +11,7 @@ from sklearn.neural_network import MLPRegressor
 
 from sksam._base import (
     COMMON_CONSTRAINTS,
+    HISTORY_ATTRIBUTES_DOC,
     MIN_VALIDATION_SAMPLES,
     StoppingRule,
     check_device,
@@ -221,7 +222,7 @@ def test_diagnose_jump_then_recovery():
 
 def test_diagnose_rise_and_no_decrease():
     assert "rose from 1 to 20" in diagnose_loss_curve([1.0, 5.0, 20.0])
-    cause = diagnose_loss_curve([1.0] + [1.0 + 0.1 * i for i in range(1, 12)])
+    cause = diagnose_loss_curve([1.0] + [1.0 + 0.05 * i for i in range(1, 12)])
     assert "never decreased in 12 iterations" in cause
 
 
@@ -281,6 +282,15 @@ def test_record_history_validation():
         est, loss_curve=[1.0], n_iter=1, validation_scores=[0.5], best_validation_score=0.4
     )
     assert est.best_validation_score_ == 0.4
+
+
+def test_history_attributes_documented_once():
+    # every estimator that records history carries the one text verbatim;
+    # the kernel and net estimators join this list when they adopt the base
+    from sksam import SAMTwoLayerRegressor
+
+    for estimator in [SAMTwoLayerRegressor]:
+        assert HISTORY_ATTRIBUTES_DOC in estimator.__doc__, estimator.__name__
 
 
 def test_print_progress(capsys):

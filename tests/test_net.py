@@ -17,6 +17,7 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, Checkpoint, EarlyStopping, LRScheduler, ProgressBar
 from torch import nn
 
+from sksam.exceptions import DivergenceWarning
 from sksam.net import MLP, SAMNetClassifier, TensorBatchLoader
 from sksam.optim import SAM
 
@@ -82,7 +83,7 @@ def test_gd_is_plain_skorch_sgd_bit_for_bit(digits):
     net = NeuralNetClassifier(
         MLP,
         module__n_features=64,
-        module__n_classes=10,
+        module__n_outputs=10,
         module__hidden_layer_sizes=(16,),
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.SGD,
@@ -368,6 +369,9 @@ def test_sharpness_on_a_seeded_subsample(digits):
 # -- scikit-learn API --------------------------------------------------------------
 
 
+# scikit-learn's checks fit the default lr on unscaled data: divergence
+# warnings there are expected (the fits still pass the checks).
+@pytest.mark.filterwarnings("ignore::sksam.exceptions.DivergenceWarning")
 @parametrize_with_checks(
     [SAMNetClassifier()], expected_failed_checks=lambda est: {}, xfail_strict=True
 )
@@ -550,7 +554,7 @@ def test_divergence_is_an_error_not_nan_predictions(digits):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error(digits):
     X, y = digits
-    with pytest.raises(ValueError, match="device='cuda' but CUDA is not available"):
+    with pytest.raises(ValueError, match="device=.cuda. is not available on this machine"):
         _small(device="cuda").fit(X, y)
 
 
@@ -762,3 +766,126 @@ def test_grid_search_ignores_warm_start(digits):
     ]
     scores = [search.fit(X, y).cv_results_["mean_test_score"] for search in searches]
     np.testing.assert_array_equal(*scores)
+
+
+# -- silent failures made loud (issue: one spine, no silent failure) ------------------
+
+
+@pytest.mark.parametrize("lr", [50.0, 1e3])
+def test_finite_divergence_warns_with_cause_and_remedy(lr):
+    # lr=50 trains to one class (10% accuracy), lr=1e3 to a loss of ~1e22:
+    # both stay finite, so only the loss curve tells
+    X, y = load_digits(return_X_y=True)
+    with pytest.warns(
+        Warning,
+        match=r"SAMNetClassifier: training diverged: the training loss .*"
+        r"Lower lr \(now",
+    ):
+        clf = SAMNetClassifier(lr=lr, random_state=0, sharpness=None, max_epochs=5).fit(X / 16, y)
+    assert clf.score(X / 16, y) < 0.2  # the warning was right
+
+
+def test_no_better_than_a_constant_after_a_jump_warns(digits):
+    # lr=3 on scaled digits: no epoch loss 10x the start, but batch losses
+    # jumped and the fit ends at the class-frequency predictor's loss
+    X, y = load_digits(return_X_y=True)
+    with pytest.warns(DivergenceWarning, match="no better than the best constant prediction"):
+        SAMNetClassifier(lr=3, random_state=0, sharpness=None, max_epochs=5).fit(X / 16, y)
+
+
+@pytest.mark.parametrize("params", [{}, {"lr": 0.003}, {"optimizer__momentum": 0.9, "lr": 0.1}])
+def test_healthy_and_slow_fits_are_silent(digits, params):
+    import warnings
+
+    X, y = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _small(**params).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "callback, monitor",
+    [
+        (EarlyStopping(), "valid_loss"),
+        (Checkpoint(), "valid_loss_best"),
+        (("stop", EarlyStopping(monitor="valid_acc")), "valid_acc"),
+    ],
+)
+def test_validation_callbacks_without_a_split_are_a_clear_error(digits, callback, monitor):
+    X, y = digits
+    with pytest.raises(ValueError, match=f"monitors '{monitor}'.*train_split=None.*ValidSplit"):
+        _small(callbacks=[callback]).fit(X, y)
+
+
+def test_validation_callbacks_with_a_split_or_a_train_monitor_work(digits):
+    from skorch.dataset import ValidSplit
+
+    X, y = digits
+    assert _small(callbacks=[EarlyStopping()], train_split=ValidSplit(5)).fit(X, y).n_iter_ >= 1
+    clf = _small(callbacks=[("stop", EarlyStopping())], callbacks__stop__monitor="train_loss")
+    assert clf.fit(X, y).n_iter_ >= 1
+
+
+def test_a_key_error_on_validation_data_names_train_split(digits):
+    # a callback that reads valid_loss without declaring a monitor
+    class ReadsValidLoss(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            net.history[-1, "valid_loss"]
+
+    X, y = digits
+    with pytest.raises(ValueError, match="'valid_loss', a validation score.*train_split=None"):
+        _small(callbacks=[ReadsValidLoss()]).fit(X, y)
+
+
+def test_set_params_refuses_unknown_names_at_once(digits):
+    clf = _small()
+    with pytest.raises(ValueError, match="Invalid parameter 'rhoo'"):
+        clf.set_params(rhoo=0.1)
+    with pytest.raises(ValueError, match="Invalid parameter 'modul'"):
+        clf.set_params(modul__hidden_layer_sizes=(3,))
+    # routed names still work, through clone and GridSearchCV
+    clf.set_params(module__hidden_layer_sizes=(5,), optimizer__momentum=0.5, callbacks__x=None)
+    assert clone(clf).get_params()["optimizer__momentum"] == 0.5
+    X, y = digits
+    search = GridSearchCV(
+        _small(max_epochs=1, callbacks=[("stop", EarlyStopping(monitor="train_loss"))]),
+        {"optimizer__momentum": [0.0, 0.5], "callbacks__stop__patience": [1, 2]},
+        cv=2,
+    ).fit(X, y)
+    assert search.best_params_["callbacks__stop__patience"] in (1, 2)
+
+
+def test_callback_swapped_in_by_set_params_gets_its_batch_hooks(digits):
+    # the listener cache is built from the callbacks of this fit, including
+    # one replaced through callbacks__<name>
+    X, y = digits
+    clf = _small(max_epochs=1, callbacks=[("grads", ProgressBar())])
+    clf.set_params(callbacks__grads=_GradRecorder())
+    clf.fit(X, y)
+    recorder = dict(clf.net_.callbacks_)["grads"]
+    assert isinstance(recorder, _GradRecorder)
+    assert len(recorder.norms_) == int(np.ceil(300 / 32))
+
+
+@pytest.mark.parametrize("device", ["nonsense", "cuda:7", "cuda"])
+def test_unavailable_device_is_a_value_error(digits, device):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    X, y = digits
+    with pytest.raises(ValueError, match=f"device='{device}' is not"):
+        _small(device=device).fit(X, y)
+
+
+class _ThreadsSeen(Callback):
+    def on_epoch_begin(self, net, **kwargs):
+        self.threads_ = torch.get_num_threads()
+
+
+@pytest.mark.parametrize("n_threads, expected", [(None, 1), (2, 2)])
+def test_thread_policy_during_fit_and_restored_after(digits, n_threads, expected):
+    X, y = digits
+    before = torch.get_num_threads()
+    clf = _small(max_epochs=1, n_threads=n_threads, callbacks=[("t", _ThreadsSeen())]).fit(X, y)
+    assert dict(clf.net_.callbacks_)["t"].threads_ == expected  # a small problem: one thread
+    clf.predict(X)
+    assert torch.get_num_threads() == before

@@ -14,18 +14,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import sksam.two_layer as two_layer
+import sksam._two_layer_model as model
 from sksam import SAMTwoLayerRegressor
+from sksam._activations import ACTIVATIONS, NUMPY_ACTIVATIONS, TORCH_ACTIVATIONS, torch_activation
+from sksam._base import validation_split
+from sksam._two_layer_model import FlatParams, loss_and_gradient, step_
 from sksam._update_rules import ASAM_ETA
 from sksam.datasets import make_teacher_student
+from sksam.exceptions import DivergenceWarning
 from sksam.sharpness import top_hessian_eigenvalue
-from sksam.two_layer import (
-    ACTIVATIONS,
-    _autograd_activation,
-    _FlatParams,
-    _loss_and_gradient,
-    _step_,
-)
 
 # --------------------------------------------------------------------------
 # helpers
@@ -43,7 +40,7 @@ def _problem(n=30, d=4, h=5, k=1, seed=0):
 
 def _loss(params, X, Y, activation):
     W, b, a, c = params
-    out = _autograd_activation(activation, X @ W + b) @ a + c
+    out = torch_activation(activation, X @ W + b) @ a + c
     return 0.5 * (out - Y).square().sum() / X.shape[0]
 
 
@@ -82,11 +79,21 @@ def _fit(quiet=True, X=None, y=None, **params):
 # --------------------------------------------------------------------------
 
 
+def test_one_activation_table():
+    assert set(NUMPY_ACTIVATIONS) == set(TORCH_ACTIVATIONS) == set(ACTIVATIONS)
+    z = np.linspace(-3, 3, 13)
+    for name in ACTIVATIONS:
+        np.testing.assert_allclose(
+            torch_activation(name, torch.as_tensor(z)).numpy(), NUMPY_ACTIVATIONS[name](z)
+        )
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("n_trained", [2, 4])
-def test_hand_written_gradient_matches_autograd(activation, n_trained):
+@pytest.mark.parametrize("train_output_layer", [False, True])
+def test_hand_written_gradient_matches_autograd(activation, train_output_layer):
+    n_trained = 4 if train_output_layer else 2
     params, X, Y = _problem(k=2)
-    loss, grads = _loss_and_gradient(params, X, Y, activation, n_trained)
+    loss, grads = loss_and_gradient(params, X, Y, activation, train_output_layer=train_output_layer)
     leaves = [p.clone().requires_grad_() for p in params]
     expected_loss = _loss(leaves, X, Y, activation)
     expected = torch.autograd.grad(expected_loss, leaves[:n_trained])
@@ -116,9 +123,8 @@ def test_sam_step_descends_along_finite_difference_gradient_at_w_plus_e(solver, 
     shifted = [p + scale * di for p, di in zip(params, direction)]
     expected = _fd_gradient(shifted, X, Y, activation, 4)
 
-    state = _FlatParams(params, 4)
-    config = {"solver": solver, "rho": rho, "lr": lr, "activation": activation}
-    _step_(state, X, Y, config)
+    state = FlatParams(params, train_output_layer=True)
+    step_(state, X, Y, solver=solver, rho=rho, learning_rate=lr, activation=activation)
     for b, p, e in zip(params, state.params, expected):
         torch.testing.assert_close(b - p, e, rtol=1e-6, atol=1e-8)
 
@@ -126,7 +132,7 @@ def test_sam_step_descends_along_finite_difference_gradient_at_w_plus_e(solver, 
 def test_flat_params_are_views_in_model_order():
     params, _, _ = _problem(k=2)
     for n_trained in (2, 4):
-        state = _FlatParams(params, n_trained)
+        state = FlatParams(params, train_output_layer=n_trained == 4)
         for p, q in zip(params, state.params):
             assert torch.equal(p, q)
         assert state.flat.numel() == sum(p.numel() for p in params[:n_trained])
@@ -140,14 +146,14 @@ def test_flat_params_are_views_in_model_order():
 @pytest.mark.parametrize("train_output_layer", [True, False])
 def test_perturbation_has_norm_rho(monkeypatch, solver, train_output_layer):
     seen = []
-    original = two_layer.perturbation
+    original = model.perturbation
 
     def spy(solver, rho, params, grads, adaptive):
         e = original(solver, rho, params, grads, adaptive=adaptive)
         seen.append(([p.clone() for p in params], e, adaptive))
         return e
 
-    monkeypatch.setattr(two_layer, "perturbation", spy)
+    monkeypatch.setattr(model, "perturbation", spy)
     _fit(solver=solver, rho=0.37, max_iter=3, sharpness=None, train_output_layer=train_output_layer)
     assert len(seen) == 3
     n_weights = 4 * 8 + (8 if train_output_layer else 0)  # W, and a when trained
@@ -333,7 +339,7 @@ def test_early_stopping_keeps_best_weights():
 
 def test_validation_set_too_small():
     X, y = _data(n=10)
-    with pytest.raises(ValueError, match="validation set is too small"):
+    with pytest.raises(ValueError, match=r"validation_fraction=0.01 of n_samples=10 leaves 1"):
         _fit(X=X, y=y, early_stopping=True, validation_fraction=0.01)
 
 
@@ -358,13 +364,13 @@ def test_warm_start_rejects_other_number_of_outputs():
 
 def test_minibatches_count_epochs_and_average_losses(monkeypatch):
     calls = []
-    original = two_layer._step_
+    original = model.step_
 
-    def counting(params, X, Y, config):
+    def counting(state, X, Y, **options):
         calls.append(X.shape[0])
-        return original(params, X, Y, config)
+        return original(state, X, Y, **options)
 
-    monkeypatch.setattr(two_layer, "_step_", counting)
+    monkeypatch.setattr(model, "step_", counting)
     X, y = _data(n=50)
     reg = _fit(X=X, y=y, batch_size=16, max_iter=3, tol=0)
     assert reg.n_iter_ == 3
@@ -387,16 +393,16 @@ def test_multi_output():
 
 
 def test_keyboard_interrupt_keeps_current_weights(monkeypatch):
-    original = two_layer._step_
+    original = model.step_
     calls = []
 
-    def interrupted(*args):
+    def interrupted(*args, **options):
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt
-        return original(*args)
+        return original(*args, **options)
 
-    monkeypatch.setattr(two_layer, "_step_", interrupted)
+    monkeypatch.setattr(model, "step_", interrupted)
     with pytest.warns(UserWarning, match="Training interrupted by user"):
         reg = _fit(quiet=False, max_iter=10, solver="gd")
     assert reg.n_iter_ == 3
@@ -452,6 +458,9 @@ def test_failed_warm_start_keeps_previous_fit():
         ({"n_hidden": 0}, "'n_hidden' parameter"),
         ({"learning_rate": 0.0}, "'learning_rate' parameter"),
         ({"batch_size": 0}, "'batch_size' parameter"),
+        ({"n_threads": 0}, "'n_threads' parameter"),
+        # scikit-learn's name is 'logistic'
+        ({"activation": "sigmoid"}, "'activation' parameter .* among .*'logistic'"),
     ],
 )
 def test_bad_parameters_are_named(params, match):
@@ -473,10 +482,10 @@ def test_bad_input_is_named():
 
 
 def test_unknown_or_missing_device():
-    with pytest.raises(ValueError, match="Unknown device 'gpu0'"):
+    with pytest.raises(ValueError, match="device='gpu0' is not a torch device"):
         SAMTwoLayerRegressor(device="gpu0").fit(*_data())
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="torch.cuda.is_available\\(\\) is False"):
+        with pytest.raises(ValueError, match="device='cuda' is not available.*available: 'cpu'"):
             SAMTwoLayerRegressor(device="cuda").fit(*_data())
 
 
@@ -520,7 +529,12 @@ def _expected_failed_checks(estimator):
             "the check's targets are unscaled (make_regression, standard deviation "
             "~100): full-batch gradient descent at the default learning_rate=0.05 "
             "diverges and fit raises its documented non-finite-loss ValueError"
-        )
+        ),
+        "check_sample_weight_equivalence_on_dense_data": (
+            "the network trains in float32: weighted and repeated-row fits agree to "
+            "about 1e-6, the check asks for 1e-7 (test_sample_weight_is_repeated_rows "
+            "checks the equivalence at float32 tolerance)"
+        ),
     }
 
 
@@ -533,3 +547,188 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+# --------------------------------------------------------------------------
+# silent failures made loud (issue: constant predictor on raw diabetes)
+# --------------------------------------------------------------------------
+
+
+def _diabetes():
+    from sklearn.datasets import load_diabetes
+
+    return load_diabetes(return_X_y=True)
+
+
+def test_raw_diabetes_targets_warn_with_cause_and_remedy():
+    # raw targets (25-346): the first steps kill every ReLU unit and the fit
+    # ends as a constant predictor; it used to return silently
+    X, y = _diabetes()
+    with pytest.warns(DivergenceWarning) as record:
+        reg = SAMTwoLayerRegressor(random_state=0).fit(X, y)
+    message = str(record[0].message)
+    assert "predicts a constant" in message
+    assert "100 of 100 hidden units are constant" in message
+    assert "TransformedTargetRegressor" in message and "lower learning_rate" in message
+    assert record[0].filename == __file__
+    assert np.unique(reg.predict(X)).size == 1  # the failure itself, now reported
+
+
+def test_standardized_diabetes_is_silent():
+    from sklearn.compose import TransformedTargetRegressor
+
+    X, y = _diabetes()
+    model = TransformedTargetRegressor(
+        make_pipeline(StandardScaler(), SAMTwoLayerRegressor(random_state=0, sharpness=None)),
+        transformer=StandardScaler(),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(X, y)
+    assert model.score(X, y) > 0.4
+
+
+def test_loss_that_ends_far_above_its_start_warns():
+    # a step size just below the non-finite range: the loss rises threefold
+    # and stays there (it used to return silently)
+    X, y = _data()
+    with pytest.warns(DivergenceWarning, match=r"training diverged: the training loss rose"):
+        _fit(False, X, y, solver="gd", learning_rate=2.0, max_iter=40, tol=None, sharpness=None)
+
+
+def test_healthy_fits_are_silent():
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for solver in ["gd", "sam", "usam", "asam"]:
+            _fit(False, X, y, solver=solver, rho=0.1, max_iter=200, tol=None, sharpness=None)
+            _fit(False, X, y, solver=solver, rho=0.3, learning_rate=0.3, max_iter=200, tol=None)
+
+
+def test_constant_target_is_not_a_divergence():
+    X, _ = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _fit(False, X, np.full(len(X), 2.0), max_iter=50, tol=None, sharpness=None)
+
+
+# --------------------------------------------------------------------------
+# sample_weight
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("train_output_layer", [True, False])
+def test_sample_weight_is_repeated_rows(train_output_layer):
+    X, y = _data(n=40)
+    weights = np.random.RandomState(0).randint(0, 4, size=len(y))
+    params = dict(
+        solver="sam", rho=0.1, max_iter=50, tol=None, train_output_layer=train_output_layer
+    )
+    weighted = _fit(X=X, y=y, **params, sharpness="top_eigenvalue").fit(X, y, sample_weight=weights)
+    repeated = _fit(X=np.repeat(X, weights, axis=0), y=np.repeat(y, weights), **params)
+    for u, v in zip(weighted.coefs_ + weighted.intercepts_, repeated.coefs_ + repeated.intercepts_):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(weighted.loss_curve_, repeated.loss_curve_, rtol=1e-5)
+    assert weighted.sharpness_ == pytest.approx(repeated.sharpness_, rel=1e-3)
+
+
+def test_sample_weight_loss_is_weighted_mean():
+    X, y = _data(n=30)
+    weights = np.linspace(0.5, 2.0, len(y))
+    reg = _fit(X=X, y=y, solver="gd", max_iter=1, tol=None).fit(X, y, sample_weight=weights)
+    rng = np.random.RandomState(0)  # the documented initialization
+    W = rng.standard_normal((4, 8)) * 0.1 / 2.0
+    a = rng.standard_normal((8, 1)) * 0.1 / np.sqrt(8)
+    residual = (np.maximum(X @ W, 0) @ a).ravel() - y
+    expected = 0.5 * np.sum(weights * residual**2) / weights.sum()
+    assert reg.loss_curve_[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_sample_weight_errors():
+    X, y = _data()
+    with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
+        SAMTwoLayerRegressor().fit(X, y, sample_weight=-np.ones(len(y)))
+    with pytest.raises(ValueError, match="at least one non-zero"):
+        SAMTwoLayerRegressor().fit(X, y, sample_weight=np.zeros(len(y)))
+    # all the weight on the validation rows
+    _, val = validation_split(len(y), 0.5, np.random.RandomState(0))
+    weights = np.zeros(len(y))
+    weights[val] = 1.0
+    reg = SAMTwoLayerRegressor(early_stopping=True, validation_fraction=0.5, random_state=0)
+    with pytest.raises(ValueError, match="sample_weight sums to 0 on the training rows"):
+        reg.fit(X, y, sample_weight=weights)
+
+
+def test_sample_weight_routed_through_pipeline_and_grid_search():
+    import sklearn
+
+    X, y = _data()
+    weights = np.r_[np.zeros(10), np.ones(len(y) - 10)]
+    with sklearn.config_context(enable_metadata_routing=True):
+        reg = SAMTwoLayerRegressor(n_hidden=8, max_iter=20, tol=None, random_state=0)
+        pipe = make_pipeline(
+            StandardScaler().set_fit_request(sample_weight=False),
+            reg.set_fit_request(sample_weight=True).set_score_request(sample_weight=True),
+        )
+        search = GridSearchCV(pipe, {"samtwolayerregressor__rho": [0.0, 0.1]}, cv=2)
+        search.fit(X, y, sample_weight=weights)
+        routed = search.best_estimator_[-1]
+        # the refit saw the weights: the same as fitting the rows with weight 1
+        scaled = StandardScaler().fit_transform(X)
+        plain = clone(routed).set_params(warm_start=False).fit(scaled[10:], y[10:])
+    np.testing.assert_allclose(routed.coefs_[0], plain.coefs_[0], rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# threads
+# --------------------------------------------------------------------------
+
+
+class _ThreadRecorder(SAMTwoLayerRegressor):
+    """Records torch's thread count during training."""
+
+    def _train(self, *args):
+        self.threads_seen_ = torch.get_num_threads()
+        return super()._train(*args)
+
+
+@pytest.fixture
+def two_torch_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_fit_uses_one_thread_for_small_problems_and_restores(two_torch_threads):
+    reg = _ThreadRecorder(n_hidden=8, max_iter=5, tol=None, sharpness=None).fit(*_data())
+    assert reg.threads_seen_ == 1 and torch.get_num_threads() == 2
+    reg = reg.set_params(n_threads=2).fit(*_data())
+    assert reg.threads_seen_ == 2
+
+
+def _threads_seen(estimator, X, y):
+    return estimator.threads_seen_
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_grid_search_n_jobs_2_fits_with_one_thread_each(two_torch_threads, backend):
+    import joblib
+
+    from sksam._threads import SMALL_PROBLEM
+
+    rng = np.random.RandomState(0)
+    X, y = rng.standard_normal((40, 200)), rng.standard_normal(40)
+    # a problem above the small-problem size (20 training rows, 200 features,
+    # 1 output): only the joblib-worker rule can choose one thread
+    n_hidden = SMALL_PROBLEM // (20 * 201) + 1
+    reg = _ThreadRecorder(n_hidden=n_hidden, max_iter=1, tol=None, sharpness=None)
+    search = GridSearchCV(
+        reg, {"rho": [0.0, 0.1]}, cv=2, n_jobs=2, refit=False, scoring=_threads_seen
+    )
+    with joblib.parallel_config(backend=backend):
+        search.fit(X, y)
+    assert search.cv_results_["mean_test_score"].tolist() == [1.0, 1.0]
+    assert torch.get_num_threads() == 2
+    # the same fit outside joblib keeps torch's setting
+    assert reg.fit(X[:20], y[:20]).threads_seen_ == 2

@@ -1,5 +1,15 @@
-"""Displays for training curves and GD-vs-SAM comparisons."""
+"""Displays for training curves, sharpness and GD-vs-SAM comparisons."""
 
-from ._displays import SolverComparisonDisplay, TrainingCurveDisplay
+from ._displays import (
+    GainMapDisplay,
+    SharpnessCurveDisplay,
+    SolverComparisonDisplay,
+    TrainingCurveDisplay,
+)
 
-__all__ = ["SolverComparisonDisplay", "TrainingCurveDisplay"]
+__all__ = [
+    "GainMapDisplay",
+    "SharpnessCurveDisplay",
+    "SolverComparisonDisplay",
+    "TrainingCurveDisplay",
+]

@@ -8,7 +8,9 @@ imported only when something is drawn.
 
 import numpy as np
 from sklearn.base import clone, is_classifier
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.metrics import accuracy_score, mean_squared_error
+from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 
@@ -21,8 +23,46 @@ def _pyplot(caller):
     return plt
 
 
+def _final_estimator(estimator):
+    """The fitted model inside a fitted Pipeline / TransformedTargetRegressor.
+
+    Displays read ``loss_curve_``, ``sharpness_``, ``solver`` and ``rho`` from
+    the sksam estimator that a pipeline (or a target transformer) wraps.
+    """
+    while True:
+        if isinstance(estimator, Pipeline):
+            check_is_fitted(estimator)
+            estimator = estimator[-1]
+        elif isinstance(estimator, TransformedTargetRegressor):
+            check_is_fitted(estimator, "regressor_")
+            estimator = estimator.regressor_
+        else:
+            return estimator
+
+
+def _param_prefix(estimator):
+    """The ``set_params`` prefix that reaches the final (unfitted) model.
+
+    ``''`` for a bare estimator, ``'samkernelregressor__'`` for
+    ``make_pipeline(StandardScaler(), SAMKernelRegressor())``,
+    ``'regressor__samkernelregressor__'`` inside a
+    ``TransformedTargetRegressor``, and so on.
+    """
+    prefix = ""
+    while True:
+        if isinstance(estimator, Pipeline):
+            name, estimator = estimator.steps[-1]
+            prefix += f"{name}__"
+        elif isinstance(estimator, TransformedTargetRegressor):
+            estimator = estimator.regressor
+            prefix += "regressor__"
+        else:
+            return prefix, estimator
+
+
 def _label_of(estimator):
     """``'sam (rho=0.1)'``-style label of a fitted sksam estimator."""
+    estimator = _final_estimator(estimator)
     solver = getattr(estimator, "solver", type(estimator).__name__)
     rho = getattr(estimator, "rho", None)
     if solver == "gd" or rho is None:
@@ -32,7 +72,7 @@ def _label_of(estimator):
 
 def _sharpness_or_nan(estimator):
     """``sharpness_``, or NaN when the estimator was fitted with ``sharpness=None``."""
-    value = getattr(estimator, "sharpness_", None)
+    value = getattr(_final_estimator(estimator), "sharpness_", None)
     return np.nan if value is None else value
 
 
@@ -47,7 +87,10 @@ class TrainingCurveDisplay:
     """Training loss along the iterations of one or more fitted estimators.
 
     Use :meth:`from_estimators` (or :meth:`from_estimator`) to build it from
-    fitted sksam estimators, which all record ``loss_curve_``.
+    fitted sksam estimators, which all record ``loss_curve_``. A fitted
+    :class:`~sklearn.pipeline.Pipeline` or
+    :class:`~sklearn.compose.TransformedTargetRegressor` is accepted too: the
+    curve is that of the sksam estimator it ends with.
 
     Parameters
     ----------
@@ -120,7 +163,8 @@ class TrainingCurveDisplay:
         Parameters
         ----------
         estimators : list of fitted estimators
-            Each must have a ``loss_curve_`` attribute.
+            Each must have a ``loss_curve_`` attribute, or be a pipeline
+            (or target transformer) that ends with one that has.
         labels : list of str, default=None
             Legend entries; built from ``solver`` and ``rho`` when omitted.
         ax : matplotlib Axes, default=None
@@ -132,11 +176,12 @@ class TrainingCurveDisplay:
         -------
         display : TrainingCurveDisplay
         """
-        for estimator in estimators:
-            check_is_fitted(estimator, "loss_curve_")
+        finals = [_final_estimator(estimator) for estimator in estimators]
+        for final in finals:
+            check_is_fitted(final, "loss_curve_")
         if labels is None:
-            labels = [_label_of(estimator) for estimator in estimators]
-        display = cls(loss_curves=[np.asarray(e.loss_curve_) for e in estimators], labels=labels)
+            labels = [_label_of(final) for final in finals]
+        display = cls(loss_curves=[np.asarray(f.loss_curve_) for f in finals], labels=labels)
         return display.plot(ax=ax, log_scale=log_scale)
 
     @classmethod
@@ -146,7 +191,8 @@ class TrainingCurveDisplay:
         Parameters
         ----------
         estimator : fitted estimator
-            Must have a ``loss_curve_`` attribute.
+            Must have a ``loss_curve_`` attribute, or be a pipeline (or
+            target transformer) that ends with one that has.
         label : str, default=None
             Legend entry; built from ``solver`` and ``rho`` when omitted.
         ax : matplotlib Axes, default=None
@@ -243,9 +289,11 @@ class SolverComparisonDisplay:
 
         Parameters
         ----------
-        estimator : sksam estimator
+        estimator : sksam estimator, or a Pipeline / TransformedTargetRegressor
+            ending with one
             Unfitted template; cloned with ``solver`` set to each of
-            ``solvers`` (all other parameters, ``rho`` included, kept).
+            ``solvers`` (all other parameters, ``rho`` included, kept). In a
+            pipeline the solver of its final step is set.
         X, y : array-like
             Training data.
         X_test, y_test : array-like
@@ -268,7 +316,11 @@ class SolverComparisonDisplay:
             error = default_error
         else:
             error_name = getattr(error, "__name__", "test error")
-        fitted = [clone(estimator).set_params(solver=solver).fit(X, y) for solver in solvers]
+        prefix, _ = _param_prefix(estimator)
+        fitted = [
+            clone(estimator).set_params(**{prefix + "solver": solver}).fit(X, y)
+            for solver in solvers
+        ]
         display = cls(
             labels=[_label_of(e) for e in fitted],
             test_errors=np.array([error(y_test, e.predict(X_test)) for e in fitted]),
@@ -277,3 +329,395 @@ class SolverComparisonDisplay:
         )
         display.estimators_ = fitted
         return display.plot(axes=axes)
+
+
+def _step_param(estimator):
+    """Name of the parameter that counts training steps (or epochs)."""
+    params = estimator.get_params(deep=False)
+    for name in ("max_iter", "max_epochs"):
+        if name in params:
+            return name
+    raise ValueError(
+        f"{type(estimator).__name__} has neither max_iter nor max_epochs; "
+        "SharpnessCurveDisplay needs an estimator trained in steps or epochs."
+    )
+
+
+class SharpnessCurveDisplay:
+    """Sharpness of the weights along training, one curve per solver.
+
+    Use :meth:`from_estimator` to train one clone of an estimator per solver
+    with ``warm_start=True``, stopping at each of ``checkpoints`` to read its
+    ``sharpness_`` (the measure set by its ``sharpness`` parameter).
+
+    Parameters
+    ----------
+    steps : array-like of shape (n_checkpoints,)
+        Training steps (or epochs) at which the sharpness was measured.
+    sharpness : array-like of shape (n_curves, n_checkpoints)
+        One row per solver.
+    labels : list of str
+        Legend entries, one per row of ``sharpness``.
+    measure : str, default='sharpness'
+        Axis label: the name of the measure.
+
+    Attributes
+    ----------
+    ax_ : matplotlib Axes
+        The axes drawn on.
+    figure_ : matplotlib Figure
+        The figure holding ``ax_``.
+    lines_ : list of matplotlib Line2D
+        One line per solver.
+    estimators_ : list of fitted estimators
+        Set by :meth:`from_estimator`: the fitted clones, one per solver,
+        at the last checkpoint.
+
+    Examples
+    --------
+    >>> from sksam import SAMTwoLayerRegressor
+    >>> from sksam.datasets import make_teacher_student
+    >>> from sksam.inspection import SharpnessCurveDisplay
+    >>> X, y, _ = make_teacher_student(n_samples=100, random_state=0)
+    >>> model = SAMTwoLayerRegressor(n_hidden=20, rho=0.1, tol=None,
+    ...                              random_state=0)
+    >>> display = SharpnessCurveDisplay.from_estimator(
+    ...     model, X, y, checkpoints=[10, 20, 40])  # doctest: +SKIP
+    """
+
+    def __init__(self, *, steps, sharpness, labels, measure="sharpness"):
+        self.steps = steps
+        self.sharpness = sharpness
+        self.labels = labels
+        self.measure = measure
+
+    def plot(self, ax=None, *, log_scale=False, **line_kwargs):
+        """Draw one line per solver.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+            Axes to draw on; a new figure is made when omitted.
+        log_scale : bool, default=False
+            Logarithmic step axis.
+        **line_kwargs : dict
+            Passed to every ``ax.plot`` call.
+
+        Returns
+        -------
+        self : SharpnessCurveDisplay
+        """
+        plt = _pyplot(f"{type(self).__name__}.plot")
+
+        if ax is None:
+            _, ax = plt.subplots()
+        kwargs = {"marker": "o", **line_kwargs}
+        self.lines_ = [
+            ax.plot(self.steps, values, label=label, **kwargs)[0]
+            for values, label in zip(np.asarray(self.sharpness), self.labels)
+        ]
+        if log_scale:  # ticks at the checkpoints, written in full
+            ax.set_xscale("log")
+            ax.set_xticks(self.steps, [str(step) for step in self.steps])
+            ax.minorticks_off()
+        ax.set_xlabel("step")
+        ax.set_ylabel(self.measure)
+        ax.legend()
+        self.ax_, self.figure_ = ax, ax.figure
+        return self
+
+    @classmethod
+    def from_estimator(
+        cls, estimator, X, y, *, checkpoints, solvers=("gd", "sam"), ax=None, log_scale=False
+    ):
+        """Train one clone per solver and measure its sharpness at checkpoints.
+
+        Parameters
+        ----------
+        estimator : sksam estimator, or a Pipeline / TransformedTargetRegressor
+            ending with one
+            Unfitted template with a ``sharpness`` measure set (not None) and
+            a ``max_iter`` (or ``max_epochs``) parameter. Each clone gets
+            ``warm_start=True`` and the solver, and is fitted again from the
+            weights of the previous checkpoint, so the whole curve costs one
+            training run per solver (plus one sharpness computation per
+            checkpoint). In a pipeline, the transformers are refitted at each
+            checkpoint; they must be deterministic (as scalers are).
+        X, y : array-like
+            Training data; the sharpness is that of the training loss on it.
+        checkpoints : array-like of int
+            Increasing step (or epoch) counts at which to measure.
+        solvers : sequence of str, default=('gd', 'sam')
+            Solvers to compare.
+        ax : matplotlib Axes, default=None
+            Axes to draw on.
+        log_scale : bool, default=False
+            Logarithmic step axis.
+
+        Returns
+        -------
+        display : SharpnessCurveDisplay
+        """
+        checkpoints = np.asarray(checkpoints, dtype=int)
+        if checkpoints.ndim != 1 or len(checkpoints) == 0 or np.any(checkpoints <= 0):
+            raise ValueError(f"checkpoints must be positive step counts; got {checkpoints!r}.")
+        if np.any(np.diff(checkpoints) <= 0):
+            raise ValueError(f"checkpoints must be increasing; got {checkpoints!r}.")
+        prefix, final = _param_prefix(estimator)
+        step_param = prefix + _step_param(final)
+        measure = final.get_params().get("sharpness")
+        if measure is None:
+            raise ValueError(
+                "SharpnessCurveDisplay needs a sharpness measure; the estimator has "
+                "sharpness=None. Set sharpness='top_eigenvalue', 'trace' or 'rho'."
+            )
+        values, fitted = [], []
+        for solver in solvers:
+            model = clone(estimator).set_params(
+                **{prefix + "solver": solver, prefix + "warm_start": True}
+            )
+            curve, done = [], 0
+            for steps in checkpoints:
+                model.set_params(**{step_param: int(steps - done)}).fit(X, y)
+                curve.append(_sharpness_or_nan(model))
+                done = steps
+            values.append(curve)
+            fitted.append(model)
+        display = cls(
+            steps=checkpoints,
+            sharpness=np.array(values, dtype=float),
+            labels=[_label_of(m) for m in fitted],
+            measure=measure,
+        )
+        display.estimators_ = fitted
+        return display.plot(ax=ax, log_scale=log_scale)
+
+
+class GainMapDisplay:
+    """Heat map of one method's relative gain over a reference on a 2-d grid.
+
+    The gain in each cell is ``1 - error / reference_error`` (``0.2``: 20%
+    lower error than the reference; negative: worse). Columns are usually a
+    training length, rows a property of the data (label noise, say). A
+    marker shows, in each row, the column where the reference error is
+    smallest (the reference stopped early at its best), and an optional last
+    column gives the gain when both are stopped at their best column.
+
+    Use :meth:`from_errors` to build it from two error grids.
+
+    Parameters
+    ----------
+    gain : array-like of shape (n_rows, n_columns)
+        Relative gain in each cell.
+    row_values, column_values : array-like
+        Tick labels of the rows and columns.
+    row_name, column_name : str
+        Axis labels.
+    best_column : array-like of int of shape (n_rows,), default=None
+        Column to mark in each row (none marked when omitted).
+    best_gain : array-like of shape (n_rows,), default=None
+        Gain of the method's best cell of each row over the reference's best
+        cell; drawn as an extra column on the right when given.
+    reference_name : str, default='reference'
+        Name of the reference in the legend (e.g. ``'GD'``).
+
+    Attributes
+    ----------
+    ax_ : matplotlib Axes
+        The axes drawn on.
+    figure_ : matplotlib Figure
+        The figure holding ``ax_``.
+    mesh_ : matplotlib QuadMesh
+        The coloured cells of the grid.
+    texts_ : list of matplotlib Text
+        The value written in each cell (row by row, extra column last).
+    markers_ : matplotlib Line2D or None
+        The marks of ``best_column``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sksam.inspection import GainMapDisplay
+    >>> gd = np.array([[1.0, 0.8, 0.9], [1.0, 1.2, 1.5]])
+    >>> sam = np.array([[1.1, 0.8, 0.7], [0.9, 0.9, 0.9]])
+    >>> display = GainMapDisplay.from_errors(
+    ...     gd, sam, row_values=[0.1, 1.0], column_values=[10, 100, 1000],
+    ...     draw=False)
+    >>> display.gain.round(2).tolist()
+    [[-0.1, 0.0, 0.22], [0.1, 0.25, 0.4]]
+    >>> display.best_column.tolist()
+    [1, 0]
+    """
+
+    def __init__(
+        self,
+        *,
+        gain,
+        row_values,
+        column_values,
+        row_name="",
+        column_name="",
+        best_column=None,
+        best_gain=None,
+        reference_name="reference",
+    ):
+        self.gain = gain
+        self.row_values = row_values
+        self.column_values = column_values
+        self.row_name = row_name
+        self.column_name = column_name
+        self.best_column = best_column
+        self.best_gain = best_gain
+        self.reference_name = reference_name
+
+    def plot(self, ax=None, *, limit=None, cmap="RdBu", fmt="{:+.0%}"):
+        """Draw the map.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+            Axes to draw on; a new figure is made when omitted.
+        limit : float, default=None
+            Colour scale from ``-limit`` to ``limit`` (gain 0 is white);
+            the largest absolute gain when omitted.
+        cmap : str, default='RdBu'
+            Diverging matplotlib colour map (blue: gain, red: loss).
+        fmt : str, default='{:+.0%}'
+            Format of the value written in each cell.
+
+        Returns
+        -------
+        self : GainMapDisplay
+        """
+        plt = _pyplot(f"{type(self).__name__}.plot")
+
+        gain = np.asarray(self.gain, dtype=float)
+        extra = None if self.best_gain is None else np.asarray(self.best_gain, dtype=float)
+        if ax is None:
+            _, ax = plt.subplots(layout="constrained")
+        if limit is None:
+            values = gain if extra is None else np.concatenate([gain.ravel(), extra])
+            limit = max(float(np.nanmax(np.abs(values))), 1e-12)
+        norm = plt.Normalize(-limit, limit)
+        n_rows, n_cols = gain.shape
+        self.mesh_ = ax.pcolormesh(gain, cmap=cmap, norm=norm, edgecolors="white")
+
+        def write(x, y, value):  # white on the darkest cells
+            color = "white" if abs(value) > 0.6 * limit else "black"
+            return ax.text(x, y, fmt.format(value), ha="center", va="center", color=color)
+
+        self.texts_ = [
+            write(j + 0.5, i + 0.5, gain[i, j]) for i in range(n_rows) for j in range(n_cols)
+        ]
+        columns = list(np.arange(n_cols) + 0.5)
+        column_labels = [str(v) for v in self.column_values]
+        if extra is not None:
+            left = n_cols + 0.25
+            ax.pcolormesh(
+                [left, left + 1],
+                np.arange(n_rows + 1),
+                extra[:, None],
+                cmap=cmap,
+                norm=norm,
+                edgecolors="white",
+            )
+            self.texts_ += [write(left + 0.5, i + 0.5, extra[i]) for i in range(n_rows)]
+            columns.append(left + 0.5)
+            column_labels.append("both at\nbest stop")
+        self.markers_ = None
+        if self.best_column is not None:
+            self.markers_ = ax.plot(
+                np.asarray(self.best_column) + 0.5,
+                np.arange(n_rows) + 0.8,
+                linestyle="none",
+                marker="v",
+                color="black",
+                label=f"{self.reference_name}'s best stop",
+            )[0]
+            ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+        ax.set_xticks(columns, column_labels)
+        ax.set_yticks(np.arange(n_rows) + 0.5, [str(v) for v in self.row_values])
+        ax.set_xlabel(self.column_name)
+        ax.set_ylabel(self.row_name)
+        ax.set_xlim(0, columns[-1] + 0.5)
+        ax.figure.colorbar(
+            self.mesh_, ax=ax, label="relative gain", format="{x:+.0%}", extend="both"
+        )
+        self.ax_, self.figure_ = ax, ax.figure
+        return self
+
+    @classmethod
+    def from_errors(
+        cls,
+        reference_errors,
+        errors,
+        *,
+        row_values,
+        column_values,
+        row_name="",
+        column_name="",
+        reference_name="reference",
+        best_stop=True,
+        ax=None,
+        draw=True,
+        **plot_kwargs,
+    ):
+        """Gain of ``errors`` over ``reference_errors``, cell by cell.
+
+        Parameters
+        ----------
+        reference_errors : array-like of shape (n_rows, n_columns)
+            Errors of the reference (for instance GD); positive.
+        errors : array-like of shape (n_rows, n_columns)
+            Errors of the method compared (for instance SAM).
+        row_values, column_values : array-like
+            Tick labels of the rows and columns.
+        row_name, column_name : str
+            Axis labels.
+        reference_name : str, default='reference'
+            Name of the reference in the legend (e.g. ``'GD'``).
+        best_stop : bool, default=True
+            Mark, in each row, the column where the reference error is
+            smallest, and add the column "both stopped at their best":
+            ``1 - min(errors) / min(reference_errors)`` over each row
+            (columns are then training lengths).
+        ax : matplotlib Axes, default=None
+            Axes to draw on.
+        draw : bool, default=True
+            Draw the map (False only computes it).
+        **plot_kwargs : dict
+            Passed to :meth:`plot`.
+
+        Returns
+        -------
+        display : GainMapDisplay
+        """
+        reference = np.asarray(reference_errors, dtype=float)
+        errors = np.asarray(errors, dtype=float)
+        if reference.ndim != 2 or reference.shape != errors.shape:
+            raise ValueError(
+                "reference_errors and errors must be 2-d arrays of the same shape; got "
+                f"{reference.shape} and {errors.shape}."
+            )
+        if np.any(reference <= 0):
+            raise ValueError("reference_errors must be positive to define a relative gain.")
+        if reference.shape != (len(row_values), len(column_values)):
+            raise ValueError(
+                f"errors have shape {reference.shape} but there are {len(row_values)} "
+                f"row_values and {len(column_values)} column_values."
+            )
+        best_column = best_gain = None
+        if best_stop:
+            best_column = reference.argmin(axis=1)
+            best_gain = 1.0 - errors.min(axis=1) / reference.min(axis=1)
+        display = cls(
+            gain=1.0 - errors / reference,
+            row_values=row_values,
+            column_values=column_values,
+            row_name=row_name,
+            column_name=column_name,
+            best_column=best_column,
+            best_gain=best_gain,
+            reference_name=reference_name,
+        )
+        return display.plot(ax=ax, **plot_kwargs) if draw else display

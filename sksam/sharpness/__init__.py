@@ -35,7 +35,22 @@ MEASURES = ("top_eigenvalue", "trace", "rho")
 
 
 def check_measure(measure):
-    """Raise a ``ValueError`` naming ``measure`` unless it is known or ``None``."""
+    """Raise a ``ValueError`` naming ``measure`` unless it is known or ``None``.
+
+    Parameters
+    ----------
+    measure : str or None
+        A name of :data:`MEASURES`, or None.
+
+    Examples
+    --------
+    >>> from sksam.sharpness import check_measure
+    >>> check_measure("trace")
+    >>> check_measure("max")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown sharpness measure 'max'; expected one of ... or None.
+    """
     if measure is not None and measure not in MEASURES:
         raise ValueError(
             f"Unknown sharpness measure {measure!r}; expected one of "

@@ -222,6 +222,15 @@ def top_hessian_eigenvalue(
     -----
     Callers that hold a module with dropout or batch normalization should go
     through :func:`torch_sharpness`, which evaluates in eval mode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
+    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    >>> round(top_hessian_eigenvalue(loss_fn, [w], random_state=0), 6)
+    4.0
     """
     if method not in EIGEN_METHODS:
         raise ValueError(
@@ -358,6 +367,15 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
     std : float
         Its standard error; only if ``return_std`` is true (``nan`` when
         ``n_probes == 1``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
+    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    >>> hessian_trace(loss_fn, [w], n_probes=10, random_state=0)  # exact: diagonal
+    7.0
     """
     import torch
 
@@ -385,7 +403,7 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
 
 
 def rho_sharpness(loss_fn, params, rho, *, max_iter=20, random_state=None):
-    r"""SAM's rho-sharpness ``max_{||e|| <= rho} L(w + e) - L(w)``, from below.
+    r"""Compute SAM's rho-sharpness ``max_{||e|| <= rho} L(w + e) - L(w)``, from below.
 
     The sharpness of Foret et al. (2021), the quantity SAM minimizes alongside
     the loss, for the mean loss ``L = loss_fn()``. The inner maximization is
@@ -428,6 +446,16 @@ def rho_sharpness(loss_fn, params, rho, *, max_iter=20, random_state=None):
     -------
     sharpness : float
         ``max_k L(w + e_k) - L(w)``; ``0.0`` when ``rho == 0``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
+    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    >>> value = rho_sharpness(loss_fn, [w], rho=0.1, random_state=0)
+    >>> round(value, 6)  # 4 * 0.1**2 / 2, along the top eigenvector
+    0.02
     """
     import torch
 
@@ -545,6 +573,16 @@ def torch_sharpness(
     Returns
     -------
     value : float
+        The sharpness.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
+    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    >>> torch_sharpness(loss_fn, [w], "trace", random_state=0)
+    7.0
     """
     from . import check_measure
 

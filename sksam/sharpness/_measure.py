@@ -50,6 +50,15 @@ def measure_sharpness(measure, loss_fn, params, *, rho, random_state, module=Non
     -------
     value : float or None
         The sharpness; None when ``measure`` is None.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.sharpness import measure_sharpness
+    >>> w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    >>> loss_fn = lambda: (w**2).sum() + w[0] * w[1]  # Hessian [[2, 1], [1, 2]]
+    >>> round(measure_sharpness("top_eigenvalue", loss_fn, [w], rho=0.05, random_state=0), 6)
+    3.0
     """
     from . import check_measure
     from ._hvp import _eval_mode

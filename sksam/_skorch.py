@@ -1,0 +1,476 @@
+"""The skorch machinery behind the deep-net estimators (private).
+
+:class:`sksam.SAMNetClassifier` and :class:`sksam.SAMNetRegressor` each own
+a skorch net (``net_``) built from the classes here: :class:`_SAMNetClassifier`
+and :class:`_SAMNetRegressor`, skorch's ``NeuralNetClassifier`` and
+``NeuralNetRegressor`` with :class:`_SAMNetMixin` in front.
+
+Where this module goes beyond skorch's documented override points
+---------------------------------------------------------------------
+skorch documents ``train_step``, ``train_step_single`` and the ``get_*`` /
+``initialize_*`` methods as safe to override. Every override of a skorch
+internal is listed here (``OVERRIDES``), and ``tests/test_net_skorch.py``
+pins each one: the method must still exist in skorch with the same
+signature, and for the methods whose body we re-implement the test compares
+a fingerprint of skorch's source (docstrings and formatting ignored) with
+the one of the version we read (``COPIED``), failing with the method's name
+when skorch changes it; behavioural tests compare our history records and
+weights with skorch's own on a small fit.
+
+``NeuralNet.run_single_epoch`` (re-implemented)
+    The same hooks and history records as skorch's, with the batch size of
+    a tensor taken by ``len`` instead of skorch's ``get_len``.
+``NeuralNet.train_step`` (re-implemented)
+    One closure that computes only (clear gradients, forward, loss,
+    backward); skorch's per-step bookkeeping (step accumulator,
+    ``on_grad_computed``) runs once per SAM step instead of once per pass.
+    Batches of tensors on the device skip ``infer``/``get_loss`` (what they
+    would do to such a batch); other batches go through them.
+``NeuralNet.notify`` (re-implemented)
+    Calls only the callbacks that implement the hook (the listener cache
+    built by ``initialize_callbacks``); same order as skorch's.
+``NeuralNet.initialize_callbacks`` (extended)
+    skorch's, then the listener cache.
+``NeuralNet._set_training`` (guarded)
+    skorch's, skipped when every module already is in the requested mode.
+``NeuralNet.initialize_history`` (replaced)
+    A :class:`_History` instead of skorch's ``History``.
+``NeuralNet.get_params_for_optimizer`` (extended)
+    skorch's, plus ``model=module_`` for :class:`sksam.optim.SAM`.
+``History.new_batch``, ``History.record_batch`` (re-implemented)
+    Plain list indexing of the last row instead of ``History``'s slicing
+    parser.
+
+The per-batch fast paths also rely on skorch's ``NeuralNet.infer``,
+``NeuralNet.get_loss`` and ``NeuralNetClassifier.get_loss`` (mirrored for
+tensors on the device), also fingerprinted.
+"""
+
+import ast
+import contextlib
+import hashlib
+import inspect
+import math
+import textwrap
+
+import numpy as np
+import torch
+from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
+from skorch.callbacks import Callback
+from skorch.dataset import Dataset, get_len, unpack_data
+from skorch.history import History
+from skorch.utils import TeeGenerator
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from .optim import SAM
+
+#: skorch internals overridden here: ``"Class.method": what we do`` (see the module docstring).
+OVERRIDES = {
+    "NeuralNet.run_single_epoch": "re-implemented",
+    "NeuralNet.train_step": "re-implemented",
+    "NeuralNet.notify": "re-implemented",
+    "NeuralNet.initialize_callbacks": "extended",
+    "NeuralNet._set_training": "guarded",
+    "NeuralNet.initialize_history": "replaced",
+    "NeuralNet.get_params_for_optimizer": "extended",
+    "History.new_batch": "re-implemented",
+    "History.record_batch": "re-implemented",
+}
+
+#: Fingerprints (:func:`source_fingerprint`) of the skorch 1.4.0 methods whose
+#: behaviour we re-implement or mirror. A different fingerprint means skorch
+#: changed the method: re-read it and update our version, then this table.
+COPIED = {
+    "NeuralNet.run_single_epoch": "26e1bb2a69a0a4c3",
+    "NeuralNet.train_step": "517109f451b151b0",
+    "NeuralNet.notify": "18b3579cf8f07cd0",
+    "NeuralNet._set_training": "b45cc3574aeaedd6",
+    "NeuralNet.initialize_history": "7206a56f4bc54da3",
+    "NeuralNet.infer": "d460a7804e14a036",
+    "NeuralNet.get_loss": "ba674830d377b3be",
+    "NeuralNetClassifier.get_loss": "90d000207315361e",
+    "History.new_batch": "259969f3f798ce19",
+    "History.record_batch": "a4621257bbcab558",
+}
+
+_SKORCH_CLASSES = {
+    "NeuralNet": NeuralNet,
+    "NeuralNetClassifier": NeuralNetClassifier,
+    "History": History,
+}
+
+
+def skorch_method(qualname):
+    """The skorch function named ``"Class.method"``."""
+    cls, name = qualname.split(".")
+    return vars(_SKORCH_CLASSES[cls])[name]
+
+
+def source_fingerprint(func):
+    """A hash of ``func``'s code, blind to docstrings, comments and formatting."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    body = tree.body[0].body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    dump = "\n".join(ast.dump(node) for node in body)
+    return hashlib.sha256(dump.encode()).hexdigest()[:16]
+
+
+#: Batches whose rows :class:`TensorBatchLoader` gathers in one go.
+_CHUNK_BATCHES = 32
+
+
+class TensorBatchLoader:
+    """Mini-batches sliced from whole tensors: a ``DataLoader`` without collation.
+
+    skorch's default ``DataLoader`` fetches and collates one sample at a
+    time, which dominates an epoch on small data. When the dataset holds
+    tensors (as the estimators arrange, on the training device) this loader
+    indexes whole batches at once (when shuffling, it gathers the rows of 32
+    batches at a time and slices the batches from them); the order of the
+    samples is drawn from torch's global generator, like ``DataLoader``'s.
+    Any other dataset, or any extra ``DataLoader`` option (``num_workers``,
+    ``collate_fn``...), falls back to a ``DataLoader``.
+
+    Parameters
+    ----------
+    dataset : torch.utils.data.Dataset
+        Usually a skorch ``Dataset`` of tensors, or a ``Subset`` of one.
+    batch_size : int, default=128
+        Samples per batch; the last batch may be smaller.
+    shuffle : bool, default=False
+        Draw a new order of the samples at every pass.
+    **loader_kwargs
+        Options that only a ``DataLoader`` understands.
+    """
+
+    def __init__(self, dataset, batch_size=128, shuffle=False, **loader_kwargs):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.loader_kwargs = loader_kwargs
+
+    def __len__(self):
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def __iter__(self):
+        X, y = _tensors(self.dataset)
+        if X is None or self.loader_kwargs:
+            loader = DataLoader(
+                self.dataset, batch_size=self.batch_size, shuffle=self.shuffle, **self.loader_kwargs
+            )
+            yield from loader
+            return
+        n = len(X)
+        if not self.shuffle:
+            for start in range(0, n, self.batch_size):
+                stop = start + self.batch_size
+                yield X[start:stop], (None if y is None else y[start:stop])
+            return
+        order = torch.randperm(n).to(X.device)
+        # Gather the rows of _CHUNK_BATCHES batches at a time and slice the
+        # batches from them: the same batches as X[order[start:stop]], for
+        # one gather per chunk instead of two per batch (a few per cent of a
+        # small epoch), and at most that many batches of memory.
+        chunk = self.batch_size * _CHUNK_BATCHES
+        for first in range(0, n, chunk):
+            index = order[first : first + chunk]
+            X_chunk = X.index_select(0, index)
+            y_chunk = None if y is None else y.index_select(0, index)
+            for start in range(0, len(index), self.batch_size):
+                stop = start + self.batch_size
+                yield X_chunk[start:stop], (None if y_chunk is None else y_chunk[start:stop])
+
+
+def _tensors(dataset):
+    """``(X, y)`` tensors behind a skorch ``Dataset`` or a ``Subset`` of one."""
+    if isinstance(dataset, Subset):
+        X, y = _tensors(dataset.dataset)
+        if X is None:
+            return None, None
+        index = torch.as_tensor(np.asarray(dataset.indices), device=X.device)
+        return X[index], (None if y is None else y[index])
+    if isinstance(dataset, Dataset) and torch.is_tensor(dataset.X):
+        if dataset.y is None or torch.is_tensor(dataset.y):
+            return dataset.X, dataset.y
+    return None, None
+
+
+class _History(History):
+    """skorch's ``History`` with per-batch bookkeeping that skips its slicing logic.
+
+    ``History.__getitem__`` parses every index for its column/row slicing
+    syntax; the per-batch calls only need the last row, which plain list
+    indexing gives.
+    """
+
+    def new_batch(self):
+        """Register a new batch row for the current epoch."""
+        list.__getitem__(self, -1)["batches"].append({})
+
+    def record_batch(self, attr, value):
+        """Record ``value`` in column ``attr`` of the current batch."""
+        list.__getitem__(self, -1)["batches"][-1][attr] = value
+
+
+#: Per-batch callback hooks, filtered by :meth:`_SAMNetMixin.notify`.
+_HOOKS = ("on_batch_begin", "on_batch_end", "on_grad_computed")
+
+
+class _SAMNetMixin:
+    """skorch's net, handing the module to :class:`SAM` and trimming per-batch work.
+
+    SAM pays skorch's per-batch overhead twice per step (two closure
+    calls); the overrides (listed in the module docstring) remove it
+    without changing what users see.
+    """
+
+    def initialize_history(self):
+        """A fresh :class:`_History` (skorch's, with faster batch records)."""
+        if isinstance(self.history_, _History):
+            self.history_.clear()
+        else:
+            self.history_ = _History()
+        return self
+
+    def get_params_for_optimizer(self, prefix, named_parameters):
+        """skorch's parameters for the optimizer, plus ``model`` for SAM."""
+        args, kwargs = super().get_params_for_optimizer(prefix, named_parameters)
+        if (
+            prefix == "optimizer"
+            and isinstance(self.optimizer, type)
+            and issubclass(self.optimizer, SAM)
+        ):
+            kwargs["model"] = self.module_
+        return args, kwargs
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        """skorch's epoch loop (same hooks, same history records), cheaper per batch.
+
+        As in skorch: for each batch ``on_batch_begin``, the step,
+        ``<prefix>_loss`` and ``<prefix>_batch_size`` in the batch's history
+        row, ``on_batch_end``; then ``<prefix>_batch_count``. The batch size
+        of a tensor is its length; skorch's ``get_len`` walks nested
+        containers for it, which costs about 2% of a small SAM epoch.
+        """
+        if iterator is None:
+            return
+        loss_key, size_key = prefix + "_loss", prefix + "_batch_size"
+        batch_count = 0
+        for batch in iterator:
+            self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            self.history.record_batch(loss_key, step["loss"].item())
+            self.history.record_batch(size_key, _batch_len(batch))
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+            batch_count += 1
+        self.history.record(prefix + "_batch_count", batch_count)
+
+    def train_step(self, batch, **fit_params):
+        """One optimizer step, with skorch's per-batch work done once, not per pass.
+
+        skorch's own ``train_step`` hands the optimizer a closure that does
+        all of its bookkeeping (zeroing through skorch, the step accumulator,
+        ``on_grad_computed``) at every call, so twice per SAM step. Here the
+        closure only computes: it clears the gradients, runs the module and
+        the criterion on the batch and calls ``backward``, the same in both
+        passes. A batch of tensors already on the device goes straight to
+        ``module_`` and ``criterion_`` (what skorch's ``infer`` and
+        ``get_loss`` do with it); anything else goes through ``infer`` and
+        ``get_loss``. The step returns the first pass's loss and prediction,
+        at the unperturbed weights: ``history`` records that loss as
+        ``train_loss``.
+
+        ``on_grad_computed`` is notified once per step, with the gradient
+        the base optimizer is about to use: after the second pass for SAM
+        (the weights are then still at ``w + e``, where that gradient was
+        taken; they are restored right after), after the only pass for GD.
+
+        Parameters
+        ----------
+        batch : tuple
+            ``(X, y)`` from the training iterator.
+        **fit_params : dict
+            Passed to the module's ``forward``, as in skorch.
+
+        Returns
+        -------
+        step : dict
+            ``{'loss': loss, 'y_pred': y_pred}`` of the first pass.
+        """
+        optimizer = self.optimizer_
+        if not isinstance(optimizer, SAM) or len(self._optimizers) != 1:
+            return super().train_step(batch, **fit_params)
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        forward = self._forward_loss(Xi, yi, fit_params)
+        passes = 2 if optimizer.perturbs() else 1
+        steps = []
+
+        def closure():
+            optimizer.zero_grad()
+            y_pred, loss = forward()
+            loss.backward()
+            steps.append({"loss": loss, "y_pred": y_pred})
+            if len(steps) == passes:
+                self._notify_grad_computed(batch)
+            return loss
+
+        optimizer.step(closure)
+        if len(steps) < passes:  # no gradient in the first pass, so no second
+            self._notify_grad_computed(batch)
+        return steps[0]
+
+    def _forward_loss(self, Xi, yi, fit_params):
+        """A function returning ``(y_pred, loss)`` on the batch, as skorch computes them."""
+        direct = (
+            not fit_params
+            and self._on_device(Xi)
+            and self._on_device(yi)
+            and not isinstance(self.criterion_, nn.NLLLoss)  # the classifier takes its log
+        )
+        if direct:
+
+            def forward():
+                y_pred = self.module_(Xi)
+                return y_pred, self.criterion_(y_pred, yi)
+
+        else:
+
+            def forward():
+                y_pred = self.infer(Xi, **fit_params)
+                return y_pred, self.get_loss(y_pred, yi, X=Xi, training=True)
+
+        return forward
+
+    def _on_device(self, x):
+        """Whether ``x`` is a tensor that skorch's ``to_tensor`` would leave as is."""
+        if type(x) is not torch.Tensor:  # subclasses (PackedSequence...) go to skorch
+            return False
+        device = self.device
+        if device is None:
+            return True
+        cached = self.__dict__.get("_device_cache_")
+        if cached is None or cached[0] != device:
+            cached = self._device_cache_ = (device, _resolved_device(device))
+        return x.device == cached[1]
+
+    def _notify_grad_computed(self, batch):
+        listeners = getattr(self, "_listeners_", {}).get("on_grad_computed", ())
+        if not listeners and _is_base_hook(self, "on_grad_computed"):
+            return  # nobody listens: skip building the parameter generator
+        self.notify(
+            "on_grad_computed",
+            named_parameters=TeeGenerator(self.get_all_learnable_params()),
+            batch=batch,
+            training=True,
+        )
+
+    def initialize_callbacks(self):
+        """skorch's callbacks, and for each hook the callbacks that implement it."""
+        super().initialize_callbacks()
+        self._listeners_ = {
+            hook: [cb for _, cb in self.callbacks_ if _implements(cb, hook)] for hook in _HOOKS
+        }
+        return self
+
+    def notify(self, method_name, **cb_kwargs):
+        """Call the net's hook ``method_name``, then the callbacks that implement it."""
+        # skorch calls every callback at every hook, three times per batch;
+        # calling only those that override the no-op hook is the same thing,
+        # for less per batch.
+        listeners = getattr(self, "_listeners_", {}).get(method_name)
+        if listeners is None:
+            return super().notify(method_name, **cb_kwargs)
+        getattr(self, method_name)(self, **cb_kwargs)
+        for cb in listeners:
+            getattr(cb, method_name)(self, **cb_kwargs)
+
+    def _set_training(self, training=True):
+        # train_step calls this at every batch, and Module.train() walks
+        # every submodule through the slow __setattr__ (about a tenth of a
+        # small epoch). Switch only when a top-level flag differs, which it
+        # does after every evaluation.
+        modules = [getattr(self, name + "_") for name in self._modules + self._criteria]
+        if any(m.training != training for m in modules if isinstance(m, nn.Module)):
+            super()._set_training(training)
+
+
+class _SAMNetClassifier(_SAMNetMixin, NeuralNetClassifier):
+    """skorch's ``NeuralNetClassifier`` with :class:`_SAMNetMixin`."""
+
+
+class _SAMNetRegressor(_SAMNetMixin, NeuralNetRegressor):
+    """skorch's ``NeuralNetRegressor`` with :class:`_SAMNetMixin`."""
+
+
+def _batch_len(batch):
+    """Number of samples in ``batch``, as skorch's ``run_single_epoch`` counts them."""
+    X = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return len(X) if type(X) is torch.Tensor else get_len(X)
+
+
+def _is_base_hook(net, hook):
+    """Whether ``net``'s own ``hook`` is skorch's no-op."""
+    return getattr(type(net), hook) is getattr(NeuralNet, hook) and hook not in vars(net)
+
+
+def _implements(callback, hook):
+    """Whether ``callback`` does something at ``hook`` (is not the base no-op)."""
+    return hook in vars(callback) or getattr(type(callback), hook, None) is not getattr(
+        Callback, hook
+    )
+
+
+def _resolved_device(device):
+    """``device`` as a ``torch.device``, with the current index for a bare ``'cuda'``."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+@contextlib.contextmanager
+def seeded(start, device):
+    """Run inside a fork of torch's CPU generator (and the training GPU's).
+
+    ``start`` is an int seed, or a state yielded by an earlier call, to
+    resume from. Yields a dict that holds, on exit, the generators' state
+    at the end of the block.
+    """
+    cuda = []
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    end = {}
+    with torch.random.fork_rng(devices=cuda):
+        if isinstance(start, dict):
+            torch.set_rng_state(start["cpu"])
+            for index in cuda:
+                if "cuda" in start:
+                    torch.cuda.set_rng_state(start["cuda"], index)
+        else:
+            torch.default_generator.manual_seed(start)
+            for index in cuda:
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(start)
+        yield end
+        end["cpu"] = torch.get_rng_state()
+        for index in cuda:
+            end["cuda"] = torch.cuda.get_rng_state(index)
+
+
+def epoch_losses(history):
+    """Mean training loss of each epoch, from skorch's per-batch records.
+
+    The same weighted mean as skorch's ``train_loss`` column, but available
+    even with ``callbacks='disable'``.
+    """
+    losses = []
+    for epoch in history:
+        batches = [b for b in epoch["batches"] if "train_loss" in b]
+        sizes = [b["train_batch_size"] for b in batches]
+        losses.append(
+            np.average([b["train_loss"] for b in batches], weights=sizes) if batches else np.nan
+        )
+    return np.asarray(losses, dtype=float)

@@ -1,0 +1,260 @@
+r"""The one-hidden-layer network, its loss and its gradient, written out by hand.
+
+:math:`f(X) = \sigma(X W + b)\, a + c`, fitted to the (weighted) mean squared
+loss. The forward and backward passes are written in torch (so they run on a
+GPU too) without autograd: for a network this small, one fused pass costs a
+handful of matrix products, and autograd's bookkeeping would cost as much
+again. The gradient is checked against autograd and finite differences in the
+tests; autograd is used for the Hessian-vector products of the sharpness
+(:func:`autograd_loss`).
+
+Nothing here knows about the estimator (:mod:`sksam.two_layer`).
+"""
+
+import numpy as np
+
+from ._activations import torch_activation
+from ._update_rules import perturbation
+
+__all__ = ["FlatParams", "Workspace", "autograd_loss", "forward", "loss_and_gradient", "step_"]
+
+
+def _activate_(name, Z, out):
+    """``sigma(Z)`` into ``out``, which may be ``Z`` itself (not for quadratic)."""
+    import torch
+
+    if name == "relu":
+        return torch.clamp(Z, min=0.0, out=out)
+    if name == "tanh":
+        return torch.tanh(Z, out=out)
+    if name == "logistic":
+        return torch.sigmoid(Z, out=out)
+    if name == "quadratic":
+        return torch.mul(Z, Z, out=out)
+    return Z
+
+
+def _backprop_activation_(name, dA, A, Z):
+    """``dA * sigma'(Z)`` in place into ``dA``, from ``A = sigma(Z)`` where possible.
+
+    Uses torch's fused backward kernels (the ones autograd itself calls):
+    for ReLU, ``dA.mul_(A > 0)`` is several times slower on CPUs.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    if name == "relu":  # dA where A > 0
+        return aten.threshold_backward.grad_input(dA, A, 0.0, grad_input=dA)
+    if name == "tanh":  # sigma' = 1 - tanh^2
+        return aten.tanh_backward.grad_input(dA, A, grad_input=dA)
+    if name == "logistic":  # sigma' = s (1 - s)
+        return aten.sigmoid_backward.grad_input(dA, A, grad_input=dA)
+    if name == "quadratic":  # sigma' = 2 z
+        return dA.mul_(Z).mul_(2.0)
+    return dA
+
+
+class Workspace:
+    """Buffers for the (n, h) intermediates, reused from step to step.
+
+    Allocating a few megabytes per pass costs page faults that can take as
+    long as the matrix products themselves on a CPU; reusing buffers keeps a
+    step at the cost of its arithmetic. One set per batch shape.
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    def __call__(self, name, shape, like):
+        """The buffer ``name`` of ``shape``, allocated like ``like`` on first use."""
+        key = (name, tuple(shape))
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = like.new_empty(shape)
+        return buffer
+
+
+def forward(params, X, activation):
+    """``f(X) = sigma(X W + b) a + c`` (no gradient tracking)."""
+    import torch
+
+    W, b, a, c = params
+    Z = torch.addmm(b, X, W)
+    return torch.addmm(c, _activate_(activation, Z, Z), a)
+
+
+def autograd_loss(params, X, Y, activation, weights=None):
+    """The loss of :func:`loss_and_gradient`, out of place, for autograd."""
+    W, b, a, c = params
+    R = torch_activation(activation, X @ W + b) @ a + c - Y
+    if weights is None:
+        return 0.5 * R.square().sum() / X.shape[0]
+    return 0.5 * (weights * R.square()).sum()
+
+
+def loss_and_gradient(
+    params,
+    X,
+    Y,
+    activation,
+    *,
+    train_output_layer=True,
+    weights=None,
+    need_loss=True,
+    workspace=None,
+    out=None,
+):
+    r"""Mean loss and its gradient by back-propagation written out by hand.
+
+    With ``Z = X W + b``, ``A = sigma(Z)``, ``F = A a + c``, ``R = F - Y`` and
+    the row weights ``p`` (``1/n`` each, or the normalized sample weights):
+
+    .. math::
+
+        L = \tfrac12 \sum_i p_i \lVert R_i\rVert^2,\quad
+        \nabla_a L = A^\top P R,\quad \nabla_c L = \mathbf 1^\top P R,\quad
+        \nabla_W L = X^\top D,\quad \nabla_b L = \mathbf 1^\top D,
+
+    where ``P = diag(p)`` and ``D = (P R a^T) * sigma'(Z)``.
+
+    Parameters
+    ----------
+    params : list of 4 tensors
+        ``W`` (d, h), ``b`` (h,), ``a`` (h, k), ``c`` (k,).
+    X, Y : tensors of shape (n, d) and (n, k)
+        Inputs and targets.
+    activation : str
+        One of :data:`sksam._activations.ACTIVATIONS`.
+    train_output_layer : bool, default=True
+        Return the gradients of all four tensors, or of ``W, b`` only.
+    weights : tensor of shape (n, 1), optional
+        Row weights ``p`` summing to 1; None for ``1/n``.
+    need_loss : bool, default=True
+        False skips the loss (SAM's second gradient does not need it).
+    workspace : Workspace, optional
+        Buffers for the intermediates; the returned tensors never alias them.
+    out : list of tensors, optional
+        Where to write the gradients (views of one flat gradient, see
+        :class:`FlatParams`); new tensors if None.
+
+    Returns
+    -------
+    loss : 0-d tensor or None
+    grads : list of 4 or 2 tensors
+    """
+    import torch
+
+    W, b, a, c = params
+    n, h, k = X.shape[0], W.shape[1], a.shape[1]
+    ws = workspace if workspace is not None else Workspace()
+    Z = torch.addmm(b, X, W, out=ws("Z", (n, h), X))
+    A = _activate_(activation, Z, ws("A", (n, h), X) if activation == "quadratic" else Z)
+    R = torch.addmm(c, A, a, out=ws("R", (n, k), X)).sub_(Y)
+    loss = None
+    if weights is None:
+        if need_loss:
+            loss = torch.linalg.vector_norm(R).square_().div_(2 * n)
+        R.div_(n)
+    else:
+        if need_loss:  # sum_i p_i |R_i|^2, before R is scaled
+            loss = torch.linalg.vector_norm(R * weights.sqrt()).square_().div_(2)
+        R.mul_(weights)
+    D = _backprop_activation_(activation, torch.mm(R, a.T, out=ws("D", (n, h), X)), A, Z)
+    n_grads = 4 if train_output_layer else 2
+    out = [None] * n_grads if out is None else out
+    grads = [torch.mm(X.T, D, out=out[0]), torch.sum(D, dim=0, out=out[1])]
+    if train_output_layer:
+        grads += [torch.mm(A.T, R, out=out[2]), torch.sum(R, dim=0, out=out[3])]
+    return loss, grads
+
+
+class FlatParams:
+    """``W, b, a, c`` with the trained ones as views of one flat tensor.
+
+    The flat layout is ``[W, a, b, c]`` (weight matrices first, then
+    intercepts; ``[W, b]`` when the output layer is frozen), so that the SAM
+    overhead is a few operations on one vector (a norm, a scale, an add)
+    rather than a dozen on four tensors, and the descent step is one
+    ``sub_``. The gradient, and SAM's perturbed point ``w + e``, live in two
+    more flat tensors with the same layout. ``params`` lists the four
+    tensors in model order ``W, b, a, c``.
+
+    Parameters
+    ----------
+    tensors : list of 4 tensors
+        Initial ``W, b, a, c`` (copied).
+    train_output_layer : bool
+        Train all four tensors, or ``W, b`` only (``a, c`` frozen).
+    """
+
+    def __init__(self, tensors, *, train_output_layer):
+        import torch
+
+        W, b, a, c = tensors
+        self.train_output_layer = train_output_layer
+        trained = [W, a, b, c] if train_output_layer else [W, b]
+        self.flat = torch.cat([t.reshape(-1) for t in trained])
+        self.grad = torch.zeros_like(self.flat)
+        self.n_weights = W.numel() + (a.numel() if train_output_layer else 0)
+        self.frozen = [] if train_output_layer else [a.clone(), c.clone()]
+        self.shapes = [t.shape for t in tensors]
+        self.params = self.views(self.flat)
+        self.grads = self.views(self.grad)[: len(trained)]
+        # SAM's w + e, with its views made once (making them costs as much
+        # as the rest of SAM's overhead)
+        self.shifted = torch.empty_like(self.flat)
+        self.shifted_params = self.views(self.shifted)
+
+    def views(self, flat):
+        """``W, b, a, c`` as views of ``flat`` (frozen ones as stored)."""
+        order = (0, 2, 1, 3) if self.train_output_layer else (0, 1)
+        pieces, start = {}, 0
+        for i in order:
+            size = int(np.prod(self.shapes[i]))
+            pieces[i] = flat[start : start + size].view(self.shapes[i])
+            start += size
+        if not self.train_output_layer:
+            pieces[2], pieces[3] = self.frozen
+        return [pieces[i] for i in range(4)]
+
+    def chunks(self, flat, solver):
+        """``flat`` cut for the update rules: weights and intercepts apart for ASAM."""
+        if solver == "asam":
+            return [flat[: self.n_weights], flat[self.n_weights :]], (True, False)
+        return [flat], (True,)
+
+
+def step_(state, X, Y, *, solver, rho, learning_rate, activation, weights=None, workspace=None):
+    """One GD/SAM step on ``state`` (a :class:`FlatParams`) in place.
+
+    The perturbation is :func:`sksam._update_rules.perturbation` on the flat
+    parameter vector (for ASAM, the adaptive scaling on the weight matrices
+    ``W`` and ``a`` only, the intercepts unscaled); the gradient at ``w + e``
+    is taken on a perturbed *copy*, so the parameters never leave their
+    values before the descent step. With no perturbation (``gd`` or
+    ``rho == 0``) the second gradient is not computed at all, so every solver
+    with ``rho = 0`` reproduces gradient descent bit for bit.
+
+    Returns
+    -------
+    loss : 0-d tensor
+        The loss before the step.
+    """
+    import torch
+
+    options = {
+        "train_output_layer": state.train_output_layer,
+        "weights": weights,
+        "workspace": workspace,
+        "out": state.grads,
+    }
+    loss, _ = loss_and_gradient(state.params, X, Y, activation, **options)
+    params, adaptive = state.chunks(state.flat, solver)
+    grads, _ = state.chunks(state.grad, solver)
+    e = perturbation(solver, rho, params, grads, adaptive=adaptive)
+    if e is not None:
+        for w, e_w, out in zip(params, e, state.chunks(state.shifted, solver)[0]):
+            torch.add(w, e_w, out=out)
+        loss_and_gradient(state.shifted_params, X, Y, activation, need_loss=False, **options)
+    state.flat.sub_(state.grad, alpha=learning_rate)
+    return loss

@@ -1,0 +1,175 @@
+"""SAM under DistributedDataParallel: 2 CPU processes (gloo, loopback) vs one process.
+
+The processes run ``tests/ddp_worker.py``; they are bounded in time and
+always stopped. Each compares with a single-process reference built from the
+same rows.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from sksam.optim import SAM
+
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ddp_worker as worker  # noqa: E402
+
+WORLD, TIMEOUT = 2, 90
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _loopback_env(root):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
+    if loopback:  # gloo's own connections on the loopback interface too
+        env["GLOO_SOCKET_IFNAME"] = loopback[0]
+    return env
+
+
+def _launch(prefix):
+    """Run WORLD worker processes; their return codes and output."""
+    script = Path(worker.__file__)
+    env = _loopback_env(script.parents[1])
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank), str(WORLD), port, prefix],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in range(WORLD)
+    ]
+    try:
+        outputs = [p.communicate(timeout=TIMEOUT)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.returncode for p in procs], outputs
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """The results of every rank, from one launch of WORLD processes."""
+    prefix = str(tmp_path_factory.mktemp("ddp") / "rank")
+    codes, outputs = _launch(prefix)
+    if any(codes) and any("address already in use" in out.lower() for out in outputs):
+        codes, outputs = _launch(prefix)  # the free port was taken meanwhile: once more
+    for code, out in zip(codes, outputs):
+        assert code == 0, out[-3000:]
+    return [torch.load(f"{prefix}{rank}.pt", weights_only=False) for rank in range(WORLD)]
+
+
+def _chunks():
+    x, y = worker.data()
+    return x.chunk(WORLD), y.chunk(WORLD)
+
+
+def _single_process(run):
+    model = worker.mlp()
+    opt = SAM(
+        model.parameters(),
+        torch.optim.SGD,
+        rho=worker.RHO,
+        lr=worker.LR,
+        momentum=worker.MOMENTUM,
+        model=model,
+    )
+    for _ in range(worker.STEPS):
+        run(model, opt)
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def _global_reference():
+    # DDP averages the ranks' gradients: the gradient of the mean of the
+    # ranks' losses, each with its own BatchNorm batch statistics.
+    xs, ys = _chunks()
+
+    def run(model, opt):
+        def closure():
+            loss = sum(nn.functional.mse_loss(model(x), y) for x, y in zip(xs, ys)) / WORLD
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+
+    return _single_process(run)
+
+
+def _chunked_reference(n_chunks):
+    x, y = worker.data()
+    xs, ys = x.chunk(n_chunks), y.chunk(n_chunks)
+
+    def run(model, opt):
+        def closure(i):
+            loss = nn.functional.mse_loss(model(xs[i]), ys[i])
+            loss.backward()
+            return loss
+
+        opt.step_chunks(closure, n_chunks)
+
+    return _single_process(run)
+
+
+@pytest.mark.parametrize("scenario", ["global", "local", "chunks", "scaler"])
+def test_weights_are_identical_on_every_rank(ranks, scenario):
+    assert torch.equal(ranks[0][scenario]["weights"], ranks[1][scenario]["weights"])
+
+
+def test_plain_ddp_takes_the_global_ascent(ranks):
+    expected = _global_reference()
+    torch.testing.assert_close(ranks[0]["global"]["weights"], expected, rtol=1e-12, atol=1e-13)
+    # and it is not the per-worker step
+    assert not torch.allclose(ranks[0]["global"]["weights"], _chunked_reference(WORLD))
+
+
+def test_local_ascent_is_step_chunks_with_one_chunk_per_worker(ranks):
+    expected = _chunked_reference(WORLD)
+    torch.testing.assert_close(ranks[0]["local"]["weights"], expected, rtol=1e-12, atol=1e-13)
+
+
+def test_step_chunks_under_ddp_chunks_every_workers_batch(ranks):
+    expected = _chunked_reference(2 * WORLD)
+    torch.testing.assert_close(ranks[0]["chunks"]["weights"], expected, rtol=1e-12, atol=1e-13)
+
+
+def test_all_reduces_per_step(ranks):
+    # one gradient bucket: two all-reduces per global step, one per local
+    # step; step_chunks runs every pass under no_sync and all-reduces itself
+    steps = worker.STEPS
+    assert [ranks[r]["global"]["allreduces"] for r in range(WORLD)] == [2 * steps] * WORLD
+    assert [ranks[r]["local"]["allreduces"] for r in range(WORLD)] == [steps] * WORLD
+    assert [ranks[r]["chunks"]["allreduces"] for r in range(WORLD)] == [0] * WORLD
+
+
+def test_batchnorm_statistics_are_updated_once_per_step(ranks):
+    for rank in ranks:
+        assert rank["global"]["num_batches_tracked"] == worker.STEPS
+        assert rank["local"]["num_batches_tracked"] == worker.STEPS
+        assert rank["chunks"]["num_batches_tracked"] == 2 * worker.STEPS  # once per chunk
+
+
+def test_overflow_on_one_rank_skips_the_step_on_every_rank(ranks):
+    initial = torch.cat([p.detach().reshape(-1) for p in worker.mlp(torch.float32).parameters()])
+    for rank in ranks:
+        assert torch.equal(rank["scaler"]["first_weights"], initial)
+        assert rank["scaler"]["scales"] == [512.0, 512.0, 512.0]
+        assert not torch.equal(rank["scaler"]["weights"], initial)

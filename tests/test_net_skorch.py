@@ -1,0 +1,158 @@
+"""Pins on the skorch internals that sksam._skorch overrides or mirrors.
+
+Each test fails loudly, naming the method, when skorch changes something we
+copied or overrode: then re-read skorch's new version, update ours, and the
+fingerprint in ``sksam._skorch.COPIED``.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+import skorch
+import torch
+from sklearn.datasets import load_digits
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
+from torch import nn
+
+from sksam import _skorch
+from sksam.modules import MLP
+from sksam.net import SAMNetClassifier
+from sksam.optim import SAM
+
+
+@pytest.mark.parametrize("qualname", sorted(_skorch.OVERRIDES))
+def test_overridden_skorch_methods_exist_with_our_signature(qualname):
+    theirs = _skorch.skorch_method(qualname)
+    owner = _skorch._History if qualname.startswith("History") else _skorch._SAMNetMixin
+    ours = vars(owner)[qualname.split(".")[1]]
+    assert inspect.signature(ours) == inspect.signature(theirs), (
+        f"skorch {skorch.__version__} changed the signature of {qualname}: "
+        f"{inspect.signature(theirs)} (ours: {inspect.signature(ours)})"
+    )
+
+
+@pytest.mark.parametrize("qualname", sorted(_skorch.COPIED))
+def test_copied_skorch_methods_are_unchanged(qualname):
+    found = _skorch.source_fingerprint(_skorch.skorch_method(qualname))
+    assert found == _skorch.COPIED[qualname], (
+        f"skorch {skorch.__version__} changed {qualname}, which sksam._skorch re-implements "
+        "or mirrors: re-read it, update our version, then COPIED."
+    )
+
+
+def test_every_override_is_listed_in_the_module_docstring():
+    for qualname in _skorch.OVERRIDES:
+        assert f"``{qualname}``" in _skorch.__doc__, qualname
+    overridden = {
+        f"NeuralNet.{name}"
+        for name, value in vars(_skorch._SAMNetMixin).items()
+        if callable(value) and hasattr(skorch.NeuralNet, name)
+    }
+    assert overridden == {q for q in _skorch.OVERRIDES if q.startswith("NeuralNet.")}
+
+
+def test_fingerprint_ignores_docstrings_but_not_code():
+    def f(x):
+        """One."""
+        return x + 1
+
+    def g(x):
+        """Two, longer."""
+        # a comment
+        return x + 1
+
+    def h(x):
+        return x + 2
+
+    assert _skorch.source_fingerprint(f) == _skorch.source_fingerprint(g)
+    assert _skorch.source_fingerprint(f) != _skorch.source_fingerprint(h)
+
+
+class _Recorder(Callback):
+    """Records every hook call skorch makes, in order."""
+
+    def initialize(self):
+        self.calls_ = []
+        return self
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.calls_.append("on_epoch_begin")
+
+    def on_batch_begin(self, net, batch=None, training=None, **kwargs):
+        self.calls_.append(("on_batch_begin", training, len(batch[0])))
+
+    def on_batch_end(self, net, batch=None, training=None, **kwargs):
+        self.calls_.append(("on_batch_end", training, sorted(kwargs)))
+
+    def on_grad_computed(self, net, named_parameters, batch=None, training=None, **kwargs):
+        self.calls_.append("on_grad_computed")
+
+    def on_epoch_end(self, net, **kwargs):
+        self.calls_.append("on_epoch_end")
+
+
+@pytest.mark.parametrize("solver", ["sam", "gd"])
+def test_our_net_equals_skorchs_own_with_sam(solver):
+    # skorch's own NeuralNetClassifier, given sksam's SAM optimizer, is the
+    # reference for every override: same weights, same history records
+    # (per batch and per epoch, validation included), same hooks in the same
+    # order, except on_grad_computed, which skorch calls at every closure
+    # call (twice per SAM step) and we once per step.
+    from skorch.dataset import ValidSplit
+
+    X, y = load_digits(return_X_y=True)
+    X, y = torch.as_tensor(X[:200] / 16, dtype=torch.float32), torch.as_tensor(y[:200])
+    params = dict(
+        module=MLP,
+        module__n_features=64,
+        module__n_outputs=10,
+        module__hidden_layer_sizes=(8,),
+        module__dropout=0.2,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=SAM,
+        optimizer__base_optimizer=torch.optim.SGD,
+        optimizer__rho=0.1,
+        optimizer__solver=solver,
+        optimizer__momentum=0.9,
+        lr=0.1,
+        max_epochs=2,
+        batch_size=32,
+        train_split=ValidSplit(4),
+        iterator_train=_skorch.TensorBatchLoader,
+        iterator_train__shuffle=True,
+        iterator_valid=_skorch.TensorBatchLoader,
+        verbose=0,
+    )
+    nets = []
+    for cls in (NeuralNetClassifier, _skorch._SAMNetClassifier):
+        torch.manual_seed(0)
+        kwargs = dict(params, callbacks=[("rec", _Recorder())])  # skorch does not copy them
+        if cls is NeuralNetClassifier:  # skorch does not pass the module to SAM
+            kwargs["optimizer__replay_rng"] = True
+        nets.append(cls(**kwargs).fit(X, y))
+    theirs, ours = nets
+    for p, q in zip(theirs.module_.parameters(), ours.module_.parameters(), strict=True):
+        assert torch.equal(p, q)
+    for a, b in zip(theirs.history, ours.history, strict=True):
+        assert set(a) == set(b)
+        assert a["batches"] == b["batches"]
+        for key in ("train_batch_count", "valid_batch_count"):
+            assert a[key] == b[key]
+        for key in ("train_loss", "valid_loss", "valid_acc"):
+            assert a[key] == b[key]
+    calls = [dict(net.callbacks_)["rec"].calls_ for net in nets]
+    grads = [c.count("on_grad_computed") for c in calls]
+    n_steps = 2 * int(np.ceil(150 / 32))
+    assert grads == [n_steps * (2 if solver == "sam" else 1), n_steps]
+    assert [c for c in calls[0] if c != "on_grad_computed"] == [
+        c for c in calls[1] if c != "on_grad_computed"
+    ]
+
+
+def test_estimator_builds_our_nets():
+    X, y = load_digits(return_X_y=True)
+    clf = SAMNetClassifier(max_epochs=1, sharpness=None, random_state=0).fit(X[:100] / 16, y[:100])
+    assert type(clf.net_) is _skorch._SAMNetClassifier
+    assert type(clf.net_.history) is _skorch._History
