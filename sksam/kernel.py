@@ -175,17 +175,19 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         others represent to working precision are dropped, so this can be
         less than ``M``.
     n_iter_ : int
-        Number of steps of the returned model (with ``early_stopping``, the
-        best step, which may be before the last one run).
+        Number of iterations run (over all ``warm_start`` calls).
     loss_curve_ : list of float
-        Training loss :math:`L` at the start of each step run
-        (``loss_curve_[0]`` is the loss of :math:`f = 0`).
+        Mean training loss at each iteration, evaluated at the weights the
+        iteration started from (with mini-batches, the mean of the batch
+        losses over the epoch).
     best_loss_ : float
         ``min(loss_curve_)``.
     validation_scores_ : list of float or None
-        Validation :math:`R^2` after each step run (``early_stopping`` only).
+        :math:`R^2` (accuracy for classifiers) on the validation split at each
+        iteration when ``early_stopping`` is True, else None.
     best_validation_score_ : float or None
-        Best of ``validation_scores_``.
+        ``max(validation_scores_)``: the score of the weights kept when
+        ``early_stopping`` is True, else None.
     learning_rate_ : float
         The step size used (resolved from ``'auto'``).
     sharpness_ : float or None
@@ -659,7 +661,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         record_history(
             self,
             loss_curve=[initial_loss] + monitor.losses[:-1],
-            n_iter=monitor.returned_step(),
+            n_iter=len(monitor.losses),
             validation_scores=monitor.validation_scores,
             best_validation_score=monitor.rule.best_score,
         )
@@ -769,10 +771,11 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         return pred[:, 0] if self._one_output else pred
 
     def staged_predict(self, X):
-        """Yield the prediction after each step ``1, ..., n_iter_``.
+        """Yield the prediction after each step of the returned model.
 
         One fit thus gives the whole error-versus-iterations curve; the last
-        stage is :meth:`predict`'s answer.
+        stage is :meth:`predict`'s answer: after ``n_iter_`` steps, or, with
+        ``early_stopping``, after the step of ``best_validation_score_``.
 
         Parameters
         ----------
