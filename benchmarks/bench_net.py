@@ -24,10 +24,12 @@ SAMNetClassifier / skorch SGD <= 2.05 (two gradients per step are the floor).
 
 Usage::
 
-    python benchmarks/bench_net.py [--epochs 10] [--repeats 5] [--device cuda]
+    python benchmarks/bench_net.py [--epochs 10] [--repeats 5] [--device cuda] [--options]
+    python benchmarks/bench_net.py --quick --options    # smoke run
 """
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -47,8 +49,9 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def run_samnet(X, y, epochs, device, seed):
+def run_samnet(X, y, epochs, device, seed, **options):
     clf = SAMNetClassifier(
+        **options,
         solver="sam",
         rho=RHO,
         lr=LR,
@@ -70,7 +73,7 @@ def run_skorch_sgd(X, y, epochs, device, seed):
     net = NeuralNetClassifier(
         MLP,
         module__n_features=X.shape[1],
-        module__n_classes=10,
+        module__n_outputs=10,
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.SGD,
         lr=LR,
@@ -136,7 +139,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--options",
+        action="store_true",
+        help="also time SAMNetClassifier with m=4 (m-sharpness) and precision='bfloat16' "
+        "and 'float16' (GradScaler); on a CPU only their closeness is meaningful",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 1 repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.repeats = 1, 1
     torch.set_num_threads(args.threads)
 
     X, y = load_digits(return_X_y=True)
@@ -146,6 +158,13 @@ def main():
         "hand-written SAM loop": run_hand_loop,
         "skorch SGD": run_skorch_sgd,
     }
+    if args.options:
+        for label, options in [
+            ("SAMNetClassifier(m=4)", {"m": 4}),
+            ("SAMNetClassifier(bf16)", {"precision": "bfloat16"}),
+            ("SAMNetClassifier(fp16)", {"precision": "float16"}),
+        ]:
+            runners[label] = functools.partial(run_samnet, **options)
     for runner in runners.values():  # warm-up: imports, allocator, first-call costs
         runner(X, y, 1, args.device, 0)
     epochs = {name: [] for name in runners}
@@ -182,6 +201,10 @@ def main():
             f"{ratio_loop:.3f} (target <= 1.15, aim 1.05); "
             f"SAMNetClassifier / skorch SGD = {ratio_sgd:.3f} (aim <= 2.05)"
         )
+    for name in runners:
+        if name.startswith("SAMNetClassifier(") and name != ours:
+            ratio = statistics.median(epochs[name]) / statistics.median(epochs[ours])
+            print(f"epoch median: {name} / SAMNetClassifier(sam) = {ratio:.3f}")
     fit_ratio = statistics.median(totals[ours]) / statistics.median(totals[loop])
     print(
         "whole fit (median, set-up and validation included): "

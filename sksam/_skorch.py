@@ -40,10 +40,22 @@ weights with skorch's own on a small fit.
 ``History.new_batch``, ``History.record_batch`` (re-implemented)
     Plain list indexing of the last row instead of ``History``'s slicing
     parser.
+``NeuralNet.__init__`` (extended)
+    Two more parameters, ``m`` and ``precision``, read by ``train_step``.
+``AccelerateMixin.train_step`` (replaced, with ``accelerator=`` only)
+    Our ``train_step`` runs instead, so skorch's ``train_step_single`` and
+    ``_step_optimizer`` of that mixin (which call ``optimizer.step()``
+    without a closure, so cannot run SAM) are not used; see
+    :class:`_AcceleratedSAMMixin`.
+``AccelerateMixin._initialize_accelerator`` (re-implemented, ``accelerator=`` only)
+    skorch's preparation, except for modules without trainable parameters
+    (the usual criteria, which DistributedDataParallel refuses), then SAM's
+    ``model`` set to the prepared module.
 
 The per-batch fast paths also rely on skorch's ``NeuralNet.infer``,
 ``NeuralNet.get_loss`` and ``NeuralNetClassifier.get_loss`` (mirrored for
-tensors on the device), also fingerprinted.
+tensors on the device), also fingerprinted, as are the ``AccelerateMixin``
+methods we replace.
 """
 
 import ast
@@ -56,8 +68,9 @@ import textwrap
 import numpy as np
 import torch
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, LRScheduler
 from skorch.dataset import Dataset, get_len, unpack_data
+from skorch.hf import AccelerateMixin  # imports accelerate only when used
 from skorch.history import History
 from skorch.utils import TeeGenerator
 from torch import nn
@@ -76,6 +89,9 @@ OVERRIDES = {
     "NeuralNet.get_params_for_optimizer": "extended",
     "History.new_batch": "re-implemented",
     "History.record_batch": "re-implemented",
+    "NeuralNet.__init__": "extended (m, precision)",
+    "AccelerateMixin._initialize_accelerator": "re-implemented (accelerator= only)",
+    "AccelerateMixin.train_step": "replaced by ours (accelerator= only)",
 }
 
 #: Fingerprints (:func:`source_fingerprint`) of the skorch 1.4.0 methods whose
@@ -92,12 +108,17 @@ COPIED = {
     "NeuralNetClassifier.get_loss": "90d000207315361e",
     "History.new_batch": "259969f3f798ce19",
     "History.record_batch": "a4621257bbcab558",
+    "AccelerateMixin.train_step": "b1033fa6432086ce",
+    "AccelerateMixin.train_step_single": "b6a9297f270cbdb1",
+    "AccelerateMixin._step_optimizer": "be534e706d9bdb33",
+    "AccelerateMixin._initialize_accelerator": "1af18d6c389acede",
 }
 
 _SKORCH_CLASSES = {
     "NeuralNet": NeuralNet,
     "NeuralNetClassifier": NeuralNetClassifier,
     "History": History,
+    "AccelerateMixin": AccelerateMixin,
 }
 
 
@@ -214,6 +235,9 @@ class _History(History):
         list.__getitem__(self, -1)["batches"][-1][attr] = value
 
 
+#: ``precision`` -> autocast dtype (float32 runs without autocast).
+_AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
 #: Per-batch callback hooks, filtered by :meth:`_SAMNetMixin.notify`.
 _HOOKS = ("on_batch_begin", "on_batch_end", "on_grad_computed")
 
@@ -225,6 +249,11 @@ class _SAMNetMixin:
     calls); the overrides (listed in the module docstring) remove it
     without changing what users see.
     """
+
+    def __init__(self, *args, m=1, precision="float32", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.m = m
+        self.precision = precision
 
     def initialize_history(self):
         """A fresh :class:`_History` (skorch's, with faster batch records)."""
@@ -274,18 +303,23 @@ class _SAMNetMixin:
         all of its bookkeeping (zeroing through skorch, the step accumulator,
         ``on_grad_computed``) at every call, so twice per SAM step. Here the
         closure only computes: it clears the gradients, runs the module and
-        the criterion on the batch and calls ``backward``, the same in both
-        passes. A batch of tensors already on the device goes straight to
+        the criterion on the batch (under autocast for ``precision``
+        'bfloat16' or 'float16', or the accelerator's) and calls
+        ``backward`` (through the loss scaler for 'float16', through
+        ``accelerator.backward`` under Accelerate), the same in both passes.
+        A batch of tensors already on the device goes straight to
         ``module_`` and ``criterion_`` (what skorch's ``infer`` and
         ``get_loss`` do with it); anything else goes through ``infer`` and
         ``get_loss``. The step returns the first pass's loss and prediction,
         at the unperturbed weights: ``history`` records that loss as
-        ``train_loss``.
+        ``train_loss``. With ``m > 1`` the batch is split into ``m`` chunks,
+        each with its own perturbation (``SAM.step_chunks``).
 
         ``on_grad_computed`` is notified once per step, with the gradient
         the base optimizer is about to use: after the second pass for SAM
         (the weights are then still at ``w + e``, where that gradient was
         taken; they are restored right after), after the only pass for GD.
+        With ``m > 1`` it is notified after the last chunk's second pass.
 
         Parameters
         ----------
@@ -299,11 +333,15 @@ class _SAMNetMixin:
         step : dict
             ``{'loss': loss, 'y_pred': y_pred}`` of the first pass.
         """
-        optimizer = self.optimizer_
-        if not isinstance(optimizer, SAM) or len(self._optimizers) != 1:
+        optimizer = _sam_of(self.optimizer_)
+        if optimizer is None or len(self._optimizers) != 1:
             return super().train_step(batch, **fit_params)
         self._set_training(True)
         Xi, yi = unpack_data(batch)
+        scaler = self._grad_scaler()
+        m = getattr(self, "m", 1)
+        if m > 1 and len(Xi) > 1:
+            return self._chunked_step(optimizer, batch, Xi, yi, min(m, len(Xi)), scaler, fit_params)
         forward = self._forward_loss(Xi, yi, fit_params)
         passes = 2 if optimizer.perturbs() else 1
         steps = []
@@ -311,16 +349,73 @@ class _SAMNetMixin:
         def closure():
             optimizer.zero_grad()
             y_pred, loss = forward()
-            loss.backward()
+            self._backward(loss, scaler)
             steps.append({"loss": loss, "y_pred": y_pred})
             if len(steps) == passes:
                 self._notify_grad_computed(batch)
             return loss
 
-        optimizer.step(closure)
+        if scaler is None:
+            optimizer.step(closure)
+        else:
+            optimizer.step(closure, grad_scaler=scaler)
+            scaler.update()
         if len(steps) < passes:  # no gradient in the first pass, so no second
             self._notify_grad_computed(batch)
         return steps[0]
+
+    def _chunked_step(self, optimizer, batch, Xi, yi, m, scaler, fit_params):
+        """The m-sharpness step: ``m`` chunks of the batch, each with its own ascent."""
+        chunks = list(zip(Xi.tensor_split(m), yi.tensor_split(m)))
+        forwards = [self._forward_loss(Xc, yc, fit_params) for Xc, yc in chunks]
+        firsts, calls, passes = {}, [0], m * (2 if optimizer.perturbs() else 1)
+
+        def closure(i):
+            y_pred, loss = forwards[i]()
+            self._backward(loss, scaler)
+            firsts.setdefault(i, y_pred)
+            calls[0] += 1
+            if calls[0] == passes:
+                self._notify_grad_computed(batch)
+            return loss
+
+        loss = optimizer.step_chunks(closure, m, grad_scaler=scaler)
+        if scaler is not None:
+            scaler.update()
+        if calls[0] < passes:
+            self._notify_grad_computed(batch)
+        y_pred = torch.cat([firsts[i] for i in range(m)])
+        return {"loss": torch.as_tensor(loss).detach(), "y_pred": y_pred}
+
+    def _backward(self, loss, scaler):
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None:
+            accelerator.backward(loss)  # scales the loss itself under float16
+        elif scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _grad_scaler(self):
+        """The loss scaler of float16 training, or None."""
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None:
+            return accelerator.scaler
+        if getattr(self, "precision", "float32") != "float16":
+            return None
+        scaler = self.__dict__.get("grad_scaler_")
+        if scaler is None:
+            scaler = self.grad_scaler_ = torch.amp.GradScaler(_resolved_device(self.device).type)
+        return scaler
+
+    def _autocast(self):
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None:
+            return accelerator.autocast()
+        dtype = _AUTOCAST.get(getattr(self, "precision", "float32"))
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(_resolved_device(self.device).type, dtype=dtype)
 
     def _forward_loss(self, Xi, yi, fit_params):
         """A function returning ``(y_pred, loss)`` on the batch, as skorch computes them."""
@@ -330,17 +425,21 @@ class _SAMNetMixin:
             and self._on_device(yi)
             and not isinstance(self.criterion_, nn.NLLLoss)  # the classifier takes its log
         )
+        autocast = self._autocast
+
         if direct:
 
             def forward():
-                y_pred = self.module_(Xi)
-                return y_pred, self.criterion_(y_pred, yi)
+                with autocast():
+                    y_pred = self.module_(Xi)
+                    return y_pred, self.criterion_(y_pred, yi)
 
         else:
 
             def forward():
-                y_pred = self.infer(Xi, **fit_params)
-                return y_pred, self.get_loss(y_pred, yi, X=Xi, training=True)
+                with autocast():
+                    y_pred = self.infer(Xi, **fit_params)
+                    return y_pred, self.get_loss(y_pred, yi, X=Xi, training=True)
 
         return forward
 
@@ -403,6 +502,78 @@ class _SAMNetClassifier(_SAMNetMixin, NeuralNetClassifier):
 
 class _SAMNetRegressor(_SAMNetMixin, NeuralNetRegressor):
     """skorch's ``NeuralNetRegressor`` with :class:`_SAMNetMixin`."""
+
+
+class _AcceleratedSAMMixin:
+    """skorch's ``AccelerateMixin`` with SAM's two passes done right.
+
+    skorch's ``AccelerateMixin`` (``skorch.hf``) prepares the module, the
+    criterion, the optimizer, the data loaders and the ``LRScheduler``
+    policies with the accelerator, and unwraps the module after training;
+    all of that is kept. Its training step is replaced by
+    :meth:`_SAMNetMixin.train_step`, as skorch's cannot run SAM (its
+    ``_step_optimizer`` calls ``optimizer.step()`` without a closure): our
+    closure runs the prepared module under ``accelerator.autocast()`` and
+    calls ``accelerator.backward`` (which all-reduces the gradient under
+    DDP and scales it under float16), and :class:`SAM` steps with the
+    accelerator's ``GradScaler``. So ``AccelerateMixin.train_step`` (and
+    its ``accelerator.accumulate`` context), ``train_step_single`` and
+    ``_step_optimizer`` are not used. ``_initialize_accelerator`` leaves
+    parameterless criteria unprepared (DistributedDataParallel refuses them)
+    and hands SAM the prepared (DDP-wrapped) module, whose ``no_sync`` the
+    per-worker ascent (``optimizer__ascent='local'``) needs.
+    """
+
+    def _initialize_accelerator(self):
+        """skorch's preparation, except for parameterless modules; SAM gets the prepared module.
+
+        skorch prepares every criterion, and DistributedDataParallel refuses
+        a module without trainable parameters (``CrossEntropyLoss``): those
+        are left as they are, which is what preparing them would do on one
+        process.
+        """
+        if self._wrapped_with_accelerator:
+            return self
+        prepare = self.accelerator.prepare
+        for kind, names in (("criterion", self._criteria), ("module", self._modules)):
+            with self._current_init_context(kind):
+                for name in names:
+                    module = getattr(self, name + "_")
+                    if isinstance(module, nn.Module) and any(
+                        p.requires_grad for p in module.parameters()
+                    ):
+                        setattr(self, name + "_", prepare(module))
+        with self._current_init_context("optimizer"):
+            for name in self._optimizers:
+                optimizer = getattr(self, name + "_")
+                if isinstance(optimizer, torch.optim.Optimizer):
+                    setattr(self, name + "_", prepare(optimizer))
+        for _, callback in self.callbacks_:
+            if isinstance(callback, LRScheduler):
+                callback.policy_ = prepare(callback.policy_)
+        self._wrapped_with_accelerator = True
+        sam = _sam_of(self.optimizer_)
+        if sam is not None:
+            sam.model = self.module_  # the prepared module: DDP's no_sync
+        return self
+
+
+class _AcceleratedSAMNetClassifier(
+    _AcceleratedSAMMixin, _SAMNetMixin, AccelerateMixin, NeuralNetClassifier
+):
+    """:class:`_SAMNetClassifier` under Accelerate."""
+
+
+class _AcceleratedSAMNetRegressor(
+    _AcceleratedSAMMixin, _SAMNetMixin, AccelerateMixin, NeuralNetRegressor
+):
+    """:class:`_SAMNetRegressor` under Accelerate."""
+
+
+def _sam_of(optimizer):
+    """The :class:`SAM` behind ``optimizer`` (Accelerate wraps it), or None."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
+    return inner if isinstance(inner, SAM) else None
 
 
 def _batch_len(batch):

@@ -31,6 +31,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ._base import (
     check_device,
@@ -40,6 +41,8 @@ from ._base import (
 )
 from ._skorch import (
     TensorBatchLoader,
+    _AcceleratedSAMNetClassifier,
+    _AcceleratedSAMNetRegressor,
     _SAMNetClassifier,
     _SAMNetRegressor,
     epoch_losses,
@@ -108,6 +111,9 @@ class _BaseSAMNet(BaseEstimator):
         "random_state": ["random_state"],
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
+        "m": [Interval(Integral, 1, None, closed="left")],
+        "precision": [StrOptions({"float32", "bfloat16", "float16"})],
+        "accelerator": "no_validation",
         "n_threads": [
             Options(Integral, {-1}),
             Interval(Integral, 1, None, closed="left"),
@@ -133,6 +139,9 @@ class _BaseSAMNet(BaseEstimator):
         random_state=None,
         warm_start=False,
         verbose=0,
+        m=1,
+        precision="float32",
+        accelerator=None,
         n_threads=None,
         **kwargs,
     ):
@@ -151,6 +160,9 @@ class _BaseSAMNet(BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.m = m
+        self.precision = precision
+        self.accelerator = accelerator
         self.n_threads = n_threads
         for name, value in kwargs.items():  # skorch's way: routed params are attributes
             setattr(self, name, value)
@@ -239,6 +251,24 @@ class _BaseSAMNet(BaseEstimator):
 
     # -- training ------------------------------------------------------------------
 
+    def _training_device(self, warm):
+        if warm:
+            if self.accelerator is not None:
+                raise ValueError(
+                    f"{type(self).__name__} with accelerator= trains from scratch at every "
+                    "fit: warm_start=True and partial_fit are not supported with it."
+                )
+            return _net_device(self.net_)
+        if self.accelerator is not None:
+            if self.precision != "float32":
+                raise ValueError(
+                    f"precision={self.precision!r} with accelerator=: set the precision on "
+                    "the Accelerator (Accelerator(mixed_precision='bf16' or 'fp16')) and "
+                    "leave precision='float32'."
+                )
+            return torch.device(self.accelerator.device)
+        return check_device(self.device)
+
     def _train(self, X, y, epochs, warm):
         """Train ``net_`` (built afresh unless ``warm``) for ``epochs`` epochs.
 
@@ -249,7 +279,7 @@ class _BaseSAMNet(BaseEstimator):
         training draws the batch orders and dropout masks one uninterrupted
         run would.
         """
-        device = torch.device(self.net_.device) if warm else check_device(self.device)
+        device = self._training_device(warm)
         if not warm:
             self._check_callbacks()
         X_t = _to_tensor(X, device)
@@ -309,7 +339,7 @@ class _BaseSAMNet(BaseEstimator):
         if not self.verbose and "callbacks__print_log" not in routed:
             # PrintLog formats a table at every epoch even when it prints nothing
             routed["callbacks__print_log"] = None
-        return self._net_class(
+        params = dict(
             module=module,
             criterion=type(self._criterion()),
             optimizer=SAM,
@@ -326,9 +356,24 @@ class _BaseSAMNet(BaseEstimator):
             iterator_valid=TensorBatchLoader,
             device=self.device,
             verbose=self.verbose,
+            m=self.m,
+            precision=self.precision,
             **self._net_kwargs(n_outputs),
-            **routed,
         )
+        if self.accelerator is None:
+            return self._net_class(**{**params, **routed})
+        # Accelerate shards DataLoaders (not our tensor loader) and places the
+        # data; its PrintLog sink (accelerator.print) ignores verbose.
+        if routed.get("callbacks__print_log", ...) is None:
+            del routed["callbacks__print_log"]
+            routed.setdefault("callbacks__print_log__sink", _silent)
+        params.update(
+            iterator_train=DataLoader,
+            iterator_valid=DataLoader,
+            device=None,
+            accelerator=self.accelerator,
+        )
+        return self._accelerated_net_class(**{**params, **routed})
 
     def _net_kwargs(self, n_outputs):
         return {}
@@ -421,6 +466,17 @@ class _BaseSAMNet(BaseEstimator):
 PEAK_FACTOR = 1.5
 
 
+def _net_device(net):
+    """Where ``net`` holds its module: its ``device``, or its accelerator's."""
+    if net.device is None:
+        return torch.device(net.accelerator.device)
+    return torch.device(net.device)
+
+
+def _silent(*args, **kwargs):
+    """A print that prints nothing (PrintLog's sink when ``verbose=0`` under Accelerate)."""
+
+
 def _first_batch_loss(epochs):
     """The loss of the first batch of ``epochs``: at the weights training started from."""
     for epoch in epochs:
@@ -440,7 +496,7 @@ _FIT_DOC = """
         ``{output_name}`` and they are not given, they are filled in from the
         data. An instance is deep-copied at every ``fit`` and its current
         weights are the starting point. ``None`` uses
-        :class:`sksam.modules.MLP` (one hidden layer of 100 ReLU units; set
+        :class:`~sksam.net.MLP` (one hidden layer of 100 ReLU units; set
         ``module__hidden_layer_sizes``, ``module__dropout``...).
     solver : {{'gd', 'sam', 'usam', 'asam'}}, default='sam'
         The update rule.
@@ -450,7 +506,7 @@ _FIT_DOC = """
     lr : float, default=None
         Learning rate of the base optimizer; ``None`` is {default_lr}.{lr_note} A rate so large that
         the loss blows up, or ends no lower than that of the best constant
-        prediction, gives a :class:`~sksam.exceptions.DivergenceWarning`; a
+        prediction, gives a ``sksam.exceptions.DivergenceWarning``; a
         non-finite loss or weight is an error.
     max_epochs : int, default=20
         Passes over the training data in one call to ``fit`` (more passes
@@ -461,7 +517,7 @@ _FIT_DOC = """
         The base optimizer that takes the descent step; its options are
         routed with ``optimizer__*`` (``optimizer__momentum=0.9``).
     train_split : callable or None, default=None
-        skorch's validation split (for example ``skorch.dataset.ValidSplit(5)``),
+        The validation split of skorch (for example ``skorch.dataset.ValidSplit(5)``),
         needed by callbacks that watch validation scores (skorch's
         ``EarlyStopping()`` watches ``valid_loss``: ``fit`` refuses it
         without a split). ``None`` trains on all the data, as scikit-learn's
@@ -497,15 +553,37 @@ _FIT_DOC = """
         first fit; changes to their parameters take effect at the next fit
         with ``warm_start=False``.
     verbose : int, default=0
-        skorch's verbosity (1 prints a table per epoch).
+        The verbosity of skorch (1 prints a table per epoch).
+    m : int, default=1
+        The m-sharpness option: each mini-batch is split into ``m`` chunks of (nearly)
+        equal size, each takes its own ascent, and the base optimizer steps
+        along the mean of their descent gradients (Foret et al., 2021;
+        ``sksam.optim.SAM.step_chunks``). The same floating-point work as
+        plain SAM, in ``2 * m`` smaller passes. ``m=1`` is plain SAM; it is
+        also the step of ``m`` data-parallel workers with per-worker ascent.
+    precision : {{'float32', 'bfloat16', 'float16'}}, default='float32'
+        The forward passes run under ``torch.autocast`` with this dtype
+        ('float32': no autocast). 'float16' also scales the loss with a
+        ``torch.amp.GradScaler`` (both passes scaled, gradients unscaled
+        before the ascent and the descent, a step skipped when either pass
+        overflows). With ``accelerator`` set the precision on the
+        ``Accelerator`` instead.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train under Hugging Face Accelerate (several GPUs or processes),
+        through skorch's ``AccelerateMixin`` with SAM's two passes done
+        right: gradients are all-reduced by ``accelerator.backward`` in both
+        passes (the global ascent; ``optimizer__ascent='local'`` for the
+        per-worker one), the data loaders are sharded, and ``device`` is
+        ignored (the accelerator places the data). Needs the ``accelerate``
+        extra; ``warm_start`` and ``partial_fit`` are not supported with it.
     n_threads : int or None, default=None
-        torch threads during ``fit`` and prediction, restored afterwards.
+        Number of torch threads during ``fit`` and prediction, restored afterwards.
         ``None``: one thread for small problems (fewer than ten million
         multiply-adds per batch) and inside joblib workers (so
         ``GridSearchCV(n_jobs=2)`` does not oversubscribe), torch's setting
         otherwise; ``-1``: one per core.
     **kwargs
-        skorch routed parameters: ``module__*``, ``optimizer__*``,
+        The skorch routed parameters: ``module__*``, ``optimizer__*``,
         ``criterion__*``, ``iterator_train__*``, ``iterator_valid__*``,
         ``dataset__*`` and ``callbacks__*``.
 """
@@ -513,6 +591,7 @@ _FIT_DOC = """
 
 class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
     _net_class = _SAMNetClassifier
+    _accelerated_net_class = _AcceleratedSAMNetClassifier
     _output_name = "n_classes"
     _default_lr = 0.03
 
@@ -720,7 +799,7 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
         with self._threads(self.net_, len(X)):
-            proba = self.net_.predict_proba(_to_tensor(X, torch.device(self.net_.device)))
+            proba = self.net_.predict_proba(_to_tensor(X, _net_device(self.net_)))
         return proba.astype(np.float64)
 
     def predict(self, X):
@@ -742,6 +821,7 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
 
 class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
     _net_class = _SAMNetRegressor
+    _accelerated_net_class = _AcceleratedSAMNetRegressor
     _output_name = "n_outputs"
     _default_lr = 0.01
 
@@ -920,7 +1000,7 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
         with self._threads(self.net_, len(X)):
-            y = self.net_.predict(_to_tensor(X, torch.device(self.net_.device)))
+            y = self.net_.predict(_to_tensor(X, _net_device(self.net_)))
         y = np.asarray(y, dtype=np.float64)
         return y.ravel() if self._y_ndim == 1 else y
 

@@ -1,0 +1,129 @@
+"""SAMNetClassifier(accelerator=...) on 2 CPU processes (gloo, loopback) vs one process.
+
+The processes run ``tests/accelerate_worker.py`` (the environment variables
+``accelerate launch`` would set are set there); they are bounded in time and
+always stopped. Semantics checked, as documented on ``accelerator``:
+
+* global ascent (the default): both passes all-reduced, so 2 processes with
+  batches of ``B`` take the SAM steps of one process with batches of ``2B``;
+* ``optimizer__ascent='local'``: each process perturbs along its own batch,
+  which is one process with batches of ``2B`` split into ``m=2`` chunks.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("accelerate")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).parent))
+import accelerate_worker as worker  # noqa: E402
+
+from sksam import SAMNetClassifier  # noqa: E402
+
+WORLD, TIMEOUT = 2, 120
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(root):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
+    if loopback:  # gloo's own connections on the loopback interface too
+        env["GLOO_SOCKET_IFNAME"] = loopback[0]
+    return env
+
+
+def _launch(prefix):
+    """Run WORLD worker processes; their return codes and output."""
+    script = Path(worker.__file__)
+    env = _env(script.parents[1])
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank), str(WORLD), port, prefix],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in range(WORLD)
+    ]
+    try:
+        outputs = [p.communicate(timeout=TIMEOUT)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.returncode for p in procs], outputs
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    prefix = str(tmp_path_factory.mktemp("accelerate") / "rank")
+    codes, outputs = _launch(prefix)
+    if any(codes) and any("address already in use" in out.lower() for out in outputs):
+        codes, outputs = _launch(prefix)  # the free port was taken meanwhile: once more
+    for code, out in zip(codes, outputs):
+        assert code == 0, out[-3000:]
+    return [torch.load(f"{prefix}{rank}.pt", weights_only=False) for rank in range(WORLD)]
+
+
+def _reference(**params):
+    torch.set_num_threads(1)
+    X, y = worker.data()
+    clf = SAMNetClassifier(batch_size=WORLD * worker.BATCH, **worker.params(**params)).fit(X, y)
+    return [p.detach() for p in clf.net_.module_.parameters()]
+
+
+@pytest.mark.parametrize("scenario", sorted(worker.SCENARIOS))
+def test_weights_are_identical_on_every_rank(ranks, scenario):
+    first = ranks[0][scenario]["weights"]
+    for other in ranks[1:]:
+        for p, q in zip(first, other[scenario]["weights"], strict=True):
+            assert torch.equal(p, q)
+
+
+def test_global_ascent_is_one_process_with_the_global_batch(ranks):
+    reference = _reference()
+    for p, q in zip(ranks[0]["global"]["weights"], reference, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_local_ascent_is_m_sharpness_with_one_chunk_per_process(ranks):
+    reference = _reference(m=WORLD)
+    for p, q in zip(ranks[0]["local"]["weights"], reference, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    # and the two semantics differ (the test can tell them apart)
+    assert not all(
+        torch.allclose(p, q, atol=1e-4)
+        for p, q in zip(ranks[0]["local"]["weights"], _reference(), strict=True)
+    )
+
+
+def test_accelerator_refuses_precision_and_warm_start():
+    from accelerate import Accelerator
+
+    X, y = worker.data()
+    accelerator = Accelerator(cpu=True)
+    with pytest.raises(ValueError, match="set the precision on the Accelerator"):
+        SAMNetClassifier(accelerator=accelerator, precision="bfloat16").fit(X, y)
+    clf = SAMNetClassifier(
+        accelerator=accelerator, max_epochs=1, sharpness=None, random_state=0
+    ).fit(X, y)
+    assert clf.score(X, y) > 0.1  # one process: an ordinary fit
+    with pytest.raises(ValueError, match="warm_start=True and partial_fit are not supported"):
+        clf.partial_fit(X, y)
