@@ -92,6 +92,7 @@ sphinx_gallery_conf = {
         [
             "plot_when_sam_helps.py",
             "plot_kernel_bias_variance.py",
+            "plot_kernel_large_n.py",
             "plot_two_layer_teacher_student.py",
             "plot_sharpness_along_training.py",
             "plot_grid_search_rho.py",
