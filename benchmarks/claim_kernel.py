@@ -5,7 +5,7 @@ from zero with early stopping, SAM has a lower bias and a slightly higher
 variance than GD along the iterations, so that at a well-chosen stopping time
 its prediction error is at most GD's; the gain is small (convex case).
 
-Setting (DESIGN.md's quick numbers): RBF kernel regression, target in the
+Setting: RBF kernel regression, target in the
 kernel's function space (:func:`sksam.datasets.make_kernel_regression`),
 n=400 training points, d=5, noise 0.5; the prediction error is measured
 against the noiseless target on 2000 fresh points. For each seed and solver,

@@ -72,6 +72,10 @@ intersphinx_timeout = 1  # never wait for the network: the inventories are local
 html_theme = "pydata_sphinx_theme"
 html_title = f"sksam {version}"
 html_theme_options = {"navigation_with_keys": False}
+html_static_path = ["_static"]
+html_css_files = ["sksam.css"]
+# Pages without sub-pages get no (empty) section navigation on the left.
+html_sidebars = {page: [] for page in ("index", "getting_started", "changelog")}
 
 # The examples run on one torch thread: on small CPUs more threads only add
 # noise, and the gallery's timings should be comparable between runs.
@@ -88,6 +92,7 @@ sphinx_gallery_conf = {
         [
             "plot_when_sam_helps.py",
             "plot_kernel_bias_variance.py",
+            "plot_kernel_large_n.py",
             "plot_two_layer_teacher_student.py",
             "plot_sharpness_along_training.py",
             "plot_grid_search_rho.py",

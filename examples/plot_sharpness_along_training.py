@@ -52,8 +52,8 @@ two_layer = SAMTwoLayerRegressor(
 )
 steps = [50, 100] if QUICK else [250, 500, 1000, 2000, 4000]
 
-fig, axes = plt.subplots(2, 3, figsize=(12, 7), layout="constrained")
-for ax, (measure, name) in zip(axes[0], measures.items()):
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
+for ax, (measure, name) in zip(axes, measures.items()):
     SharpnessCurveDisplay.from_estimator(
         two_layer.set_params(sharpness=measure),
         X,
@@ -63,6 +63,7 @@ for ax, (measure, name) in zip(axes[0], measures.items()):
         log_scale=True,
     )
     ax.set(title=f"two-layer net: {name}", ylabel=name)
+plt.show()
 
 # %%
 # A skorch classifier on the digits
@@ -82,7 +83,8 @@ net = make_pipeline(
     ),
 )
 epochs = [1, 2] if QUICK else [2, 5, 10, 20]
-for ax, (measure, name) in zip(axes[1], measures.items()):
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
+for ax, (measure, name) in zip(axes, measures.items()):
     SharpnessCurveDisplay.from_estimator(
         net.set_params(samnetclassifier__sharpness=measure),
         X_digits,

@@ -38,9 +38,8 @@ from sksam import SAMTwoLayerRegressor
 from sksam.datasets import make_teacher_student
 from sksam.inspection import GainMapDisplay
 
-torch.set_num_threads(
-    1
-)  # small full-batch problems: more threads only add overhead
+# small full-batch problems: more threads only add overhead
+torch.set_num_threads(1)
 QUICK = os.environ.get("SKSAM_QUICK") == "1"
 
 noises = [0.0, 1.0] if QUICK else [0.0, 0.25, 0.5, 1.0]

@@ -56,10 +56,26 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
     cv : int, cross-validation generator or iterable, default=5
         As in :class:`~sklearn.model_selection.GridSearchCV` (``KFold`` for
         an int).
-    kernel, gamma, degree, coef0, kernel_params, learning_rate
+    kernel : str or callable, default='rbf'
+        As in :class:`SAMKernelRegressor` (not ``'precomputed'``).
+    gamma : float, default=None
         As in :class:`SAMKernelRegressor`.
-    n_components, centers, device, dtype
-        As in :class:`SAMKernelRegressor` (the Nystroem path and its back ends).
+    degree : float, default=3
+        As in :class:`SAMKernelRegressor`.
+    coef0 : float, default=1
+        As in :class:`SAMKernelRegressor`.
+    kernel_params : dict, default=None
+        As in :class:`SAMKernelRegressor`.
+    learning_rate : float or 'auto', default='auto'
+        As in :class:`SAMKernelRegressor`.
+    n_components : int, default=None
+        Number of Nystroem centres, as in :class:`SAMKernelRegressor`.
+    centers : array-like of shape (M, n_features), default=None
+        Nystroem centres, as in :class:`SAMKernelRegressor`.
+    device : str or torch.device, default=None
+        Torch device of the Nystroem path, as in :class:`SAMKernelRegressor`.
+    dtype : {'float64', 'float32'}, default=None
+        Precision of the torch blocks, as in :class:`SAMKernelRegressor`.
     sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
         Measure stored in ``sharpness_`` by the refitted model.
     n_jobs : int, default=None
@@ -68,7 +84,7 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the Nystroem centres (the same in every fold and in the refit).
     verbose : int, default=0
-        joblib's verbosity.
+        Verbosity of joblib.
 
     Attributes
     ----------

@@ -19,13 +19,13 @@ error at every step is a quadratic form in ``theta``.
 
 Feature maps
 ------------
-* :class:`NystroemMap`: ``phi(x) = Lambda^{-1/2} U^T k(C, x)`` with
-  ``K_CC = U Lambda U^T`` restricted to the eigenvalues above
-  ``EIGEN_RTOL * M * lambda_max(K_CC)``; these are the coordinates of
-  ``k(x, .)`` projected on span{k(c, .)} in an orthonormal basis of that
-  span (in the RKHS), so the Euclidean norm of ``theta`` is the RKHS norm of
-  ``f``. Dropping the eigenvalues below the cutoff drops directions of the
-  span that the centres do not determine to working precision.
+* :class:`NystroemMap`: ``phi(x) = L^{-1} k(C_r, x)`` with
+  ``K_{C_r C_r} = L L^T``, the pivoted Cholesky factorization of ``K_CC``
+  stopped at the cutoff ``EIGEN_RTOL * M * max_j k(c_j, c_j)``; these are the
+  coordinates of ``k(x, .)`` projected on span{k(c, .)} in an orthonormal
+  basis of that span (in the RKHS), so the Euclidean norm of ``theta`` is the
+  RKHS norm of ``f``. The centres dropped by the cutoff are those that the
+  kept ones already represent to working precision.
 * :class:`LinearMap`: ``phi(x) = x``.
 """
 
@@ -34,7 +34,7 @@ import os
 import numpy as np
 from scipy import sparse
 
-#: Relative eigenvalue cutoff of ``K_CC`` (times ``M``, as ``numpy.linalg.pinv``).
+#: Relative pivot cutoff of the Cholesky factorization of ``K_CC`` (times ``M``).
 EIGEN_RTOL = np.finfo(np.float64).eps
 
 #: Bytes of one block of features (and of its kernel block): sets the block size.
@@ -96,6 +96,11 @@ class NumpyOps:
     def accumulate(self, a):
         return a
 
+    def solve_lower(self, L, B):
+        from scipy.linalg import solve_triangular
+
+        return solve_triangular(L, B, lower=True, check_finite=False)
+
 
 class TorchOps:
     """Torch tensors on ``device`` in ``dtype``; sums accumulate in float64."""
@@ -106,6 +111,12 @@ class TorchOps:
         self.torch = torch
         self.device = torch.device(device)
         self.dtype = torch.float32 if dtype == "float32" else torch.float64
+
+    def __getstate__(self):  # picklable (dask workers, fitted estimators): no module
+        return {"device": str(self.device), "dtype": str(self.dtype).rsplit(".", 1)[-1]}
+
+    def __setstate__(self, state):
+        self.__init__(state["device"], state["dtype"])
 
     def asarray(self, block):
         if sparse.issparse(block):
@@ -122,6 +133,9 @@ class TorchOps:
 
     def accumulate(self, a):
         return a.to(self.torch.float64)
+
+    def solve_lower(self, L, B):
+        return self.torch.linalg.solve_triangular(L, B, upper=False)
 
 
 def make_ops(device, dtype):
@@ -166,7 +180,16 @@ class KernelSpec:
 
 
 class NystroemMap:
-    """``phi(x) = Lambda^{-1/2} U^T k(C, x)`` on the well-determined eigenpairs.
+    """``phi(x) = L^{-1} k(C_r, x)`` with ``K_{C_r C_r} = L L^T`` (pivoted Cholesky).
+
+    The pivoted Cholesky factorization of ``K_CC`` picks the centres one at a
+    time, each the one least represented by those already picked, and stops
+    when every remaining centre is represented to within the cutoff
+    (``EIGEN_RTOL * M * max_j k(c_j, c_j)`` on the squared RKHS distance):
+    the ``r <= M`` centres kept span the others to working precision. The
+    features are an orthonormal basis of their span in the RKHS, like
+    ``K_CC^{-1/2} k(C, x)`` up to a rotation, at half the cost per row (a
+    triangular solve instead of a product).
 
     Parameters
     ----------
@@ -177,36 +200,47 @@ class NystroemMap:
     """
 
     def __init__(self, spec, centers, K=None):
-        self.spec, self.centers = spec, centers
+        from scipy.linalg.lapack import dpstrf
+
+        self.spec = spec
         if K is None:
             K = spec.numpy_kernel(centers, centers)
         K = np.asarray(K, dtype=np.float64)
-        lam, U = np.linalg.eigh((K + K.T) / 2)
-        cutoff = EIGEN_RTOL * K.shape[0] * max(lam[-1], 0.0)
-        keep = lam > cutoff
-        if not keep.any():
+        K = (K + K.T) / 2
+        scale = np.max(np.diag(K), initial=0.0)
+        if not scale > 0:
             raise ValueError(
-                "The kernel matrix of the centres is zero (or negative definite): "
+                "The kernel matrix of the centres has no positive diagonal entry: "
                 "there is no feature to fit."
             )
-        self.eigenvalues = lam[keep]
-        self.projection = U[:, keep] / np.sqrt(lam[keep])  # M x M'
+        factor, piv, rank, info = dpstrf(K, lower=1, tol=EIGEN_RTOL * K.shape[0] * scale)
+        if info < 0:  # pragma: no cover - LAPACK argument error
+            raise RuntimeError(f"dpstrf failed with info={info}")
+        self.kept = piv[:rank] - 1  # positions of the kept centres, in pivot order
+        self.centers = centers[self.kept]
+        self.cholesky = np.tril(factor[:rank, :rank])
         self._cache = {}
 
     @property
     def n_features_out(self):
-        return self.projection.shape[1]
+        return self.cholesky.shape[0]
 
     def _on(self, ops):
-        """Centres and projection in the back end's array type (cached)."""
+        """Centres and factor in the back end's array type (cached)."""
         key = id(ops)
         if key not in self._cache:
-            self._cache = {key: (ops.asarray(self.centers), ops.asarray(self.projection))}
+            self._cache = {key: (ops.asarray(self.centers), ops.asarray(self.cholesky))}
         return self._cache[key]
 
     def __call__(self, X, ops):
-        centers, projection = self._on(ops)
-        return ops.kernel(self.spec, ops.asarray(X), centers) @ projection
+        centers, cholesky = self._on(ops)
+        return ops.solve_lower(cholesky, ops.kernel(self.spec, ops.asarray(X), centers).T).T
+
+    def center_coefficients(self, V):
+        """``L^{-T} V``: weights ``theta = V a`` as coefficients of ``k(c_j, .)``."""
+        from scipy.linalg import solve_triangular
+
+        return solve_triangular(self.cholesky.T, V, lower=False)
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -239,9 +273,12 @@ def block_moments(X, Y, weights, feature_map, ops):
     out = []
     for w in weights:
         w = ops.asarray(w)[:, None]
-        Pw = Phi * w
+        root = w**0.5
+        # P^T P with P = W^{1/2} Phi: numpy hands the product of an array with its
+        # own transpose to BLAS syrk, half the flops of a general product
+        P = Phi * root
         wy = w * Y
-        parts = [Pw.T @ Phi, Pw.T @ Y, (wy * Y).sum(0), wy.sum(0), w.sum()]
+        parts = [P.T @ P, P.T @ (root * Y), (wy * Y).sum(0), wy.sum(0), w.sum()]
         out.append([ops.accumulate(p) for p in parts])
     return out
 
@@ -303,6 +340,12 @@ class Moments:
     """Normalized moments of one weighted part of the data (float64 numpy)."""
 
     def __init__(self, gram, cross, yy, ysum, weight_sum):
+        if not all(np.all(np.isfinite(p)) for p in (gram, cross, yy, ysum)):
+            # dask and torch inputs are read chunk by chunk, not validated up front
+            raise ValueError(
+                "The features or targets contain NaN or infinite values (in X, y, or "
+                "returned by the kernel)."
+            )
         n = float(weight_sum)
         self.n = n
         self.A = (gram + gram.T) / (2 * n)

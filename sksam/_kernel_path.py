@@ -28,10 +28,18 @@ diagonal: writing ``alpha = V a`` and ``r = V rr`` (``rr = theta a - z``),
     ||g||^2 = sum theta rr^2 / n^2,
 
 ``O(m k)`` per step instead of two ``n x n`` products. For ``gd`` and ``usam``
-this is the spectral filter of DESIGN.md applied to the Ritz pairs: after
+this is the spectral filter of GD / USAM applied to the Ritz pairs: after
 ``T`` steps ``a_i = (1 - (1 - lr s_i)^T) z_i / theta_i`` with
 ``s_i = theta_i / n`` (``gd``) or ``(theta_i / n)(1 + rho theta_i / n)``
 (``usam``).
+
+**The same path in a feature space.** A model ``f = Phi theta`` with the
+mean loss ``L = ||Phi theta - Y||_W^2 / (2n)`` has the gradient
+``A theta - b`` (``A = Phi^T W Phi / n``, ``b = Phi^T W Y / n``): the same
+rule, with the Krylov basis of ``A`` started at ``b`` and the gradient itself
+as the state ``r`` (:class:`Dynamics`). :func:`fit_krylov_path` and
+:func:`run_steps` serve both: the dual path passes ``K`` and ``Y``, the
+primal one ``A`` and ``b`` (see :mod:`sksam._kernel_features`).
 
 **Exactness.** Lanczos reproduces ``p(K) Y`` exactly for every polynomial of
 degree below the number of block steps, and the space becomes invariant

@@ -48,35 +48,36 @@ from .sharpness import quadratic_sharpness
 class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     r"""Kernel regression trained by gradient descent (GD) or SAM, from zero.
 
-    The model is :math:`f(x) = \sum_i \alpha_i k(x_i, x)`, trained on the mean
-    squared loss :math:`L = \frac{1}{2n} \sum_i \|f(x_i) - y_i\|^2` (summed over
-    the outputs) by ``max_iter`` full-batch steps from :math:`f = 0`; the number
-    of steps (early stopping) is the regularization. Every solver is the rule
-    of :mod:`sksam._update_rules` applied to the weights :math:`\theta` in the
-    kernel's feature space, written through :math:`\alpha` (``r = K alpha - y``):
+    The model :math:`f(x) = \langle \theta, \phi(x) \rangle` in the kernel's
+    feature space is trained on the (weighted) mean squared loss
+    :math:`L(\theta) = \frac{1}{2n} \sum_i w_i \|f(x_i) - y_i\|^2`,
+    :math:`n = \sum_i w_i`, by ``max_iter`` full-batch steps from
+    :math:`\theta = 0`; the number of steps (early stopping) is the
+    regularization. With :math:`g = \nabla L(\theta)`, one step is
 
-    - ``'gd'``: :math:`\alpha \leftarrow \alpha - \frac{lr}{n}(K\alpha - y)`;
-    - ``'sam'``: the gradient at the perturbed point :math:`\theta + e`,
-      :math:`e = \rho g / \|g\|`, where the norm is the RKHS norm
-      :math:`\|g\|^2 = \sum_{outputs} r^\top K r / n^2` (all outputs jointly),
-      so :math:`\alpha \leftarrow \alpha - \frac{lr}{n}(I + \frac{c}{n} K) r`
-      with :math:`c = \rho / \|g\|`;
-    - ``'usam'``: the same with :math:`c = \rho` (unnormalized SAM), a linear
-      spectral filter.
+    - ``'gd'``: :math:`\theta \leftarrow \theta - lr\, g`;
+    - ``'sam'``: :math:`\theta \leftarrow \theta - lr\, \nabla L(\theta + e)`,
+      :math:`e = \rho\, g / \|g\|` (Foret et al.), the norm being the RKHS
+      norm (all outputs jointly);
+    - ``'usam'``: the same with :math:`e = \rho\, g` (unnormalized SAM).
 
-    With :math:`K = U \Lambda U^\top` and :math:`z = U^\top y`, GD and USAM
-    after :math:`T` steps have the coefficient
-    :math:`(1 - (1 - lr\, s_i)^T) z_i / \lambda_i` along eigenvector
-    :math:`i`, :math:`s_i = \lambda_i / n` (GD) or
-    :math:`(\lambda_i / n)(1 + \rho \lambda_i / n)` (USAM).
+    Three parametrizations of :math:`\theta` give the same path where they
+    overlap:
 
-    The path is computed in a Krylov basis of :math:`K` started at
-    :math:`y` (see :mod:`sksam._kernel_path`): every iterate is a polynomial in
-    :math:`K` applied to :math:`y`, so each step costs :math:`O(m)` for a basis
-    of :math:`m \ll n` columns, and the basis grows until the fitted
-    coefficients stop changing (exact once the basis spans an invariant
-    subspace, which small problems reach). A fit costs the kernel matrix plus
-    a few dozen products :math:`K v`, far less than a factorization.
+    - exact (default): :math:`f = \sum_i \alpha_i k(x_i, \cdot)` over all the
+      training rows; needs the ``n x n`` kernel matrix;
+    - Nystroem (``n_components=M`` or ``centers=``): :math:`f` restricted to
+      the span of :math:`k(c_j, \cdot)` for ``M`` centres, with the
+      orthonormal features :math:`\phi(x) = L^{-1} k(C, x)`,
+      :math:`K_{CC} = L L^\top` (pivoted Cholesky); memory
+      :math:`O(M^2)` whatever ``n``, and ``X`` may be a dask array;
+    - primal linear (``kernel='linear'`` with fewer features than samples):
+      :math:`\phi(x) = x`, ``coef_`` exposed.
+
+    The whole path is computed in a small Krylov basis, in :math:`O(m)` per
+    step, so the curve of every step (:meth:`staged_predict`) comes with the
+    fit. The user guide explains the method, the choice of
+    ``learning_rate='auto'`` and the accuracy of the path.
 
     Parameters
     ----------
@@ -96,7 +97,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     gamma : float, default=None
         Parameter of the RBF, laplacian, polynomial, exponential chi2 and
         sigmoid kernels (see ``sklearn.metrics.pairwise``); ``None`` means
-        ``1 / n_features``.
+        each kernel's default (``1 / n_features`` for most).
     degree : float, default=3
         Degree of the polynomial kernel.
     coef0 : float, default=1
@@ -104,29 +105,13 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     kernel_params : dict, default=None
         Keyword arguments of a callable kernel.
     learning_rate : float or 'auto', default='auto'
-        Step size ``lr`` on the feature-space weights (so ``alpha`` moves by
-        ``lr / n`` times the residual). ``'auto'`` is a step that is provably
-        stable for the chosen solver. With :math:`s_{max} = \lambda_{max}(K)/n`
-        the top eigenvalue of the Hessian :math:`H` of :math:`L`:
-
-        - ``'gd'``: ``1 / s_max``. The error along eigenvector :math:`i`
-          shrinks by :math:`1 - lr\, s_i \in [0, 1)` per step, so the loss
-          decreases monotonically, without oscillation.
-        - ``'usam'``: ``1 / (s_max (1 + rho s_max))``: the same argument with
-          the USAM filter :math:`s_i (1 + \rho s_i)`, increasing in
-          :math:`s_i`.
-        - ``'sam'``: ``1 / s_max``. A SAM step is the GD step plus
-          :math:`-lr\, H e_t` with :math:`\|e_t\| = \rho`, so the difference
-          :math:`d_t` between the SAM and GD iterates obeys
-          :math:`d_{t+1} = (I - lr H) d_t - lr H e_t`; along eigenvector
-          :math:`i`, :math:`|d_{t+1,i}| \le (1 - lr s_i)|d_{t,i}| + lr s_i \rho`,
-          so by induction every coordinate of :math:`d_t` stays below
-          :math:`\rho`: SAM never leaves a :math:`\rho`-box around the
-          (monotone) GD path.
-
-        A float must be ``< 2 / s_max`` (``'gd'``, ``'sam'``) or
-        ``< 2 / (s_max (1 + rho s_max))`` (``'usam'``); above, the iteration
-        diverges and ``fit`` raises a ``ValueError``.
+        Step size ``lr`` on :math:`\theta`. With :math:`s_{max}` the top
+        eigenvalue of the Hessian of :math:`L`, ``'auto'`` is
+        ``1 / s_max`` (``'gd'``, ``'sam'``) or ``1 / (s_max (1 + rho s_max))``
+        (``'usam'``): GD and USAM then decrease the loss monotonically and
+        SAM stays within ``rho`` of GD along every eigenvector. A float must
+        be below twice that bound, else the iteration diverges and ``fit``
+        raises a ``ValueError``.
     max_iter : int, default=1000
         Number of steps.
     tol : float or None, default=None
@@ -139,47 +124,70 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data, train on the
         rest, and return the iterate with the best validation :math:`R^2`
-        (along the whole run when ``tol=None``).
+        (along the whole run when ``tol=None``). Both parts need at least 2
+        samples, else ``fit`` raises a ``ValueError``.
     validation_fraction : float, default=0.1
         Held-out fraction for ``early_stopping``.
     n_iter_no_change : int, default=10
         Steps without improvement before stopping (with a float ``tol``).
     sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
-        Measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of
-        the training loss at the fitted weights. For kernel regression the
-        Hessian is the constant :math:`H = \Phi^\top \Phi / n`, whose nonzero
-        eigenvalues are :math:`\lambda_i(K) / n`, so ``'top_eigenvalue'``
-        (:math:`\lambda_{max}(K)/n`) and ``'trace'``
-        (:math:`n_{outputs}\, \mathrm{tr}(K)/n`) are exact and **do not
-        depend on the solver**; ``'rho'``,
-        :math:`\max_{\|e\| \le \rho} L(\theta + e) - L(\theta)`, does, through
-        the gradient at the fitted weights, and is computed exactly (a
-        trust-region problem) in the Krylov basis extended by the top
-        eigenvector. ``None`` skips it.
+        Measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of the
+        training loss at the fitted weights. The Hessian is constant
+        (:math:`K/n` in the exact path, :math:`A = \Phi^\top W \Phi / n` in
+        the others), so ``'top_eigenvalue'`` and ``'trace'`` are exact and do
+        not depend on the solver; ``'rho'``,
+        :math:`\max_{\|e\| \le \rho} L(\theta + e) - L(\theta)`, is computed
+        exactly too (a trust-region problem). ``None`` skips it.
     random_state : int, RandomState instance or None, default=None
-        Seeds the validation split of ``early_stopping``; the fit is otherwise
-        deterministic.
+        Seeds the validation split of ``early_stopping`` and the choice of the
+        Nystroem centres; the fit is otherwise deterministic.
     verbose : int, default=0
         Print the loss of every step and the size of the Krylov basis.
+    n_components : int, default=None
+        Number ``M`` of Nystroem centres, drawn without replacement from the
+        training rows. ``None``: the exact path (or the primal one for a
+        linear kernel).
+    centers : array-like of shape (M, n_features), default=None
+        The Nystroem centres themselves (instead of drawing them).
+    device : str or torch.device, default=None
+        Run the kernel blocks and the sums :math:`A, b` of the Nystroem or
+        primal path in torch on this device (``'cpu'``, ``'cuda'``);
+        ``None``: numpy.
+    dtype : {'float64', 'float32'}, default=None
+        Precision of the torch blocks (sums are accumulated in float64);
+        ``'float32'`` agrees with float64 to about ``1e-5`` relative on the
+        predictions. ``None`` is float64.
 
     Attributes
     ----------
     dual_coef_ : ndarray of shape (n_train,) or (n_train, n_outputs)
-        The fitted :math:`\alpha`.
+        The fitted :math:`\alpha` (exact path only).
+    coef_ : ndarray of shape (n_features,) or (n_outputs, n_features)
+        The fitted weights (primal linear path only).
     X_fit_ : {ndarray, sparse matrix} of shape (n_train, n_features)
         Training data (the kernel matrix if ``kernel='precomputed'``), without
-        the validation part of ``early_stopping``.
+        the validation part of ``early_stopping`` (exact path only).
+    centers_ : ndarray of shape (n_components_, n_features)
+        The Nystroem centres kept (their column indices if
+        ``kernel='precomputed'``).
+    n_components_ : int
+        Dimension of the Nystroem or primal feature space. Centres that the
+        others represent to working precision are dropped, so this can be
+        less than ``M``.
     n_iter_ : int
-        Number of steps of the returned model (with ``early_stopping``, the
-        best step, which may be before the last one run).
+        Number of iterations run (over all ``warm_start`` calls).
     loss_curve_ : list of float
-        Training loss :math:`L` after each step run.
-    best_loss_ : float or None
-        Smallest training loss seen (``None`` with ``early_stopping``).
+        Mean training loss at each iteration, evaluated at the weights the
+        iteration started from (with mini-batches, the mean of the batch
+        losses over the epoch).
+    best_loss_ : float
+        ``min(loss_curve_)``.
     validation_scores_ : list of float or None
-        Validation :math:`R^2` after each step run (``early_stopping`` only).
+        :math:`R^2` (accuracy for classifiers) on the validation split at each
+        iteration when ``early_stopping`` is True, else None.
     best_validation_score_ : float or None
-        Best of ``validation_scores_``.
+        ``max(validation_scores_)``: the score of the weights kept when
+        ``early_stopping`` is True, else None.
     learning_rate_ : float
         The step size used (resolved from ``'auto'``).
     sharpness_ : float or None
@@ -193,6 +201,8 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
 
     See Also
     --------
+    SAMKernelRegressorCV : Chooses the solver, ``rho`` and the number of steps
+        by cross-validation, from one path per fold.
     sklearn.kernel_ridge.KernelRidge : Regularization by a ridge penalty
         instead of by early stopping.
 
@@ -202,17 +212,11 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     and a slightly higher variance, so with a well-chosen number of steps its
     prediction error is at most GD's (Behdin & Mazumder, 2023).
 
-    Accuracy. GD and USAM are linear filters and are computed to rounding.
-    SAM's path is the exact-arithmetic one: along the top eigenvector SAM
-    first shrinks the residual far below ``eps |y|`` and later regrows it
-    ("bouncing" across the valley); a plain loop on :math:`\alpha` floors
-    that component at rounding level and regrows noise, so two such loops
-    can disagree in the fitted values (by 7% at ``n=5000`` with
-    ``learning_rate='auto'``), while this estimator agrees with the path in
-    the full eigenbasis to about ``1e-13`` (see :mod:`sksam._kernel_path`).
-
-    The fitted model keeps the Ritz vectors (``n_train x m``, ``m`` about
-    ``2 sqrt(max_iter)``) for :meth:`staged_predict`.
+    The fitted model keeps the Ritz vectors (``n_train x m`` in the exact
+    path, ``M x m`` with Nystroem, ``m`` about ``2 sqrt(max_iter)``) for
+    :meth:`staged_predict`. The exact path raises a ``ValueError`` before
+    allocating a kernel matrix that would not fit in memory;
+    :meth:`predict` works in blocks of rows.
 
     References
     ----------
@@ -223,6 +227,8 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
        Generalization", ICLR 2021.
     .. [3] M. Andriushchenko and N. Flammarion, "Towards Understanding
        Sharpness-Aware Minimization", ICML 2022.
+    .. [4] A. Rudi, L. Carratino and L. Rosasco, "FALKON: An Optimal Large
+       Scale Kernel Method", NeurIPS 2017 (Nystroem centres at scale).
 
     Examples
     --------
@@ -235,6 +241,9 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     >>> model.n_iter_
     200
     >>> curve = [np.mean((p - y) ** 2) for p in model.staged_predict(X)]
+    >>> big = SAMKernelRegressor(n_components=50, random_state=0, max_iter=200).fit(X, y)
+    >>> big.n_components_ <= 50  # centres the others already span are dropped
+    True
     """
 
     _parameter_constraints: dict = {
@@ -431,10 +440,13 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         if not is_dask(Y):
             Y = np.asarray(Y, dtype=np.float64)  # numeric strings included
         sw = _check_sample_weight(sample_weight, np.empty((n, 0)), ensure_non_negative=True)
+        for name in ("dual_coef_", "coef_", "X_fit_", "centers_", "n_components_"):
+            if hasattr(self, name):  # from an earlier fit in another parametrization
+                delattr(self, name)
         train, val = self._split(n)
         if not sw[train].sum() > 0 or (val is not None and not sw[val].sum() > 0):
             raise ValueError("The sample weights of the training (or validation) part sum to 0.")
-        self._mode_ = mode = self._mode(X.shape[1], len(train))
+        self._fit_mode = mode = self._mode(X.shape[1], len(train))
         ops = self._ops(mode)
         if mode == "exact":
             if is_dask(X):
@@ -454,8 +466,6 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             self.coef_ = coef.T[0] if y.ndim == 1 else coef.T
         elif mode == "exact":
             self.dual_coef_ = coef.ravel() if y.ndim == 1 else coef
-        else:
-            self._center_coef = coef
         self._one_output = y.ndim == 1
         return self
 
@@ -538,11 +548,10 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             # the centres are columns of the precomputed kernel
             idx = self._center_indices(train)
             feature_map = NystroemMap(_PrecomputedSpec(), idx.astype(np.float64), X[idx][:, idx])
-            self.centers_ = idx
+            self.centers_ = idx[feature_map.kept]
         elif mode == "nystroem":
-            centers = self._centers(X, train)
-            feature_map = NystroemMap(self._kernel_spec(), centers)
-            self.centers_ = centers
+            feature_map = NystroemMap(self._kernel_spec(), self._centers(X, train))
+            self.centers_ = feature_map.centers
         else:
             feature_map = LinearMap(X.shape[1])
         width = feature_map.n_features_out
@@ -550,7 +559,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         stats = [Moments(*m) for m in moments(X, Y, weights, feature_map, ops)]
         train_stats = stats[0]
         self._feature_map = feature_map
-        self._ops_ = ops
+        self._fit_ops = ops
         self.n_components_ = width
         lam_max = top_eigenvalue(train_stats.A)
         self._lambda_max = lam_max
@@ -570,8 +579,8 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             make_score=make_score,
         )
         self._basis = self._path.V
-        if mode == "nystroem":
-            self._basis = feature_map.projection @ self._path.V
+        if mode == "nystroem":  # coefficients of the kernel at the centres
+            self._basis = feature_map.center_coefficients(self._path.V)
         self.sharpness_ = self._feature_sharpness(train_stats)
 
     def _centers(self, X, train):
@@ -652,7 +661,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         record_history(
             self,
             loss_curve=[initial_loss] + monitor.losses[:-1],
-            n_iter=monitor.returned_step(),
+            n_iter=len(monitor.losses),
             validation_scores=monitor.validation_scores,
             best_validation_score=monitor.rule.best_score,
         )
@@ -719,14 +728,14 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
 
     def _features(self, X):
         """The prediction's left factor for a block of rows (numpy float64)."""
-        if self._mode_ == "exact":
+        if self._fit_mode == "exact":
             if self.kernel == "precomputed":
                 columns = self._precomputed_columns
                 return self._get_kernel(X if columns is None else X[:, columns], self.X_fit_)
             return self._get_kernel(X, self.X_fit_)
-        if self._mode_ == "linear":
+        if self._fit_mode == "linear":
             return X.toarray() if sparse.issparse(X) else X
-        spec, ops = self._feature_map.spec, self._ops_
+        spec, ops = self._feature_map.spec, self._fit_ops
         centers, _ = self._feature_map._on(ops)
         return ops.to_numpy(ops.kernel(spec, ops.asarray(X), centers))
 
@@ -762,10 +771,11 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         return pred[:, 0] if self._one_output else pred
 
     def staged_predict(self, X):
-        """Yield the prediction after each step ``1, ..., n_iter_``.
+        """Yield the prediction after each step of the returned model.
 
         One fit thus gives the whole error-versus-iterations curve; the last
-        stage is :meth:`predict`'s answer.
+        stage is :meth:`predict`'s answer: after ``n_iter_`` steps, or, with
+        ``early_stopping``, after the step of ``best_validation_score_``.
 
         Parameters
         ----------

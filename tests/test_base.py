@@ -287,9 +287,9 @@ def test_record_history_validation():
 def test_history_attributes_documented_once():
     # every estimator that records history carries the one text verbatim;
     # the kernel and net estimators join this list when they adopt the base
-    from sksam import SAMTwoLayerRegressor
+    from sksam import SAMKernelRegressor, SAMTwoLayerRegressor
 
-    for estimator in [SAMTwoLayerRegressor]:
+    for estimator in [SAMTwoLayerRegressor, SAMKernelRegressor]:
         assert HISTORY_ATTRIBUTES_DOC in estimator.__doc__, estimator.__name__
 
 

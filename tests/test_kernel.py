@@ -31,7 +31,7 @@ def _data(n=60, d=3, n_outputs=None, seed=0):
 
 
 def _spectral_filter(K, y, *, lr, max_iter, rho=0.0):
-    """DESIGN.md's closed form: (1 - (1 - lr s_i)^T) z_i / lambda_i along u_i."""
+    """The closed form of GD / USAM: (1 - (1 - lr s_i)^T) z_i / lambda_i along u_i."""
     lam, U = np.linalg.eigh(K)
     n = K.shape[0]
     s = (lam / n) * (1 + rho * lam / n)
@@ -428,12 +428,12 @@ def test_early_stopping_returns_the_best_validated_iterate():
     ).fit(X, y)
     scores = model.validation_scores_
     assert len(scores) == len(model.loss_curve_) == 3000
-    assert model.n_iter_ == int(np.argmax(scores)) + 1 < 3000
+    assert model.n_iter_ == 3000  # steps run; the best one is returned
     assert model.best_validation_score_ == max(scores)
     assert model.best_loss_ == min(model.loss_curve_)
     assert model.X_fit_.shape[0] == 90 and model.dual_coef_.shape == (90,)
     stages = list(model.staged_predict(X))
-    assert len(stages) == model.n_iter_
+    assert len(stages) == int(np.argmax(scores)) + 1 < 3000
     assert_allclose(stages[-1], model.predict(X), rtol=1e-10)
 
 
@@ -676,6 +676,9 @@ def _expected_failures(estimator):
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
+        # the checks' data sets are smaller than n_components=40: all rows become
+        # centres, which the fit says (tested in test_kernel_scale.py)
+        warnings.filterwarnings("ignore", "n_components=40 is larger", UserWarning)
         check(estimator)
 
 
