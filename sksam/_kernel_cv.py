@@ -33,7 +33,7 @@ _KERNEL_PARAMS = (
 class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
     r"""Kernel regression by GD or SAM, with the solver, ``rho`` and number of steps chosen by CV.
 
-    In the style of :class:`~sklearn.linear_model.RidgeCV`: for every fold and
+    In the style of scikit-learn's ``RidgeCV``: for every fold and
     every ``(solver, rho)``, one :class:`SAMKernelRegressor` is fitted with
     ``max_iter`` steps and scored (:math:`R^2` on the held-out fold) at
     **every** step of its path, which costs no more fits since the path
@@ -115,7 +115,8 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
     See Also
     --------
     SAMKernelRegressor : One solver, radius and number of steps.
-    sklearn.linear_model.RidgeCV : The same idea for the ridge penalty.
+    sklearn.model_selection.GridSearchCV : The same choice, one fit per
+        candidate.
 
     Examples
     --------
