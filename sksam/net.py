@@ -448,12 +448,20 @@ class _BaseSAMNet(BaseEstimator):
         constant prediction's loss, but never sends the loss up.
         """
         losses = epoch_losses(epochs)
-        batch_losses = [b["train_loss"] for e in epochs for b in e["batches"] if "train_loss" in b]
-        if not batch_losses or not np.isfinite(losses[-1]):
+        batch_losses = np.array(
+            [b["train_loss"] for e in epochs for b in e["batches"] if "train_loss" in b]
+        )
+        if not batch_losses.size or not np.isfinite(losses[-1]):
             return None
         start, peak = batch_losses[0], max(batch_losses)
         baseline = self._baseline_loss(y)
         if baseline is None or peak <= PEAK_FACTOR * start or losses[-1] < baseline:
+            return None
+        # Small batches of a regression target scatter widely even when the
+        # weights barely move (a learning rate too small): a peak that is
+        # merely the largest of many noisy batch losses is not a jump.
+        spread = 1.4826 * np.median(np.abs(batch_losses - np.median(batch_losses)))
+        if peak - start <= PEAK_NOISE_FACTOR * spread:
             return None
         return (
             f"the training loss went up from {start:.4g} to {peak:.4g} and ended at "
@@ -466,6 +474,10 @@ class _BaseSAMNet(BaseEstimator):
 #: A batch loss this many times the first one, with a final loss no better than a
 #: constant prediction's, means the learning rate threw the network away.
 PEAK_FACTOR = 1.5
+
+#: ... and the rise must be this many robust standard deviations (scaled median
+#: absolute deviation) of the batch losses: noise alone stays below about 7.
+PEAK_NOISE_FACTOR = 12.0
 
 
 def _net_device(net):
