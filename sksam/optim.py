@@ -282,6 +282,12 @@ class SAM(torch.optim.Optimizer):
             weight_decay_in_ascent=weight_decay_in_ascent,
             **base_kwargs,
         )
+        if isinstance(base_optimizer, torch.optim.Optimizer) or not callable(base_optimizer):
+            raise TypeError(
+                "base_optimizer must be an optimizer class such as torch.optim.SGD "
+                "(SAM builds it on the same parameters, with the keyword arguments "
+                f"it is given, e.g. SAM(params, torch.optim.SGD, lr=0.1)); got {base_optimizer!r}."
+            )
         super().__init__(params, defaults)
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self._link_base()
@@ -482,7 +488,7 @@ class SAM(torch.optim.Optimizer):
         if not self._perturbs(solver):
             # Exactly the base optimizer: one closure call, no copies.
             with self._fresh_start(closure is not None):
-                loss = None if closure is None else _call(closure)
+                loss = None if closure is None else self._first_call(closure)
                 self._descend(scaler)
             return loss
         if closure is None:
@@ -495,7 +501,7 @@ class SAM(torch.optim.Optimizer):
         with self._fresh_start(True):
             rng = self._rng_before()
             with self._no_sync(local):
-                loss = _call(closure)
+                loss = self._first_call(closure)
             grads, found = self._unscaled_grads(scaler)
             if found is not None and local:
                 _all_reduce_max(found, self.model)  # every rank skips, or none
@@ -581,7 +587,7 @@ class SAM(torch.optim.Optimizer):
                 rng = self._rng_before() if perturbs else (None, None)
                 self.zero_grad()
                 with self._no_sync(True):
-                    losses.append(_call(chunk))
+                    losses.append(self._first_call(chunk))
                     if perturbs:
                         grads, found_i = self._unscaled_grads(scaler)
                         found = _either(found, found_i)
@@ -668,6 +674,22 @@ class SAM(torch.optim.Optimizer):
                 stacklevel=6,
             )
         return fresh
+
+    def _first_call(self, closure):
+        """The closure at ``w``; an error if it left no gradient at all.
+
+        The gradients were cleared (to ``None``) before the call: if none is
+        set afterwards the closure did not call ``backward()``, and the step
+        would silently leave every weight where it is.
+        """
+        loss = _call(closure)
+        if all(p.grad is None for p in self._params()):
+            raise ValueError(
+                "The closure given to SAM.step() computed no gradient: it must call "
+                "loss.backward() (or grad_scaler.scale(loss).backward()) before "
+                "returning the loss; otherwise no weight would move."
+            )
+        return loss
 
     def _rng_before(self):
         if self._replays_rng():

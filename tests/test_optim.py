@@ -547,6 +547,33 @@ def test_step_without_closure_is_fine_at_rho_zero():
     torch.testing.assert_close(_flat(model.parameters()), w0 - 0.1 * g, rtol=1e-15, atol=1e-16)
 
 
+@pytest.mark.parametrize("rho", [0.0, 0.1])
+@pytest.mark.parametrize("chunks", [False, True])
+def test_a_closure_without_backward_is_an_error_not_a_silent_no_op(rho, chunks):
+    # without backward() no parameter has a gradient, and the step would leave
+    # every weight where it is without a sign
+    model = _mlp()
+    x, y = _data()
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=rho, lr=0.1)
+    w0 = _flat([p.detach().clone() for p in model.parameters()])
+    with pytest.raises(ValueError, match=r"computed no gradient: it must call loss.backward\(\)"):
+        if chunks:
+            opt.step_chunks(lambda i: nn.functional.mse_loss(model(x), y), 2)
+        else:
+            opt.step(lambda: nn.functional.mse_loss(model(x), y))
+    torch.testing.assert_close(_flat(model.parameters()), w0, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("base", ["sgd", "instance"])
+def test_base_optimizer_must_be_a_class(base):
+    # SAM(params, torch.optim.SGD(params, lr=0.1)) is the common slip
+    model = _mlp()
+    if base == "instance":
+        base = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="base_optimizer must be an optimizer class"):
+        SAM(model.parameters(), base, rho=0.1, lr=0.1)
+
+
 def test_first_and_second_step_protocol():
     # The community two-call protocol gives the same step as the closure.
     x, y = _data()
