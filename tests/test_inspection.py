@@ -191,6 +191,23 @@ def test_sharpness_curve_needs_a_step_parameter(data):
         SharpnessCurveDisplay.from_estimator(_ShrinkRegressor(), X, y, checkpoints=[1])
 
 
+def test_sharpness_curve_needs_warm_start(data):
+    from sksam import SAMKernelRegressor
+
+    X, y = data
+    with pytest.raises(ValueError, match="SAMKernelRegressor has no warm_start parameter"):
+        SharpnessCurveDisplay.from_estimator(SAMKernelRegressor(), X, y, checkpoints=[1, 2])
+
+
+def test_training_curve_of_a_fitted_estimator_without_loss_curve_says_so(data):
+    # a fitted Ridge is not "not fitted": it has no loss curve
+    from sklearn.linear_model import Ridge
+
+    X, y = data
+    with pytest.raises(ValueError, match="Ridge has no loss_curve_"):
+        TrainingCurveDisplay.from_estimators([Ridge().fit(X, y)])
+
+
 def test_sharpness_curve_of_a_real_two_layer_net_matches_one_long_fit():
     from sksam import SAMTwoLayerRegressor
     from sksam.datasets import make_teacher_student

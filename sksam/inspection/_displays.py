@@ -178,7 +178,12 @@ class TrainingCurveDisplay:
         """
         finals = [_final_estimator(estimator) for estimator in estimators]
         for final in finals:
-            check_is_fitted(final, "loss_curve_")
+            check_is_fitted(final)
+            if not hasattr(final, "loss_curve_"):
+                raise ValueError(
+                    f"{type(final).__name__} has no loss_curve_: TrainingCurveDisplay "
+                    "plots the training loss that sksam's estimators record."
+                )
         if labels is None:
             labels = [_label_of(final) for final in finals]
         display = cls(loss_curves=[np.asarray(f.loss_curve_) for f in finals], labels=labels)
@@ -336,6 +341,13 @@ def _step_param(estimator):
     params = estimator.get_params(deep=False)
     for name in ("max_iter", "max_epochs"):
         if name in params:
+            if "warm_start" not in params:
+                raise ValueError(
+                    f"{type(estimator).__name__} has no warm_start parameter; "
+                    "SharpnessCurveDisplay continues one fit from checkpoint to "
+                    "checkpoint. (For kernel regression the Hessian does not depend "
+                    "on the iterate: its sharpness is the same at every step.)"
+                )
             return name
     raise ValueError(
         f"{type(estimator).__name__} has neither max_iter nor max_epochs; "
