@@ -683,7 +683,7 @@ class SAM(torch.optim.Optimizer):
         would silently leave every weight where it is.
         """
         loss = _call(closure)
-        if all(p.grad is None for p in self._params()):
+        if all(p.grad is None for p in self._params()) and _reaches_params(loss, self._params()):
             raise ValueError(
                 "The closure given to SAM.step() computed no gradient: it must call "
                 "loss.backward() (or grad_scaler.scale(loss).backward()) before "
@@ -844,6 +844,24 @@ class SAM(torch.optim.Optimizer):
 
     def __repr__(self):
         return f"SAM({self.base_optimizer!r})"
+
+
+def _reaches_params(loss, params):
+    """Whether ``loss`` still holds a graph that gives some parameter a gradient.
+
+    Called when no parameter has a gradient after the closure: then either
+    the closure never called ``backward()`` (the graph is intact and reaches
+    the parameters) or the loss does not depend on them (nothing to do).
+    """
+    params = [p for p in params if p.requires_grad]
+    if not (isinstance(loss, torch.Tensor) and loss.requires_grad and params):
+        return False
+    try:
+        with torch.enable_grad():
+            grads = torch.autograd.grad(loss.sum(), params, allow_unused=True, retain_graph=True)
+    except RuntimeError:  # the graph was freed by a backward pass
+        return False
+    return any(g is not None for g in grads)
 
 
 def _call(closure):
