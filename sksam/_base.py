@@ -33,6 +33,7 @@ __all__ = [
     "StoppingRule",
     "check_device",
     "diagnose_loss_curve",
+    "numeric_target",
     "print_progress",
     "record_history",
     "validation_split",
@@ -472,3 +473,20 @@ def check_device(device):
             f"device={device!r} is not available on this machine; available: {available}."
         )
     return parsed
+
+
+def numeric_target(y, estimator_name, dtype=np.float64):
+    """``y`` as an array of ``dtype``, or a ``ValueError`` that names ``y``.
+
+    scikit-learn's ``y_numeric=True`` converts only object arrays, so a
+    string array such as ``['a', 'b']`` would otherwise fail with numpy's
+    bare "could not convert string to float".
+    """
+    try:
+        return np.asarray(y, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        example = np.asarray(y).ravel()[0]
+        raise ValueError(
+            f"{estimator_name} is a regressor: y must be numeric, got {example!r} "
+            "(class labels need a classifier, e.g. SAMNetClassifier)."
+        ) from exc

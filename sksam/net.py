@@ -37,6 +37,7 @@ from ._base import (
     HISTORY_ATTRIBUTES_DOC,
     check_device,
     diagnose_loss_curve,
+    numeric_target,
     record_history,
     warn_diverged,
 )
@@ -924,7 +925,7 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         X, y = validate_data(
             self, X, y, dtype=np.float32, reset=reset, multi_output=True, y_numeric=True
         )
-        y_2d = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+        y_2d = numeric_target(y, type(self).__name__, np.float32).reshape(len(y), -1)
         if reset:
             self._y_ndim = np.ndim(y)
             self.n_outputs_ = y_2d.shape[1]

@@ -22,6 +22,7 @@ from ._base import (
     StoppingRule,
     check_device,
     diagnose_loss_curve,
+    numeric_target,
     print_progress,
     record_history,
     validation_split,
@@ -300,6 +301,7 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
             y_numeric=True,
             dtype=(np.float64, np.float32),
         )
+        y = numeric_target(y, type(self).__name__)
         Y = y.reshape(len(y), -1)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(

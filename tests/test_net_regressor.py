@@ -167,3 +167,9 @@ def test_history_attributes_carry_the_shared_text():
 
     for cls in (SAMNetClassifier, SAMNetRegressor):
         assert HISTORY_ATTRIBUTES_DOC in cls.__doc__, cls.__name__
+
+
+def test_string_targets_are_an_error_naming_y(diabetes):
+    X, _ = diabetes
+    with pytest.raises(ValueError, match="SAMNetRegressor is a regressor: y must be numeric"):
+        _small().fit(X[:6], np.array(["a", "b"] * 3))

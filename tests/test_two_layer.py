@@ -732,3 +732,9 @@ def test_grid_search_n_jobs_2_fits_with_one_thread_each(two_torch_threads, backe
     assert torch.get_num_threads() == 2
     # the same fit outside joblib keeps torch's setting
     assert reg.fit(X[:20], y[:20]).threads_seen_ == 2
+
+
+def test_string_targets_are_an_error_naming_y():
+    X = np.random.default_rng(0).normal(size=(6, 2))
+    with pytest.raises(ValueError, match="SAMTwoLayerRegressor is a regressor: y must be numeric"):
+        SAMTwoLayerRegressor(max_iter=2).fit(X, np.array(["a", "b"] * 3))
