@@ -16,9 +16,11 @@ from ._base import (
     COMMON_CONSTRAINTS,
     StoppingRule,
     check_device,
+    diagnose_loss_curve,
     print_progress,
     record_history,
     validation_split,
+    warn_diverged,
     warn_not_converged,
 )
 from ._kernel_features import (
@@ -457,6 +459,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             self._fit_exact(X, Y, sw, train, val)
         else:
             self._fit_features(X, Y, sw, train, val, mode, ops)
+        self._warn_if_diverged()
         if self.verbose:
             scores = self.validation_scores_ or [None] * len(self.loss_curve_)
             for iteration, (loss, score) in enumerate(zip(self.loss_curve_, scores), start=1):
@@ -468,6 +471,24 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             self.dual_coef_ = coef.ravel() if y.ndim == 1 else coef
         self._one_output = y.ndim == 1
         return self
+
+    def _warn_if_diverged(self):
+        """Warn when the training loss rose: SAM's radius was too large for the kernel.
+
+        ``learning_rate='auto'`` keeps GD and USAM monotone, but ``rho`` is a
+        radius in the RKHS norm: a kernel with large values (a polynomial of
+        high degree) or one that is not positive semi-definite (Nystroem
+        features hide it) lets SAM's loss end far above its start.
+        """
+        cause = diagnose_loss_curve(self.loss_curve_)
+        if cause is not None:
+            warn_diverged(
+                type(self).__name__,
+                cause,
+                f"Lower rho (now {self.rho:g}; it is a radius in the kernel's RKHS "
+                "norm, so a kernel with large values needs a smaller one) or check "
+                "that the kernel is positive semi-definite.",
+            )
 
     # exact path: the n x n kernel matrix
 

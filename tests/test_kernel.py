@@ -17,6 +17,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sksam import SAMKernelRegressor, _kernel_path
 from sksam._update_rules import perturbation_scale
+from sksam.exceptions import DivergenceWarning
 from sksam.sharpness import quadratic_sharpness
 
 
@@ -666,7 +667,9 @@ def _expected_failures(estimator):
         SAMKernelRegressor(
             solver="gd", max_iter=50, early_stopping=True, validation_fraction=0.2, random_state=0
         ),
-        SAMKernelRegressor(kernel="precomputed", max_iter=50),
+        # rho is a radius in the RKHS norm: X X^T of the checks has eigenvalues in
+        # the hundreds, and rho=0.05 would make SAM's loss rise (a DivergenceWarning)
+        SAMKernelRegressor(kernel="precomputed", max_iter=50, rho=0.001),
         SAMKernelRegressor(max_iter=200, n_components=40, random_state=0),
         SAMKernelRegressor(kernel="linear", solver="gd", max_iter=50),
     ],
@@ -688,3 +691,19 @@ def test_clone_keeps_parameters_only():
     fresh = clone(model)
     assert fresh.get_params() == model.get_params()
     assert not hasattr(fresh, "dual_coef_")
+
+
+def test_sam_loss_that_ends_far_above_its_start_warns_naming_rho():
+    # a polynomial kernel of degree 10 on standard normal X has eigenvalues up to
+    # 2.5e7: rho=0.05 in its RKHS norm is a huge radius, and SAM's training loss
+    # ends 1500 times above its start (R^2 = -1566 on the training data)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    y = np.sin(X[:, 0]) + 0.1 * rng.normal(size=80)
+    with pytest.warns(
+        DivergenceWarning, match=r"training loss jumped from .* Lower rho \(now 0.05"
+    ):
+        SAMKernelRegressor(kernel="poly", degree=10).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SAMKernelRegressor(kernel="poly", degree=10, rho=1e-6).fit(X, y)
