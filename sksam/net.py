@@ -296,6 +296,8 @@ class _BaseSAMNet(BaseEstimator):
         with seeded(start, device) as rng_state, _valid_split_hint(type(self).__name__):
             if not warm:
                 net.initialize()  # what skorch's fit does before partial_fit
+                if getattr(net, "accelerator", None) is None:
+                    _check_output_width(net.module_, X_t[:2], self._n_outputs(y))
             with self._threads(net, self._batch_rows(len(X))):
                 net.partial_fit(X_t, y_t, epochs=epochs)
         _check_finite(net, self._remedy_suffix)
@@ -1058,6 +1060,31 @@ def _check_finite(net, remedy_suffix=""):
         raise ValueError(
             "Training diverged: the loss or the weights are not finite. Use a smaller lr "
             f"(or rho), or standardize X{remedy_suffix}."
+        )
+
+
+def _check_output_width(module, X, n_outputs):
+    """A module must return one column per class (or per target).
+
+    Otherwise the loss broadcasts a regression target across the columns,
+    and a classifier trains extra classes it can then predict, all without
+    an error until ``predict`` fails or returns the wrong shape.
+    """
+    training = module.training
+    module.eval()  # no dropout draw, no running-statistics update
+    try:
+        with torch.no_grad():
+            out = module(X)
+    finally:
+        module.train(training)
+    if isinstance(out, tuple):
+        out = out[0]  # skorch's convention: the first output is the prediction
+    if isinstance(out, torch.Tensor) and tuple(out.shape) != (len(X), n_outputs):
+        raise ValueError(
+            f"The module returns an output of shape {tuple(out.shape)} for {len(X)} "
+            f"samples, but y needs ({len(X)}, {n_outputs}): one column per class "
+            "(SAMNetClassifier) or per target (SAMNetRegressor). Pass the output "
+            "width through module__* parameters or fix the module's last layer."
         )
 
 

@@ -889,3 +889,19 @@ def test_thread_policy_during_fit_and_restored_after(digits, n_threads, expected
     assert dict(clf.net_.callbacks_)["t"].threads_ == expected  # a small problem: one thread
     clf.predict(X)
     assert torch.get_num_threads() == before
+
+
+def test_a_module_with_the_wrong_output_width_is_a_clear_error(digits):
+    # 5 outputs for the 10 digits: skorch trains it and predict fails (or
+    # predicts a class index that does not exist)
+    class Five(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(64, 5)
+
+        def forward(self, X):
+            return self.layer(X)
+
+    X, y = digits
+    with pytest.raises(ValueError, match=r"output of shape \(2, 5\).*needs \(2, 10\)"):
+        _small(module=Five).fit(X, y)

@@ -173,3 +173,20 @@ def test_string_targets_are_an_error_naming_y(diabetes):
     X, _ = diabetes
     with pytest.raises(ValueError, match="SAMNetRegressor is a regressor: y must be numeric"):
         _small().fit(X[:6], np.array(["a", "b"] * 3))
+
+
+def test_a_module_with_the_wrong_output_width_is_a_clear_error(diabetes):
+    # 3 outputs for a 1-D y: MSELoss broadcast the target over the columns and
+    # predict returned 3 values per sample
+    X, y = diabetes
+
+    class Three(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(X.shape[1], 3)
+
+        def forward(self, X):
+            return self.layer(X)
+
+    with pytest.raises(ValueError, match=r"output of shape \(2, 3\).*needs \(2, 1\)"):
+        _small(module=Three).fit(X, y)
