@@ -241,6 +241,14 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         sw = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
         solvers, rhos = self._grid()
         folds = list(check_cv(self.cv).split(X, y))
+        smallest = min(len(test) for _, test in folds)
+        if smallest < 2:
+            # R^2 of one sample is undefined: GridSearchCV scores it NaN, and the
+            # path's R^2 would read 0 or 1 and pick a step silently
+            raise ValueError(
+                f"cv={self.cv!r} gives a test fold of {smallest} sample; R^2 needs at "
+                f"least 2 test samples per fold. Use fewer folds (n_samples={len(y)})."
+            )
         # one path per fold and (solver, rho); 'gd' is the same path for every rho
         paths = sorted({(s, 0.0 if s == "gd" else r) for s in solvers for r in rhos})
         jobs = [(k, s, r) for k in range(len(folds)) for s, r in paths]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.model_selection import GridSearchCV, KFold, LeaveOneOut
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sksam import SAMKernelRegressor, SAMKernelRegressorCV
@@ -101,3 +101,16 @@ def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         check(estimator)
+
+
+@pytest.mark.parametrize("cv", [LeaveOneOut(), 12, 7])
+def test_a_test_fold_of_one_sample_is_an_error(cv):
+    # R^2 of one sample is undefined (GridSearchCV scores it NaN); the path's
+    # R^2 read 0 there and picked max_iter=1 with best_score_=0.0, silently
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 3))
+    y = np.sin(X[:, 0]) + 0.1 * rng.normal(size=12)
+    with pytest.raises(ValueError, match="test fold of 1 sample; R\\^2 needs at least 2"):
+        SAMKernelRegressorCV(max_iter=5, cv=cv).fit(
+            X[: 8 if cv == 7 else 12], y[: 8 if cv == 7 else 12]
+        )
