@@ -122,6 +122,10 @@ nitpick_ignore = [("py:meth", "state_dict")]
 # in ``sksam`` (not ``sksam.net``), so they do not resolve; the fix is to
 # write ``:class:`~sksam.net.MLP``` there. Until then they stay plain text.
 nitpick_ignore += [("py:class", "MLP"), ("py:class", "TensorBatchLoader")]
+# SAM's docstring refers to its ``base_optimizer`` attribute, which has no
+# entry of its own (an "Attributes" section in SAM's docstring would give it
+# one).
+nitpick_ignore += [("py:attr", "base_optimizer")]
 
 
 def _private_reference_as_text(app, env, node, contnode):

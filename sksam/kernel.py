@@ -167,7 +167,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     X_fit_ : {ndarray, sparse matrix} of shape (n_train, n_features)
         Training data (the kernel matrix if ``kernel='precomputed'``), without
         the validation part of ``early_stopping`` (exact path only).
-    centers_ : ndarray of shape (n_components_, n_features)
+    centers_ : ndarray of shape (`n_components_`, n_features)
         The Nystroem centres kept (their column indices if
         ``kernel='precomputed'``).
     n_components_ : int
