@@ -1,7 +1,7 @@
 """
-==================================================================
-Every step of every rho from one cross-validation: SAMKernelRegressorCV
-==================================================================
+=================================================
+Every step of every rho from one cross-validation
+=================================================
 
 The point of this figure: **one run of SAMKernelRegressorCV gives the
 cross-validated error after every one of 500 steps, for GD and for each
