@@ -93,12 +93,14 @@ sphinx_gallery_conf = {
             "plot_when_sam_helps.py",
             "plot_kernel_bias_variance.py",
             "plot_kernel_large_n.py",
+            "plot_kernel_cv_path.py",
             "plot_two_layer_teacher_student.py",
             "plot_sharpness_along_training.py",
             "plot_grid_search_rho.py",
             "plot_digits_label_noise.py",
             "plot_digits_cnn_callbacks.py",
             "plot_sam_optimizer.py",
+            "run_several_devices.py",
             "*",
         ]
     ),
@@ -122,6 +124,10 @@ nitpick_ignore = [("py:meth", "state_dict")]
 # in ``sksam`` (not ``sksam.net``), so they do not resolve; the fix is to
 # write ``:class:`~sksam.net.MLP``` there. Until then they stay plain text.
 nitpick_ignore += [("py:class", "MLP"), ("py:class", "TensorBatchLoader")]
+# SAM's docstring refers to its ``base_optimizer`` attribute, which has no
+# entry of its own (an "Attributes" section in SAM's docstring would give it
+# one).
+nitpick_ignore += [("py:attr", "base_optimizer")]
 
 
 def _private_reference_as_text(app, env, node, contnode):

@@ -45,10 +45,6 @@ IGNORED_FOR_METHODS = {"EX01"}
 #: Failures in files this test's author does not own, to be fixed by their
 #: owners; the lead empties this list. Each entry: (qualified name, check).
 ALLOWED_FAILURES = {
-    # sksam/inspection/_displays.py
-    ("sksam.inspection._displays.SolverComparisonDisplay", "EX01"),
-    ("sksam.inspection._displays.SolverComparisonDisplay.plot", "RT03"),
-    ("sksam.inspection._displays.TrainingCurveDisplay.plot", "RT03"),
     # sksam/optim.py
     ("sksam.optim.SAM.perturbs", "RT05"),
 }
