@@ -310,8 +310,8 @@ class SAM(torch.optim.Optimizer):
         perturbs : bool
             ``False`` when every group has ``rho == 0`` or the solver is
             ``'gd'``: :meth:`step` is then the base optimizer, one closure
-            call. (A step whose first pass leaves no gradient at all takes
-            no second pass either.)
+            call. A step whose first pass leaves no gradient at all takes
+            no second pass either.
         """
         return self._perturbs(self._options()[0])
 
