@@ -71,7 +71,14 @@ intersphinx_timeout = 1  # never wait for the network: the inventories are local
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"sksam {version}"
-html_theme_options = {"navigation_with_keys": False}
+# The header fits on one line at 1280 px: the search is an icon (the full
+# box took a second line), four links, the rest under "More".
+html_theme_options = {
+    "navigation_with_keys": False,
+    "header_links_before_dropdown": 4,
+    "navbar_persistent": [],
+    "navbar_end": ["search-button", "theme-switcher"],
+}
 html_static_path = ["_static"]
 html_css_files = ["sksam.css"]
 # Pages without sub-pages get no (empty) section navigation on the left.
