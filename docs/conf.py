@@ -127,10 +127,6 @@ except ImportError:  # pragma: no cover
 # ``state_dict`` is inherited from torch's Optimizer, whose methods are not
 # repeated on our page: the reference stays plain text.
 nitpick_ignore = [("py:meth", "state_dict")]
-# SAMNetClassifier's docstring names these two unqualified, and its page lives
-# in ``sksam`` (not ``sksam.net``), so they do not resolve; the fix is to
-# write ``:class:`~sksam.net.MLP``` there. Until then they stay plain text.
-nitpick_ignore += [("py:class", "MLP"), ("py:class", "TensorBatchLoader")]
 # SAM's docstring refers to its ``base_optimizer`` attribute, which has no
 # entry of its own (an "Attributes" section in SAM's docstring would give it
 # one).
