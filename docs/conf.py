@@ -71,7 +71,14 @@ intersphinx_timeout = 1  # never wait for the network: the inventories are local
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"sksam {version}"
-html_theme_options = {"navigation_with_keys": False}
+# The header fits on one line at 1280 px: the search is an icon (the full
+# box took a second line), four links, the rest under "More".
+html_theme_options = {
+    "navigation_with_keys": False,
+    "header_links_before_dropdown": 4,
+    "navbar_persistent": [],
+    "navbar_end": ["search-button", "theme-switcher"],
+}
 html_static_path = ["_static"]
 html_css_files = ["sksam.css"]
 # Pages without sub-pages get no (empty) section navigation on the left.
@@ -93,12 +100,14 @@ sphinx_gallery_conf = {
             "plot_when_sam_helps.py",
             "plot_kernel_bias_variance.py",
             "plot_kernel_large_n.py",
+            "plot_kernel_cv_path.py",
             "plot_two_layer_teacher_student.py",
             "plot_sharpness_along_training.py",
             "plot_grid_search_rho.py",
             "plot_digits_label_noise.py",
             "plot_digits_cnn_callbacks.py",
             "plot_sam_optimizer.py",
+            "run_several_devices.py",
             "*",
         ]
     ),
@@ -118,10 +127,10 @@ except ImportError:  # pragma: no cover
 # ``state_dict`` is inherited from torch's Optimizer, whose methods are not
 # repeated on our page: the reference stays plain text.
 nitpick_ignore = [("py:meth", "state_dict")]
-# SAMNetClassifier's docstring names these two unqualified, and its page lives
-# in ``sksam`` (not ``sksam.net``), so they do not resolve; the fix is to
-# write ``:class:`~sksam.net.MLP``` there. Until then they stay plain text.
-nitpick_ignore += [("py:class", "MLP"), ("py:class", "TensorBatchLoader")]
+# SAM's docstring refers to its ``base_optimizer`` attribute, which has no
+# entry of its own (an "Attributes" section in SAM's docstring would give it
+# one).
+nitpick_ignore += [("py:attr", "base_optimizer")]
 
 
 def _private_reference_as_text(app, env, node, contnode):

@@ -513,7 +513,7 @@ _FIT_DOC = """
         ``{output_name}`` and they are not given, they are filled in from the
         data. An instance is deep-copied at every ``fit`` and its current
         weights are the starting point. ``None`` uses
-        :class:`~sksam.net.MLP` (one hidden layer of 100 ReLU units; set
+        :class:`~sksam.modules.MLP` (one hidden layer of 100 ReLU units; set
         ``module__hidden_layer_sizes``, ``module__dropout``...).
     solver : {{'gd', 'sam', 'usam', 'asam'}}, default='sam'
         The update rule.

@@ -146,7 +146,7 @@ class SAM(torch.optim.Optimizer):
         (``Linear``, convolutions, normalization layers, the usual
         activations and poolings, containers; not dropout, ``RReLU`` or
         attention) or a class that declares ``draws_random_numbers = False``
-        (as :class:`sksam.net.MLP` does). A module of any other class might
+        (as :class:`sksam.modules.MLP` does). A module of any other class might
         call ``torch.rand`` or ``F.dropout`` in its ``forward``, so it is
         replayed for. ``True`` always replays, ``False`` never does.
     ascent : {'global', 'local'}, default='global'
@@ -316,8 +316,8 @@ class SAM(torch.optim.Optimizer):
         perturbs : bool
             ``False`` when every group has ``rho == 0`` or the solver is
             ``'gd'``: :meth:`step` is then the base optimizer, one closure
-            call. (A step whose first pass leaves no gradient at all takes
-            no second pass either.)
+            call. A step whose first pass leaves no gradient at all takes
+            no second pass either.
         """
         return self._perturbs(self._options()[0])
 

@@ -5,9 +5,6 @@ always stopped. Each compares with a single-process reference built from the
 same rows.
 """
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,59 +20,16 @@ if not dist.is_available() or not dist.is_gloo_available():
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker as worker  # noqa: E402
+from _ranks import run_ranks  # noqa: E402
 
 WORLD, TIMEOUT = 2, 90
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _loopback_env(root):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
-    if loopback:  # gloo's own connections on the loopback interface too
-        env["GLOO_SOCKET_IFNAME"] = loopback[0]
-    return env
-
-
-def _launch(prefix):
-    """Run WORLD worker processes; their return codes and output."""
-    script = Path(worker.__file__)
-    env = _loopback_env(script.parents[1])
-    port = str(_free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(rank), str(WORLD), port, prefix],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for rank in range(WORLD)
-    ]
-    try:
-        outputs = [p.communicate(timeout=TIMEOUT)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return [p.returncode for p in procs], outputs
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """The results of every rank, from one launch of WORLD processes."""
     prefix = str(tmp_path_factory.mktemp("ddp") / "rank")
-    codes, outputs = _launch(prefix)
-    if any(codes) and any("address already in use" in out.lower() for out in outputs):
-        codes, outputs = _launch(prefix)  # the free port was taken meanwhile: once more
-    for code, out in zip(codes, outputs):
-        assert code == 0, out[-3000:]
-    return [torch.load(f"{prefix}{rank}.pt", weights_only=False) for rank in range(WORLD)]
+    return run_ranks(worker.__file__, WORLD, prefix, timeout=TIMEOUT)
 
 
 def _chunks():

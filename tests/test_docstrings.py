@@ -42,16 +42,9 @@ IGNORED_CHECKS = {
 #: (as in scikit-learn). Classes and functions must have one.
 IGNORED_FOR_METHODS = {"EX01"}
 
-#: Failures in files this test's author does not own, to be fixed by their
-#: owners; the lead empties this list. Each entry: (qualified name, check).
-ALLOWED_FAILURES = {
-    # sksam/inspection/_displays.py
-    ("sksam.inspection._displays.SolverComparisonDisplay", "EX01"),
-    ("sksam.inspection._displays.SolverComparisonDisplay.plot", "RT03"),
-    ("sksam.inspection._displays.TrainingCurveDisplay.plot", "RT03"),
-    # sksam/optim.py
-    ("sksam.optim.SAM.perturbs", "RT05"),
-}
+#: Known failures, each entry ``(qualified name, check)`` with a comment
+#: saying why it cannot be fixed; empty, and meant to stay so.
+ALLOWED_FAILURES = set()
 
 
 def _public_objects():

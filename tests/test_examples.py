@@ -22,7 +22,7 @@ TIME_LIMIT_S = 120  # per example; all of them together take well under that
 
 
 def test_there_are_examples():
-    assert len(EXAMPLES) >= 9
+    assert len(EXAMPLES) >= 10 and len(RECIPES) >= 1
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.stem)
@@ -51,3 +51,15 @@ def test_example_states_its_point_and_reads_quick_mode(example):
     assert source.startswith('"""\n==='), "a ===-titled docstring first"
     assert "The point of th" in source, "the first paragraph states the figure's point"
     assert 'os.environ.get("SKSAM_QUICK") == "1"' in source
+
+
+RECIPES = sorted((ROOT / "examples").glob("run_*.py"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.stem)
+def test_recipes_shown_but_not_run_compile_and_state_their_point(recipe):
+    """``run_*.py`` pages are shown in the gallery, not executed (several
+    processes); they must at least be valid Python with a stated point."""
+    source = recipe.read_text()
+    compile(source, str(recipe), "exec")
+    assert source.startswith('"""\n===') and "The point of th" in source

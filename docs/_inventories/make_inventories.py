@@ -38,6 +38,8 @@ NAMES = {
                 "sklearn.exceptions.ConvergenceWarning",
                 "sklearn.exceptions.NotFittedError",
                 "sklearn.kernel_ridge.KernelRidge",
+                "sklearn.kernel_approximation.Nystroem",
+                "sklearn.linear_model.RidgeCV",
                 "sklearn.linear_model.Ridge",
                 "sklearn.linear_model.SGDRegressor",
                 "sklearn.metrics.pairwise.rbf_kernel",

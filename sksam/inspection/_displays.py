@@ -138,6 +138,7 @@ class TrainingCurveDisplay:
         Returns
         -------
         self : TrainingCurveDisplay
+            This display, with the matplotlib handles set.
         """
         plt = _pyplot(f"{type(self).__name__}.plot")
 
@@ -175,6 +176,7 @@ class TrainingCurveDisplay:
         Returns
         -------
         display : TrainingCurveDisplay
+            The display, drawn.
         """
         finals = [_final_estimator(estimator) for estimator in estimators]
         for final in finals:
@@ -208,6 +210,7 @@ class TrainingCurveDisplay:
         Returns
         -------
         display : TrainingCurveDisplay
+            The display, drawn.
         """
         labels = None if label is None else [label]
         return cls.from_estimators([estimator], labels=labels, ax=ax, log_scale=log_scale)
@@ -241,6 +244,19 @@ class SolverComparisonDisplay:
         The bars of each axes.
     estimators_ : list of fitted estimators
         Set by :meth:`from_estimator`: the fitted clones, one per solver.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sksam import SAMKernelRegressor
+    >>> from sksam.inspection import SolverComparisonDisplay
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> y = (y - y.mean()) / y.std()
+    >>> display = SolverComparisonDisplay.from_estimator(
+    ...     SAMKernelRegressor(rho=0.1, max_iter=50), X[:300], y[:300],
+    ...     X[300:], y[300:])  # doctest: +SKIP
+    >>> display.labels  # doctest: +SKIP
+    ['gd', 'sam (rho=0.1)']
     """
 
     def __init__(self, *, labels, test_errors, sharpness, error_name="test error"):
@@ -260,6 +276,7 @@ class SolverComparisonDisplay:
         Returns
         -------
         self : SolverComparisonDisplay
+            This display, with the matplotlib handles set.
         """
         plt = _pyplot(f"{type(self).__name__}.plot")
 
@@ -294,11 +311,12 @@ class SolverComparisonDisplay:
 
         Parameters
         ----------
-        estimator : sksam estimator, or a Pipeline / TransformedTargetRegressor
-            ending with one
-            Unfitted template; cloned with ``solver`` set to each of
-            ``solvers`` (all other parameters, ``rho`` included, kept). In a
-            pipeline the solver of its final step is set.
+        estimator : estimator
+            An unfitted sksam estimator, or a Pipeline or
+            TransformedTargetRegressor that ends with one: the template,
+            cloned with ``solver`` set to each of ``solvers`` (all other
+            parameters, ``rho`` included, kept). In a pipeline the solver of
+            its final step is set.
         X, y : array-like
             Training data.
         X_test, y_test : array-like
@@ -315,6 +333,7 @@ class SolverComparisonDisplay:
         Returns
         -------
         display : SolverComparisonDisplay
+            The display, drawn.
         """
         error_name, default_error = _default_error(estimator)
         if error is None:
@@ -418,6 +437,7 @@ class SharpnessCurveDisplay:
         Returns
         -------
         self : SharpnessCurveDisplay
+            This display, with the matplotlib handles set.
         """
         plt = _pyplot(f"{type(self).__name__}.plot")
 
@@ -446,9 +466,10 @@ class SharpnessCurveDisplay:
 
         Parameters
         ----------
-        estimator : sksam estimator, or a Pipeline / TransformedTargetRegressor
-            ending with one
-            Unfitted template with a ``sharpness`` measure set (not None) and
+        estimator : estimator
+            An unfitted sksam estimator, or a Pipeline or
+            TransformedTargetRegressor that ends with one: the template, with
+            a ``sharpness`` measure set (not None) and
             a ``max_iter`` (or ``max_epochs``) parameter. Each clone gets
             ``warm_start=True`` and the solver, and is fitted again from the
             weights of the previous checkpoint, so the whole curve costs one
@@ -469,6 +490,7 @@ class SharpnessCurveDisplay:
         Returns
         -------
         display : SharpnessCurveDisplay
+            The display, drawn.
         """
         checkpoints = np.asarray(checkpoints, dtype=int)
         if checkpoints.ndim != 1 or len(checkpoints) == 0 or np.any(checkpoints <= 0):
@@ -600,6 +622,7 @@ class GainMapDisplay:
         Returns
         -------
         self : GainMapDisplay
+            This display, with the matplotlib handles set.
         """
         plt = _pyplot(f"{type(self).__name__}.plot")
 
@@ -703,6 +726,7 @@ class GainMapDisplay:
         Returns
         -------
         display : GainMapDisplay
+            The display, drawn.
         """
         reference = np.asarray(reference_errors, dtype=float)
         errors = np.asarray(errors, dtype=float)
