@@ -485,7 +485,7 @@ def numeric_target(y, estimator_name, dtype=np.float64):
     try:
         return np.asarray(y, dtype=dtype)
     except (TypeError, ValueError) as exc:
-        example = np.asarray(y).ravel()[0]
+        example = np.asarray(y).ravel()[:1].tolist()[0]  # 'a', not np.str_('a')
         raise ValueError(
             f"{estimator_name} is a regressor: y must be numeric, got {example!r} "
             "(class labels need a classifier, e.g. SAMNetClassifier)."

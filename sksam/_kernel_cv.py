@@ -11,6 +11,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from ._base import numeric_target
 from .kernel import SAMKernelRegressor, _r2
 from .sharpness import MEASURES
 
@@ -238,6 +239,7 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         X, y = validate_data(
             self, X, y, accept_sparse=("csr", "csc"), multi_output=True, y_numeric=True
         )
+        y = numeric_target(y, type(self).__name__)
         sw = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
         solvers, rhos = self._grid()
         folds = list(check_cv(self.cv).split(X, y))

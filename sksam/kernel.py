@@ -17,6 +17,7 @@ from ._base import (
     StoppingRule,
     check_device,
     diagnose_loss_curve,
+    numeric_target,
     print_progress,
     record_history,
     validation_split,
@@ -439,8 +440,8 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             )
         n = X.shape[0]
         Y = y.reshape(n, -1)
-        if not is_dask(Y):
-            Y = np.asarray(Y, dtype=np.float64)  # numeric strings included
+        if not is_dask(Y):  # numeric strings are converted, other strings named
+            Y = numeric_target(Y, type(self).__name__)
         sw = _check_sample_weight(sample_weight, np.empty((n, 0)), ensure_non_negative=True)
         for name in ("dual_coef_", "coef_", "X_fit_", "centers_", "n_components_"):
             if hasattr(self, name):  # from an earlier fit in another parametrization

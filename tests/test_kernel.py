@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sksam import SAMKernelRegressor, _kernel_path
+from sksam import SAMKernelRegressor, SAMKernelRegressorCV, _kernel_path
 from sksam._update_rules import perturbation_scale
 from sksam.exceptions import DivergenceWarning
 from sksam.sharpness import quadratic_sharpness
@@ -591,7 +591,7 @@ def test_bad_parameters_are_named(params, match):
         (np.array([[1.0, np.inf], [0.0, 1.0]]), np.array([1.0, 2.0]), "Input X contains infinity"),
         (np.ones((2, 2)), np.array([1.0, np.nan]), "Input y contains NaN"),
         (np.array([["a", "b"], ["c", "d"]]), np.array([1.0, 2.0]), "could not convert string"),
-        (np.ones((2, 2)), np.array(["a", "b"]), "could not convert string"),
+        (np.ones((2, 2)), np.array(["a", "b"]), "y must be numeric"),
         (np.empty((0, 3)), np.empty(0), "0 sample\\(s\\)"),
         (np.ones((3, 2)), np.ones(4), "inconsistent numbers of samples"),
         (np.ones(3), np.ones(3), "Expected 2D array, got 1D array"),
@@ -707,3 +707,12 @@ def test_sam_loss_that_ends_far_above_its_start_warns_naming_rho():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SAMKernelRegressor(kernel="poly", degree=10, rho=1e-6).fit(X, y)
+
+
+@pytest.mark.parametrize("estimator", [SAMKernelRegressor(max_iter=5), SAMKernelRegressorCV(cv=2)])
+def test_string_targets_are_an_error_naming_y(estimator):
+    X = np.arange(8.0).reshape(4, 2)
+    with pytest.raises(ValueError, match="is a regressor: y must be numeric, got 'a'"):
+        estimator.fit(X, np.array(["a", "b", "a", "b"]))
+    # numeric strings are numbers
+    estimator.fit(X, np.array(["1", "2", "1.5", "0"]))
