@@ -10,7 +10,7 @@ takes the two-pass step of Sharpness-Aware Minimization (Foret et al., 2021)::
 
 It has the constructor of the widely used community version
 (``SAM(params, base_optimizer, rho=0.05, adaptive=False, **kwargs)``), so it
-can be swapped in, and fixes the pitfalls listed in ``DESIGN.md``:
+can be swapped in, and avoids the pitfalls other SAM implementations fall into:
 
 * :meth:`SAM.step` calls the closure *first*, so it works where no gradient
   exists yet (skorch calls ``optimizer.step(step_fn)`` before any backward
