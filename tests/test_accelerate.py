@@ -23,10 +23,10 @@ if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
 sys.path.insert(0, str(Path(__file__).parent))
+from sksam import SAMNetClassifier  # noqa: E402
+
 import accelerate_worker as worker  # noqa: E402
 from _ranks import run_ranks  # noqa: E402
-
-from sksam import SAMNetClassifier  # noqa: E402
 
 WORLD, TIMEOUT = 2, 120
 

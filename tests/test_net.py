@@ -21,6 +21,8 @@ from sksam.exceptions import DivergenceWarning
 from sksam.net import MLP, SAMNetClassifier, TensorBatchLoader
 from sksam.optim import SAM
 
+from _reference import sam_gradient
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -56,15 +58,7 @@ def test_one_full_batch_epoch_equals_the_sam_equation(digits):
     Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
     params = list(module.parameters())
     loss0 = nn.functional.cross_entropy(module(Xt), yt)
-    g = torch.autograd.grad(loss0, params)
-    norm = torch.linalg.vector_norm(torch.cat([gi.reshape(-1) for gi in g]))
-    shifted = copy.deepcopy(module)
-    with torch.no_grad():
-        for p, gi in zip(shifted.parameters(), g):
-            p.add_(rho * gi / norm)
-    g_shifted = torch.autograd.grad(
-        nn.functional.cross_entropy(shifted(Xt), yt), list(shifted.parameters())
-    )
+    g_shifted = sam_gradient(module, lambda m: nn.functional.cross_entropy(m(Xt), yt), rho)
     expected = torch.cat([(p - lr * gi).detach().reshape(-1) for p, gi in zip(params, g_shifted)])
 
     clf = _small(module=module, rho=rho, lr=lr, max_epochs=1, batch_size=None).fit(X, y)

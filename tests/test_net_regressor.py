@@ -1,6 +1,5 @@
 """SAMNetRegressor: the regression twin of SAMNetClassifier, on the same machinery."""
 
-import copy
 import pickle
 import warnings
 
@@ -17,6 +16,8 @@ from torch import nn
 from sksam import SAMNetRegressor
 from sksam.modules import MLP
 from sksam.net import SAMNetClassifier, _BaseSAMNet
+
+from _reference import sam_gradient
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +45,7 @@ def test_one_full_batch_epoch_equals_the_sam_equation(diabetes):
     Xt, yt = torch.as_tensor(X), torch.as_tensor(y).reshape(-1, 1)
     params = list(module.parameters())
     loss0 = nn.functional.mse_loss(module(Xt), yt)
-    g = torch.autograd.grad(loss0, params)
-    norm = torch.linalg.vector_norm(torch.cat([gi.reshape(-1) for gi in g]))
-    shifted = copy.deepcopy(module)
-    with torch.no_grad():
-        for p, gi in zip(shifted.parameters(), g):
-            p.add_(rho * gi / norm)
-    g_shifted = torch.autograd.grad(
-        nn.functional.mse_loss(shifted(Xt), yt), list(shifted.parameters())
-    )
+    g_shifted = sam_gradient(module, lambda m: nn.functional.mse_loss(m(Xt), yt), rho)
     expected = torch.cat([(p - lr * gi).detach().reshape(-1) for p, gi in zip(params, g_shifted)])
     reg = _small(module=module, rho=rho, lr=lr, max_epochs=1, batch_size=None).fit(X, y)
     torch.testing.assert_close(_weights(reg), expected, rtol=1e-5, atol=1e-6)

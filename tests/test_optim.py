@@ -11,25 +11,9 @@ from torch import nn
 from sksam._update_rules import ASAM_ETA
 from sksam.optim import SAM
 
-
-def _flat(tensors):
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
-def _data(n=16, d=5, seed=0, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=gen, dtype=dtype), torch.randn(
-        n, 1, generator=gen, dtype=dtype
-    )
-
-
-def _mlp(seed=0, dtype=torch.float64, batch_norm=False, dropout=0.0):
-    torch.manual_seed(seed)
-    layers = [nn.Linear(5, 7)]
-    if batch_norm:
-        layers.append(nn.BatchNorm1d(7))
-    layers += [nn.Tanh(), nn.Dropout(dropout), nn.Linear(7, 1)]
-    return nn.Sequential(*layers).to(dtype)
+from _reference import data as _data
+from _reference import flat as _flat
+from _reference import mlp as _mlp
 
 
 def _closure(model, opt, x, y, record=None):

@@ -13,26 +13,12 @@ from torch import nn
 
 from sksam.optim import SAM
 
+from _reference import data as _data
+from _reference import flat as _flat
+from _reference import mlp as _mlp
+from _reference import sam_gradient
+
 RHO, LR, MOMENTUM = 0.2, 0.3, 0.9
-
-
-def _flat(tensors):
-    return torch.cat([t.detach().reshape(-1) for t in tensors])
-
-
-def _data(n=16, d=5, seed=0, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=gen, dtype=dtype)
-    return x, torch.randn(n, 1, generator=gen, dtype=dtype)
-
-
-def _mlp(seed=0, dtype=torch.float64, batch_norm=False, dropout=0.0):
-    torch.manual_seed(seed)
-    layers = [nn.Linear(5, 7)]
-    if batch_norm:
-        layers.append(nn.BatchNorm1d(7))
-    layers += [nn.Tanh(), nn.Dropout(dropout), nn.Linear(7, 1)]
-    return nn.Sequential(*layers).to(dtype)
 
 
 def _loss(model, x, y):
@@ -41,13 +27,7 @@ def _loss(model, x, y):
 
 def _sam_direction(model, x, y, rho):
     """grad L(w + rho g/||g||) by autograd on a copy, without touching ``model``."""
-    g = torch.autograd.grad(_loss(model, x, y), list(model.parameters()))
-    norm = _flat(g).norm()
-    shifted = copy.deepcopy(model)
-    with torch.no_grad():
-        for p, gi in zip(shifted.parameters(), g):
-            p.add_(rho * gi / norm)
-    return torch.autograd.grad(_loss(shifted, x, y), list(shifted.parameters()))
+    return sam_gradient(model, lambda m: _loss(m, x, y), rho)
 
 
 def _reference(model, x, y, steps, chunks=1):
