@@ -27,7 +27,11 @@ computed exactly:
   sum skips the terms with ``lambda_i = mu_*`` (their ``g_i`` are zero) [2]_.
   Evaluating the value as ``D`` at the root rather than through ``e`` keeps it
   accurate near the hard case: ``D`` is flat at its minimum, so an error in
-  ``mu`` enters the value only to second order.
+  ``mu`` enters the value only to second order. The root is searched in the
+  shift ``t = mu - mu_*`` inside a bracket known in closed form, so it is
+  found even when it lies far below the scale of the eigenvalues (a fitted
+  model's gradient is nearly zero) and when it sits on the bracket's end (a
+  single eigenvalue, or a repeated top eigenvalue carrying all the gradient).
 
 Several outputs share one Hessian: the loss summed over ``k`` outputs has the
 Hessian ``I_k (x) H`` (``k`` copies of every eigenvalue) and the gradient
@@ -133,38 +137,58 @@ def _check_rho(rho):
 
 
 def _rho_sharpness(eigenvalues, gradient, rho):
-    """``min_{mu >= mu_*} D(mu)``: the trust-region dual, see the module docstring."""
+    """``max_{||e|| <= rho} g.e + e.H.e / 2`` for ``k`` outputs sharing ``H``."""
+    # k outputs sharing H: k copies of each eigenvalue, one per gradient column.
+    return _trust_region_max(np.repeat(eigenvalues, gradient.shape[1]), gradient.ravel(), rho)
+
+
+def _trust_region_max(lam, g, rho):
+    """``max_{||e|| <= rho} g.e + sum_i lam_i e_i**2 / 2`` (``H = diag(lam)``).
+
+    The trust-region dual of the module docstring, solved in the shift
+    ``t = mu - mu_*`` rather than in ``mu``: with ``d_i = mu_* - lam_i >= 0``
+    (exactly ``0`` on the top eigenvalues when ``mu_* = max lam``) the gaps
+    ``mu - lam_i = t + d_i`` are computed without cancellation, so a root
+    ``t`` far below the scale of the eigenvalues (a nearly zero gradient, a
+    nearly hard case) is found to full relative precision instead of being
+    rounded into ``mu_*``.
+
+    The root of the secular equation ``phi(t) = sum_i g_i**2 / (t + d_i)**2
+    = rho**2`` is bracketed in closed form: ``||g|| / (t + max d) <=
+    sqrt(phi(t)) <= ||g|| / t`` give ``phi >= rho**2`` at
+    ``t_lo = max(0, ||g|| / rho - max d)`` and ``phi <= rho**2`` at
+    ``t_hi = ||g|| / rho``. Either end may be the root itself (a single
+    eigenvalue, or all the gradient on the top one: ``t_lo == t_hi``), and
+    rounding may put ``phi`` a hair on the wrong side there, so the ends are
+    tested before :func:`scipy.optimize.brentq` is asked for a sign change.
+    """
     if rho == 0.0:
         return 0.0
-    # k outputs sharing H: k copies of each eigenvalue, one per gradient column.
-    lam = np.repeat(eigenvalues, gradient.shape[1])
-    g2 = (gradient**2).ravel()
     mu_star = max(lam.max(), 0.0)
+    d = mu_star - lam  # exactly 0 on the top eigenvalues when mu_* = lam_max
+    g2 = g**2
+    carries = g2 > 0
+    g2, d = g2[carries], d[carries]
 
-    def dual(mu):
-        # terms with mu == lambda_i only occur when g_i == 0 (the hard case)
-        gap = mu - lam
-        keep = gap > 0
-        return 0.5 * np.sum(g2[keep] / gap[keep]) + 0.5 * mu * rho**2
+    def dual(t):  # D(mu_* + t); the terms without gradient vanish
+        return 0.5 * np.sum(g2 / (t + d)) + 0.5 * (mu_star + t) * rho**2
 
-    def step_norm(mu):  # ||e(mu)||, e_i = g_i / (mu - lambda_i)
-        gap = mu - lam
-        if np.any((gap <= 0) & (g2 > 0)):
-            return np.inf
-        keep = g2 > 0
-        return np.sqrt(np.sum(g2[keep] / gap[keep] ** 2))
+    if g2.size == 0:  # g = 0: along the top eigenvector (e = 0 if every lam <= 0)
+        return float(0.5 * mu_star * rho**2)
+    if np.all(d > 0) and np.sum(g2 / d**2) <= rho**2:
+        # hard case (g orthogonal to the top eigenspace, mu_* = lam_max), or the
+        # interior maximum of a concave quadratic (mu_* = 0): no root above mu_*
+        return float(dual(0.0))
 
-    if step_norm(mu_star) <= rho:  # hard case, or an interior maximum
-        return float(dual(mu_star))
-    # ||e(mu)|| decreases from +inf at mu_* to <= rho at mu_* + ||g|| / rho,
-    # since there ||e(mu)|| <= ||g|| / (mu - max_i lambda_i) <= rho.
-    upper = mu_star + np.sqrt(g2.sum()) / rho
-    root = brentq(
-        lambda mu: 1.0 / rho - 1.0 / step_norm(mu),  # nearly linear in mu
-        mu_star,
-        upper,
-        xtol=1e-300,
-        rtol=4 * np.finfo(float).eps,
-        maxiter=500,
-    )
+    def excess(t):  # 1/rho - 1/||e(t)||: decreasing in t, nearly linear
+        with np.errstate(divide="ignore"):  # t + d_i = 0: ||e|| = inf, excess = 1/rho
+            return 1.0 / rho - 1.0 / np.sqrt(np.sum(g2 / (t + d) ** 2))
+
+    t_hi = np.sqrt(np.sum(g2)) / rho
+    t_lo = max(0.0, t_hi - d.max())
+    if t_lo == t_hi or excess(t_hi) >= 0.0:  # the root is t_hi (up to rounding)
+        return float(dual(t_hi))
+    if excess(t_lo) <= 0.0:  # the root is t_lo (up to rounding); then t_lo > 0
+        return float(dual(t_lo))
+    root = brentq(excess, t_lo, t_hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
     return float(dual(root))
