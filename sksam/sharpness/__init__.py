@@ -26,44 +26,34 @@ of options, :data:`DEFAULT_OPTIONS`, so that a measure has the same precision
 in every estimator.
 """
 
-from ._hvp import hessian_trace, rho_sharpness, top_hessian_eigenvalue, torch_sharpness
-from ._measure import DEFAULT_OPTIONS, measure_sharpness
-from ._quadratic import quadratic_sharpness
-
-#: Names accepted by the ``sharpness`` parameter of every estimator (or ``None``).
-MEASURES = ("top_eigenvalue", "trace", "rho")
-
-
-def check_measure(measure):
-    """Raise a ``ValueError`` naming ``measure`` unless it is known or ``None``.
-
-    Parameters
-    ----------
-    measure : str or None
-        A name of :data:`MEASURES`, or None.
-
-    Examples
-    --------
-    >>> from sksam.sharpness import check_measure
-    >>> check_measure("trace")
-    >>> check_measure("max")
-    Traceback (most recent call last):
-    ...
-    ValueError: Unknown sharpness measure 'max'; expected one of ... or None.
-    """
-    if measure is not None and measure not in MEASURES:
-        raise ValueError(
-            f"Unknown sharpness measure {measure!r}; expected one of "
-            f"{', '.join(map(repr, MEASURES))} or None."
-        )
-
+from ._hvp import hessian_trace, top_hessian_eigenvalue
+from ._measure import (
+    DEFAULT_OPTIONS,
+    LOGIT_MEASURES,
+    MEASURES,
+    check_measure,
+    measure_sharpness,
+    torch_sharpness,
+)
+from ._perturbation import (
+    adaptive_rho_sharpness,
+    average_sharpness,
+    normalized_logits_loss,
+    rho_sharpness,
+)
+from ._quadratic import quadratic_model_sharpness, quadratic_sharpness
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "LOGIT_MEASURES",
     "MEASURES",
+    "adaptive_rho_sharpness",
+    "average_sharpness",
     "check_measure",
     "hessian_trace",
     "measure_sharpness",
+    "normalized_logits_loss",
+    "quadratic_model_sharpness",
     "quadratic_sharpness",
     "rho_sharpness",
     "top_hessian_eigenvalue",

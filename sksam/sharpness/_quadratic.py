@@ -54,8 +54,33 @@ import numpy as np
 from scipy.optimize import brentq
 
 
-def quadratic_sharpness(hessian_eigenvalues, gradient, *, measure="top_eigenvalue", rho=None):
+def quadratic_sharpness(
+    hessian_eigenvalues,
+    gradient,
+    *,
+    measure="top_eigenvalue",
+    rho=None,
+    weights=None,
+    eigenvectors=None,
+    eta=0.0,
+):
     """Exact sharpness of ``L(w + e) = L(w) + g.e + e.H.e / 2``.
+
+    Every measure of :data:`~sksam.sharpness.MEASURES` but the logit-normalized
+    one (a quadratic loss has no logits) has a closed form here:
+
+    - ``'top_eigenvalue'``: ``max_i lambda_i``;
+    - ``'trace'``: ``n_outputs * sum_i lambda_i``;
+    - ``'rho'``: ``max_{||e|| <= rho} g.e + e.H.e / 2``, the rho-sharpness
+      ``max L(w + e) - L(w)`` of Foret et al. (2021), exact (trust-region
+      dual, hard case included; see the module docstring);
+    - ``'adaptive_rho'``: the same over ``e = T u``, ``||u|| <= rho``,
+      ``T = diag(|w| + eta)``: the trust-region problem of ``T H T`` and
+      ``T g``, one block per output (each output has its own weights);
+    - ``'average'``: ``E g.e + e.H.e / 2 = rho**2 / 2 * n_outputs * tr H``
+      for ``e ~ N(0, rho**2 I)``;
+    - ``'adaptive_average'``: ``rho**2 / 2 * sum_i (|w_i| + eta)**2 H_ii``
+      (summed over outputs) for ``e ~ N(0, rho**2 T**2)``.
 
     Parameters
     ----------
@@ -63,19 +88,28 @@ def quadratic_sharpness(hessian_eigenvalues, gradient, *, measure="top_eigenvalu
         Eigenvalues of ``H`` (the Hessian of the mean loss), in the basis
         where ``gradient`` is expressed. Eigenvalues of ``H`` missing from the
         list are taken to be eigenvalues whose eigenvectors carry no gradient
-        and are not the largest (they change none of the measures but the
-        trace).
+        and are not the largest (they change neither the top eigenvalue nor
+        the rho-sharpness).
     gradient : array-like of shape (m,) or (m, n_outputs)
         ``g`` in the eigenbasis of ``H``; the columns are the outputs, which
         share ``H`` (the full Hessian is ``I_{n_outputs} (x) H``).
-    measure : {'top_eigenvalue', 'trace', 'rho'}, default='top_eigenvalue'
-        ``'top_eigenvalue'``: ``max_i lambda_i``. ``'trace'``:
-        ``n_outputs * sum_i lambda_i``. ``'rho'``:
-        ``max_{||e|| <= rho} g.e + e.H.e / 2``, the rho-sharpness
-        ``max L(w + e) - L(w)`` of Foret et al. (2021), exact for a quadratic
-        (trust-region dual, hard case included; see the module docstring).
+    measure : str, default='top_eigenvalue'
+        A name of :data:`~sksam.sharpness.MEASURES` but
+        ``'adaptive_rho_logitnorm'``.
     rho : float, default=None
-        Radius of the ball, ``rho >= 0``; required for ``measure='rho'``.
+        Radius of the ball, or standard deviation of the perturbation,
+        ``rho >= 0``; required for every measure but ``'top_eigenvalue'``
+        and ``'trace'``.
+    weights : array-like of shape (p,) or (p, n_outputs), default=None
+        The parameters ``w`` in the parameter coordinates (where ``|w|`` is
+        taken elementwise); required by the adaptive measures.
+    eigenvectors : array-like of shape (p, m), default=None
+        Orthonormal columns ``U`` with ``H = U diag(lambda) U^T`` in the
+        parameter coordinates (the missing eigenvalues count as zero); the
+        gradient in those coordinates is ``U g``. None: ``H`` is diagonal in
+        the parameter coordinates (``U = I``). Used by the adaptive measures.
+    eta : float, default=0.0
+        Added to ``|w|`` by the adaptive measures, ``eta >= 0``.
 
     Returns
     -------
@@ -85,27 +119,147 @@ def quadratic_sharpness(hessian_eigenvalues, gradient, *, measure="top_eigenvalu
     Raises
     ------
     ValueError
-        If the measure is unknown or ``None``, the shapes do not match, an
-        input is not finite, or ``rho`` is missing or negative for
-        ``measure='rho'``.
+        If the measure is unknown, ``None`` or logit-normalized, the shapes do
+        not match, an input is not finite, ``rho`` is missing or negative, or
+        an adaptive measure has no ``weights``.
+
+    See Also
+    --------
+    quadratic_model_sharpness : The same from a Hessian matrix.
 
     Examples
     --------
     >>> from sksam.sharpness import quadratic_sharpness
     >>> quadratic_sharpness([2.0, 1.0], [0.0, 0.0], measure="rho", rho=1.0)
     1.0
+    >>> quadratic_sharpness([2.0, 1.0], [0.0, 0.0], measure="average", rho=1.0)
+    1.5
     """
-    from . import check_measure
+    from ._measure import LOGIT_MEASURES, check_measure
 
     check_measure(measure)
     if measure is None:
         raise ValueError("measure is None: there is no sharpness to compute.")
+    if measure in LOGIT_MEASURES:
+        raise ValueError(
+            f"measure={measure!r} is defined on a classifier's logits; a quadratic "
+            "loss has none: use 'adaptive_rho' for the kernel models."
+        )
     eigenvalues, gradient = _check_inputs(hessian_eigenvalues, gradient)
     if measure == "top_eigenvalue":
         return float(eigenvalues.max())
     if measure == "trace":
         return float(gradient.shape[1] * eigenvalues.sum())
-    return _rho_sharpness(eigenvalues, gradient, _check_rho(rho))
+    rho = _check_rho(rho, measure)
+    if measure == "rho":
+        return _rho_sharpness(eigenvalues, gradient, rho)
+    if measure == "average":
+        return float(0.5 * rho**2 * gradient.shape[1] * eigenvalues.sum())
+    U, scale = _check_adaptive(weights, eigenvectors, eta, eigenvalues, gradient, measure)
+    if measure == "adaptive_average":
+        diagonal = (U**2) @ eigenvalues  # H_ii
+        return float(0.5 * rho**2 * np.sum(scale**2 * diagonal[:, None]))
+    return _adaptive_rho_sharpness(eigenvalues, gradient, U, scale, rho)
+
+
+def quadratic_model_sharpness(hessian, gradient, weights=None, *, measure, rho=None, eta=0.0):
+    """Every measure of a quadratic model from its Hessian, gradient and weights.
+
+    The entry point for models whose loss is quadratic in their parameters
+    ``w`` (kernel regression in any coordinates, linear models): ``H`` is the
+    Hessian of the mean loss, shared by the outputs, ``g`` its gradient at
+    ``w``. Decomposes ``H`` once and answers with
+    :func:`quadratic_sharpness`.
+
+    Parameters
+    ----------
+    hessian : array-like of shape (p, p)
+        The symmetric Hessian ``H`` of the mean loss of one output.
+    gradient : array-like of shape (p,) or (p, n_outputs)
+        ``g`` at ``w``, one column per output.
+    weights : array-like of shape (p,) or (p, n_outputs), default=None
+        The parameters ``w``; required by the adaptive measures.
+    measure : str
+        A name of :data:`~sksam.sharpness.MEASURES` but
+        ``'adaptive_rho_logitnorm'``.
+    rho : float, default=None
+        Radius, or standard deviation; required for every measure but
+        ``'top_eigenvalue'`` and ``'trace'``.
+    eta : float, default=0.0
+        Added to ``|w|`` by the adaptive measures.
+
+    Returns
+    -------
+    value : float
+        The sharpness.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sksam.sharpness import quadratic_model_sharpness
+    >>> H = np.array([[2.0, 0.0], [0.0, 1.0]])
+    >>> w = np.array([0.5, 2.0])
+    >>> quadratic_model_sharpness(H, np.zeros(2), w, measure="adaptive_rho", rho=1.0)
+    2.0
+    """
+    hessian = np.asarray(hessian, dtype=np.float64)
+    if hessian.ndim != 2 or hessian.shape[0] != hessian.shape[1] or hessian.size == 0:
+        raise ValueError(f"hessian must be a non-empty square matrix, got shape {hessian.shape}.")
+    if not np.isfinite(hessian).all():
+        raise ValueError("hessian must be finite.")
+    gradient = np.asarray(gradient, dtype=np.float64)
+    if gradient.shape[0] != hessian.shape[0]:
+        raise ValueError(
+            f"gradient must have {hessian.shape[0]} rows to match hessian, "
+            f"got shape {gradient.shape}."
+        )
+    eigenvalues, U = np.linalg.eigh((hessian + hessian.T) / 2)
+    return quadratic_sharpness(
+        eigenvalues,
+        U.T @ gradient,
+        measure=measure,
+        rho=rho,
+        weights=weights,
+        eigenvectors=U,
+        eta=eta,
+    )
+
+
+def _check_adaptive(weights, eigenvectors, eta, eigenvalues, gradient, measure):
+    """``U`` (p, m) and the scales ``|w| + eta`` (p, n_outputs) of an adaptive measure."""
+    if weights is None:
+        raise ValueError(f"measure={measure!r} needs the weights w (it scales by |w| + eta).")
+    if not (isinstance(eta, numbers.Real) and np.isfinite(eta) and eta >= 0):
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}.")
+    m, k = gradient.shape
+    U = np.eye(m) if eigenvectors is None else np.asarray(eigenvectors, dtype=np.float64)
+    if U.ndim != 2 or U.shape[1] != m or U.shape[0] < m:
+        raise ValueError(
+            f"eigenvectors must have shape (p, {m}) with p >= {m}, got shape {U.shape}."
+        )
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim == 1:
+        weights = weights[:, None]
+    if weights.shape != (U.shape[0], k):
+        raise ValueError(
+            f"weights must have shape ({U.shape[0]},) or ({U.shape[0]}, {k}) to match "
+            f"the eigenvectors and the gradient, got shape {weights.shape}."
+        )
+    if not (np.isfinite(U).all() and np.isfinite(weights).all()):
+        raise ValueError("eigenvectors and weights must be finite.")
+    return U, np.abs(weights) + eta
+
+
+def _adaptive_rho_sharpness(eigenvalues, gradient, U, scale, rho):
+    """The trust-region problem of ``diag(T_j H T_j)`` and ``(T_j g_j)`` over outputs ``j``."""
+    H = (U * eigenvalues) @ U.T
+    lam, coordinates = [], []
+    for j in range(gradient.shape[1]):
+        T = scale[:, j]
+        block_lam, V = np.linalg.eigh(T[:, None] * H * T[None, :])
+        lam.append(block_lam)
+        coordinates.append(V.T @ (T * (U @ gradient[:, j])))
+    return _trust_region_max(np.concatenate(lam), np.concatenate(coordinates), rho)
 
 
 def _check_inputs(eigenvalues, gradient):
@@ -128,9 +282,9 @@ def _check_inputs(eigenvalues, gradient):
     return eigenvalues, gradient
 
 
-def _check_rho(rho):
+def _check_rho(rho, measure):
     if rho is None:
-        raise ValueError("measure='rho' needs the radius rho.")
+        raise ValueError(f"measure={measure!r} needs the radius rho.")
     if not isinstance(rho, numbers.Real) or not np.isfinite(rho) or rho < 0:
         raise ValueError(f"rho must be a finite number >= 0, got {rho!r}.")
     return float(rho)
