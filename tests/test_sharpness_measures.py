@@ -312,6 +312,27 @@ def test_adaptive_measures_are_invariant_to_relu_rescaling(loss):
         assert abs(values[1] / values[0] - 1) > 0.1, measure
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_adaptive_quadratic_measures_are_invariant_to_feature_rescaling(k):
+    # a linear model: feature j times s_j and weight j divided by s_j is the
+    # same function; then A -> S A S, g -> S g, w -> S^{-1} w
+    rng = np.random.default_rng(k)
+    X, Y = rng.standard_normal((50, 4)), rng.standard_normal((50, k))
+    W = rng.standard_normal((4, k))
+    S = np.array([1.0, 10.0, 0.1, 3.0])
+
+    def measures(X, W, names):
+        A = X.T @ X / len(X)
+        G = X.T @ (X @ W - Y) / len(X)
+        return [quadratic_model_sharpness(A, G, W, measure=m, rho=0.1) for m in names]
+
+    adaptive = ["adaptive_rho", "adaptive_average"]
+    np.testing.assert_allclose(measures(X * S, W / S[:, None], adaptive), measures(X, W, adaptive))
+    classical = ["top_eigenvalue", "trace", "rho", "average"]
+    before, after = measures(X, W, classical), measures(X * S, W / S[:, None], classical)
+    assert all(abs(b / a - 1) > 0.1 for a, b in zip(before, after))
+
+
 def test_logit_normalization_ignores_the_scale_of_the_logits():
     # the last layer times 5: the decisions are the same, the cross-entropy is
     # not; only the logit-normalized measure is unchanged
