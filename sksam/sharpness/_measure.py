@@ -50,7 +50,7 @@ LOGIT_MEASURES = ("adaptive_rho_logitnorm",)
 #:   ``sqrt(2 / 100)`` of the off-diagonal Hessian mass;
 #: - ``rho``, ``adaptive_rho``, ``adaptive_rho_logitnorm``: 20 steps of
 #:   monotone projected gradient ascent from SAM's (ASAM's) own first-order
-#:   perturbation, and 20 more from one seeded random start (42 gradients);
+#:   perturbation, and 20 more from one seeded random start (43 gradients);
 #:   ``eta = 0``, the definition of Andriushchenko et al. (2023);
 #: - ``average``, ``adaptive_average``: 50 antithetic pairs (101 forward
 #:   passes, no gradient).
