@@ -312,6 +312,23 @@ def test_adaptive_measures_are_invariant_to_relu_rescaling(loss):
         assert abs(values[1] / values[0] - 1) > 0.1, measure
 
 
+def test_adaptive_rho_random_starts_are_invariant_too():
+    # at an exact fit the gradient vanishes and every start is random: the
+    # starts are drawn isotropic in u = e / |w|, so the rescaled network gets
+    # the same ones
+    one, other = _ReLUNet(0), _ReLUNet(0, scale=7.0)
+    values = []
+    for net in (one, other):
+        net.y = net.outputs().detach()
+        values.append(
+            adaptive_rho_sharpness(
+                net.squared_loss, net.params, 0.1, max_iter=5, n_restarts=3, random_state=0
+            )
+        )
+    assert values[0] > 0
+    assert values[1] == pytest.approx(values[0], rel=1e-10)
+
+
 @pytest.mark.parametrize("k", [1, 2])
 def test_adaptive_quadratic_measures_are_invariant_to_feature_rescaling(k):
     # a linear model: feature j times s_j and weight j divided by s_j is the

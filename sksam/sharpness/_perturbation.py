@@ -340,10 +340,12 @@ def _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state)
     rng = check_random_state(random_state)
     base_loss, grad = _loss_and_gradient(loss_fn, params)
     scale = torch.ones_like(grad) if scale is None else scale
-    first = scale * grad
+    first = scale * grad  # the gradient in u
     starts = [first] if torch.linalg.vector_norm(first).item() > 0 else []
     while len(starts) < 1 + n_restarts:
-        starts.append(scale * _random_vector(rng, grad.numel(), params[0]))
+        # isotropic in u (so a rescaling that keeps c * u keeps the start too),
+        # on the coordinates that can move
+        starts.append(_random_vector(rng, grad.numel(), params[0]) * (scale > 0))
     saved = [p.detach().clone() for p in params]
     best = 0.0  # e = 0 is in the ball
     try:
