@@ -327,25 +327,31 @@ def _trust_region_max(lam, g, rho):
         return 0.0
     mu_star = max(lam.max(), 0.0)
     d = mu_star - lam  # exactly 0 on the top eigenvalues when mu_* = lam_max
-    g2 = g**2
-    carries = g2 > 0
-    g2, d = g2[carries], d[carries]
+    # g = scale * h with max |h| = 1: squares of tiny (or huge) gradients
+    # would underflow (overflow); the scale is applied outside every sum
+    scale = np.abs(g).max()
+    if scale == 0.0:  # g = 0: along the top eigenvector (e = 0 if every lam <= 0)
+        return float(0.5 * mu_star * rho**2)
+    h2 = (g / scale) ** 2
+    carries = h2 > 0
+    h2, d = h2[carries], d[carries]
 
     def dual(t):  # D(mu_* + t); the terms without gradient vanish
-        return 0.5 * np.sum(g2 / (t + d)) + 0.5 * (mu_star + t) * rho**2
+        return 0.5 * scale * (scale * np.sum(h2 / (t + d))) + 0.5 * (mu_star + t) * rho**2
 
-    if g2.size == 0:  # g = 0: along the top eigenvector (e = 0 if every lam <= 0)
-        return float(0.5 * mu_star * rho**2)
-    if np.all(d > 0) and np.sum(g2 / d**2) <= rho**2:
+    def step_norm(t):  # ||e(mu_* + t)||; t + d_i = 0 (with g_i != 0) gives inf
+        with np.errstate(divide="ignore", over="ignore"):
+            return scale * np.sqrt(np.sum(h2 / (t + d) ** 2))
+
+    if np.all(d > 0) and step_norm(0.0) <= rho:
         # hard case (g orthogonal to the top eigenspace, mu_* = lam_max), or the
         # interior maximum of a concave quadratic (mu_* = 0): no root above mu_*
         return float(dual(0.0))
 
     def excess(t):  # 1/rho - 1/||e(t)||: decreasing in t, nearly linear
-        with np.errstate(divide="ignore"):  # t + d_i = 0: ||e|| = inf, excess = 1/rho
-            return 1.0 / rho - 1.0 / np.sqrt(np.sum(g2 / (t + d) ** 2))
+        return 1.0 / rho - 1.0 / step_norm(t)
 
-    t_hi = np.sqrt(np.sum(g2)) / rho
+    t_hi = scale * np.sqrt(np.sum(h2)) / rho
     t_lo = max(0.0, t_hi - d.max())
     if t_lo == t_hi or excess(t_hi) >= 0.0:  # the root is t_hi (up to rounding)
         return float(dual(t_hi))
