@@ -88,8 +88,9 @@ def quadratic_sharpness(
         Eigenvalues of ``H`` (the Hessian of the mean loss), in the basis
         where ``gradient`` is expressed. Eigenvalues of ``H`` missing from the
         list are taken to be eigenvalues whose eigenvectors carry no gradient
-        and are not the largest (they change neither the top eigenvalue nor
-        the rho-sharpness).
+        and are not the largest: they change neither the top eigenvalue nor
+        the rho-sharpness, but ``'trace'`` and ``'average'`` need them all,
+        and the adaptive measures count them as zero.
     gradient : array-like of shape (m,) or (m, n_outputs)
         ``g`` in the eigenbasis of ``H``; the columns are the outputs, which
         share ``H`` (the full Hessian is ``I_{n_outputs} (x) H``).
