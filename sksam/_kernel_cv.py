@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._base import numeric_target
-from .kernel import SAMKernelRegressor, _r2
+from .kernel import SAMKernelRegressor, _r2, _transaction
 from .sharpness import MEASURES
 
 #: Parameters passed through to every :class:`SAMKernelRegressor` fitted.
@@ -236,6 +236,10 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
+        with _transaction(self):
+            return self._fit(X, y, sample_weight)
+
+    def _fit(self, X, y, sample_weight):
         X, y = validate_data(
             self, X, y, accept_sparse=("csr", "csc"), multi_output=True, y_numeric=True
         )
@@ -313,6 +317,9 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
             Predictions.
         """
         check_is_fitted(self)
+        # feature names are checked here, as scikit-learn does; the inner model
+        # was fitted on the validated array
+        X = validate_data(self, X, accept_sparse=("csr", "csc"), reset=False)
         return self.estimator_.predict(X)
 
 

@@ -404,6 +404,24 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             )
         return float(self.learning_rate)
 
+    def _check_kernel_scale(self, lam_max, X):
+        """Refuse a kernel too small for float64 (it underflowed, or soon will)."""
+        if lam_max >= _SMALLEST_KERNEL_SCALE:
+            return
+        x_scale = None
+        if self.kernel != "precomputed" and not callable(self.kernel) and not is_dask(X):
+            values = X.data if sparse.issparse(X) else X
+            x_scale = float(np.abs(values).max(initial=0.0))
+        if lam_max <= 0 and not x_scale:
+            return  # a zero kernel on zero data: nothing to learn
+        scale = "" if x_scale is None else f" on features of magnitude up to {x_scale:.3g}"
+        raise ValueError(
+            f"The kernel {self.kernel!r}{scale} is too small for float64: the largest "
+            f"eigenvalue of its matrix is {lam_max:.3g} (below "
+            f"{_SMALLEST_KERNEL_SCALE:.0e}), so its values underflow. Standardize X "
+            "(e.g. sklearn.preprocessing.StandardScaler) or rescale the kernel."
+        )
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Run ``max_iter`` steps of the solver from ``f = 0``.
@@ -426,6 +444,10 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
+        with _transaction(self):
+            return self._fit(X, y, sample_weight)
+
+    def _fit(self, X, y, sample_weight):
         if is_dask(X) or is_dask(y):
             X, y = _check_dask(self, X, y)
         else:
@@ -442,6 +464,10 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         Y = y.reshape(n, -1)
         if not is_dask(Y):  # numeric strings are converted, other strings named
             Y = numeric_target(Y, type(self).__name__)
+        # the path runs on y / 2^k (exact in floating point), so that no square
+        # of y overflows or underflows; coefficients and losses are scaled back
+        self._y_scale = _power_of_two_scale(Y, self.rho if self.solver == "sam" else 0.0)
+        Y = Y / self._y_scale
         sw = _check_sample_weight(sample_weight, np.empty((n, 0)), ensure_non_negative=True)
         for name in ("dual_coef_", "coef_", "X_fit_", "centers_", "n_components_"):
             if hasattr(self, name):  # from an earlier fit in another parametrization
@@ -460,6 +486,8 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             self._fit_exact(X, Y, sw, train, val)
         else:
             self._fit_features(X, Y, sw, train, val, mode, ops)
+        self._coef = self._coef * self._y_scale
+        self._check_finite()
         self._warn_if_diverged()
         if self.verbose:
             scores = self.validation_scores_ or [None] * len(self.loss_curve_)
@@ -472,6 +500,26 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             self.dual_coef_ = coef.ravel() if y.ndim == 1 else coef
         self._one_output = y.ndim == 1
         return self
+
+    def _check_finite(self):
+        """Refuse a fit whose losses, weights or sharpness are not finite."""
+        if not np.all(np.isfinite(self.loss_curve_)):
+            raise ValueError(
+                f"The training loss overflows float64: y has values of magnitude about "
+                f"{self._y_scale:.3g} in magnitude, whose squares exceed the largest "
+                "float. Standardize y (e.g. sklearn.compose.TransformedTargetRegressor "
+                "with a StandardScaler) or divide it by a constant."
+            )
+        if not (np.all(np.isfinite(self._basis)) and np.all(np.isfinite(self._coef))):
+            raise ValueError(
+                "The fitted coefficients are not finite; standardize X and y "
+                "(StandardScaler) or lower rho."
+            )
+        if self.sharpness_ is not None and not np.isfinite(self.sharpness_):
+            raise ValueError(
+                f"The sharpness ({self.sharpness!r}) of the fitted model is not finite "
+                f"({self.sharpness_}); standardize X and y or lower rho."
+            )
 
     def _warn_if_diverged(self):
         """Warn when the training loss rose: SAM's radius was too large for the kernel.
@@ -525,6 +573,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         K = s[:, None] * K * s[None, :]
         n = float(sw[train].sum())
         lam_max = top_eigenvalue(K)
+        self._check_kernel_scale(lam_max, X)
         self._lambda_max = lam_max
         lr = self._resolve_learning_rate(lam_max / n)
         # validation predictions K_val alpha = (K_val W^{1/2}) V a
@@ -584,6 +633,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         self._fit_ops = ops
         self.n_components_ = width
         lam_max = top_eigenvalue(train_stats.A)
+        self._check_kernel_scale(lam_max, X)
         self._lambda_max = lam_max
         lr = self._resolve_learning_rate(lam_max)
 
@@ -648,13 +698,17 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
             dynamics = make_dynamics(path)
             score = make_score(path)
             # the stopping rule and the validation scores need a look at every step
-            monitor = _Monitor(self.tol, self.n_iter_no_change, score)
+            # the loss of y / s is the loss of y over s^2; SAM's radius scales with y
+            tol = self.tol
+            if tol is not None and score is None:
+                tol = tol / np.float64(self._y_scale) ** 2
+            monitor = _Monitor(tol, self.n_iter_no_change, score)
             watch = self.tol is not None or score is not None
             a, scales, losses = run_steps(
                 dynamics,
                 lr=lr,
                 solver=self.solver,
-                rho=self.rho,
+                rho=self.rho / self._y_scale if self.solver == "sam" else self.rho,
                 max_iter=self.max_iter,
                 monitor=monitor if watch else None,
             )
@@ -680,9 +734,11 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         self._coef = a
         self._scales = np.asarray(scales[: monitor.returned_step()], dtype=np.float64)
         # loss_curve_[t]: the loss at the weights step t + 1 starts from
+        with np.errstate(over="ignore"):  # an overflow is reported by _check_finite
+            squared = np.float64(self._y_scale) ** 2
         record_history(
             self,
-            loss_curve=[initial_loss] + monitor.losses[:-1],
+            loss_curve=[squared * loss for loss in [initial_loss] + monitor.losses[:-1]],
             n_iter=len(monitor.losses),
             validation_scores=monitor.validation_scores,
             best_validation_score=monitor.rule.best_score,
@@ -716,7 +772,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         # Hessian eigenvalues theta / n, and lambda_max(K) / n whose eigenvector may
         # lie outside the basis (it then carries no gradient).
         eigenvalues = np.append(theta, self._lambda_max) / n
-        residual = theta[:, None] * self._coef - z
+        residual = (theta[:, None] * self._coef - z) * self._y_scale
         # g = Phi^T r / n has the coordinate sqrt(lambda_i) (u_i^T r) / n along u_i
         gradient = np.sqrt(np.clip(theta, 0, None))[:, None] * residual / n
         gradient = np.vstack([gradient, np.zeros((1, k))])
@@ -732,7 +788,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         if self.sharpness == "trace":
             return float(k * np.trace(stats.A))
         lam, U = np.linalg.eigh(stats.A)
-        gradient = stats.A @ (self._path.V @ self._coef) - stats.b
+        gradient = (stats.A @ (self._path.V @ self._coef) - stats.b) * self._y_scale
         return quadratic_sharpness(lam, U.T @ gradient, measure="rho", rho=self.rho)
 
     # ------------------------------------------------------------ prediction
@@ -813,8 +869,47 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         X = self._check_predict_input(X)
         projected = np.asarray(self._apply(X, self._basis))
         for a in replay(self._dynamics, lr=self.learning_rate_, scales=self._scales):
-            pred = projected @ a
+            pred = projected @ (a * self._y_scale)
             yield pred[:, 0] if self._one_output else pred
+
+
+#: Largest kernel eigenvalue below which float64 loses the kernel: its products
+#: (K^2 in the Krylov basis, the loss) reach the subnormal range.
+_SMALLEST_KERNEL_SCALE = 1e-150
+
+
+class _transaction:
+    """Restore the estimator's attributes if the block raises (or is interrupted).
+
+    A fit builds its state on the estimator step by step; if it fails (or a
+    ``KeyboardInterrupt`` arrives) the estimator is put back exactly as it was
+    before the call, so it is never half fitted: an earlier fit stays intact.
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def __enter__(self):
+        self.saved = dict(self.estimator.__dict__)
+
+    def __exit__(self, kind, value, traceback):
+        if kind is not None:
+            self.estimator.__dict__.clear()
+            self.estimator.__dict__.update(self.saved)
+        return False
+
+
+def _power_of_two_scale(Y, rho):
+    """``2^k`` near ``max(max |Y|, rho)`` (1 if both are 0): dividing by it is exact.
+
+    SAM's radius ``rho`` is in the units of the weights: a SAM path on a tiny
+    ``y`` moves by ``rho``, so the scale is the larger of the two.
+    """
+    top = np.abs(Y).max(initial=0.0) if not is_dask(Y) else float(abs(Y).max().compute())
+    top = max(float(top), float(rho))
+    if not (np.isfinite(top) and top > 0):
+        return 1.0
+    return float(2.0 ** np.round(np.log2(top)))
 
 
 class _PrecomputedSpec:
@@ -843,12 +938,24 @@ def _check_dask(estimator, X, y):
     """Shape checks of dask inputs (their values are read chunk by chunk)."""
     if X.ndim != 2:
         raise ValueError(f"Expected a 2D dask array X, got {X.ndim}D.")
+    unknown = [name for name, a in (("X", X), ("y", y)) if any(np.isnan(c) for c in a.shape)]
+    if unknown:
+        calls = " and ".join(f"{name}.compute_chunk_sizes()" for name in unknown)
+        raise ValueError(
+            f"The dask array {' and '.join(unknown)} has unknown chunk sizes (X.shape="
+            f"{X.shape}, y.shape={y.shape}), as after boolean indexing; call {calls} "
+            "before fit."
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(
+            f"Found array with {X.shape[0]} sample(s) and {X.shape[1]} feature(s) "
+            f"(shape={X.shape}) while a minimum of 1 is required by "
+            f"{type(estimator).__name__}."
+        )
     if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
         raise ValueError(
             f"y must have shape ({X.shape[0]},) or ({X.shape[0]}, n_outputs), got {y.shape}."
         )
-    if any(np.isnan(c) for c in X.shape + y.shape):
-        raise ValueError("dask arrays with unknown chunk sizes: call compute_chunk_sizes().")
     estimator.n_features_in_ = X.shape[1]
     return X, y
 
