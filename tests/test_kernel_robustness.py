@@ -10,7 +10,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.utils.validation import check_is_fitted
 
-import sksam.kernel as _sharpness_home  # calls quadratic_sharpness (patched below)
+import sksam._kernel_models as _sharpness_home  # calls quadratic_sharpness (patched below)
 from sksam import SAMKernelRegressor, SAMKernelRegressorCV, _kernel_features
 
 
