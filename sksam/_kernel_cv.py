@@ -12,7 +12,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._base import numeric_target
-from .kernel import SAMKernelRegressor, _r2
+from ._kernel_models import R2Score
+from .kernel import SAMKernelRegressor, _transaction
 from .sharpness import MEASURES
 
 #: Parameters passed through to every :class:`SAMKernelRegressor` fitted.
@@ -236,6 +237,10 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
+        with _transaction(self):
+            return self._fit(X, y, sample_weight)
+
+    def _fit(self, X, y, sample_weight):
         X, y = validate_data(
             self, X, y, accept_sparse=("csr", "csc"), multi_output=True, y_numeric=True
         )
@@ -313,6 +318,9 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
             Predictions.
         """
         check_is_fitted(self)
+        # feature names are checked here, as scikit-learn does; the inner model
+        # was fitted on the validated array
+        X = validate_data(self, X, accept_sparse=("csr", "csc"), reset=False)
         return self.estimator_.predict(X)
 
 
@@ -320,7 +328,9 @@ def _path_scores(estimator, X, y, sw, train, test, max_iter):
     """R^2 on the test fold after each step ``1 .. max_iter`` of one path."""
     estimator.fit(X[train], y[train], sample_weight=sw[train])
     Y_test = y[test].reshape(len(test), -1)
-    scores = [_r2(pred.reshape(Y_test.shape), Y_test) for pred in estimator.staged_predict(X[test])]
+    metric = R2Score()  # the validation score object of SAMKernelRegressor's early stopping
+    stages = estimator.staged_predict(X[test])
+    scores = [metric.rows(pred.reshape(Y_test.shape), Y_test) for pred in stages]
     if len(scores) != max_iter:  # pragma: no cover - tol is None: every step is run
         raise RuntimeError(f"the path has {len(scores)} steps, expected {max_iter}")
     return np.asarray(scores)

@@ -431,3 +431,161 @@ def _stagnates(changes):
         and last[1] > last[0] / 2
         and last[2] > last[1] / 2
     )
+
+
+# ------------------------------------------------------------------ solving
+
+
+def resolve_learning_rate(learning_rate, solver, rho, s_max):
+    """The step size: ``'auto'``, or the user's after the stability check.
+
+    ``s_max`` is the top eigenvalue of the Hessian of the training loss. GD and
+    USAM contract every component when ``lr * s_max (1 + rho_usam s_max) < 2``;
+    ``'auto'`` takes half that bound (monotone loss); the user guide derives it.
+    """
+    rho = rho if solver == "usam" else 0.0
+    curvature = s_max * (1.0 + rho * s_max)  # the largest filter eigenvalue
+    if curvature <= 0:  # K == 0 (or negative definite): nothing to learn
+        return 1.0 if learning_rate == "auto" else learning_rate
+    if learning_rate == "auto":
+        return 1.0 / curvature
+    if learning_rate * curvature >= 2.0:
+        raise ValueError(
+            f"learning_rate={learning_rate!r} makes solver {solver!r} "
+            f"diverge: the iteration is stable only for learning_rate < "
+            f"{2.0 / curvature:.6g} (2 / s_max{' / (1 + rho s_max)' if rho else ''}, "
+            f"s_max = {s_max:.6g}, the top eigenvalue of the Hessian of the training "
+            "loss). Use learning_rate='auto'."
+        )
+    return float(learning_rate)
+
+
+class PathSettings:
+    """The update rule and its budget: ``solver``, ``rho``, ``lr``, ``max_iter``."""
+
+    def __init__(self, solver, rho, lr, max_iter):
+        self.solver, self.rho, self.lr, self.max_iter = solver, rho, lr, max_iter
+
+
+class StoppingCriterion:
+    """The no-improvement rule handed to :func:`solve_path` (``tol=None``: never stop).
+
+    :meth:`watch` gives a fresh :class:`Monitor` for each basis size the path
+    is tried in; with a validation ``score`` it judges by the score and keeps
+    the best iterate, otherwise by the training loss.
+    """
+
+    def __init__(self, tol, n_iter_no_change):
+        self.tol, self.n_iter_no_change = tol, n_iter_no_change
+
+    def watch(self, score):
+        from ._base import StoppingRule
+
+        rule = StoppingRule(self.tol, self.n_iter_no_change, on_validation=score is not None)
+        return Monitor(rule, score)
+
+    def needs_every_step(self, score):
+        return self.tol is not None or score is not None
+
+
+class Monitor:
+    """Fed every step: validation scores, the stopping rule, the best iterate."""
+
+    def __init__(self, rule, score):
+        self.rule = rule
+        self.score = score  # score(a): a validation score (higher is better), or None
+        self.validation_scores = None if score is None else []
+        self.best_a = None
+
+    def __call__(self, step, a, loss):
+        score = None
+        if self.score is not None:
+            score = self.score(a)
+            self.validation_scores.append(score)
+        stop = self.rule.update(loss, score)
+        if self.rule.is_best:
+            self.best_a = a
+        return stop
+
+
+class PathResult:
+    """What :func:`solve_path` returns: the kept iterate and the history of the path.
+
+    Attributes
+    ----------
+    path : KrylovPath
+        The Ritz basis the path was computed in.
+    dynamics : Dynamics
+        The problem in that basis (:func:`replay` re-runs it).
+    coef : ndarray of shape (m, k)
+        Ritz coordinates of the kept iterate (the best validated one, or the last).
+    scales : ndarray
+        Perturbation scale of each step up to the kept one.
+    losses : list of float
+        Training loss at the start of every step run (the first: at zero).
+    n_iter : int
+        Steps run.
+    validation_scores : list of float or None
+        Validation score after every step.
+    best_validation_score : float or None
+    stopped : bool
+        Whether the stopping rule ended the path before ``max_iter``.
+    diagnostics : dict
+        Of the Krylov basis (see :func:`fit_krylov_path`).
+    """
+
+    def __init__(self, path, dynamics, coef, scales, losses, monitor, diagnostics):
+        self.path, self.dynamics, self.coef = path, dynamics, coef
+        self.n_iter = len(losses)
+        kept = self.n_iter if monitor.score is None else monitor.rule.best_iteration
+        self.scales = np.asarray(scales[:kept], dtype=np.float64)
+        initial = dynamics.loss(np.zeros_like(dynamics.z), -dynamics.z)
+        self.losses = [initial] + losses[:-1]  # losses[t]: where step t + 1 starts
+        self.validation_scores = monitor.validation_scores
+        self.best_validation_score = monitor.rule.best_score
+        self.stopped = monitor.rule.stopped
+        self.diagnostics = diagnostics
+
+
+def solve_path(problem, settings, stopping):
+    """The GD / SAM / USAM path of ``problem`` in a Krylov basis grown until it settles.
+
+    Parameters
+    ----------
+    problem : object
+        Built by a kernel model: ``matrix`` (symmetric), ``start`` (the start
+        block), ``scale`` (its top eigenvalue), ``dynamics(path)`` (a
+        :class:`Dynamics` in the Ritz basis) and ``validation(path)`` (a score
+        of the Ritz coordinates, or None).
+    settings : PathSettings
+    stopping : StoppingCriterion
+
+    Returns
+    -------
+    result : PathResult
+
+    Raises
+    ------
+    Diverged
+        If the training loss stops being finite.
+    """
+
+    def run(path):
+        dynamics = problem.dynamics(path)
+        score = problem.validation(path)
+        monitor = stopping.watch(score)
+        a, scales, losses = run_steps(
+            dynamics,
+            lr=settings.lr,
+            solver=settings.solver,
+            rho=settings.rho,
+            max_iter=settings.max_iter,
+            monitor=monitor if stopping.needs_every_step(score) else None,
+        )
+        kept = a if score is None else monitor.best_a
+        return kept, (dynamics, scales, losses, monitor)
+
+    path, a, (dynamics, scales, losses, monitor), diagnostics = fit_krylov_path(
+        problem.matrix, problem.start, scale=problem.scale, solve=run
+    )
+    return PathResult(path, dynamics, a, scales, losses, monitor, diagnostics)

@@ -348,11 +348,9 @@ def test_krylov_path_helper_reports_exactness():
 def test_basis_size_limit_warns(monkeypatch):
     import functools
 
-    import sksam.kernel
-
     X, y, _ = _data(n=200)
     limited = functools.partial(_kernel_path.fit_krylov_path, max_dim=6, first_check=2)
-    monkeypatch.setattr(sksam.kernel, "fit_krylov_path", limited)
+    monkeypatch.setattr(_kernel_path, "fit_krylov_path", limited)
     with pytest.warns(ConvergenceWarning, match="Krylov basis reached 6 columns"):
         SAMKernelRegressor(solver="gd", max_iter=500).fit(X, y)
 

@@ -261,9 +261,9 @@ def test_predict_streams_in_blocks(monkeypatch):
     model = SAMKernelRegressor(max_iter=20).fit(X, y)
     whole = model.predict(X_test)
     monkeypatch.setattr(_kernel_features, "BLOCK_BYTES", 8 * 50 * 4)  # 4-row blocks
-    import sksam.kernel
+    import sksam._kernel_models
 
-    monkeypatch.setattr(sksam.kernel, "block_rows", _kernel_features.block_rows)
+    monkeypatch.setattr(sksam._kernel_models, "block_rows", _kernel_features.block_rows)
     assert _kernel_features.block_rows(50) == 4
     assert_allclose(model.predict(X_test), whole, rtol=1e-13)
 
