@@ -685,11 +685,15 @@ def test_sample_weight_routed_through_pipeline_and_grid_search():
 
 
 class _ThreadRecorder(SAMTwoLayerRegressor):
-    """Records torch's thread count during training."""
+    """Records torch's thread count during training (as a fitted attribute)."""
 
     def _train(self, *args):
-        self.threads_seen_ = torch.get_num_threads()
+        self._threads_during_fit = torch.get_num_threads()
         return super()._train(*args)
+
+    def _fit_state(self, *args):
+        # the fit stores only what _fit_state returns (a transactional fit)
+        return {**super()._fit_state(*args), "threads_seen_": self._threads_during_fit}
 
 
 @pytest.fixture
