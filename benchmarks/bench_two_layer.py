@@ -103,7 +103,7 @@ def main():
     threadpool_limits(args.threads)  # numpy's BLAS too, for scikit-learn's side
     warnings.simplefilter("ignore", ConvergenceWarning)
 
-    X, y, _ = make_teacher_student(
+    X, y = make_teacher_student(
         n_samples=args.n_samples, n_features=args.n_features, random_state=0
     )
     n = args.n_samples

@@ -34,7 +34,12 @@ torch.set_num_threads(1)
 QUICK = os.environ.get("SKSAM_QUICK") == "1"  # a smoke test in the test suite
 
 X, y, f_true = make_teacher_student(
-    n_samples=2200, n_features=10, n_teacher=4, noise=0.5, random_state=0
+    n_samples=2200,
+    n_features=10,
+    n_teacher=4,
+    noise=0.5,
+    return_y_true=True,
+    random_state=0,
 )
 X_train, y_train = X[:200], y[:200]
 X_test, f_test = X[200:], f_true[200:]

@@ -650,7 +650,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     --------
     >>> from sksam import SAMTwoLayerRegressor
     >>> from sksam.datasets import make_teacher_student
-    >>> X, y, y_true = make_teacher_student(n_samples=100, random_state=0)
+    >>> X, y = make_teacher_student(n_samples=100, random_state=0)
     >>> reg = SAMTwoLayerRegressor(n_hidden=20, rho=0.1, random_state=0).fit(X, y)
     >>> reg.predict(X[:2]).shape
     (2,)

@@ -20,7 +20,7 @@ from sksam.exceptions import DivergenceWarning
 
 
 def _data(n=60, seed=0):
-    return make_teacher_student(n_samples=n, n_features=4, n_teacher=2, random_state=seed)[:2]
+    return make_teacher_student(n_samples=n, n_features=4, n_teacher=2, random_state=seed)
 
 
 def _regressor(**params):
