@@ -68,6 +68,7 @@ class _BaseTwoLayer(BaseEstimator):
     """
 
     _loss = None
+    _scale_hint = None
 
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
@@ -300,7 +301,7 @@ class _BaseTwoLayer(BaseEstimator):
             )
         return (
             f"{start}: learning_rate={self.learning_rate} is too large for this data "
-            "(lower it, or standardize X and y). No weights were stored."
+            f"(lower it, or {self._scale_hint}). No weights were stored."
         )
 
     def _curve_without_rho(self, initial, data, n_iter):
@@ -418,7 +419,7 @@ class _BaseTwoLayer(BaseEstimator):
             raise ValueError(
                 "The fitted network's outputs on the training data are not finite: "
                 f"the fit diverged (lower learning_rate={self.learning_rate}, or "
-                "standardize the data). No weights were stored."
+                f"{self._scale_hint}). No weights were stored."
             )
         if _is_constant(outputs, Y):
             dead = _dead_units(fitted, self.activation, X)
@@ -661,6 +662,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     """
 
     _loss = "squared_error"
+    _scale_hint = "standardize X and y"
     _y_checks = {"multi_output": True, "y_numeric": True}
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -884,6 +886,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     """
 
     _loss = "log_loss"
+    _scale_hint = "standardize X"
     _y_checks = {}
 
     @_fit_context(prefer_skip_nested_validation=True)
