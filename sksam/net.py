@@ -27,6 +27,11 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+
+# Every torch.optim optimizer imports torch._dynamo (and sympy with it) the
+# first time one is built; paid here, at import, so that a first fit does not
+# take a second longer than the next one.
+import torch._dynamo  # noqa: F401
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions

@@ -17,6 +17,7 @@ import warnings
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 from scipy.special import log_expit, logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.metrics import accuracy_score, r2_score
@@ -206,8 +207,6 @@ class _BaseTwoLayer(BaseEstimator):
 
     def _initial_params(self, data, rng, warm, device):
         """``[W, b, a, c]`` as float32 tensors: fresh (see Notes) or the last fit's."""
-        import torch
-
         if warm:
             arrays = [self.coefs_[0], self.intercepts_[0], self.coefs_[1], self.intercepts_[1]]
         else:
@@ -320,8 +319,6 @@ class _BaseTwoLayer(BaseEstimator):
                 return []
         if not bool(state.flat.isfinite().all()) or diagnose_loss_curve(curve) is not None:
             return []
-        import torch
-
         with torch.no_grad():
             outputs = _model.forward(state.params, data.X, self.activation).double().cpu()
         if _is_constant(outputs.numpy(), data.Y_numpy):
@@ -332,8 +329,6 @@ class _BaseTwoLayer(BaseEstimator):
         """A function returning one epoch's batches of row indices (None: all rows)."""
         if self.batch_size is None or self.batch_size >= n_samples:
             return lambda: [None]
-        import torch
-
         # a private generator: torch's global one is never read nor reseeded
         generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
         size = self.batch_size
@@ -346,8 +341,6 @@ class _BaseTwoLayer(BaseEstimator):
 
     def _validation_score(self, params, validation, device):
         """The subclass's score of the network ``params`` on the validation rows."""
-        import torch
-
         X_val, y_val, weights, target = validation
         with torch.no_grad():
             X_t = torch.as_tensor(X_val.astype(np.float32), device=device)
@@ -1073,8 +1066,6 @@ class _TrainingData:
     """The training rows as float32 tensors on the device, and their row weights."""
 
     def __init__(self, X, Y, sample_weight, device):
-        import torch
-
         # astype copies, so read-only inputs (memory maps) are never aliased
         self.X = torch.as_tensor(X.astype(np.float32), device=device)
         self.Y = torch.as_tensor(Y.astype(np.float32), device=device)

@@ -132,13 +132,11 @@ class _HessianOperator:
         if not used:  # the loss is (at most) linear in params: H = 0
             return torch.zeros_like(vector)
         with torch.enable_grad():
-            hv = torch.autograd.grad(
-                [pairs[i][0] for i in used],
-                self.params,
-                grad_outputs=[pairs[i][1] for i in used],
-                retain_graph=True,
-                allow_unused=True,
-            )
+            # H v as the gradient of the scalar g . v: the same products as
+            # passing v as grad_outputs, but torch's check of tensor
+            # grad_outputs imports sympy (~0.5 s) the first time it runs.
+            g_dot_v = sum((pairs[i][0] * pairs[i][1]).sum() for i in used)
+            hv = torch.autograd.grad(g_dot_v, self.params, retain_graph=True, allow_unused=True)
         return _flatten(hv, self.params)
 
 
