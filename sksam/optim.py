@@ -53,6 +53,7 @@ Andriushchenko, Flammarion (2022). Towards Understanding Sharpness-Aware
 Minimization. ICML.
 """
 
+import math
 import warnings
 from contextlib import contextmanager, nullcontext
 
@@ -72,6 +73,16 @@ __all__ = ["SAM"]
 
 #: The values of ``SAM(ascent=...)``.
 ASCENTS = ("global", "local")
+
+
+def _check_rho(rho):
+    """Refuse a ``rho`` that would move the weights to a non-finite point."""
+    if isinstance(rho, torch.Tensor):
+        rho = rho.item() if rho.numel() == 1 else float("nan")
+    if not rho >= 0:
+        raise ValueError(f"rho must be non-negative, got rho={rho!r}.")
+    if not math.isfinite(rho):
+        raise ValueError(f"rho must be finite, got rho={rho!r}.")
 
 
 def _resolve_solver(solver, adaptive):
@@ -111,7 +122,8 @@ class SAM(torch.optim.Optimizer):
         The class of the optimizer that takes the descent step, for example
         ``torch.optim.SGD``; it is built on the same parameter groups.
     rho : float, default=0.05
-        Radius of the perturbation, ``rho >= 0``. ``rho=0`` is the base
+        Radius of the perturbation, finite and ``>= 0`` (checked here and in
+        every group given or added). ``rho=0`` is the base
         optimizer exactly. Stored in ``param_groups``, so schedulers and
         ``set_params(optimizer__rho=...)`` in skorch reach it.
     adaptive : bool, default=False
@@ -271,8 +283,7 @@ class SAM(torch.optim.Optimizer):
             raise ValueError(f"replay_rng must be 'auto', True or False, got {replay_rng!r}.")
         if ascent not in ASCENTS:
             raise ValueError(f"ascent must be 'global' or 'local', got {ascent!r}.")
-        if not rho >= 0:
-            raise ValueError(f"rho must be non-negative, got rho={rho!r}.")
+        _check_rho(rho)
         if not eta >= 0:
             raise ValueError(f"eta must be non-negative, got eta={eta!r}.")
         defaults = dict(
@@ -299,6 +310,19 @@ class SAM(torch.optim.Optimizer):
         self._model_scan = None  # (model, normalization layers, draws random numbers)
         self._left_grads = None  # the gradients the last step left behind
         self._warned_fresh = False
+
+    def add_param_group(self, param_group):
+        """Add a parameter group, refusing a negative or non-finite ``rho``.
+
+        Parameters
+        ----------
+        param_group : dict
+            As for ``torch.optim.Optimizer.add_param_group``; it may carry
+            its own ``rho`` (and any base-optimizer option).
+        """
+        if "rho" in param_group:
+            _check_rho(param_group["rho"])
+        super().add_param_group(param_group)
 
     def _link_base(self):
         # One set of groups and one state for both optimizers: schedulers,

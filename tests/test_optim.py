@@ -592,6 +592,26 @@ def test_bad_options_are_named(kwargs, match):
         SAM(_mlp().parameters(), torch.optim.SGD, lr=0.1, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "rho", [float("inf"), float("nan"), -float("inf"), torch.tensor(float("inf"))]
+)
+def test_non_finite_rho_is_refused_at_construction(rho):
+    # rho=inf used to be accepted and gave non-finite weights at the first step.
+    with pytest.raises(ValueError, match="rho must be (finite|non-negative), got rho="):
+        SAM(_mlp().parameters(), torch.optim.SGD, lr=0.1, rho=rho)
+
+
+@pytest.mark.parametrize("rho", [float("inf"), -1.0])
+def test_a_group_rho_is_checked_too(rho):
+    model = _mlp()
+    groups = [{"params": model[0].parameters(), "rho": rho}, {"params": model[3].parameters()}]
+    with pytest.raises(ValueError, match="rho must be"):
+        SAM(groups, torch.optim.SGD, lr=0.1)
+    opt = SAM(model[0].parameters(), torch.optim.SGD, lr=0.1)
+    with pytest.raises(ValueError, match="rho must be"):
+        opt.add_param_group({"params": model[3].parameters(), "rho": rho})
+
+
 def test_groups_must_share_the_solver():
     model = _mlp()
     opt = SAM(
