@@ -56,10 +56,13 @@ Minimization. ICML.
 import math
 import warnings
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
 from torch.nn.modules.batchnorm import _NormBase
 
+from ._sam_collaborators import AscentSync, Replay, Scaling, poison
+from ._sam_collaborators import world_size as _world_size
 from ._update_rules import (
     ASAM_ETA,
     add_perturbation_,
@@ -507,40 +510,7 @@ class SAM(torch.optim.Optimizer):
             What the first closure call returned: the loss at the
             unperturbed weights.
         """
-        scaler = _active(grad_scaler, self)
-        solver, eta = self._options()
-        if not self._perturbs(solver):
-            # Exactly the base optimizer: one closure call, no copies.
-            with self._fresh_start(closure is not None):
-                loss = None if closure is None else self._first_call(closure)
-                self._descend(scaler)
-            return loss
-        if closure is None:
-            raise ValueError(
-                "SAM.step() needs a closure that computes the loss, calls "
-                "backward() and returns the loss: it evaluates the gradient "
-                "twice (or use first_step() and second_step())."
-            )
-        local = self._check_ascent()
-        with self._fresh_start(True):
-            rng = self._rng_before()
-            with self._no_sync(local):
-                loss = self._first_call(closure)
-            grads, found = self._unscaled_grads(scaler)
-            if found is not None and local:
-                _all_reduce_max(found, self.model)  # every rank skips, or none
-            # Only the ascent needs no_grad (weight decay adds w to g); the copies,
-            # the restore and the base step hold their own, and the closures run
-            # with gradients on without a mode switch per call.
-            with torch.no_grad():
-                perturbed = self._perturb(solver, eta, grads)
-            del grads
-            if perturbed:
-                self.zero_grad()
-                self._second_pass(closure, *rng)
-            self._restore()
-            self._descend(scaler, found)
-        return loss
+        return self._run([closure], grad_scaler, chunked=False)
 
     def step_chunks(self, closure, n_chunks, grad_scaler=None):
         """One m-sharpness step: each chunk of the batch gets its own perturbation.
@@ -597,39 +567,145 @@ class SAM(torch.optim.Optimizer):
         """
         if isinstance(n_chunks, bool) or not isinstance(n_chunks, int) or n_chunks < 1:
             raise ValueError(f"n_chunks must be an integer >= 1, got n_chunks={n_chunks!r}.")
-        scaler = _active(grad_scaler, self)
+        return self._run([partial(closure, i) for i in range(n_chunks)], grad_scaler, chunked=True)
+
+    # -- the one pass ---------------------------------------------------------
+
+    def _run(self, closures, grad_scaler, chunked):
+        """One step of :meth:`step` (one closure) or :meth:`step_chunks` (one per chunk).
+
+        Chooses the collaborators once (loss scaling, replay of random numbers
+        and running statistics, DDP synchronisation) and whether this step
+        is a SAM step (the schedule), then runs :meth:`_pass` per chunk and
+        takes the base step along the (mean) gradient it leaves.
+        """
+        scaling = Scaling(_active(grad_scaler, self))
         solver, eta = self._options()
-        perturbs = self._perturbs(solver)
-        params = [p for group in self.param_groups for p in group["params"]]
+        take = self._perturbs(solver)
+        # The schedule rules the steps that would perturb; rho=0 is the base step.
+        schedule = getattr(self, "schedule", None) if take else None
+        if schedule is not None:
+            self._check_schedule(schedule, chunked, len(closures))
+            take = schedule.plan()  # True, False or None (decided after the first pass)
+        try:
+            if not chunked and not self._perturbs(solver):
+                return self._base_step(closures[0], scaling)
+            if closures[0] is None:
+                raise ValueError(
+                    "SAM.step() needs a closure that computes the loss, calls "
+                    "backward() and returns the loss: it evaluates the gradient "
+                    "twice (or use first_step() and second_step())."
+                )
+            mode = "chunks" if chunked else ("local" if self._check_ascent() else "global")
+            sync = AscentSync(self.model, mode)
+            with self._fresh_start(True):
+                if not chunked:
+                    loss, found = self._pass(
+                        closures[0], (solver, eta), take, schedule, scaling, sync
+                    )
+                    sync.agree(found)  # every rank skips, or none
+                    scaling.descend(self.base_optimizer, self._params(), found)
+                    return loss
+                return self._chunked(closures, (solver, eta), take, schedule, scaling, sync)
+        finally:
+            if schedule is not None:
+                schedule.advance()
+
+    def _base_step(self, closure, scaling):
+        """Exactly the base optimizer: one closure call (if any), no copies."""
+        with self._fresh_start(closure is not None):
+            loss = None if closure is None else self._first_call(closure)
+            scaling.descend(self.base_optimizer, self._params())
+        return loss
+
+    def _chunked(self, closures, rule, take, schedule, scaling, sync):
+        """:meth:`_pass` per chunk, then the base step along the mean gradient."""
+        params = self._params()
         total, losses, found = None, [], None
-        with self._fresh_start(True):
-            for i in range(n_chunks):
-
-                def chunk(i=i):
-                    return closure(i)
-
-                rng = self._rng_before() if perturbs else (None, None)
+        with sync.whole_pass():
+            for closure in closures:
                 self.zero_grad()
-                with self._no_sync(True):
-                    losses.append(self._first_call(chunk))
-                    if perturbs:
-                        grads, found_i = self._unscaled_grads(scaler)
-                        found = _either(found, found_i)
-                        with torch.no_grad():
-                            perturbed = self._perturb(solver, eta, grads)
-                        del grads
-                        if perturbed:
-                            self.zero_grad()
-                            self._second_pass(chunk, *rng)
-                        self._restore()
+                loss, found_i = self._pass(closure, rule, take, schedule, scaling, sync)
+                losses.append(loss)
+                found = _either(found, found_i)
                 total = _accumulate(total, [p.grad for p in params])
-            _set_mean_grads(params, total, n_chunks)
-            del total
-            if found is not None:
-                _poison(params, found)  # before the all-reduce: every rank skips
-            self._all_reduce_grads(params)
-            self._descend(scaler)
+        _set_mean_grads(params, total, len(closures))
+        del total
+        if found is not None:
+            poison(params, found)  # before the all-reduce: every rank skips
+        sync.all_reduce_grads(params)
+        scaling.descend(self.base_optimizer, params)
         return _mean_loss(losses)
+
+    def _pass(self, closure, rule, take, schedule, scaling, sync):
+        """The one SAM pass: closure at ``w``, perturb, closure at ``w + e``, restore.
+
+        ``take`` says whether this is a SAM step (``None``: the schedule
+        decides from the first gradient). A plain step stops after the first
+        closure call (the schedule may then change the gradient). Leaves the
+        descent gradient in ``.grad`` and the weights at ``w``; returns the
+        first call's loss and the overflow flag of the ascent gradient
+        (``None`` without loss scaling). ``rule`` is ``(solver, eta)``.
+        """
+        params = self._params()
+        replay = self._replay() if take is not False else None
+        rng = None if replay is None else replay.capture()
+        with sync.first_pass() if take is not False else nullcontext():
+            loss = self._first_call(closure)
+        if take is False:
+            if schedule is not None:
+                schedule.plain([p.grad for p in params])
+            return loss, None
+        grads, found = scaling.ascent_grads(params)
+        if take is None:
+            take = schedule.decide(_sq_norm(grads, params))
+            if not take:
+                schedule.plain([p.grad for p in params])
+                return loss, None
+        first = [p.grad for p in params] if schedule is not None else None
+        # Only the ascent needs no_grad (weight decay adds w to g); the copies,
+        # the restore and the base step hold their own, and the closures run
+        # with gradients on without a mode switch per call.
+        with torch.no_grad():
+            perturbed = self._perturb(*rule, grads)
+        del grads
+        if perturbed:
+            self.zero_grad()
+            with replay.second_pass(rng):
+                try:
+                    _call(closure)
+                except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
+                    self._restore()
+                    raise
+        self._restore()
+        if perturbed and schedule is not None:
+            finite = True if found is None else not bool(found)
+            schedule.after_sam(first, [p.grad for p in params], finite)
+        return loss, found
+
+    def _replay(self):
+        """The :class:`Replay` of this step (``model``'s statistics, its randomness)."""
+        layers, may_draw = self._scan_model()
+        mode = getattr(self, "replay_rng", "auto")  # pickles from before the option
+        replays = may_draw if mode == "auto" else mode
+        devices = _cuda_devices(self.param_groups) if replays else []
+        return Replay(_running_stats(layers), replays, devices)
+
+    def _check_schedule(self, schedule, chunked, n_chunks):
+        """Refuse the combinations a schedule's rule does not define."""
+        if chunked and n_chunks > 1 and not schedule.per_chunk_ok:
+            raise ValueError(
+                f"schedule={schedule!r} is defined on the gradient of the whole step "
+                "and cannot be shared by m-sharpness chunks; use step() or "
+                "n_chunks=1, or a schedule that switches per step (EveryK, RST)."
+            )
+        if not schedule.per_chunk_ok and getattr(self, "ascent", "global") == "local":
+            if _world_size() > 1:
+                raise ValueError(
+                    f"schedule={schedule!r} needs ascent='global' with several "
+                    "workers: with per-worker gradients the ranks would disagree "
+                    "on the step (and wait for each other forever)."
+                )
 
     # -- helpers of the two protocols ------------------------------------------
 
@@ -695,7 +771,7 @@ class SAM(torch.optim.Optimizer):
                 "before it was wasted. Call opt.step(closure) alone (or "
                 "first_step()/second_step()). This warning is shown once.",
                 UserWarning,
-                stacklevel=6,
+                stacklevel=_caller_level(),
             )
         return fresh
 
@@ -715,12 +791,6 @@ class SAM(torch.optim.Optimizer):
             )
         return loss
 
-    def _rng_before(self):
-        if self._replays_rng():
-            devices = _cuda_devices(self.param_groups)
-            return _get_rng(devices), devices
-        return None, None
-
     def _check_ascent(self):
         """Whether the first pass runs under ``model.no_sync()``; checks ``model``."""
         if getattr(self, "ascent", "global") != "local":
@@ -734,82 +804,6 @@ class SAM(torch.optim.Optimizer):
                 f"model={type(self.model).__name__}."
             )
         return False  # one process: the local ascent is the global one
-
-    def _no_sync(self, local):
-        return self.model.no_sync() if local and hasattr(self.model, "no_sync") else nullcontext()
-
-    def _unscaled_grads(self, scaler):
-        """The first pass's gradients for the ascent, and a non-finite flag.
-
-        Without a scaler: ``(None, None)`` (the ascent reads ``.grad``).
-        With one: unscaled copies (``.grad`` stays scaled, for the scaler's
-        own bookkeeping) and a boolean tensor, true if any is inf or NaN.
-        """
-        if scaler is None:
-            return None, None
-        grads = [p.grad for p in self._params()]
-        present = [g for g in grads if g is not None]
-        if not present:
-            return grads, None
-        unscaled = iter(torch._foreach_mul(present, 1.0 / scaler.get_scale()))
-        grads = [None if g is None else next(unscaled) for g in grads]
-        norms = torch._foreach_norm([g for g in grads if g is not None])
-        found = torch.stack(norms).isfinite().all().logical_not()
-        return grads, found
-
-    def _descend(self, scaler, found=None):
-        """The base step along ``.grad``, through the scaler when there is one."""
-        if scaler is None:
-            self.base_optimizer.step()
-            return
-        if found is not None:
-            _poison(self._params(), found)  # the first pass overflowed: skip
-        scaler.unscale_(self.base_optimizer)
-        scaler.step(self.base_optimizer)
-
-    def _all_reduce_grads(self, params):
-        """Average ``.grad`` over the ranks of ``model``'s process group, if any."""
-        if not hasattr(self.model, "no_sync") or _world_size() <= 1:
-            return
-        import torch.distributed as dist
-
-        group = getattr(self.model, "process_group", None)
-        world = dist.get_world_size(group)
-        buckets = {}
-        for p in params:
-            if p.grad is not None:
-                buckets.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
-        for grads in buckets.values():
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat, group=group)
-            flat.div_(world)
-            torch._foreach_copy_(
-                grads, [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)]
-            )
-
-    def _second_pass(self, closure, rng_before, devices):
-        """The closure at ``w + e``, replaying the first pass's random numbers.
-
-        Running statistics are put back afterwards (updated once, at ``w``),
-        and the generators are left where the first pass left them. No
-        replay when ``rng_before`` is ``None``.
-        """
-        stats = _running_stats(self._scan_model()[0])
-        saved_stats = [b.clone() for b in stats]
-        if rng_before is not None:
-            rng_after = _get_rng(devices)
-            _set_rng(rng_before, devices)  # same dropout masks in both passes
-        try:
-            _call(closure)
-        except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
-            self._restore()
-            raise
-        finally:
-            if stats:
-                with torch.no_grad():
-                    torch._foreach_copy_(stats, saved_stats)
-            if rng_before is not None:
-                _set_rng(rng_after, devices)
 
     def _scan_model(self):
         """``model``'s normalization layers, and whether it may draw random numbers.
@@ -828,10 +822,6 @@ class SAM(torch.optim.Optimizer):
             cached = (model, norms, any(_may_draw_random_numbers(m) for m in modules))
             self._model_scan = cached
         return cached[1], cached[2]
-
-    def _replays_rng(self):
-        mode = getattr(self, "replay_rng", "auto")  # pickles from before the option
-        return self._scan_model()[1] if mode == "auto" else mode
 
     # -- persistence --------------------------------------------------------
 
@@ -910,35 +900,36 @@ def _active(grad_scaler, optimizer):
     return grad_scaler
 
 
-def _world_size():
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _all_reduce_max(flag, model):
-    """Make the boolean tensor ``flag`` true on every rank if it is on one."""
-    import torch.distributed as dist
-
-    if _world_size() <= 1:
-        return
-    value = flag.to(torch.float32)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=getattr(model, "process_group", None))
-    flag.copy_(value > 0)
-
-
 def _either(found, other):
     if found is None or other is None:
         return other if found is None else found
     return found | other
 
 
-def _poison(params, found):
-    """Fill one gradient with inf where ``found``, so that the scaler skips the step."""
-    for p in params:
-        if p.grad is not None:
-            p.grad.masked_fill_(found, float("inf"))
-            return
+def _caller_level():
+    """The ``stacklevel`` of a warning that points at the code calling the optimizer."""
+    import contextlib
+    import sys
+
+    internal = {
+        __file__,
+        contextlib.__file__,
+        sys.modules[torch.optim.Optimizer.__module__].__file__,
+    }
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename in internal:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _sq_norm(grads, params):
+    """``|g|**2`` over all parameters: of ``grads``, or of ``.grad`` when ``None``."""
+    if grads is None:
+        grads = [p.grad for p in params]
+    present = [g for g in grads if g is not None]
+    if not present:
+        return 0.0
+    return torch.stack(torch._foreach_norm(present)).square().sum()
 
 
 def _accumulate(total, grads):
@@ -968,17 +959,6 @@ def _cuda_devices(param_groups):
     if not torch.cuda.is_initialized():  # then no parameter is on a GPU
         return []
     return sorted({p.device.index or 0 for g in param_groups for p in g["params"] if p.is_cuda})
-
-
-def _get_rng(devices):
-    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
-
-
-def _set_rng(states, devices):
-    cpu, cuda = states
-    torch.set_rng_state(cpu)
-    for device, state in zip(devices, cuda):
-        torch.cuda.set_rng_state(state, device)
 
 
 #: Layers whose ``forward`` draws no random number, in training mode too

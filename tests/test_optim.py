@@ -359,12 +359,12 @@ class _MyLinear(nn.Linear):
     ],
 )
 def test_replay_rng_auto_replays_unless_the_model_cannot_draw(monkeypatch, make_model, replays):
-    import sksam.optim
+    import sksam._sam_collaborators as collaborators
 
     calls = []
-    get_rng = sksam.optim._get_rng
+    get_rng = collaborators.get_rng
     monkeypatch.setattr(
-        sksam.optim, "_get_rng", lambda devices: calls.append(1) or get_rng(devices)
+        collaborators, "get_rng", lambda devices: calls.append(1) or get_rng(devices)
     )
     model = make_model()
     net = model if model is not None else nn.Sequential(nn.Linear(5, 1))
