@@ -53,6 +53,7 @@ Andriushchenko, Flammarion (2022). Towards Understanding Sharpness-Aware
 Minimization. ICML.
 """
 
+import copy
 import math
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -61,8 +62,10 @@ from functools import partial
 import torch
 from torch.nn.modules.batchnorm import _NormBase
 
+from ._momentum_sam import MomentumSAM
 from ._sam_collaborators import AscentSync, Replay, Scaling, poison
 from ._sam_collaborators import world_size as _world_size
+from ._schedules import AESAM, RST, EveryK, LookSAM, _Schedule
 from ._update_rules import (
     ASAM_ETA,
     add_perturbation_,
@@ -72,7 +75,7 @@ from ._update_rules import (
     restore_,
 )
 
-__all__ = ["SAM"]
+__all__ = ["SAM", "MomentumSAM", "EveryK", "LookSAM", "RST", "AESAM"]
 
 #: The values of ``SAM(ascent=...)``.
 ASCENTS = ("global", "local")
@@ -175,6 +178,11 @@ class SAM(torch.optim.Optimizer):
         descent gradient is all-reduced: the m-sharpness of Foret et al.
         with ``m`` the per-worker batch, one all-reduce per step instead of
         two. The same in one process. See also :meth:`step_chunks`.
+    schedule : EveryK, LookSAM, RST or AESAM, default=None
+        Which steps pay for the second gradient (see "Cheaper steps"
+        below). ``None``: every step is a SAM step. The object is copied:
+        its counters and statistics belong to this optimizer (and travel
+        with :meth:`state_dict` and pickling).
     **base_kwargs
         Passed to ``base_optimizer`` (``lr``, ``momentum``, ...).
 
@@ -248,6 +256,22 @@ class SAM(torch.optim.Optimizer):
     global or the per-worker perturbation. Weights stay identical on every
     rank (the descent gradient is all-reduced in both cases).
 
+    **Cheaper steps.** With ``schedule`` only some steps take the second
+    pass; the others are the base optimizer's step along the first
+    gradient (one closure call): :class:`EveryK` (every ``k`` steps, ``1 +
+    1/k`` gradients per step), :class:`LookSAM` (the same, and the steps in
+    between add the reused component of the SAM gradient orthogonal to
+    ``g``), :class:`RST` (a seeded coin with probability ``p``) and
+    :class:`AESAM` (when ``|g|**2`` is above its moving mean plus ``c``
+    standard deviations). :class:`MomentumSAM` is the one-gradient sibling
+    that perturbs along the momentum buffer. Every schedule composes with
+    loss scaling, normalization layers and random-number replay;
+    :class:`EveryK` and :class:`RST` also with :meth:`step_chunks` and the
+    local ascent (the whole step switches at once). :class:`LookSAM` and
+    :class:`AESAM` are defined on the gradient of the whole step: they
+    refuse ``n_chunks > 1``, and ``ascent='local'`` with several workers.
+    The two-call protocol (:meth:`first_step`) takes no schedule.
+
     **Not supported:** parameters spread over several devices (the gradient
     norm is taken on one device), and a ``GradScaler`` with the two-call
     protocol (use :meth:`step`).
@@ -280,6 +304,7 @@ class SAM(torch.optim.Optimizer):
         model=None,
         replay_rng="auto",
         ascent="global",
+        schedule=None,
         **base_kwargs,
     ):
         if replay_rng not in ("auto", True, False):
@@ -313,6 +338,13 @@ class SAM(torch.optim.Optimizer):
         self._model_scan = None  # (model, normalization layers, draws random numbers)
         self._left_grads = None  # the gradients the last step left behind
         self._warned_fresh = False
+        if schedule is not None and not isinstance(schedule, _Schedule):
+            raise TypeError(
+                "schedule must be None or one of sksam.optim's schedules "
+                f"(EveryK, LookSAM, RST, AESAM), got {schedule!r}."
+            )
+        # A copy: the counters and statistics belong to this optimizer.
+        self.schedule = copy.deepcopy(schedule)
 
     def add_param_group(self, param_group):
         """Add a parameter group, refusing a negative or non-finite ``rho``.
@@ -434,6 +466,11 @@ class SAM(torch.optim.Optimizer):
             Whether any parameter was moved (``False`` for ``rho=0``,
             ``solver='gd'`` or when no parameter has a gradient).
         """
+        if getattr(self, "schedule", None) is not None:
+            raise ValueError(
+                f"schedule={self.schedule!r} decides inside step(closure) whether "
+                "to take the second pass; first_step()/second_step() always take it."
+            )
         perturbed = self._perturb(*self._options())
         if zero_grad:
             self.zero_grad()
@@ -586,7 +623,7 @@ class SAM(torch.optim.Optimizer):
         schedule = getattr(self, "schedule", None) if take else None
         if schedule is not None:
             self._check_schedule(schedule, chunked, len(closures))
-            take = schedule.plan()  # True, False or None (decided after the first pass)
+            take = schedule._plan()  # True, False or None (decided after the first pass)
         try:
             if not chunked and not self._perturbs(solver):
                 return self._base_step(closures[0], scaling)
@@ -609,7 +646,7 @@ class SAM(torch.optim.Optimizer):
                 return self._chunked(closures, (solver, eta), take, schedule, scaling, sync)
         finally:
             if schedule is not None:
-                schedule.advance()
+                schedule._advance()
 
     def _base_step(self, closure, scaling):
         """Exactly the base optimizer: one closure call (if any), no copies."""
@@ -654,13 +691,13 @@ class SAM(torch.optim.Optimizer):
             loss = self._first_call(closure)
         if take is False:
             if schedule is not None:
-                schedule.plain([p.grad for p in params])
+                schedule._plain([p.grad for p in params])
             return loss, None
         grads, found = scaling.ascent_grads(params)
         if take is None:
-            take = schedule.decide(_sq_norm(grads, params))
+            take = schedule._decide(_sq_norm(grads, params))
             if not take:
-                schedule.plain([p.grad for p in params])
+                schedule._plain([p.grad for p in params])
                 return loss, None
         first = [p.grad for p in params] if schedule is not None else None
         # Only the ascent needs no_grad (weight decay adds w to g); the copies,
@@ -680,7 +717,7 @@ class SAM(torch.optim.Optimizer):
         self._restore()
         if perturbed and schedule is not None:
             finite = True if found is None else not bool(found)
-            schedule.after_sam(first, [p.grad for p in params], finite)
+            schedule._after_sam(first, [p.grad for p in params], finite)
         return loss, found
 
     def _replay(self):
@@ -835,10 +872,26 @@ class SAM(torch.optim.Optimizer):
             and the groups, including ``rho`` and ``solver``).
         """
         super().load_state_dict(state_dict)
+        if getattr(self, "schedule", None) is not None and "schedule" in state_dict:
+            self.schedule._load_state_dict(state_dict["schedule"])
         # torch replaced self.param_groups and self.state: hand them back to
         # the base optimizer, or its steps would ignore the loaded state.
         self.base_optimizer.param_groups = self.param_groups
         self.base_optimizer.state = self.state
+
+    def state_dict(self):
+        """The state of the base optimizer and the groups, and the schedule's.
+
+        Returns
+        -------
+        state_dict : dict
+            The ``state`` and ``param_groups`` of torch, plus ``schedule`` (its
+            step counter and statistics) when a schedule is set.
+        """
+        state = super().state_dict()
+        if getattr(self, "schedule", None) is not None:
+            state["schedule"] = copy.deepcopy(self.schedule._state_dict())
+        return state
 
     def __getstate__(self):
         # torch pickles only defaults, state and param_groups; the base
@@ -849,6 +902,7 @@ class SAM(torch.optim.Optimizer):
             model=self.model,
             replay_rng=getattr(self, "replay_rng", "auto"),
             ascent=getattr(self, "ascent", "global"),
+            schedule=getattr(self, "schedule", None),
             _saved=None,
             _model_scan=None,
             _left_grads=None,
