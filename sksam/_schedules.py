@@ -39,7 +39,7 @@ import numbers
 
 from ._update_rules import GRAD_NORM_FLOOR
 
-__all__ = ["EveryK", "LookSAM", "RST", "AESAM"]
+__all__ = ["EveryK", "LookSAM", "RST", "AESAM", "schedule_for", "SCHEDULED_SOLVERS"]
 
 
 def _check_int(name, value, low):
@@ -387,3 +387,66 @@ class AESAM(_Schedule):
 
     def _load_state_dict(self, state):
         self.t, self.mean, self.var = state["t"], state["mean"], state["var"]
+
+
+#: Estimator ``solver`` values that are SAM under a schedule.
+SCHEDULED_SOLVERS = ("every_k", "looksam", "rst", "aesam")
+
+
+def schedule_for(solver, sam_every=5, seed=0):
+    """The perturbation rule and the schedule behind an estimator's ``solver``.
+
+    Parameters
+    ----------
+    solver : str
+        ``'every_k'``, ``'looksam'``, ``'rst'`` or ``'aesam'`` (SAM's
+        perturbation under that schedule); any other value is returned
+        unchanged, without schedule.
+    sam_every : int, default=5
+        Steps per SAM step: the period ``k`` of ``'every_k'`` and
+        ``'looksam'``, and ``p = 1 / sam_every`` of ``'rst'`` (the same
+        expected cost). ``'aesam'`` decides by itself.
+    seed : int, default=0
+        Seed of ``'rst'``'s generator.
+
+    Returns
+    -------
+    rule : str
+        The perturbation rule (``'sam'`` for the scheduled solvers).
+    schedule : EveryK, LookSAM, RST, AESAM or None
+        The schedule, a new object.
+    """
+    if solver == "every_k":
+        return "sam", EveryK(sam_every)
+    if solver == "looksam":
+        return "sam", LookSAM(sam_every)
+    if solver == "rst":
+        return "sam", RST(1.0 / sam_every, seed=seed)
+    if solver == "aesam":
+        return "sam", AESAM()
+    return solver, None
+
+
+def scheduled_step(schedule, first_grads, sam_step):
+    """One step under ``schedule`` for code that holds its gradients itself.
+
+    ``first_grads`` are the gradients at ``w`` (a list of tensors, changed
+    in place by LookSAM on plain steps); ``sam_step()`` takes the SAM step's
+    second gradient and returns the list of the SAM gradients (it may
+    overwrite ``first_grads``' storage: they are copied first when the
+    schedule needs them). Returns whether the SAM step was taken.
+    """
+    import torch
+
+    take = schedule._plan()
+    if take is None:
+        present = [g for g in first_grads if g is not None]
+        take = schedule._decide(torch.stack(torch._foreach_norm(present)).square().sum())
+    if take:
+        first = [g.clone() for g in first_grads] if isinstance(schedule, LookSAM) else None
+        sam_grads = sam_step()
+        schedule._after_sam(first, sam_grads)
+    else:
+        schedule._plain(first_grads)
+    schedule._advance()
+    return take

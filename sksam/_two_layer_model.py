@@ -14,7 +14,8 @@ Nothing here knows about the estimator (:mod:`sksam.two_layer`).
 import numpy as np
 
 from ._activations import torch_activation
-from ._update_rules import perturbation
+from ._schedules import scheduled_step
+from ._update_rules import is_perturbed, perturbation
 
 __all__ = ["FlatParams", "Workspace", "autograd_loss", "forward", "loss_and_gradient", "step_"]
 
@@ -224,7 +225,19 @@ class FlatParams:
         return [flat], (True,)
 
 
-def step_(state, X, Y, *, solver, rho, learning_rate, activation, weights=None, workspace=None):
+def step_(
+    state,
+    X,
+    Y,
+    *,
+    solver,
+    rho,
+    learning_rate,
+    activation,
+    weights=None,
+    workspace=None,
+    schedule=None,
+):
     """One GD/SAM step on ``state`` (a :class:`FlatParams`) in place.
 
     The perturbation is :func:`sksam._update_rules.perturbation` on the flat
@@ -233,7 +246,9 @@ def step_(state, X, Y, *, solver, rho, learning_rate, activation, weights=None, 
     is taken on a perturbed *copy*, so the parameters never leave their
     values before the descent step. With no perturbation (``gd`` or
     ``rho == 0``) the second gradient is not computed at all, so every solver
-    with ``rho = 0`` reproduces gradient descent bit for bit.
+    with ``rho = 0`` reproduces gradient descent bit for bit. A ``schedule``
+    (:mod:`sksam._schedules`) decides per step whether the second gradient
+    is taken (the cheap variants of SAM).
 
     Returns
     -------
@@ -249,12 +264,20 @@ def step_(state, X, Y, *, solver, rho, learning_rate, activation, weights=None, 
         "out": state.grads,
     }
     loss, _ = loss_and_gradient(state.params, X, Y, activation, **options)
-    params, adaptive = state.chunks(state.flat, solver)
-    grads, _ = state.chunks(state.grad, solver)
-    e = perturbation(solver, rho, params, grads, adaptive=adaptive)
-    if e is not None:
-        for w, e_w, out in zip(params, e, state.chunks(state.shifted, solver)[0]):
-            torch.add(w, e_w, out=out)
-        loss_and_gradient(state.shifted_params, X, Y, activation, need_loss=False, **options)
+
+    def second_gradient():
+        params, adaptive = state.chunks(state.flat, solver)
+        grads, _ = state.chunks(state.grad, solver)
+        e = perturbation(solver, rho, params, grads, adaptive=adaptive)
+        if e is not None:
+            for w, e_w, out in zip(params, e, state.chunks(state.shifted, solver)[0]):
+                torch.add(w, e_w, out=out)
+            loss_and_gradient(state.shifted_params, X, Y, activation, need_loss=False, **options)
+        return [state.grad]
+
+    if schedule is None or not is_perturbed(solver, rho):
+        second_gradient()
+    else:  # the cheap variants: the same rule objects as sksam.optim.SAM's
+        scheduled_step(schedule, [state.grad], second_gradient)
     state.flat.sub_(state.grad, alpha=learning_rate)
     return loss

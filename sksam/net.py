@@ -41,6 +41,7 @@ from ._base import (
     record_history,
     warn_diverged,
 )
+from ._schedules import SCHEDULED_SOLVERS, schedule_for
 from ._skorch import (
     TensorBatchLoader,
     _AcceleratedSAMNetClassifier,
@@ -53,7 +54,7 @@ from ._skorch import (
 from ._threads import resolve_n_threads, torch_threads
 from ._update_rules import SOLVERS
 from .modules import MLP
-from .optim import SAM
+from .optim import SAM, MomentumSAM
 from .sharpness import MEASURES, measure_sharpness
 
 # MLP (sksam.modules) is re-exported here for code written before the split;
@@ -77,6 +78,7 @@ _RESERVED = {
     "optimizer__rho": "rho",
     "optimizer__solver": "solver",
     "optimizer__adaptive": "solver",
+    "optimizer__schedule": "solver",
     "optimizer__base_optimizer": "optimizer",
     "optimizer__model": "module",
     "iterator_train__batch_size": "batch_size",
@@ -100,7 +102,8 @@ class _BaseSAMNet(BaseEstimator):
 
     _parameter_constraints = {
         "module": [None, callable],
-        "solver": [StrOptions(set(SOLVERS))],
+        "solver": [StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS) | {"msam"})],
+        "sam_every": [Interval(Integral, 1, None, closed="left")],
         "rho": [Interval(Real, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither"), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -146,6 +149,7 @@ class _BaseSAMNet(BaseEstimator):
         precision="float32",
         accelerator=None,
         n_threads=None,
+        sam_every=5,
         **kwargs,
     ):
         self.module = module
@@ -167,6 +171,7 @@ class _BaseSAMNet(BaseEstimator):
         self.precision = precision
         self.accelerator = accelerator
         self.n_threads = n_threads
+        self.sam_every = sam_every
         for name, value in kwargs.items():  # skorch's way: routed params are attributes
             setattr(self, name, value)
 
@@ -331,6 +336,26 @@ class _BaseSAMNet(BaseEstimator):
             if isinstance(monitor, str) and monitor.startswith("valid_"):
                 raise ValueError(_valid_split_message(type(self).__name__, name, monitor))
 
+    def _optimizer_kwargs(self):
+        """skorch's ``optimizer`` and its options for ``solver`` (the cheap variants too)."""
+        if self.solver == "msam":
+            if self.optimizer is not torch.optim.SGD:
+                raise ValueError(
+                    "solver='msam' (Momentum-SAM) is SGD with momentum: it needs "
+                    f"optimizer=torch.optim.SGD, got {self.optimizer!r}."
+                )
+            # momentum as the base SGD's (0 unless optimizer__momentum is routed)
+            return dict(optimizer=MomentumSAM, optimizer__rho=self.rho, optimizer__momentum=0.0)
+        seed = self.random_state if isinstance(self.random_state, Integral) else 0
+        rule, schedule = schedule_for(self.solver, self.sam_every, int(seed))
+        return dict(
+            optimizer=SAM,
+            optimizer__base_optimizer=self.optimizer,
+            optimizer__rho=self.rho,
+            optimizer__solver=rule,
+            optimizer__schedule=schedule,
+        )
+
     def _build_net(self, n_features, n_outputs):
         routed = self._routed_params()
         for name, owner in _RESERVED.items():
@@ -347,10 +372,7 @@ class _BaseSAMNet(BaseEstimator):
         params = dict(
             module=module,
             criterion=type(self._criterion()),
-            optimizer=SAM,
-            optimizer__base_optimizer=self.optimizer,
-            optimizer__rho=self.rho,
-            optimizer__solver=self.solver,
+            **self._optimizer_kwargs(),
             lr=self._lr(),
             max_epochs=self.max_epochs,
             batch_size=-1 if self.batch_size is None else self.batch_size,
@@ -515,8 +537,19 @@ _FIT_DOC = """
         weights are the starting point. ``None`` uses
         :class:`~sksam.modules.MLP` (one hidden layer of 100 ReLU units; set
         ``module__hidden_layer_sizes``, ``module__dropout``...).
-    solver : {{'gd', 'sam', 'usam', 'asam'}}, default='sam'
-        The update rule.
+    solver : {{'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam', 'msam'}}, \
+default='sam'
+        The update rule. The cheap variants of SAM (see the "SAM on a
+        budget" guide): ``'every_k'`` takes the SAM step every
+        ``sam_every`` steps and the base step otherwise, ``'looksam'``
+        the same with LookSAM's reused direction in between, ``'rst'`` a
+        SAM step with probability ``1 / sam_every``, ``'aesam'`` when the
+        squared gradient norm is unusually large
+        (:class:`sksam.optim.AESAM`), ``'msam'`` Momentum-SAM, one gradient
+        per step (:class:`sksam.optim.MomentumSAM`, with
+        ``optimizer=torch.optim.SGD``; set ``optimizer__momentum=0.9`` as
+        the paper does). Search ``rho`` with the variant: the cheap ones
+        often want a larger radius.
     rho : float, default=0.05
         Perturbation radius; ``rho=0`` is ``solver='gd'`` bit for bit.
         Ignored by ``'gd'``.
@@ -599,6 +632,11 @@ _FIT_DOC = """
         multiply-adds per batch) and inside joblib workers (so
         ``GridSearchCV(n_jobs=2)`` does not oversubscribe), torch's setting
         otherwise; ``-1``: one per core.
+    sam_every : int, default=5
+        Steps per SAM step of ``'every_k'``, ``'looksam'`` (the period) and
+        ``'rst'`` (``1 / p``); ignored by the other solvers. ``'rst'``
+        draws from a generator seeded by ``random_state`` (0 when it is not
+        an int).
     **kwargs
         The skorch routed parameters: ``module__*``, ``optimizer__*``,
         ``criterion__*``, ``iterator_train__*``, ``iterator_valid__*``,

@@ -30,7 +30,9 @@ from ._base import (
     warn_interrupted,
     warn_not_converged,
 )
+from ._schedules import SCHEDULED_SOLVERS, schedule_for
 from ._threads import N_THREADS_CONSTRAINT, resolve_n_threads, torch_threads
+from ._update_rules import SOLVERS
 from .sharpness import measure_sharpness
 
 __all__ = ["SAMTwoLayerRegressor"]
@@ -61,12 +63,17 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : {'gd', 'sam', 'usam', 'asam'}, default='sam'
+    solver : {'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam'}, default='sam'
         The update rule, with :math:`g = \nabla L(w)`: gradient descent
         (``e = 0``), SAM (``e = rho g/||g||``), unnormalized SAM
         (``e = rho g``) or adaptive SAM (``e = rho T^2 g/||T g||``,
         ``T = |w| + 0.01`` on the weight matrices ``W`` and ``a``, ``T = 1``
-        on the intercepts).
+        on the intercepts). The cheap variants take SAM's step on some
+        steps only and a gradient step on the others: ``'every_k'`` every
+        ``sam_every`` steps, ``'looksam'`` the same with LookSAM's reused
+        direction in between, ``'rst'`` with probability ``1 / sam_every``,
+        ``'aesam'`` when the squared gradient norm is above its moving mean
+        (see :mod:`sksam.optim` and the "SAM on a budget" guide).
     rho : float, default=0.05
         Radius of the perturbation. ``rho=0`` gives gradient descent exactly.
     n_hidden : int, default=100
@@ -130,6 +137,11 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         ``loss_curve_``) instead of a fresh initialization.
     verbose : bool or int, default=False
         Print the loss at each iteration.
+    sam_every : int, default=5
+        Steps per SAM step of the cheap variants: the period of
+        ``'every_k'`` and ``'looksam'``, ``1 / p`` of ``'rst'``; ignored by
+        the other solvers. ``'rst'`` draws from a generator seeded by
+        ``random_state`` (0 when it is not an int).
 
     Attributes
     ----------
@@ -225,6 +237,9 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         "device": [str],
         "n_threads": N_THREADS_CONSTRAINT,
         "warm_start": ["boolean"],
+        # the cheap variants of SAM (sksam._schedules) on top of the common solvers
+        "solver": [StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS))],
+        "sam_every": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -249,8 +264,10 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         n_threads=None,
         warm_start=False,
         verbose=False,
+        sam_every=5,
     ):
         self.solver = solver
+        self.sam_every = sam_every
         self.rho = rho
         self.n_hidden = n_hidden
         self.activation = activation
@@ -591,12 +608,14 @@ class _Step:
 
     def __init__(self, estimator):
         self.options = {
-            "solver": estimator.solver,
             "rho": estimator.rho,
             "learning_rate": estimator.learning_rate,
             "activation": estimator.activation,
             "workspace": _model.Workspace(),
         }
+        seed = estimator.random_state if isinstance(estimator.random_state, int) else 0
+        rule, schedule = schedule_for(estimator.solver, estimator.sam_every, seed)
+        self.options.update(solver=rule, schedule=schedule)
 
     def epoch(self, state, data, batches):
         """One pass over the data; the (weighted) mean of the batch losses, as a float."""

@@ -1,0 +1,184 @@
+"""The cheap SAM variants inside the estimators: solver values, pass counts, grid searches."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV
+
+import sksam._two_layer_model as two_layer_model
+from sksam import SAMNetClassifier, SAMNetRegressor, SAMTwoLayerRegressor
+from sksam.datasets import make_teacher_student
+from sksam.optim import SAM, LookSAM, MomentumSAM
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return (X[:200] / 16.0).astype(np.float32), y[:200]
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    X, y, _ = make_teacher_student(n_samples=60, n_features=4, random_state=0)
+    return X, y
+
+
+def _count_gradients(monkeypatch):
+    calls = []
+    original = two_layer_model.loss_and_gradient
+    monkeypatch.setattr(
+        two_layer_model,
+        "loss_and_gradient",
+        lambda *a, **k: calls.append(1) or original(*a, **k),
+    )
+    return calls
+
+
+@pytest.mark.parametrize(
+    "solver, sam_every, expected",
+    [("gd", 5, 20), ("sam", 5, 40), ("every_k", 4, 25), ("looksam", 4, 25), ("rst", 1, 40)],
+)
+def test_two_layer_gradients_per_step(monkeypatch, teacher, solver, sam_every, expected):
+    X, y = teacher
+    calls = _count_gradients(monkeypatch)
+    reg = SAMTwoLayerRegressor(
+        solver=solver, rho=0.1, sam_every=sam_every, n_hidden=8, max_iter=20, sharpness=None, tol=0
+    )
+    with pytest.warns(Warning):  # max_iter reached
+        reg.fit(X, y)
+    assert len(calls) == expected
+
+
+@pytest.mark.parametrize("solver", ["every_k", "looksam"])
+def test_two_layer_variant_every_step_is_sam_bit_for_bit(teacher, solver):
+    X, y = teacher
+    fits = [
+        SAMTwoLayerRegressor(
+            solver=s,
+            rho=0.1,
+            sam_every=1,
+            n_hidden=8,
+            max_iter=15,
+            sharpness=None,
+            tol=0,
+            random_state=0,
+        )
+        for s in ("sam", solver)
+    ]
+    for reg in fits:
+        with pytest.warns(Warning):
+            reg.fit(X, y)
+    np.testing.assert_array_equal(fits[0].coefs_[0], fits[1].coefs_[0])
+
+
+def test_two_layer_looksam_follows_the_rule_on_the_flat_vector(teacher):
+    # After a refresh the next step adds alpha |g| / |g_v| g_v to g.
+    X, y = teacher
+    X_t, Y_t = (
+        torch.as_tensor(X, dtype=torch.float32),
+        torch.as_tensor(y[:, None], dtype=torch.float32),
+    )
+    gen = torch.Generator().manual_seed(0)
+    tensors = [
+        torch.randn(4, 6, generator=gen) * 0.3,
+        torch.zeros(6),
+        torch.randn(6, 1, generator=gen) * 0.3,
+        torch.zeros(1),
+    ]
+    state = two_layer_model.FlatParams(tensors, train_output_layer=True)
+    w0 = state.flat.clone()
+    opts = dict(solver="sam", rho=0.2, learning_rate=0.1, activation="tanh")
+    schedule = LookSAM(k=2, alpha=0.5)
+    two_layer_model.step_(state, X_t, Y_t, schedule=schedule, **opts)
+    g_v = schedule.g_v[0].clone()
+    w1 = state.flat.clone()
+    two_layer_model.loss_and_gradient(
+        state.params, X_t, Y_t, "tanh", train_output_layer=True, out=state.grads
+    )
+    g = state.grad.clone()
+    two_layer_model.step_(state, X_t, Y_t, schedule=schedule, **opts)
+    expected = w1 - 0.1 * (g + 0.5 * g.norm() / g_v.norm() * g_v)
+    torch.testing.assert_close(state.flat, expected)
+    assert not torch.equal(w0, w1)
+
+
+def test_two_layer_grid_search_over_variant_and_rho(teacher):
+    X, y = teacher
+    search = GridSearchCV(
+        SAMTwoLayerRegressor(n_hidden=8, max_iter=30, sharpness=None, tol=0, random_state=0),
+        {"solver": ["sam", "looksam", "every_k"], "rho": [0.05, 0.2]},
+        cv=2,
+    )
+    with pytest.warns(Warning):
+        search.fit(X, y)
+    assert len(search.cv_results_["params"]) == 6
+    assert search.best_params_["solver"] in ("sam", "looksam", "every_k")
+
+
+def test_two_layer_refuses_momentum_sam(teacher):
+    X, y = teacher
+    with pytest.raises(ValueError, match="'solver' parameter of SAMTwoLayerRegressor must be"):
+        SAMTwoLayerRegressor(solver="msam").fit(X, y)
+
+
+def _net(cls, **kwargs):
+    return cls(
+        module__hidden_layer_sizes=(16,),
+        max_epochs=2,
+        batch_size=50,
+        sharpness=None,
+        random_state=0,
+        lr=0.1,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    "solver, sam_every, passes",
+    [("gd", 5, 8), ("sam", 5, 16), ("every_k", 4, 10), ("looksam", 4, 10), ("msam", 5, 8)],
+)
+def test_net_forward_passes_per_step(digits, solver, sam_every, passes):
+    # 200 rows in batches of 50, 2 epochs: 8 steps.
+    X, y = digits
+    clf = _net(SAMNetClassifier, solver=solver, sam_every=sam_every)
+    clf.fit(X, y)
+    forwards = []
+    clf.net_.module_.register_forward_hook(lambda *a: forwards.append(1))
+    clf.set_params(warm_start=True)
+    clf.fit(X, y)
+    assert len(forwards) == passes
+
+
+def test_net_optimizer_carries_the_schedule(digits):
+    X, y = digits
+    clf = _net(SAMNetClassifier, solver="looksam", sam_every=3).fit(X, y)
+    opt = clf.net_.optimizer_
+    assert isinstance(opt, SAM) and isinstance(opt.schedule, LookSAM) and opt.schedule.k == 3
+    msam = _net(SAMNetClassifier, solver="msam", optimizer__momentum=0.9).fit(X, y)
+    assert isinstance(msam.net_.optimizer_, MomentumSAM)
+    assert msam.net_.optimizer_.param_groups[0]["momentum"] == 0.9
+
+
+def test_net_msam_needs_sgd(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="solver='msam' \\(Momentum-SAM\\) is SGD with momentum"):
+        _net(SAMNetClassifier, solver="msam", optimizer=torch.optim.Adam).fit(X, y)
+
+
+def test_net_grid_search_over_variant_and_rho(digits):
+    X, y = digits
+    search = GridSearchCV(
+        _net(SAMNetClassifier),
+        {"solver": ["sam", "every_k", "msam"], "rho": [0.05, 0.2]},
+        cv=2,
+    )
+    search.fit(X, y)
+    assert len(search.cv_results_["params"]) == 6
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_regressor_takes_the_variants(digits):
+    X, y = digits
+    reg = _net(SAMNetRegressor, solver="rst", sam_every=2).fit(X, y.astype(np.float32))
+    assert reg.net_.optimizer_.schedule.p == 0.5
