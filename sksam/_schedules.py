@@ -223,7 +223,8 @@ class LookSAM(EveryK):
         v_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v)))
         if float(v_norm) == 0.0:
             return
-        torch._foreach_add_(g, torch._foreach_mul(v, self.alpha * g_norm / v_norm))
+        # a Python scalar: no temporary copy of g_v (the norm was read already)
+        torch._foreach_add_(g, v, alpha=self.alpha * float(g_norm) / float(v_norm))
 
     def _state_dict(self):
         return {"t": self.t, "g_v": self.g_v}

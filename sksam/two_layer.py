@@ -73,7 +73,7 @@ class SAMTwoLayerRegressor(RegressorMixin, BaseEstimator):
         ``sam_every`` steps, ``'looksam'`` the same with LookSAM's reused
         direction in between, ``'rst'`` with probability ``1 / sam_every``,
         ``'aesam'`` when the squared gradient norm is above its moving mean
-        (see :mod:`sksam.optim` and the "SAM on a budget" guide).
+        (see ``sksam.optim`` and the "SAM on a budget" guide).
     rho : float, default=0.05
         Radius of the perturbation. ``rho=0`` gives gradient descent exactly.
     n_hidden : int, default=100
