@@ -722,11 +722,14 @@ class SAM(torch.optim.Optimizer):
 
     def _replay(self):
         """The :class:`Replay` of this step (``model``'s statistics, its randomness)."""
-        layers, may_draw = self._scan_model()
-        mode = getattr(self, "replay_rng", "auto")  # pickles from before the option
-        replays = may_draw if mode == "auto" else mode
+        replays = self._replays_rng()
         devices = _cuda_devices(self.param_groups) if replays else []
-        return Replay(_running_stats(layers), replays, devices)
+        return Replay(_running_stats(self._scan_model()[0]), replays, devices)
+
+    def _replays_rng(self):
+        """Whether the second pass replays the first pass's random numbers."""
+        mode = getattr(self, "replay_rng", "auto")  # pickles from before the option
+        return self._scan_model()[1] if mode == "auto" else mode
 
     def _check_schedule(self, schedule, chunked, n_chunks):
         """Refuse the combinations a schedule's rule does not define."""
