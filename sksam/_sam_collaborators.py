@@ -11,14 +11,79 @@ objects built once per step with their state passed in, the way
   layers after it (updated once per step);
 * :class:`Scaling` unscales the ascent gradient of float16 training and
   sends the descent step through the ``GradScaler``;
+* :class:`GradientLedger` tells the gradients the last step left behind
+  from those the caller computed before calling the step;
 * :class:`AscentSync` runs the first pass under ``no_sync`` for the
   per-worker ascent of ``DistributedDataParallel`` and all-reduces what must
   agree across ranks.
 """
 
+import contextlib
+import os
+import sys
+import warnings
 from contextlib import contextmanager, nullcontext
 
 import torch
+
+
+class GradientLedger:
+    """The gradients a step left behind, to recognise the caller's own.
+
+    Each gradient is marked by its identity and version: a backward pass
+    (or ``zero_``) on it changes one of them. A gradient set or changed
+    since the last step was computed by the caller (``loss.backward();
+    opt.step(closure)``, the community style).
+    """
+
+    def __init__(self):
+        self.left = None
+        self.warned = False
+
+    def remember(self, params):
+        """Mark the gradients of ``params`` as left by the optimizer."""
+        self.left = _marks(params)
+
+    def caller_made(self, params):
+        """Whether some gradient was set or changed since the last step; warn once."""
+        marks = _marks(params)
+        left = self.left
+        if left is None or len(left) != len(marks):
+            left = [None] * len(marks)
+        fresh = any(mark is not None and mark != old for mark, old in zip(marks, left))
+        if fresh and not self.warned:
+            self.warned = True
+            warnings.warn(
+                "SAM.step(closure) found gradients computed before it was called "
+                "(loss.backward() before opt.step(closure), or gradients filled "
+                "by zero_grad(set_to_none=False)). They are discarded: step() "
+                "takes every gradient it uses from the closure, at the current "
+                "weights, so the step is the SAM step, but the backward pass "
+                "before it was wasted. Call opt.step(closure) alone (or "
+                "first_step()/second_step()). This warning is shown once.",
+                UserWarning,
+                stacklevel=_caller_level(),
+            )
+        return fresh
+
+
+def _marks(params):
+    return [None if (g := p.grad) is None else (id(g), g._version) for p in params]
+
+
+def _caller_level():
+    """The ``stacklevel`` of a warning that points at the code calling the optimizer."""
+    here = os.path.dirname(__file__)
+    internal = {
+        __file__,
+        os.path.join(here, "optim.py"),
+        contextlib.__file__,
+        sys.modules[torch.optim.Optimizer.__module__].__file__,
+    }
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename in internal:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class Replay:

@@ -55,7 +55,6 @@ Minimization. ICML.
 
 import copy
 import math
-import warnings
 from contextlib import contextmanager, nullcontext
 from functools import partial
 
@@ -63,7 +62,7 @@ import torch
 from torch.nn.modules.batchnorm import _NormBase
 
 from ._momentum_sam import MomentumSAM
-from ._sam_collaborators import AscentSync, Replay, Scaling, poison
+from ._sam_collaborators import AscentSync, GradientLedger, Replay, Scaling, poison
 from ._sam_collaborators import world_size as _world_size
 from ._schedules import AESAM, RST, EveryK, LookSAM, _Schedule
 from ._update_rules import (
@@ -336,8 +335,7 @@ class SAM(torch.optim.Optimizer):
         self.ascent = ascent
         self._saved = None
         self._model_scan = None  # (model, normalization layers, draws random numbers)
-        self._left_grads = None  # the gradients the last step left behind
-        self._warned_fresh = False
+        self._ledger = GradientLedger()  # the gradients the last step left behind
         if schedule is not None and not isinstance(schedule, _Schedule):
             raise TypeError(
                 "schedule must be None or one of sksam.optim's schedules "
@@ -400,7 +398,7 @@ class SAM(torch.optim.Optimizer):
         """
         if not set_to_none:
             super().zero_grad(set_to_none=False)
-            self._remember_grads()  # zeros are not the caller's gradients
+            _ledger(self).remember(self._params())  # zeros are not the caller's
             return
         for group in self.param_groups:
             for p in group["params"]:
@@ -763,10 +761,10 @@ class SAM(torch.optim.Optimizer):
         """
         if not calls_closure:
             yield
-            self._remember_grads()
+            _ledger(self).remember(self._params())
             return
         stats = saved = None
-        if self._caller_made_grads():
+        if _ledger(self).caller_made(self._params()):
             stats = _running_stats(self._scan_model()[0])
             saved = [b.clone() for b in stats]
         self.zero_grad()
@@ -776,44 +774,10 @@ class SAM(torch.optim.Optimizer):
             if stats:
                 with torch.no_grad():
                     torch._foreach_copy_(stats, saved)
-            self._remember_grads()
+            _ledger(self).remember(self._params())
 
     def _params(self):
         return [p for group in self.param_groups for p in group["params"]]
-
-    def _grad_marks(self):
-        # Identity and version of each gradient: a backward pass (or zero_)
-        # on it changes one of them.
-        return [
-            None if (g := p.grad) is None else (id(g), g._version)
-            for group in self.param_groups
-            for p in group["params"]
-        ]
-
-    def _remember_grads(self):
-        self._left_grads = self._grad_marks()
-
-    def _caller_made_grads(self):
-        """Whether some gradient was set or changed since the last step; warn once."""
-        left = getattr(self, "_left_grads", None)
-        marks = self._grad_marks()
-        if left is None or len(left) != len(marks):
-            left = [None] * len(marks)
-        fresh = any(mark is not None and mark != old for mark, old in zip(marks, left))
-        if fresh and not getattr(self, "_warned_fresh", False):
-            self._warned_fresh = True
-            warnings.warn(
-                "SAM.step(closure) found gradients computed before it was called "
-                "(loss.backward() before opt.step(closure), or gradients filled "
-                "by zero_grad(set_to_none=False)). They are discarded: step() "
-                "takes every gradient it uses from the closure, at the current "
-                "weights, so the step is the SAM step, but the backward pass "
-                "before it was wasted. Call opt.step(closure) alone (or "
-                "first_step()/second_step()). This warning is shown once.",
-                UserWarning,
-                stacklevel=_caller_level(),
-            )
-        return fresh
 
     def _first_call(self, closure):
         """The closure at ``w``; an error if it left no gradient at all.
@@ -908,8 +872,7 @@ class SAM(torch.optim.Optimizer):
             schedule=getattr(self, "schedule", None),
             _saved=None,
             _model_scan=None,
-            _left_grads=None,
-            _warned_fresh=False,
+            _ledger=GradientLedger(),
         )
         return state
 
@@ -963,20 +926,12 @@ def _either(found, other):
     return found | other
 
 
-def _caller_level():
-    """The ``stacklevel`` of a warning that points at the code calling the optimizer."""
-    import contextlib
-    import sys
-
-    internal = {
-        __file__,
-        contextlib.__file__,
-        sys.modules[torch.optim.Optimizer.__module__].__file__,
-    }
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename in internal:
-        frame, level = frame.f_back, level + 1
-    return level
+def _ledger(optimizer):
+    """The optimizer's :class:`GradientLedger` (made for pickles from before it)."""
+    ledger = getattr(optimizer, "_ledger", None)
+    if ledger is None:
+        ledger = optimizer._ledger = GradientLedger()
+    return ledger
 
 
 def _sq_norm(grads, params):
