@@ -338,7 +338,20 @@ class _BaseSAMNet(BaseEstimator):
 
     def _optimizer_kwargs(self):
         """skorch's ``optimizer`` and its options for ``solver`` (the cheap variants too)."""
+        if self.solver in ("looksam", "aesam") and self.m > 1:
+            raise ValueError(
+                f"solver={self.solver!r} decides on the gradient of the whole batch "
+                f"and cannot be shared by m-sharpness chunks; got m={self.m}. Use m=1, "
+                "or solver='every_k' or 'rst'."
+            )
         if self.solver == "msam":
+            if self.m > 1 or self.precision != "float32" or self.accelerator is not None:
+                raise ValueError(
+                    "solver='msam' (Momentum-SAM) takes one plain gradient per step: it "
+                    "supports m=1, precision='float32' and accelerator=None only; got "
+                    f"m={self.m}, precision={self.precision!r}, "
+                    f"accelerator={self.accelerator!r}."
+                )
             if self.optimizer is not torch.optim.SGD:
                 raise ValueError(
                     "solver='msam' (Momentum-SAM) is SGD with momentum: it needs "

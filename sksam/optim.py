@@ -374,7 +374,8 @@ class SAM(torch.optim.Optimizer):
             ``False`` when every group has ``rho == 0`` or the solver is
             ``'gd'``: :meth:`step` is then the base optimizer, one closure
             call. A step whose first pass leaves no gradient at all takes
-            no second pass either.
+            no second pass either, and with a ``schedule`` ``True`` means
+            that the schedule decides, step by step.
         """
         return self._perturbs(self._options()[0])
 

@@ -182,3 +182,24 @@ def test_regressor_takes_the_variants(digits):
     X, y = digits
     reg = _net(SAMNetRegressor, solver="rst", sam_every=2).fit(X, y.astype(np.float32))
     assert reg.net_.optimizer_.schedule.p == 0.5
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"solver": "looksam", "m": 2}, "cannot be shared by m-sharpness chunks; got m=2"),
+        ({"solver": "aesam", "m": 2}, "cannot be shared by m-sharpness chunks"),
+        ({"solver": "msam", "m": 2}, "supports m=1, precision='float32'"),
+        ({"solver": "msam", "precision": "bfloat16"}, "precision='bfloat16'"),
+    ],
+)
+def test_net_refuses_the_combinations_a_variant_does_not_define(digits, params, match):
+    X, y = digits
+    with pytest.raises(ValueError, match=match):
+        _net(SAMNetClassifier, **params).fit(X, y)
+
+
+def test_net_every_k_composes_with_m_sharpness(digits):
+    X, y = digits
+    clf = _net(SAMNetClassifier, solver="every_k", sam_every=2, m=2).fit(X, y)
+    assert clf.net_.optimizer_.schedule.t == 8
