@@ -29,7 +29,8 @@ Timings depend on the machine and on what else runs on it; the numbers a
 run prints are for that machine only (the notes that quote them say on
 which machine, and whether it was busy).
 
-Usage::
+Usage (from the repository root; ``PYTHONPATH=.`` when sksam is not
+installed)::
 
     python benchmarks/bench_efficient_sam.py                 # both parts
     python benchmarks/bench_efficient_sam.py --part cost --foreach

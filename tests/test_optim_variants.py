@@ -317,3 +317,36 @@ def test_the_given_schedule_is_a_specification():
 def test_bad_options_are_named(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_momentum_sam_state_dict_and_pickle_continue_the_same_trajectory():
+    x, y = _data()
+    model = _mlp()
+    opt = MomentumSAM(model.parameters(), lr=LR, rho=RHO)
+    for _ in range(3):
+        opt.step(_closure(model, opt, x, y))
+    twin = copy.deepcopy(model)
+    twin_opt = MomentumSAM(twin.parameters(), lr=LR, rho=RHO)
+    # a copy, as torch.save/torch.load make: torch's state_dict shares the buffers
+    twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    clone = pickle.loads(pickle.dumps((model, opt)))
+    for m, o in [(model, opt), (twin, twin_opt), clone]:
+        for _ in range(3):
+            o.step(_closure(m, o, x, y))
+    assert torch.equal(_flat(model.parameters()), _flat(twin.parameters()))
+    assert torch.equal(_flat(model.parameters()), _flat(clone[0].parameters()))
+
+
+def test_momentum_sam_restores_the_weights_when_the_closure_fails():
+    x, y = _data()
+    model = _mlp()
+    opt = MomentumSAM(model.parameters(), lr=LR, rho=RHO)
+    opt.step(_closure(model, opt, x, y))  # now v != 0: the next step perturbs
+    before = _flat(model.parameters())
+
+    def failing():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        opt.step(failing)
+    assert torch.equal(_flat(model.parameters()), before)
