@@ -78,8 +78,9 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         Torch device of the Nystroem path, as in :class:`SAMKernelRegressor`.
     dtype : {'float64', 'float32'}, default=None
         Precision of the torch blocks, as in :class:`SAMKernelRegressor`.
-    sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
-        Measure stored in ``sharpness_`` by the refitted model.
+    sharpness : {'rho', 'top_eigenvalue', 'trace'} or None, default='rho'
+        Measure stored in ``sharpness_`` by the refitted model, as in
+        :class:`SAMKernelRegressor` (``'rho'`` with the chosen ``rho_``).
     n_jobs : int, default=None
         Fits run in parallel through joblib (so ``joblib.parallel_config(
         backend='dask')`` spreads them over a Dask cluster).
@@ -170,7 +171,7 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         centers=None,
         device=None,
         dtype=None,
-        sharpness="top_eigenvalue",
+        sharpness="rho",
         n_jobs=None,
         random_state=None,
         verbose=0,
