@@ -12,9 +12,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._base import numeric_target
-from ._kernel_models import R2Score
+from ._kernel_models import KERNEL_MEASURES, R2Score
 from .kernel import SAMKernelRegressor, _transaction
-from .sharpness import MEASURES
 
 #: Parameters passed through to every :class:`SAMKernelRegressor` fitted.
 _KERNEL_PARAMS = (
@@ -148,7 +147,7 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         "centers": ["array-like", None],
         "device": "no_validation",
         "dtype": "no_validation",
-        "sharpness": [StrOptions(set(MEASURES)), None],
+        "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],

@@ -48,6 +48,10 @@ from ._kernel_features import (
 from ._kernel_path import dual_dynamics, primal_dynamics, top_eigenvalue
 from .sharpness import quadratic_sharpness
 
+#: Sharpness measures the kernel models compute exactly (the others of
+#: :data:`sksam.sharpness.MEASURES` are refused at fit rather than approximated).
+KERNEL_MEASURES = ("rho", "top_eigenvalue", "trace")
+
 #: Largest kernel eigenvalue below which float64 loses the kernel: its products
 #: (K^2 in the Krylov basis, the loss) reach the subnormal range.
 SMALLEST_KERNEL_SCALE = 1e-150

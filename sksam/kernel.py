@@ -29,6 +29,7 @@ from ._base import (
 )
 from ._kernel_features import is_dask, make_ops
 from ._kernel_models import (
+    KERNEL_MEASURES,
     DaskRows,
     ExactDual,
     InMemoryRows,
@@ -273,6 +274,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         "coef0": [Interval(Real, None, None, closed="neither")],
         "kernel_params": [dict, None],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "centers": ["array-like", None],
         "device": "no_validation",  # checked in fit, with the machine's devices

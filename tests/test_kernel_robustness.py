@@ -289,3 +289,24 @@ def test_reordered_columns_are_refused_as_scikit_learn_does(make):
         pred = model.predict(frame)
     with pytest.warns(UserWarning, match="does not have valid feature names"):
         assert_allclose(model.predict(X), pred, rtol=1e-12)  # as KernelRidge warns
+
+
+# --------------------------------------------------------------------------
+# sharpness measures the kernel models cannot yet compute exactly
+# --------------------------------------------------------------------------
+
+
+def _unwired_measures():
+    from sksam._kernel_models import KERNEL_MEASURES
+    from sksam.sharpness import MEASURES
+
+    return sorted(set(MEASURES) - set(KERNEL_MEASURES)) or ["not_a_measure"]
+
+
+@pytest.mark.parametrize("measure", _unwired_measures())
+@pytest.mark.parametrize("make", [SAMKernelRegressor, SAMKernelRegressorCV])
+def test_a_measure_the_kernel_cannot_compute_is_refused_not_approximated(measure, make):
+    # before: the Nystroem and linear paths answered 'rho' for any other name
+    X, y = _data()
+    with pytest.raises(ValueError, match=rf"'sharpness' parameter.*Got '{measure}'"):
+        make(sharpness=measure).fit(X, y)
