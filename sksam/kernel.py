@@ -123,8 +123,9 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         the Krylov basis grows as :math:`\sqrt{\texttt{max\_iter}}`), so the
         default runs long enough for the fit to reach the accuracy of
         ``Nystroem`` + ``Ridge(alpha=1e-3)`` or ``KernelRidge`` with
-        ``learning_rate='auto'``; choose the stopping step with
-        ``early_stopping``, :meth:`staged_predict` or
+        ``learning_rate='auto'`` on large data. On small data such a long path
+        overfits, as a small ridge ``alpha`` does: choose the stopping step
+        with ``early_stopping``, :meth:`staged_predict` or
         :class:`SAMKernelRegressorCV`.
     tol : float or None, default=None
         ``None``: run exactly ``max_iter`` steps. A float: stop as
