@@ -434,3 +434,15 @@ def test_early_stopping_on_the_initial_plateau_warns():
         warnings.simplefilter("error")
         patient.fit(X_train, y_train)
     assert patient.score(X_test, y_test) > 0.9
+
+
+def test_divergence_names_rho_or_learning_rate_and_the_classifier_remedy():
+    from sksam.exceptions import DivergenceWarning
+
+    X, y = _binary()
+    with pytest.warns(
+        DivergenceWarning, match=r"rho=0 \(gradient descent\) is healthy: rho=1000000.0 is too"
+    ):
+        _clf(n_hidden=100, rho=1e6, max_iter=50).fit(X, y)
+    with pytest.raises(ValueError, match=r"learning_rate=10000.0 is too large .*standardize X\)"):
+        _clf(learning_rate=1e4, max_iter=50).fit(X * 100, y)
