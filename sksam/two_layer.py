@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 from scipy.special import log_expit, logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -55,6 +56,12 @@ __all__ = ["SAMTwoLayerClassifier", "SAMTwoLayerRegressor"]
 #: within 1 % of gradient descent's; rho=0.2 reaches 15-24 % and 4000 steps
 #: 20-150 %, where SAM's error is clearly lower.
 SAM_SHARE_COINCIDE = 0.10
+
+#: An early-stopped fit whose training loss fell by less than this fraction of
+#: its start stopped on the plateau around the initialization (a network
+#: started near the zero function leaves it slowly, and a validation accuracy
+#: can sit still for tens of iterations there): a ConvergenceWarning says so.
+PLATEAU_DROP = 0.10
 
 
 class _BaseTwoLayer(BaseEstimator):
@@ -240,6 +247,7 @@ class _BaseTwoLayer(BaseEstimator):
         batches = self._batches(data.n_samples, rng)
         rule = StoppingRule(self.tol, self.n_iter_no_change, on_validation=validation is not None)
         best_params = None
+        interrupted = False
         try:
             for _ in range(self.max_iter):
                 loss = step.epoch(state, data, batches)
@@ -260,15 +268,35 @@ class _BaseTwoLayer(BaseEstimator):
                     break
         except KeyboardInterrupt:
             warn_interrupted(type(self).__name__)
-            rule.stopped = True
+            rule.stopped = interrupted = True
         if not all(bool(p.isfinite().all()) for p in params):
             raise _NonFinite(history.n_iter, weights=True)
         if not rule.stopped and self.tol is not None:
             warn_not_converged(type(self).__name__, self.max_iter)
+        if rule.stopped and validation is not None and not interrupted:
+            self._warn_if_stopped_on_plateau(history, rule.best_iteration)
         history.best_validation_score = rule.best_score
         if self.verbose:
             print(self._stopping_line(history.n_iter, rule.stopped, state), flush=True)
         return best_params if best_params is not None else params
+
+    def _warn_if_stopped_on_plateau(self, history, best_iteration):
+        """Warn when early stopping ended the fit before the training loss moved."""
+        curve = history.loss_curve[history.first_iteration :]
+        start, last = curve[0], curve[-1]
+        if not (start > 0 and last > (1 - PLATEAU_DROP) * start):
+            return
+        warnings.warn(
+            f"{type(self).__name__}: early stopping ended training at iteration "
+            f"{history.n_iter} while the training loss had fallen only "
+            f"{1 - last / start:.1%} from its start ({start:.4g} to {last:.4g}): the "
+            "validation score sat on the plateau around the initialization, and the "
+            f"weights of iteration {history.first_iteration + best_iteration} are kept. "
+            "Raise n_iter_no_change (e.g. 100), or set tol=None to run max_iter "
+            "iterations and keep the weights with the best validation score.",
+            ConvergenceWarning,
+            stacklevel=_user_stacklevel(),
+        )
 
     def _stopping_line(self, n_iter, stopped, state):
         """The verbose line that ends a fit: why it stopped, and how much SAM acted."""
@@ -526,6 +554,11 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
         Hold out ``validation_fraction`` of the training data, stop when its
         :math:`R^2` stops improving, and keep the weights with the best
         validation score. Both parts must have at least 2 samples.
+        From a start near the zero function the validation score can sit
+        still for tens of iterations: a fit that early stopping ends before
+        the training loss fell by 10 % warns (raise ``n_iter_no_change``, or
+        set ``tol=None`` to run ``max_iter`` iterations and keep the best
+        weights).
     validation_fraction : float, default=0.1
         Fraction of the data held out when ``early_stopping`` is True.
     n_iter_no_change : int, default=10
@@ -798,7 +831,11 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified by
         class), stop when its accuracy stops improving, and keep the weights
-        with the best validation accuracy.
+        with the best validation accuracy. From a start near the zero function the
+        accuracy can sit still for tens of iterations: a fit that early
+        stopping ends before the training loss fell by 10 % warns (raise
+        ``n_iter_no_change``, or set ``tol=None`` to run ``max_iter``
+        iterations and keep the best weights).
     validation_fraction : float, default=0.1
         Fraction of the data held out when ``early_stopping`` is True.
     n_iter_no_change : int, default=10
