@@ -1,6 +1,6 @@
-"""Speed of SAMTwoLayerRegressor, side by side with what users would otherwise run.
+"""Speed of SAMTwoLayerRegressor/Classifier, side by side with what users would otherwise run.
 
-Three ratios, measured in one run on the same data (full batch, one thread):
+Four ratios, measured in one run on the same data (full batch, one thread):
 
 1. a SAM step over a GD step of :class:`sksam.SAMTwoLayerRegressor`
    (two gradients per step are the floor: target <= 2.05);
@@ -10,7 +10,11 @@ Three ratios, measured in one run on the same data (full batch, one thread):
    slow scikit-learn down): target <= 1.0;
 3. computing ``sharpness_`` at the default settings (top Hessian
    eigenvalue by Lanczos) over the fit it follows, at the estimator's
-   default settings: target <= 0.10.
+   default settings: target <= 0.10;
+4. a GD step of :class:`sksam.SAMTwoLayerClassifier` (softmax cross-entropy,
+   ``--classes`` classes cut from the same targets by quantiles) over a step
+   of ``MLPClassifier(solver='sgd', batch_size=n)``, set up as in 2:
+   target <= 1.0.
 
 Each timing is the best (the least disturbed, as :mod:`timeit` advises) of
 ``--repeats`` runs, interleaved so that a change in machine load hits every
@@ -19,6 +23,9 @@ side alike; medians are printed too.
 Run::
 
     python benchmarks/bench_two_layer.py            # n=2000, d=20, 256 units
+
+Timings taken on a shared machine vary from run to run; the ratios, measured
+side by side, are what to compare.
 """
 
 import argparse
@@ -29,11 +36,11 @@ import warnings
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.neural_network import MLPRegressor
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
-from sksam import SAMTwoLayerRegressor
+from sksam import SAMTwoLayerClassifier, SAMTwoLayerRegressor
 from sksam.datasets import make_teacher_student
 from sksam.two_layer import _TrainingData
 
@@ -44,8 +51,8 @@ def _time(fn):
     return time.perf_counter() - start, result
 
 
-def _sksam(solver, args, **params):
-    return SAMTwoLayerRegressor(
+def _sksam(solver, args, estimator=SAMTwoLayerRegressor, **params):
+    return estimator(
         solver=solver,
         rho=0.05,
         n_hidden=args.hidden,
@@ -58,8 +65,8 @@ def _sksam(solver, args, **params):
     )
 
 
-def _mlp(args, n):
-    return MLPRegressor(
+def _mlp(args, n, estimator=MLPRegressor):
+    return estimator(
         hidden_layer_sizes=(args.hidden,),
         solver="sgd",
         batch_size=n,
@@ -94,6 +101,7 @@ def main():
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--steps", type=int, default=200, help="steps per timed fit")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--classes", type=int, default=3, help="classes of the classifier")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run")
     args = parser.parse_args()
@@ -103,17 +111,23 @@ def main():
     threadpool_limits(args.threads)  # numpy's BLAS too, for scikit-learn's side
     warnings.simplefilter("ignore", ConvergenceWarning)
 
-    X, y, _ = make_teacher_student(
+    X, y = make_teacher_student(
         n_samples=args.n_samples, n_features=args.n_features, random_state=0
     )
     n = args.n_samples
+    labels = np.searchsorted(np.quantile(y, np.linspace(0, 1, args.classes + 1)[1:-1]), y)
     X32 = X.astype(np.float32)
     _sksam("sam", args).fit(X, y)  # warm-up: imports, allocator, thread pool
-    times = {"gd": [], "sam": [], "mlp": [], "fit": [], "sharpness": []}
+    _sksam("gd", args, SAMTwoLayerClassifier).fit(X, labels)
+    times = {k: [] for k in ["gd", "sam", "mlp", "fit", "sharpness", "clf_gd", "mlp_clf"]}
     for _ in range(args.repeats):
         times["gd"].append(_time(lambda: _sksam("gd", args).fit(X, y))[0] / args.steps)
         times["sam"].append(_time(lambda: _sksam("sam", args).fit(X, y))[0] / args.steps)
         times["mlp"].append(_time(lambda: _mlp(args, n).fit(X, y))[0] / args.steps)
+        classifier = _sksam("gd", args, SAMTwoLayerClassifier)
+        times["clf_gd"].append(_time(lambda: classifier.fit(X, labels))[0] / args.steps)
+        mlp_clf = _mlp(args, n, MLPClassifier)
+        times["mlp_clf"].append(_time(lambda: mlp_clf.fit(X, labels))[0] / args.steps)
         fit_time, sharp_time, value, n_iter = _sharpness_share(X32, y)
         times["fit"].append(fit_time)
         times["sharpness"].append(sharp_time)
@@ -128,12 +142,15 @@ def main():
     print(f"sksam GD step        {1e3 * med['gd']:8.3f} ms")
     print(f"sksam SAM step       {1e3 * med['sam']:8.3f} ms")
     print(f"MLPRegressor step    {1e3 * med['mlp']:8.3f} ms  (sgd, batch_size=n, momentum=0)")
+    print(f"classifier GD step   {1e3 * med['clf_gd']:8.3f} ms  ({args.classes} classes)")
+    print(f"MLPClassifier step   {1e3 * med['mlp_clf']:8.3f} ms  (sgd, batch_size=n, momentum=0)")
     print(f"default fit          {med['fit']:8.3f} s   ({n_iter} iterations, solver='sam')")
     print(f"sharpness_ (default) {med['sharpness']:8.3f} s   (top eigenvalue {value:.4f})")
     for label, num, den, target in [
         ("SAM step / GD step         ", "sam", "gd", "2.05"),
         ("GD step / MLPRegressor step", "gd", "mlp", "1.0"),
         ("sharpness_ / fit           ", "sharpness", "fit", "0.10"),
+        ("GD step / MLPClassifier step", "clf_gd", "mlp_clf", "1.0"),
     ]:
         print(
             f"ratio {label} = {med[num] / med[den]:.3f}  (target <= {target}; "

@@ -76,6 +76,7 @@ def _one_seed(args, seed):
         n_features=args.n_features,
         n_teacher=args.teacher,
         noise=args.noise,
+        return_y_true=True,
         random_state=seed,
     )
     X_tr, y_tr = X[: args.n_train], y[: args.n_train]

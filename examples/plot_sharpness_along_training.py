@@ -44,7 +44,7 @@ measures = {
 # where SAM's prediction error is clearly below GD's (see "When does SAM
 # help?"). GD and SAM use the same ``rho=0.2``, so the rho-sharpness of both
 # is measured on the same ball.
-X, y, _ = make_teacher_student(
+X, y = make_teacher_student(
     n_samples=200, n_features=10, noise=0.5, random_state=0
 )
 two_layer = SAMTwoLayerRegressor(

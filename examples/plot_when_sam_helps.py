@@ -77,6 +77,7 @@ for i, noise in enumerate(noises):
             n_features=10,
             n_teacher=4,
             noise=noise,
+            return_y_true=True,
             random_state=seed,
         )
         data = X[:n_train], y[:n_train], X[n_train:], f[n_train:]

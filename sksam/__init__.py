@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _LAZY_NAMES = {
     "SAMKernelRegressor": "sksam.kernel",
     "SAMKernelRegressorCV": "sksam._kernel_cv",
+    "SAMTwoLayerClassifier": "sksam.two_layer",
     "SAMTwoLayerRegressor": "sksam.two_layer",
     "SAMNetClassifier": "sksam.net",
     "SAMNetRegressor": "sksam.net",

@@ -12,8 +12,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._base import numeric_target
-from .kernel import SAMKernelRegressor, _r2
-from .sharpness import MEASURES
+from ._kernel_models import KERNEL_MEASURES, R2Score
+from .kernel import SAMKernelRegressor, _transaction
 
 #: Parameters passed through to every :class:`SAMKernelRegressor` fitted.
 _KERNEL_PARAMS = (
@@ -77,8 +77,9 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         Torch device of the Nystroem path, as in :class:`SAMKernelRegressor`.
     dtype : {'float64', 'float32'}, default=None
         Precision of the torch blocks, as in :class:`SAMKernelRegressor`.
-    sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
-        Measure stored in ``sharpness_`` by the refitted model.
+    sharpness : {'rho', 'top_eigenvalue', 'trace'} or None, default='rho'
+        Measure stored in ``sharpness_`` by the refitted model, as in
+        :class:`SAMKernelRegressor` (``'rho'`` with the chosen ``rho_``).
     n_jobs : int, default=None
         Fits run in parallel through joblib (so ``joblib.parallel_config(
         backend='dask')`` spreads them over a Dask cluster).
@@ -146,7 +147,7 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         "centers": ["array-like", None],
         "device": "no_validation",
         "dtype": "no_validation",
-        "sharpness": [StrOptions(set(MEASURES)), None],
+        "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -169,7 +170,7 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         centers=None,
         device=None,
         dtype=None,
-        sharpness="top_eigenvalue",
+        sharpness="rho",
         n_jobs=None,
         random_state=None,
         verbose=0,
@@ -236,6 +237,10 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
+        with _transaction(self):
+            return self._fit(X, y, sample_weight)
+
+    def _fit(self, X, y, sample_weight):
         X, y = validate_data(
             self, X, y, accept_sparse=("csr", "csc"), multi_output=True, y_numeric=True
         )
@@ -313,6 +318,9 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
             Predictions.
         """
         check_is_fitted(self)
+        # feature names are checked here, as scikit-learn does; the inner model
+        # was fitted on the validated array
+        X = validate_data(self, X, accept_sparse=("csr", "csc"), reset=False)
         return self.estimator_.predict(X)
 
 
@@ -320,7 +328,9 @@ def _path_scores(estimator, X, y, sw, train, test, max_iter):
     """R^2 on the test fold after each step ``1 .. max_iter`` of one path."""
     estimator.fit(X[train], y[train], sample_weight=sw[train])
     Y_test = y[test].reshape(len(test), -1)
-    scores = [_r2(pred.reshape(Y_test.shape), Y_test) for pred in estimator.staged_predict(X[test])]
+    metric = R2Score()  # the validation score object of SAMKernelRegressor's early stopping
+    stages = estimator.staged_predict(X[test])
+    scores = [metric.rows(pred.reshape(Y_test.shape), Y_test) for pred in stages]
     if len(scores) != max_iter:  # pragma: no cover - tol is None: every step is run
         raise RuntimeError(f"the path has {len(scores)} steps, expected {max_iter}")
     return np.asarray(scores)

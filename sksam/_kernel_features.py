@@ -44,14 +44,14 @@ BLOCK_BYTES = 32 * 2**20
 MEMORY_FRACTION = 0.8
 
 
-def available_memory():
-    """Bytes of physical memory available now (Linux ``MemAvailable``)."""
+def _meminfo_available():
+    """``MemAvailable`` of ``/proc/meminfo`` (Linux), else free pages, else None."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -59,14 +59,95 @@ def available_memory():
         return None
 
 
+def _read_number(path):
+    """The integer in a one-line file, None if absent, unreadable or ``max``."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    try:
+        return int(text)
+    except ValueError:  # 'max': no limit
+        return None
+
+
+#: cgroup v2 and v1 files: (limit, usage). A container's limit is what the
+#: kernel's OOM killer enforces, whatever ``MemAvailable`` says about the host.
+CGROUP_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    (
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+    ),
+)
+
+#: cgroup v1 reports "no limit" as a huge number (PAGE_COUNTER_MAX pages).
+_NO_CGROUP_LIMIT = 2**60
+
+
+def _cgroup_available():
+    """Bytes left under the cgroup memory limit (v2, else v1), or None."""
+    for limit_path, usage_path in CGROUP_FILES:
+        limit = _read_number(limit_path)
+        if limit is None or limit >= _NO_CGROUP_LIMIT:
+            continue
+        usage = _read_number(usage_path) or 0
+        return max(limit - usage, 0)
+    return None
+
+
+def _rlimit_available():
+    """Bytes of address space left under ``RLIMIT_AS`` (``ulimit -v``), or None."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    try:
+        with open("/proc/self/statm") as f:
+            used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        used = 0
+    return max(soft - used, 0)
+
+
+def _memory_limits():
+    """``{source: bytes}`` of every limit that applies here."""
+    limits = {
+        "the machine's available memory": _meminfo_available(),
+        "the cgroup (container) memory limit": _cgroup_available(),
+        "the address-space limit (RLIMIT_AS, ulimit -v)": _rlimit_available(),
+    }
+    return {source: value for source, value in limits.items() if value is not None}
+
+
+def available_memory():
+    """Bytes of memory a fit may allocate now, or None if unknown.
+
+    The smallest of the machine's ``MemAvailable``, what is left under the
+    cgroup limit (containers: v2 ``memory.max - memory.current``, v1
+    ``memory.limit_in_bytes - memory.usage_in_bytes``) and what is left of the
+    process's address space under ``RLIMIT_AS``.
+    """
+    limits = _memory_limits()
+    return min(limits.values()) if limits else None
+
+
 def check_memory(needed, what, remedy):
     """Raise a ``ValueError`` before allocating ``needed`` bytes that do not fit."""
     available = available_memory()
-    if available is not None and needed > MEMORY_FRACTION * available:
-        raise ValueError(
-            f"{what} needs about {needed / 2**30:.3g} GiB of memory, more than "
-            f"{MEMORY_FRACTION:.0%} of the {available / 2**30:.3g} GiB available. {remedy}"
-        )
+    if available is None or needed <= MEMORY_FRACTION * available:
+        return
+    sources = [source for source, value in _memory_limits().items() if value == available]
+    under = f" (under {sources[0]})" if sources else ""
+    raise ValueError(
+        f"{what} needs about {needed / 2**30:.3g} GiB of memory, more than "
+        f"{MEMORY_FRACTION:.0%} of the {available / 2**30:.3g} GiB available{under}. {remedy}"
+    )
 
 
 def block_rows(width, itemsize=8):

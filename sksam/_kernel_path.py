@@ -90,7 +90,7 @@ import numpy as np
 from scipy.linalg import eigh, eigvalsh
 from scipy.sparse.linalg import eigsh
 
-from ._update_rules import perturbation_scale
+from ._update_rules import is_perturbed, perturbation_scale
 
 #: Relative change of the dual coefficients below which the basis stops growing.
 KRYLOV_RTOL = 1e-7
@@ -297,12 +297,20 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
     col = dynamics.h[:, None]
     weight = dynamics.norm_weight
     scales, losses = [], []
+    # gd and usam (and any rule with rho=0) perturb by a constant scale: the
+    # factors of rule (1) are the same at every step, computed once (same bits)
+    constant = not is_perturbed(solver, rho) or solver == "usam"
+    if constant:
+        c = perturbation_scale(solver, rho, 0.0)
+        step, decay = _factors(c, col, dynamics.step_weight, lr)
     for t in range(max_iter):
-        # ||g||^2 = sum_i w_i r_i^2 (>= 0 up to rounding)
-        grad_norm = np.sqrt(max(float(np.vdot(residual, weight * residual)), 0.0))
-        c = perturbation_scale(solver, rho, grad_norm)
+        if not constant:
+            # ||g||^2 = sum_i w_i r_i^2 (>= 0 up to rounding)
+            grad_norm = np.sqrt(max(float(np.vdot(residual, weight * residual)), 0.0))
+            c = perturbation_scale(solver, rho, grad_norm)
+            step, decay = _factors(c, col, dynamics.step_weight, lr)
         scales.append(c)
-        a, residual = _step(a, residual, c, col, dynamics.step_weight, lr)
+        a, residual = a - step * residual, residual * decay
         loss = dynamics.loss(a, residual)
         if not np.isfinite(loss):
             raise Diverged(t + 1)
@@ -310,6 +318,12 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
         if monitor is not None and monitor(t + 1, a, loss):
             break
     return a, scales, losses
+
+
+def _factors(c, col, step_weight, lr):
+    """The factors of rule (1) at scale ``c``: ``w f`` and ``1 - h f``, ``f = lr (1 + c h)``."""
+    f = lr * (1.0 + c * col)
+    return step_weight * f, 1.0 - col * f
 
 
 def _step(a, residual, c, col, step_weight, lr):
@@ -323,8 +337,8 @@ def _step(a, residual, c, col, step_weight, lr):
     then keeps its relative precision, so the path is the one of exact
     arithmetic (to rounding in each factor, and until a component underflows).
     """
-    f = lr * (1.0 + c * col)
-    return a - (step_weight * f) * residual, residual * (1.0 - col * f)
+    step, decay = _factors(c, col, step_weight, lr)
+    return a - step * residual, residual * decay
 
 
 def replay(dynamics, *, lr, scales):
@@ -431,3 +445,164 @@ def _stagnates(changes):
         and last[1] > last[0] / 2
         and last[2] > last[1] / 2
     )
+
+
+# ------------------------------------------------------------------ solving
+
+
+def resolve_learning_rate(learning_rate, solver, rho, s_max):
+    """The step size: ``'auto'``, or the user's after the stability check.
+
+    ``s_max`` is the top eigenvalue of the Hessian of the training loss. GD and
+    USAM contract every component when ``lr * s_max (1 + rho_usam s_max) < 2``;
+    ``'auto'`` takes half that bound (monotone loss); the user guide derives it.
+    """
+    rho = rho if solver == "usam" else 0.0
+    curvature = s_max * (1.0 + rho * s_max)  # the largest filter eigenvalue
+    if curvature <= 0:  # K == 0 (or negative definite): nothing to learn
+        return 1.0 if learning_rate == "auto" else learning_rate
+    if learning_rate == "auto":
+        return 1.0 / curvature
+    if learning_rate * curvature >= 2.0:
+        raise ValueError(
+            f"learning_rate={learning_rate!r} makes solver {solver!r} "
+            f"diverge: the iteration is stable only for learning_rate < "
+            f"{2.0 / curvature:.6g} (2 / s_max{' / (1 + rho s_max)' if rho else ''}, "
+            f"s_max = {s_max:.6g}, the top eigenvalue of the Hessian of the training "
+            "loss). Use learning_rate='auto'."
+        )
+    return float(learning_rate)
+
+
+class PathSettings:
+    """The update rule and its budget: ``solver``, ``rho``, ``lr``, ``max_iter``."""
+
+    def __init__(self, solver, rho, lr, max_iter):
+        self.solver, self.rho, self.lr, self.max_iter = solver, rho, lr, max_iter
+
+
+class StoppingCriterion:
+    """The no-improvement rule handed to :func:`solve_path` (``tol=None``: never stop).
+
+    :meth:`watch` gives a fresh :class:`Monitor` for each basis size the path
+    is tried in; with a validation ``score`` it judges by the score and keeps
+    the best iterate, otherwise by the training loss.
+    """
+
+    def __init__(self, tol, n_iter_no_change):
+        self.tol, self.n_iter_no_change = tol, n_iter_no_change
+
+    def watch(self, score):
+        from ._base import StoppingRule
+
+        rule = StoppingRule(self.tol, self.n_iter_no_change, on_validation=score is not None)
+        return Monitor(rule, score)
+
+    def needs_every_step(self, score):
+        return self.tol is not None or score is not None
+
+
+class Monitor:
+    """Fed every step: validation scores, the stopping rule, the best iterate."""
+
+    def __init__(self, rule, score):
+        self.rule = rule
+        self.score = score  # score(a): a validation score (higher is better), or None
+        self.validation_scores = None if score is None else []
+        self.best_a = None
+
+    def __call__(self, step, a, loss):
+        score = None
+        if self.score is not None:
+            score = self.score(a)
+            self.validation_scores.append(score)
+        stop = self.rule.update(loss, score)
+        if self.rule.is_best:
+            self.best_a = a
+        return stop
+
+
+class PathResult:
+    """What :func:`solve_path` returns: the kept iterate and the history of the path.
+
+    Attributes
+    ----------
+    path : KrylovPath
+        The Ritz basis the path was computed in.
+    dynamics : Dynamics
+        The problem in that basis (:func:`replay` re-runs it).
+    coef : ndarray of shape (m, k)
+        Ritz coordinates of the kept iterate (the best validated one, or the last).
+    scales : ndarray
+        Perturbation scale of each step up to the kept one.
+    losses : list of float
+        Training loss at the start of every step run (the first: at zero).
+    n_iter : int
+        Steps run.
+    validation_scores : list of float or None
+        Validation score after every step.
+    best_validation_score : float or None
+    stopped : bool
+        Whether the stopping rule ended the path before ``max_iter``.
+    diagnostics : dict
+        Of the Krylov basis (see :func:`fit_krylov_path`).
+    """
+
+    def __init__(self, path, dynamics, coef, scales, losses, monitor, diagnostics):
+        self.path, self.dynamics, self.coef = path, dynamics, coef
+        self.n_iter = len(losses)
+        kept = self.n_iter if monitor.score is None else monitor.rule.best_iteration
+        self.scales = np.asarray(scales[:kept], dtype=np.float64)
+        initial = dynamics.loss(np.zeros_like(dynamics.z), -dynamics.z)
+        self.losses = [initial] + losses[:-1]  # losses[t]: where step t + 1 starts
+        self.validation_scores = monitor.validation_scores
+        self.best_validation_score = monitor.rule.best_score
+        self.stopped = monitor.rule.stopped
+        self.diagnostics = diagnostics
+
+
+def solve_path(problem, settings, stopping):
+    """The GD / SAM / USAM path of ``problem`` in a Krylov basis grown until it settles.
+
+    Parameters
+    ----------
+    problem : object
+        Built by a kernel model: ``matrix`` (symmetric), ``start`` (the start
+        block), ``scale`` (its top eigenvalue), ``dynamics(path)`` (a
+        :class:`Dynamics` in the Ritz basis) and ``validation(path)`` (a score
+        of the Ritz coordinates, or None).
+    settings : PathSettings
+    stopping : StoppingCriterion
+
+    Returns
+    -------
+    result : PathResult
+
+    Raises
+    ------
+    Diverged
+        If the training loss stops being finite.
+    """
+
+    def run(path):
+        dynamics = problem.dynamics(path)
+        score = problem.validation(path)
+        monitor = stopping.watch(score)
+        a, scales, losses = run_steps(
+            dynamics,
+            lr=settings.lr,
+            solver=settings.solver,
+            rho=settings.rho,
+            max_iter=settings.max_iter,
+            monitor=monitor if stopping.needs_every_step(score) else None,
+        )
+        kept = a if score is None else monitor.best_a
+        return kept, (dynamics, scales, losses, monitor)
+
+    # the basis needs a multiple of sqrt(max_iter) columns (see the module notes):
+    # starting the checks there saves the paths run in smaller bases
+    first_check = max(24, int(np.sqrt(settings.max_iter)))
+    path, a, (dynamics, scales, losses, monitor), diagnostics = fit_krylov_path(
+        problem.matrix, problem.start, scale=problem.scale, solve=run, first_check=first_check
+    )
+    return PathResult(path, dynamics, a, scales, losses, monitor, diagnostics)

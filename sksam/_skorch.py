@@ -27,10 +27,12 @@ weights with skorch's own on a small fit.
     Batches of tensors on the device skip ``infer``/``get_loss`` (what they
     would do to such a batch); other batches go through them.
 ``NeuralNet.notify`` (re-implemented)
-    Calls only the callbacks that implement the hook (the listener cache
-    built by ``initialize_callbacks``); same order as skorch's.
-``NeuralNet.initialize_callbacks`` (extended)
-    skorch's, then the listener cache.
+    For the per-batch hooks, calls only the callbacks of ``callbacks_``
+    that implement the hook (a cache checked against ``callbacks_`` at
+    every call); same order as skorch's.
+``NeuralNet.fit_loop`` (extended)
+    skorch's, noting a ``KeyboardInterrupt`` in ``interrupted_`` (skorch's
+    ``partial_fit`` swallows it) and dropping the listener cache at the end.
 ``NeuralNet._set_training`` (guarded)
     skorch's, skipped when every module already is in the requested mode.
 ``NeuralNet.initialize_history`` (replaced)
@@ -41,7 +43,8 @@ weights with skorch's own on a small fit.
     Plain list indexing of the last row instead of ``History``'s slicing
     parser.
 ``NeuralNet.__init__`` (extended)
-    Two more parameters, ``m`` and ``precision``, read by ``train_step``.
+    Three more parameters, ``m`` and ``precision``, read by ``train_step``,
+    and ``rng`` (a :class:`NetRandomState`: the estimator's random numbers).
 ``AccelerateMixin.train_step`` (replaced, with ``accelerator=`` only)
     Our ``train_step`` runs instead, so skorch's ``train_step_single`` and
     ``_step_optimizer`` of that mixin (which call ``optimizer.step()``
@@ -60,10 +63,12 @@ methods we replace.
 
 import ast
 import contextlib
+import copy
 import hashlib
 import inspect
 import math
 import textwrap
+import threading
 
 import numpy as np
 import torch
@@ -83,7 +88,7 @@ OVERRIDES = {
     "NeuralNet.run_single_epoch": "re-implemented",
     "NeuralNet.train_step": "re-implemented",
     "NeuralNet.notify": "re-implemented",
-    "NeuralNet.initialize_callbacks": "extended",
+    "NeuralNet.fit_loop": "extended",
     "NeuralNet._set_training": "guarded",
     "NeuralNet.initialize_history": "replaced",
     "NeuralNet.get_params_for_optimizer": "extended",
@@ -150,7 +155,7 @@ class TensorBatchLoader:
     tensors (as the estimators arrange, on the training device) this loader
     indexes whole batches at once (when shuffling, it gathers the rows of 32
     batches at a time and slices the batches from them); the order of the
-    samples is drawn from torch's global generator, like ``DataLoader``'s.
+    samples is drawn from ``generator``, like ``DataLoader``'s.
     Any other dataset, or any extra ``DataLoader`` option (``num_workers``,
     ``collate_fn``...), falls back to a ``DataLoader``.
 
@@ -162,14 +167,18 @@ class TensorBatchLoader:
         Samples per batch; the last batch may be smaller.
     shuffle : bool, default=False
         Draw a new order of the samples at every pass.
+    generator : torch.Generator or None, default=None
+        The CPU generator the order is drawn from (also handed to the
+        ``DataLoader`` fallback); ``None`` draws from torch's global one.
     **loader_kwargs
         Options that only a ``DataLoader`` understands.
     """
 
-    def __init__(self, dataset, batch_size=128, shuffle=False, **loader_kwargs):
+    def __init__(self, dataset, batch_size=128, shuffle=False, generator=None, **loader_kwargs):
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.generator = generator
         self.loader_kwargs = loader_kwargs
 
     def __len__(self):
@@ -179,7 +188,11 @@ class TensorBatchLoader:
         X, y = _tensors(self.dataset)
         if X is None or self.loader_kwargs:
             loader = DataLoader(
-                self.dataset, batch_size=self.batch_size, shuffle=self.shuffle, **self.loader_kwargs
+                self.dataset,
+                batch_size=self.batch_size,
+                shuffle=self.shuffle,
+                generator=self.generator,
+                **self.loader_kwargs,
             )
             yield from loader
             return
@@ -189,7 +202,7 @@ class TensorBatchLoader:
                 stop = start + self.batch_size
                 yield X[start:stop], (None if y is None else y[start:stop])
             return
-        order = torch.randperm(n).to(X.device)
+        order = torch.randperm(n, generator=self.generator).to(X.device)
         # Gather the rows of _CHUNK_BATCHES batches at a time and slice the
         # batches from them: the same batches as X[order[start:stop]], for
         # one gather per chunk instead of two per batch (a few per cent of a
@@ -250,10 +263,43 @@ class _SAMNetMixin:
     without changing what users see.
     """
 
-    def __init__(self, *args, m=1, precision="float32", **kwargs):
+    def __init__(self, *args, m=1, precision="float32", rng=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.m = m
         self.precision = precision
+        self.rng = rng
+
+    def fit_loop(self, X, y=None, epochs=None, *, _routing_method="fit", **fit_params):
+        """skorch's loop; notes a ``KeyboardInterrupt`` (which skorch's ``partial_fit`` swallows).
+
+        ``interrupted_`` tells the estimator that the user stopped training
+        (Ctrl-C). A ``KeyboardInterrupt`` raised by a callback is skorch's
+        way for a callback to end training (``EarlyStopping``), not an
+        interruption. The listener cache of :meth:`notify` lives only while
+        the loop runs.
+        """
+        self.interrupted_ = False
+        try:
+            return super().fit_loop(X, y, epochs, _routing_method=_routing_method, **fit_params)
+        except KeyboardInterrupt as exc:
+            self.interrupted_ = not _raised_by_callback(exc)
+            raise
+        finally:
+            self.__dict__.pop("_listeners_", None)
+
+    def _random_numbers(self):
+        """Where a training step draws its random numbers: the estimator's state, if given.
+
+        Only modules that may draw random numbers (:func:`draws_random_numbers`)
+        pay for lending torch's global generators the estimator's state.
+        """
+        rng = getattr(self, "rng", None)
+        if rng is None:
+            return contextlib.nullcontext()
+        cached = self.__dict__.get("_draws_")
+        if cached is None or cached[0] is not self.module_:
+            cached = self._draws_ = (self.module_, draws_random_numbers(self.module_))
+        return rng.active() if cached[1] else contextlib.nullcontext()
 
     def initialize_history(self):
         """A fresh :class:`_History` (skorch's, with faster batch records)."""
@@ -335,7 +381,8 @@ class _SAMNetMixin:
         """
         optimizer = _sam_of(self.optimizer_)
         if optimizer is None or len(self._optimizers) != 1:
-            return super().train_step(batch, **fit_params)
+            with self._random_numbers():
+                return super().train_step(batch, **fit_params)
         self._set_training(True)
         Xi, yi = unpack_data(batch)
         scaler = self._grad_scaler()
@@ -355,10 +402,12 @@ class _SAMNetMixin:
                 self._notify_grad_computed(batch)
             return loss
 
-        if scaler is None:
-            optimizer.step(closure)
-        else:
-            optimizer.step(closure, grad_scaler=scaler)
+        with self._random_numbers():
+            if scaler is None:
+                optimizer.step(closure)
+            else:
+                optimizer.step(closure, grad_scaler=scaler)
+        if scaler is not None:
             scaler.update()
         if len(steps) < passes:  # no gradient in the first pass, so no second
             self._notify_grad_computed(batch)
@@ -379,7 +428,8 @@ class _SAMNetMixin:
                 self._notify_grad_computed(batch)
             return loss
 
-        loss = optimizer.step_chunks(closure, m, grad_scaler=scaler)
+        with self._random_numbers():
+            loss = optimizer.step_chunks(closure, m, grad_scaler=scaler)
         if scaler is not None:
             scaler.update()
         if calls[0] < passes:
@@ -456,7 +506,7 @@ class _SAMNetMixin:
         return x.device == cached[1]
 
     def _notify_grad_computed(self, batch):
-        listeners = getattr(self, "_listeners_", {}).get("on_grad_computed", ())
+        listeners = self._listeners("on_grad_computed")
         if not listeners and _is_base_hook(self, "on_grad_computed"):
             return  # nobody listens: skip building the parameter generator
         self.notify(
@@ -466,20 +516,30 @@ class _SAMNetMixin:
             training=True,
         )
 
-    def initialize_callbacks(self):
-        """skorch's callbacks, and for each hook the callbacks that implement it."""
-        super().initialize_callbacks()
-        self._listeners_ = {
-            hook: [cb for _, cb in self.callbacks_ if _implements(cb, hook)] for hook in _HOOKS
-        }
-        return self
+    def _listeners(self, hook):
+        """The callbacks of ``callbacks_`` that implement the per-batch ``hook``.
+
+        Cached while the training loop runs, and checked against
+        ``callbacks_`` at every call: a callback added to or removed from
+        ``callbacks_`` (even by another callback) is seen at the next batch.
+        """
+        callbacks = self.__dict__.get("callbacks_")
+        if callbacks is None:
+            return None
+        cached = self.__dict__.get("_listeners_")
+        if cached is None or cached[0] != callbacks:
+            by_hook = {h: [cb for _, cb in callbacks if _implements(cb, h)] for h in _HOOKS}
+            cached = self._listeners_ = (list(callbacks), by_hook)
+        return cached[1][hook]
 
     def notify(self, method_name, **cb_kwargs):
         """Call the net's hook ``method_name``, then the callbacks that implement it."""
         # skorch calls every callback at every hook, three times per batch;
         # calling only those that override the no-op hook is the same thing,
         # for less per batch.
-        listeners = getattr(self, "_listeners_", {}).get(method_name)
+        if method_name not in _HOOKS:
+            return super().notify(method_name, **cb_kwargs)
+        listeners = self._listeners(method_name)
         if listeners is None:
             return super().notify(method_name, **cb_kwargs)
         getattr(self, method_name)(self, **cb_kwargs)
@@ -557,6 +617,10 @@ class _AcceleratedSAMMixin:
             sam.model = self.module_  # the prepared module: DDP's no_sync
         return self
 
+    def _random_numbers(self):
+        # the estimator lends its random state to the whole epoch loop
+        return contextlib.nullcontext()
+
 
 class _AcceleratedSAMNetClassifier(
     _AcceleratedSAMMixin, _SAMNetMixin, AccelerateMixin, NeuralNetClassifier
@@ -574,6 +638,16 @@ def _sam_of(optimizer):
     """The :class:`SAM` behind ``optimizer`` (Accelerate wraps it), or None."""
     inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
     return inner if isinstance(inner, SAM) else None
+
+
+def _raised_by_callback(exc):
+    """Whether ``exc`` was raised in a method of a skorch callback (its innermost frame)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return isinstance(tb.tb_frame.f_locals.get("self"), Callback)
 
 
 def _batch_len(batch):
@@ -602,33 +676,158 @@ def _resolved_device(device):
     return device
 
 
-@contextlib.contextmanager
-def seeded(start, device):
-    """Run inside a fork of torch's CPU generator (and the training GPU's).
+#: Held while torch's global generators hold an estimator's state
+#: (:meth:`NetRandomState.active`): fits in other threads wait instead of
+#: drawing from (or resetting) the same global state.
+_GLOBAL_RNG_LOCK = threading.RLock()
 
-    ``start`` is an int seed, or a state yielded by an earlier call, to
-    resume from. Yields a dict that holds, on exit, the generators' state
-    at the end of the block.
+
+class NetRandomState:
+    """The random numbers an estimator owns: a CPU generator, and its GPU's state.
+
+    torch's layers and initializers draw from torch's global generators
+    (``nn.Linear``'s initialization, ``nn.Dropout``); only some functions
+    take a ``generator=`` argument. So the estimator keeps its own state
+    here: the batch order is drawn from :attr:`generator` directly
+    (``torch.randperm(generator=...)``), and code that can only draw from
+    the global generators (building the module, a training step of a module
+    with dropout) runs inside :meth:`active`, which lends the global
+    generators this state under a process-wide lock and takes it back,
+    leaving the global state as it found it. A fresh instance seeded with
+    ``s`` draws the numbers ``torch.manual_seed(s)`` would.
+
+    Parameters
+    ----------
+    seed : int
+        The seed of the CPU generator (and of the GPU's, when ``device`` is
+        a CUDA device).
+    device : torch.device
+        Where training runs: a CUDA device's generator state is owned too.
     """
-    cuda = []
-    if device.type == "cuda":
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
-    end = {}
-    with torch.random.fork_rng(devices=cuda):
-        if isinstance(start, dict):
-            torch.set_rng_state(start["cpu"])
-            for index in cuda:
-                if "cuda" in start:
-                    torch.cuda.set_rng_state(start["cuda"], index)
-        else:
-            torch.default_generator.manual_seed(start)
-            for index in cuda:
-                with torch.cuda.device(index):
-                    torch.cuda.manual_seed(start)
-        yield end
-        end["cpu"] = torch.get_rng_state()
-        for index in cuda:
-            end["cuda"] = torch.cuda.get_rng_state(index)
+
+    def __init__(self, seed, device):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.cuda_index = None
+        self.cuda_state = None
+        if device.type == "cuda":
+            self.cuda_index = _resolved_device(device).index
+            cuda = torch.Generator(device=torch.device("cuda", self.cuda_index))
+            self.cuda_state = cuda.manual_seed(seed).get_state()
+
+    def get_state(self):
+        """The generators' state, to hand back to :meth:`set_state`.
+
+        Returns
+        -------
+        state : tuple
+            The CPU generator's state and the GPU's (or None).
+        """
+        return self.generator.get_state(), self.cuda_state
+
+    def set_state(self, state):
+        """Go back to a state returned by :meth:`get_state`.
+
+        Parameters
+        ----------
+        state : tuple
+            As returned by :meth:`get_state`.
+        """
+        self.generator.set_state(state[0])
+        self.cuda_state = state[1]
+
+    @contextlib.contextmanager
+    def active(self):
+        """Lend torch's global generators this state for the block, then take it back.
+
+        Yields
+        ------
+        None
+        """
+        with _GLOBAL_RNG_LOCK:
+            saved_cpu = torch.get_rng_state()
+            saved_cuda = None
+            if self.cuda_state is not None:
+                saved_cuda = torch.cuda.get_rng_state(self.cuda_index)
+                torch.cuda.set_rng_state(self.cuda_state, self.cuda_index)
+            torch.set_rng_state(self.generator.get_state())
+            try:
+                yield
+            finally:
+                self.generator.set_state(torch.get_rng_state())
+                torch.set_rng_state(saved_cpu)
+                if saved_cuda is not None:
+                    self.cuda_state = torch.cuda.get_rng_state(self.cuda_index)
+                    torch.cuda.set_rng_state(saved_cuda, self.cuda_index)
+
+
+#: torch layers whose ``forward`` draws random numbers in training mode.
+_RANDOM_LAYERS = tuple(
+    getattr(nn, name)
+    for name in (
+        "Dropout Dropout1d Dropout2d Dropout3d AlphaDropout FeatureAlphaDropout RReLU "
+        "FractionalMaxPool2d FractionalMaxPool3d MultiheadAttention"
+    ).split()
+    if hasattr(nn, name)
+)
+
+
+def draws_random_numbers(module):
+    """Whether a training-mode forward of ``module`` may draw random numbers.
+
+    Yes when a submodule is one of torch's random layers (dropout...), or is
+    not one of torch's own layers and does not declare
+    ``draws_random_numbers = False`` in its class.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+
+    Returns
+    -------
+    draws : bool
+    """
+    for sub in module.modules():
+        cls = type(sub)
+        if isinstance(sub, _RANDOM_LAYERS):
+            return True
+        if vars(cls).get("draws_random_numbers") is False:
+            continue
+        if not cls.__module__.startswith("torch.nn."):
+            return True
+    return False
+
+
+class NetSnapshot:
+    """What continued training changes in a net, saved to be put back after a failure.
+
+    The module's parameters and buffers, the optimizer's state, the length
+    of the history and the random state. Callbacks are user objects and
+    keep what they did.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        An initialized net.
+    """
+
+    def __init__(self, net):
+        self.net = net
+        self.module = {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
+        self.optimizer = copy.deepcopy(net.optimizer_.state_dict())
+        self.n_epochs = len(net.history)
+        rng = getattr(net, "rng", None)
+        self.rng = None if rng is None else rng.get_state()
+
+    def restore(self):
+        """Put the saved state back into the net."""
+        net = self.net
+        with torch.no_grad():
+            for name, value in net.module_.state_dict().items():
+                value.copy_(self.module[name])
+        net.optimizer_.load_state_dict(self.optimizer)
+        del net.history[self.n_epochs :]
+        if self.rng is not None:
+            net.rng.set_state(self.rng)
 
 
 def epoch_losses(history):

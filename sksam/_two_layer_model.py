@@ -1,23 +1,38 @@
-r"""The one-hidden-layer network, its loss and its gradient, written out by hand.
+r"""The one-hidden-layer network, its losses and their gradient, written out by hand.
 
-:math:`f(X) = \sigma(X W + b)\, a + c`, fitted to the (weighted) mean squared
-loss. The forward and backward passes are written in torch (so they run on a
-GPU too) without autograd: for a network this small, one fused pass costs a
-handful of matrix products, and autograd's bookkeeping would cost as much
-again. The gradient is checked against autograd and finite differences in the
-tests; autograd is used for the Hessian-vector products of the sharpness
-(:func:`autograd_loss`).
+:math:`f(X) = \sigma(X W + b)\, a + c`, fitted to a (weighted) mean loss of
+its outputs: the squared error (regression) or the cross-entropy of the
+outputs read as logits (classification; the logistic loss for one output,
+softmax cross-entropy for several). The forward and backward passes are
+written in torch (so they run on a GPU too) without autograd: for a network
+this small, one fused pass costs a handful of matrix products, and autograd's
+bookkeeping would cost as much again. The gradient is checked against
+autograd and finite differences in the tests; autograd is used for the
+Hessian-vector products of the sharpness (:func:`autograd_loss`).
 
-Nothing here knows about the estimator (:mod:`sksam.two_layer`).
+Nothing here knows about the estimators (:mod:`sksam.two_layer`).
 """
 
 import numpy as np
 
 from ._activations import torch_activation
-from ._schedules import scheduled_step
+from ._schedules import LookSAM, scheduled_step
 from ._update_rules import is_perturbed, perturbation
 
-__all__ = ["FlatParams", "Workspace", "autograd_loss", "forward", "loss_and_gradient", "step_"]
+__all__ = [
+    "LOSSES",
+    "FlatParams",
+    "Workspace",
+    "autograd_loss",
+    "forward",
+    "loss_and_gradient",
+    "step_",
+]
+
+#: The losses of the outputs: ``'squared_error'`` (regression) and
+#: ``'log_loss'`` (classification: logistic for one output, softmax
+#: cross-entropy for several), named as scikit-learn's MLPs name them.
+LOSSES = ("squared_error", "log_loss")
 
 
 def _activate_(name, Z, out):
@@ -84,13 +99,61 @@ def forward(params, X, activation):
     return torch.addmm(c, _activate_(activation, Z, Z), a)
 
 
-def autograd_loss(params, X, Y, activation, weights=None):
+def autograd_loss(params, X, Y, activation, weights=None, loss="squared_error"):
     """The loss of :func:`loss_and_gradient`, out of place, for autograd."""
+    import torch
+
     W, b, a, c = params
-    R = torch_activation(activation, X @ W + b) @ a + c - Y
+    F = torch_activation(activation, X @ W + b) @ a + c
+    if loss == "squared_error":
+        per_row = 0.5 * (F - Y).square().sum(dim=1, keepdim=True)
+    elif F.shape[1] == 1:  # logistic: softplus(f) - y f
+        per_row = torch.nn.functional.softplus(F) - Y * F
+    else:  # softmax cross-entropy: logsumexp(f) - <y, f>
+        per_row = torch.logsumexp(F, dim=1, keepdim=True) - (Y * F).sum(dim=1, keepdim=True)
     if weights is None:
-        return 0.5 * R.square().sum() / X.shape[0]
-    return 0.5 * (weights * R.square()).sum()
+        return per_row.sum() / X.shape[0]
+    return (weights * per_row).sum()
+
+
+def _output_residual_(loss, F, Y, weights, need_loss):
+    r"""Turn the outputs ``F`` into ``P dl/dF`` in place; the mean loss or None.
+
+    ``l`` is the loss of one row: :math:`\tfrac12\lVert f - y\rVert^2` with
+    :math:`dl/df = f - y`; for ``'log_loss'``, :math:`\log(1 + e^f) - y f` with
+    :math:`dl/df = \mathrm{sigmoid}(f) - y` (one output) or
+    :math:`\log\sum_k e^{f_k} - \langle y, f\rangle` with
+    :math:`dl/df = \mathrm{softmax}(f) - y` (several, ``y`` one-hot). ``P``
+    holds the row weights (``1/n`` each, or the normalized sample weights).
+    """
+    import torch
+
+    n = F.shape[0]
+    value = None
+    if loss == "squared_error":
+        F.sub_(Y)
+        if need_loss:
+            if weights is None:
+                value = torch.linalg.vector_norm(F).square_().div_(2 * n)
+            else:  # sum_i p_i |R_i|^2, before R is scaled
+                value = torch.linalg.vector_norm(F * weights.sqrt()).square_().div_(2)
+    else:
+        if F.shape[1] == 1:
+            if need_loss:
+                per_row = torch.nn.functional.softplus(F) - Y * F
+            F.sigmoid_().sub_(Y)
+        else:
+            lse = torch.logsumexp(F, dim=1, keepdim=True)
+            if need_loss:
+                per_row = lse - (Y * F).sum(dim=1, keepdim=True)
+            F.sub_(lse).exp_().sub_(Y)
+        if need_loss:
+            value = per_row.sum() / n if weights is None else (weights * per_row).sum()
+    if weights is None:
+        F.div_(n)
+    else:
+        F.mul_(weights)
+    return value
 
 
 def loss_and_gradient(
@@ -104,15 +167,17 @@ def loss_and_gradient(
     need_loss=True,
     workspace=None,
     out=None,
+    loss="squared_error",
 ):
     r"""Mean loss and its gradient by back-propagation written out by hand.
 
-    With ``Z = X W + b``, ``A = sigma(Z)``, ``F = A a + c``, ``R = F - Y`` and
-    the row weights ``p`` (``1/n`` each, or the normalized sample weights):
+    With ``Z = X W + b``, ``A = sigma(Z)``, ``F = A a + c``, the row losses
+    ``l_i`` (see ``loss``), their derivatives ``R_i = dl_i/dF_i`` and the row
+    weights ``p`` (``1/n`` each, or the normalized sample weights):
 
     .. math::
 
-        L = \tfrac12 \sum_i p_i \lVert R_i\rVert^2,\quad
+        L = \sum_i p_i\, l_i,\quad
         \nabla_a L = A^\top P R,\quad \nabla_c L = \mathbf 1^\top P R,\quad
         \nabla_W L = X^\top D,\quad \nabla_b L = \mathbf 1^\top D,
 
@@ -137,6 +202,12 @@ def loss_and_gradient(
     out : list of tensors, optional
         Where to write the gradients (views of one flat gradient, see
         :class:`FlatParams`); new tensors if None.
+    loss : {'squared_error', 'log_loss'}, default='squared_error'
+        ``l_i = ||F_i - Y_i||^2 / 2`` with ``R = F - Y``; or the cross-entropy
+        of the logits ``F_i``: ``softplus(F_i) - Y_i F_i`` with
+        ``R = sigmoid(F) - Y`` for one output (``Y`` in {0, 1}),
+        ``logsumexp(F_i) - <Y_i, F_i>`` with ``R = softmax(F) - Y`` for several
+        (``Y`` one-hot).
 
     Returns
     -------
@@ -150,23 +221,15 @@ def loss_and_gradient(
     ws = workspace if workspace is not None else Workspace()
     Z = torch.addmm(b, X, W, out=ws("Z", (n, h), X))
     A = _activate_(activation, Z, ws("A", (n, h), X) if activation == "quadratic" else Z)
-    R = torch.addmm(c, A, a, out=ws("R", (n, k), X)).sub_(Y)
-    loss = None
-    if weights is None:
-        if need_loss:
-            loss = torch.linalg.vector_norm(R).square_().div_(2 * n)
-        R.div_(n)
-    else:
-        if need_loss:  # sum_i p_i |R_i|^2, before R is scaled
-            loss = torch.linalg.vector_norm(R * weights.sqrt()).square_().div_(2)
-        R.mul_(weights)
+    R = torch.addmm(c, A, a, out=ws("R", (n, k), X))
+    value = _output_residual_(loss, R, Y, weights, need_loss)
     D = _backprop_activation_(activation, torch.mm(R, a.T, out=ws("D", (n, h), X)), A, Z)
     n_grads = 4 if train_output_layer else 2
     out = [None] * n_grads if out is None else out
     grads = [torch.mm(X.T, D, out=out[0]), torch.sum(D, dim=0, out=out[1])]
     if train_output_layer:
         grads += [torch.mm(A.T, R, out=out[2]), torch.sum(R, dim=0, out=out[3])]
-    return loss, grads
+    return value, grads
 
 
 class FlatParams:
@@ -205,6 +268,26 @@ class FlatParams:
         # as the rest of SAM's overhead)
         self.shifted = torch.empty_like(self.flat)
         self.shifted_params = self.views(self.shifted)
+        # what SAM's perturbation added to the steps, summed over the fit:
+        # sum_t lr (grad L(w_t + e_t) - grad L(w_t)); allocated on first use
+        self.drift = None
+        self.start = self.flat.clone()
+
+    def sam_share(self):
+        """``||drift|| / ||w - w_start||``: the share of the weights' movement due to SAM.
+
+        Zero for gradient descent; small values mean SAM's iterates stayed
+        close to gradient descent's (see the user guide, "When SAM and GD
+        coincide"). None before any step moved the weights.
+        """
+        import torch
+
+        moved = float(torch.linalg.vector_norm(self.flat - self.start))
+        if not moved > 0:
+            return None
+        if self.drift is None:
+            return 0.0
+        return float(torch.linalg.vector_norm(self.drift)) / moved
 
     def views(self, flat):
         """``W, b, a, c`` as views of ``flat`` (frozen ones as stored)."""
@@ -236,6 +319,7 @@ def step_(
     activation,
     weights=None,
     workspace=None,
+    loss="squared_error",
     schedule=None,
 ):
     """One GD/SAM step on ``state`` (a :class:`FlatParams`) in place.
@@ -246,9 +330,13 @@ def step_(
     is taken on a perturbed *copy*, so the parameters never leave their
     values before the descent step. With no perturbation (``gd`` or
     ``rho == 0``) the second gradient is not computed at all, so every solver
-    with ``rho = 0`` reproduces gradient descent bit for bit. A ``schedule``
-    (:mod:`sksam._schedules`) decides per step whether the second gradient
-    is taken (the cheap variants of SAM).
+    with ``rho = 0`` reproduces gradient descent bit for bit. ``loss`` is
+    passed to :func:`loss_and_gradient`. A perturbed step adds
+    ``lr (grad L(w + e) - grad L(w))`` to ``state.drift`` (see
+    :meth:`FlatParams.sam_share`). A ``schedule`` (:mod:`sksam._schedules`)
+    decides per step whether the second gradient is taken (the cheap
+    variants of SAM); LookSAM's change of the gradient on its in-between
+    steps counts in ``state.drift`` too.
 
     Returns
     -------
@@ -262,22 +350,37 @@ def step_(
         "weights": weights,
         "workspace": workspace,
         "out": state.grads,
+        "loss": loss,
     }
-    loss, _ = loss_and_gradient(state.params, X, Y, activation, **options)
+    value, _ = loss_and_gradient(state.params, X, Y, activation, **options)
 
-    def second_gradient():
+    def drift_(sign):
+        if state.drift is None:
+            state.drift = torch.zeros_like(state.flat)
+        state.drift.add_(state.grad, alpha=sign * learning_rate)
+
+    def second_gradient(count=True):
         params, adaptive = state.chunks(state.flat, solver)
         grads, _ = state.chunks(state.grad, solver)
         e = perturbation(solver, rho, params, grads, adaptive=adaptive)
         if e is not None:
+            if count:
+                drift_(-1)  # - lr grad L(w) ...
             for w, e_w, out in zip(params, e, state.chunks(state.shifted, solver)[0]):
                 torch.add(w, e_w, out=out)
             loss_and_gradient(state.shifted_params, X, Y, activation, need_loss=False, **options)
+            if count:
+                drift_(+1)  # ... + lr grad L(w + e)
         return [state.grad]
 
     if schedule is None or not is_perturbed(solver, rho):
         second_gradient()
+    elif isinstance(schedule, LookSAM):
+        # its in-between steps change the gradient in place: count every step's change
+        drift_(-1)
+        scheduled_step(schedule, [state.grad], lambda: second_gradient(count=False))
+        drift_(+1)
     else:  # the cheap variants: the same rule objects as sksam.optim.SAM's
         scheduled_step(schedule, [state.grad], second_gradient)
     state.flat.sub_(state.grad, alpha=learning_rate)
-    return loss
+    return value

@@ -4,6 +4,8 @@
 :class:`sksam.SAMNetRegressor`.
 """
 
+import numbers
+
 from torch import nn
 
 __all__ = ["MLP"]
@@ -65,12 +67,27 @@ class MLP(nn.Module):
         batch_norm=False,
     ):
         super().__init__()
+        for name, size in (("n_features", n_features), ("n_outputs", n_outputs)):
+            if not _is_positive_int(size):
+                raise ValueError(f"MLP: {name} must be a positive integer, got {size!r}.")
+        sizes = (
+            (hidden_layer_sizes,) if _is_positive_int(hidden_layer_sizes) else hidden_layer_sizes
+        )
+        try:
+            valid = all(_is_positive_int(size) for size in sizes)
+        except TypeError:
+            valid = False
+        if not valid:
+            raise ValueError(
+                "MLP: hidden_layer_sizes (module__hidden_layer_sizes of the estimators) must "
+                f"be a tuple of positive integers, got {hidden_layer_sizes!r}."
+            )
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"Unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}."
             )
         layers, width = [], n_features
-        for size in hidden_layer_sizes:
+        for size in sizes:
             layers.append(nn.Linear(width, size))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(size))
@@ -95,3 +112,7 @@ class MLP(nn.Module):
             Logits (classification) or predicted values (regression).
         """
         return self.layers(X)
+
+
+def _is_positive_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0

@@ -18,9 +18,11 @@ are stored as attributes (as skorch does), returned by ``get_params``,
 accepted by ``set_params`` and therefore by ``clone`` and ``GridSearchCV``.
 """
 
+import contextlib
 import copy
 import inspect
 import re
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -35,24 +37,27 @@ from torch.utils.data import DataLoader
 
 from ._base import (
     HISTORY_ATTRIBUTES_DOC,
+    _user_stacklevel,
     check_device,
     diagnose_loss_curve,
     numeric_target,
     record_history,
     warn_diverged,
+    warn_interrupted,
 )
 from ._schedules import SCHEDULED_SOLVERS, schedule_for
 from ._skorch import (
+    NetRandomState,
+    NetSnapshot,
     TensorBatchLoader,
     _AcceleratedSAMNetClassifier,
     _AcceleratedSAMNetRegressor,
     _SAMNetClassifier,
     _SAMNetRegressor,
     epoch_losses,
-    seeded,
 )
 from ._threads import resolve_n_threads, torch_threads
-from ._update_rules import SOLVERS
+from ._update_rules import SOLVERS, is_perturbed
 from .modules import MLP
 from .optim import SAM, MomentumSAM
 from .sharpness import MEASURES, measure_sharpness
@@ -277,15 +282,41 @@ class _BaseSAMNet(BaseEstimator):
             return torch.device(self.accelerator.device)
         return check_device(self.device)
 
+    def _fit(self, X, y, *, partial, classes=None):
+        """``fit`` (``partial=False``) and ``partial_fit``: one transaction.
+
+        Either the call succeeds, or the estimator is left as it was before
+        it: its attributes are put back, and a network whose training was
+        continued (``warm_start``, ``partial_fit``) gets back its weights,
+        buffers, optimizer state, history and random state. Callbacks are
+        user objects and keep whatever state they reached. A
+        ``KeyboardInterrupt`` in the epoch loop ends training early and the
+        model is kept, with a warning; anywhere else it is re-raised.
+        """
+        warm = self.__sklearn_is_fitted__() and (partial or self.warm_start)
+        saved = dict(vars(self))
+        snapshot = NetSnapshot(self.net_) if warm else None
+        try:
+            X, y = self._validate_fit_data(X, y, warm=warm, partial=partial, classes=classes)
+            return self._train(X, y, 1 if partial else self.max_epochs, warm)
+        except BaseException:
+            if snapshot is not None:
+                snapshot.restore()
+            vars(self).clear()
+            vars(self).update(saved)
+            raise
+
     def _train(self, X, y, epochs, warm):
         """Train ``net_`` (built afresh unless ``warm``) for ``epochs`` epochs.
 
         ``y`` is the target array the loss expects (class indices, or a 2-D
-        float array). torch's generators are forked: seeded from
-        ``random_state`` for a new network, restored to where the previous
-        call left them when continuing (``_rng_state_``), so that continued
-        training draws the batch orders and dropout masks one uninterrupted
-        run would.
+        float array). The random numbers (initialization, batch order,
+        dropout) come from the net's own :class:`~sksam._skorch.NetRandomState`,
+        seeded from ``random_state`` for a new network and carried on by
+        continued training, so that continued training draws the batch
+        orders and dropout masks one uninterrupted run would; torch's global
+        generators are left as they were. The fitted attributes are set only
+        once training and the checks after it succeeded.
         """
         device = self._training_device(warm)
         if not warm:
@@ -293,25 +324,40 @@ class _BaseSAMNet(BaseEstimator):
         X_t = _to_tensor(X, device)
         y_t = torch.as_tensor(y, device=device)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        n_outputs = self._n_outputs(y)
         if warm:
-            net, start = self.net_, self._rng_state_
+            net = self.net_
+            if getattr(net, "rng", None) is None:  # pickled before the net owned its state
+                net.rng = NetRandomState(seed, device)
         else:
-            net, start = self._build_net(X.shape[1], self._n_outputs(y)), seed
+            net = self._build_net(X.shape[1], n_outputs, NetRandomState(seed, device))
         first_epoch = len(net.history) if warm else 0
-        with seeded(start, device) as rng_state, _valid_split_hint(type(self).__name__):
+        with _valid_split_hint(type(self).__name__):
             if not warm:
-                net.initialize()  # what skorch's fit does before partial_fit
-                if getattr(net, "accelerator", None) is None:
-                    _check_output_width(net.module_, X_t[:2], self._n_outputs(y))
-            with self._threads(net, self._batch_rows(len(X))):
+                with net.rng.active():
+                    _initialize(net)
+                    if getattr(net, "accelerator", None) is None:
+                        self._check_module(net.module_, X_t, n_outputs)
+            with self._threads(net, self._batch_rows(len(X))), _whole_fit_rng(net):
                 net.partial_fit(X_t, y_t, epochs=epochs)
+        if net.interrupted_:
+            warn_interrupted(type(self).__name__)
         _check_finite(net, self._remedy_suffix)
+        X_s, y_s, rng = self._subsample(X_t, y_t, seed)
+        _check_finite_outputs(net.module_, X_s, self._remedy_suffix)
+        with net.rng.active():
+            sharpness = self._sharpness(net.module_, X_s, y_s, rng)
         self.net_ = net
-        self._rng_state_ = rng_state
         record_history(self, loss_curve=epoch_losses(net.history), n_iter=len(net.history))
-        self._warn_if_diverged(net.history[first_epoch:], X_t, y_t, seed)
-        self.sharpness_ = self._sharpness(X_t, y_t, seed)
+        self.sharpness_ = sharpness
+        # an epoch stopped before its first batch (Ctrl-C, a callback) has no loss
+        trained = [e for e in net.history[first_epoch:] if any(map(bool, e["batches"]))]
+        self._warn_if_diverged(trained, X_t, y_t, seed)
         return self
+
+    def _check_module(self, module, X, n_outputs):
+        """The module must take ``X``'s width and return one column per output."""
+        _check_output_width(module, X[:2], n_outputs, X.shape[1])
 
     def _batch_rows(self, n_samples):
         return n_samples if self.batch_size is None else min(self.batch_size, n_samples)
@@ -336,8 +382,70 @@ class _BaseSAMNet(BaseEstimator):
             if isinstance(monitor, str) and monitor.startswith("valid_"):
                 raise ValueError(_valid_split_message(type(self).__name__, name, monitor))
 
-    def _optimizer_kwargs(self):
-        """skorch's ``optimizer`` and its options for ``solver`` (the cheap variants too)."""
+    def _build_net(self, n_features, n_outputs, rng):
+        routed = self._routed_params()
+        for name, owner in _RESERVED.items():
+            if name in routed:
+                raise ValueError(f"Set {owner!r} on {type(self).__name__} instead of {name!r}.")
+        module = MLP if self.module is None else self.module
+        if isinstance(module, nn.Module):
+            module = copy.deepcopy(module)  # fit must not train the user's instance
+        else:
+            routed = {**self._shape_params(module, n_features, n_outputs), **routed}
+        if not self.verbose and "callbacks__print_log" not in routed:
+            # PrintLog formats a table at every epoch even when it prints nothing
+            routed["callbacks__print_log"] = None
+        params = dict(
+            module=module,
+            criterion=type(self._criterion()),
+            **self._optimizer_params(),
+            lr=self._lr(),
+            max_epochs=self.max_epochs,
+            batch_size=-1 if self.batch_size is None else self.batch_size,
+            train_split=self.train_split,
+            # skorch's contract: callbacks are the user's objects, used as
+            # they are (they may hold locks, files, writers); clone and
+            # GridSearchCV copy them as they copy any parameter.
+            callbacks=self.callbacks,
+            iterator_train=TensorBatchLoader,
+            iterator_train__shuffle=True,
+            iterator_train__generator=rng.generator,
+            iterator_valid=TensorBatchLoader,
+            device=self.device,
+            verbose=self.verbose,
+            m=self.m,
+            precision=self.precision,
+            rng=rng,
+            **self._net_kwargs(n_outputs),
+        )
+        if self.accelerator is None:
+            return self._net_class(**{**params, **routed})
+        # Accelerate shards DataLoaders (not our tensor loader) and places the
+        # data; its PrintLog sink (accelerator.print) ignores verbose.
+        if routed.get("callbacks__print_log", ...) is None:
+            del routed["callbacks__print_log"]
+            routed.setdefault("callbacks__print_log__sink", _silent)
+        del params["iterator_train__generator"]  # Accelerate's loaders draw from the global one
+        params.update(
+            iterator_train=DataLoader,
+            iterator_valid=DataLoader,
+            device=None,
+            accelerator=self.accelerator,
+        )
+        return self._accelerated_net_class(**{**params, **routed})
+
+    def _net_kwargs(self, n_outputs):
+        return {}
+
+    def _optimizer_params(self):
+        """SAM around the base optimizer; a closure-driven base alone for plain GD.
+
+        A base optimizer whose ``step`` needs a closure (``torch.optim.LBFGS``)
+        evaluates the loss several times per step along its own line
+        search; plain gradient descent hands it skorch's closure directly,
+        and a perturbed solver, which would have to take the ascent inside
+        that line search, is refused.
+        """
         if self.solver in ("looksam", "aesam") and self.m > 1:
             raise ValueError(
                 f"solver={self.solver!r} decides on the gradient of the whole batch "
@@ -361,6 +469,15 @@ class _BaseSAMNet(BaseEstimator):
             return dict(optimizer=MomentumSAM, optimizer__rho=self.rho, optimizer__momentum=0.0)
         seed = self.random_state if isinstance(self.random_state, Integral) else 0
         rule, schedule = schedule_for(self.solver, self.sam_every, int(seed))
+        if _needs_closure(self.optimizer):
+            if is_perturbed(rule, self.rho):
+                raise ValueError(
+                    f"optimizer={getattr(self.optimizer, '__name__', self.optimizer)} needs "
+                    f"a closure at every step (a line search) and cannot be the base of "
+                    f"solver={self.solver!r} with rho={self.rho!r}: use solver='gd' (or "
+                    "rho=0) with it, or a first-order optimizer such as torch.optim.SGD."
+                )
+            return {"optimizer": self.optimizer}
         return dict(
             optimizer=SAM,
             optimizer__base_optimizer=self.optimizer,
@@ -368,55 +485,6 @@ class _BaseSAMNet(BaseEstimator):
             optimizer__solver=rule,
             optimizer__schedule=schedule,
         )
-
-    def _build_net(self, n_features, n_outputs):
-        routed = self._routed_params()
-        for name, owner in _RESERVED.items():
-            if name in routed:
-                raise ValueError(f"Set {owner!r} on {type(self).__name__} instead of {name!r}.")
-        module = MLP if self.module is None else self.module
-        if isinstance(module, nn.Module):
-            module = copy.deepcopy(module)  # fit must not train the user's instance
-        else:
-            routed = {**self._shape_params(module, n_features, n_outputs), **routed}
-        if not self.verbose and "callbacks__print_log" not in routed:
-            # PrintLog formats a table at every epoch even when it prints nothing
-            routed["callbacks__print_log"] = None
-        params = dict(
-            module=module,
-            criterion=type(self._criterion()),
-            **self._optimizer_kwargs(),
-            lr=self._lr(),
-            max_epochs=self.max_epochs,
-            batch_size=-1 if self.batch_size is None else self.batch_size,
-            train_split=self.train_split,
-            callbacks=copy.deepcopy(self.callbacks),
-            iterator_train=TensorBatchLoader,
-            iterator_train__shuffle=True,
-            iterator_valid=TensorBatchLoader,
-            device=self.device,
-            verbose=self.verbose,
-            m=self.m,
-            precision=self.precision,
-            **self._net_kwargs(n_outputs),
-        )
-        if self.accelerator is None:
-            return self._net_class(**{**params, **routed})
-        # Accelerate shards DataLoaders (not our tensor loader) and places the
-        # data; its PrintLog sink (accelerator.print) ignores verbose.
-        if routed.get("callbacks__print_log", ...) is None:
-            del routed["callbacks__print_log"]
-            routed.setdefault("callbacks__print_log__sink", _silent)
-        params.update(
-            iterator_train=DataLoader,
-            iterator_valid=DataLoader,
-            device=None,
-            accelerator=self.accelerator,
-        )
-        return self._accelerated_net_class(**{**params, **routed})
-
-    def _net_kwargs(self, n_outputs):
-        return {}
 
     def _lr(self):
         return self._default_lr if self.lr is None else self.lr
@@ -441,11 +509,9 @@ class _BaseSAMNet(BaseEstimator):
             X, y = X[index], y[index]
         return X, y, rng
 
-    def _sharpness(self, X, y, seed):
+    def _sharpness(self, module, X, y, rng):
         if self.sharpness is None:
             return None
-        X, y, rng = self._subsample(X, y, seed)
-        module = self.net_.module_
         criterion = self._criterion()
 
         def loss_fn():
@@ -525,6 +591,17 @@ def _net_device(net):
     return torch.device(net.device)
 
 
+def _whole_fit_rng(net):
+    """Under Accelerate, the whole epoch loop runs with the estimator's random state.
+
+    Accelerate's data loaders and processes draw from torch's global
+    generators; one process per device means no other fit shares them.
+    """
+    if getattr(net, "accelerator", None) is None:
+        return contextlib.nullcontext()
+    return net.rng.active()
+
+
 def _silent(*args, **kwargs):
     """A print that prints nothing (PrintLog's sink when ``verbose=0`` under Accelerate)."""
 
@@ -588,8 +665,10 @@ default='sam'
     callbacks : list of skorch callbacks or (name, callback) tuples, \
             or 'disable', default=None
         Extra skorch callbacks (``ProgressBar``, ``EarlyStopping``,
-        ``LRScheduler``, ``Checkpoint``...), deep-copied at every ``fit``;
-        the fitted ones are in ``net_.callbacks_``.
+        ``LRScheduler``, ``Checkpoint``, ``TensorBoard``...), used as they
+        are, as skorch does (they need not be copyable: they may hold a
+        writer, a file or a lock); ``clone`` and ``GridSearchCV`` copy them
+        as any parameter. The fitted ones are in ``net_.callbacks_``.
     device : str or torch.device, default='cpu'
         Where to train, e.g. ``'cuda'``; a device this machine lacks is a
         ``ValueError`` at ``fit``. The training data is moved there once. A
@@ -601,12 +680,24 @@ default='sam'
         The sharpness is computed on at most this many training samples,
         drawn without replacement with ``random_state``; ``None`` uses all.
     random_state : int, RandomState instance or None, default=None
-        Seeds the initialization, the batch order, dropout and the sharpness
-        estimate. torch's global generators are left untouched. Training
-        continued by ``warm_start`` or ``partial_fit`` resumes torch's
-        generator where the previous call left it, so with an int seed
-        ``fit`` for 4 epochs and ``fit`` for 2 then 2 warm epochs give the
-        same weights bit for bit.
+        Seeds the estimator's own torch generator, which draws the
+        initialization, the batch order, dropout masks and the sharpness
+        estimate: torch's global generators end every call as they began,
+        and clones fitted at the same time in threads give the same models
+        as one after the other. Training continued by ``warm_start`` or
+        ``partial_fit`` resumes that generator where the previous call left
+        it, so with an int seed ``fit`` for 4 epochs and ``fit`` for 2 then
+        2 warm epochs give the same weights bit for bit. What remains
+        global: torch's layers (``nn.Dropout``...) and initializers can only
+        draw from torch's global generators, so while the module is built,
+        and during each training step of a module that may draw random
+        numbers (one with dropout, or a class not declaring
+        ``draws_random_numbers = False``), torch's global generators hold the
+        estimator's state, under a lock shared by these estimators, and get
+        their own state back afterwards. Code in another thread that draws
+        from torch's global generators at that moment (not through an
+        estimator) draws from the estimator's state; under Accelerate, the
+        data loaders draw from the generators Accelerate sets up.
     warm_start : bool, default=False
         When ``True`` and the estimator is fitted, ``fit`` continues
         training the current network for ``max_epochs`` more epochs: the
@@ -760,6 +851,24 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
     def _net_kwargs(self, n_outputs):
         return {"classes": list(range(n_outputs))}
 
+    def _check_module(self, module, X, n_outputs):
+        """As for any net; and the outputs should be logits, not probabilities."""
+        super()._check_module(module, X, n_outputs)
+        out = _eval_forward(module, X[:8]).float()
+        if (
+            len(out) > 1
+            and bool(((out >= 0) & (out <= 1)).all())
+            and bool(torch.allclose(out.sum(dim=1), torch.ones(len(out)), atol=1e-4))
+        ):
+            warnings.warn(
+                "The module's outputs already sum to one over the classes (does it end "
+                "in nn.Softmax?): SAMNetClassifier expects logits, as CrossEntropyLoss "
+                "applies the softmax itself; a softmax twice trains badly (predict_proba "
+                "stays far from 0 and 1). Remove the final softmax.",
+                UserWarning,
+                stacklevel=_user_stacklevel(),
+            )
+
     def _baseline_loss(self, y):
         """Cross-entropy of predicting the class frequencies: the entropy of ``y``."""
         counts = np.bincount(y.cpu().numpy(), minlength=len(self.classes_))
@@ -785,16 +894,7 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         self : SAMNetClassifier
             The fitted estimator.
         """
-        warm = self.warm_start and self.__sklearn_is_fitted__()
-        X, y = validate_data(self, X, y, dtype=np.float32, reset=not warm)
-        check_classification_targets(y)
-        if warm:
-            y_encoded = _encode(y, self.classes_, "warm_start")
-        else:
-            classes, y_encoded = np.unique(y, return_inverse=True)
-            _check_n_classes(classes, "in the data")
-            self.classes_ = classes
-        return self._train(X, _labels(y_encoded), self.max_epochs, warm)
+        return self._fit(X, y, partial=False)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None):
@@ -821,26 +921,34 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         self : SAMNetClassifier
             The updated estimator.
         """
-        fitted = self.__sklearn_is_fitted__()
-        if not fitted and classes is None:
+        return self._fit(X, y, partial=True, classes=classes)
+
+    def _validate_fit_data(self, X, y, *, warm, partial, classes):
+        """``X`` and ``y`` as class indices; sets ``classes_`` on a fresh fit."""
+        if partial and not warm and classes is None:
             # scikit-learn's wording (sklearn.utils.multiclass)
             raise ValueError("classes must be passed on the first call to partial_fit.")
-        X, y = validate_data(self, X, y, dtype=np.float32, reset=not fitted)
+        X, y = validate_data(self, X, y, dtype=np.float32, reset=not warm)
         check_classification_targets(y)
         if classes is not None:
             classes = np.unique(np.asarray(classes))
-            if fitted and not np.array_equal(classes, self.classes_):
+            if warm and not np.array_equal(classes, self.classes_):
                 raise ValueError(
                     f"`classes={classes!r}` is not the same as on the last call to fit "
                     f"or partial_fit, was: {self.classes_!r}"
                 )
-        if not fitted:
+        method = "partial_fit" if partial else "warm_start"
+        if warm:
+            y_encoded = _encode(y, self.classes_, method)
+        elif partial:
             _check_n_classes(classes, "in `classes`")
-            y_encoded = _encode(y, classes, "partial_fit")
+            y_encoded = _encode(y, classes, method)
             self.classes_ = classes
         else:
-            y_encoded = _encode(y, self.classes_, "partial_fit")
-        return self._train(X, _labels(y_encoded), 1, fitted)
+            classes, y_encoded = np.unique(y, return_inverse=True)
+            _check_n_classes(classes, "in the data")
+            self.classes_ = classes
+        return X, _labels(y_encoded)
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of the network's logits.
@@ -1008,9 +1116,7 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         self : SAMNetRegressor
             The fitted estimator.
         """
-        warm = self.warm_start and self.__sklearn_is_fitted__()
-        X, y = self._targets(X, y, reset=not warm)
-        return self._train(X, y, self.max_epochs, warm)
+        return self._fit(X, y, partial=False)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y):
@@ -1031,9 +1137,10 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         self : SAMNetRegressor
             The updated estimator.
         """
-        fitted = self.__sklearn_is_fitted__()
-        X, y = self._targets(X, y, reset=not fitted)
-        return self._train(X, y, 1, fitted)
+        return self._fit(X, y, partial=True)
+
+    def _validate_fit_data(self, X, y, *, warm, partial, classes):
+        return self._targets(X, y, reset=not warm)
 
     def predict(self, X):
         """Predicted targets.
@@ -1105,7 +1212,8 @@ class _valid_split_hint:
 
 
 def _check_finite(net, remedy_suffix=""):
-    losses = epoch_losses(net.history)
+    # Batch by batch: an epoch interrupted before its first batch has no loss.
+    losses = [b["train_loss"] for e in net.history for b in e["batches"] if "train_loss" in b]
     params = torch.cat([p.detach().reshape(-1) for p in net.module_.parameters()])
     if not (np.all(np.isfinite(losses)) and bool(torch.isfinite(params).all())):
         raise ValueError(
@@ -1114,15 +1222,43 @@ def _check_finite(net, remedy_suffix=""):
         )
 
 
-def _check_output_width(module, X, n_outputs):
-    """A module must return one column per class (or per target).
+def _initialize(net):
+    """skorch's ``initialize``, with a clear error for a module that is not a module."""
+    try:
+        net.initialize()  # what skorch's fit does before partial_fit
+    except Exception as exc:
+        _check_is_module(net.__dict__.get("module_"), exc)
+        raise
+    _check_is_module(net.module_)
 
-    Otherwise the loss broadcasts a regression target across the columns,
-    and a classifier trains extra classes it can then predict, all without
-    an error until ``predict`` fails or returns the wrong shape.
+
+def _check_is_module(module, cause=None):
+    if module is not None and not isinstance(module, nn.Module):
+        raise ValueError(
+            "module must be a torch.nn.Module class or instance, or a callable returning "
+            f"one; it gave a {type(module).__name__} ({module!r:.60})."
+        ) from cause
+
+
+def _check_finite_outputs(module, X, remedy_suffix=""):
+    """The trained network must predict finite values where it was trained.
+
+    The training loss is computed in training mode; ``predict`` runs in
+    eval mode, where batch normalization uses its running statistics, which
+    may have blown up while the training loss stayed finite.
     """
+    if not bool(torch.isfinite(_eval_forward(module, X)).all()):
+        raise ValueError(
+            "Training diverged: the network's outputs in eval mode (what predict "
+            "computes) are not finite on the training data. Use a smaller lr (or rho), "
+            f"or standardize X{remedy_suffix}."
+        )
+
+
+def _eval_forward(module, X):
+    """``module(X)`` in eval mode (no dropout draw, no running-statistics update)."""
     training = module.training
-    module.eval()  # no dropout draw, no running-statistics update
+    module.eval()
     try:
         with torch.no_grad():
             out = module(X)
@@ -1130,6 +1266,25 @@ def _check_output_width(module, X, n_outputs):
         module.train(training)
     if isinstance(out, tuple):
         out = out[0]  # skorch's convention: the first output is the prediction
+    return out
+
+
+def _check_output_width(module, X, n_outputs, n_features):
+    """A module must take ``n_features`` columns and return one column per class (or target).
+
+    Otherwise the loss broadcasts a regression target across the columns,
+    and a classifier trains extra classes it can then predict, all without
+    an error until ``predict`` fails or returns the wrong shape; and a
+    module whose input layer has another width fails deep inside torch.
+    """
+    try:
+        out = _eval_forward(module, X)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"The module failed on the first rows of X, which has {n_features} features "
+            f"(n_features_in_): {exc} Make the module's input layer take {n_features} "
+            "features (module__n_features for a class that takes it)."
+        ) from exc
     if isinstance(out, torch.Tensor) and tuple(out.shape) != (len(X), n_outputs):
         raise ValueError(
             f"The module returns an output of shape {tuple(out.shape)} for {len(X)} "
@@ -1137,6 +1292,15 @@ def _check_output_width(module, X, n_outputs):
             "(SAMNetClassifier) or per target (SAMNetRegressor). Pass the output "
             "width through module__* parameters or fix the module's last layer."
         )
+
+
+def _needs_closure(optimizer):
+    """Whether ``optimizer``'s ``step`` requires a closure (``torch.optim.LBFGS``)."""
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def _check_n_classes(classes, where):

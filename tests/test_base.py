@@ -180,7 +180,7 @@ def _two_layer_sam_curve():
     from sksam import SAMTwoLayerRegressor
     from sksam.datasets import make_teacher_student
 
-    X, y, _ = make_teacher_student(n_samples=100, n_features=5, random_state=0)
+    X, y = make_teacher_student(n_samples=100, n_features=5, random_state=0)
     reg = SAMTwoLayerRegressor(rho=0.3, learning_rate=0.2, max_iter=300, tol=None, sharpness=None)
     return reg.set_params(random_state=0).fit(X, y).loss_curve_
 

@@ -212,7 +212,7 @@ def test_sharpness_curve_of_a_real_two_layer_net_matches_one_long_fit():
     from sksam import SAMTwoLayerRegressor
     from sksam.datasets import make_teacher_student
 
-    X, y, _ = make_teacher_student(n_samples=60, n_features=3, random_state=0)
+    X, y = make_teacher_student(n_samples=60, n_features=3, random_state=0)
     model = SAMTwoLayerRegressor(n_hidden=8, rho=0.1, tol=None, sharpness="trace", random_state=0)
     display = SharpnessCurveDisplay.from_estimator(model, X, y, checkpoints=[5, 12])
     for fitted, solver in zip(display.estimators_, ("gd", "sam")):

@@ -468,7 +468,10 @@ def test_early_stopping_on_the_train_loss(digits):
     stop = EarlyStopping(monitor="train_loss", patience=2, threshold=0.99)  # a 99% gain each epoch
     clf = _small(max_epochs=20, callbacks=[stop]).fit(X, y)
     assert clf.n_iter_ == 3 == len(clf.loss_curve_)
-    assert stop.dynamic_threshold_ is None  # fit used a copy, not the user's callback
+    # skorch's contract: fit uses the user's callback itself (no copy), and
+    # a callback ending training is not an interruption (no warning above)
+    assert dict(clf.net_.callbacks_)["EarlyStopping"] is stop
+    assert stop.dynamic_threshold_ is not None
     assert dict(clf.net_.callbacks_)["EarlyStopping"].dynamic_threshold_ is not None
 
 

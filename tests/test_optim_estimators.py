@@ -3,11 +3,16 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
+from sklearn.datasets import load_digits, make_classification
 from sklearn.model_selection import GridSearchCV
 
 import sksam._two_layer_model as two_layer_model
-from sksam import SAMNetClassifier, SAMNetRegressor, SAMTwoLayerRegressor
+from sksam import (
+    SAMNetClassifier,
+    SAMNetRegressor,
+    SAMTwoLayerClassifier,
+    SAMTwoLayerRegressor,
+)
 from sksam.datasets import make_teacher_student
 from sksam.optim import SAM, LookSAM, MomentumSAM
 
@@ -20,7 +25,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def teacher():
-    X, y, _ = make_teacher_student(n_samples=60, n_features=4, random_state=0)
+    X, y = make_teacher_student(n_samples=60, n_features=4, random_state=0)
     return X, y
 
 
@@ -122,6 +127,96 @@ def test_two_layer_refuses_momentum_sam(teacher):
         SAMTwoLayerRegressor(solver="msam").fit(X, y)
 
 
+@pytest.fixture(scope="module")
+def three_classes():
+    return make_classification(
+        n_samples=60,
+        n_features=4,
+        n_informative=3,
+        n_redundant=0,
+        n_classes=3,
+        n_clusters_per_class=1,
+        random_state=0,
+    )
+
+
+@pytest.mark.parametrize(
+    "solver, sam_every, expected",
+    [("gd", 5, 20), ("sam", 5, 40), ("every_k", 4, 25), ("looksam", 4, 25), ("rst", 1, 40)],
+)
+def test_two_layer_classifier_gradients_per_step(
+    monkeypatch, three_classes, solver, sam_every, expected
+):
+    # the classifier shares the regressor's fit, schedule included
+    X, y = three_classes
+    calls = _count_gradients(monkeypatch)
+    clf = SAMTwoLayerClassifier(
+        solver=solver, rho=0.1, sam_every=sam_every, n_hidden=8, max_iter=20, sharpness=None, tol=0
+    )
+    with pytest.warns(Warning):  # max_iter reached
+        clf.fit(X, y)
+    assert len(calls) == expected
+
+
+@pytest.mark.parametrize("solver", ["every_k", "looksam", "rst"])
+def test_two_layer_classifier_variant_every_step_is_sam_bit_for_bit(three_classes, solver):
+    X, y = three_classes
+    fits = [
+        SAMTwoLayerClassifier(
+            solver=s, rho=0.1, sam_every=1, n_hidden=8, max_iter=15, tol=None, random_state=0
+        ).fit(X, y)
+        for s in ("sam", solver)
+    ]
+    np.testing.assert_array_equal(fits[0].coefs_[0], fits[1].coefs_[0])
+    np.testing.assert_array_equal(fits[0].predict_proba(X), fits[1].predict_proba(X))
+
+
+def test_two_layer_classifier_grid_search_over_variant_and_rho(three_classes):
+    X, y = three_classes
+    search = GridSearchCV(
+        SAMTwoLayerClassifier(n_hidden=8, max_iter=30, sharpness=None, tol=None, random_state=0),
+        {"solver": ["sam", "looksam", "every_k", "rst", "aesam"], "rho": [0.05, 0.2]},
+        scoring="neg_log_loss",
+        cv=2,
+    )
+    search.fit(X, y)
+    assert len(search.cv_results_["params"]) == 10
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_params_["solver"] in ("sam", "looksam", "every_k", "rst", "aesam")
+    assert search.best_estimator_.sam_every == 5
+
+
+def test_two_layer_classifier_refuses_momentum_sam_and_a_zero_period(three_classes):
+    X, y = three_classes
+    with pytest.raises(ValueError, match="'solver' parameter of SAMTwoLayerClassifier must be"):
+        SAMTwoLayerClassifier(solver="msam").fit(X, y)
+    with pytest.raises(ValueError, match="'sam_every' parameter of SAMTwoLayerClassifier must be"):
+        SAMTwoLayerClassifier(solver="every_k", sam_every=0).fit(X, y)
+
+
+def test_two_layer_verbose_share_counts_the_scheduled_sam_steps(three_classes, capsys):
+    # the stopping line reports SAM's share for the cheap variants too: zero SAM
+    # steps would give 0.0 %, every_k with k=1 gives SAM's own share
+    X, y = three_classes
+    shares = {}
+    for solver in ("sam", "every_k", "looksam"):
+        SAMTwoLayerClassifier(
+            solver=solver,
+            sam_every=1 if solver == "every_k" else 3,
+            rho=0.2,
+            n_hidden=8,
+            max_iter=15,
+            tol=None,
+            sharpness=None,
+            random_state=0,
+            verbose=1,
+        ).fit(X, y)
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        shares[solver] = float(last.split("accounts for ")[1].split("%")[0])
+    assert shares["every_k"] == shares["sam"] > 0
+    assert shares["looksam"] > 0
+
+
 def _net(cls, **kwargs):
     return cls(
         module__hidden_layer_sizes=(16,),
@@ -144,7 +239,12 @@ def test_net_forward_passes_per_step(digits, solver, sam_every, passes):
     clf = _net(SAMNetClassifier, solver=solver, sam_every=sam_every)
     clf.fit(X, y)
     forwards = []
-    clf.net_.module_.register_forward_hook(lambda *a: forwards.append(1))
+
+    def count(module, *args):  # training passes only: the fit's check runs one in eval mode
+        if module.training:
+            forwards.append(1)
+
+    clf.net_.module_.register_forward_hook(count)
     clf.set_params(warm_start=True)
     clf.fit(X, y)
     assert len(forwards) == passes
@@ -203,3 +303,17 @@ def test_net_every_k_composes_with_m_sharpness(digits):
     X, y = digits
     clf = _net(SAMNetClassifier, solver="every_k", sam_every=2, m=2).fit(X, y)
     assert clf.net_.optimizer_.schedule.t == 8
+
+
+@pytest.mark.parametrize("solver", ["every_k", "looksam", "rst", "aesam"])
+def test_two_layer_divergence_of_a_variant_names_rho(solver):
+    # the failure diagnosis asks whether the solver perturbs: a scheduled solver
+    # perturbs (on some steps), and the counterfactual without rho is plain GD
+    X, y = make_teacher_student(n_samples=60, n_features=4, n_teacher=2, random_state=0)
+    reg = SAMTwoLayerRegressor(
+        solver=solver, sam_every=2, rho=1e6, n_hidden=8, max_iter=30, tol=None, random_state=0
+    )
+    with pytest.raises(ValueError, match=r"rho=1000000.0 is too large for this data") as info:
+        reg.fit(X, y)
+    assert f"with solver={solver!r} and rho=1000000.0" in str(info.value)
+    assert not hasattr(reg, "coefs_")

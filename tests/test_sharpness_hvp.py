@@ -8,6 +8,8 @@ from scipy.optimize import brentq
 from sksam.sharpness import (
     MEASURES,
     hessian_trace,
+    measure_sharpness,
+    quadratic_sharpness,
     rho_sharpness,
     top_hessian_eigenvalue,
     torch_sharpness,
@@ -233,6 +235,47 @@ def test_rho_sharpness_with_zero_gradient_uses_seeded_direction():
     assert rho_sharpness(lambda: 0.5 * w @ H @ w, [w], 0.0) == 0.0
 
 
+def _diagonal_quadratic(lam, g):
+    H = torch.diag(torch.tensor(lam, dtype=torch.float64))
+    g = torch.tensor(g, dtype=torch.float64)
+    w = torch.zeros(len(lam), dtype=torch.float64, requires_grad=True)
+    return (lambda: g @ w + 0.5 * w @ H @ w), w
+
+
+@pytest.mark.parametrize("n_other", [1, 9])
+def test_rho_sharpness_hard_case_is_found_by_the_random_start(n_other):
+    # the gradient has no component on the top eigenvector (the hard case; at
+    # the end of training the top direction converges first): an ascent from
+    # SAM's point never leaves the other eigenvectors and stops near
+    # rho^2 / 2 * 1; the seeded random start reaches rho^2 / 2 * 5
+    lam, g = [5.0] + [1.0] * n_other, [0.0] + [1e-9] * n_other
+    loss_fn, w = _diagonal_quadratic(lam, g)
+    exact = quadratic_sharpness(lam, g, measure="rho", rho=0.1)
+    assert exact == pytest.approx(0.5 * 0.1**2 * 5.0, rel=1e-6)
+    from_sam_only = rho_sharpness(loss_fn, [w], 0.1, random_state=0)
+    assert from_sam_only < 0.25 * exact
+    value = rho_sharpness(loss_fn, [w], 0.1, n_restarts=1, random_state=0)
+    assert exact - 1e-12 >= value >= exact * (1 - 1e-6)
+    # the estimators' options include the random start
+    assert measure_sharpness("rho", loss_fn, [w], rho=0.1, random_state=0) == value
+
+
+def test_rho_sharpness_is_never_negative():
+    # a concave quadratic with its maximum inside the ball: e = 0 is feasible,
+    # so the sharpness is >= 0 (steps of length rho from SAM's point all lose)
+    loss_fn, w = _diagonal_quadratic([-3.0, -1.0], [1e-3, 1e-3])
+    exact = quadratic_sharpness([-3.0, -1.0], [1e-3, 1e-3], measure="rho", rho=10.0)
+    value = rho_sharpness(loss_fn, [w], 10.0, random_state=0)
+    assert 0.0 <= value <= exact
+
+
+def test_rho_sharpness_ascent_is_monotone_in_max_iter():
+    quad = _Quadratic(np.array([-1.0, 0.2, 0.7, 1.5, 3.0]), seed=2)
+    values = [rho_sharpness(quad.loss_fn, [quad.w], 0.8, max_iter=k) for k in range(12)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert values[-1] <= _trust_region_max(quad.H, quad.g, 0.8) + 1e-12
+
+
 def test_rho_sharpness_restores_parameters_bit_for_bit():
     net = _SmallNet(0)
     before = [p.detach().clone() for p in net.params]
@@ -263,15 +306,22 @@ def test_rho_sharpness_restores_parameters_after_an_error():
 # --------------------------------------------------------------------------
 
 
+def _logits_fn(net):
+    """The logit-normalized measures read ``_SmallNet``'s 2 outputs as logits."""
+    labels = net.y.argmax(dim=1)
+    return lambda: (torch.tanh(net.X @ net.params[0] + net.params[1]) @ net.params[2], labels)
+
+
 @pytest.mark.parametrize("measure", MEASURES)
 def test_grad_attributes_are_never_touched(measure):
     net = _SmallNet(0)
-    torch_sharpness(net.loss_fn, net.params, measure, rho=0.1, random_state=0)
+    extra = {"logits_fn": _logits_fn(net)}
+    torch_sharpness(net.loss_fn, net.params[:3], measure, rho=0.1, random_state=0, **extra)
     assert all(p.grad is None for p in net.params)
     # and existing gradients are left as they were
     for p in net.params:
         p.grad = torch.full_like(p, 7.0)
-    torch_sharpness(net.loss_fn, net.params, measure, rho=0.1, random_state=0)
+    torch_sharpness(net.loss_fn, net.params[:3], measure, rho=0.1, random_state=0, **extra)
     assert all(torch.equal(p.grad, torch.full_like(p, 7.0)) for p in net.params)
     assert all(not p.grad.requires_grad for p in net.params)
 
@@ -282,8 +332,12 @@ def test_same_random_state_same_value(measure):
     kwargs = {"max_iter": 5} if measure != "trace" else {"n_probes": 5}
     if measure == "top_eigenvalue":
         kwargs["tol"] = 0.0
-    a = torch_sharpness(net.loss_fn, net.params, measure, rho=0.3, random_state=4, **kwargs)
-    b = torch_sharpness(net.loss_fn, net.params, measure, rho=0.3, random_state=4, **kwargs)
+    if "average" in measure:
+        kwargs = {"n_samples": 5}
+    kwargs["logits_fn"] = _logits_fn(net)
+    params = net.params[:3]  # the logits do not use the last bias
+    a = torch_sharpness(net.loss_fn, params, measure, rho=0.3, random_state=4, **kwargs)
+    b = torch_sharpness(net.loss_fn, params, measure, rho=0.3, random_state=4, **kwargs)
     assert a == b
 
 
@@ -314,8 +368,15 @@ def test_train_eval_modes_restored_and_eval_used(measure):
         modes_seen.append([m.training for m in module.modules()])
         return 0.5 * ((module(X) - y) ** 2).mean()
 
+    def logits_fn():
+        modes_seen.append([m.training for m in module.modules()])
+        return module(X), (y[:, 0] > 0).long()
+
     params = list(module.parameters())
-    torch_sharpness(loss_fn, params, measure, rho=0.1, module=module, random_state=0)
+    torch_sharpness(
+        loss_fn, params, measure, rho=0.1, module=module, random_state=0, logits_fn=logits_fn
+    )
+    assert modes_seen
     assert all(not any(modes) for modes in modes_seen)
     assert [m.training for m in module.modules()] == [True, True, False, True, True]
 

@@ -1,5 +1,8 @@
 """quadratic_sharpness against brute force on small explicit quadratics."""
 
+import itertools
+import warnings
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -184,3 +187,108 @@ def test_agrees_with_shared_namespace():
 
     assert sharpness.quadratic_sharpness is quadratic_sharpness
     assert_allclose(quadratic_sharpness([1.0], [1.0], measure="rho", rho=1.0), 1.5)
+
+
+# --------------------------------------------------------------------------
+# degenerate trust-region problems (issue 14: "f(a) and f(b) must have
+# different signs" escaped from scipy on these)
+# --------------------------------------------------------------------------
+
+
+def _one_eigenvalue_closed_form(lam, g_norm, rho):
+    """``max_{r <= rho} g_norm r + lam r**2 / 2``: e along g, H = lam I."""
+    r = rho if lam >= 0 else min(rho, g_norm / -lam)
+    return g_norm * r + 0.5 * lam * r**2
+
+
+@pytest.mark.parametrize("lam", [3.0, 1.0, 1e-8, 0.0, -0.5])
+@pytest.mark.parametrize("g_scale", [1e200, 1.0, 1e-3, 1e-9, 1e-17, 1e-200])
+@pytest.mark.parametrize("rho", [1e-3, 0.05, 1.0, 30.0])
+@pytest.mark.parametrize("m, k", [(1, 1), (1, 2), (3, 1), (2, 3)])
+def test_single_eigenvalue_is_the_closed_form(lam, g_scale, rho, m, k):
+    # H = lam I: every direction is a top eigenvector, and the whole gradient
+    # lies on the top eigenspace; the secular root sits on the end of the bracket
+    rng = np.random.default_rng(m + 10 * k)
+    G = g_scale * rng.standard_normal((m, k))
+    value = quadratic_sharpness(np.full(m, lam), G, measure="rho", rho=rho)
+    top = np.abs(G).max()  # ||G|| without squaring 1e-200 into zero
+    expected = _one_eigenvalue_closed_form(lam, top * np.linalg.norm(G / top), rho)
+    assert value == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_repeated_and_degenerate_spectra_equal_dense_sampling(seed):
+    # 2d problems with a repeated top eigenvalue, the gradient on or off the top
+    # eigenvector, nearly zero gradients: brute force over the disc
+    rng = np.random.default_rng(seed)
+    top = rng.choice([0.0, 1.0, 2.5])
+    lam = np.array([top, rng.choice([top, top - 1.0, -1.0])])
+    g = rng.standard_normal(2) * rng.choice([1.0, 1e-3, 1e-12])
+    g[rng.integers(2)] *= rng.choice([0.0, 1.0])  # sometimes exactly on an axis
+    rho = rng.choice([0.01, 0.3, 2.0])
+    value = quadratic_sharpness(lam, g, measure="rho", rho=rho)
+    sampled = _sphere_sampling_2d(np.diag(lam), g, rho)
+    assert sampled <= value + 1e-12 * (1 + value)
+    assert value == pytest.approx(sampled, rel=1e-6, abs=1e-15)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("hard", ["orthogonal", "nearly", "repeated"])
+def test_hard_cases_in_3d_equal_brute_force(seed, hard):
+    rng = np.random.default_rng(seed)
+    lam = np.sort(rng.uniform(-1, 2, 3))[::-1].copy()
+    if hard == "repeated":
+        lam[1] = lam[0]
+    g = rng.standard_normal(3) * 0.1
+    if hard == "orthogonal":
+        g[0] = 0.0
+    elif hard == "nearly":
+        g[0] = 1e-13
+    rho = float(rng.choice([0.2, 1.0, 3.0]))
+    value = quadratic_sharpness(lam, g, measure="rho", rho=rho)
+    brute = _brute_force(np.diag(lam), g, rho, n_starts=30, seed=seed)
+    assert value >= brute - 1e-10
+    assert value == pytest.approx(brute, rel=1e-7, abs=1e-10)
+
+
+def test_top_eigenvalue_repeated_with_a_rounding_difference():
+    # the kernel estimator appends lambda_max next to a Ritz value that may
+    # differ from it in the last bit: a gap of one ulp must not break the root
+    top = 0.7
+    lam = np.array([np.nextafter(top, 1.0), top, 0.2])
+    g = np.array([3e-9, 0.0, 1e-9])
+    value = quadratic_sharpness(lam, g, measure="rho", rho=0.05)
+    assert value == pytest.approx(_brute_force(np.diag(lam), g, 0.05), rel=1e-9)
+
+
+@pytest.mark.parametrize("n_outputs", [1, 2])
+def test_one_feature_linear_kernel_fits_never_fail(n_outputs):
+    # the issue's families: one feature (a single Hessian eigenvalue), one or two
+    # outputs (a repeated one), seeds x sizes x rho x solvers; before the fix
+    # about 15% (1 output) and 30% (2 outputs) of these raised from brentq
+    from sksam import SAMKernelRegressor
+
+    failures = []
+    for seed, n, rho, solver in itertools.product(
+        range(5), [1, 2, 5, 50], [0.01, 1.0, 10.0], ["gd", "sam", "usam"]
+    ):
+        rng = np.random.default_rng(seed)
+        X = rng.standard_normal((n, 1))
+        y = rng.standard_normal((n, n_outputs))
+        model = SAMKernelRegressor(
+            kernel="linear", sharpness="rho", rho=rho, solver=solver, max_iter=50
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence is not the point here
+            try:
+                model.fit(X, y)
+            except ValueError as exc:
+                failures.append((seed, n, rho, solver, str(exc)))
+                continue
+        # H = X^T X / n (one eigenvalue), g = X^T (f - y) / n: the closed form
+        w = model.predict(np.ones((1, 1))) - model.predict(np.zeros((1, 1)))
+        residual = X @ w.reshape(1, -1) - y
+        G = X.T @ residual / n
+        expected = _one_eigenvalue_closed_form((X**2).mean(), np.linalg.norm(G), rho)
+        assert model.sharpness_ == pytest.approx(expected, rel=1e-6, abs=1e-14), (seed, n)
+    assert not failures

@@ -60,7 +60,7 @@ def _fd_gradient(params, X, Y, activation, n_trained, h=1e-6):
 
 
 def _data(n=60, seed=0):
-    X, y, _ = make_teacher_student(n_samples=n, n_features=4, n_teacher=2, random_state=seed)
+    X, y = make_teacher_student(n_samples=n, n_features=4, n_teacher=2, random_state=seed)
     return X, y
 
 
@@ -266,7 +266,7 @@ def test_sharpness_measures():
 def test_sam_solution_is_flatter_than_gd_on_noisy_teacher():
     # a small version of benchmarks/claim_two_layer.py: this is the paper's
     # claim about sharpness, with a margin that is large at this seed
-    X, y, _ = make_teacher_student(n_samples=100, n_features=5, random_state=0)
+    X, y = make_teacher_student(n_samples=100, n_features=5, random_state=0)
     gd = _fit(X=X, y=y, solver="gd", n_hidden=50, max_iter=1500, tol=0)
     sam = _fit(X=X, y=y, solver="sam", rho=0.3, n_hidden=50, max_iter=1500, tol=0)
     assert sam.sharpness_ < 0.8 * gd.sharpness_  # measured: 0.71
@@ -313,7 +313,7 @@ def test_tol_none_runs_max_iter_without_warning():
 
 
 def test_early_stopping_keeps_best_weights():
-    X, y, _ = make_teacher_student(n_samples=80, n_features=4, random_state=1)
+    X, y = make_teacher_student(n_samples=80, n_features=4, random_state=1)
     reg = _fit(
         X=X,
         y=y,
@@ -685,11 +685,15 @@ def test_sample_weight_routed_through_pipeline_and_grid_search():
 
 
 class _ThreadRecorder(SAMTwoLayerRegressor):
-    """Records torch's thread count during training."""
+    """Records torch's thread count during training (as a fitted attribute)."""
 
     def _train(self, *args):
-        self.threads_seen_ = torch.get_num_threads()
+        self._threads_during_fit = torch.get_num_threads()
         return super()._train(*args)
+
+    def _fit_state(self, *args):
+        # the fit stores only what _fit_state returns (a transactional fit)
+        return {**super()._fit_state(*args), "threads_seen_": self._threads_during_fit}
 
 
 @pytest.fixture

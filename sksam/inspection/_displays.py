@@ -409,7 +409,7 @@ class SharpnessCurveDisplay:
     >>> from sksam import SAMTwoLayerRegressor
     >>> from sksam.datasets import make_teacher_student
     >>> from sksam.inspection import SharpnessCurveDisplay
-    >>> X, y, _ = make_teacher_student(n_samples=100, random_state=0)
+    >>> X, y = make_teacher_student(n_samples=100, random_state=0)
     >>> model = SAMTwoLayerRegressor(n_hidden=20, rho=0.1, tol=None,
     ...                              random_state=0)
     >>> display = SharpnessCurveDisplay.from_estimator(

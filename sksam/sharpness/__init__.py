@@ -1,7 +1,8 @@
 """Sharpness of a training loss: one home for every estimator.
 
-Three measures, all of the **mean** training loss ``L`` (the Hessian of the
-summed loss is ``n`` times larger), at the fitted parameters ``w``:
+Every measure is of the **mean** training loss ``L`` (the Hessian of the
+summed loss is ``n`` times larger), at the fitted parameters ``w``, and is
+named in :data:`MEASURES`:
 
 ``'top_eigenvalue'``
     The largest (signed) eigenvalue of the Hessian of ``L``; the standard
@@ -11,59 +12,62 @@ summed loss is ``n`` times larger), at the fitted parameters ``w``:
 ``'rho'``
     The rho-sharpness ``max_{||e|| <= rho} L(w + e) - L(w)`` of Foret et al.
     (2021), with the estimator's ``rho``.
+``'adaptive_rho'``
+    The adaptive worst case ``max_{||e / |w| || <= rho} L(w + e) - L(w)``
+    (Kwon et al., 2021; Andriushchenko et al., 2023): invariant under the
+    rescalings of the weights that leave the function unchanged.
+``'average'``, ``'adaptive_average'``
+    The average case ``E L(w + e) - L(w)`` for Gaussian ``e`` of standard
+    deviation ``rho`` per coordinate, or ``rho |w_i|`` (adaptive).
+``'adaptive_rho_logitnorm'``
+    ``'adaptive_rho'`` of the cross-entropy of the normalized logits
+    (Andriushchenko et al., 2023); classifiers only (:data:`LOGIT_MEASURES`).
 
 Two back ends answer them:
 
-* :func:`quadratic_sharpness` is exact for quadratic losses given the Hessian's
-  eigenvalues and the gradient in its eigenbasis (kernel regression);
-* :func:`top_hessian_eigenvalue`, :func:`hessian_trace` and
-  :func:`rho_sharpness` work on any torch loss through Hessian-vector products
-  (Lanczos, Hutchinson with Rademacher probes, projected gradient ascent),
-  seeded by ``random_state``; :func:`torch_sharpness` dispatches on the measure.
+* :func:`quadratic_sharpness` and :func:`quadratic_model_sharpness` are exact
+  for quadratic losses (kernel regression, linear models), from the Hessian
+  or its eigendecomposition, the gradient and the weights;
+* for any torch loss, :func:`top_hessian_eigenvalue` and
+  :func:`hessian_trace` use Hessian-vector products (Lanczos, Hutchinson),
+  :func:`rho_sharpness` and :func:`adaptive_rho_sharpness` projected gradient
+  ascent, :func:`average_sharpness` Monte Carlo, all seeded by
+  ``random_state``; :func:`torch_sharpness` dispatches on the name.
 
 The torch estimators call :func:`measure_sharpness`, which applies one table
 of options, :data:`DEFAULT_OPTIONS`, so that a measure has the same precision
-in every estimator.
+in every estimator. The user guide's page "Sharpness measures" says what each
+measures, what it is invariant to, what it costs, and which to use when.
 """
 
-from ._hvp import hessian_trace, rho_sharpness, top_hessian_eigenvalue, torch_sharpness
-from ._measure import DEFAULT_OPTIONS, measure_sharpness
-from ._quadratic import quadratic_sharpness
-
-#: Names accepted by the ``sharpness`` parameter of every estimator (or ``None``).
-MEASURES = ("top_eigenvalue", "trace", "rho")
-
-
-def check_measure(measure):
-    """Raise a ``ValueError`` naming ``measure`` unless it is known or ``None``.
-
-    Parameters
-    ----------
-    measure : str or None
-        A name of :data:`MEASURES`, or None.
-
-    Examples
-    --------
-    >>> from sksam.sharpness import check_measure
-    >>> check_measure("trace")
-    >>> check_measure("max")
-    Traceback (most recent call last):
-    ...
-    ValueError: Unknown sharpness measure 'max'; expected one of ... or None.
-    """
-    if measure is not None and measure not in MEASURES:
-        raise ValueError(
-            f"Unknown sharpness measure {measure!r}; expected one of "
-            f"{', '.join(map(repr, MEASURES))} or None."
-        )
-
+from ._hvp import hessian_trace, top_hessian_eigenvalue
+from ._measure import (
+    DEFAULT_OPTIONS,
+    LOGIT_MEASURES,
+    MEASURES,
+    check_measure,
+    measure_sharpness,
+    torch_sharpness,
+)
+from ._perturbation import (
+    adaptive_rho_sharpness,
+    average_sharpness,
+    normalized_logits_loss,
+    rho_sharpness,
+)
+from ._quadratic import quadratic_model_sharpness, quadratic_sharpness
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "LOGIT_MEASURES",
     "MEASURES",
+    "adaptive_rho_sharpness",
+    "average_sharpness",
     "check_measure",
     "hessian_trace",
     "measure_sharpness",
+    "normalized_logits_loss",
+    "quadratic_model_sharpness",
     "quadratic_sharpness",
     "rho_sharpness",
     "top_hessian_eigenvalue",

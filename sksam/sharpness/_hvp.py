@@ -17,10 +17,9 @@ Hessian-vector products ``H v`` use double back-propagation
 ``g . v``. Only :func:`torch.autograd.grad` is used, so the ``.grad``
 attributes of ``params`` are never read nor written (no graph-carrying
 gradients are left behind, unlike ``loss.backward(create_graph=True)``).
-Parameters that are moved (by :func:`rho_sharpness`) are copied back exactly.
 
-Random numbers (Lanczos start vector, Rademacher probes, the fallback ascent
-direction) come from a numpy generator built by
+Random numbers (Lanczos start vector, Rademacher probes, and the starts and
+perturbations of :mod:`sksam.sharpness._perturbation`) come from a numpy generator built by
 :func:`sklearn.utils.check_random_state`, so a fixed ``random_state`` gives the
 same answer on every device. Vectors that are kept (the Lanczos basis) are held
 in float64 on the parameters' device; the products ``H v`` themselves run in
@@ -37,8 +36,6 @@ References
 .. [3] M. F. Hutchinson, "A stochastic estimator of the trace of the influence
    matrix for Laplacian smoothing splines", Comm. Stat. Simul. Comput. 18(3),
    1989.
-.. [4] P. Foret, A. Kleiner, H. Mobahi, B. Neyshabur, "Sharpness-Aware
-   Minimization for Efficiently Improving Generalization", ICLR 2021.
 """
 
 import contextlib
@@ -221,7 +218,8 @@ def top_hessian_eigenvalue(
     Notes
     -----
     Callers that hold a module with dropout or batch normalization should go
-    through :func:`torch_sharpness`, which evaluates in eval mode.
+    through :func:`~sksam.sharpness.torch_sharpness`, which evaluates in eval
+    mode.
 
     Examples
     --------
@@ -398,95 +396,8 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
 
 
 # --------------------------------------------------------------------------
-# rho-sharpness
+# loss and gradient at moved parameters (for the perturbation measures)
 # --------------------------------------------------------------------------
-
-
-def rho_sharpness(loss_fn, params, rho, *, max_iter=20, random_state=None):
-    r"""Compute SAM's rho-sharpness ``max_{||e|| <= rho} L(w + e) - L(w)``, from below.
-
-    The sharpness of Foret et al. (2021), the quantity SAM minimizes alongside
-    the loss, for the mean loss ``L = loss_fn()``. The inner maximization is
-    non-concave, so it is solved approximately by projected gradient ascent
-    on the ball :math:`\|e\| \le \rho`, from SAM's own first-order solution
-    :math:`e_0 = \rho\, g / \|g\|` (``g = grad L(w)``; a seeded random
-    direction if ``g = 0``)::
-
-        u      = grad L(w + e_k)
-        e_k+1  = project(e_k + rho * u / ||u||)
-
-    (steps of length ``rho``, then back onto the ball). For a quadratic loss
-    the fixed points on the sphere are exactly those with
-    ``grad L(w + e) = mu e``, ``mu >= 0``, the first-order conditions of the
-    trust-region problem. The returned value is the largest
-    ``L(w + e_k) - L(w)`` over the iterates ``k = 0..max_iter``: every iterate
-    is feasible, so the result is a **lower bound** on the true
-    rho-sharpness, exact when the ascent reaches the global maximizer (for
-    instance, for a quadratic with a unique maximizer on the sphere).
-
-    ``params`` are moved in place while ``L(w + e)`` is evaluated and are
-    copied back (bit for bit) before returning, even after an error.
-
-    Parameters
-    ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current values of ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``.
-    rho : float
-        Radius of the ball, ``rho >= 0`` (Euclidean norm over all
-        parameters together).
-    max_iter : int, default=20
-        Number of ascent steps after ``e_0`` (one gradient each).
-    random_state : int, RandomState instance or None, default=None
-        Seeds the start direction when the gradient vanishes.
-
-    Returns
-    -------
-    sharpness : float
-        ``max_k L(w + e_k) - L(w)``; ``0.0`` when ``rho == 0``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
-    >>> value = rho_sharpness(loss_fn, [w], rho=0.1, random_state=0)
-    >>> round(value, 6)  # 4 * 0.1**2 / 2, along the top eigenvector
-    0.02
-    """
-    import torch
-
-    if not rho >= 0:
-        raise ValueError(f"rho must be non-negative; got {rho!r}.")
-    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 0):
-        raise ValueError(f"max_iter must be a non-negative integer; got {max_iter!r}.")
-    params = _check_params(params)
-    if rho == 0:
-        return 0.0
-    base_loss, grad = _loss_and_gradient(loss_fn, params)
-    if torch.linalg.vector_norm(grad).item() == 0.0:
-        grad = _random_vector(check_random_state(random_state), grad.numel(), params[0])
-    e = rho * grad / torch.linalg.vector_norm(grad)
-    saved = [p.detach().clone() for p in params]
-    best = -np.inf
-    try:
-        for k in range(max_iter + 1):
-            _set_params(params, saved, e)
-            loss, u = _loss_and_gradient(loss_fn, params, gradient=k < max_iter)
-            best = max(best, loss - base_loss)
-            if k == max_iter:
-                break
-            u_norm = torch.linalg.vector_norm(u)
-            if u_norm.item() == 0.0:  # a stationary point of L: stop here
-                break
-            e = e + rho * u / u_norm
-            e = e * min(1.0, rho / torch.linalg.vector_norm(e).item())
-    finally:
-        _restore(params, saved)
-    return float(best)
 
 
 def _loss_and_gradient(loss_fn, params, *, gradient=True):
@@ -502,14 +413,6 @@ def _loss_and_gradient(loss_fn, params, *, gradient=True):
     return loss.item(), _flatten(grads, params)
 
 
-def _set_params(params, saved, e):
-    import torch
-
-    with torch.no_grad():
-        for p, original, e_p in zip(params, saved, _split(e, params)):
-            p.copy_(original + e_p)
-
-
 def _restore(params, saved):
     import torch
 
@@ -519,7 +422,7 @@ def _restore(params, saved):
 
 
 # --------------------------------------------------------------------------
-# one entry point for the estimators
+# eval mode for the estimators
 # --------------------------------------------------------------------------
 
 
@@ -536,64 +439,3 @@ def _eval_mode(module):
     finally:
         for m, training in modes:
             m.training = training
-
-
-def torch_sharpness(
-    loss_fn, params, measure, *, rho=None, module=None, random_state=None, **options
-):
-    """Sharpness ``measure`` of the mean loss ``loss_fn()`` at ``params``.
-
-    The one entry point the torch estimators call. It dispatches to
-    :func:`top_hessian_eigenvalue` (``'top_eigenvalue'``),
-    :func:`hessian_trace` (``'trace'``) or :func:`rho_sharpness` (``'rho'``).
-    If ``module`` is given, it (and all its submodules) is switched to **eval
-    mode** for the computation, so dropout is off and batch normalization uses
-    its running statistics (and does not update them), and each submodule's
-    own train/eval flag is restored afterwards, even after an error.
-
-    Parameters
-    ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the **mean** training loss (the reduction every
-        measure refers to) as a scalar tensor, from the current ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``; left exactly as they were.
-    measure : {'top_eigenvalue', 'trace', 'rho'}
-        Which sharpness, see :mod:`sksam.sharpness`.
-    rho : float, optional
-        Radius of the ball; required for ``measure='rho'``.
-    module : torch.nn.Module, optional
-        The module ``loss_fn`` runs, for the eval-mode switch.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the start vector, probes or start direction.
-    **options
-        Passed to the function of the measure (``max_iter``, ``tol``,
-        ``method``, ``n_probes``).
-
-    Returns
-    -------
-    value : float
-        The sharpness.
-
-    Examples
-    --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
-    >>> torch_sharpness(loss_fn, [w], "trace", random_state=0)
-    7.0
-    """
-    from . import check_measure
-
-    check_measure(measure)
-    if measure is None:
-        raise ValueError("measure is None: there is no sharpness to compute.")
-    if measure == "rho" and rho is None:
-        raise ValueError("measure='rho' needs the radius rho; got rho=None.")
-    with _eval_mode(module):
-        if measure == "top_eigenvalue":
-            return top_hessian_eigenvalue(loss_fn, params, random_state=random_state, **options)
-        if measure == "trace":
-            return hessian_trace(loss_fn, params, random_state=random_state, **options)
-        return rho_sharpness(loss_fn, params, rho, random_state=random_state, **options)

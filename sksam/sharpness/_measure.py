@@ -1,6 +1,43 @@
-"""The one sharpness call of the torch estimators, with one table of options."""
+"""The measures by name: one table for the estimators, one dispatch for torch.
 
-from ._hvp import hessian_trace, rho_sharpness, top_hessian_eigenvalue
+Each measure is one entry of :data:`_TORCH`, a function of
+``(loss_fn, params, rho, random_state, options)``; :data:`MEASURES` is read
+from it, so a new entry (with its options in :data:`DEFAULT_OPTIONS`, and its
+quadratic form in :func:`~sksam.sharpness.quadratic_sharpness`) makes every
+estimator's ``sharpness`` parameter accept the name with no edit there.
+"""
+
+from ._hvp import _eval_mode, hessian_trace, top_hessian_eigenvalue
+from ._perturbation import (
+    adaptive_rho_sharpness,
+    average_sharpness,
+    normalized_logits_loss,
+    rho_sharpness,
+)
+
+
+def _adaptive_average(loss_fn, params, rho, **options):
+    return average_sharpness(loss_fn, params, rho, adaptive=True, **options)
+
+
+#: name -> (function of ``(loss_fn, params, rho, **options)``, needs ``rho``)
+_TORCH = {
+    "top_eigenvalue": (lambda f, p, rho, **o: top_hessian_eigenvalue(f, p, **o), False),
+    "trace": (lambda f, p, rho, **o: hessian_trace(f, p, **o), False),
+    "rho": (rho_sharpness, True),
+    "adaptive_rho": (adaptive_rho_sharpness, True),
+    "average": (average_sharpness, True),
+    "adaptive_average": (_adaptive_average, True),
+    # adaptive worst case of the normalized-logit cross-entropy: needs logits_fn
+    "adaptive_rho_logitnorm": (adaptive_rho_sharpness, True),
+}
+
+#: Names accepted by the ``sharpness`` parameter of every estimator (or ``None``).
+MEASURES = tuple(_TORCH)
+
+#: The measures defined for classifiers only: they are computed on the
+#: normalized logits, which the caller hands over as ``logits_fn``.
+LOGIT_MEASURES = ("adaptive_rho_logitnorm",)
 
 #: Options of each measure, the same in every estimator so that the same
 #: measure has the same precision everywhere:
@@ -11,16 +48,133 @@ from ._hvp import hessian_trace, rho_sharpness, top_hessian_eigenvalue
 #:   Hessian-vector products (at most ``max_iter``);
 #: - ``trace``: 100 Rademacher probes, a relative standard error of about
 #:   ``sqrt(2 / 100)`` of the off-diagonal Hessian mass;
-#: - ``rho``: 20 steps of projected gradient ascent from SAM's own first-order
-#:   perturbation.
+#: - ``rho``, ``adaptive_rho``, ``adaptive_rho_logitnorm``: 20 steps of
+#:   monotone projected gradient ascent from SAM's (ASAM's) own first-order
+#:   perturbation, and 20 more from one seeded random start (43 gradients);
+#:   ``eta = 0``, the definition of Andriushchenko et al. (2023);
+#: - ``average``, ``adaptive_average``: 50 antithetic pairs (101 forward
+#:   passes, no gradient).
 DEFAULT_OPTIONS = {
     "top_eigenvalue": {"tol": 1e-4, "max_iter": 100},
     "trace": {"n_probes": 100},
-    "rho": {"max_iter": 20},
+    "rho": {"max_iter": 20, "n_restarts": 1},
+    "adaptive_rho": {"max_iter": 20, "n_restarts": 1, "eta": 0.0},
+    "average": {"n_samples": 50},
+    "adaptive_average": {"n_samples": 50, "eta": 0.0},
+    "adaptive_rho_logitnorm": {"max_iter": 20, "n_restarts": 1, "eta": 0.0},
 }
 
 
-def measure_sharpness(measure, loss_fn, params, *, rho, random_state, module=None, **options):
+def check_measure(measure, *, classifier=None):
+    """Raise a ``ValueError`` naming ``measure`` unless it is known or ``None``.
+
+    Parameters
+    ----------
+    measure : str or None
+        A name of :data:`MEASURES`, or None.
+    classifier : bool, optional
+        False for a regressor, which refuses the measures of
+        :data:`LOGIT_MEASURES` (they need a classifier's logits); None checks
+        the name only.
+
+    Examples
+    --------
+    >>> from sksam.sharpness import check_measure
+    >>> check_measure("trace")
+    >>> check_measure("max")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown sharpness measure 'max'; expected one of ... or None.
+    """
+    if measure is not None and measure not in MEASURES:
+        raise ValueError(
+            f"Unknown sharpness measure {measure!r}; expected one of "
+            f"{', '.join(map(repr, MEASURES))} or None."
+        )
+    if classifier is False and measure in LOGIT_MEASURES:
+        raise ValueError(
+            f"sharpness={measure!r} is measured on a classifier's logits; "
+            "a regressor has none: choose another measure."
+        )
+
+
+def torch_sharpness(
+    loss_fn, params, measure, *, rho=None, module=None, random_state=None, logits_fn=None, **options
+):
+    """Sharpness ``measure`` of the mean loss ``loss_fn()`` at ``params``.
+
+    Dispatches by name to :func:`~sksam.sharpness.top_hessian_eigenvalue`
+    (``'top_eigenvalue'``), :func:`~sksam.sharpness.hessian_trace`
+    (``'trace'``), :func:`~sksam.sharpness.rho_sharpness` (``'rho'``),
+    :func:`~sksam.sharpness.adaptive_rho_sharpness` (``'adaptive_rho'``;
+    ``'adaptive_rho_logitnorm'`` on the loss of
+    :func:`~sksam.sharpness.normalized_logits_loss`) or
+    :func:`~sksam.sharpness.average_sharpness` (``'average'``,
+    ``'adaptive_average'``), with those functions' defaults.
+    If ``module`` is given, it (and all its submodules) is switched to **eval
+    mode** for the computation, so dropout is off and batch normalization uses
+    its running statistics (and does not update them), and each submodule's
+    own train/eval flag is restored afterwards, even after an error.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        ``loss_fn()`` returns the **mean** training loss (the reduction every
+        measure refers to) as a scalar tensor, from the current ``params``.
+    params : list of torch.Tensor
+        Parameters with ``requires_grad=True``; left exactly as they were.
+    measure : str
+        A name of :data:`MEASURES`, see :mod:`sksam.sharpness`.
+    rho : float, optional
+        Radius (or standard deviation) of the perturbation; required by every
+        measure but ``'top_eigenvalue'`` and ``'trace'``.
+    module : torch.nn.Module, optional
+        The module ``loss_fn`` runs, for the eval-mode switch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the start vector, probes, starts or perturbations.
+    logits_fn : callable, optional
+        For the measures of :data:`LOGIT_MEASURES` (and required by them):
+        ``logits_fn()`` returns ``(logits, y)``, the classifier's raw outputs
+        from the current ``params`` and the class indices; ``loss_fn`` is not
+        used then. See :func:`~sksam.sharpness.normalized_logits_loss`.
+    **options
+        Passed to the function of the measure (``max_iter``, ``tol``,
+        ``method``, ``n_probes``, ``n_restarts``, ``eta``, ``n_samples``).
+
+    Returns
+    -------
+    value : float
+        The sharpness.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
+    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    >>> torch_sharpness(loss_fn, [w], "trace", random_state=0)
+    7.0
+    """
+    check_measure(measure)
+    if measure is None:
+        raise ValueError("measure is None: there is no sharpness to compute.")
+    function, needs_rho = _TORCH[measure]
+    if needs_rho and rho is None:
+        raise ValueError(f"measure={measure!r} needs the radius rho; got rho=None.")
+    if measure in LOGIT_MEASURES:
+        if logits_fn is None:
+            raise ValueError(
+                f"measure={measure!r} needs logits_fn, which returns a classifier's "
+                "logits and the class indices."
+            )
+        loss_fn = normalized_logits_loss(logits_fn)
+    with _eval_mode(module):
+        return float(function(loss_fn, params, rho, random_state=random_state, **options))
+
+
+def measure_sharpness(
+    measure, loss_fn, params, *, rho, random_state, module=None, logits_fn=None, **options
+):
     """Sharpness ``measure`` of the mean loss ``loss_fn()`` at ``params``, or None.
 
     The entry point every torch estimator calls at the end of ``fit``:
@@ -29,22 +183,29 @@ def measure_sharpness(measure, loss_fn, params, *, rho, random_state, module=Non
 
     Parameters
     ----------
-    measure : {'top_eigenvalue', 'trace', 'rho'} or None
-        The measure; None returns None (the estimator's ``sharpness=None``).
+    measure : str or None
+        A name of :data:`MEASURES`; None returns None (the estimator's
+        ``sharpness=None``).
     loss_fn : callable
         ``loss_fn()`` returns the mean training loss as a scalar tensor,
         computed from the current ``params``.
     params : list of torch.Tensor
         Parameters with ``requires_grad=True``; left as they were.
     rho : float
-        The estimator's radius, used by ``measure='rho'``.
+        The estimator's radius, used by every measure but
+        ``'top_eigenvalue'`` and ``'trace'``.
     random_state : int, RandomState instance or None
-        Seeds the start vector, probes or start direction.
+        Seeds the start vector, probes, starts or perturbations.
     module : torch.nn.Module, optional
         The module ``loss_fn`` runs: evaluated in eval mode, then restored.
+    logits_fn : callable, optional
+        Classifiers pass it (regressors cannot): ``logits_fn()`` returns
+        ``(logits, y)``, the raw outputs of the module on the training data
+        from the current ``params`` and the class indices; required by the
+        measures of :data:`LOGIT_MEASURES`, unused by the others.
     **options
         Overrides of :data:`DEFAULT_OPTIONS` (``tol``, ``max_iter``,
-        ``n_probes``, ``method``).
+        ``n_probes``, ``method``, ``n_restarts``, ``eta``, ``n_samples``).
 
     Returns
     -------
@@ -60,18 +221,17 @@ def measure_sharpness(measure, loss_fn, params, *, rho, random_state, module=Non
     >>> round(measure_sharpness("top_eigenvalue", loss_fn, [w], rho=0.05, random_state=0), 6)
     3.0
     """
-    from . import check_measure
-    from ._hvp import _eval_mode
-
     check_measure(measure)
     if measure is None:
         return None
     options = {**DEFAULT_OPTIONS[measure], **options}
-    with _eval_mode(module):
-        if measure == "top_eigenvalue":
-            value = top_hessian_eigenvalue(loss_fn, params, random_state=random_state, **options)
-        elif measure == "trace":
-            value = hessian_trace(loss_fn, params, random_state=random_state, **options)
-        else:
-            value = rho_sharpness(loss_fn, params, rho, random_state=random_state, **options)
-    return float(value)
+    return torch_sharpness(
+        loss_fn,
+        params,
+        measure,
+        rho=rho,
+        module=module,
+        random_state=random_state,
+        logits_fn=logits_fn,
+        **options,
+    )
