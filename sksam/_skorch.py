@@ -64,6 +64,7 @@ methods we replace.
 import ast
 import contextlib
 import copy
+import functools
 import hashlib
 import inspect
 import math
@@ -296,17 +297,23 @@ class _SAMNetMixin:
         rng = getattr(self, "rng", None)
         if rng is None:
             return contextlib.nullcontext()
+        module = getattr(self, self._modules[0] + "_", None) if self._modules else None
         cached = self.__dict__.get("_draws_")
-        if cached is None or cached[0] is not self.module_:
-            cached = self._draws_ = (self.module_, draws_random_numbers(self.module_))
+        if cached is None or cached[0] is not module:
+            draws = not isinstance(module, nn.Module) or draws_random_numbers(module)
+            cached = self._draws_ = (module, draws)
         return rng.active() if cached[1] else contextlib.nullcontext()
 
     def initialize_history(self):
-        """A fresh :class:`_History` (skorch's, with faster batch records)."""
-        if isinstance(self.history_, _History):
-            self.history_.clear()
-        else:
+        """skorch's, with a :class:`_History` (faster batch records) as the default.
+
+        A history given by the user (``history=MyHistory()``) is kept and
+        cleared, as skorch does.
+        """
+        if self.history_ is None:
             self.history_ = _History()
+        else:
+            self.history_.clear()
         return self
 
     def get_params_for_optimizer(self, prefix, named_parameters):
@@ -316,8 +323,10 @@ class _SAMNetMixin:
             prefix == "optimizer"
             and isinstance(self.optimizer, type)
             and issubclass(self.optimizer, SAM)
+            and self._modules
         ):
-            kwargs["model"] = self.module_
+            # the first module: skorch's module_, or a subclass's own name
+            kwargs.setdefault("model", getattr(self, self._modules[0] + "_", None))
         return args, kwargs
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
@@ -471,6 +480,7 @@ class _SAMNetMixin:
         """A function returning ``(y_pred, loss)`` on the batch, as skorch computes them."""
         direct = (
             not fit_params
+            and _skorchs_own(type(self))
             and self._on_device(Xi)
             and self._on_device(yi)
             and not isinstance(self.criterion_, nn.NLLLoss)  # the classifier takes its log
@@ -638,6 +648,20 @@ def _sam_of(optimizer):
     """The :class:`SAM` behind ``optimizer`` (Accelerate wraps it), or None."""
     inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
     return inner if isinstance(inner, SAM) else None
+
+
+@functools.cache
+def _skorchs_own(net_class):
+    """Whether ``net_class`` computes a batch as skorch does: ``infer``, ``get_loss``
+    and the components not overridden, and the module and criterion in ``module_``
+    and ``criterion_`` (what the direct path of ``train_step`` assumes)."""
+    own = {
+        "infer": {NeuralNet.infer},
+        "get_loss": {NeuralNet.get_loss, NeuralNetClassifier.get_loss, NeuralNetRegressor.get_loss},
+        "initialize_module": {NeuralNet.initialize_module},
+        "initialize_criterion": {NeuralNet.initialize_criterion},
+    }
+    return all(getattr(net_class, name) in allowed for name, allowed in own.items())
 
 
 def _raised_by_callback(exc):

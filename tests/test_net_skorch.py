@@ -162,3 +162,69 @@ def test_estimator_builds_our_nets():
     clf = SAMNetClassifier(max_epochs=1, sharpness=None, random_state=0).fit(X[:100] / 16, y[:100])
     assert type(clf.net_) is _skorch._SAMNetClassifier
     assert type(clf.net_.history) is _skorch._History
+
+
+# -- skorch habits found by running skorch's own suite against our nets
+#    (tests/skorch_suite.py) ------------------------------------------------------
+
+
+def _suite_net(**params):
+    X, y = load_digits(return_X_y=True)
+    X, y = torch.as_tensor(X[:100] / 16, dtype=torch.float32), torch.as_tensor(y[:100])
+    defaults = dict(
+        module=MLP,
+        module__n_features=64,
+        module__n_outputs=10,
+        module__hidden_layer_sizes=(8,),
+        criterion=nn.CrossEntropyLoss,
+        optimizer=SAM,
+        optimizer__base_optimizer=torch.optim.SGD,
+        optimizer__rho=0.05,
+        lr=0.1,
+        max_epochs=1,
+        train_split=None,
+        verbose=0,
+    )
+    return {**defaults, **params}, X, y
+
+
+def test_a_history_given_by_the_user_is_kept():
+    from skorch.history import History
+
+    class MyHistory(History):
+        pass
+
+    params, X, y = _suite_net(history=MyHistory())
+    net = _skorch._SAMNetClassifier(**params).fit(X, y)
+    assert type(net.history) is MyHistory and len(net.history) == 1
+
+
+def test_a_net_whose_module_has_another_name_initializes():
+    class MyNet(_skorch._SAMNetClassifier):
+        def initialize_module(self):
+            self.mymodule_ = self.initialized_instance(self.module, self.get_params_for("module"))
+            return self
+
+    params, X, y = _suite_net()
+    for key in ("module__n_features", "module__n_outputs", "module__hidden_layer_sizes"):
+        del params[key]
+    MyNet(
+        **{**params, "module": MLP(64, 10, hidden_layer_sizes=(8,))}
+    ).initialize().check_is_fitted()
+
+
+def test_a_subclass_overriding_get_loss_or_infer_is_used_by_the_training_step():
+    calls = []
+
+    class MyNet(_skorch._SAMNetClassifier):
+        def get_loss(self, y_pred, y_true, *args, **kwargs):
+            calls.append("get_loss")
+            return super().get_loss(y_pred, y_true, *args, **kwargs)
+
+        def infer(self, x, **fit_params):
+            calls.append("infer")
+            return super().infer(x, **fit_params)
+
+    params, X, y = _suite_net(batch_size=50, iterator_train=_skorch.TensorBatchLoader)
+    MyNet(**params).fit(X, y)
+    assert calls.count("get_loss") == calls.count("infer") == 2 * 2  # 2 batches, 2 passes
