@@ -277,6 +277,51 @@ class _BaseSAMNet(BaseEstimator):
             return torch.device(self.accelerator.device)
         return check_device(self.device)
 
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the network on ``(X, y)`` for ``max_epochs`` epochs.
+
+        With ``warm_start=True`` on a fitted estimator, training continues
+        from the current weights and optimizer state instead. A call that
+        fails leaves the estimator as it was (see ``warm_start``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, cast to float32.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (:class:`SAMNetClassifier`), or targets, cast to
+            float32 (:class:`SAMNetRegressor`).
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, partial=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y):
+        """Train the network for one epoch over ``(X, y)``.
+
+        The first call builds the network; later calls (and calls after
+        ``fit``) continue from the current weights and optimizer state, as
+        ``warm_start`` does, whatever ``warm_start`` and ``max_epochs`` are.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, cast to float32.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets, with as many columns as at the first call.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        return self._fit(X, y, partial=True)
+
     def _fit(self, X, y, *, partial, classes=None):
         """``fit`` (``partial=False``) and ``partial_fit``: one transaction.
 
@@ -378,20 +423,18 @@ class _BaseSAMNet(BaseEstimator):
                 raise ValueError(_valid_split_message(type(self).__name__, name, monitor))
 
     def _build_net(self, n_features, n_outputs, rng):
-        routed = self._routed_params()
-        for name, owner in _RESERVED.items():
-            if name in routed:
-                raise ValueError(f"Set {owner!r} on {type(self).__name__} instead of {name!r}.")
-        module = MLP if self.module is None else self.module
-        if isinstance(module, nn.Module):
-            module = copy.deepcopy(module)  # fit must not train the user's instance
-        else:
-            routed = {**self._shape_params(module, n_features, n_outputs), **routed}
-        if not self.verbose and "callbacks__print_log" not in routed:
-            # PrintLog formats a table at every epoch even when it prints nothing
-            routed["callbacks__print_log"] = None
-        params = dict(
-            module=module,
+        """The skorch net: the estimator's settings, with the user's routed ones on top."""
+        params = {
+            **self._net_params(n_outputs, rng),
+            **self._module_params(n_features, n_outputs),
+            **self._user_params(),
+        }
+        if self.accelerator is None:
+            return self._net_class(**params)
+        return self._accelerated_net_class(**_for_accelerate(params, self.accelerator))
+
+    def _net_params(self, n_outputs, rng):
+        return dict(
             criterion=type(self._criterion()),
             **self._optimizer_params(),
             lr=self._lr(),
@@ -402,6 +445,8 @@ class _BaseSAMNet(BaseEstimator):
             # they are (they may hold locks, files, writers); clone and
             # GridSearchCV copy them as they copy any parameter.
             callbacks=self.callbacks,
+            # PrintLog formats a table at every epoch even when it prints nothing
+            **({} if self.verbose else {"callbacks__print_log": None}),
             iterator_train=TensorBatchLoader,
             iterator_train__shuffle=True,
             iterator_train__generator=rng.generator,
@@ -413,21 +458,21 @@ class _BaseSAMNet(BaseEstimator):
             rng=rng,
             **self._net_kwargs(n_outputs),
         )
-        if self.accelerator is None:
-            return self._net_class(**{**params, **routed})
-        # Accelerate shards DataLoaders (not our tensor loader) and places the
-        # data; its PrintLog sink (accelerator.print) ignores verbose.
-        if routed.get("callbacks__print_log", ...) is None:
-            del routed["callbacks__print_log"]
-            routed.setdefault("callbacks__print_log__sink", _silent)
-        del params["iterator_train__generator"]  # Accelerate's loaders draw from the global one
-        params.update(
-            iterator_train=DataLoader,
-            iterator_valid=DataLoader,
-            device=None,
-            accelerator=self.accelerator,
-        )
-        return self._accelerated_net_class(**{**params, **routed})
+
+    def _module_params(self, n_features, n_outputs):
+        """The module (a copy of an instance), and the shapes a module class takes."""
+        module = MLP if self.module is None else self.module
+        if isinstance(module, nn.Module):
+            return {"module": copy.deepcopy(module)}  # fit must not train the user's instance
+        return {"module": module, **self._shape_params(module, n_features, n_outputs)}
+
+    def _user_params(self):
+        """The routed ``**kwargs``, none of which may duplicate an explicit parameter."""
+        routed = self._routed_params()
+        for name, owner in _RESERVED.items():
+            if name in routed:
+                raise ValueError(f"Set {owner!r} on {type(self).__name__} instead of {name!r}.")
+        return routed
 
     def _net_kwargs(self, n_outputs):
         return {}
@@ -571,6 +616,24 @@ def _whole_fit_rng(net):
     if getattr(net, "accelerator", None) is None:
         return contextlib.nullcontext()
     return net.rng.active()
+
+
+def _for_accelerate(params, accelerator):
+    """``params`` for the accelerated net: Accelerate shards DataLoaders and places the data.
+
+    Accelerate shards ``DataLoader``s (not our tensor loader), places the
+    data itself, and its loaders draw from the global generators; its
+    PrintLog sink (``accelerator.print``) ignores ``verbose``.
+    """
+    params = dict(params)
+    if params.get("callbacks__print_log", ...) is None:
+        del params["callbacks__print_log"]
+        params.setdefault("callbacks__print_log__sink", _silent)
+    del params["iterator_train__generator"]
+    params.update(
+        iterator_train=DataLoader, iterator_valid=DataLoader, device=None, accelerator=accelerator
+    )
+    return params
 
 
 def _silent(*args, **kwargs):
@@ -831,27 +894,6 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         return float(-(p * np.log(p)).sum()) if len(p) > 1 else None
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Train the network on ``(X, y)`` for ``max_epochs`` epochs.
-
-        With ``warm_start=True`` on a fitted estimator, training continues
-        from the current weights and optimizer state instead.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data, cast to float32.
-        y : array-like of shape (n_samples,)
-            Class labels.
-
-        Returns
-        -------
-        self : SAMNetClassifier
-            The fitted estimator.
-        """
-        return self._fit(X, y, partial=False)
-
-    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None):
         """Train the network for one epoch over ``(X, y)``.
 
@@ -1051,48 +1093,6 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
                 f"with {self.n_outputs_}."
             )
         return X, np.ascontiguousarray(y_2d)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Train the network on ``(X, y)`` for ``max_epochs`` epochs.
-
-        With ``warm_start=True`` on a fitted estimator, training continues
-        from the current weights and optimizer state instead.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data, cast to float32.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets, cast to float32.
-
-        Returns
-        -------
-        self : SAMNetRegressor
-            The fitted estimator.
-        """
-        return self._fit(X, y, partial=False)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y):
-        """Train the network for one epoch over ``(X, y)``.
-
-        The first call builds the network; later calls (and calls after
-        ``fit``) continue from the current weights and optimizer state.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data, cast to float32.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets, with as many columns as at the first call.
-
-        Returns
-        -------
-        self : SAMNetRegressor
-            The updated estimator.
-        """
-        return self._fit(X, y, partial=True)
 
     def _validate_fit_data(self, X, y, *, warm, partial, classes):
         return self._targets(X, y, reset=not warm)
