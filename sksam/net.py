@@ -28,6 +28,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -256,6 +257,75 @@ class _BaseSAMNet(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = not _is_cpu(self.device)  # cuDNN/cuBLAS kernels
         return tags
+
+    # -- skorch's names, as read-only views onto net_ -------------------------------
+
+    def _fitted_net(self, name):
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet: {name} is the "
+                "fitted skorch net's (net_), which fit builds."
+            )
+        return self.net_
+
+    @property
+    def history_(self):
+        """skorch's ``History`` of the fitted net (``net_.history``), read-only."""
+        return self._fitted_net("history_").history
+
+    @property
+    def history(self):
+        """The name skorch users type: the same as ``history_``."""
+        return self._fitted_net("history").history
+
+    @property
+    def module_(self):
+        """The trained ``torch.nn.Module`` (``net_.module_``), read-only."""
+        return self._fitted_net("module_").module_
+
+    @property
+    def optimizer_(self):
+        """The fitted optimizer (``net_.optimizer_``), read-only."""
+        return self._fitted_net("optimizer_").optimizer_
+
+    @property
+    def criterion_(self):
+        """The loss module (``net_.criterion_``), read-only."""
+        return self._fitted_net("criterion_").criterion_
+
+    def save_params(self, **kwargs):
+        """Save the fitted net's parameters: skorch's ``net_.save_params``.
+
+        Parameters
+        ----------
+        **kwargs : dict
+            skorch's arguments (``f_params``, ``f_optimizer``, ``f_history``,
+            ``f_criterion``, ``use_safetensors``).
+
+        Returns
+        -------
+        None
+        """
+        return self._fitted_net("save_params").save_params(**kwargs)
+
+    def load_params(self, **kwargs):
+        """Load parameters into the fitted net: skorch's ``net_.load_params``.
+
+        The estimator must be fitted (``fit`` builds the network, whose shape
+        depends on the data); loading then replaces its weights, optimizer
+        state or history.
+
+        Parameters
+        ----------
+        **kwargs : dict
+            skorch's arguments (``f_params``, ``f_optimizer``, ``f_history``,
+            ``f_criterion``, ``checkpoint``, ``use_safetensors``).
+
+        Returns
+        -------
+        None
+        """
+        return self._fitted_net("load_params").load_params(**kwargs)
 
     # -- training ------------------------------------------------------------------
 
@@ -813,6 +883,14 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
         ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
         sees labels encoded as ``0..n_classes-1``.
+    history_ : skorch.history.History
+        ``net_.history`` (also as ``history``, skorch's name), read-only.
+    module_ : torch.nn.Module
+        The trained network, ``net_.module_``, read-only.
+    optimizer_ : torch.optim.Optimizer
+        ``net_.optimizer_``, read-only.
+    criterion_ : torch.nn.Module
+        ``net_.criterion_``, read-only.
 """
         + HISTORY_ATTRIBUTES_DOC
         + """
@@ -1030,6 +1108,14 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
         ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
         always sees a 2-D ``y``.
+    history_ : skorch.history.History
+        ``net_.history`` (also as ``history``, skorch's name), read-only.
+    module_ : torch.nn.Module
+        The trained network, ``net_.module_``, read-only.
+    optimizer_ : torch.optim.Optimizer
+        ``net_.optimizer_``, read-only.
+    criterion_ : torch.nn.Module
+        ``net_.criterion_``, read-only.
 """
         + HISTORY_ATTRIBUTES_DOC
         + """

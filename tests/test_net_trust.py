@@ -427,3 +427,33 @@ def test_a_module_of_another_input_width_is_a_clear_error(digits):
     X, y = digits
     with pytest.raises(ValueError, match="X, which has 64 features .*input layer take 64"):
         _small(module=nn.Linear(10, 10)).fit(X, y)
+
+
+# -- skorch's names on the estimators ----------------------------------------------
+
+
+@pytest.mark.parametrize("make", [_small, lambda **p: SAMNetRegressor(random_state=0, **p)])
+def test_skorch_names_are_read_only_views_onto_net(digits, make, tmp_path):
+    X, y = digits
+    est = make(max_epochs=2)
+    names = ("history_", "history", "module_", "optimizer_", "criterion_")
+    for name in names:  # nothing ending in '_' before fit (scikit-learn's rule)
+        assert not hasattr(est, name)
+        with pytest.raises(NotFittedError, match=f"{name} is the fitted skorch net's"):
+            getattr(est, name)
+    with pytest.raises(NotFittedError):
+        est.save_params(f_params=str(tmp_path / "w.pt"))
+    est.fit(X, y)
+    assert est.history_ is est.net_.history and est.history is est.net_.history
+    assert est.history_[:, "train_loss"] == est.net_.history[:, "train_loss"]
+    assert est.module_ is est.net_.module_ and est.optimizer_ is est.net_.optimizer_
+    assert est.criterion_ is est.net_.criterion_
+    for name in names:
+        with pytest.raises(AttributeError):
+            setattr(est, name, None)
+    assert not {"history_", "module_", "optimizer_", "criterion_"} & set(vars(est))
+    before = est.predict(X)
+    est.save_params(f_params=str(tmp_path / "w.pt"))
+    other = clone(est).fit(X[:100], y[:100])
+    other.load_params(f_params=str(tmp_path / "w.pt"))
+    np.testing.assert_array_equal(other.predict(X), before)
