@@ -457,3 +457,41 @@ def test_skorch_names_are_read_only_views_onto_net(digits, make, tmp_path):
     other = clone(est).fit(X[:100], y[:100])
     other.load_params(f_params=str(tmp_path / "w.pt"))
     np.testing.assert_array_equal(other.predict(X), before)
+
+
+# -- where SAM and GD coincide, verbose says so ----------------------------------------
+
+
+def test_verbose_says_when_sam_stopped_where_gd_stops(digits, capsys):
+    # The case: digits at the default settings end with a training
+    # loss of a third of ln 10, where SAM and GD predict alike.
+    X, y = digits
+    SAMNetClassifier(random_state=0, sharpness=None, verbose=1).fit(X, y)
+    out = capsys.readouterr().out
+    assert "stopped far from a minimum, where solver='sam' and solver='gd'" in out
+    assert "optimizer__momentum=0.9" in out
+    # near a minimum (momentum, more epochs): no such line
+    SAMNetClassifier(
+        random_state=0, sharpness=None, verbose=1, max_epochs=40, optimizer__momentum=0.9
+    ).fit(X, y)
+    assert "far from a minimum" not in capsys.readouterr().out
+    # GD, or verbose=0: nothing to say
+    SAMNetClassifier(random_state=0, sharpness=None, verbose=1, solver="gd").fit(X, y)
+    assert "far from a minimum" not in capsys.readouterr().out
+    SAMNetClassifier(random_state=0, sharpness=None).fit(X, y)
+    assert capsys.readouterr().out == ""
+
+
+def test_sam_and_gd_differ_where_sam_can_act():
+    # digits with 30% of the training labels replaced at random, momentum: the
+    # SAM and GD fits end in different places, and SAM predicts better
+    X, y = load_digits(return_X_y=True)
+    X, X_test, y, y_test = X[:1200] / 16, X[1200:] / 16, y[:1200], y[1200:]
+    rng = np.random.RandomState(0)
+    noisy = rng.rand(len(y)) < 0.3
+    y = np.where(noisy, rng.randint(0, 10, len(y)), y)
+    params = dict(random_state=0, sharpness=None, optimizer__momentum=0.9, rho=0.2)
+    sam = SAMNetClassifier(**params).fit(X, y)
+    gd = SAMNetClassifier(solver="gd", **params).fit(X, y)
+    assert np.mean(sam.predict(X_test) != gd.predict(X_test)) > 0.02
+    assert sam.score(X_test, y_test) > gd.score(X_test, y_test) + 0.02  # 0.901 vs 0.856
