@@ -439,6 +439,8 @@ class _BaseSAMNet(BaseEstimator):
             net = self.net_
             if getattr(net, "rng", None) is None:  # pickled before the net owned its state
                 net.rng = NetRandomState(seed, device)
+                if getattr(net, "accelerator", None) is None:
+                    net.iterator_train__generator = net.rng.generator
         else:
             net = self._build_net(X.shape[1], n_outputs, NetRandomState(seed, device))
         first_epoch = len(net.history) if warm else 0
@@ -587,6 +589,12 @@ class _BaseSAMNet(BaseEstimator):
                     f"a closure at every step (a line search) and cannot be the base of "
                     f"solver={self.solver!r} with rho={self.rho!r}: use solver='gd' (or "
                     "rho=0) with it, or a first-order optimizer such as torch.optim.SGD."
+                )
+            if self.m != 1 or self.precision != "float32":
+                raise ValueError(
+                    f"optimizer={getattr(self.optimizer, '__name__', self.optimizer)} steps "
+                    "through skorch's own closure, which supports neither m > 1 nor "
+                    f"precision={self.precision!r}: use m=1 and precision='float32' with it."
                 )
             return {"optimizer": self.optimizer}
         return dict(
@@ -784,7 +792,10 @@ _FIT_DOC = """
         Samples per mini-batch; ``None`` is full-batch training.
     optimizer : type of torch.optim.Optimizer, default=torch.optim.SGD
         The base optimizer that takes the descent step; its options are
-        routed with ``optimizer__*`` (``optimizer__momentum=0.9``).
+        routed with ``optimizer__*`` (``optimizer__momentum=0.9``). An
+        optimizer whose ``step`` needs a closure (``torch.optim.LBFGS``)
+        trains with ``solver='gd'`` (or ``rho=0``) only, as skorch runs it;
+        with a perturbed solver ``fit`` refuses it.
     train_split : callable or None, default=None
         The validation split of skorch (for example ``skorch.dataset.ValidSplit(5)``),
         needed by callbacks that watch validation scores (skorch's

@@ -324,6 +324,9 @@ def test_lbfgs_under_a_perturbed_solver_is_refused_at_fit_start(digits):
     with pytest.raises(ValueError, match=r"optimizer=LBFGS needs a closure .* solver='sam'"):
         clf.fit(X, y)
     assert not hasattr(clf, "n_features_in_")
+    for option in (dict(m=2), dict(precision="bfloat16")):
+        with pytest.raises(ValueError, match="supports neither m > 1 nor precision"):
+            _small(optimizer=torch.optim.LBFGS, solver="gd", **option).fit(X, y)
 
 
 class _Locked(Callback):
@@ -495,3 +498,15 @@ def test_sam_and_gd_differ_where_sam_can_act():
     gd = SAMNetClassifier(solver="gd", **params).fit(X, y)
     assert np.mean(sam.predict(X_test) != gd.predict(X_test)) > 0.02
     assert sam.score(X_test, y_test) > gd.score(X_test, y_test) + 0.02  # 0.901 vs 0.856
+
+
+def test_a_net_pickled_before_it_owned_its_random_state_continues(digits):
+    # nets pickled by earlier versions have no rng: continued training gets one
+    X, y = digits
+    clf = _small(warm_start=True, module__dropout=0.2).fit(X, y)
+    del clf.net_.rng, clf.net_.iterator_train__generator
+    clf = pickle.loads(pickle.dumps(clf))
+    before = torch.get_rng_state()
+    clf.fit(X, y)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert clf.net_.iterator_train__generator is clf.net_.rng.generator
