@@ -2,10 +2,12 @@
 
 Not collected by the project's tests (the file name does not start with
 ``test_``). Load it as a pytest plugin while running skorch's installed
-tests, from the root of this repository::
+tests, from a scratch directory (skorch's tests write files such as
+``history.json`` and ``runs/`` where they run)::
 
+    REPO=/path/to/sksam; cd "$(mktemp -d)"
     SK=$(python -c "import skorch, os; print(os.path.dirname(skorch.__file__))")
-    PYTHONPATH=.:tests python -m pytest -p skorch_suite -p no:cacheprovider -q \\
+    PYTHONPATH=$REPO:$REPO/tests python -m pytest -p skorch_suite -p no:cacheprovider -q \\
         $SK/tests/test_net.py $SK/tests/test_classifier.py $SK/tests/test_regressor.py \\
         $SK/tests/callbacks
 
