@@ -53,7 +53,7 @@ def make_model(solver, rho):
 
 def one_seed(seed, rhos):
     X, y, f = make_kernel_regression(
-        n_samples=N_TRAIN + N_TEST, n_features=D, noise=NOISE, random_state=seed
+        return_y_true=True, n_samples=N_TRAIN + N_TEST, n_features=D, noise=NOISE, random_state=seed
     )
     X_train, y_train, X_test, f_test = X[:N_TRAIN], y[:N_TRAIN], X[N_TRAIN:], f[N_TRAIN:]
     n_fit = int(0.75 * N_TRAIN)  # validation on noisy labels: all a user has

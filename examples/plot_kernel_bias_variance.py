@@ -35,7 +35,11 @@ QUICK = os.environ.get("SKSAM_QUICK") == "1"  # a smoke test in the test suite
 
 n_train, noise, gamma = 300, 0.5, 0.5  # gamma = 1 / (2 length_scale**2)
 X, _, f_true = make_kernel_regression(
-    n_samples=n_train + 1000, n_features=5, noise=0.0, random_state=0
+    return_y_true=True,
+    n_samples=n_train + 1000,
+    n_features=5,
+    noise=0.0,
+    random_state=0,
 )
 X_train, f_train = X[:n_train], f_true[:n_train]
 X_test, f_test = X[n_train:], f_true[n_train:]

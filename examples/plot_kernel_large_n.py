@@ -36,6 +36,7 @@ nystroem_sizes = [600, 3000] if QUICK else [2000, 20_000, 200_000]
 n_components = 100 if QUICK else 500
 n_test = 2000
 X, y, f = make_kernel_regression(
+    return_y_true=True,
     n_samples=max(nystroem_sizes) + n_test,
     n_features=5,
     noise=0.5,

@@ -12,9 +12,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._base import numeric_target
-from ._kernel_models import R2Score
+from ._kernel_models import KERNEL_MEASURES, R2Score
 from .kernel import SAMKernelRegressor, _transaction
-from .sharpness import MEASURES
 
 #: Parameters passed through to every :class:`SAMKernelRegressor` fitted.
 _KERNEL_PARAMS = (
@@ -78,8 +77,9 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         Torch device of the Nystroem path, as in :class:`SAMKernelRegressor`.
     dtype : {'float64', 'float32'}, default=None
         Precision of the torch blocks, as in :class:`SAMKernelRegressor`.
-    sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
-        Measure stored in ``sharpness_`` by the refitted model.
+    sharpness : {'rho', 'top_eigenvalue', 'trace'} or None, default='rho'
+        Measure stored in ``sharpness_`` by the refitted model, as in
+        :class:`SAMKernelRegressor` (``'rho'`` with the chosen ``rho_``).
     n_jobs : int, default=None
         Fits run in parallel through joblib (so ``joblib.parallel_config(
         backend='dask')`` spreads them over a Dask cluster).
@@ -147,7 +147,7 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         "centers": ["array-like", None],
         "device": "no_validation",
         "dtype": "no_validation",
-        "sharpness": [StrOptions(set(MEASURES)), None],
+        "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -170,7 +170,7 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         centers=None,
         device=None,
         dtype=None,
-        sharpness="top_eigenvalue",
+        sharpness="rho",
         n_jobs=None,
         random_state=None,
         verbose=0,

@@ -22,9 +22,9 @@
    ``model.sharpness(...)`` the exact sharpness at the fitted weights.
 
 The validation score is an object too (:class:`R2Score`): a classifier plugs
-in an accuracy on ``+-1``-coded columns through the same
-``rows(pred, Y, w)`` method (the feature models then score validation rows
-instead of moments).
+in an accuracy on ``+-1``-coded columns through the same ``scorer(Y, w)``
+method (``score(pred)`` for the validation rows; the feature models then
+score validation rows instead of moments).
 """
 
 import warnings
@@ -47,6 +47,10 @@ from ._kernel_features import (
 )
 from ._kernel_path import dual_dynamics, primal_dynamics, top_eigenvalue
 from .sharpness import quadratic_sharpness
+
+#: Sharpness measures the kernel models compute exactly (the others of
+#: :data:`sksam.sharpness.MEASURES` are refused at fit rather than approximated).
+KERNEL_MEASURES = ("rho", "top_eigenvalue", "trace")
 
 #: Largest kernel eigenvalue below which float64 loses the kernel: its products
 #: (K^2 in the Krylov basis, the loss) reach the subnormal range.
@@ -213,11 +217,18 @@ class R2Score:
 
     def rows(self, pred, Y, w=None):
         """From predictions ``pred`` of targets ``Y`` (2D), weights ``w``."""
+        return self.scorer(Y, w)(pred)
+
+    def scorer(self, Y, w=None):
+        """``score(pred)`` for fixed targets ``Y`` (2D) and weights ``w``."""
         w = np.ones(len(Y)) if w is None else w
         w = w[:, None] / w.sum()
-        ss_res = np.sum(w * (Y - pred) ** 2, axis=0)
         ss_tot = np.sum(w * (Y - np.sum(w * Y, axis=0)) ** 2, axis=0)
-        return self.from_sums(ss_res, ss_tot)
+
+        def score(pred):
+            return self.from_sums(np.sum(w * (Y - pred) ** 2, axis=0), ss_tot)
+
+        return score
 
     @staticmethod
     def from_sums(ss_res, ss_tot):
@@ -344,9 +355,11 @@ class ExactDual:
             # validation predictions K_val alpha = (K_val W^{1/2}) V a
             project = _RowProjector(K_val * s[None, :])
 
+            score = metric.scorer(Y[val], sw[val])
+
             def score_of(path):
                 P = project(path)
-                return lambda a: metric.rows(P @ a, Y[val], sw[val])
+                return lambda a: score(P @ a)
 
         return DualProblem(K, s[:, None] * Y[train], lam_max, n, score_of)
 
@@ -414,9 +427,11 @@ class _FeatureSpace:
         # other scores (accuracy) need the validation rows' features
         Phi = self.source.ops.to_numpy(self.feature_map(X[val], self.source.ops))
 
+        score = metric.scorer(Y[val], sw[val])
+
         def score_of(path):
             P = Phi @ path.V
-            return lambda a: metric.rows(P @ a, Y[val], sw[val])
+            return lambda a: score(P @ a)
 
         return score_of
 
@@ -429,7 +444,7 @@ class _FeatureSpace:
             return float(result.coef.shape[1] * np.trace(A))
         lam, U = np.linalg.eigh(A)
         gradient = (A @ (result.path.V @ result.coef) - b) * gradient_scale
-        return quadratic_sharpness(lam, U.T @ gradient, measure="rho", rho=rho)
+        return quadratic_sharpness(lam, U.T @ gradient, measure=measure, rho=rho)
 
 
 class NystroemFeatures(_FeatureSpace):

@@ -90,7 +90,7 @@ import numpy as np
 from scipy.linalg import eigh, eigvalsh
 from scipy.sparse.linalg import eigsh
 
-from ._update_rules import perturbation_scale
+from ._update_rules import is_perturbed, perturbation_scale
 
 #: Relative change of the dual coefficients below which the basis stops growing.
 KRYLOV_RTOL = 1e-7
@@ -297,12 +297,20 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
     col = dynamics.h[:, None]
     weight = dynamics.norm_weight
     scales, losses = [], []
+    # gd and usam (and any rule with rho=0) perturb by a constant scale: the
+    # factors of rule (1) are the same at every step, computed once (same bits)
+    constant = not is_perturbed(solver, rho) or solver == "usam"
+    if constant:
+        c = perturbation_scale(solver, rho, 0.0)
+        step, decay = _factors(c, col, dynamics.step_weight, lr)
     for t in range(max_iter):
-        # ||g||^2 = sum_i w_i r_i^2 (>= 0 up to rounding)
-        grad_norm = np.sqrt(max(float(np.vdot(residual, weight * residual)), 0.0))
-        c = perturbation_scale(solver, rho, grad_norm)
+        if not constant:
+            # ||g||^2 = sum_i w_i r_i^2 (>= 0 up to rounding)
+            grad_norm = np.sqrt(max(float(np.vdot(residual, weight * residual)), 0.0))
+            c = perturbation_scale(solver, rho, grad_norm)
+            step, decay = _factors(c, col, dynamics.step_weight, lr)
         scales.append(c)
-        a, residual = _step(a, residual, c, col, dynamics.step_weight, lr)
+        a, residual = a - step * residual, residual * decay
         loss = dynamics.loss(a, residual)
         if not np.isfinite(loss):
             raise Diverged(t + 1)
@@ -310,6 +318,12 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
         if monitor is not None and monitor(t + 1, a, loss):
             break
     return a, scales, losses
+
+
+def _factors(c, col, step_weight, lr):
+    """The factors of rule (1) at scale ``c``: ``w f`` and ``1 - h f``, ``f = lr (1 + c h)``."""
+    f = lr * (1.0 + c * col)
+    return step_weight * f, 1.0 - col * f
 
 
 def _step(a, residual, c, col, step_weight, lr):
@@ -323,8 +337,8 @@ def _step(a, residual, c, col, step_weight, lr):
     then keeps its relative precision, so the path is the one of exact
     arithmetic (to rounding in each factor, and until a component underflows).
     """
-    f = lr * (1.0 + c * col)
-    return a - (step_weight * f) * residual, residual * (1.0 - col * f)
+    step, decay = _factors(c, col, step_weight, lr)
+    return a - step * residual, residual * decay
 
 
 def replay(dynamics, *, lr, scales):
@@ -585,7 +599,10 @@ def solve_path(problem, settings, stopping):
         kept = a if score is None else monitor.best_a
         return kept, (dynamics, scales, losses, monitor)
 
+    # the basis needs a multiple of sqrt(max_iter) columns (see the module notes):
+    # starting the checks there saves the paths run in smaller bases
+    first_check = max(24, int(np.sqrt(settings.max_iter)))
     path, a, (dynamics, scales, losses, monitor), diagnostics = fit_krylov_path(
-        problem.matrix, problem.start, scale=problem.scale, solve=run
+        problem.matrix, problem.start, scale=problem.scale, solve=run, first_check=first_check
     )
     return PathResult(path, dynamics, a, scales, losses, monitor, diagnostics)

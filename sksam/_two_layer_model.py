@@ -16,7 +16,8 @@ Nothing here knows about the estimators (:mod:`sksam.two_layer`).
 import numpy as np
 
 from ._activations import torch_activation
-from ._update_rules import perturbation
+from ._schedules import LookSAM, scheduled_step
+from ._update_rules import is_perturbed, perturbation
 
 __all__ = [
     "LOSSES",
@@ -319,6 +320,7 @@ def step_(
     weights=None,
     workspace=None,
     loss="squared_error",
+    schedule=None,
 ):
     """One GD/SAM step on ``state`` (a :class:`FlatParams`) in place.
 
@@ -331,7 +333,10 @@ def step_(
     with ``rho = 0`` reproduces gradient descent bit for bit. ``loss`` is
     passed to :func:`loss_and_gradient`. A perturbed step adds
     ``lr (grad L(w + e) - grad L(w))`` to ``state.drift`` (see
-    :meth:`FlatParams.sam_share`).
+    :meth:`FlatParams.sam_share`). A ``schedule`` (:mod:`sksam._schedules`)
+    decides per step whether the second gradient is taken (the cheap
+    variants of SAM); LookSAM's change of the gradient on its in-between
+    steps counts in ``state.drift`` too.
 
     Returns
     -------
@@ -348,16 +353,34 @@ def step_(
         "loss": loss,
     }
     value, _ = loss_and_gradient(state.params, X, Y, activation, **options)
-    params, adaptive = state.chunks(state.flat, solver)
-    grads, _ = state.chunks(state.grad, solver)
-    e = perturbation(solver, rho, params, grads, adaptive=adaptive)
-    if e is not None:
+
+    def drift_(sign):
         if state.drift is None:
             state.drift = torch.zeros_like(state.flat)
-        state.drift.sub_(state.grad, alpha=learning_rate)  # - lr grad L(w) ...
-        for w, e_w, out in zip(params, e, state.chunks(state.shifted, solver)[0]):
-            torch.add(w, e_w, out=out)
-        loss_and_gradient(state.shifted_params, X, Y, activation, need_loss=False, **options)
-        state.drift.add_(state.grad, alpha=learning_rate)  # ... + lr grad L(w + e)
+        state.drift.add_(state.grad, alpha=sign * learning_rate)
+
+    def second_gradient(count=True):
+        params, adaptive = state.chunks(state.flat, solver)
+        grads, _ = state.chunks(state.grad, solver)
+        e = perturbation(solver, rho, params, grads, adaptive=adaptive)
+        if e is not None:
+            if count:
+                drift_(-1)  # - lr grad L(w) ...
+            for w, e_w, out in zip(params, e, state.chunks(state.shifted, solver)[0]):
+                torch.add(w, e_w, out=out)
+            loss_and_gradient(state.shifted_params, X, Y, activation, need_loss=False, **options)
+            if count:
+                drift_(+1)  # ... + lr grad L(w + e)
+        return [state.grad]
+
+    if schedule is None or not is_perturbed(solver, rho):
+        second_gradient()
+    elif isinstance(schedule, LookSAM):
+        # its in-between steps change the gradient in place: count every step's change
+        drift_(-1)
+        scheduled_step(schedule, [state.grad], lambda: second_gradient(count=False))
+        drift_(+1)
+    else:  # the cheap variants: the same rule objects as sksam.optim.SAM's
+        scheduled_step(schedule, [state.grad], second_gradient)
     state.flat.sub_(state.grad, alpha=learning_rate)
     return value

@@ -4,10 +4,9 @@ The paper's claims are about the *prediction error* ``E[(f_hat(x) - f*(x))^2]``
 against the noiseless target ``f*``, not about the error on noisy labels. So
 the generators can return, besides the inputs ``X`` and the noisy labels
 ``y = f*(X) + noise`` to train on, the noiseless ``f*(X)`` to score against:
-:func:`make_teacher_student` returns ``(X, y)`` like every scikit-learn
-``make_*`` and adds ``y_true`` with ``return_y_true=True`` (as
-:func:`~sklearn.datasets.make_regression` adds ``coef`` with ``coef=True``);
-:func:`make_kernel_regression` always returns the three. Draw the training and
+:func:`make_teacher_student` and :func:`make_kernel_regression` return ``(X, y)``
+like every scikit-learn ``make_*`` and add ``y_true`` with ``return_y_true=True`` (as
+:func:`~sklearn.datasets.make_regression` adds ``coef`` with ``coef=True``). Draw the training and
 the test points in one call (they must share the same teacher or target
 function) and split them afterwards::
 
@@ -131,8 +130,7 @@ def make_teacher_student(
             f"{', '.join(map(repr, ACTIVATIONS))}."
         )
     _check_noise(noise)
-    if not isinstance(return_y_true, (bool, np.bool_)):
-        raise ValueError(f"return_y_true must be a bool; got {return_y_true!r}.")
+    _check_return_y_true(return_y_true)
     rng = check_random_state(random_state)
     teachers = rng.standard_normal((n_outputs, n_features, n_teacher))
     teachers /= np.linalg.norm(teachers, axis=1, keepdims=True)
@@ -152,6 +150,7 @@ def make_kernel_regression(
     *,
     length_scale=1.0,
     noise=0.5,
+    return_y_true=False,
     random_state=None,
 ):
     r"""Regression data whose target lies in the RBF kernel's function space.
@@ -184,6 +183,8 @@ def make_kernel_regression(
         Width :math:`\ell` of the bumps.
     noise : float, default=0.5
         Standard deviation of the Gaussian label noise.
+    return_y_true : bool, default=False
+        Also return the noiseless target ``y_true``.
     random_state : int, RandomState instance or None, default=None
         Seeds the target, the inputs and the noise.
 
@@ -194,14 +195,18 @@ def make_kernel_regression(
     y : ndarray of shape (n_samples,)
         The noisy labels, ``y_true`` plus noise.
     y_true : ndarray of shape (n_samples,)
-        The noiseless target :math:`f^*(X)`.
+        The noiseless target :math:`f^*(X)`. Only returned if
+        ``return_y_true`` is True.
 
     Examples
     --------
     >>> from sksam.datasets import make_kernel_regression
-    >>> X, y, y_true = make_kernel_regression(n_samples=4, n_features=2, random_state=0)
-    >>> X.shape, y.shape, y_true.shape
-    ((4, 2), (4,), (4,))
+    >>> X, y = make_kernel_regression(n_samples=4, n_features=2, random_state=0)
+    >>> X.shape, y.shape
+    ((4, 2), (4,))
+    >>> X, y, y_true = make_kernel_regression(n_samples=4, return_y_true=True, random_state=0)
+    >>> y_true.shape
+    (4,)
     """
     for value, name in [
         (n_samples, "n_samples"),
@@ -212,6 +217,7 @@ def make_kernel_regression(
     if not (isinstance(length_scale, numbers.Real) and length_scale > 0):
         raise ValueError(f"length_scale must be a positive number; got {length_scale!r}.")
     _check_noise(noise)
+    _check_return_y_true(return_y_true)
     rng = check_random_state(random_state)
     centers = rng.standard_normal((n_centers, n_features))
     beta = rng.standard_normal(n_centers)
@@ -219,4 +225,9 @@ def make_kernel_regression(
     sq_dist = ((X[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
     y_true = np.exp(-sq_dist / (2.0 * length_scale**2)) @ beta
     y = y_true + noise * rng.standard_normal(n_samples)
-    return X, y, y_true
+    return (X, y, y_true) if return_y_true else (X, y)
+
+
+def _check_return_y_true(return_y_true):
+    if not isinstance(return_y_true, (bool, np.bool_)):
+        raise ValueError(f"return_y_true must be a bool; got {return_y_true!r}.")

@@ -29,6 +29,7 @@ from ._base import (
 )
 from ._kernel_features import is_dask, make_ops
 from ._kernel_models import (
+    KERNEL_MEASURES,
     DaskRows,
     ExactDual,
     InMemoryRows,
@@ -116,8 +117,16 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         SAM stays within ``rho`` of GD along every eigenvector. A float must
         be below twice that bound, else the iteration diverges and ``fit``
         raises a ``ValueError``.
-    max_iter : int, default=1000
-        Number of steps.
+    max_iter : int, default=10000
+        Number of steps. Early stopping is the regularization, and the path
+        to any number of steps costs nearly the same (the data are read once;
+        the Krylov basis grows as :math:`\sqrt{\texttt{max\_iter}}`), so the
+        default runs long enough for the fit to reach the accuracy of
+        ``Nystroem`` + ``Ridge(alpha=1e-3)`` or ``KernelRidge`` with
+        ``learning_rate='auto'`` on large data. On small data such a long path
+        overfits, as a small ridge ``alpha`` does: choose the stopping step
+        with ``early_stopping``, :meth:`staged_predict` or
+        :class:`SAMKernelRegressorCV`.
     tol : float or None, default=None
         ``None``: run exactly ``max_iter`` steps. A float: stop as
         :class:`sklearn.neural_network.MLPRegressor` does, once the training
@@ -134,14 +143,17 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         Held-out fraction for ``early_stopping``.
     n_iter_no_change : int, default=10
         Steps without improvement before stopping (with a float ``tol``).
-    sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
+    sharpness : {'rho', 'top_eigenvalue', 'trace'} or None, default='rho'
         Measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of the
-        training loss at the fitted weights. The Hessian is constant
-        (:math:`K/n` in the exact path, :math:`A = \Phi^\top W \Phi / n` in
-        the others), so ``'top_eigenvalue'`` and ``'trace'`` are exact and do
-        not depend on the solver; ``'rho'``,
-        :math:`\max_{\|e\| \le \rho} L(\theta + e) - L(\theta)`, is computed
-        exactly too (a trust-region problem). ``None`` skips it.
+        training loss at the fitted weights, computed exactly. ``'rho'`` is
+        :math:`\max_{\|e\| \le \rho} L(\theta + e) - L(\theta)` with the
+        estimator's ``rho``: it depends on the fitted weights (through the
+        gradient there), so it tells the solvers' solutions apart.
+        ``'top_eigenvalue'`` and ``'trace'`` are those of the Hessian, which
+        for the squared loss is the constant :math:`K/n` (exact path) or
+        :math:`A = \Phi^\top W \Phi / n` (Nystroem, linear) whatever the
+        weights: they depend on the data and the kernel only, and are the same
+        for every solver and ``rho``. ``None`` skips it.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split of ``early_stopping`` and the choice of the
         Nystroem centres; the fit is otherwise deterministic.
@@ -263,6 +275,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         "coef0": [Interval(Real, None, None, closed="neither")],
         "kernel_params": [dict, None],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "centers": ["array-like", None],
         "device": "no_validation",  # checked in fit, with the machine's devices
@@ -280,12 +293,12 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         coef0=1,
         kernel_params=None,
         learning_rate="auto",
-        max_iter=1000,
+        max_iter=10000,
         tol=None,
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=10,
-        sharpness="top_eigenvalue",
+        sharpness="rho",
         random_state=None,
         verbose=0,
         n_components=None,

@@ -33,6 +33,7 @@ import torch
 # take a second longer than the next one.
 import torch._dynamo  # noqa: F401
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -50,6 +51,7 @@ from ._base import (
     warn_diverged,
     warn_interrupted,
 )
+from ._schedules import SCHEDULED_SOLVERS, schedule_for
 from ._skorch import (
     NetRandomState,
     NetSnapshot,
@@ -63,7 +65,7 @@ from ._skorch import (
 from ._threads import resolve_n_threads, torch_threads
 from ._update_rules import SOLVERS, is_perturbed
 from .modules import MLP
-from .optim import SAM
+from .optim import SAM, MomentumSAM
 from .sharpness import MEASURES, measure_sharpness
 
 # MLP (sksam.modules) is re-exported here for code written before the split;
@@ -87,6 +89,7 @@ _RESERVED = {
     "optimizer__rho": "rho",
     "optimizer__solver": "solver",
     "optimizer__adaptive": "solver",
+    "optimizer__schedule": "solver",
     "optimizer__base_optimizer": "optimizer",
     "optimizer__model": "module",
     "iterator_train__batch_size": "batch_size",
@@ -110,7 +113,8 @@ class _BaseSAMNet(BaseEstimator):
 
     _parameter_constraints = {
         "module": [None, callable],
-        "solver": [StrOptions(set(SOLVERS))],
+        "solver": [StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS) | {"msam"})],
+        "sam_every": [Interval(Integral, 1, None, closed="left")],
         "rho": [Interval(Real, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither"), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -156,6 +160,7 @@ class _BaseSAMNet(BaseEstimator):
         precision="float32",
         accelerator=None,
         n_threads=None,
+        sam_every=5,
         **kwargs,
     ):
         self.module = module
@@ -177,6 +182,7 @@ class _BaseSAMNet(BaseEstimator):
         self.precision = precision
         self.accelerator = accelerator
         self.n_threads = n_threads
+        self.sam_every = sam_every
         for name, value in kwargs.items():  # skorch's way: routed params are attributes
             setattr(self, name, value)
 
@@ -262,6 +268,75 @@ class _BaseSAMNet(BaseEstimator):
         tags.non_deterministic = not _is_cpu(self.device)  # cuDNN/cuBLAS kernels
         return tags
 
+    # -- skorch's names, as read-only views onto net_ -------------------------------
+
+    def _fitted_net(self, name):
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet: {name} is the "
+                "fitted skorch net's (net_), which fit builds."
+            )
+        return self.net_
+
+    @property
+    def history_(self):
+        """skorch's ``History`` of the fitted net (``net_.history``), read-only."""
+        return self._fitted_net("history_").history
+
+    @property
+    def history(self):
+        """The name skorch users type: the same as ``history_``."""
+        return self._fitted_net("history").history
+
+    @property
+    def module_(self):
+        """The trained ``torch.nn.Module`` (``net_.module_``), read-only."""
+        return self._fitted_net("module_").module_
+
+    @property
+    def optimizer_(self):
+        """The fitted optimizer (``net_.optimizer_``), read-only."""
+        return self._fitted_net("optimizer_").optimizer_
+
+    @property
+    def criterion_(self):
+        """The loss module (``net_.criterion_``), read-only."""
+        return self._fitted_net("criterion_").criterion_
+
+    def save_params(self, **kwargs):
+        """Save the fitted net's parameters: skorch's ``net_.save_params``.
+
+        Parameters
+        ----------
+        **kwargs : dict
+            skorch's arguments (``f_params``, ``f_optimizer``, ``f_history``,
+            ``f_criterion``, ``use_safetensors``).
+
+        Returns
+        -------
+        None
+        """
+        return self._fitted_net("save_params").save_params(**kwargs)
+
+    def load_params(self, **kwargs):
+        """Load parameters into the fitted net: skorch's ``net_.load_params``.
+
+        The estimator must be fitted (``fit`` builds the network, whose shape
+        depends on the data); loading then replaces its weights, optimizer
+        state or history.
+
+        Parameters
+        ----------
+        **kwargs : dict
+            skorch's arguments (``f_params``, ``f_optimizer``, ``f_history``,
+            ``f_criterion``, ``checkpoint``, ``use_safetensors``).
+
+        Returns
+        -------
+        None
+        """
+        return self._fitted_net("load_params").load_params(**kwargs)
+
     # -- training ------------------------------------------------------------------
 
     def _training_device(self, warm):
@@ -281,6 +356,51 @@ class _BaseSAMNet(BaseEstimator):
                 )
             return torch.device(self.accelerator.device)
         return check_device(self.device)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the network on ``(X, y)`` for ``max_epochs`` epochs.
+
+        With ``warm_start=True`` on a fitted estimator, training continues
+        from the current weights and optimizer state instead. A call that
+        fails leaves the estimator as it was (see ``warm_start``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, cast to float32.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (:class:`SAMNetClassifier`), or targets, cast to
+            float32 (:class:`SAMNetRegressor`).
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, partial=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y):
+        """Train the network for one epoch over ``(X, y)``.
+
+        The first call builds the network; later calls (and calls after
+        ``fit``) continue from the current weights and optimizer state, as
+        ``warm_start`` does, whatever ``warm_start`` and ``max_epochs`` are.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, cast to float32.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets, with as many columns as at the first call.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        return self._fit(X, y, partial=True)
 
     def _fit(self, X, y, *, partial, classes=None):
         """``fit`` (``partial=False``) and ``partial_fit``: one transaction.
@@ -329,6 +449,8 @@ class _BaseSAMNet(BaseEstimator):
             net = self.net_
             if getattr(net, "rng", None) is None:  # pickled before the net owned its state
                 net.rng = NetRandomState(seed, device)
+                if getattr(net, "accelerator", None) is None:
+                    net.iterator_train__generator = net.rng.generator
         else:
             net = self._build_net(X.shape[1], n_outputs, NetRandomState(seed, device))
         first_epoch = len(net.history) if warm else 0
@@ -353,7 +475,31 @@ class _BaseSAMNet(BaseEstimator):
         # an epoch stopped before its first batch (Ctrl-C, a callback) has no loss
         trained = [e for e in net.history[first_epoch:] if any(map(bool, e["batches"]))]
         self._warn_if_diverged(trained, X_t, y_t, seed)
+        if self.verbose:
+            self._say_if_sam_cannot_act(y_t)
         return self
+
+    def _say_if_sam_cannot_act(self, y):
+        """A verbose line when training stopped where SAM and GD coincide.
+
+        Far from a minimum (a training loss still a sizeable part of the
+        constant prediction's), SAM and GD follow nearly the same path: SAM
+        changes which minimum training settles in, and a short or slow
+        schedule stops before reaching one.
+        """
+        if not is_perturbed(self.solver, self.rho) or not len(self.loss_curve_):
+            return
+        final, baseline = self.loss_curve_[-1], self._baseline_loss(y)
+        if not baseline or not np.isfinite(final) or final <= FAR_FROM_MINIMUM * baseline:
+            return
+        print(
+            f"{type(self).__name__}: the training loss ended at {final:.3g}, "
+            f"{final / baseline:.0%} of a constant prediction's ({baseline:.3g}): training "
+            f"stopped far from a minimum, where solver={self.solver!r} and solver='gd' "
+            "follow nearly the same path and predict alike. SAM acts near a minimum: "
+            "train longer (max_epochs), faster (lr, optimizer__momentum=0.9), or with a "
+            "larger rho."
+        )
 
     def _check_module(self, module, X, n_outputs):
         """The module must take ``X``'s width and return one column per output."""
@@ -383,20 +529,18 @@ class _BaseSAMNet(BaseEstimator):
                 raise ValueError(_valid_split_message(type(self).__name__, name, monitor))
 
     def _build_net(self, n_features, n_outputs, rng):
-        routed = self._routed_params()
-        for name, owner in _RESERVED.items():
-            if name in routed:
-                raise ValueError(f"Set {owner!r} on {type(self).__name__} instead of {name!r}.")
-        module = MLP if self.module is None else self.module
-        if isinstance(module, nn.Module):
-            module = copy.deepcopy(module)  # fit must not train the user's instance
-        else:
-            routed = {**self._shape_params(module, n_features, n_outputs), **routed}
-        if not self.verbose and "callbacks__print_log" not in routed:
-            # PrintLog formats a table at every epoch even when it prints nothing
-            routed["callbacks__print_log"] = None
-        params = dict(
-            module=module,
+        """The skorch net: the estimator's settings, with the user's routed ones on top."""
+        params = {
+            **self._net_params(n_outputs, rng),
+            **self._module_params(n_features, n_outputs),
+            **self._user_params(),
+        }
+        if self.accelerator is None:
+            return self._net_class(**params)
+        return self._accelerated_net_class(**_for_accelerate(params, self.accelerator))
+
+    def _net_params(self, n_outputs, rng):
+        return dict(
             criterion=type(self._criterion()),
             **self._optimizer_params(),
             lr=self._lr(),
@@ -407,6 +551,8 @@ class _BaseSAMNet(BaseEstimator):
             # they are (they may hold locks, files, writers); clone and
             # GridSearchCV copy them as they copy any parameter.
             callbacks=self.callbacks,
+            # PrintLog formats a table at every epoch even when it prints nothing
+            **({} if self.verbose else {"callbacks__print_log": None}),
             iterator_train=TensorBatchLoader,
             iterator_train__shuffle=True,
             iterator_train__generator=rng.generator,
@@ -418,21 +564,21 @@ class _BaseSAMNet(BaseEstimator):
             rng=rng,
             **self._net_kwargs(n_outputs),
         )
-        if self.accelerator is None:
-            return self._net_class(**{**params, **routed})
-        # Accelerate shards DataLoaders (not our tensor loader) and places the
-        # data; its PrintLog sink (accelerator.print) ignores verbose.
-        if routed.get("callbacks__print_log", ...) is None:
-            del routed["callbacks__print_log"]
-            routed.setdefault("callbacks__print_log__sink", _silent)
-        del params["iterator_train__generator"]  # Accelerate's loaders draw from the global one
-        params.update(
-            iterator_train=DataLoader,
-            iterator_valid=DataLoader,
-            device=None,
-            accelerator=self.accelerator,
-        )
-        return self._accelerated_net_class(**{**params, **routed})
+
+    def _module_params(self, n_features, n_outputs):
+        """The module (a copy of an instance), and the shapes a module class takes."""
+        module = MLP if self.module is None else self.module
+        if isinstance(module, nn.Module):
+            return {"module": copy.deepcopy(module)}  # fit must not train the user's instance
+        return {"module": module, **self._shape_params(module, n_features, n_outputs)}
+
+    def _user_params(self):
+        """The routed ``**kwargs``, none of which may duplicate an explicit parameter."""
+        routed = self._routed_params()
+        for name, owner in _RESERVED.items():
+            if name in routed:
+                raise ValueError(f"Set {owner!r} on {type(self).__name__} instead of {name!r}.")
+        return routed
 
     def _net_kwargs(self, n_outputs):
         return {}
@@ -446,20 +592,50 @@ class _BaseSAMNet(BaseEstimator):
         and a perturbed solver, which would have to take the ascent inside
         that line search, is refused.
         """
+        if self.solver in ("looksam", "aesam") and self.m > 1:
+            raise ValueError(
+                f"solver={self.solver!r} decides on the gradient of the whole batch "
+                f"and cannot be shared by m-sharpness chunks; got m={self.m}. Use m=1, "
+                "or solver='every_k' or 'rst'."
+            )
+        if self.solver == "msam":
+            if self.m > 1 or self.precision != "float32" or self.accelerator is not None:
+                raise ValueError(
+                    "solver='msam' (Momentum-SAM) takes one plain gradient per step: it "
+                    "supports m=1, precision='float32' and accelerator=None only; got "
+                    f"m={self.m}, precision={self.precision!r}, "
+                    f"accelerator={self.accelerator!r}."
+                )
+            if self.optimizer is not torch.optim.SGD:
+                raise ValueError(
+                    "solver='msam' (Momentum-SAM) is SGD with momentum: it needs "
+                    f"optimizer=torch.optim.SGD, got {self.optimizer!r}."
+                )
+            # momentum as the base SGD's (0 unless optimizer__momentum is routed)
+            return dict(optimizer=MomentumSAM, optimizer__rho=self.rho, optimizer__momentum=0.0)
+        seed = self.random_state if isinstance(self.random_state, Integral) else 0
+        rule, schedule = schedule_for(self.solver, self.sam_every, int(seed))
         if _needs_closure(self.optimizer):
-            if is_perturbed(self.solver, self.rho):
+            if is_perturbed(rule, self.rho):
                 raise ValueError(
                     f"optimizer={getattr(self.optimizer, '__name__', self.optimizer)} needs "
                     f"a closure at every step (a line search) and cannot be the base of "
                     f"solver={self.solver!r} with rho={self.rho!r}: use solver='gd' (or "
                     "rho=0) with it, or a first-order optimizer such as torch.optim.SGD."
                 )
+            if self.m != 1 or self.precision != "float32":
+                raise ValueError(
+                    f"optimizer={getattr(self.optimizer, '__name__', self.optimizer)} steps "
+                    "through skorch's own closure, which supports neither m > 1 nor "
+                    f"precision={self.precision!r}: use m=1 and precision='float32' with it."
+                )
             return {"optimizer": self.optimizer}
         return dict(
             optimizer=SAM,
             optimizer__base_optimizer=self.optimizer,
             optimizer__rho=self.rho,
-            optimizer__solver=self.solver,
+            optimizer__solver=rule,
+            optimizer__schedule=schedule,
         )
 
     def _lr(self):
@@ -551,6 +727,12 @@ class _BaseSAMNet(BaseEstimator):
     _remedy_suffix = ""
 
 
+#: A final training loss above this fraction of the constant prediction's is "far
+#: from a minimum", where SAM and GD coincide (the verbose hint of ``fit``). On
+#: scikit-learn's digits at the default settings it ends at 0.14 of it (0.33 of
+#: ln 10), where SAM and GD predicted alike on every held-out row.
+FAR_FROM_MINIMUM = 0.1
+
 #: A batch loss this many times the first one, with a final loss no better than a
 #: constant prediction's, means the learning rate threw the network away.
 PEAK_FACTOR = 1.5
@@ -578,6 +760,24 @@ def _whole_fit_rng(net):
     return net.rng.active()
 
 
+def _for_accelerate(params, accelerator):
+    """``params`` for the accelerated net: Accelerate shards DataLoaders and places the data.
+
+    Accelerate shards ``DataLoader``s (not our tensor loader), places the
+    data itself, and its loaders draw from the global generators; its
+    PrintLog sink (``accelerator.print``) ignores ``verbose``.
+    """
+    params = dict(params)
+    if params.get("callbacks__print_log", ...) is None:
+        del params["callbacks__print_log"]
+        params.setdefault("callbacks__print_log__sink", _silent)
+    del params["iterator_train__generator"]
+    params.update(
+        iterator_train=DataLoader, iterator_valid=DataLoader, device=None, accelerator=accelerator
+    )
+    return params
+
+
 def _silent(*args, **kwargs):
     """A print that prints nothing (PrintLog's sink when ``verbose=0`` under Accelerate)."""
 
@@ -603,11 +803,28 @@ _FIT_DOC = """
         weights are the starting point. ``None`` uses
         :class:`~sksam.modules.MLP` (one hidden layer of 100 ReLU units; set
         ``module__hidden_layer_sizes``, ``module__dropout``...).
-    solver : {{'gd', 'sam', 'usam', 'asam'}}, default='sam'
-        The update rule.
+    solver : {{'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam', 'msam'}}, \
+default='sam'
+        The update rule. The cheap variants of SAM (see the "SAM on a
+        budget" guide): ``'every_k'`` takes the SAM step every
+        ``sam_every`` steps and the base step otherwise, ``'looksam'``
+        the same with LookSAM's reused direction in between, ``'rst'`` a
+        SAM step with probability ``1 / sam_every``, ``'aesam'`` when the
+        squared gradient norm is unusually large
+        (:class:`sksam.optim.AESAM`), ``'msam'`` Momentum-SAM, one gradient
+        per step (:class:`sksam.optim.MomentumSAM`, with
+        ``optimizer=torch.optim.SGD``; set ``optimizer__momentum=0.9`` as
+        the paper does). Search ``rho`` with the variant: the cheap ones
+        often want a larger radius.
     rho : float, default=0.05
         Perturbation radius; ``rho=0`` is ``solver='gd'`` bit for bit.
-        Ignored by ``'gd'``.
+        Ignored by ``'gd'``. SAM changes which minimum training settles in,
+        so it acts only once training gets near one: a fit that stops with
+        the training loss still high (few epochs, a small ``lr``, as the
+        defaults give on small problems) ends where ``solver='gd'`` ends and
+        predicts the same; ``verbose=1`` says so. Train longer or faster
+        (``optimizer__momentum=0.9``), and search ``rho`` (0.01 to 0.5) with
+        ``GridSearchCV``; SAM's gains are largest with noisy labels.
     lr : float, default=None
         Learning rate of the base optimizer; ``None`` is {default_lr}.{lr_note} A rate so large that
         the loss blows up, or ends no lower than that of the best constant
@@ -620,7 +837,10 @@ _FIT_DOC = """
         Samples per mini-batch; ``None`` is full-batch training.
     optimizer : type of torch.optim.Optimizer, default=torch.optim.SGD
         The base optimizer that takes the descent step; its options are
-        routed with ``optimizer__*`` (``optimizer__momentum=0.9``).
+        routed with ``optimizer__*`` (``optimizer__momentum=0.9``). An
+        optimizer whose ``step`` needs a closure (``torch.optim.LBFGS``)
+        trains with ``solver='gd'`` (or ``rho=0``) only, as skorch runs it;
+        with a perturbed solver ``fit`` refuses it.
     train_split : callable or None, default=None
         The validation split of skorch (for example ``skorch.dataset.ValidSplit(5)``),
         needed by callbacks that watch validation scores (skorch's
@@ -672,7 +892,9 @@ _FIT_DOC = """
         first fit; changes to their parameters take effect at the next fit
         with ``warm_start=False``.
     verbose : int, default=0
-        The verbosity of skorch (1 prints a table per epoch).
+        The verbosity of skorch (1 prints a table per epoch). With 1 or
+        more, ``fit`` also prints a line when a perturbed solver stopped far
+        from a minimum, where it predicts as ``solver='gd'`` would.
     m : int, default=1
         The m-sharpness option: each mini-batch is split into ``m`` chunks of (nearly)
         equal size, each takes its own ascent, and the base optimizer steps
@@ -701,6 +923,11 @@ _FIT_DOC = """
         multiply-adds per batch) and inside joblib workers (so
         ``GridSearchCV(n_jobs=2)`` does not oversubscribe), torch's setting
         otherwise; ``-1``: one per core.
+    sam_every : int, default=5
+        Steps per SAM step of ``'every_k'``, ``'looksam'`` (the period) and
+        ``'rst'`` (``1 / p``); ignored by the other solvers. ``'rst'``
+        draws from a generator seeded by ``random_state`` (0 when it is not
+        an int).
     **kwargs
         The skorch routed parameters: ``module__*``, ``optimizer__*``,
         ``criterion__*``, ``iterator_train__*``, ``iterator_valid__*``,
@@ -755,6 +982,14 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
         ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
         sees labels encoded as ``0..n_classes-1``.
+    history_ : skorch.history.History
+        ``net_.history`` (also as ``history``, skorch's name), read-only.
+    module_ : torch.nn.Module
+        The trained network, ``net_.module_``, read-only.
+    optimizer_ : torch.optim.Optimizer
+        ``net_.optimizer_``, read-only.
+    criterion_ : torch.nn.Module
+        ``net_.criterion_``, read-only.
 """
         + HISTORY_ATTRIBUTES_DOC
         + """
@@ -834,27 +1069,6 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         counts = np.bincount(y.cpu().numpy(), minlength=len(self.classes_))
         p = counts[counts > 0] / counts.sum()
         return float(-(p * np.log(p)).sum()) if len(p) > 1 else None
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Train the network on ``(X, y)`` for ``max_epochs`` epochs.
-
-        With ``warm_start=True`` on a fitted estimator, training continues
-        from the current weights and optimizer state instead.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data, cast to float32.
-        y : array-like of shape (n_samples,)
-            Class labels.
-
-        Returns
-        -------
-        self : SAMNetClassifier
-            The fitted estimator.
-        """
-        return self._fit(X, y, partial=False)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None):
@@ -993,6 +1207,14 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
         ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
         always sees a 2-D ``y``.
+    history_ : skorch.history.History
+        ``net_.history`` (also as ``history``, skorch's name), read-only.
+    module_ : torch.nn.Module
+        The trained network, ``net_.module_``, read-only.
+    optimizer_ : torch.optim.Optimizer
+        ``net_.optimizer_``, read-only.
+    criterion_ : torch.nn.Module
+        ``net_.criterion_``, read-only.
 """
         + HISTORY_ATTRIBUTES_DOC
         + """
@@ -1056,48 +1278,6 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
                 f"with {self.n_outputs_}."
             )
         return X, np.ascontiguousarray(y_2d)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Train the network on ``(X, y)`` for ``max_epochs`` epochs.
-
-        With ``warm_start=True`` on a fitted estimator, training continues
-        from the current weights and optimizer state instead.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data, cast to float32.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets, cast to float32.
-
-        Returns
-        -------
-        self : SAMNetRegressor
-            The fitted estimator.
-        """
-        return self._fit(X, y, partial=False)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y):
-        """Train the network for one epoch over ``(X, y)``.
-
-        The first call builds the network; later calls (and calls after
-        ``fit``) continue from the current weights and optimizer state.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data, cast to float32.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets, with as many columns as at the first call.
-
-        Returns
-        -------
-        self : SAMNetRegressor
-            The updated estimator.
-        """
-        return self._fit(X, y, partial=True)
 
     def _validate_fit_data(self, X, y, *, warm, partial, classes):
         return self._targets(X, y, reset=not warm)

@@ -53,12 +53,18 @@ Andriushchenko, Flammarion (2022). Towards Understanding Sharpness-Aware
 Minimization. ICML.
 """
 
-import warnings
+import copy
+import math
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
 from torch.nn.modules.batchnorm import _NormBase
 
+from ._momentum_sam import MomentumSAM
+from ._sam_collaborators import AscentSync, GradientLedger, Replay, Scaling, poison
+from ._sam_collaborators import world_size as _world_size
+from ._schedules import AESAM, RST, EveryK, LookSAM, _Schedule
 from ._update_rules import (
     ASAM_ETA,
     add_perturbation_,
@@ -68,10 +74,20 @@ from ._update_rules import (
     restore_,
 )
 
-__all__ = ["SAM"]
+__all__ = ["SAM", "MomentumSAM", "EveryK", "LookSAM", "RST", "AESAM"]
 
 #: The values of ``SAM(ascent=...)``.
 ASCENTS = ("global", "local")
+
+
+def _check_rho(rho):
+    """Refuse a ``rho`` that would move the weights to a non-finite point."""
+    if isinstance(rho, torch.Tensor):
+        rho = rho.item() if rho.numel() == 1 else float("nan")
+    if not rho >= 0:
+        raise ValueError(f"rho must be non-negative, got rho={rho!r}.")
+    if not math.isfinite(rho):
+        raise ValueError(f"rho must be finite, got rho={rho!r}.")
 
 
 def _resolve_solver(solver, adaptive):
@@ -111,7 +127,8 @@ class SAM(torch.optim.Optimizer):
         The class of the optimizer that takes the descent step, for example
         ``torch.optim.SGD``; it is built on the same parameter groups.
     rho : float, default=0.05
-        Radius of the perturbation, ``rho >= 0``. ``rho=0`` is the base
+        Radius of the perturbation, finite and ``>= 0`` (checked here and in
+        every group given or added). ``rho=0`` is the base
         optimizer exactly. Stored in ``param_groups``, so schedulers and
         ``set_params(optimizer__rho=...)`` in skorch reach it.
     adaptive : bool, default=False
@@ -160,6 +177,11 @@ class SAM(torch.optim.Optimizer):
         descent gradient is all-reduced: the m-sharpness of Foret et al.
         with ``m`` the per-worker batch, one all-reduce per step instead of
         two. The same in one process. See also :meth:`step_chunks`.
+    schedule : EveryK, LookSAM, RST or AESAM, default=None
+        Which steps pay for the second gradient (see "Cheaper steps"
+        below). ``None``: every step is a SAM step. The object is copied:
+        its counters and statistics belong to this optimizer (and travel
+        with :meth:`state_dict` and pickling).
     **base_kwargs
         Passed to ``base_optimizer`` (``lr``, ``momentum``, ...).
 
@@ -233,6 +255,22 @@ class SAM(torch.optim.Optimizer):
     global or the per-worker perturbation. Weights stay identical on every
     rank (the descent gradient is all-reduced in both cases).
 
+    **Cheaper steps.** With ``schedule`` only some steps take the second
+    pass; the others are the base optimizer's step along the first
+    gradient (one closure call): :class:`EveryK` (every ``k`` steps, ``1 +
+    1/k`` gradients per step), :class:`LookSAM` (the same, and the steps in
+    between add the reused component of the SAM gradient orthogonal to
+    ``g``), :class:`RST` (a seeded coin with probability ``p``) and
+    :class:`AESAM` (when ``|g|**2`` is above its moving mean plus ``c``
+    standard deviations). :class:`MomentumSAM` is the one-gradient sibling
+    that perturbs along the momentum buffer. Every schedule composes with
+    loss scaling, normalization layers and random-number replay;
+    :class:`EveryK` and :class:`RST` also with :meth:`step_chunks` and the
+    local ascent (the whole step switches at once). :class:`LookSAM` and
+    :class:`AESAM` are defined on the gradient of the whole step: they
+    refuse ``n_chunks > 1``, and ``ascent='local'`` with several workers.
+    The two-call protocol (:meth:`first_step`) takes no schedule.
+
     **Not supported:** parameters spread over several devices (the gradient
     norm is taken on one device), and a ``GradScaler`` with the two-call
     protocol (use :meth:`step`).
@@ -265,14 +303,14 @@ class SAM(torch.optim.Optimizer):
         model=None,
         replay_rng="auto",
         ascent="global",
+        schedule=None,
         **base_kwargs,
     ):
         if replay_rng not in ("auto", True, False):
             raise ValueError(f"replay_rng must be 'auto', True or False, got {replay_rng!r}.")
         if ascent not in ASCENTS:
             raise ValueError(f"ascent must be 'global' or 'local', got {ascent!r}.")
-        if not rho >= 0:
-            raise ValueError(f"rho must be non-negative, got rho={rho!r}.")
+        _check_rho(rho)
         if not eta >= 0:
             raise ValueError(f"eta must be non-negative, got eta={eta!r}.")
         defaults = dict(
@@ -297,8 +335,27 @@ class SAM(torch.optim.Optimizer):
         self.ascent = ascent
         self._saved = None
         self._model_scan = None  # (model, normalization layers, draws random numbers)
-        self._left_grads = None  # the gradients the last step left behind
-        self._warned_fresh = False
+        self._ledger = GradientLedger()  # the gradients the last step left behind
+        if schedule is not None and not isinstance(schedule, _Schedule):
+            raise TypeError(
+                "schedule must be None or one of sksam.optim's schedules "
+                f"(EveryK, LookSAM, RST, AESAM), got {schedule!r}."
+            )
+        # A copy: the counters and statistics belong to this optimizer.
+        self.schedule = copy.deepcopy(schedule)
+
+    def add_param_group(self, param_group):
+        """Add a parameter group, refusing a negative or non-finite ``rho``.
+
+        Parameters
+        ----------
+        param_group : dict
+            As for ``torch.optim.Optimizer.add_param_group``; it may carry
+            its own ``rho`` (and any base-optimizer option).
+        """
+        if "rho" in param_group:
+            _check_rho(param_group["rho"])
+        super().add_param_group(param_group)
 
     def _link_base(self):
         # One set of groups and one state for both optimizers: schedulers,
@@ -317,7 +374,8 @@ class SAM(torch.optim.Optimizer):
             ``False`` when every group has ``rho == 0`` or the solver is
             ``'gd'``: :meth:`step` is then the base optimizer, one closure
             call. A step whose first pass leaves no gradient at all takes
-            no second pass either.
+            no second pass either, and with a ``schedule`` ``True`` means
+            that the schedule decides, step by step.
         """
         return self._perturbs(self._options()[0])
 
@@ -341,7 +399,7 @@ class SAM(torch.optim.Optimizer):
         """
         if not set_to_none:
             super().zero_grad(set_to_none=False)
-            self._remember_grads()  # zeros are not the caller's gradients
+            _ledger(self).remember(self._params())  # zeros are not the caller's
             return
         for group in self.param_groups:
             for p in group["params"]:
@@ -407,6 +465,11 @@ class SAM(torch.optim.Optimizer):
             Whether any parameter was moved (``False`` for ``rho=0``,
             ``solver='gd'`` or when no parameter has a gradient).
         """
+        if getattr(self, "schedule", None) is not None:
+            raise ValueError(
+                f"schedule={self.schedule!r} decides inside step(closure) whether "
+                "to take the second pass; first_step()/second_step() always take it."
+            )
         perturbed = self._perturb(*self._options())
         if zero_grad:
             self.zero_grad()
@@ -483,40 +546,7 @@ class SAM(torch.optim.Optimizer):
             What the first closure call returned: the loss at the
             unperturbed weights.
         """
-        scaler = _active(grad_scaler, self)
-        solver, eta = self._options()
-        if not self._perturbs(solver):
-            # Exactly the base optimizer: one closure call, no copies.
-            with self._fresh_start(closure is not None):
-                loss = None if closure is None else self._first_call(closure)
-                self._descend(scaler)
-            return loss
-        if closure is None:
-            raise ValueError(
-                "SAM.step() needs a closure that computes the loss, calls "
-                "backward() and returns the loss: it evaluates the gradient "
-                "twice (or use first_step() and second_step())."
-            )
-        local = self._check_ascent()
-        with self._fresh_start(True):
-            rng = self._rng_before()
-            with self._no_sync(local):
-                loss = self._first_call(closure)
-            grads, found = self._unscaled_grads(scaler)
-            if found is not None and local:
-                _all_reduce_max(found, self.model)  # every rank skips, or none
-            # Only the ascent needs no_grad (weight decay adds w to g); the copies,
-            # the restore and the base step hold their own, and the closures run
-            # with gradients on without a mode switch per call.
-            with torch.no_grad():
-                perturbed = self._perturb(solver, eta, grads)
-            del grads
-            if perturbed:
-                self.zero_grad()
-                self._second_pass(closure, *rng)
-            self._restore()
-            self._descend(scaler, found)
-        return loss
+        return self._run([closure], grad_scaler, chunked=False)
 
     def step_chunks(self, closure, n_chunks, grad_scaler=None):
         """One m-sharpness step: each chunk of the batch gets its own perturbation.
@@ -573,39 +603,148 @@ class SAM(torch.optim.Optimizer):
         """
         if isinstance(n_chunks, bool) or not isinstance(n_chunks, int) or n_chunks < 1:
             raise ValueError(f"n_chunks must be an integer >= 1, got n_chunks={n_chunks!r}.")
-        scaler = _active(grad_scaler, self)
+        return self._run([partial(closure, i) for i in range(n_chunks)], grad_scaler, chunked=True)
+
+    # -- the one pass ---------------------------------------------------------
+
+    def _run(self, closures, grad_scaler, chunked):
+        """One step of :meth:`step` (one closure) or :meth:`step_chunks` (one per chunk).
+
+        Chooses the collaborators once (loss scaling, replay of random numbers
+        and running statistics, DDP synchronisation) and whether this step
+        is a SAM step (the schedule), then runs :meth:`_pass` per chunk and
+        takes the base step along the (mean) gradient it leaves.
+        """
+        scaling = Scaling(_active(grad_scaler, self))
         solver, eta = self._options()
-        perturbs = self._perturbs(solver)
-        params = [p for group in self.param_groups for p in group["params"]]
+        take = self._perturbs(solver)
+        # The schedule rules the steps that would perturb; rho=0 is the base step.
+        schedule = getattr(self, "schedule", None) if take else None
+        if schedule is not None:
+            self._check_schedule(schedule, chunked, len(closures))
+            take = schedule._plan()  # True, False or None (decided after the first pass)
+        try:
+            if not chunked and not self._perturbs(solver):
+                return self._base_step(closures[0], scaling)
+            if closures[0] is None:
+                raise ValueError(
+                    "SAM.step() needs a closure that computes the loss, calls "
+                    "backward() and returns the loss: it evaluates the gradient "
+                    "twice (or use first_step() and second_step())."
+                )
+            mode = "chunks" if chunked else ("local" if self._check_ascent() else "global")
+            sync = AscentSync(self.model, mode)
+            with self._fresh_start(True):
+                if not chunked:
+                    loss, found = self._pass(
+                        closures[0], (solver, eta), take, schedule, scaling, sync
+                    )
+                    sync.agree(found)  # every rank skips, or none
+                    scaling.descend(self.base_optimizer, self._params(), found)
+                    return loss
+                return self._chunked(closures, (solver, eta), take, schedule, scaling, sync)
+        finally:
+            if schedule is not None:
+                schedule._advance()
+
+    def _base_step(self, closure, scaling):
+        """Exactly the base optimizer: one closure call (if any), no copies."""
+        with self._fresh_start(closure is not None):
+            loss = None if closure is None else self._first_call(closure)
+            scaling.descend(self.base_optimizer, self._params())
+        return loss
+
+    def _chunked(self, closures, rule, take, schedule, scaling, sync):
+        """:meth:`_pass` per chunk, then the base step along the mean gradient."""
+        params = self._params()
         total, losses, found = None, [], None
-        with self._fresh_start(True):
-            for i in range(n_chunks):
-
-                def chunk(i=i):
-                    return closure(i)
-
-                rng = self._rng_before() if perturbs else (None, None)
+        with sync.whole_pass():
+            for closure in closures:
                 self.zero_grad()
-                with self._no_sync(True):
-                    losses.append(self._first_call(chunk))
-                    if perturbs:
-                        grads, found_i = self._unscaled_grads(scaler)
-                        found = _either(found, found_i)
-                        with torch.no_grad():
-                            perturbed = self._perturb(solver, eta, grads)
-                        del grads
-                        if perturbed:
-                            self.zero_grad()
-                            self._second_pass(chunk, *rng)
-                        self._restore()
+                loss, found_i = self._pass(closure, rule, take, schedule, scaling, sync)
+                losses.append(loss)
+                found = _either(found, found_i)
                 total = _accumulate(total, [p.grad for p in params])
-            _set_mean_grads(params, total, n_chunks)
-            del total
-            if found is not None:
-                _poison(params, found)  # before the all-reduce: every rank skips
-            self._all_reduce_grads(params)
-            self._descend(scaler)
+        _set_mean_grads(params, total, len(closures))
+        del total
+        if found is not None:
+            poison(params, found)  # before the all-reduce: every rank skips
+        sync.all_reduce_grads(params)
+        scaling.descend(self.base_optimizer, params)
         return _mean_loss(losses)
+
+    def _pass(self, closure, rule, take, schedule, scaling, sync):
+        """The one SAM pass: closure at ``w``, perturb, closure at ``w + e``, restore.
+
+        ``take`` says whether this is a SAM step (``None``: the schedule
+        decides from the first gradient). A plain step stops after the first
+        closure call (the schedule may then change the gradient). Leaves the
+        descent gradient in ``.grad`` and the weights at ``w``; returns the
+        first call's loss and the overflow flag of the ascent gradient
+        (``None`` without loss scaling). ``rule`` is ``(solver, eta)``.
+        """
+        params = self._params()
+        replay = self._replay() if take is not False else None
+        rng = None if replay is None else replay.capture()
+        with sync.first_pass() if take is not False else nullcontext():
+            loss = self._first_call(closure)
+        if take is False:
+            if schedule is not None:
+                schedule._plain([p.grad for p in params])
+            return loss, None
+        grads, found = scaling.ascent_grads(params)
+        if take is None:
+            take = schedule._decide(_sq_norm(grads, params))
+            if not take:
+                schedule._plain([p.grad for p in params])
+                return loss, None
+        first = [p.grad for p in params] if schedule is not None else None
+        # Only the ascent needs no_grad (weight decay adds w to g); the copies,
+        # the restore and the base step hold their own, and the closures run
+        # with gradients on without a mode switch per call.
+        with torch.no_grad():
+            perturbed = self._perturb(*rule, grads)
+        del grads
+        if perturbed:
+            self.zero_grad()
+            with replay.second_pass(rng):
+                try:
+                    _call(closure)
+                except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
+                    self._restore()
+                    raise
+        self._restore()
+        if perturbed and schedule is not None:
+            finite = True if found is None else not bool(found)
+            schedule._after_sam(first, [p.grad for p in params], finite)
+        return loss, found
+
+    def _replay(self):
+        """The :class:`Replay` of this step (``model``'s statistics, its randomness)."""
+        replays = self._replays_rng()
+        devices = _cuda_devices(self.param_groups) if replays else []
+        return Replay(_running_stats(self._scan_model()[0]), replays, devices)
+
+    def _replays_rng(self):
+        """Whether the second pass replays the first pass's random numbers."""
+        mode = getattr(self, "replay_rng", "auto")  # pickles from before the option
+        return self._scan_model()[1] if mode == "auto" else mode
+
+    def _check_schedule(self, schedule, chunked, n_chunks):
+        """Refuse the combinations a schedule's rule does not define."""
+        if chunked and n_chunks > 1 and not schedule.per_chunk_ok:
+            raise ValueError(
+                f"schedule={schedule!r} is defined on the gradient of the whole step "
+                "and cannot be shared by m-sharpness chunks; use step() or "
+                "n_chunks=1, or a schedule that switches per step (EveryK, RST)."
+            )
+        if not schedule.per_chunk_ok and getattr(self, "ascent", "global") == "local":
+            if _world_size() > 1:
+                raise ValueError(
+                    f"schedule={schedule!r} needs ascent='global' with several "
+                    "workers: with per-worker gradients the ranks would disagree "
+                    "on the step (and wait for each other forever)."
+                )
 
     # -- helpers of the two protocols ------------------------------------------
 
@@ -623,10 +762,10 @@ class SAM(torch.optim.Optimizer):
         """
         if not calls_closure:
             yield
-            self._remember_grads()
+            _ledger(self).remember(self._params())
             return
         stats = saved = None
-        if self._caller_made_grads():
+        if _ledger(self).caller_made(self._params()):
             stats = _running_stats(self._scan_model()[0])
             saved = [b.clone() for b in stats]
         self.zero_grad()
@@ -636,44 +775,10 @@ class SAM(torch.optim.Optimizer):
             if stats:
                 with torch.no_grad():
                     torch._foreach_copy_(stats, saved)
-            self._remember_grads()
+            _ledger(self).remember(self._params())
 
     def _params(self):
         return [p for group in self.param_groups for p in group["params"]]
-
-    def _grad_marks(self):
-        # Identity and version of each gradient: a backward pass (or zero_)
-        # on it changes one of them.
-        return [
-            None if (g := p.grad) is None else (id(g), g._version)
-            for group in self.param_groups
-            for p in group["params"]
-        ]
-
-    def _remember_grads(self):
-        self._left_grads = self._grad_marks()
-
-    def _caller_made_grads(self):
-        """Whether some gradient was set or changed since the last step; warn once."""
-        left = getattr(self, "_left_grads", None)
-        marks = self._grad_marks()
-        if left is None or len(left) != len(marks):
-            left = [None] * len(marks)
-        fresh = any(mark is not None and mark != old for mark, old in zip(marks, left))
-        if fresh and not getattr(self, "_warned_fresh", False):
-            self._warned_fresh = True
-            warnings.warn(
-                "SAM.step(closure) found gradients computed before it was called "
-                "(loss.backward() before opt.step(closure), or gradients filled "
-                "by zero_grad(set_to_none=False)). They are discarded: step() "
-                "takes every gradient it uses from the closure, at the current "
-                "weights, so the step is the SAM step, but the backward pass "
-                "before it was wasted. Call opt.step(closure) alone (or "
-                "first_step()/second_step()). This warning is shown once.",
-                UserWarning,
-                stacklevel=6,
-            )
-        return fresh
 
     def _first_call(self, closure):
         """The closure at ``w``; an error if it left no gradient at all.
@@ -691,12 +796,6 @@ class SAM(torch.optim.Optimizer):
             )
         return loss
 
-    def _rng_before(self):
-        if self._replays_rng():
-            devices = _cuda_devices(self.param_groups)
-            return _get_rng(devices), devices
-        return None, None
-
     def _check_ascent(self):
         """Whether the first pass runs under ``model.no_sync()``; checks ``model``."""
         if getattr(self, "ascent", "global") != "local":
@@ -710,82 +809,6 @@ class SAM(torch.optim.Optimizer):
                 f"model={type(self.model).__name__}."
             )
         return False  # one process: the local ascent is the global one
-
-    def _no_sync(self, local):
-        return self.model.no_sync() if local and hasattr(self.model, "no_sync") else nullcontext()
-
-    def _unscaled_grads(self, scaler):
-        """The first pass's gradients for the ascent, and a non-finite flag.
-
-        Without a scaler: ``(None, None)`` (the ascent reads ``.grad``).
-        With one: unscaled copies (``.grad`` stays scaled, for the scaler's
-        own bookkeeping) and a boolean tensor, true if any is inf or NaN.
-        """
-        if scaler is None:
-            return None, None
-        grads = [p.grad for p in self._params()]
-        present = [g for g in grads if g is not None]
-        if not present:
-            return grads, None
-        unscaled = iter(torch._foreach_mul(present, 1.0 / scaler.get_scale()))
-        grads = [None if g is None else next(unscaled) for g in grads]
-        norms = torch._foreach_norm([g for g in grads if g is not None])
-        found = torch.stack(norms).isfinite().all().logical_not()
-        return grads, found
-
-    def _descend(self, scaler, found=None):
-        """The base step along ``.grad``, through the scaler when there is one."""
-        if scaler is None:
-            self.base_optimizer.step()
-            return
-        if found is not None:
-            _poison(self._params(), found)  # the first pass overflowed: skip
-        scaler.unscale_(self.base_optimizer)
-        scaler.step(self.base_optimizer)
-
-    def _all_reduce_grads(self, params):
-        """Average ``.grad`` over the ranks of ``model``'s process group, if any."""
-        if not hasattr(self.model, "no_sync") or _world_size() <= 1:
-            return
-        import torch.distributed as dist
-
-        group = getattr(self.model, "process_group", None)
-        world = dist.get_world_size(group)
-        buckets = {}
-        for p in params:
-            if p.grad is not None:
-                buckets.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
-        for grads in buckets.values():
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat, group=group)
-            flat.div_(world)
-            torch._foreach_copy_(
-                grads, [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)]
-            )
-
-    def _second_pass(self, closure, rng_before, devices):
-        """The closure at ``w + e``, replaying the first pass's random numbers.
-
-        Running statistics are put back afterwards (updated once, at ``w``),
-        and the generators are left where the first pass left them. No
-        replay when ``rng_before`` is ``None``.
-        """
-        stats = _running_stats(self._scan_model()[0])
-        saved_stats = [b.clone() for b in stats]
-        if rng_before is not None:
-            rng_after = _get_rng(devices)
-            _set_rng(rng_before, devices)  # same dropout masks in both passes
-        try:
-            _call(closure)
-        except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
-            self._restore()
-            raise
-        finally:
-            if stats:
-                with torch.no_grad():
-                    torch._foreach_copy_(stats, saved_stats)
-            if rng_before is not None:
-                _set_rng(rng_after, devices)
 
     def _scan_model(self):
         """``model``'s normalization layers, and whether it may draw random numbers.
@@ -805,10 +828,6 @@ class SAM(torch.optim.Optimizer):
             self._model_scan = cached
         return cached[1], cached[2]
 
-    def _replays_rng(self):
-        mode = getattr(self, "replay_rng", "auto")  # pickles from before the option
-        return self._scan_model()[1] if mode == "auto" else mode
-
     # -- persistence --------------------------------------------------------
 
     def load_state_dict(self, state_dict):
@@ -821,10 +840,26 @@ class SAM(torch.optim.Optimizer):
             and the groups, including ``rho`` and ``solver``).
         """
         super().load_state_dict(state_dict)
+        if getattr(self, "schedule", None) is not None and "schedule" in state_dict:
+            self.schedule._load_state_dict(state_dict["schedule"])
         # torch replaced self.param_groups and self.state: hand them back to
         # the base optimizer, or its steps would ignore the loaded state.
         self.base_optimizer.param_groups = self.param_groups
         self.base_optimizer.state = self.state
+
+    def state_dict(self):
+        """The state of the base optimizer and the groups, and the schedule's.
+
+        Returns
+        -------
+        state_dict : dict
+            The ``state`` and ``param_groups`` of torch, plus ``schedule`` (its
+            step counter and statistics) when a schedule is set.
+        """
+        state = super().state_dict()
+        if getattr(self, "schedule", None) is not None:
+            state["schedule"] = copy.deepcopy(self.schedule._state_dict())
+        return state
 
     def __getstate__(self):
         # torch pickles only defaults, state and param_groups; the base
@@ -835,10 +870,10 @@ class SAM(torch.optim.Optimizer):
             model=self.model,
             replay_rng=getattr(self, "replay_rng", "auto"),
             ascent=getattr(self, "ascent", "global"),
+            schedule=getattr(self, "schedule", None),
             _saved=None,
             _model_scan=None,
-            _left_grads=None,
-            _warned_fresh=False,
+            _ledger=GradientLedger(),
         )
         return state
 
@@ -886,53 +921,52 @@ def _active(grad_scaler, optimizer):
     return grad_scaler
 
 
-def _world_size():
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _all_reduce_max(flag, model):
-    """Make the boolean tensor ``flag`` true on every rank if it is on one."""
-    import torch.distributed as dist
-
-    if _world_size() <= 1:
-        return
-    value = flag.to(torch.float32)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=getattr(model, "process_group", None))
-    flag.copy_(value > 0)
-
-
 def _either(found, other):
     if found is None or other is None:
         return other if found is None else found
     return found | other
 
 
-def _poison(params, found):
-    """Fill one gradient with inf where ``found``, so that the scaler skips the step."""
-    for p in params:
-        if p.grad is not None:
-            p.grad.masked_fill_(found, float("inf"))
-            return
+def _ledger(optimizer):
+    """The optimizer's :class:`GradientLedger` (made for pickles from before it)."""
+    ledger = getattr(optimizer, "_ledger", None)
+    if ledger is None:
+        ledger = optimizer._ledger = GradientLedger()
+    return ledger
+
+
+def _sq_norm(grads, params):
+    """``|g|**2`` over all parameters: of ``grads``, or of ``.grad`` when ``None``."""
+    if grads is None:
+        grads = [p.grad for p in params]
+    present = [g for g in grads if g is not None]
+    if not present:
+        return 0.0
+    return torch.stack(torch._foreach_norm(present)).square().sum()
 
 
 def _accumulate(total, grads):
     """``total + grads`` in place, one tensor per parameter (``None``: no gradient)."""
     if total is None:
         return [None if g is None else g.detach().clone() for g in grads]
+    pairs = []
     for j, g in enumerate(grads):
         if g is not None:
             if total[j] is None:
                 total[j] = g.detach().clone()
             else:
-                total[j].add_(g)
+                pairs.append((total[j], g))
+    if pairs:  # one fused call, as torch.optim does (fewer kernels on a GPU)
+        torch._foreach_add_([t for t, _ in pairs], [g for _, g in pairs])
     return total
 
 
 def _set_mean_grads(params, total, n):
+    present = [t for t in total if t is not None]
+    if present:
+        torch._foreach_div_(present, n)
     for p, t in zip(params, total):
-        p.grad = None if t is None else t.div_(n)
+        p.grad = t
 
 
 def _mean_loss(losses):
@@ -944,17 +978,6 @@ def _cuda_devices(param_groups):
     if not torch.cuda.is_initialized():  # then no parameter is on a GPU
         return []
     return sorted({p.device.index or 0 for g in param_groups for p in g["params"] if p.is_cuda})
-
-
-def _get_rng(devices):
-    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
-
-
-def _set_rng(states, devices):
-    cpu, cuda = states
-    torch.set_rng_state(cpu)
-    for device, state in zip(devices, cuda):
-        torch.cuda.set_rng_state(state, device)
 
 
 #: Layers whose ``forward`` draws no random number, in training mode too

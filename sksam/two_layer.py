@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from scipy.special import log_expit, logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -42,8 +43,9 @@ from ._base import (
     warn_interrupted,
     warn_not_converged,
 )
+from ._schedules import SCHEDULED_SOLVERS, schedule_for
 from ._threads import N_THREADS_CONSTRAINT, resolve_n_threads, torch_threads
-from ._update_rules import is_perturbed
+from ._update_rules import SOLVERS, is_perturbed
 from .sharpness import measure_sharpness
 
 __all__ = ["SAMTwoLayerClassifier", "SAMTwoLayerRegressor"]
@@ -56,6 +58,12 @@ __all__ = ["SAMTwoLayerClassifier", "SAMTwoLayerRegressor"]
 #: within 1 % of gradient descent's; rho=0.2 reaches 15-24 % and 4000 steps
 #: 20-150 %, where SAM's error is clearly lower.
 SAM_SHARE_COINCIDE = 0.10
+
+#: An early-stopped fit whose training loss fell by less than this fraction of
+#: its start stopped on the plateau around the initialization (a network
+#: started near the zero function leaves it slowly, and a validation accuracy
+#: can sit still for tens of iterations there): a ConvergenceWarning says so.
+PLATEAU_DROP = 0.10
 
 
 class _BaseTwoLayer(BaseEstimator):
@@ -82,6 +90,9 @@ class _BaseTwoLayer(BaseEstimator):
         "device": [str],
         "n_threads": N_THREADS_CONSTRAINT,
         "warm_start": ["boolean"],
+        # the cheap variants of SAM (sksam._schedules) on top of the common solvers
+        "solver": [StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS))],
+        "sam_every": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -106,8 +117,10 @@ class _BaseTwoLayer(BaseEstimator):
         n_threads=None,
         warm_start=False,
         verbose=False,
+        sam_every=5,
     ):
         self.solver = solver
+        self.sam_every = sam_every
         self.rho = rho
         self.n_hidden = n_hidden
         self.activation = activation
@@ -239,6 +252,7 @@ class _BaseTwoLayer(BaseEstimator):
         batches = self._batches(data.n_samples, rng)
         rule = StoppingRule(self.tol, self.n_iter_no_change, on_validation=validation is not None)
         best_params = None
+        interrupted = False
         try:
             for _ in range(self.max_iter):
                 loss = step.epoch(state, data, batches)
@@ -259,22 +273,46 @@ class _BaseTwoLayer(BaseEstimator):
                     break
         except KeyboardInterrupt:
             warn_interrupted(type(self).__name__)
-            rule.stopped = True
+            rule.stopped = interrupted = True
         if not all(bool(p.isfinite().all()) for p in params):
             raise _NonFinite(history.n_iter, weights=True)
         if not rule.stopped and self.tol is not None:
             warn_not_converged(type(self).__name__, self.max_iter)
+        if rule.stopped and validation is not None and not interrupted:
+            self._warn_if_stopped_on_plateau(history, rule.best_iteration)
         history.best_validation_score = rule.best_score
         if self.verbose:
             print(self._stopping_line(history.n_iter, rule.stopped, state), flush=True)
         return best_params if best_params is not None else params
+
+    def _warn_if_stopped_on_plateau(self, history, best_iteration):
+        """Warn when early stopping ended the fit before the training loss moved."""
+        curve = history.loss_curve[history.first_iteration :]
+        start, last = curve[0], curve[-1]
+        if not (start > 0 and last > (1 - PLATEAU_DROP) * start):
+            return
+        warnings.warn(
+            f"{type(self).__name__}: early stopping ended training at iteration "
+            f"{history.n_iter} while the training loss had fallen only "
+            f"{1 - last / start:.1%} from its start ({start:.4g} to {last:.4g}): the "
+            "validation score sat on the plateau around the initialization, and the "
+            f"weights of iteration {history.first_iteration + best_iteration} are kept. "
+            "Raise n_iter_no_change (e.g. 100), or set tol=None to run max_iter "
+            "iterations and keep the weights with the best validation score.",
+            ConvergenceWarning,
+            stacklevel=_user_stacklevel(),
+        )
+
+    def _perturbed(self):
+        """Whether ``solver`` and ``rho`` take SAM steps (on some steps for the cheap variants)."""
+        return is_perturbed(schedule_for(self.solver)[0], self.rho)
 
     def _stopping_line(self, n_iter, stopped, state):
         """The verbose line that ends a fit: why it stopped, and how much SAM acted."""
         why = "by the stopping rule (tol)" if stopped and self.tol is not None else "at max_iter"
         line = f"{type(self).__name__}: stopped after {n_iter} iterations {why}."
         share = state.sam_share()
-        if not is_perturbed(self.solver, self.rho) or share is None:
+        if not self._perturbed() or share is None:
             return line
         line += f" SAM's perturbation accounts for {share:.1%} of the weights' movement in this fit"
         if share < SAM_SHARE_COINCIDE:
@@ -289,9 +327,7 @@ class _BaseTwoLayer(BaseEstimator):
         """Why the loss or the weights became non-finite, naming the parameter to change."""
         what = "weights" if exc.weights else "training loss"
         start = f"The {what} became non-finite at iteration {exc.iteration}"
-        if is_perturbed(self.solver, self.rho) and self._curve_without_rho(
-            initial, data, exc.iteration
-        ):
+        if self._perturbed() and self._curve_without_rho(initial, data, exc.iteration):
             return (
                 f"{start} with solver={self.solver!r} and rho={self.rho}, while the same "
                 f"fit with rho=0 (gradient descent) stays finite: rho={self.rho} is too "
@@ -425,7 +461,7 @@ class _BaseTwoLayer(BaseEstimator):
             return
         remedy = self._remedy() + f"lower learning_rate (now {self.learning_rate})."
         n_iter = history.n_iter - history.first_iteration  # this call's iterations
-        if is_perturbed(self.solver, self.rho) and self._curve_without_rho(initial, data, n_iter):
+        if self._perturbed() and self._curve_without_rho(initial, data, n_iter):
             remedy = (
                 f"The same fit with rho=0 (gradient descent) is healthy: rho={self.rho} is "
                 "too large for this data; lower it (on standardized data useful values "
@@ -467,12 +503,17 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
 
     Parameters
     ----------
-    solver : {'gd', 'sam', 'usam', 'asam'}, default='sam'
+    solver : {'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam'}, default='sam'
         The update rule, with :math:`g = \nabla L(w)`: gradient descent
         (``e = 0``), SAM (``e = rho g/||g||``), unnormalized SAM
         (``e = rho g``) or adaptive SAM (``e = rho T^2 g/||T g||``,
         ``T = |w| + 0.01`` on the weight matrices ``W`` and ``a``, ``T = 1``
-        on the intercepts).
+        on the intercepts). The cheap variants take SAM's step on some
+        steps only and a gradient step on the others: ``'every_k'`` every
+        ``sam_every`` steps, ``'looksam'`` the same with LookSAM's reused
+        direction in between, ``'rst'`` with probability ``1 / sam_every``,
+        ``'aesam'`` when the squared gradient norm is above its moving mean
+        (see ``sksam.optim`` and the "SAM on a budget" guide).
     rho : float, default=0.05
         Radius of the perturbation. ``rho=0`` gives gradient descent exactly.
         Larger radii act more, but a network started near zero
@@ -519,6 +560,11 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
         Hold out ``validation_fraction`` of the training data, stop when its
         :math:`R^2` stops improving, and keep the weights with the best
         validation score. Both parts must have at least 2 samples.
+        From a start near the zero function the validation score can sit
+        still for tens of iterations: a fit that early stopping ends before
+        the training loss fell by 10 % warns (raise ``n_iter_no_change``, or
+        set ``tol=None`` to run ``max_iter`` iterations and keep the best
+        weights).
     validation_fraction : float, default=0.1
         Fraction of the data held out when ``early_stopping`` is True.
     n_iter_no_change : int, default=10
@@ -545,6 +591,11 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
         stopped and how much of the weights' movement SAM's perturbation
         caused (saying so when the fit stopped where SAM and gradient descent
         coincide).
+    sam_every : int, default=5
+        Steps per SAM step of the cheap variants: the period of
+        ``'every_k'`` and ``'looksam'``, ``1 / p`` of ``'rst'``; ignored by
+        the other solvers. ``'rst'`` draws from a generator seeded by
+        ``random_state`` (0 when it is not an int).
 
     Attributes
     ----------
@@ -752,12 +803,17 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
 
     Parameters
     ----------
-    solver : {'gd', 'sam', 'usam', 'asam'}, default='sam'
+    solver : {'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam'}, default='sam'
         The update rule, with :math:`g = \nabla L(w)`: gradient descent
         (``e = 0``), SAM (``e = rho g/||g||``), unnormalized SAM
         (``e = rho g``) or adaptive SAM (``e = rho T^2 g/||T g||``,
         ``T = |w| + 0.01`` on the weight matrices ``W`` and ``a``, ``T = 1``
-        on the intercepts).
+        on the intercepts). The cheap variants take SAM's step on some
+        steps only and a gradient step on the others: ``'every_k'`` every
+        ``sam_every`` steps, ``'looksam'`` the same with LookSAM's reused
+        direction in between, ``'rst'`` with probability ``1 / sam_every``,
+        ``'aesam'`` when the squared gradient norm is above its moving mean
+        (see ``sksam.optim`` and the "SAM on a budget" guide).
     rho : float, default=0.05
         Radius of the perturbation. ``rho=0`` gives gradient descent exactly.
     n_hidden : int, default=100
@@ -791,7 +847,11 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified by
         class), stop when its accuracy stops improving, and keep the weights
-        with the best validation accuracy.
+        with the best validation accuracy. From a start near the zero function the
+        accuracy can sit still for tens of iterations: a fit that early
+        stopping ends before the training loss fell by 10 % warns (raise
+        ``n_iter_no_change``, or set ``tol=None`` to run ``max_iter``
+        iterations and keep the best weights).
     validation_fraction : float, default=0.1
         Fraction of the data held out when ``early_stopping`` is True.
     n_iter_no_change : int, default=10
@@ -816,6 +876,11 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         Print the loss at each iteration, and at the end why training
         stopped and how much of the weights' movement SAM's perturbation
         caused.
+    sam_every : int, default=5
+        Steps per SAM step of the cheap variants: the period of
+        ``'every_k'`` and ``'looksam'``, ``1 / p`` of ``'rst'``; ignored by
+        the other solvers. ``'rst'`` draws from a generator seeded by
+        ``random_state`` (0 when it is not an int).
 
     Attributes
     ----------
@@ -1095,8 +1160,13 @@ class _Step:
     """
 
     def __init__(self, estimator, *, solver=None):
+        seed = estimator.random_state if isinstance(estimator.random_state, int) else 0
+        rule, schedule = schedule_for(
+            estimator.solver if solver is None else solver, estimator.sam_every, seed
+        )
         self.options = {
-            "solver": estimator.solver if solver is None else solver,
+            "solver": rule,
+            "schedule": schedule,
             "rho": estimator.rho,
             "learning_rate": estimator.learning_rate,
             "activation": estimator.activation,

@@ -45,3 +45,63 @@ def sam_gradient(model, loss_fn, rho):
         for p, gi in zip(shifted.parameters(), g):
             p.add_(rho * gi / norm)
     return torch.autograd.grad(loss_fn(shifted), list(shifted.parameters()))
+
+
+# -- the cheap variants, written the slow, obvious way on flat vectors --------
+
+
+def flat_grad(model, loss_fn, w):
+    """``grad L(w)`` as a flat vector, for flat weights ``w`` (``model`` untouched)."""
+    shifted = copy.deepcopy(model)
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(w, shifted.parameters())
+    return flat(torch.autograd.grad(loss_fn(shifted), list(shifted.parameters())))
+
+
+def variant_path(model, loss_fn, steps, lr, rho, rule, **options):
+    """Flat weights after each of ``steps`` SGD steps under a cheap SAM ``rule``.
+
+    ``rule``: ``'sam'`` (every step), ``'every_k'``, ``'looksam'``, ``'rst'``,
+    ``'aesam'`` or ``'msam'`` (momentum ``options['momentum']``); the
+    options are the rule's parameters. Returns the list of flat weights and
+    the number of gradients taken.
+    """
+    w = flat(model.parameters()).clone()
+    path, grads_taken, g_v, v = [], 0, None, None
+    mean = var = 0.0
+    gen = torch.Generator().manual_seed(options.get("seed", 0))
+    for t in range(steps):
+        if rule == "msam":
+            e = 0 * w if v is None else -rho * v / v.norm()
+            g = flat_grad(model, loss_fn, w + e)
+            grads_taken += 1
+            v = g.clone() if v is None else options["momentum"] * v + g
+            w = w - lr * v
+            path.append(w.clone())
+            continue
+        g = flat_grad(model, loss_fn, w)
+        grads_taken += 1
+        if rule == "sam":
+            take = True
+        elif rule in ("every_k", "looksam"):
+            take = t % options["k"] == 0
+        elif rule == "rst":
+            take = bool(torch.rand((), generator=gen) < options["p"])
+        elif rule == "aesam":
+            s, d = float(g @ g), options["delta"]
+            mean = d * mean + (1 - d) * s
+            var = d * var + (1 - d) * (s - mean) ** 2
+            take = s >= mean + options["c"] * var**0.5
+        if take:
+            g_s = flat_grad(model, loss_fn, w + rho * g / g.norm())
+            grads_taken += 1
+            if rule == "looksam":
+                g_v = g_s - (g_s @ g) / (g @ g) * g
+            d = g_s
+        elif rule == "looksam" and g_v is not None:
+            d = g + options["alpha"] * g.norm() / g_v.norm() * g_v
+        else:
+            d = g
+        w = w - lr * d
+        path.append(w.clone())
+    return path, grads_taken

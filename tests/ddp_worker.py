@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from sksam.optim import SAM
+from sksam.optim import SAM, EveryK, LookSAM
 
 RHO, LR, MOMENTUM, STEPS, N = 0.2, 0.3, 0.9, 3, 16
 
@@ -52,7 +52,7 @@ def summary(model, counter, opt=None, scales=None):
     }
 
 
-def run_step(ascent, x, y):
+def run_step(ascent, x, y, schedule=None):
     model, counter = mlp(), []
     ddp = wrapped(model, counter)
     opt = SAM(
@@ -63,6 +63,7 @@ def run_step(ascent, x, y):
         momentum=MOMENTUM,
         model=ddp,
         ascent=ascent,
+        schedule=schedule,
     )
 
     def closure():
@@ -140,6 +141,9 @@ def main():
             "local": run_step("local", xl, yl),
             "chunks": run_chunks(xl, yl),
             "scaler": run_scaler_overflow(xl, yl, rank),
+            # the cheap variants: the whole step switches on every rank at once
+            "every_k_local": run_step("local", xl, yl, schedule=EveryK(2)),
+            "looksam_global": run_step("global", xl, yl, schedule=LookSAM(2)),
         }
         torch.save(results, f"{prefix}{rank}.pt")
     finally:

@@ -75,6 +75,16 @@ def test_teacher_student_is_deterministic_and_shares_teacher_across_sizes():
     assert not np.allclose(a[2], c[2])
 
 
+def test_kernel_regression_returns_x_y_like_sklearn_make_functions():
+    out = make_kernel_regression(n_samples=6, random_state=0)
+    assert len(out) == 2
+    X, y, y_true = make_kernel_regression(n_samples=6, return_y_true=True, random_state=0)
+    np.testing.assert_array_equal(out[0], X)
+    np.testing.assert_array_equal(out[1], y)
+    with pytest.raises(ValueError, match="return_y_true must be a bool"):
+        make_kernel_regression(return_y_true="yes")
+
+
 @pytest.mark.parametrize("n_outputs", [1, 2])
 def test_teacher_student_returns_x_y_like_sklearn_make_functions(n_outputs):
     # X, y = make_teacher_student() used to fail: it returned three arrays
@@ -89,7 +99,13 @@ def test_teacher_student_returns_x_y_like_sklearn_make_functions(n_outputs):
 
 def test_kernel_target_is_in_the_rbf_span():
     X, y, y_true = make_kernel_regression(
-        n_samples=40, n_features=3, n_centers=5, length_scale=0.7, noise=0.0, random_state=0
+        n_samples=40,
+        n_features=3,
+        n_centers=5,
+        length_scale=0.7,
+        noise=0.0,
+        return_y_true=True,
+        random_state=0,
     )
     rng = np.random.RandomState(0)  # documented order: centres, weights, X, noise
     centers = rng.standard_normal((5, 3))
@@ -101,7 +117,9 @@ def test_kernel_target_is_in_the_rbf_span():
 
 
 def test_kernel_regression_noise_and_determinism():
-    X, y, y_true = make_kernel_regression(n_samples=20000, noise=0.3, random_state=5)
+    X, y, y_true = make_kernel_regression(
+        n_samples=20000, noise=0.3, return_y_true=True, random_state=5
+    )
     assert (y - y_true).std() == pytest.approx(0.3, abs=0.01)
     again = make_kernel_regression(n_samples=20000, noise=0.3, random_state=5)
     np.testing.assert_array_equal(again[1], y)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from sksam.optim import SAM
+from sksam.optim import SAM, EveryK, LookSAM
 
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
@@ -37,7 +37,7 @@ def _chunks():
     return x.chunk(WORLD), y.chunk(WORLD)
 
 
-def _single_process(run):
+def _single_process(run, schedule=None):
     model = worker.mlp()
     opt = SAM(
         model.parameters(),
@@ -46,13 +46,14 @@ def _single_process(run):
         lr=worker.LR,
         momentum=worker.MOMENTUM,
         model=model,
+        schedule=schedule,
     )
     for _ in range(worker.STEPS):
         run(model, opt)
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
-def _global_reference():
+def _global_reference(schedule=None):
     # DDP averages the ranks' gradients: the gradient of the mean of the
     # ranks' losses, each with its own BatchNorm batch statistics.
     xs, ys = _chunks()
@@ -65,10 +66,10 @@ def _global_reference():
 
         opt.step(closure)
 
-    return _single_process(run)
+    return _single_process(run, schedule)
 
 
-def _chunked_reference(n_chunks):
+def _chunked_reference(n_chunks, schedule=None):
     x, y = worker.data()
     xs, ys = x.chunk(n_chunks), y.chunk(n_chunks)
 
@@ -80,10 +81,12 @@ def _chunked_reference(n_chunks):
 
         opt.step_chunks(closure, n_chunks)
 
-    return _single_process(run)
+    return _single_process(run, schedule)
 
 
-@pytest.mark.parametrize("scenario", ["global", "local", "chunks", "scaler"])
+@pytest.mark.parametrize(
+    "scenario", ["global", "local", "chunks", "scaler", "every_k_local", "looksam_global"]
+)
 def test_weights_are_identical_on_every_rank(ranks, scenario):
     assert torch.equal(ranks[0][scenario]["weights"], ranks[1][scenario]["weights"])
 
@@ -127,3 +130,19 @@ def test_overflow_on_one_rank_skips_the_step_on_every_rank(ranks):
         assert torch.equal(rank["scaler"]["first_weights"], initial)
         assert rank["scaler"]["scales"] == [512.0, 512.0, 512.0]
         assert not torch.equal(rank["scaler"]["weights"], initial)
+
+
+def test_every_k_with_the_local_ascent_switches_every_rank_together(ranks):
+    # SAM steps are per-worker ascents, the plain step in between is synced.
+    expected = _chunked_reference(WORLD, EveryK(2))
+    got = ranks[0]["every_k_local"]
+    torch.testing.assert_close(got["weights"], expected, rtol=1e-12, atol=1e-13)
+    assert [r["every_k_local"]["allreduces"] for r in ranks] == [worker.STEPS] * WORLD
+
+
+def test_looksam_with_the_global_ascent_is_the_one_process_looksam(ranks):
+    expected = _global_reference(LookSAM(2))
+    got = ranks[0]["looksam_global"]
+    torch.testing.assert_close(got["weights"], expected, rtol=1e-12, atol=1e-13)
+    # two all-reduces on the SAM steps (0 and 2), one on the LookSAM step
+    assert [r["looksam_global"]["allreduces"] for r in ranks] == [5] * WORLD

@@ -209,7 +209,10 @@ def test_staged_predict_of_training_data_gives_the_loss_curve():
 @pytest.mark.parametrize("solver", ["gd", "sam", "usam"])
 def test_top_eigenvalue_sharpness_is_exact_and_solver_free(solver):
     X, y, _ = _data()
-    model = SAMKernelRegressor(solver=solver, rho=0.2, max_iter=50).fit(X, y)
+    # the default measure became 'rho' (issue 18): the eigenvalue is asked for by name
+    model = SAMKernelRegressor(solver=solver, rho=0.2, max_iter=50, sharpness="top_eigenvalue").fit(
+        X, y
+    )
     K = model._get_kernel(X)
     assert model.sharpness_ == pytest.approx(np.linalg.eigvalsh(K).max() / 60, rel=1e-12)
 
@@ -533,7 +536,10 @@ def test_fit_is_deterministic():
 def test_pipeline_and_grid_search_over_rho():
     X, y, _ = _data(n=80)
     search = GridSearchCV(
-        make_pipeline(StandardScaler(), SAMKernelRegressor(max_iter=50)),
+        # the eigenvalue by name: the default 'rho' sharpness is 0 at rho=0 (issue 18)
+        make_pipeline(
+            StandardScaler(), SAMKernelRegressor(max_iter=50, sharpness="top_eigenvalue")
+        ),
         {"samkernelregressor__rho": [0.0, 0.1], "samkernelregressor__solver": ["gd", "sam"]},
         cv=3,
     ).fit(X, y)

@@ -289,3 +289,87 @@ def test_reordered_columns_are_refused_as_scikit_learn_does(make):
         pred = model.predict(frame)
     with pytest.warns(UserWarning, match="does not have valid feature names"):
         assert_allclose(model.predict(X), pred, rtol=1e-12)  # as KernelRidge warns
+
+
+# --------------------------------------------------------------------------
+# sharpness measures the kernel models cannot yet compute exactly
+# --------------------------------------------------------------------------
+
+
+def _unwired_measures():
+    from sksam._kernel_models import KERNEL_MEASURES
+    from sksam.sharpness import MEASURES
+
+    return sorted(set(MEASURES) - set(KERNEL_MEASURES)) or ["not_a_measure"]
+
+
+@pytest.mark.parametrize("measure", _unwired_measures())
+@pytest.mark.parametrize("make", [SAMKernelRegressor, SAMKernelRegressorCV])
+def test_a_measure_the_kernel_cannot_compute_is_refused_not_approximated(measure, make):
+    # before: the Nystroem and linear paths answered 'rho' for any other name
+    X, y = _data()
+    with pytest.raises(ValueError, match=rf"'sharpness' parameter.*Got '{measure}'"):
+        make(sharpness=measure).fit(X, y)
+
+
+# --------------------------------------------------------------------------
+# the transactional rule as a property: any failure, anywhere, changes nothing
+# --------------------------------------------------------------------------
+
+#: Where a fit can fail: (module, name) of a function it calls on the way.
+_FAILURE_POINTS = [
+    ("sksam._kernel_models", "quadratic_sharpness"),  # the sharpness stage
+    ("sksam._kernel_models", "top_eigenvalue"),  # building the problem
+    ("sksam._kernel_path", "run_steps"),  # inside the path solver
+    ("sksam._kernel_path", "fit_krylov_path"),
+    ("sksam._base", "StoppingRule"),  # the stopping rule handed in
+    ("sksam.kernel", "record_history"),  # finishing
+]
+
+
+def test_any_failure_anywhere_leaves_the_estimator_as_before():
+    hypothesis = pytest.importorskip("hypothesis")
+    import importlib
+
+    from hypothesis import strategies as st
+
+    X, y = _data()
+    params = [
+        {"sharpness": "rho"},
+        {"n_components": 10, "random_state": 0, "sharpness": "rho"},
+        {"kernel": "linear", "sharpness": "rho"},
+        {"early_stopping": True, "random_state": 0, "tol": 1e-3, "sharpness": "rho"},
+    ]
+
+    @hypothesis.settings(max_examples=20, deadline=None, derandomize=True)
+    @hypothesis.given(
+        st.sampled_from(params),
+        st.sampled_from(_FAILURE_POINTS),
+        st.sampled_from([ValueError, KeyboardInterrupt, MemoryError]),
+        st.booleans(),
+    )
+    def check(fit_params, point, error, fitted_before):
+        module, name = importlib.import_module(point[0]), point[1]
+        model = SAMKernelRegressor(max_iter=20, **fit_params)
+        if fitted_before:
+            model.fit(X[:30], y[:30])
+        before = _state(model)
+        original = getattr(module, name)
+
+        def failing(*args, **kwargs):
+            raise error("injected")
+
+        setattr(module, name, failing)
+        try:
+            with pytest.raises(error, match="injected"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model.fit(X, y)
+        finally:
+            setattr(module, name, original)
+        _assert_same_state(before, model)
+        if not fitted_before:
+            with pytest.raises(NotFittedError):
+                check_is_fitted(model)
+
+    check()

@@ -91,7 +91,9 @@ def test_nystroem_learning_rate_and_sharpness_are_eigenvalues_of_a():
     Phi = feats.transform(X)
     A = Phi.T @ Phi / 120
     lam_max = np.linalg.eigvalsh(A).max()
-    model = SAMKernelRegressor(gamma=0.5, centers=feats.components_, max_iter=20).fit(X, y)
+    model = SAMKernelRegressor(
+        gamma=0.5, centers=feats.components_, max_iter=20, sharpness="top_eigenvalue"
+    ).fit(X, y)  # the eigenvalue by name: the default became 'rho' (issue 18)
     assert model.learning_rate_ == pytest.approx(1 / lam_max, rel=1e-10)
     assert model.sharpness_ == pytest.approx(lam_max, rel=1e-10)
     trace = SAMKernelRegressor(

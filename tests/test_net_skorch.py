@@ -32,7 +32,7 @@ def test_overridden_skorch_methods_exist_with_our_signature(qualname):
     owner = {"History": _skorch._History, "AccelerateMixin": _skorch._AcceleratedSAMMixin}.get(
         cls, _skorch._SAMNetMixin
     )
-    ours = vars(owner).get(name) or vars(_skorch._SAMNetMixin)[name]
+    ours = vars(owner).get(name) or getattr(_skorch._SAMNetMixin, name)
     assert inspect.signature(ours) == inspect.signature(theirs), (
         f"skorch {skorch.__version__} changed the signature of {qualname}: "
         f"{inspect.signature(theirs)} (ours: {inspect.signature(ours)})"
@@ -51,12 +51,55 @@ def test_copied_skorch_methods_are_unchanged(qualname):
 def test_every_override_is_listed_in_the_module_docstring():
     for qualname in _skorch.OVERRIDES:
         assert f"``{qualname}``" in _skorch.__doc__, qualname
+    # the mixin is the correctness part and the speed part
+    mixins = (_skorch._SAMNetMixin, _skorch._FastSkorchMixin, _skorch._SAMSkorchMixin)
     overridden = {
         f"NeuralNet.{name}"
-        for name, value in vars(_skorch._SAMNetMixin).items()
+        for mixin in mixins
+        for name, value in vars(mixin).items()
         if callable(value) and hasattr(skorch.NeuralNet, name)
     }
     assert overridden == {q for q in _skorch.OVERRIDES if q.startswith("NeuralNet.")}
+    # and the speed overrides are only in the speed mixin
+    for q, o in _skorch.OVERRIDES.items():
+        name = q.split(".")[1]
+        if q.startswith("NeuralNet.") and o.purpose == "speed":
+            assert name in vars(_skorch._FastSkorchMixin), q
+            assert name not in vars(_skorch._SAMSkorchMixin), q
+        if q.startswith("NeuralNet.") and o.purpose == "correctness":
+            assert name in vars(_skorch._SAMSkorchMixin), q
+
+
+def test_the_correctness_mixin_alone_gives_the_same_fit():
+    # the speed overrides change no number: a net without them is the same
+    class Plain(_skorch._SAMSkorchMixin, NeuralNetClassifier):
+        pass
+
+    X, y = load_digits(return_X_y=True)
+    X, y = torch.as_tensor(X[:200] / 16, dtype=torch.float32), torch.as_tensor(y[:200])
+    params = dict(
+        module=MLP,
+        module__n_features=64,
+        module__n_outputs=10,
+        module__hidden_layer_sizes=(8,),
+        criterion=nn.CrossEntropyLoss,
+        optimizer=SAM,
+        optimizer__base_optimizer=torch.optim.SGD,
+        optimizer__rho=0.1,
+        lr=0.1,
+        max_epochs=2,
+        train_split=None,
+        iterator_train=_skorch.TensorBatchLoader,
+        iterator_train__shuffle=True,
+        verbose=0,
+    )
+    nets = []
+    for cls in (Plain, _skorch._SAMNetClassifier):
+        torch.manual_seed(0)
+        nets.append(cls(**params).fit(X, y))
+    for p, q in zip(nets[0].module_.parameters(), nets[1].module_.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert nets[0].history[:, "train_loss"] == nets[1].history[:, "train_loss"]
 
 
 def test_fingerprint_ignores_docstrings_but_not_code():
@@ -162,3 +205,93 @@ def test_estimator_builds_our_nets():
     clf = SAMNetClassifier(max_epochs=1, sharpness=None, random_state=0).fit(X[:100] / 16, y[:100])
     assert type(clf.net_) is _skorch._SAMNetClassifier
     assert type(clf.net_.history) is _skorch._History
+
+
+# -- skorch habits found by running skorch's own suite against our nets
+#    (tests/skorch_suite.py) ------------------------------------------------------
+
+
+def _suite_net(**params):
+    X, y = load_digits(return_X_y=True)
+    X, y = torch.as_tensor(X[:100] / 16, dtype=torch.float32), torch.as_tensor(y[:100])
+    defaults = dict(
+        module=MLP,
+        module__n_features=64,
+        module__n_outputs=10,
+        module__hidden_layer_sizes=(8,),
+        criterion=nn.CrossEntropyLoss,
+        optimizer=SAM,
+        optimizer__base_optimizer=torch.optim.SGD,
+        optimizer__rho=0.05,
+        lr=0.1,
+        max_epochs=1,
+        train_split=None,
+        verbose=0,
+    )
+    return {**defaults, **params}, X, y
+
+
+def test_a_history_given_by_the_user_is_kept():
+    from skorch.history import History
+
+    class MyHistory(History):
+        pass
+
+    params, X, y = _suite_net(history=MyHistory())
+    net = _skorch._SAMNetClassifier(**params).fit(X, y)
+    assert type(net.history) is MyHistory and len(net.history) == 1
+
+
+def test_a_net_whose_module_has_another_name_initializes():
+    class MyNet(_skorch._SAMNetClassifier):
+        def initialize_module(self):
+            self.mymodule_ = self.initialized_instance(self.module, self.get_params_for("module"))
+            return self
+
+    params, X, y = _suite_net()
+    for key in ("module__n_features", "module__n_outputs", "module__hidden_layer_sizes"):
+        del params[key]
+    MyNet(
+        **{**params, "module": MLP(64, 10, hidden_layer_sizes=(8,))}
+    ).initialize().check_is_fitted()
+
+
+def test_a_subclass_overriding_get_loss_or_infer_is_used_by_the_training_step():
+    calls = []
+
+    class MyNet(_skorch._SAMNetClassifier):
+        def get_loss(self, y_pred, y_true, *args, **kwargs):
+            calls.append("get_loss")
+            return super().get_loss(y_pred, y_true, *args, **kwargs)
+
+        def infer(self, x, **fit_params):
+            calls.append("infer")
+            return super().infer(x, **fit_params)
+
+    params, X, y = _suite_net(batch_size=50, iterator_train=_skorch.TensorBatchLoader)
+    MyNet(**params).fit(X, y)
+    assert calls.count("get_loss") == calls.count("infer") == 2 * 2  # 2 batches, 2 passes
+
+
+def test_one_fit_and_partial_fit_in_the_base():
+    from sksam.net import SAMNetRegressor, _BaseSAMNet
+
+    assert "fit" in vars(_BaseSAMNet) and "partial_fit" in vars(_BaseSAMNet)
+    assert "fit" not in vars(SAMNetClassifier) and "fit" not in vars(SAMNetRegressor)
+    assert "partial_fit" not in vars(SAMNetRegressor)  # the classifier's adds `classes`
+
+
+def test_the_step_plan_is_made_once_per_fit(monkeypatch):
+    made = []
+    original = _skorch._StepPlan.__init__
+
+    def counting(self, net):
+        made.append(net)
+        original(self, net)
+
+    monkeypatch.setattr(_skorch._StepPlan, "__init__", counting)
+    X, y = load_digits(return_X_y=True)
+    clf = SAMNetClassifier(max_epochs=3, sharpness=None, random_state=0, precision="bfloat16")
+    clf.fit(X[:320] / 16, y[:320])
+    assert len(made) == 1  # not once per batch (30 batches)
+    assert "_plan_" not in vars(clf.net_)  # and not kept after the fit

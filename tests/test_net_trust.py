@@ -324,6 +324,9 @@ def test_lbfgs_under_a_perturbed_solver_is_refused_at_fit_start(digits):
     with pytest.raises(ValueError, match=r"optimizer=LBFGS needs a closure .* solver='sam'"):
         clf.fit(X, y)
     assert not hasattr(clf, "n_features_in_")
+    for option in (dict(m=2), dict(precision="bfloat16")):
+        with pytest.raises(ValueError, match="supports neither m > 1 nor precision"):
+            _small(optimizer=torch.optim.LBFGS, solver="gd", **option).fit(X, y)
 
 
 class _Locked(Callback):
@@ -427,3 +430,83 @@ def test_a_module_of_another_input_width_is_a_clear_error(digits):
     X, y = digits
     with pytest.raises(ValueError, match="X, which has 64 features .*input layer take 64"):
         _small(module=nn.Linear(10, 10)).fit(X, y)
+
+
+# -- skorch's names on the estimators ----------------------------------------------
+
+
+@pytest.mark.parametrize("make", [_small, lambda **p: SAMNetRegressor(random_state=0, **p)])
+def test_skorch_names_are_read_only_views_onto_net(digits, make, tmp_path):
+    X, y = digits
+    est = make(max_epochs=2)
+    names = ("history_", "history", "module_", "optimizer_", "criterion_")
+    for name in names:  # nothing ending in '_' before fit (scikit-learn's rule)
+        assert not hasattr(est, name)
+        with pytest.raises(NotFittedError, match=f"{name} is the fitted skorch net's"):
+            getattr(est, name)
+    with pytest.raises(NotFittedError):
+        est.save_params(f_params=str(tmp_path / "w.pt"))
+    est.fit(X, y)
+    assert est.history_ is est.net_.history and est.history is est.net_.history
+    assert est.history_[:, "train_loss"] == est.net_.history[:, "train_loss"]
+    assert est.module_ is est.net_.module_ and est.optimizer_ is est.net_.optimizer_
+    assert est.criterion_ is est.net_.criterion_
+    for name in names:
+        with pytest.raises(AttributeError):
+            setattr(est, name, None)
+    assert not {"history_", "module_", "optimizer_", "criterion_"} & set(vars(est))
+    before = est.predict(X)
+    est.save_params(f_params=str(tmp_path / "w.pt"))
+    other = clone(est).fit(X[:100], y[:100])
+    other.load_params(f_params=str(tmp_path / "w.pt"))
+    np.testing.assert_array_equal(other.predict(X), before)
+
+
+# -- where SAM and GD coincide, verbose says so ----------------------------------------
+
+
+def test_verbose_says_when_sam_stopped_where_gd_stops(digits, capsys):
+    # The case: digits at the default settings end with a training
+    # loss of a third of ln 10, where SAM and GD predict alike.
+    X, y = digits
+    SAMNetClassifier(random_state=0, sharpness=None, verbose=1).fit(X, y)
+    out = capsys.readouterr().out
+    assert "stopped far from a minimum, where solver='sam' and solver='gd'" in out
+    assert "optimizer__momentum=0.9" in out
+    # near a minimum (momentum, more epochs): no such line
+    SAMNetClassifier(
+        random_state=0, sharpness=None, verbose=1, max_epochs=40, optimizer__momentum=0.9
+    ).fit(X, y)
+    assert "far from a minimum" not in capsys.readouterr().out
+    # GD, or verbose=0: nothing to say
+    SAMNetClassifier(random_state=0, sharpness=None, verbose=1, solver="gd").fit(X, y)
+    assert "far from a minimum" not in capsys.readouterr().out
+    SAMNetClassifier(random_state=0, sharpness=None).fit(X, y)
+    assert capsys.readouterr().out == ""
+
+
+def test_sam_and_gd_differ_where_sam_can_act():
+    # digits with 30% of the training labels replaced at random, momentum: the
+    # SAM and GD fits end in different places, and SAM predicts better
+    X, y = load_digits(return_X_y=True)
+    X, X_test, y, y_test = X[:1200] / 16, X[1200:] / 16, y[:1200], y[1200:]
+    rng = np.random.RandomState(0)
+    noisy = rng.rand(len(y)) < 0.3
+    y = np.where(noisy, rng.randint(0, 10, len(y)), y)
+    params = dict(random_state=0, sharpness=None, optimizer__momentum=0.9, rho=0.2)
+    sam = SAMNetClassifier(**params).fit(X, y)
+    gd = SAMNetClassifier(solver="gd", **params).fit(X, y)
+    assert np.mean(sam.predict(X_test) != gd.predict(X_test)) > 0.02
+    assert sam.score(X_test, y_test) > gd.score(X_test, y_test) + 0.02  # 0.901 vs 0.856
+
+
+def test_a_net_pickled_before_it_owned_its_random_state_continues(digits):
+    # nets pickled by earlier versions have no rng: continued training gets one
+    X, y = digits
+    clf = _small(warm_start=True, module__dropout=0.2).fit(X, y)
+    del clf.net_.rng, clf.net_.iterator_train__generator
+    clf = pickle.loads(pickle.dumps(clf))
+    before = torch.get_rng_state()
+    clf.fit(X, y)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert clf.net_.iterator_train__generator is clf.net_.rng.generator

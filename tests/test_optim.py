@@ -359,12 +359,12 @@ class _MyLinear(nn.Linear):
     ],
 )
 def test_replay_rng_auto_replays_unless_the_model_cannot_draw(monkeypatch, make_model, replays):
-    import sksam.optim
+    import sksam._sam_collaborators as collaborators
 
     calls = []
-    get_rng = sksam.optim._get_rng
+    get_rng = collaborators.get_rng
     monkeypatch.setattr(
-        sksam.optim, "_get_rng", lambda devices: calls.append(1) or get_rng(devices)
+        collaborators, "get_rng", lambda devices: calls.append(1) or get_rng(devices)
     )
     model = make_model()
     net = model if model is not None else nn.Sequential(nn.Linear(5, 1))
@@ -590,6 +590,26 @@ def test_first_and_second_step_protocol():
 def test_bad_options_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SAM(_mlp().parameters(), torch.optim.SGD, lr=0.1, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "rho", [float("inf"), float("nan"), -float("inf"), torch.tensor(float("inf"))]
+)
+def test_non_finite_rho_is_refused_at_construction(rho):
+    # rho=inf used to be accepted and gave non-finite weights at the first step.
+    with pytest.raises(ValueError, match="rho must be (finite|non-negative), got rho="):
+        SAM(_mlp().parameters(), torch.optim.SGD, lr=0.1, rho=rho)
+
+
+@pytest.mark.parametrize("rho", [float("inf"), -1.0])
+def test_a_group_rho_is_checked_too(rho):
+    model = _mlp()
+    groups = [{"params": model[0].parameters(), "rho": rho}, {"params": model[3].parameters()}]
+    with pytest.raises(ValueError, match="rho must be"):
+        SAM(groups, torch.optim.SGD, lr=0.1)
+    opt = SAM(model[0].parameters(), torch.optim.SGD, lr=0.1)
+    with pytest.raises(ValueError, match="rho must be"):
+        opt.add_param_group({"params": model[3].parameters(), "rho": rho})
 
 
 def test_groups_must_share_the_solver():

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.datasets import load_iris, make_classification
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import log_loss
@@ -410,3 +411,38 @@ def test_history_attributes_documented_as_everywhere():
     from sksam._base import HISTORY_ATTRIBUTES_DOC
 
     assert HISTORY_ATTRIBUTES_DOC in SAMTwoLayerClassifier.__doc__
+
+
+def _breast_cancer():
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    return train_test_split(StandardScaler().fit_transform(X), y, random_state=0, stratify=y)
+
+
+def test_early_stopping_on_the_initial_plateau_warns():
+    # the validation accuracy sits at the majority share (0.628) for the first
+    # dozen steps from a near-zero start: early stopping kept iteration 1's
+    # weights (test accuracy 0.63) without a word
+    X_train, X_test, y_train, y_test = _breast_cancer()
+    clf = SAMTwoLayerClassifier(early_stopping=True, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="sat on the plateau around the initialization"):
+        clf.fit(X_train, y_train)
+    assert clf.n_iter_ == 12
+    patient = clone(clf).set_params(n_iter_no_change=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        patient.fit(X_train, y_train)
+    assert patient.score(X_test, y_test) > 0.9
+
+
+def test_divergence_names_rho_or_learning_rate_and_the_classifier_remedy():
+    from sksam.exceptions import DivergenceWarning
+
+    X, y = _binary()
+    with pytest.warns(
+        DivergenceWarning, match=r"rho=0 \(gradient descent\) is healthy: rho=1000000.0 is too"
+    ):
+        _clf(n_hidden=100, rho=1e6, max_iter=50).fit(X, y)
+    with pytest.raises(ValueError, match=r"learning_rate=10000.0 is too large .*standardize X\)"):
+        _clf(learning_rate=1e4, max_iter=50).fit(X * 100, y)

@@ -1,5 +1,6 @@
 """SAMTwoLayer*: transactional fits, private randomness, failures that name their cause."""
 
+import contextlib
 import threading
 import warnings
 
@@ -7,6 +8,8 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV
@@ -288,3 +291,74 @@ def test_default_fits_stop_where_sam_and_gd_coincide_and_verbose_says_so(capsys)
     last = capsys.readouterr().out.splitlines()[-1]
     assert "regime where SAM and gradient descent give nearly the same network" in last
     assert errors["sam"] == pytest.approx(errors["gd"], rel=0.02)
+
+
+# --------------------------------------------------------------------------
+# the transactional rule as a property, across both estimators
+# --------------------------------------------------------------------------
+
+
+def _failure(kind):
+    """A context manager that makes the next fit fail at ``kind``."""
+    from unittest import mock
+
+    if kind == "loss":  # the third epoch's loss is non-finite
+        original = two_layer._Step.epoch
+        calls = []
+
+        def epoch(self, *args):
+            calls.append(1)
+            return float("nan") if len(calls) == 3 else original(self, *args)
+
+        return mock.patch.object(two_layer._Step, "epoch", epoch), ValueError
+    if kind == "sharpness_error":
+        error = RuntimeError("boom")
+        return mock.patch.object(two_layer, "measure_sharpness", side_effect=error), RuntimeError
+    if kind == "sharpness_nan":
+        return mock.patch.object(two_layer, "measure_sharpness", return_value=np.nan), ValueError
+    # "width": X loses a column under warm_start, refused by validate_data
+    return contextlib.nullcontext(), ValueError
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    classifier=st.booleans(),
+    warm=st.booleans(),
+    kind=st.sampled_from(["loss", "sharpness_error", "sharpness_nan", "width"]),
+    sharpness=st.sampled_from(["top_eigenvalue", "trace", None]),
+    early_stopping=st.booleans(),
+)
+def test_a_failed_fit_leaves_the_estimator_as_before_or_unfitted(
+    classifier, warm, kind, sharpness, early_stopping
+):
+    from sksam import SAMTwoLayerClassifier
+
+    assume(warm or kind != "width")
+    assume(sharpness is not None or kind not in ("sharpness_error", "sharpness_nan"))
+    X, y = _data()
+    if classifier:
+        y = (y > np.median(y)).astype(int)
+    estimator = (SAMTwoLayerClassifier if classifier else SAMTwoLayerRegressor)(
+        n_hidden=6,
+        max_iter=8,
+        tol=None,
+        random_state=0,
+        warm_start=warm,
+        sharpness=sharpness,
+        early_stopping=early_stopping,
+        validation_fraction=0.2,
+    ).fit(X, y)
+    before = _fitted_state(estimator)
+    patch, error = _failure(kind)
+    X_new = X[:, :3] if kind == "width" else X
+    with patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DivergenceWarning)
+        with pytest.raises(error):
+            estimator.fit(X_new, y)
+    if warm:
+        _assert_same_state(before, _fitted_state(estimator))
+        np.testing.assert_array_equal(estimator.predict(X), estimator.predict(X))
+    else:
+        assert _fitted_state(estimator) == {}
+        with pytest.raises(NotFittedError):
+            check_is_fitted(estimator)
