@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
@@ -53,6 +53,8 @@ from sksam import (
     SAMTwoLayerClassifier,
     SAMTwoLayerRegressor,
 )
+from sksam._schedules import SCHEDULED_SOLVERS
+from sksam._update_rules import SOLVERS
 from sksam.exceptions import DivergenceWarning
 
 # --------------------------------------------------------------------------
@@ -188,14 +190,20 @@ class Case:
     diverge_X: float = 1.0  # and the scale of X that helps
 
 
+#: The update rules of the torch estimators, the scheduled ones included.
+TORCH_SOLVERS = SOLVERS + SCHEDULED_SOLVERS
+
+
 def _kernel(n_components=None, kernel="rbf"):
     def make(fuses, draw):
         return SAMKernelRegressor(
-            solver=draw(st.sampled_from(["gd", "sam"])),
+            solver=draw(st.sampled_from(["gd", "sam", "usam"])),
             kernel=FlakyKernel(fuses["kernel"]) if kernel == "callable" else kernel,
             max_iter=draw(st.integers(1, 8)),
             n_components=n_components,
             sharpness="rho",
+            early_stopping=draw(st.booleans()),
+            validation_fraction=0.25,
             random_state=draw(st.integers(0, 3)),
         )
 
@@ -211,11 +219,13 @@ def _kernel_cv(fuses, draw):
 def _two_layer(cls):
     def make(fuses, draw):
         return cls(
-            solver=draw(st.sampled_from(["gd", "sam"])),
+            solver=draw(st.sampled_from(TORCH_SOLVERS)),
             n_hidden=4,
             max_iter=draw(st.integers(1, 6)),
             tol=None,
             batch_size=draw(st.sampled_from([None, 5])),
+            early_stopping=draw(st.booleans()),
+            validation_fraction=0.25,
             random_state=draw(st.integers(0, 3)),
         )
 
@@ -226,7 +236,7 @@ def _net(cls):
     def make(fuses, draw):
         return cls(
             module=flaky_module(fuses["module"]),
-            solver=draw(st.sampled_from(["gd", "sam"])),
+            solver=draw(st.sampled_from(TORCH_SOLVERS)),
             max_epochs=draw(st.integers(1, 3)),
             batch_size=draw(st.sampled_from([None, 6])),
             lr=0.05,
@@ -400,7 +410,10 @@ def _run_property(case, data, monkeypatch):
     if fitted_before:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            est.fit(X_a, y_a)
+            try:
+                est.fit(X_a, y_a)
+            except ValueError:  # a setting this data refuses: not this property's case
+                assume(False)
         before, predictions = _state(est), _predictions(est, X_probe)
     else:
         before = _state(est)
@@ -430,6 +443,7 @@ def _run_property(case, data, monkeypatch):
         est.set_params(**case.diverge)
         X_b = (X_b * case.diverge_X).astype(dtype)
     strict = draw(st.booleans())
+    refit = draw(st.booleans())
 
     # nothing is drawn from here on: hypothesis may abort an example at a draw,
     # and the patch must not outlive its example
@@ -481,6 +495,13 @@ def _run_property(case, data, monkeypatch):
         _assert_unfitted(est, X_probe)
         if not fitted_before:
             assert _state(est) == before, f"a failed first fit left attributes ({note})"
+    if refit:  # and the failure left no hidden state behind: a new fit is a fresh one
+        if "warm_start" in params:
+            est.set_params(warm_start=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = _predictions(clone(est).fit(X_a, y_a), X_probe)
+            assert _predictions(est.fit(X_a, y_a), X_probe) == expected, note
 
 
 def _predicted(est, X):
@@ -511,6 +532,26 @@ EXAMPLES = int(os.environ.get("SKSAM_TRANSACTIONAL_EXAMPLES", "0")) or None
 @given(data=st.data())
 def test_a_fit_succeeds_or_changes_nothing(name, data, monkeypatch):
     _run_property(CASES[name], data, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "stage, make",
+    [
+        ("kernel_path", lambda: SAMKernelRegressor(max_iter=3, sharpness="rho")),
+        ("kernel_sharpness", lambda: SAMKernelRegressor(max_iter=3, sharpness="rho")),
+        ("two_layer_step", lambda: SAMTwoLayerRegressor(n_hidden=4, max_iter=2, tol=None)),
+        ("two_layer_sharpness", lambda: SAMTwoLayerRegressor(n_hidden=4, max_iter=2, tol=None)),
+        ("net_sharpness", lambda: SAMNetRegressor(max_epochs=1)),
+    ],
+)
+def test_every_patched_stage_is_reached_by_a_fit(stage, make, monkeypatch):
+    # a stage the estimators stopped calling would make the property vacuous
+    fuse = Fuse()
+    fuse.arm(None, Injected)
+    _patch(monkeypatch, stage, fuse)
+    X, y = _data(np.random.RandomState(0), 20, 2, False, np.float32)
+    make().set_params(random_state=0).fit(X, y)
+    assert fuse.calls >= 1
 
 
 # --------------------------------------------------------------------------
