@@ -25,6 +25,7 @@ Cases:
 Run::
 
     python benchmarks/bench_warmup.py --repeats 3
+    python benchmarks/bench_warmup.py --root /path/to/other/checkout   # before/after
 
 Timings taken on a shared, busy machine vary from run to run; the medians of
 ``--repeats`` fresh processes are printed, and the difference first - second
@@ -111,8 +112,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cases", nargs="+", default=["two_layer", "net", "kernel"])
+    parser.add_argument(
+        "--root",
+        default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        help="the checkout whose sksam is timed (default: this one); another for a before/after",
+    )
     args = parser.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = args.root
     print("timings on a shared machine; medians of", args.repeats, "fresh processes")
     print(f"{'case':<10} {'import s':>9} {'1st fit s':>10} {'2nd fit s':>10} {'warm-up s':>10}")
     for case in args.cases:
