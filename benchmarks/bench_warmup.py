@@ -95,8 +95,12 @@ print(json.dumps({{"import": t1 - t0, "first": t3 - t2, "second": t5 - t4,
 """
 
 
-def _run(case, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+def _run(case, cwd, threads):
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(name, None)
+        if threads:
+            env[name] = str(threads)
     out = subprocess.run(
         [sys.executable, "-c", CHILD.format(heavy=HEAVY, case=case)],
         cwd=cwd,
@@ -113,16 +117,25 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cases", nargs="+", default=["two_layer", "net", "kernel"])
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP/MKL threads of the timed process (0: unset, the libraries' default pool)",
+    )
+    parser.add_argument(
         "--root",
         default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         help="the checkout whose sksam is timed (default: this one); another for a before/after",
     )
     args = parser.parse_args()
     root = args.root
-    print("timings on a shared machine; medians of", args.repeats, "fresh processes")
+    print(
+        f"timings on a shared machine; medians of {args.repeats} fresh processes; "
+        f"threads={args.threads or 'default'}"
+    )
     print(f"{'case':<10} {'import s':>9} {'1st fit s':>10} {'2nd fit s':>10} {'warm-up s':>10}")
     for case in args.cases:
-        runs = [_run(case, root) for _ in range(args.repeats)]
+        runs = [_run(case, root, args.threads) for _ in range(args.repeats)]
         med = {k: statistics.median(r[k] for r in runs) for k in ("import", "first", "second")}
         warm = statistics.median(r["first"] - r["second"] for r in runs)
         print(
