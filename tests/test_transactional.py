@@ -20,7 +20,9 @@ continues that fit), and one failure:
 
 The plain tests of each case of issue 14 item 1 live next to each estimator
 (``test_kernel_robustness.py``, ``test_two_layer_robustness.py``,
-``test_net_trust.py``, ``test_two_layer_classifier.py``).
+``test_net_trust.py``, ``test_two_layer_classifier.py``); the two they left
+out (the classifier's NaN probabilities, an interrupted cross-validation) are
+here, with what the property found.
 """
 
 import os
@@ -552,6 +554,48 @@ def test_every_patched_stage_is_reached_by_a_fit(stage, make, monkeypatch):
     X, y = _data(np.random.RandomState(0), 20, 2, False, np.float32)
     make().set_params(random_state=0).fit(X, y)
     assert fuse.calls >= 1
+
+
+# --------------------------------------------------------------------------
+# plain cases of issue 14 item 1 the estimators' own tests leave out
+# --------------------------------------------------------------------------
+
+
+def test_two_layer_classifier_non_finite_sharpness_leaves_no_nan_probabilities(monkeypatch):
+    # issue 14.1: a divergence the sharpness detects used to leave NaN
+    # predict_proba and the earlier fit's sharpness_
+    X, y = _data(np.random.RandomState(0), 30, 2, True, np.float64)
+    clf = SAMTwoLayerClassifier(n_hidden=4, max_iter=5, tol=None, random_state=0)
+    clf.set_params(warm_start=True).fit(X, y)
+    before, proba = _state(clf), clf.predict_proba(X)
+    monkeypatch.setattr(sksam.two_layer, "measure_sharpness", lambda *a, **k: float("nan"))
+    with pytest.raises(ValueError, match="sharpness of the fitted weights is nan"):
+        clf.fit(X, y)
+    assert _state(clf) == before
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+    fresh = clone(clf).set_params(warm_start=False)
+    with pytest.raises(ValueError, match="No weights were stored"):
+        fresh.fit(X, y)
+    _assert_unfitted(fresh, X)
+
+
+@pytest.mark.parametrize("at", [1, 150])  # in the first fold's kernel; in a later fold's
+def test_kernel_cv_interrupted_in_a_fold_keeps_the_earlier_fit_or_none(at):
+    X, y = _data(np.random.RandomState(0), 16, 2, False, np.float64)
+    fuse = Fuse()
+    search = SAMKernelRegressorCV(rhos=[0.05], max_iter=3, cv=2, kernel=FlakyKernel(fuse))
+    fresh = clone(search)
+    search.fit(X, y)
+    before, expected = _state(search), search.predict(X)
+    fuse.arm(at, KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        search.fit(X[:12, :1], y[:12])  # other rows, other width
+    assert _state(search) == before
+    np.testing.assert_array_equal(search.predict(X), expected)
+    fresh.kernel.fuse.arm(at, KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fresh.fit(X, y)
+    _assert_unfitted(fresh, X)
 
 
 # --------------------------------------------------------------------------
