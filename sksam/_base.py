@@ -23,13 +23,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._update_rules import SOLVERS
 from .exceptions import DivergenceWarning
-from .sharpness import MEASURES
+from .sharpness import LOGIT_MEASURES, MEASURES
 
 __all__ = [
     "COMMON_CONSTRAINTS",
     "DivergenceWarning",
     "HISTORY_ATTRIBUTES_DOC",
     "MIN_VALIDATION_SAMPLES",
+    "REGRESSOR_CONSTRAINTS",
     "StoppingRule",
     "check_device",
     "diagnose_loss_curve",
@@ -55,6 +56,12 @@ COMMON_CONSTRAINTS = {
     "sharpness": [StrOptions(set(MEASURES)), None],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
+}
+
+#: What a regressor changes in :data:`COMMON_CONSTRAINTS`: the logit-normalized
+#: sharpness measures read a classifier's logits, which a regressor has not.
+REGRESSOR_CONSTRAINTS = {
+    "sharpness": [StrOptions(set(MEASURES) - set(LOGIT_MEASURES)), None],
 }
 
 #: Fewest samples in each part of the validation split: R^2 of a single

@@ -99,12 +99,17 @@ def forward(params, X, activation):
     return torch.addmm(c, _activate_(activation, Z, Z), a)
 
 
+def autograd_outputs(params, X, activation):
+    """The network's outputs ``f(X)``, out of place, for autograd."""
+    W, b, a, c = params
+    return torch_activation(activation, X @ W + b) @ a + c
+
+
 def autograd_loss(params, X, Y, activation, weights=None, loss="squared_error"):
     """The loss of :func:`loss_and_gradient`, out of place, for autograd."""
     import torch
 
-    W, b, a, c = params
-    F = torch_activation(activation, X @ W + b) @ a + c
+    F = autograd_outputs(params, X, activation)
     if loss == "squared_error":
         per_row = 0.5 * (F - Y).square().sum(dim=1, keepdim=True)
     elif F.shape[1] == 1:  # logistic: softplus(f) - y f

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from ._base import (
     HISTORY_ATTRIBUTES_DOC,
+    REGRESSOR_CONSTRAINTS,
     _user_stacklevel,
     check_device,
     diagnose_loss_curve,
@@ -671,8 +672,18 @@ class _BaseSAMNet(BaseEstimator):
 
         params = [p for p in module.parameters() if p.requires_grad]
         return measure_sharpness(
-            self.sharpness, loss_fn, params, rho=self.rho, random_state=rng, module=module
+            self.sharpness,
+            loss_fn,
+            params,
+            rho=self.rho,
+            random_state=rng,
+            module=module,
+            logits_fn=self._logits_fn(module, X, y),
         )
+
+    def _logits_fn(self, module, X, y):
+        """What the logit-normalized sharpness reads; a regressor has no logits."""
+        return None
 
     # -- divergence ----------------------------------------------------------------
 
@@ -1036,6 +1047,10 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
     """
     )
 
+    def _logits_fn(self, module, X, y):
+        """The module's outputs as logits and the class indices (logit-normalized sharpness)."""
+        return lambda: (module(X), y)
+
     @staticmethod
     def _criterion():
         return nn.CrossEntropyLoss()
@@ -1165,6 +1180,7 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
     _accelerated_net_class = _AcceleratedSAMNetRegressor
     _output_name = "n_outputs"
     _default_lr = 0.01
+    _parameter_constraints = {**_BaseSAMNet._parameter_constraints, **REGRESSOR_CONSTRAINTS}
 
     __doc__ = (
         """A PyTorch regressor trained by gradient descent or SAM, through skorch.

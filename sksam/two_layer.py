@@ -31,6 +31,7 @@ from . import _two_layer_model as _model
 from ._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
 from ._base import (
     COMMON_CONSTRAINTS,
+    REGRESSOR_CONSTRAINTS,
     StoppingRule,
     _user_stacklevel,
     check_device,
@@ -436,7 +437,12 @@ class _BaseTwoLayer(BaseEstimator):
             leaves[:n_trained],
             rho=self.rho,
             random_state=int(rng.randint(np.iinfo(np.int32).max)),
+            logits_fn=self._logits_fn(leaves, data),
         )
+
+    def _logits_fn(self, leaves, data):
+        """What the logit-normalized sharpness reads; a regressor has no logits."""
+        return None
 
     def _check_fitted_model(self, fitted, X, Y, history, initial, data):
         """Raise on non-finite outputs; warn when training diverged or ended constant."""
@@ -706,6 +712,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     """
 
     _loss = "squared_error"
+    _parameter_constraints = {**_BaseTwoLayer._parameter_constraints, **REGRESSOR_CONSTRAINTS}
     _scale_hint = "standardize X and y"
     _y_checks = {"multi_output": True, "y_numeric": True}
 
@@ -997,6 +1004,12 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
 
     def _stratify(self, y):
         return {"stratify": y}
+
+    def _logits_fn(self, leaves, data):
+        """The outputs as logits and the class indices, for the logit-normalized sharpness."""
+        Y = data.Y
+        classes = Y[:, 0].long() if Y.shape[1] == 1 else Y.argmax(dim=1)
+        return lambda: (_model.autograd_outputs(leaves, data.X, self.activation), classes)
 
     def _score_outputs(self, outputs, y, sample_weight, target):
         """Accuracy (weighted by the validation rows' ``sample_weight``)."""

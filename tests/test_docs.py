@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,11 +19,22 @@ def _fenced_block_after(marker, language):
     return match.group(1)
 
 
-def test_quick_start_runs(capsys):
+def _numbers(text):
+    return [float(x) for x in re.findall(r"\d+\.\d+", text)]
+
+
+def test_quick_start_runs_and_prints_what_the_readme_says(capsys):
     code = _fenced_block_after("## Quick start", "python")
     exec(compile(code, "README.md quick start", "exec"), {})
     printed = capsys.readouterr().out
-    assert "sharpness:" in printed
+    promised = _fenced_block_after("## Quick start", "text")
+    assert [line.split(":")[0] for line in printed.splitlines()] == [
+        line.split(":")[0] for line in promised.splitlines()
+    ]
+    # the README's numbers, to the noise of another CPU's float rounding
+    np.testing.assert_allclose(_numbers(printed), _numbers(promised), atol=0.03)
+    gd_accuracy, gd_sharpness, sam_accuracy, sam_sharpness = _numbers(printed)[:4]
+    assert sam_accuracy > gd_accuracy + 0.05 and sam_sharpness < gd_sharpness
 
 
 @pytest.mark.parametrize("marker", ["<!-- main-command -->", "<!-- test-command -->"])
