@@ -467,7 +467,7 @@ class _BaseSAMNet(BaseEstimator):
             warn_interrupted(type(self).__name__)
         _check_finite(net, self._remedy_suffix)
         X_s, y_s, rng = self._subsample(X_t, y_t, seed)
-        _check_finite_outputs(net.module_, X_s, self._remedy_suffix)
+        final_loss = self._final_loss(net.module_, X_s, y_s)
         with net.rng.active():
             sharpness = self._sharpness(net.module_, X_s, y_s, rng)
         self.net_ = net
@@ -475,7 +475,7 @@ class _BaseSAMNet(BaseEstimator):
         self.sharpness_ = sharpness
         # an epoch stopped before its first batch (Ctrl-C, a callback) has no loss
         trained = [e for e in net.history[first_epoch:] if any(map(bool, e["batches"]))]
-        self._warn_if_diverged(trained, X_t, y_t, seed)
+        self._warn_if_diverged(trained, X_t, y_t, seed, final_loss)
         if self.verbose:
             self._say_if_sam_cannot_act(y_t)
         return self
@@ -687,15 +687,37 @@ class _BaseSAMNet(BaseEstimator):
 
     # -- divergence ----------------------------------------------------------------
 
-    def _warn_if_diverged(self, epochs, X, y, seed):
+    def _final_loss(self, module, X, y):
+        """The training loss at the fitted weights, in eval mode (what predict computes).
+
+        The loss curve holds the losses *before* each step, so it cannot see
+        a last step that blew the weights up; this loss can. Non-finite
+        outputs raise (see :func:`_check_finite_outputs`).
+        """
+        outputs = _eval_forward(module, X)
+        _check_finite_outputs(outputs, self._remedy_suffix)
+        with torch.no_grad():
+            loss = float(self._criterion()(outputs, y))
+        if not np.isfinite(loss):  # finite outputs whose loss overflows (float32)
+            raise ValueError(
+                f"Training diverged: the training loss at the fitted weights is {loss}. "
+                f"Use a smaller lr (or rho), or standardize X{self._remedy_suffix}."
+            )
+        return loss
+
+    def _warn_if_diverged(self, epochs, X, y, seed, final_loss):
         """Warn when the loss blew up, or ended no better than a constant prediction.
 
         Both stay finite, so :func:`_check_finite` lets them through: a
         learning rate far too large typically sends the loss up by orders of
         magnitude and back down to a network that predicts one class (or one
-        value) for every sample.
+        value) for every sample. ``final_loss`` (after the last step) ends
+        the curve, so a last step that diverged is seen too.
         """
-        cause = diagnose_loss_curve(epoch_losses(epochs), initial_loss=_first_batch_loss(epochs))
+        losses = epoch_losses(epochs)
+        if len(losses):
+            losses = [*losses, final_loss]
+        cause = diagnose_loss_curve(losses, initial_loss=_first_batch_loss(epochs))
         if cause is None:
             cause = self._no_better_than_constant(epochs, y)
         if cause is not None:
@@ -1396,14 +1418,14 @@ def _check_is_module(module, cause=None):
         ) from cause
 
 
-def _check_finite_outputs(module, X, remedy_suffix=""):
+def _check_finite_outputs(outputs, remedy_suffix=""):
     """The trained network must predict finite values where it was trained.
 
     The training loss is computed in training mode; ``predict`` runs in
-    eval mode, where batch normalization uses its running statistics, which
-    may have blown up while the training loss stayed finite.
+    eval mode (``outputs``), where batch normalization uses its running
+    statistics, which may have blown up while the training loss stayed finite.
     """
-    if not bool(torch.isfinite(_eval_forward(module, X)).all()):
+    if not bool(torch.isfinite(outputs).all()):
         raise ValueError(
             "Training diverged: the network's outputs in eval mode (what predict "
             "computes) are not finite on the training data. Use a smaller lr (or rho), "

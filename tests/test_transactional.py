@@ -629,13 +629,27 @@ def test_two_layer_fit_whose_last_step_diverges_says_so():
     _last_step_diverges(est, 1e3, classifier=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the epoch loss is the mean of the batch losses before each step: one full-batch "
-    "epoch at lr=1e30 ends at a training loss of ~1e29 (from 0.68) with no warning",
-)
 def test_net_fit_whose_last_step_diverges_says_so():
+    # the epoch loss is the mean of the batch losses before each step: one full-batch
+    # epoch at lr=1e30 ended at a training loss of ~1e29 (from 0.68) with no warning
     est = SAMNetClassifier(
         module=flaky_module(Fuse()), lr=1e30, max_epochs=1, batch_size=None, random_state=0
     )
     _last_step_diverges(est, 1e5, classifier=True)
+
+
+def test_net_loss_overflow_after_the_last_step_is_the_nets_divergence_error():
+    # finite outputs whose float32 squared error overflows: the error used to come from
+    # inside the sharpness code ("loss_fn returned a non-finite loss (inf).")
+    X = np.random.RandomState(0).randn(20, 2).astype(np.float32)
+    est = SAMNetRegressor(
+        module=lambda: nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)),
+        lr=1e25,
+        max_epochs=1,
+        batch_size=None,
+        random_state=0,
+    )
+    with pytest.raises(ValueError, match="Training diverged: the training loss at the fitted"):
+        est.fit(X, X[:, 0])
+    with pytest.raises(NotFittedError):
+        est.predict(X)
