@@ -77,7 +77,8 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         Torch device of the Nystroem path, as in :class:`SAMKernelRegressor`.
     dtype : {'float64', 'float32'}, default=None
         Precision of the torch blocks, as in :class:`SAMKernelRegressor`.
-    sharpness : {'rho', 'top_eigenvalue', 'trace'} or None, default='rho'
+    sharpness : {'rho', 'top_eigenvalue', 'trace', 'average', 'adaptive_rho', \
+            'adaptive_average'} or None, default='rho'
         Measure stored in ``sharpness_`` by the refitted model, as in
         :class:`SAMKernelRegressor` (``'rho'`` with the chosen ``rho_``).
     n_jobs : int, default=None

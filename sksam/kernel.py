@@ -143,7 +143,8 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         Held-out fraction for ``early_stopping``.
     n_iter_no_change : int, default=10
         Steps without improvement before stopping (with a float ``tol``).
-    sharpness : {'rho', 'top_eigenvalue', 'trace'} or None, default='rho'
+    sharpness : {'rho', 'top_eigenvalue', 'trace', 'average', 'adaptive_rho', \
+            'adaptive_average'} or None, default='rho'
         Measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of the
         training loss at the fitted weights, computed exactly. ``'rho'`` is
         :math:`\max_{\|e\| \le \rho} L(\theta + e) - L(\theta)` with the
@@ -153,7 +154,18 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         for the squared loss is the constant :math:`K/n` (exact path) or
         :math:`A = \Phi^\top W \Phi / n` (Nystroem, linear) whatever the
         weights: they depend on the data and the kernel only, and are the same
-        for every solver and ``rho``. ``None`` skips it.
+        for every solver and ``rho``; so does ``'average'``
+        (:math:`\rho^2 \operatorname{tr}(H) / 2`, Gaussian perturbations of
+        standard deviation ``rho`` in the RKHS). The adaptive measures scale
+        the perturbation by the weights elementwise, in the model's
+        parameters: the dual coefficients ``dual_coef_`` (exact path, Hessian
+        :math:`K W K / n`), the centre coefficients (Nystroem, the same
+        coordinates), ``coef_`` (linear). The exact path's ``'adaptive_rho'``
+        costs an ``n x n`` eigendecomposition (and one per output); integer
+        sample weights equal repeated rows for the fit but not for the
+        adaptive measures (a repeated row splits its coefficient). The
+        logit-normalized measure is refused: a squared loss has no logits.
+        ``None`` skips it.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split of ``early_stopping`` and the choice of the
         Nystroem centres; the fit is otherwise deterministic.
