@@ -261,6 +261,40 @@ class R2Score:
         return score
 
 
+class AccuracyScore:
+    """Accuracy of ``+-1``-coded outputs, weighted, as ``sklearn.metrics.accuracy_score``.
+
+    The class of a row is the column with the largest output (the first on a
+    tie), or, for one column (two classes), whether the output is positive:
+    :class:`sklearn.linear_model.RidgeClassifier`'s rule, so the validation
+    score and ``predict`` agree.
+    """
+
+    name = "accuracy"
+
+    def rows(self, pred, Y, w=None):
+        """From outputs ``pred`` of coded targets ``Y`` (2D), weights ``w``."""
+        return self.scorer(Y, w)(pred)
+
+    def scorer(self, Y, w=None):
+        """``score(pred)`` for fixed coded targets ``Y`` (2D) and weights ``w``."""
+        w = np.ones(len(Y)) if w is None else w
+        w = w / w.sum()
+        truth = winners(Y)
+
+        def score(pred):
+            return float(np.sum(w * (winners(pred) == truth)))
+
+        return score
+
+
+def winners(outputs):
+    """Index of the class of each row of ``outputs`` (2D, one column per class or one)."""
+    if outputs.shape[1] == 1:
+        return (outputs[:, 0] > 0).astype(np.intp)
+    return outputs.argmax(axis=1)
+
+
 class _RowProjector:
     """``left @ Q[:, :m] @ S``, extended column by column as the basis grows."""
 
@@ -466,8 +500,11 @@ class _FeatureSpace:
     def _scorer(self, metric, stats, X, Y, sw, val):
         if hasattr(metric, "moments"):  # R^2: a quadratic form in theta
             return lambda path: metric.moments(stats, path.V)
-        # other scores (accuracy) need the validation rows' features
-        Phi = self.source.ops.to_numpy(self.feature_map(X[val], self.source.ops))
+        # other scores (accuracy) need the validation rows' features; a dask
+        # array's validation rows (a fraction of the data) are read into memory
+        X_val = X[val].compute() if is_dask(X) else X[val]
+        X_val = X_val.toarray() if sparse.issparse(X_val) else X_val
+        Phi = self.source.ops.to_numpy(self.feature_map(X_val, self.source.ops))
 
         score = metric.scorer(Y[val], sw[val])
 
