@@ -21,10 +21,11 @@
    attributes; ``model.features(X)`` is the left factor of a prediction and
    ``model.sharpness(...)`` the exact sharpness at the fitted weights.
 
-The validation score is an object too (:class:`R2Score`): a classifier plugs
-in an accuracy on ``+-1``-coded columns through the same ``scorer(Y, w)``
-method (``score(pred)`` for the validation rows; the feature models then
-score validation rows instead of moments).
+The validation score is an object too: :class:`R2Score` for the regressor,
+:class:`AccuracyScore` on ``+-1``-coded columns for the classifier, through
+the same ``scorer(Y, w)`` method (``score(pred)`` for the validation rows; the
+feature models score an accuracy on the validation rows' features, and
+:math:`R^2` from the validation moments).
 """
 
 import warnings

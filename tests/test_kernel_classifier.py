@@ -101,6 +101,22 @@ def test_classes_of_any_sortable_type(labels):
     assert clf.predict(X).dtype == clf.classes_.dtype
 
 
+def test_precomputed_kernel_is_the_rbf_fit():
+    from sklearn.metrics.pairwise import rbf_kernel
+
+    X, y = _data()
+    X_test = X[:15] + 0.1
+    rbf = SAMKernelClassifier(gamma=0.5, max_iter=30).fit(X, y)
+    pre = SAMKernelClassifier(kernel="precomputed", max_iter=30)
+    pre.fit(rbf_kernel(X, gamma=0.5), y)
+    assert_allclose(
+        pre.decision_function(rbf_kernel(X_test, X, gamma=0.5)),
+        rbf.decision_function(X_test),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+
+
 def test_staged_outputs_end_at_the_fitted_model():
     X, y = _data()
     clf = SAMKernelClassifier(max_iter=25).fit(X, y)
@@ -246,6 +262,16 @@ def test_errors_are_named(params, y, match):
     X, y_ok = _data(n=20)
     with pytest.raises(ValueError, match=match):
         SAMKernelClassifier(max_iter=5, **params).fit(X, y_ok if y is None else y)
+
+
+def test_a_failed_refit_leaves_the_earlier_fit():
+    X, y = _data()
+    clf = SAMKernelClassifier(max_iter=20).fit(X, y)
+    scores, classes = clf.decision_function(X), clf.classes_
+    with pytest.raises(ValueError, match="only one class"):
+        clf.fit(X[:10], np.zeros(10))
+    assert_array_equal(clf.decision_function(X), scores)
+    assert_array_equal(clf.classes_, classes)
 
 
 def test_predict_before_fit_is_not_fitted():
