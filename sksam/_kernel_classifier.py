@@ -1,7 +1,7 @@
 """Kernel classification trained by gradient descent or SAM: :class:`SAMKernelClassifier`.
 
 The regressor's path (:class:`~sksam.kernel._BaseSAMKernel`) on targets coded
-as :class:`sklearn.linear_model.RidgeClassifier` codes them, with the
+as scikit-learn's ``RidgeClassifier`` codes them, with the
 validation accuracy (:class:`~sksam._kernel_models.AccuracyScore`) as the
 early-stopping score: only the target coding and the score are the
 classifier's own.
@@ -23,7 +23,7 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
     r"""Kernel classification trained by gradient descent (GD) or SAM, from zero.
 
     :class:`SAMKernelRegressor` fitted to the classes coded as
-    :class:`~sklearn.linear_model.RidgeClassifier` codes them: one column per
+    scikit-learn's ``RidgeClassifier`` codes them: one column per
     class, ``+1`` on the rows of that class and ``-1`` elsewhere (a single
     column, ``+1`` for ``classes_[1]``, for two classes). The model
     :math:`f(x) = \langle \theta, \phi(x) \rangle` is trained on the
@@ -72,12 +72,14 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
         Steps without improvement before stopping (with a float ``tol``).
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes in the loss, multiplying ``sample_weight``, as
-        in :class:`~sklearn.linear_model.RidgeClassifier`: ``{class_label:
+        in scikit-learn's ``RidgeClassifier``: ``{class_label:
         weight}``, or ``'balanced'`` for ``n_samples / (n_classes *
         np.bincount(y))``.
-    sharpness : {'rho', 'top_eigenvalue', 'trace', 'average', 'adaptive_rho', \
-            'adaptive_average'} or None, default='rho'
-        Measure stored in ``sharpness_``, of the squared training loss to the
+    sharpness : str or None, default='rho'
+        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
+        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
+        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
+        The measure stored in ``sharpness_``, of the squared training loss to the
         coded targets at the fitted weights, computed exactly as in
         :class:`SAMKernelRegressor` (all class columns jointly). The
         logit-normalized measure is refused: a squared loss has no logits.
@@ -138,8 +140,8 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
     SAMKernelClassifierCV : Chooses the solver, ``rho`` and the number of
         steps by cross-validated accuracy.
     SAMKernelRegressor : The same path on numeric targets.
-    sklearn.linear_model.RidgeClassifier : The same coding of the classes,
-        regularized by a ridge penalty.
+    sklearn.kernel_ridge.KernelRidge : On one-hot targets coded ``+-1``, the
+        same model regularized by a ridge penalty.
 
     Notes
     -----

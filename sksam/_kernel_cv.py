@@ -221,9 +221,11 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
         Torch device of the Nystroem path, as in :class:`SAMKernelRegressor`.
     dtype : {'float64', 'float32'}, default=None
         Precision of the torch blocks, as in :class:`SAMKernelRegressor`.
-    sharpness : {'rho', 'top_eigenvalue', 'trace', 'average', 'adaptive_rho', \
-            'adaptive_average'} or None, default='rho'
-        Measure stored in ``sharpness_`` by the refitted model, as in
+    sharpness : str or None, default='rho'
+        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
+        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
+        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
+        The measure stored in ``sharpness_`` by the refitted model, as in
         :class:`SAMKernelRegressor` (``'rho'`` with the chosen ``rho_``).
     n_jobs : int, default=None
         Fits run in parallel through joblib (so ``joblib.parallel_config(
@@ -379,7 +381,7 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
     r"""Kernel classification by GD or SAM, the solver, ``rho`` and number of steps chosen by CV.
 
     :class:`SAMKernelRegressorCV`'s search for :class:`SAMKernelClassifier`,
-    in the style of :class:`~sklearn.linear_model.RidgeClassifierCV`: for
+    in the style of scikit-learn's ``RidgeClassifierCV``: for
     every fold and every ``(solver, rho)``, one classifier is fitted with
     ``max_iter`` steps and its **accuracy** on the held-out fold is taken at
     every step of its path (:meth:`SAMKernelClassifier.staged_predict`). The
@@ -425,9 +427,12 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
         Torch device of the Nystroem path, as in :class:`SAMKernelClassifier`.
     dtype : {'float64', 'float32'}, default=None
         Precision of the torch blocks, as in :class:`SAMKernelClassifier`.
-    sharpness : {'rho', 'top_eigenvalue', 'trace', 'average', 'adaptive_rho', \
-            'adaptive_average'} or None, default='rho'
-        Measure stored in ``sharpness_`` by the refitted model.
+    sharpness : str or None, default='rho'
+        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
+        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
+        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
+        The measure stored in ``sharpness_`` by the refitted model, as in
+        :class:`SAMKernelClassifier`.
     n_jobs : int, default=None
         Fits run in parallel through joblib.
     random_state : int, RandomState instance or None, default=None

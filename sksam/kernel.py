@@ -403,9 +403,11 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
         Held-out fraction for ``early_stopping``.
     n_iter_no_change : int, default=10
         Steps without improvement before stopping (with a float ``tol``).
-    sharpness : {'rho', 'top_eigenvalue', 'trace', 'average', 'adaptive_rho', \
-            'adaptive_average'} or None, default='rho'
-        Measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of the
+    sharpness : str or None, default='rho'
+        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
+        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
+        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
+        The measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of the
         training loss at the fitted weights, computed exactly. ``'rho'`` is
         :math:`\max_{\|e\| \le \rho} L(\theta + e) - L(\theta)` with the
         estimator's ``rho``: it depends on the fitted weights (through the
