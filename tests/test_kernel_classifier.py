@@ -183,6 +183,10 @@ def test_accuracy_score_object_against_sklearn():
     w = rng.uniform(0, 2, 40)
     got = AccuracyScore().rows(pred, _coded(y), w)
     assert got == pytest.approx(accuracy_score(y, pred.argmax(1), sample_weight=w), rel=1e-14)
+    # unit weights: the fraction of correct rows exactly (1.0, not 0.9999999999999999)
+    Y7 = _coded(y[:7])  # sum(ones(7) / 7) is 0.9999999999999999
+    assert AccuracyScore().rows(Y7, Y7) == 1.0
+    assert AccuracyScore().rows(pred, _coded(y)) == np.mean(pred.argmax(1) == y)
     y2 = rng.integers(0, 2, 40)
     got = AccuracyScore().rows(pred[:, :1], _coded(y2))
     assert got == pytest.approx(accuracy_score(y2, pred[:, 0] > 0), rel=1e-14)
