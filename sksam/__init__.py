@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _LAZY_NAMES = {
+    "SAMKernelClassifier": "sksam._kernel_classifier",
+    "SAMKernelClassifierCV": "sksam._kernel_cv",
     "SAMKernelRegressor": "sksam.kernel",
     "SAMKernelRegressorCV": "sksam._kernel_cv",
     "SAMTwoLayerClassifier": "sksam.two_layer",

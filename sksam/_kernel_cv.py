@@ -1,17 +1,25 @@
-"""Model selection along the path: :class:`SAMKernelRegressorCV`."""
+"""Model selection along the path: :class:`SAMKernelRegressorCV`, :class:`SAMKernelClassifierCV`."""
 
 from numbers import Integral, Real
 
 import numpy as np
 from joblib import Parallel, delayed
 from scipy.stats import rankdata
-from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    RegressorMixin,
+    _fit_context,
+    is_classifier,
+)
 from sklearn.metrics.pairwise import PAIRWISE_KERNEL_FUNCTIONS
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._base import numeric_target
+from ._kernel_classifier import SAMKernelClassifier
 from ._kernel_models import KERNEL_MEASURES, R2Score
 from .kernel import SAMKernelRegressor, _transaction
 
@@ -31,7 +39,143 @@ _KERNEL_PARAMS = (
 )
 
 
-class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
+class _BaseKernelCV(BaseEstimator):
+    """The search shared by the CV estimators: one path per fold and ``(solver, rho)``.
+
+    A subclass names the estimator it searches (``_estimator_class``, with the
+    parameters it passes on), checks the targets, the folds, and scores one
+    stage of a path on a test fold (``_stage_score``).
+    """
+
+    _parameter_constraints: dict = {
+        "solvers": ["array-like"],
+        "rhos": ["array-like"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "cv": ["cv_object"],
+        "kernel": [StrOptions(set(PAIRWISE_KERNEL_FUNCTIONS)), callable],
+        "gamma": [Interval(Real, 0, None, closed="left"), None],
+        "degree": [Interval(Real, 0, None, closed="left")],
+        "coef0": [Interval(Real, None, None, closed="neither")],
+        "kernel_params": [dict, None],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "centers": ["array-like", None],
+        "device": "no_validation",
+        "dtype": "no_validation",
+        "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def _grid(self):
+        solvers = [str(s) for s in np.atleast_1d(self.solvers)]
+        rhos = [float(r) for r in np.atleast_1d(self.rhos)]
+        bad = [s for s in solvers if s not in ("gd", "sam", "usam")]
+        if not solvers or bad:
+            raise ValueError(
+                f"solvers must be a non-empty list of 'gd', 'sam', 'usam', got {self.solvers!r}."
+            )
+        if not rhos or min(rhos) < 0 or not np.all(np.isfinite(rhos)):
+            raise ValueError(f"rhos must be a non-empty list of finite floats >= 0, got {rhos!r}.")
+        return solvers, rhos
+
+    def _estimator(self, solver, rho, max_iter, sharpness=None):
+        params = {name: getattr(self, name) for name in self._passed_params}
+        return self._estimator_class(
+            solver=solver, rho=rho, max_iter=max_iter, sharpness=sharpness, **params
+        )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Score every step of every ``(solver, rho)`` path per fold; refit the best.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets (class labels for a classifier).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the training loss (the fold scores are unweighted, as
+            ``GridSearchCV``'s default scoring).
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        with _transaction(self):
+            return self._fit(X, y, sample_weight)
+
+    def _fit(self, X, y, sample_weight):
+        X, y = self._validate_targets(X, y)
+        sw = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+        solvers, rhos = self._grid()
+        folds = list(check_cv(self.cv, y, classifier=is_classifier(self)).split(X, y))
+        self._check_folds(folds, len(y))
+        # one path per fold and (solver, rho); 'gd' is the same path for every rho
+        paths = sorted({(s, 0.0 if s == "gd" else r) for s in solvers for r in rhos})
+        jobs = [(k, s, r) for k in range(len(folds)) for s, r in paths]
+        scores = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
+            delayed(_path_scores)(
+                self._estimator(s, r, self.max_iter),
+                X,
+                y,
+                sw,
+                *folds[k],
+                self.max_iter,
+                self._stage_score,
+            )
+            for k, s, r in jobs
+        )
+        by_job = dict(zip(jobs, scores))
+        self.cv_results_ = self._results(solvers, rhos, len(folds), by_job)
+        self.best_index_ = int(np.argmin(self.cv_results_["rank_test_score"]))
+        self.best_params_ = self.cv_results_["params"][self.best_index_]
+        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
+        self.solver_ = self.best_params_["solver"]
+        self.rho_ = self.best_params_["rho"]
+        self.n_iter_ = self.best_params_["max_iter"]
+        self.estimator_ = self._estimator(self.solver_, self.rho_, self.n_iter_, self.sharpness)
+        self.estimator_.fit(X, y, sample_weight=sw)
+        self.sharpness_ = self.estimator_.sharpness_
+        return self
+
+    def _results(self, solvers, rhos, n_folds, by_job):
+        """``cv_results_`` in ``ParameterGrid`` order (max_iter, rho, solver)."""
+        params = [
+            {"max_iter": t, "rho": r, "solver": s}
+            for t in range(1, self.max_iter + 1)
+            for r in rhos
+            for s in solvers
+        ]
+        split = np.empty((n_folds, len(params)))
+        for k in range(n_folds):
+            for i, p in enumerate(params):
+                key = (k, p["solver"], 0.0 if p["solver"] == "gd" else p["rho"])
+                split[k, i] = by_job[key][p["max_iter"] - 1]
+        results = {"params": params}
+        for name in ("max_iter", "rho", "solver"):
+            results[f"param_{name}"] = np.ma.MaskedArray(
+                [p[name] for p in params], mask=False, dtype=object
+            )
+        for k in range(n_folds):
+            results[f"split{k}_test_score"] = split[k]
+        mean = split.mean(axis=0)
+        results["mean_test_score"] = mean
+        results["std_test_score"] = split.std(axis=0)
+        results["rank_test_score"] = rankdata(-mean, method="min").astype(np.int32)
+        return results
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        # feature names are checked here, as scikit-learn does; the inner model
+        # was fitted on the validated array
+        return validate_data(self, X, accept_sparse=("csr", "csc"), reset=False)
+
+
+class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
     r"""Kernel regression by GD or SAM, with the solver, ``rho`` and number of steps chosen by CV.
 
     In the style of scikit-learn's ``RidgeCV``: for every fold and
@@ -77,8 +221,11 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         Torch device of the Nystroem path, as in :class:`SAMKernelRegressor`.
     dtype : {'float64', 'float32'}, default=None
         Precision of the torch blocks, as in :class:`SAMKernelRegressor`.
-    sharpness : {'rho', 'top_eigenvalue', 'trace'} or None, default='rho'
-        Measure stored in ``sharpness_`` by the refitted model, as in
+    sharpness : str or None, default='rho'
+        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
+        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
+        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
+        The measure stored in ``sharpness_`` by the refitted model, as in
         :class:`SAMKernelRegressor` (``'rho'`` with the chosen ``rho_``).
     n_jobs : int, default=None
         Fits run in parallel through joblib (so ``joblib.parallel_config(
@@ -132,27 +279,6 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
     ['max_iter', 'rho', 'solver']
     """
 
-    _parameter_constraints: dict = {
-        "solvers": ["array-like"],
-        "rhos": ["array-like"],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "cv": ["cv_object"],
-        "kernel": [StrOptions(set(PAIRWISE_KERNEL_FUNCTIONS)), callable],
-        "gamma": [Interval(Real, 0, None, closed="left"), None],
-        "degree": [Interval(Real, 0, None, closed="left")],
-        "coef0": [Interval(Real, None, None, closed="neither")],
-        "kernel_params": [dict, None],
-        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "centers": ["array-like", None],
-        "device": "no_validation",
-        "dtype": "no_validation",
-        "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
-        "n_jobs": [Integral, None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-    }
-
     def __init__(
         self,
         solvers=("gd", "sam"),
@@ -200,109 +326,30 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True
         return tags
 
-    def _grid(self):
-        solvers = [str(s) for s in np.atleast_1d(self.solvers)]
-        rhos = [float(r) for r in np.atleast_1d(self.rhos)]
-        bad = [s for s in solvers if s not in ("gd", "sam", "usam")]
-        if not solvers or bad:
-            raise ValueError(
-                f"solvers must be a non-empty list of 'gd', 'sam', 'usam', got {self.solvers!r}."
-            )
-        if not rhos or min(rhos) < 0 or not np.all(np.isfinite(rhos)):
-            raise ValueError(f"rhos must be a non-empty list of finite floats >= 0, got {rhos!r}.")
-        return solvers, rhos
+    _estimator_class = SAMKernelRegressor
+    _passed_params = _KERNEL_PARAMS
 
-    def _estimator(self, solver, rho, max_iter, sharpness=None):
-        params = {name: getattr(self, name) for name in _KERNEL_PARAMS}
-        return SAMKernelRegressor(
-            solver=solver, rho=rho, max_iter=max_iter, sharpness=sharpness, **params
-        )
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
-        """Score every step of every ``(solver, rho)`` path per fold; refit the best.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training data.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weights of the training loss (the fold scores are unweighted, as
-            ``GridSearchCV``'s default scoring).
-
-        Returns
-        -------
-        self : object
-            The fitted estimator.
-        """
-        with _transaction(self):
-            return self._fit(X, y, sample_weight)
-
-    def _fit(self, X, y, sample_weight):
+    def _validate_targets(self, X, y):
         X, y = validate_data(
             self, X, y, accept_sparse=("csr", "csc"), multi_output=True, y_numeric=True
         )
-        y = numeric_target(y, type(self).__name__)
-        sw = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
-        solvers, rhos = self._grid()
-        folds = list(check_cv(self.cv).split(X, y))
+        return X, numeric_target(y, type(self).__name__)
+
+    def _check_folds(self, folds, n_samples):
         smallest = min(len(test) for _, test in folds)
         if smallest < 2:
             # R^2 of one sample is undefined: GridSearchCV scores it NaN, and the
             # path's R^2 would read 0 or 1 and pick a step silently
             raise ValueError(
                 f"cv={self.cv!r} gives a test fold of {smallest} sample; R^2 needs at "
-                f"least 2 test samples per fold. Use fewer folds (n_samples={len(y)})."
+                f"least 2 test samples per fold. Use fewer folds (n_samples={n_samples})."
             )
-        # one path per fold and (solver, rho); 'gd' is the same path for every rho
-        paths = sorted({(s, 0.0 if s == "gd" else r) for s in solvers for r in rhos})
-        jobs = [(k, s, r) for k in range(len(folds)) for s, r in paths]
-        scores = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
-            delayed(_path_scores)(
-                self._estimator(s, r, self.max_iter), X, y, sw, *folds[k], self.max_iter
-            )
-            for k, s, r in jobs
-        )
-        by_job = dict(zip(jobs, scores))
-        self.cv_results_ = self._results(solvers, rhos, len(folds), by_job)
-        self.best_index_ = int(np.argmin(self.cv_results_["rank_test_score"]))
-        self.best_params_ = self.cv_results_["params"][self.best_index_]
-        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
-        self.solver_ = self.best_params_["solver"]
-        self.rho_ = self.best_params_["rho"]
-        self.n_iter_ = self.best_params_["max_iter"]
-        self.estimator_ = self._estimator(self.solver_, self.rho_, self.n_iter_, self.sharpness)
-        self.estimator_.fit(X, y, sample_weight=sw)
-        self.sharpness_ = self.estimator_.sharpness_
-        return self
 
-    def _results(self, solvers, rhos, n_folds, by_job):
-        """``cv_results_`` in ``ParameterGrid`` order (max_iter, rho, solver)."""
-        params = [
-            {"max_iter": t, "rho": r, "solver": s}
-            for t in range(1, self.max_iter + 1)
-            for r in rhos
-            for s in solvers
-        ]
-        split = np.empty((n_folds, len(params)))
-        for k in range(n_folds):
-            for i, p in enumerate(params):
-                key = (k, p["solver"], 0.0 if p["solver"] == "gd" else p["rho"])
-                split[k, i] = by_job[key][p["max_iter"] - 1]
-        results = {"params": params}
-        for name in ("max_iter", "rho", "solver"):
-            results[f"param_{name}"] = np.ma.MaskedArray(
-                [p[name] for p in params], mask=False, dtype=object
-            )
-        for k in range(n_folds):
-            results[f"split{k}_test_score"] = split[k]
-        mean = split.mean(axis=0)
-        results["mean_test_score"] = mean
-        results["std_test_score"] = split.std(axis=0)
-        results["rank_test_score"] = rankdata(-mean, method="min").astype(np.int32)
-        return results
+    @staticmethod
+    def _stage_score(pred, y_test):
+        """R^2 of one stage (the validation score of the regressor's early stopping)."""
+        Y_test = y_test.reshape(len(y_test), -1)
+        return R2Score().rows(pred.reshape(Y_test.shape), Y_test)
 
     def predict(self, X):
         """Predict with the refitted best model.
@@ -317,20 +364,229 @@ class SAMKernelRegressorCV(RegressorMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             Predictions.
         """
-        check_is_fitted(self)
-        # feature names are checked here, as scikit-learn does; the inner model
-        # was fitted on the validated array
-        X = validate_data(self, X, accept_sparse=("csr", "csc"), reset=False)
+        X = self._check_X(X)
         return self.estimator_.predict(X)
 
 
-def _path_scores(estimator, X, y, sw, train, test, max_iter):
-    """R^2 on the test fold after each step ``1 .. max_iter`` of one path."""
+def _path_scores(estimator, X, y, sw, train, test, max_iter, stage_score):
+    """``stage_score`` on the test fold after each step ``1 .. max_iter`` of one path."""
     estimator.fit(X[train], y[train], sample_weight=sw[train])
-    Y_test = y[test].reshape(len(test), -1)
-    metric = R2Score()  # the validation score object of SAMKernelRegressor's early stopping
-    stages = estimator.staged_predict(X[test])
-    scores = [metric.rows(pred.reshape(Y_test.shape), Y_test) for pred in stages]
+    scores = [stage_score(pred, y[test]) for pred in estimator.staged_predict(X[test])]
     if len(scores) != max_iter:  # pragma: no cover - tol is None: every step is run
         raise RuntimeError(f"the path has {len(scores)} steps, expected {max_iter}")
     return np.asarray(scores)
+
+
+class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
+    r"""Kernel classification by GD or SAM, the solver, ``rho`` and number of steps chosen by CV.
+
+    :class:`SAMKernelRegressorCV`'s search for :class:`SAMKernelClassifier`,
+    in the style of scikit-learn's ``RidgeClassifierCV``: for
+    every fold and every ``(solver, rho)``, one classifier is fitted with
+    ``max_iter`` steps and its **accuracy** on the held-out fold is taken at
+    every step of its path (:meth:`SAMKernelClassifier.staged_predict`). The
+    candidates are ``solvers x rhos x {1, ..., max_iter}``, as for a
+    :class:`~sklearn.model_selection.GridSearchCV` over
+    ``{'solver': solvers, 'rho': rhos, 'max_iter': range(1, max_iter + 1)}``
+    with ``scoring='accuracy'``, which picks the same candidate (the first in
+    ``cv_results_`` order among equal mean accuracies). The best candidate is
+    refitted on all the data.
+
+    Parameters
+    ----------
+    solvers : list of {'gd', 'sam', 'usam'}, default=('gd', 'sam')
+        Update rules to compare (``'gd'`` ignores ``rho``).
+    rhos : list of float, default=(0.01, 0.05, 0.1, 0.5)
+        SAM radii to compare.
+    max_iter : int, default=1000
+        Longest path; every number of steps up to it is a candidate.
+    cv : int, cross-validation generator or iterable, default=5
+        As in :class:`~sklearn.model_selection.GridSearchCV`
+        (``StratifiedKFold`` for an int).
+    kernel : str or callable, default='rbf'
+        As in :class:`SAMKernelClassifier` (not ``'precomputed'``).
+    gamma : float, default=None
+        As in :class:`SAMKernelClassifier`.
+    degree : float, default=3
+        As in :class:`SAMKernelClassifier`.
+    coef0 : float, default=1
+        As in :class:`SAMKernelClassifier`.
+    kernel_params : dict, default=None
+        As in :class:`SAMKernelClassifier`.
+    learning_rate : float or 'auto', default='auto'
+        As in :class:`SAMKernelClassifier`.
+    class_weight : dict, 'balanced' or None, default=None
+        Class weights of the training loss, as in
+        :class:`SAMKernelClassifier` (computed on each fold's training part);
+        the fold accuracies are unweighted.
+    n_components : int, default=None
+        Number of Nystroem centres, as in :class:`SAMKernelClassifier`.
+    centers : array-like of shape (M, n_features), default=None
+        Nystroem centres, as in :class:`SAMKernelClassifier`.
+    device : str or torch.device, default=None
+        Torch device of the Nystroem path, as in :class:`SAMKernelClassifier`.
+    dtype : {'float64', 'float32'}, default=None
+        Precision of the torch blocks, as in :class:`SAMKernelClassifier`.
+    sharpness : str or None, default='rho'
+        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
+        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
+        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
+        The measure stored in ``sharpness_`` by the refitted model, as in
+        :class:`SAMKernelClassifier`.
+    n_jobs : int, default=None
+        Fits run in parallel through joblib.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the Nystroem centres (the same in every fold and in the refit).
+    verbose : int, default=0
+        Verbosity of joblib.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels, sorted.
+    cv_results_ : dict of ndarray
+        scikit-learn's layout: ``params``, ``param_solver``, ``param_rho``,
+        ``param_max_iter``, ``split{k}_test_score`` (accuracy),
+        ``mean_test_score``, ``std_test_score``, ``rank_test_score``;
+        candidates in the order of ``ParameterGrid({'max_iter': ..., 'rho':
+        ..., 'solver': ...})``.
+    best_index_ : int
+        Index of the best candidate in ``cv_results_``.
+    best_params_ : dict
+        Its ``solver``, ``rho`` and ``max_iter``.
+    best_score_ : float
+        Its mean cross-validated accuracy.
+    solver_, rho_ : str, float
+        The chosen solver and radius.
+    n_iter_ : int
+        The chosen number of steps.
+    estimator_ : SAMKernelClassifier
+        The best candidate refitted on all the data.
+    sharpness_ : float or None
+        ``estimator_.sharpness_``.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of the features, when ``X`` has string column names.
+
+    See Also
+    --------
+    SAMKernelClassifier : One solver, radius and number of steps.
+    SAMKernelRegressorCV : The same search for regression.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_moons
+    >>> from sksam import SAMKernelClassifierCV
+    >>> X, y = make_moons(120, noise=0.3, random_state=0)
+    >>> search = SAMKernelClassifierCV(rhos=[0.05], gamma=2.0, max_iter=100, cv=3).fit(X, y)
+    >>> sorted(search.best_params_)
+    ['max_iter', 'rho', 'solver']
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseKernelCV._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(
+        self,
+        solvers=("gd", "sam"),
+        rhos=(0.01, 0.05, 0.1, 0.5),
+        *,
+        max_iter=1000,
+        cv=5,
+        kernel="rbf",
+        gamma=None,
+        degree=3,
+        coef0=1,
+        kernel_params=None,
+        learning_rate="auto",
+        class_weight=None,
+        n_components=None,
+        centers=None,
+        device=None,
+        dtype=None,
+        sharpness="rho",
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.solvers = solvers
+        self.rhos = rhos
+        self.max_iter = max_iter
+        self.cv = cv
+        self.kernel = kernel
+        self.gamma = gamma
+        self.degree = degree
+        self.coef0 = coef0
+        self.kernel_params = kernel_params
+        self.learning_rate = learning_rate
+        self.class_weight = class_weight
+        self.n_components = n_components
+        self.centers = centers
+        self.device = device
+        self.dtype = dtype
+        self.sharpness = sharpness
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    _estimator_class = SAMKernelClassifier
+    _passed_params = _KERNEL_PARAMS + ("class_weight",)
+
+    def _validate_targets(self, X, y):
+        X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"))
+        check_classification_targets(y)
+        return X, y
+
+    def _check_folds(self, folds, n_samples):
+        """Any fold does: accuracy is defined on one sample."""
+
+    @staticmethod
+    def _stage_score(pred, y_test):
+        """Accuracy of one stage, as ``scoring='accuracy'``."""
+        return float(np.mean(pred == y_test))
+
+    @property
+    def classes_(self):
+        """The class labels, sorted (those of ``estimator_``)."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.classes_
+
+    def decision_function(self, X):
+        """Compute the outputs of the refitted best model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Outputs; for two classes, positive means ``classes_[1]``.
+        """
+        X = self._check_X(X)
+        return self.estimator_.decision_function(X)
+
+    def predict(self, X):
+        """Predict with the refitted best model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted class labels.
+        """
+        X = self._check_X(X)
+        return self.estimator_.predict(X)

@@ -21,10 +21,11 @@
    attributes; ``model.features(X)`` is the left factor of a prediction and
    ``model.sharpness(...)`` the exact sharpness at the fitted weights.
 
-The validation score is an object too (:class:`R2Score`): a classifier plugs
-in an accuracy on ``+-1``-coded columns through the same ``scorer(Y, w)``
-method (``score(pred)`` for the validation rows; the feature models then
-score validation rows instead of moments).
+The validation score is an object too: :class:`R2Score` for the regressor,
+:class:`AccuracyScore` on ``+-1``-coded columns for the classifier, through
+the same ``scorer(Y, w)`` method (``score(pred)`` for the validation rows; the
+feature models score an accuracy on the validation rows' features, and
+:math:`R^2` from the validation moments).
 """
 
 import warnings
@@ -46,11 +47,17 @@ from ._kernel_features import (
     stream_moments,
 )
 from ._kernel_path import dual_dynamics, primal_dynamics, top_eigenvalue
-from .sharpness import quadratic_sharpness
+from .sharpness import LOGIT_MEASURES, MEASURES, quadratic_sharpness
 
-#: Sharpness measures the kernel models compute exactly (the others of
-#: :data:`sksam.sharpness.MEASURES` are refused at fit rather than approximated).
-KERNEL_MEASURES = ("rho", "top_eigenvalue", "trace")
+#: Sharpness measures the kernel models compute exactly: all of
+#: :data:`sksam.sharpness.MEASURES` but the logit-normalized ones, which are
+#: defined on a cross-entropy's logits (a squared loss has none); those are
+#: refused by name at fit.
+KERNEL_MEASURES = tuple(m for m in MEASURES if m not in LOGIT_MEASURES)
+
+#: The measures that scale the perturbation by ``|w|`` elementwise: they need
+#: the weights in the model's parameter coordinates.
+ADAPTIVE_MEASURES = ("adaptive_rho", "adaptive_average")
 
 #: Largest kernel eigenvalue below which float64 loses the kernel: its products
 #: (K^2 in the Krylov basis, the loss) reach the subnormal range.
@@ -255,6 +262,41 @@ class R2Score:
         return score
 
 
+class AccuracyScore:
+    """Accuracy of ``+-1``-coded outputs, weighted, as ``sklearn.metrics.accuracy_score``.
+
+    The class of a row is the column with the largest output (the first on a
+    tie), or, for one column (two classes), whether the output is positive:
+    :class:`sklearn.linear_model.RidgeClassifier`'s rule, so the validation
+    score and ``predict`` agree.
+    """
+
+    name = "accuracy"
+
+    def rows(self, pred, Y, w=None):
+        """From outputs ``pred`` of coded targets ``Y`` (2D), weights ``w``."""
+        return self.scorer(Y, w)(pred)
+
+    def scorer(self, Y, w=None):
+        """``score(pred)`` for fixed coded targets ``Y`` (2D) and weights ``w``."""
+        w = np.ones(len(Y)) if w is None else np.asarray(w, dtype=np.float64)
+        total = w.sum()
+        truth = winners(Y)
+
+        def score(pred):
+            # the weighted count, divided once: unit weights give k / n exactly
+            return float(w @ (winners(pred) == truth)) / total
+
+        return score
+
+
+def winners(outputs):
+    """Index of the class of each row of ``outputs`` (2D, one column per class or one)."""
+    if outputs.shape[1] == 1:
+        return (outputs[:, 0] > 0).astype(np.intp)
+    return outputs.argmax(axis=1)
+
+
 class _RowProjector:
     """``left @ Q[:, :m] @ S``, extended column by column as the basis grows."""
 
@@ -375,12 +417,26 @@ class ExactDual:
         return self.kernel(X, self.X_fit)
 
     def sharpness(self, measure, rho, problem, result, gradient_scale):
-        """Exact sharpness of the training loss at the fitted weights."""
+        """Exact sharpness of the training loss at the fitted weights.
+
+        ``'top_eigenvalue'``, ``'trace'``, ``'rho'`` and ``'average'`` are
+        taken in the RKHS (``H = K / n`` per output, ``K`` weighted): the
+        coordinates of SAM's perturbation. The adaptive measures scale the
+        perturbation by the dual coefficients ``|alpha|`` (``dual_coef_``), in
+        which ``L(alpha) = ||W^1/2 (K alpha - y)||^2 / (2 n)`` has the Hessian
+        ``K W K / n``. They are computed in ``gamma = W^{-1/2} alpha`` (the
+        path's coordinates, ``H = K_w^2 / n``): an adaptive measure does not
+        change under a rescaling of each coordinate, so the two agree.
+        """
         theta, z, coef = result.path.theta, result.path.z, result.coef
         n, k = problem.n, coef.shape[1]
-        if measure == "trace":
+        if measure in ("trace", "average"):
             # tr(H) = tr(K) / n per output; the Krylov basis holds only some eigenvalues
-            return float(k * np.trace(problem.matrix) / n)
+            trace = float(k * np.trace(problem.matrix) / n)
+            # E g.e + e.H.e / 2 over e ~ N(0, rho^2 I) is rho^2 tr(H) / 2
+            return trace if measure == "trace" else 0.5 * rho**2 * trace
+        if measure in ADAPTIVE_MEASURES:
+            return self._adaptive_sharpness(measure, rho, problem, result, gradient_scale)
         # Hessian eigenvalues theta / n, and lambda_max(K) / n whose eigenvector may
         # lie outside the basis (it then carries no gradient).
         eigenvalues = np.append(theta, self.lambda_max) / n
@@ -389,6 +445,28 @@ class ExactDual:
         gradient = np.sqrt(np.clip(theta, 0, None))[:, None] * residual / n
         gradient = np.vstack([gradient, np.zeros((1, k))])
         return quadratic_sharpness(eigenvalues, gradient, measure=measure, rho=rho)
+
+    def _adaptive_sharpness(self, measure, rho, problem, result, gradient_scale):
+        """The adaptive measures in ``gamma`` (``H = K_w^2 / n``): all ``n`` coordinates.
+
+        The perturbation ``|gamma| * u`` leaves the Krylov basis, so the Ritz
+        values do not suffice: ``'adaptive_average'`` needs the diagonal of
+        ``H`` (``O(n^2)``), ``'adaptive_rho'`` the eigendecomposition of
+        ``K_w`` (``O(n^3)``, plus one per output).
+        """
+        K, n = problem.matrix, problem.n
+        gamma = result.path.V @ result.coef * gradient_scale
+        residual = K @ gamma - problem.start * gradient_scale
+        if measure == "adaptive_average":
+            # rho^2 / 2 sum_i gamma_i^2 H_ii, H_ii = sum_j K_ij^2 / n
+            diagonal = np.einsum("ij,ij->i", K, K) / n
+            return float(0.5 * rho**2 * np.sum(gamma**2 * diagonal[:, None]))
+        lam, U = np.linalg.eigh(K)
+        # H = U diag(lam^2) U^T / n; g = K r / n has the coordinates lam (U^T r) / n
+        gradient = lam[:, None] * (U.T @ residual) / n
+        return quadratic_sharpness(
+            lam**2 / n, gradient, measure=measure, rho=rho, weights=gamma, eigenvectors=U
+        )
 
 
 class _FeatureSpace:
@@ -424,8 +502,11 @@ class _FeatureSpace:
     def _scorer(self, metric, stats, X, Y, sw, val):
         if hasattr(metric, "moments"):  # R^2: a quadratic form in theta
             return lambda path: metric.moments(stats, path.V)
-        # other scores (accuracy) need the validation rows' features
-        Phi = self.source.ops.to_numpy(self.feature_map(X[val], self.source.ops))
+        # other scores (accuracy) need the validation rows' features; a dask
+        # array's validation rows (a fraction of the data) are read into memory
+        X_val = X[val].compute() if is_dask(X) else X[val]
+        X_val = X_val.toarray() if sparse.issparse(X_val) else X_val
+        Phi = self.source.ops.to_numpy(self.feature_map(X_val, self.source.ops))
 
         score = metric.scorer(Y[val], sw[val])
 
@@ -436,15 +517,38 @@ class _FeatureSpace:
         return score_of
 
     def sharpness(self, measure, rho, problem, result, gradient_scale):
-        """Exact sharpness: the Hessian is ``A`` itself."""
+        """Exact sharpness: the Hessian is ``A`` itself (in ``theta``).
+
+        The adaptive measures are taken in the parameter coordinates
+        :meth:`_parameters` gives (``coef_`` for the linear path, the centre
+        coefficients for Nystroem).
+        """
         A, b = problem.stats.A, problem.stats.b
+        k = result.coef.shape[1]
         if measure == "top_eigenvalue":
             return float(self.lambda_max)
-        if measure == "trace":
-            return float(result.coef.shape[1] * np.trace(A))
+        if measure in ("trace", "average"):
+            trace = float(k * np.trace(A))
+            # E g.e + e.H.e / 2 over e ~ N(0, rho^2 I) is rho^2 tr(H) / 2
+            return trace if measure == "trace" else 0.5 * rho**2 * trace
+        theta = result.path.V @ result.coef * gradient_scale
+        gradient = A @ theta - b * gradient_scale
+        weights = None
+        if measure in ADAPTIVE_MEASURES:
+            A, gradient, weights = self._parameters(A, gradient, theta)
         lam, U = np.linalg.eigh(A)
-        gradient = (A @ (result.path.V @ result.coef) - b) * gradient_scale
-        return quadratic_sharpness(lam, U.T @ gradient, measure=measure, rho=rho)
+        return quadratic_sharpness(
+            lam,
+            U.T @ gradient,
+            measure=measure,
+            rho=rho,
+            weights=weights,
+            eigenvectors=None if weights is None else U,
+        )
+
+    def _parameters(self, A, gradient, theta):
+        """Hessian, gradient and weights in the coordinates of the adaptive measures."""
+        return A, gradient, theta
 
 
 class NystroemFeatures(_FeatureSpace):
@@ -501,6 +605,16 @@ class NystroemFeatures(_FeatureSpace):
             m = len(train)
         rng = check_random_state(self.random_state)
         return np.sort(rng.choice(train, size=m, replace=False))
+
+    def _parameters(self, A, gradient, theta):
+        """In the centre coefficients ``beta = L^{-T} theta`` (``f = sum_j beta_j k(c_j, .)``).
+
+        The coordinates the exact path's ``dual_coef_`` has: with every
+        training row a centre (and none dropped) the adaptive measures agree
+        with it. ``theta = L^T beta`` gives ``H_beta = L A L^T``, ``g_beta = L g``.
+        """
+        L = self.feature_map.cholesky
+        return L @ A @ L.T, L @ gradient, self.feature_map.center_coefficients(theta)
 
     def finish(self, result, coef, one_output):
         # coefficients of the kernel at the centres

@@ -50,7 +50,267 @@ from ._kernel_path import (
 )
 
 
-class SAMKernelRegressor(RegressorMixin, BaseEstimator):
+class _BaseSAMKernel(BaseEstimator):
+    """The kernel path shared by :class:`SAMKernelRegressor` and the classifier.
+
+    A subclass says how its targets are checked (``_y_checks``) and coded
+    (``_encode_targets``, returning :class:`Targets`) and which validation
+    score early stopping maximizes (``_validation_score``); fitting, the
+    sharpness and the outputs along the path (``_decision``,
+    ``_staged_decision``) are the same.
+    """
+
+    _parameter_constraints: dict = {
+        **COMMON_CONSTRAINTS,
+        # the kernel path has no ASAM: its per-weight scaling has no meaning in the RKHS
+        "solver": [StrOptions({"gd", "sam", "usam"})],
+        "kernel": [
+            StrOptions(set(PAIRWISE_KERNEL_FUNCTIONS) | {"precomputed"}),
+            callable,
+        ],
+        "gamma": [Interval(Real, 0, None, closed="left"), None],
+        "degree": [Interval(Real, 0, None, closed="left")],
+        "coef0": [Interval(Real, None, None, closed="neither")],
+        "kernel_params": [dict, None],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "centers": ["array-like", None],
+        "device": "no_validation",  # checked in fit, with the machine's devices
+        "dtype": "no_validation",
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.pairwise = self.kernel == "precomputed"
+        tags.target_tags.multi_output = True
+        return tags
+
+    # ------------------------------------------------------------------ kernel
+
+    def _get_kernel(self, X, Y=None):
+        return self._kernel_function()(X, Y)
+
+    def _kernel_function(self):
+        return KernelFunction(self.kernel, self.gamma, self.degree, self.coef0, self.kernel_params)
+
+    # --------------------------------------------------------------- fitting
+
+    def _fit(self, X, y, sample_weight):
+        """``fit``: select -> build -> solve -> finish, assigned at the end."""
+        with _transaction(self):  # validate_data sets n_features_in_ on self
+            X, target, sw, source = self._validate(X, y, sample_weight)
+            Y = target.Y
+            train, val = self._split(X.shape[0], sw, target.stratify)
+            model = self._select_model(X, len(train), source)
+            # the path runs on y / 2^k (exact in floating point), so that no square
+            # of y overflows or underflows; coefficients and losses are scaled back
+            y_scale = _power_of_two_scale(source.max_abs(Y), self._sam_rho())
+            problem = model.build(X, Y / y_scale, sw, train, val, self._validation_score())
+            lr = resolve_learning_rate(self.learning_rate, self.solver, self.rho, problem.s_max)
+            result = self._solve(problem, lr, y_scale, early=val is not None)
+            fitted = self._finish(model, problem, result, lr, y_scale, target)
+            self._report(result, fitted)
+        for name in ("dual_coef_", "coef_", "X_fit_", "centers_", "n_components_"):
+            if hasattr(self, name) and name not in fitted:  # another parametrization's
+                delattr(self, name)
+        self.__dict__.update(fitted)
+        return self
+
+    def _validate(self, X, y, sample_weight):
+        """Checked ``X``, the coded targets, weights, the data source."""
+        if is_dask(X) or is_dask(y):
+            X, y = check_dask(X, y, type(self).__name__)
+            self.n_features_in_ = X.shape[1]
+        else:
+            X, y = validate_data(
+                self, X, y, accept_sparse=("csr", "csc"), dtype=np.float64, **self._y_checks
+            )
+        sw = _check_sample_weight(
+            sample_weight, np.empty((X.shape[0], 0)), ensure_non_negative=True
+        )
+        target = self._encode_targets(X, y, sw)
+        return X, target, target.sample_weight, data_source(X, target.Y, self._ops(X))
+
+    def _split(self, n, sw=None, stratify=None):
+        """Training and validation indices for ``early_stopping``."""
+        if not self.early_stopping:
+            train, val = np.arange(n), None
+        else:
+            random_state = check_random_state(self.random_state)
+            train, val = validation_split(
+                n, self.validation_fraction, random_state, stratify=stratify
+            )
+        if sw is not None and (
+            not sw[train].sum() > 0 or (val is not None and not sw[val].sum() > 0)
+        ):
+            raise ValueError("The sample weights of the training (or validation) part sum to 0.")
+        return train, val
+
+    def _uses_features(self, n_features, n_train):
+        """Nystroem (``'nystroem'``), primal (``'linear'``) or exact (None)."""
+        if self.n_components is not None or self.centers is not None:
+            return "nystroem"
+        if self.kernel == "linear" and n_features < n_train:
+            return "linear"
+        return None
+
+    def _ops(self, X):
+        """The array back end of the feature-space paths: numpy, or torch on ``device``."""
+        dtype = _check_dtype(self.dtype)
+        if self.device is None and dtype is None:
+            return make_ops(None, None)
+        if self.kernel == "precomputed" or not self._uses_features(X.shape[1], X.shape[0]):
+            raise ValueError(
+                f"device={self.device!r} and dtype={self.dtype!r} apply to the feature-space "
+                "path; set n_components (Nystroem) or use kernel='linear' with fewer "
+                "features than samples."
+            )
+        return make_ops(None if self.device is None else check_device(self.device), dtype)
+
+    def _select_model(self, X, n_train, source):
+        """The parametrization, chosen once."""
+        kernel = self._kernel_function()
+        kind = self._uses_features(X.shape[1], n_train)
+        if kind == "nystroem":
+            if kernel.precomputed and self.centers is not None:
+                raise ValueError(
+                    "With kernel='precomputed' the centres are training samples drawn "
+                    "by n_components; centers cannot be given."
+                )
+            return NystroemFeatures(
+                kernel, source, self.n_components, self.centers, self.random_state
+            )
+        if kind == "linear":
+            return LinearPrimal(kernel, source)
+        if isinstance(source, DaskRows):
+            raise ValueError(
+                "A dask array needs the feature-space path: set n_components "
+                "(or use kernel='linear' with fewer features than samples)."
+            )
+        return ExactDual(kernel)
+
+    def _sam_rho(self):
+        return self.rho if self.solver == "sam" else 0.0
+
+    def _solve(self, problem, lr, y_scale, *, early):
+        """The path of the scaled problem (SAM's radius and the loss tol scale with y)."""
+        tol = self.tol
+        if tol is not None and not early:  # a loss tol; R^2 does not scale
+            tol = tol / np.float64(y_scale) ** 2
+        rho = self.rho / y_scale if self.solver == "sam" else self.rho
+        settings = PathSettings(self.solver, rho, lr, self.max_iter)
+        try:
+            return solve_path(problem, settings, StoppingCriterion(tol, self.n_iter_no_change))
+        except Diverged as exc:
+            raise ValueError(
+                f"The iteration diverged at step {exc.step} (the training loss is not "
+                f"finite) with learning_rate={lr:.6g}: the kernel matrix is probably not "
+                "positive semi-definite, or the learning rate is too large."
+            ) from None
+
+    def _finish(self, model, problem, result, lr, y_scale, target):
+        """All the fitted state, built aside (assigned only once fit succeeds)."""
+        coef = result.coef * y_scale
+        with np.errstate(over="ignore"):  # an overflow is refused just below
+            losses = np.float64(y_scale) ** 2 * np.asarray(result.losses)
+        sharpness = None
+        if self.sharpness is not None:
+            sharpness = model.sharpness(self.sharpness, self.rho, problem, result, y_scale)
+        fitted = model.finish(result, coef, target.ravel_coef)
+        _check_finite(losses, model.basis, coef, sharpness, self.sharpness, y_scale)
+        history = _History()
+        record_history(
+            history,
+            loss_curve=losses,
+            n_iter=result.n_iter,
+            validation_scores=result.validation_scores,
+            best_validation_score=result.best_validation_score,
+        )
+        fitted.update(vars(history))
+        fitted.update(target.fitted)
+        fitted.update(
+            learning_rate_=lr,
+            sharpness_=sharpness,
+            krylov_size_=result.diagnostics["size"],
+            _model=model,
+            _coef=coef,
+            _y_scale=y_scale,
+            _path=result.path,
+            _dynamics=result.dynamics,
+            _scales=result.scales,
+            _one_output=target.ravel_decision,
+        )
+        return fitted
+
+    def _report(self, result, fitted):
+        """Warnings and the verbose lines of a fit."""
+        diagnostics = result.diagnostics
+        if self.verbose:
+            print(
+                f"Krylov basis: {diagnostics['size']} columns, exact={diagnostics['exact']}, "
+                f"last relative change {diagnostics['change']:.2e}"
+            )
+        if not (diagnostics["converged"] or diagnostics["stagnated"]):
+            warnings.warn(
+                f"The Krylov basis reached {diagnostics['size']} columns before the fitted "
+                f"coefficients stopped changing (last relative change "
+                f"{diagnostics['change']:.2e}); the fit is approximate.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        if self.tol is not None and not result.stopped:
+            what = "the validation score" if self.early_stopping else "the training loss"
+            warn_not_converged(type(self).__name__, self.max_iter, f"{what} (tol={self.tol})")
+        cause = diagnose_loss_curve(fitted["loss_curve_"])
+        if cause is not None:
+            # 'auto' keeps GD and USAM monotone, but rho is a radius in the RKHS norm:
+            # a kernel with large values or one that is not positive semi-definite
+            # (Nystroem features hide it) lets SAM's loss end far above its start
+            warn_diverged(
+                type(self).__name__,
+                cause,
+                f"Lower rho (now {self.rho:g}; it is a radius in the kernel's RKHS "
+                "norm, so a kernel with large values needs a smaller one) or check "
+                "that the kernel is positive semi-definite.",
+            )
+        if self.verbose:
+            scores = fitted["validation_scores_"] or [None] * len(fitted["loss_curve_"])
+            for iteration, (loss, score) in enumerate(zip(fitted["loss_curve_"], scores), start=1):
+                print_progress(iteration, loss, score)
+
+    # ------------------------------------------------------------ prediction
+
+    def _check_predict_input(self, X):
+        """Checked ``X`` and its data source."""
+        check_is_fitted(self)
+        if is_dask(X):
+            if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has shape {X.shape}, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features."
+                )
+            return X, DaskRows()
+        X = validate_data(self, X, accept_sparse=("csr", "csc"), dtype=np.float64, reset=False)
+        return X, InMemoryRows()
+
+    def _decision(self, X):
+        """The model's outputs on ``X``, in blocks of rows."""
+        X, rows = self._check_predict_input(X)
+        pred = rows.apply(self._model.features, X, self._model.basis @ self._coef)
+        return pred[:, 0] if self._one_output else pred
+
+    def _staged_decision(self, X):
+        """The model's outputs on ``X`` after each step of the returned model."""
+        X, rows = self._check_predict_input(X)
+        projected = np.asarray(rows.apply(self._model.features, X, self._model.basis))
+        for a in replay(self._dynamics, lr=self.learning_rate_, scales=self._scales):
+            pred = projected @ (a * self._y_scale)
+            yield pred[:, 0] if self._one_output else pred
+
+
+class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
     r"""Kernel regression trained by gradient descent (GD) or SAM, from zero.
 
     The model :math:`f(x) = \langle \theta, \phi(x) \rangle` in the kernel's
@@ -143,8 +403,11 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         Held-out fraction for ``early_stopping``.
     n_iter_no_change : int, default=10
         Steps without improvement before stopping (with a float ``tol``).
-    sharpness : {'rho', 'top_eigenvalue', 'trace'} or None, default='rho'
-        Measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of the
+    sharpness : str or None, default='rho'
+        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
+        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
+        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
+        The measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of the
         training loss at the fitted weights, computed exactly. ``'rho'`` is
         :math:`\max_{\|e\| \le \rho} L(\theta + e) - L(\theta)` with the
         estimator's ``rho``: it depends on the fitted weights (through the
@@ -153,7 +416,18 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         for the squared loss is the constant :math:`K/n` (exact path) or
         :math:`A = \Phi^\top W \Phi / n` (Nystroem, linear) whatever the
         weights: they depend on the data and the kernel only, and are the same
-        for every solver and ``rho``. ``None`` skips it.
+        for every solver and ``rho``; so does ``'average'``
+        (:math:`\rho^2 \operatorname{tr}(H) / 2`, Gaussian perturbations of
+        standard deviation ``rho`` in the RKHS). The adaptive measures scale
+        the perturbation by the weights elementwise, in the model's
+        parameters: the dual coefficients ``dual_coef_`` (exact path, Hessian
+        :math:`K W K / n`), the centre coefficients (Nystroem, the same
+        coordinates), ``coef_`` (linear). The exact path's ``'adaptive_rho'``
+        costs an ``n x n`` eigendecomposition (and one per output); integer
+        sample weights equal repeated rows for the fit but not for the
+        adaptive measures (a repeated row splits its coefficient). The
+        logit-normalized measure is refused: a squared loss has no logits.
+        ``None`` skips it.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split of ``early_stopping`` and the choice of the
         Nystroem centres; the fit is otherwise deterministic.
@@ -262,26 +536,6 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
     True
     """
 
-    _parameter_constraints: dict = {
-        **COMMON_CONSTRAINTS,
-        # the kernel path has no ASAM: its per-weight scaling has no meaning in the RKHS
-        "solver": [StrOptions({"gd", "sam", "usam"})],
-        "kernel": [
-            StrOptions(set(PAIRWISE_KERNEL_FUNCTIONS) | {"precomputed"}),
-            callable,
-        ],
-        "gamma": [Interval(Real, 0, None, closed="left"), None],
-        "degree": [Interval(Real, 0, None, closed="left")],
-        "coef0": [Interval(Real, None, None, closed="neither")],
-        "kernel_params": [dict, None],
-        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "centers": ["array-like", None],
-        "device": "no_validation",  # checked in fit, with the machine's devices
-        "dtype": "no_validation",
-    }
-
     def __init__(
         self,
         solver="sam",
@@ -327,20 +581,18 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.input_tags.pairwise = self.kernel == "precomputed"
-        tags.target_tags.multi_output = True
-        return tags
+    _y_checks = {"multi_output": True, "y_numeric": True}
 
-    # ------------------------------------------------------------------ kernel
+    def _encode_targets(self, X, y, sw):
+        """Numeric targets as they are, 2D (numeric strings converted, others named)."""
+        Y = y.reshape(X.shape[0], -1)
+        if not is_dask(Y):
+            Y = numeric_target(Y, type(self).__name__)
+        one_output = y.ndim == 1
+        return Targets(Y, sw, ravel_coef=one_output, ravel_decision=one_output)
 
-    def _get_kernel(self, X, Y=None):
-        return self._kernel_function()(X, Y)
-
-    def _kernel_function(self):
-        return KernelFunction(self.kernel, self.gamma, self.degree, self.coef0, self.kernel_params)
+    def _validation_score(self):
+        return R2Score()
 
     # --------------------------------------------------------------- fitting
 
@@ -366,205 +618,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
-        with _transaction(self):  # validate_data sets n_features_in_ on self
-            X, Y, one_output, sw, source = self._validate(X, y, sample_weight)
-            train, val = self._split(X.shape[0], sw)
-            model = self._select_model(X, len(train), source)
-            # the path runs on y / 2^k (exact in floating point), so that no square
-            # of y overflows or underflows; coefficients and losses are scaled back
-            y_scale = _power_of_two_scale(source.max_abs(Y), self._sam_rho())
-            problem = model.build(X, Y / y_scale, sw, train, val, R2Score())
-            lr = resolve_learning_rate(self.learning_rate, self.solver, self.rho, problem.s_max)
-            result = self._solve(problem, lr, y_scale, early=val is not None)
-            fitted = self._finish(model, problem, result, lr, y_scale, one_output=one_output)
-            self._report(result, fitted)
-        for name in ("dual_coef_", "coef_", "X_fit_", "centers_", "n_components_"):
-            if hasattr(self, name) and name not in fitted:  # another parametrization's
-                delattr(self, name)
-        self.__dict__.update(fitted)
-        return self
-
-    def _validate(self, X, y, sample_weight):
-        """Checked ``X``, 2D ``Y`` (and whether ``y`` was 1D), weights, the data source."""
-        if is_dask(X) or is_dask(y):
-            X, y = check_dask(X, y, type(self).__name__)
-            self.n_features_in_ = X.shape[1]
-        else:
-            X, y = validate_data(
-                self,
-                X,
-                y,
-                accept_sparse=("csr", "csc"),
-                multi_output=True,
-                y_numeric=True,
-                dtype=np.float64,
-            )
-        Y = y.reshape(X.shape[0], -1)
-        if not is_dask(Y):  # numeric strings are converted, other strings named
-            Y = numeric_target(Y, type(self).__name__)
-        sw = _check_sample_weight(
-            sample_weight, np.empty((X.shape[0], 0)), ensure_non_negative=True
-        )
-        return X, Y, y.ndim == 1, sw, data_source(X, y, self._ops(X))
-
-    def _split(self, n, sw=None):
-        """Training and validation indices for ``early_stopping``."""
-        if not self.early_stopping:
-            train, val = np.arange(n), None
-        else:
-            random_state = check_random_state(self.random_state)
-            train, val = validation_split(n, self.validation_fraction, random_state)
-        if sw is not None and (
-            not sw[train].sum() > 0 or (val is not None and not sw[val].sum() > 0)
-        ):
-            raise ValueError("The sample weights of the training (or validation) part sum to 0.")
-        return train, val
-
-    def _uses_features(self, n_features, n_train):
-        """Nystroem (``'nystroem'``), primal (``'linear'``) or exact (None)."""
-        if self.n_components is not None or self.centers is not None:
-            return "nystroem"
-        if self.kernel == "linear" and n_features < n_train:
-            return "linear"
-        return None
-
-    def _ops(self, X):
-        """The array back end of the feature-space paths: numpy, or torch on ``device``."""
-        dtype = _check_dtype(self.dtype)
-        if self.device is None and dtype is None:
-            return make_ops(None, None)
-        if self.kernel == "precomputed" or not self._uses_features(X.shape[1], X.shape[0]):
-            raise ValueError(
-                f"device={self.device!r} and dtype={self.dtype!r} apply to the feature-space "
-                "path; set n_components (Nystroem) or use kernel='linear' with fewer "
-                "features than samples."
-            )
-        return make_ops(None if self.device is None else check_device(self.device), dtype)
-
-    def _select_model(self, X, n_train, source):
-        """The parametrization, chosen once."""
-        kernel = self._kernel_function()
-        kind = self._uses_features(X.shape[1], n_train)
-        if kind == "nystroem":
-            if kernel.precomputed and self.centers is not None:
-                raise ValueError(
-                    "With kernel='precomputed' the centres are training samples drawn "
-                    "by n_components; centers cannot be given."
-                )
-            return NystroemFeatures(
-                kernel, source, self.n_components, self.centers, self.random_state
-            )
-        if kind == "linear":
-            return LinearPrimal(kernel, source)
-        if isinstance(source, DaskRows):
-            raise ValueError(
-                "A dask array needs the feature-space path: set n_components "
-                "(or use kernel='linear' with fewer features than samples)."
-            )
-        return ExactDual(kernel)
-
-    def _sam_rho(self):
-        return self.rho if self.solver == "sam" else 0.0
-
-    def _solve(self, problem, lr, y_scale, *, early):
-        """The path of the scaled problem (SAM's radius and the loss tol scale with y)."""
-        tol = self.tol
-        if tol is not None and not early:  # a loss tol; R^2 does not scale
-            tol = tol / np.float64(y_scale) ** 2
-        rho = self.rho / y_scale if self.solver == "sam" else self.rho
-        settings = PathSettings(self.solver, rho, lr, self.max_iter)
-        try:
-            return solve_path(problem, settings, StoppingCriterion(tol, self.n_iter_no_change))
-        except Diverged as exc:
-            raise ValueError(
-                f"The iteration diverged at step {exc.step} (the training loss is not "
-                f"finite) with learning_rate={lr:.6g}: the kernel matrix is probably not "
-                "positive semi-definite, or the learning rate is too large."
-            ) from None
-
-    def _finish(self, model, problem, result, lr, y_scale, *, one_output):
-        """All the fitted state, built aside (assigned only once fit succeeds)."""
-        coef = result.coef * y_scale
-        with np.errstate(over="ignore"):  # an overflow is refused just below
-            losses = np.float64(y_scale) ** 2 * np.asarray(result.losses)
-        sharpness = None
-        if self.sharpness is not None:
-            sharpness = model.sharpness(self.sharpness, self.rho, problem, result, y_scale)
-        fitted = model.finish(result, coef, one_output)
-        _check_finite(losses, model.basis, coef, sharpness, self.sharpness, y_scale)
-        history = _History()
-        record_history(
-            history,
-            loss_curve=losses,
-            n_iter=result.n_iter,
-            validation_scores=result.validation_scores,
-            best_validation_score=result.best_validation_score,
-        )
-        fitted.update(vars(history))
-        fitted.update(
-            learning_rate_=lr,
-            sharpness_=sharpness,
-            krylov_size_=result.diagnostics["size"],
-            _model=model,
-            _coef=coef,
-            _y_scale=y_scale,
-            _path=result.path,
-            _dynamics=result.dynamics,
-            _scales=result.scales,
-            _one_output=one_output,
-        )
-        return fitted
-
-    def _report(self, result, fitted):
-        """Warnings and the verbose lines of a fit."""
-        diagnostics = result.diagnostics
-        if self.verbose:
-            print(
-                f"Krylov basis: {diagnostics['size']} columns, exact={diagnostics['exact']}, "
-                f"last relative change {diagnostics['change']:.2e}"
-            )
-        if not (diagnostics["converged"] or diagnostics["stagnated"]):
-            warnings.warn(
-                f"The Krylov basis reached {diagnostics['size']} columns before the fitted "
-                f"coefficients stopped changing (last relative change "
-                f"{diagnostics['change']:.2e}); the fit is approximate.",
-                ConvergenceWarning,
-                stacklevel=4,
-            )
-        if self.tol is not None and not result.stopped:
-            what = "the validation score" if self.early_stopping else "the training loss"
-            warn_not_converged(type(self).__name__, self.max_iter, f"{what} (tol={self.tol})")
-        cause = diagnose_loss_curve(fitted["loss_curve_"])
-        if cause is not None:
-            # 'auto' keeps GD and USAM monotone, but rho is a radius in the RKHS norm:
-            # a kernel with large values or one that is not positive semi-definite
-            # (Nystroem features hide it) lets SAM's loss end far above its start
-            warn_diverged(
-                type(self).__name__,
-                cause,
-                f"Lower rho (now {self.rho:g}; it is a radius in the kernel's RKHS "
-                "norm, so a kernel with large values needs a smaller one) or check "
-                "that the kernel is positive semi-definite.",
-            )
-        if self.verbose:
-            scores = fitted["validation_scores_"] or [None] * len(fitted["loss_curve_"])
-            for iteration, (loss, score) in enumerate(zip(fitted["loss_curve_"], scores), start=1):
-                print_progress(iteration, loss, score)
-
-    # ------------------------------------------------------------ prediction
-
-    def _check_predict_input(self, X):
-        """Checked ``X`` and its data source."""
-        check_is_fitted(self)
-        if is_dask(X):
-            if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has shape {X.shape}, but {type(self).__name__} is expecting "
-                    f"{self.n_features_in_} features."
-                )
-            return X, DaskRows()
-        X = validate_data(self, X, accept_sparse=("csr", "csc"), dtype=np.float64, reset=False)
-        return X, InMemoryRows()
+        return self._fit(X, y, sample_weight)
 
     def predict(self, X):
         """Predict with the fitted model.
@@ -580,9 +634,7 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         y_pred : ndarray (dask array for dask input) of shape (n_samples,) or (n_samples, n_outputs)
             Predictions, computed in blocks of rows.
         """
-        X, rows = self._check_predict_input(X)
-        pred = rows.apply(self._model.features, X, self._model.basis @ self._coef)
-        return pred[:, 0] if self._one_output else pred
+        return self._decision(X)
 
     def staged_predict(self, X):
         """Yield the prediction after each step of the returned model.
@@ -602,11 +654,23 @@ class SAMKernelRegressor(RegressorMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             Prediction after each step.
         """
-        X, rows = self._check_predict_input(X)
-        projected = np.asarray(rows.apply(self._model.features, X, self._model.basis))
-        for a in replay(self._dynamics, lr=self.learning_rate_, scales=self._scales):
-            pred = projected @ (a * self._y_scale)
-            yield pred[:, 0] if self._one_output else pred
+        yield from self._staged_decision(X)
+
+
+class Targets:
+    """The coded targets of a fit and what comes with them.
+
+    ``Y`` (2D) is what the path fits; ``sample_weight`` the weights of the
+    loss (a classifier's class weights included); ``ravel_coef`` and
+    ``ravel_decision`` whether the coefficients and the outputs drop their
+    column axis; ``stratify`` the labels the validation split keeps the
+    proportions of; ``fitted`` the attributes the coding adds (``classes_``).
+    """
+
+    def __init__(self, Y, sample_weight, *, ravel_coef, ravel_decision, stratify=None, fitted=None):
+        self.Y, self.sample_weight = Y, sample_weight
+        self.ravel_coef, self.ravel_decision = ravel_coef, ravel_decision
+        self.stratify, self.fitted = stratify, fitted or {}
 
 
 class _History:

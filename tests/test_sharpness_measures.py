@@ -555,8 +555,7 @@ def test_regressors_refuse_the_logit_measures_before_training(name):
 
 
 # --------------------------------------------------------------------------
-# the kernel estimator (its wiring of the new measures is the integrator's;
-# these xfail strictly until then, and pass with the wiring the report gives)
+# the kernel estimator answers the new measures exactly
 # --------------------------------------------------------------------------
 
 
@@ -578,7 +577,6 @@ def _kernel_expected(model, X, Y, measure):
     )
 
 
-@pytest.mark.xfail(strict=True, reason="SAMKernelRegressor wiring of the new measures pending")
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
 @pytest.mark.parametrize("measure", ["average", "adaptive_rho", "adaptive_average"])
 def test_kernel_estimator_answers_the_new_measures_exactly(kernel, measure):
