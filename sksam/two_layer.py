@@ -660,7 +660,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
         training loss (or, with ``early_stopping``, the validation score) has
         not improved by at least ``tol`` for more than ``n_iter_no_change``
         consecutive iterations. ``None`` disables the rule: exactly
-        ``max_iter`` iterations, no ``ConvergenceWarning``; with
+        ``max_iter`` iterations, no ``ConvergenceWarning`` for reaching it; with
         ``early_stopping`` the weights with the best validation score are
         still the ones kept.
         The default stops early, before the network fits much label noise;
@@ -671,10 +671,10 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
         :math:`R^2` stops improving, and keep the weights with the best
         validation score. Both parts must have at least 2 samples.
         From a start near the zero function the validation score can sit
-        still for tens of iterations: a fit that early stopping ends before
-        the training loss fell by 10 % warns (raise ``n_iter_no_change``, or
-        set ``tol=None`` to run ``max_iter`` iterations and keep the best
-        weights).
+        still for tens of iterations: a fit that early stopping ends while
+        the training loss is above 90 % of a constant predictor's warns
+        (raise ``n_iter_no_change``, or set ``tol=None`` to run ``max_iter``
+        iterations and keep the best weights).
     validation_fraction : float, default=0.1
         Fraction of the data held out when ``early_stopping`` is True.
     n_iter_no_change : int, default=10
@@ -790,7 +790,13 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     :class:`~sksam.exceptions.DivergenceWarning` naming the cause and the
     remedy when the loss grows by orders of magnitude or the fitted network
     predicts a constant (for example every ReLU unit died after a too-large
-    step on unscaled targets).
+    step on unscaled targets). A fit that the stopping rule ends while the
+    training loss is still above 90 % of the best constant predictor's (on
+    the plateau around the initialization) gives a ``ConvergenceWarning``
+    naming the likely cause: ``rho`` when gradient descent from the same
+    start, under the same rule, gets below that level (SAM held the network
+    at the zero function, a saddle), ``learning_rate`` and ``tol``
+    otherwise.
 
     References
     ----------
@@ -942,12 +948,15 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         weights keep their initial values (random signs
         :math:`\pm 1/\sqrt{h}`, and ``c`` at the log-odds of the weighted class
         frequencies).
-    init_scale : float, default=0.1
+    init_scale : float, default=1.0
         Scale ``s`` of the initialization: :math:`W_{ij} \sim N(0, s^2/d)`,
-        :math:`a_{jk} \sim N(0, s^2/h)`, ``b = c = 0``.
-    learning_rate : float, default=0.05
+        :math:`a_{jk} \sim N(0, s^2/h)`, ``b = c = 0`` (LeCun's normal
+        initialization at ``s = 1``). Larger than the regressor's default:
+        see Notes, "Defaults".
+    learning_rate : float, default=1.0
         Step size :math:`\eta`; standardize ``X``
-        (:class:`~sklearn.preprocessing.StandardScaler`).
+        (:class:`~sklearn.preprocessing.StandardScaler`) or scale it to
+        about unit range. Larger than the regressor's default: see Notes.
     batch_size : int or None, default=None
         ``None`` uses the full batch at each step; otherwise mini-batches of
         this size, reshuffled at each epoch.
@@ -958,13 +967,14 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         loss (or, with ``early_stopping``, the validation accuracy) has not
         improved by at least ``tol`` for more than ``n_iter_no_change``
         consecutive iterations. ``None`` disables the rule: exactly
-        ``max_iter`` iterations, no ``ConvergenceWarning``.
+        ``max_iter`` iterations, no ``ConvergenceWarning`` for reaching it.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified by
         class), stop when its accuracy stops improving, and keep the weights
-        with the best validation accuracy. From a start near the zero function the
-        accuracy can sit still for tens of iterations: a fit that early
-        stopping ends before the training loss fell by 10 % warns (raise
+        with the best validation accuracy. From a start near the zero
+        function (a small ``init_scale``) the accuracy can sit still for tens
+        of iterations: a fit that early stopping ends while the training loss
+        is above 90 % of a constant predictor's warns (raise
         ``n_iter_no_change``, or set ``tol=None`` to run ``max_iter``
         iterations and keep the best weights).
     validation_fraction : float, default=0.1
@@ -1045,6 +1055,37 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     derivative of the loss in the logits is ``softmax(f) - y`` (``sigmoid``
     for one output), and the rest of the back-propagation is the
     regressor's.
+
+    **Defaults and when SAM acts.** The classifier has its own
+    ``init_scale=1.0`` and ``learning_rate=1.0`` (the regressor's are 0.1
+    and 0.05). The cross-entropy is flatter than the squared error (its
+    Hessian in the logits is at most 1/4 for one output, 1/2 for several,
+    where the squared error's is 1), so it takes a larger step; and from
+    the regressor's near-zero start, with ten classes the gradient is so
+    small that the default stopping rule (``tol=1e-4``,
+    ``n_iter_no_change=10``) ends the fit on the plateau around the
+    initialization: on digits scaled to [0, 1] after 12 iterations, at a
+    test accuracy below 0.25. At the classifier's defaults the fits on
+    digits, iris, breast cancer and ``make_classification`` (standardized)
+    reach the test accuracy of :class:`~sklearn.neural_network.MLPClassifier`
+    and :class:`~sklearn.linear_model.LogisticRegression` within about one
+    point, in a few hundred full-batch steps. At this step gradient descent
+    runs near the edge of stability (its top Hessian eigenvalue ends near
+    ``2 / learning_rate``) and SAM's path is clearly flatter: with 40 % of
+    the digits' training labels replaced by random classes, the default SAM
+    and gradient-descent fits disagree on several percent of the test
+    points, SAM's ``sharpness_`` is about 0.75 times gradient descent's, and
+    SAM was about two points more accurate on three seeds. That gain comes
+    largely from where the stopping rule ends each fit (gradient descent's
+    loss oscillates at this step, so the rule stops it sooner), and it does
+    not survive every setting: at ``learning_rate=0.7`` or
+    ``n_iter_no_change=20`` gradient descent was as accurate or more. On
+    clean, easy data the two coincide within a point. A larger ``rho``
+    (0.1 - 0.2) acts more; with a small ``init_scale`` it can hold the
+    network at the zero function, a saddle, where it predicts a single
+    class: such a fit, and a fit that stops on the initial plateau, gives
+    a ``ConvergenceWarning`` naming ``rho`` or ``learning_rate`` (see
+    :class:`SAMTwoLayerRegressor`, "Failures").
 
     Examples
     --------

@@ -48,10 +48,12 @@ def test_classifier_defaults_learn_digits_and_sam_differs_from_gd():
     X_train, X_test, y_train, y_test = _digits()
     gd = _silent_fit(SAMTwoLayerClassifier(solver="gd", random_state=0), X_train, y_train)
     sam = _silent_fit(SAMTwoLayerClassifier(random_state=0), X_train, y_train)
-    # LogisticRegression: 0.893, MLPClassifier(random_state=0): 0.889
-    assert gd.score(X_test, y_test) > 0.88
-    assert sam.score(X_test, y_test) > gd.score(X_test, y_test) + 0.01
-    assert sam.sharpness_ < gd.sharpness_
+    # LogisticRegression: 0.893, MLPClassifier(random_state=0): 0.889; SAM is
+    # the more accurate here (0.924 against 0.896), but that order depends on
+    # where the stopping rule ends each fit, so only the difference is pinned
+    for clf in (gd, sam):
+        assert clf.score(X_test, y_test) > 0.88
+    assert sam.sharpness_ < 0.9 * gd.sharpness_
     assert np.mean(sam.predict(X_test) != gd.predict(X_test)) > 0.02
 
 
