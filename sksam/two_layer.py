@@ -64,6 +64,12 @@ SAM_SHARE_COINCIDE = 0.10
 #: can sit still for tens of iterations there): a ConvergenceWarning says so.
 PLATEAU_DROP = 0.10
 
+#: Gradient descent from the same start "learns" (so that a stuck SAM fit is
+#: blamed on ``rho``) when its loss ends below this fraction of a constant
+#: predictor's: far from the plateau level, so that a SAM fit that is merely
+#: a little slower than gradient descent is not called stuck at a saddle.
+GD_LEARNS = 0.75
+
 
 class _BaseTwoLayer(BaseEstimator):
     """The fit shared by the two-layer regressor and classifier.
@@ -333,12 +339,14 @@ class _BaseTwoLayer(BaseEstimator):
 
         The counterfactual is gradient descent from the same start under the
         same stopping rule (a fit's worth of steps, run only after a fit
-        failed): if it gets below ``level`` with a healthy prediction, SAM's
+        failed): if it gets below ``GD_LEARNS`` times a constant's loss with a
+        healthy prediction, SAM's
         perturbation held the network at the zero function, a saddle where
         the gradient vanishes; otherwise the steps were too small to leave the
         plateau before the rule stopped them.
         """
-        if self._perturbed() and self._gradient_descent_learns(initial, data, level):
+        learned = GD_LEARNS * level / (1 - PLATEAU_DROP)
+        if self._perturbed() and self._gradient_descent_learns(initial, data, learned):
             return (
                 f"The same fit with rho=0 (gradient descent) leaves it: rho={self.rho} is "
                 f"too large for this initialization (init_scale={self.init_scale}), so "
