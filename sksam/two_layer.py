@@ -802,9 +802,11 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     training loss is still above 90 % of the best constant predictor's (on
     the plateau around the initialization) gives a ``ConvergenceWarning``
     naming the likely cause: ``rho`` when gradient descent from the same
-    start, under the same rule, gets below that level (SAM held the network
-    at the zero function, a saddle), ``learning_rate`` and ``tol``
-    otherwise.
+    start, under the same rule, ends below 75 % of a constant's loss (SAM
+    held the network at the zero function, a saddle), ``learning_rate`` and
+    ``tol`` otherwise. A classifier that ends predicting a single class on
+    training data of several warns in the same way, with or without the
+    stopping rule.
 
     References
     ----------
@@ -984,7 +986,10 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         of iterations: a fit that early stopping ends while the training loss
         is above 90 % of a constant predictor's warns (raise
         ``n_iter_no_change``, or set ``tol=None`` to run ``max_iter``
-        iterations and keep the best weights).
+        iterations and keep the best weights). At the default step the
+        validation accuracy oscillates from step to step, and
+        ``n_iter_no_change=10`` can end a fit well before its best: with
+        early stopping, ``n_iter_no_change`` around 50 is the safer choice.
     validation_fraction : float, default=0.1
         Fraction of the data held out when ``early_stopping`` is True.
     n_iter_no_change : int, default=10
