@@ -526,16 +526,18 @@ class _BaseTwoLayer(BaseEstimator):
 
     def _check_fitted_model(self, fitted, X, Y, history, initial, data):
         """Raise on non-finite outputs; warn when training diverged or ended constant."""
-        # the whole curve, warm starts included: its start is the loss at the
-        # initialization, which a healthy fit leaves below
-        causes = [diagnose_loss_curve(history.loss_curve)]
         outputs = _forward(fitted, self.activation, X)
-        if not np.all(np.isfinite(outputs)):
+        final_loss = self._outputs_loss(outputs, Y, data.sample_weight)
+        if not (np.all(np.isfinite(outputs)) and np.isfinite(final_loss)):
             raise ValueError(
                 "The fitted network's outputs on the training data are not finite: "
                 f"the fit diverged (lower learning_rate={self.learning_rate}, or "
                 f"{self._scale_hint}). No weights were stored."
             )
+        # the whole curve, warm starts included: its start is the loss at the
+        # initialization, which a healthy fit leaves below; the curve holds the
+        # loss before each step, so the loss after the last step ends it
+        causes = [diagnose_loss_curve([*history.loss_curve, final_loss])]
         if _is_constant(outputs, Y):
             dead = _dead_units(fitted, self.activation, X)
             causes.append(
@@ -875,6 +877,12 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
 
     def _frozen_intercept(self, Y, sample_weight):
         return np.average(Y, axis=0, weights=sample_weight)
+
+    def _outputs_loss(self, outputs, Y, sample_weight):
+        """The training loss of ``outputs``: half the (weighted) mean squared error."""
+        with np.errstate(over="ignore"):
+            per_row = 0.5 * np.sum((outputs - Y) ** 2, axis=1)
+        return float(np.average(per_row, weights=sample_weight))
 
     def _null_loss(self, Y, sample_weight):
         """The loss of the best constant: half the (weighted) variance, summed over outputs."""
@@ -1227,6 +1235,14 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         """Accuracy (weighted by the validation rows' ``sample_weight``)."""
         labels = self._labels(outputs, target["classes_"])
         return float(accuracy_score(y, labels, sample_weight=sample_weight))
+
+    def _outputs_loss(self, outputs, Y, sample_weight):
+        """The training loss of ``outputs`` (logits): the (weighted) mean cross-entropy."""
+        if Y.shape[1] == 1:  # logistic: softplus(f) - y f
+            per_row = -log_expit(-outputs[:, 0]) - Y[:, 0] * outputs[:, 0]
+        else:
+            per_row = logsumexp(outputs, axis=1) - np.sum(Y * outputs, axis=1)
+        return float(np.average(per_row, weights=sample_weight))
 
     def _null_loss(self, Y, sample_weight):
         """The loss of the best constant: the entropy of the (weighted) class frequencies."""

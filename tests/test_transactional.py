@@ -618,13 +618,9 @@ def _last_step_diverges(estimator, scale, classifier):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the loss curve records the loss before each step: a divergence in the last "
-    "(here the only) step returns a model with predictions ~1e18 (R^2 ~ -1e35) and no "
-    "warning; _check_fitted_model should diagnose the loss after the last step too",
-)
 def test_two_layer_fit_whose_last_step_diverges_says_so():
+    # the loss curve records the loss before each step: a divergence in the last (here
+    # the only) step returned a model predicting ~1e18 (R^2 ~ -1e35) without a word
     est = SAMTwoLayerRegressor(learning_rate=1e4, max_iter=1, n_hidden=4, tol=None, random_state=0)
     _last_step_diverges(est, 1e3, classifier=False)
 
@@ -653,3 +649,28 @@ def test_net_loss_overflow_after_the_last_step_is_the_nets_divergence_error():
         est.fit(X, X[:, 0])
     with pytest.raises(NotFittedError):
         est.predict(X)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_two_layer_final_loss_is_the_training_loss(n_classes):
+    # the loss that ends the divergence check is the one training minimizes
+    from sklearn.metrics import log_loss, mean_squared_error
+
+    from sksam import SAMTwoLayerClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(40, 3)
+    y = rng.randint(n_classes, size=40)
+    clf = SAMTwoLayerClassifier(n_hidden=5, max_iter=20, random_state=0).fit(X, y)
+    Y = np.eye(n_classes)[y] if n_classes > 2 else y[:, None].astype(float)
+    outputs = sksam.two_layer._forward(vars(clf), clf.activation, X)
+    np.testing.assert_allclose(
+        clf._outputs_loss(outputs, Y, None), log_loss(y, clf.predict_proba(X)), rtol=1e-5
+    )
+    reg = SAMTwoLayerRegressor(n_hidden=5, max_iter=20, random_state=0).fit(X, X[:, 0])
+    np.testing.assert_allclose(
+        reg._outputs_loss(reg.predict(X)[:, None], X[:, :1], None),
+        0.5 * mean_squared_error(X[:, 0], reg.predict(X)),
+        rtol=1e-6,
+    )
