@@ -1089,7 +1089,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     test accuracy below 0.25. At the classifier's defaults the fits on
     digits, iris, breast cancer and ``make_classification`` (standardized)
     reach the test accuracy of :class:`~sklearn.neural_network.MLPClassifier`
-    and :class:`~sklearn.linear_model.LogisticRegression` within about one
+    and ``LogisticRegression`` within about one
     point, in a few hundred full-batch steps. At this step gradient descent
     runs near the edge of stability (its top Hessian eigenvalue ends near
     ``2 / learning_rate``) and SAM's path is clearly flatter: with 40 % of
