@@ -760,13 +760,10 @@ default='sam'
         often want a larger radius.
     rho : float, default=0.05
         Perturbation radius; ``rho=0`` is ``solver='gd'`` bit for bit.
-        Ignored by ``'gd'``. SAM changes which minimum training settles in,
-        so it acts only once training gets near one: a fit that stops with
-        the training loss still high (few epochs, a small ``lr``, as the
-        defaults give on small problems) ends where ``solver='gd'`` ends and
-        predicts the same; ``verbose=1`` says so. Train longer or faster
-        (``optimizer__momentum=0.9``), and search ``rho`` (0.01 to 0.5) with
-        ``GridSearchCV``; SAM's gains are largest with noisy labels.
+        Ignored by ``'gd'``. A fit that stops with the training loss still
+        high ends where ``solver='gd'`` ends (``verbose=1`` says so): train
+        longer or faster and search ``rho`` (0.01 to 0.5); see the user
+        guide, :ref:`When SAM acts <net-when-sam-acts>`.
     lr : float, default=None
         Learning rate of the base optimizer; ``None`` is {default_lr}.{lr_note} A rate so large that
         the loss blows up, or ends no lower than that of the best constant
@@ -814,17 +811,9 @@ default='sam'
         as one after the other. Training continued by ``warm_start`` or
         ``partial_fit`` resumes that generator where the previous call left
         it, so with an int seed ``fit`` for 4 epochs and ``fit`` for 2 then
-        2 warm epochs give the same weights bit for bit. What remains
-        global: torch's layers (``nn.Dropout``...) and initializers can only
-        draw from torch's global generators, so while the module is built,
-        and during each training step of a module that may draw random
-        numbers (one with dropout, or a class not declaring
-        ``draws_random_numbers = False``), torch's global generators hold the
-        estimator's state, under a lock shared by these estimators, and get
-        their own state back afterwards. Code in another thread that draws
-        from torch's global generators at that moment (not through an
-        estimator) draws from the estimator's state; under Accelerate, the
-        data loaders draw from the generators Accelerate sets up.
+        2 warm epochs give the same weights bit for bit. How this meets
+        torch's global generators (dropout layers, threads, Accelerate): the
+        user guide, :ref:`Random numbers in the nets <net-random-numbers>`.
     warm_start : bool, default=False
         When ``True`` and the estimator is fitted, ``fit`` continues
         training the current network for ``max_epochs`` more epochs: the
