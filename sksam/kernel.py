@@ -410,23 +410,13 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
         The measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of the
         training loss at the fitted weights, computed exactly. ``'rho'`` is
         :math:`\max_{\|e\| \le \rho} L(\theta + e) - L(\theta)` with the
-        estimator's ``rho``: it depends on the fitted weights (through the
-        gradient there), so it tells the solvers' solutions apart.
-        ``'top_eigenvalue'`` and ``'trace'`` are those of the Hessian, which
-        for the squared loss is the constant :math:`K/n` (exact path) or
-        :math:`A = \Phi^\top W \Phi / n` (Nystroem, linear) whatever the
-        weights: they depend on the data and the kernel only, and are the same
-        for every solver and ``rho``; so does ``'average'``
-        (:math:`\rho^2 \operatorname{tr}(H) / 2`, Gaussian perturbations of
-        standard deviation ``rho`` in the RKHS). The adaptive measures scale
-        the perturbation by the weights elementwise, in the model's
-        parameters: the dual coefficients ``dual_coef_`` (exact path, Hessian
-        :math:`K W K / n`), the centre coefficients (Nystroem, the same
-        coordinates), ``coef_`` (linear). The exact path's ``'adaptive_rho'``
-        costs an ``n x n`` eigendecomposition (and one per output); integer
-        sample weights equal repeated rows for the fit but not for the
-        adaptive measures (a repeated row splits its coefficient). The
-        logit-normalized measure is refused: a squared loss has no logits.
+        estimator's ``rho``: it depends on the fitted weights, so it tells the
+        solvers' solutions apart. The Hessian of the squared loss does not
+        depend on the weights, so ``'top_eigenvalue'``, ``'trace'`` and
+        ``'average'`` are the same for every solver and ``rho``. The adaptive
+        measures, their coordinates and their cost: the user guide's page on
+        sharpness, :doc:`/sharpness`. The logit-normalized measure is refused:
+        a squared loss has no logits.
         ``None`` skips it.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split of ``early_stopping`` and the choice of the

@@ -18,10 +18,8 @@ are stored as attributes (as skorch does), returned by ``get_params``,
 accepted by ``set_params`` and therefore by ``clone`` and ``GridSearchCV``.
 """
 
-import contextlib
 import copy
 import inspect
-import re
 import warnings
 from numbers import Integral, Real
 
@@ -39,7 +37,6 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ._base import (
     HISTORY_ATTRIBUTES_DOC,
@@ -51,6 +48,27 @@ from ._base import (
     record_history,
     warn_diverged,
     warn_interrupted,
+)
+from ._net_checks import (
+    _check_callbacks,
+    _check_finite,
+    _check_finite_outputs,
+    _check_n_classes,
+    _check_output_width,
+    _encode,
+    _eval_forward,
+    _first_batch_loss,
+    _for_accelerate,
+    _initialize,
+    _is_cpu,
+    _labels,
+    _needs_closure,
+    _net_device,
+    _no_better_than_constant,
+    _subsample,
+    _to_tensor,
+    _valid_split_hint,
+    _whole_fit_rng,
 )
 from ._schedules import SCHEDULED_SOLVERS, schedule_for
 from ._skorch import (
@@ -441,7 +459,9 @@ class _BaseSAMNet(BaseEstimator):
         """
         device = self._training_device(warm)
         if not warm:
-            self._check_callbacks()
+            _check_callbacks(
+                type(self).__name__, self.callbacks, self.train_split, self._extra_params()
+            )
         X_t = _to_tensor(X, device)
         y_t = torch.as_tensor(y, device=device)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
@@ -466,7 +486,7 @@ class _BaseSAMNet(BaseEstimator):
         if net.interrupted_:
             warn_interrupted(type(self).__name__)
         _check_finite(net, self._remedy_suffix)
-        X_s, y_s, rng = self._subsample(X_t, y_t, seed)
+        X_s, y_s, rng = _subsample(X_t, y_t, seed, self.sharpness_max_samples)
         final_loss = self._final_loss(net.module_, X_s, y_s)
         with net.rng.active():
             sharpness = self._sharpness(net.module_, X_s, y_s, rng)
@@ -513,21 +533,6 @@ class _BaseSAMNet(BaseEstimator):
         """The thread policy of :mod:`sksam._threads` for ``n_rows`` rows through ``net``."""
         n_params = sum(p.numel() for p in net.module_.parameters())
         return torch_threads(resolve_n_threads(self.n_threads, n_rows * n_params))
-
-    def _check_callbacks(self):
-        """Refuse callbacks that watch validation scores when there is no validation split.
-
-        skorch would fail at the end of the first epoch with ``KeyError:
-        'valid_loss'``.
-        """
-        if self.train_split is not None or self.callbacks in (None, "disable"):
-            return
-        routed = self._extra_params()
-        for entry in self.callbacks:
-            name, callback = entry if isinstance(entry, tuple) else (type(entry).__name__, entry)
-            monitor = routed.get(f"callbacks__{name}__monitor", getattr(callback, "monitor", None))
-            if isinstance(monitor, str) and monitor.startswith("valid_"):
-                raise ValueError(_valid_split_message(type(self).__name__, name, monitor))
 
     def _build_net(self, n_features, n_outputs, rng):
         """The skorch net: the estimator's settings, with the user's routed ones on top."""
@@ -651,17 +656,6 @@ class _BaseSAMNet(BaseEstimator):
         shapes = {"n_features": n_features, "n_outputs": n_outputs, self._output_name: n_outputs}
         return {f"module__{k}": v for k, v in shapes.items() if k in accepted}
 
-    def _subsample(self, X, y, seed):
-        """At most ``sharpness_max_samples`` rows, drawn with the fit's seed."""
-        rng = np.random.RandomState(seed)
-        n = len(X)
-        if self.sharpness_max_samples is not None and n > self.sharpness_max_samples:
-            index = torch.as_tensor(
-                rng.choice(n, self.sharpness_max_samples, replace=False), device=X.device
-            )
-            X, y = X[index], y[index]
-        return X, y, rng
-
     def _sharpness(self, module, X, y, rng):
         if self.sharpness is None:
             return None
@@ -719,7 +713,7 @@ class _BaseSAMNet(BaseEstimator):
             losses = [*losses, final_loss]
         cause = diagnose_loss_curve(losses, initial_loss=_first_batch_loss(epochs))
         if cause is None:
-            cause = self._no_better_than_constant(epochs, y)
+            cause = _no_better_than_constant(epochs, self._baseline_loss(y))
         if cause is not None:
             warn_diverged(
                 type(self).__name__,
@@ -729,34 +723,6 @@ class _BaseSAMNet(BaseEstimator):
                 + "; check net_.history for the loss of each batch.",
             )
 
-    def _no_better_than_constant(self, epochs, y):
-        """The cause when the loss jumped up and ended no lower than a constant's.
-
-        Judged only when some batch loss rose above ``PEAK_FACTOR`` times
-        the first one: a learning rate too small also ends near the
-        constant prediction's loss, but never sends the loss up.
-        """
-        losses = epoch_losses(epochs)
-        batch_losses = np.array(
-            [b["train_loss"] for e in epochs for b in e["batches"] if "train_loss" in b]
-        )
-        if not batch_losses.size or not np.isfinite(losses[-1]):
-            return None
-        start, peak = batch_losses[0], max(batch_losses)
-        baseline = self._baseline_loss(y)
-        if baseline is None or peak <= PEAK_FACTOR * start or losses[-1] < baseline:
-            return None
-        # Small batches of a regression target scatter widely even when the
-        # weights barely move (a learning rate too small): a peak that is
-        # merely the largest of many noisy batch losses is not a jump.
-        spread = 1.4826 * np.median(np.abs(batch_losses - np.median(batch_losses)))
-        if peak - start <= PEAK_NOISE_FACTOR * spread:
-            return None
-        return (
-            f"the training loss went up from {start:.4g} to {peak:.4g} and ended at "
-            f"{losses[-1]:.4g}, no better than the best constant prediction ({baseline:.4g})"
-        )
-
     _remedy_suffix = ""
 
 
@@ -765,63 +731,6 @@ class _BaseSAMNet(BaseEstimator):
 #: scikit-learn's digits at the default settings it ends at 0.14 of it (0.33 of
 #: ln 10), where SAM and GD predicted alike on every held-out row.
 FAR_FROM_MINIMUM = 0.1
-
-#: A batch loss this many times the first one, with a final loss no better than a
-#: constant prediction's, means the learning rate threw the network away.
-PEAK_FACTOR = 1.5
-
-#: ... and the rise must be this many robust standard deviations (scaled median
-#: absolute deviation) of the batch losses: noise alone stays below about 7.
-PEAK_NOISE_FACTOR = 12.0
-
-
-def _net_device(net):
-    """Where ``net`` holds its module: its ``device``, or its accelerator's."""
-    if net.device is None:
-        return torch.device(net.accelerator.device)
-    return torch.device(net.device)
-
-
-def _whole_fit_rng(net):
-    """Under Accelerate, the whole epoch loop runs with the estimator's random state.
-
-    Accelerate's data loaders and processes draw from torch's global
-    generators; one process per device means no other fit shares them.
-    """
-    if getattr(net, "accelerator", None) is None:
-        return contextlib.nullcontext()
-    return net.rng.active()
-
-
-def _for_accelerate(params, accelerator):
-    """``params`` for the accelerated net: Accelerate shards DataLoaders and places the data.
-
-    Accelerate shards ``DataLoader``s (not our tensor loader), places the
-    data itself, and its loaders draw from the global generators; its
-    PrintLog sink (``accelerator.print``) ignores ``verbose``.
-    """
-    params = dict(params)
-    if params.get("callbacks__print_log", ...) is None:
-        del params["callbacks__print_log"]
-        params.setdefault("callbacks__print_log__sink", _silent)
-    del params["iterator_train__generator"]
-    params.update(
-        iterator_train=DataLoader, iterator_valid=DataLoader, device=None, accelerator=accelerator
-    )
-    return params
-
-
-def _silent(*args, **kwargs):
-    """A print that prints nothing (PrintLog's sink when ``verbose=0`` under Accelerate)."""
-
-
-def _first_batch_loss(epochs):
-    """The loss of the first batch of ``epochs``: at the weights training started from."""
-    for epoch in epochs:
-        for batch in epoch["batches"]:
-            if "train_loss" in batch:
-                return batch["train_loss"]
-    return None
 
 
 _FIT_DOC = """
@@ -851,13 +760,10 @@ default='sam'
         often want a larger radius.
     rho : float, default=0.05
         Perturbation radius; ``rho=0`` is ``solver='gd'`` bit for bit.
-        Ignored by ``'gd'``. SAM changes which minimum training settles in,
-        so it acts only once training gets near one: a fit that stops with
-        the training loss still high (few epochs, a small ``lr``, as the
-        defaults give on small problems) ends where ``solver='gd'`` ends and
-        predicts the same; ``verbose=1`` says so. Train longer or faster
-        (``optimizer__momentum=0.9``), and search ``rho`` (0.01 to 0.5) with
-        ``GridSearchCV``; SAM's gains are largest with noisy labels.
+        Ignored by ``'gd'``. A fit that stops with the training loss still
+        high ends where ``solver='gd'`` ends (``verbose=1`` says so): train
+        longer or faster and search ``rho`` (0.01 to 0.5); see the user
+        guide, :ref:`When SAM acts <net-when-sam-acts>`.
     lr : float, default=None
         Learning rate of the base optimizer; ``None`` is {default_lr}.{lr_note} A rate so large that
         the loss blows up, or ends no lower than that of the best constant
@@ -905,17 +811,9 @@ default='sam'
         as one after the other. Training continued by ``warm_start`` or
         ``partial_fit`` resumes that generator where the previous call left
         it, so with an int seed ``fit`` for 4 epochs and ``fit`` for 2 then
-        2 warm epochs give the same weights bit for bit. What remains
-        global: torch's layers (``nn.Dropout``...) and initializers can only
-        draw from torch's global generators, so while the module is built,
-        and during each training step of a module that may draw random
-        numbers (one with dropout, or a class not declaring
-        ``draws_random_numbers = False``), torch's global generators hold the
-        estimator's state, under a lock shared by these estimators, and get
-        their own state back afterwards. Code in another thread that draws
-        from torch's global generators at that moment (not through an
-        estimator) draws from the estimator's state; under Accelerate, the
-        data loaders draw from the generators Accelerate sets up.
+        2 warm epochs give the same weights bit for bit. How this meets
+        torch's global generators (dropout layers, threads, Accelerate): the
+        user guide, :ref:`Random numbers in the nets <net-random-numbers>`.
     warm_start : bool, default=False
         When ``True`` and the estimator is fitted, ``fit`` continues
         training the current network for ``max_epochs`` more epochs: the
@@ -1339,162 +1237,3 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
             y = self.net_.predict(_to_tensor(X, _net_device(self.net_)))
         y = np.asarray(y, dtype=np.float64)
         return y.ravel() if self._y_ndim == 1 else y
-
-
-# -- helpers ---------------------------------------------------------------------
-
-
-def _labels(y_encoded):
-    return np.asarray(y_encoded, dtype=np.int64)
-
-
-def _is_cpu(device):
-    try:
-        return torch.device(device).type == "cpu"
-    except (RuntimeError, TypeError):
-        return True  # fit will say what is wrong with it
-
-
-def _to_tensor(X, device):
-    # torch warns on read-only arrays (memory maps); copy those.
-    X = np.require(X, dtype=np.float32, requirements=["C", "W"])
-    return torch.as_tensor(X, device=device)
-
-
-def _valid_split_message(estimator_name, callback_name, monitor):
-    return (
-        f"Callback {callback_name!r} monitors {monitor!r}, a validation score, but "
-        f"{estimator_name} has train_split=None (no validation data). Pass "
-        "train_split=skorch.dataset.ValidSplit(5) to hold out 20% of the data, or "
-        "monitor a training score (e.g. monitor='train_loss')."
-    )
-
-
-class _valid_split_hint:
-    """Turn skorch's ``KeyError: 'valid_...'`` (no validation data) into a clear error."""
-
-    def __init__(self, estimator_name):
-        self.estimator_name = estimator_name
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is KeyError:
-            found = re.search(r"'(valid_\w*)'", str(exc))
-            if found:
-                raise ValueError(
-                    _valid_split_message(self.estimator_name, "a callback", found.group(1))
-                ) from exc
-        return False
-
-
-def _check_finite(net, remedy_suffix=""):
-    # Batch by batch: an epoch interrupted before its first batch has no loss.
-    losses = [b["train_loss"] for e in net.history for b in e["batches"] if "train_loss" in b]
-    params = torch.cat([p.detach().reshape(-1) for p in net.module_.parameters()])
-    if not (np.all(np.isfinite(losses)) and bool(torch.isfinite(params).all())):
-        raise ValueError(
-            "Training diverged: the loss or the weights are not finite. Use a smaller lr "
-            f"(or rho), or standardize X{remedy_suffix}."
-        )
-
-
-def _initialize(net):
-    """skorch's ``initialize``, with a clear error for a module that is not a module."""
-    try:
-        net.initialize()  # what skorch's fit does before partial_fit
-    except Exception as exc:
-        _check_is_module(net.__dict__.get("module_"), exc)
-        raise
-    _check_is_module(net.module_)
-
-
-def _check_is_module(module, cause=None):
-    if module is not None and not isinstance(module, nn.Module):
-        raise ValueError(
-            "module must be a torch.nn.Module class or instance, or a callable returning "
-            f"one; it gave a {type(module).__name__} ({module!r:.60})."
-        ) from cause
-
-
-def _check_finite_outputs(outputs, remedy_suffix=""):
-    """The trained network must predict finite values where it was trained.
-
-    The training loss is computed in training mode; ``predict`` runs in
-    eval mode (``outputs``), where batch normalization uses its running
-    statistics, which may have blown up while the training loss stayed finite.
-    """
-    if not bool(torch.isfinite(outputs).all()):
-        raise ValueError(
-            "Training diverged: the network's outputs in eval mode (what predict "
-            "computes) are not finite on the training data. Use a smaller lr (or rho), "
-            f"or standardize X{remedy_suffix}."
-        )
-
-
-def _eval_forward(module, X):
-    """``module(X)`` in eval mode (no dropout draw, no running-statistics update)."""
-    training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            out = module(X)
-    finally:
-        module.train(training)
-    if isinstance(out, tuple):
-        out = out[0]  # skorch's convention: the first output is the prediction
-    return out
-
-
-def _check_output_width(module, X, n_outputs, n_features):
-    """A module must take ``n_features`` columns and return one column per class (or target).
-
-    Otherwise the loss broadcasts a regression target across the columns,
-    and a classifier trains extra classes it can then predict, all without
-    an error until ``predict`` fails or returns the wrong shape; and a
-    module whose input layer has another width fails deep inside torch.
-    """
-    try:
-        out = _eval_forward(module, X)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"The module failed on the first rows of X, which has {n_features} features "
-            f"(n_features_in_): {exc} Make the module's input layer take {n_features} "
-            "features (module__n_features for a class that takes it)."
-        ) from exc
-    if isinstance(out, torch.Tensor) and tuple(out.shape) != (len(X), n_outputs):
-        raise ValueError(
-            f"The module returns an output of shape {tuple(out.shape)} for {len(X)} "
-            f"samples, but y needs ({len(X)}, {n_outputs}): one column per class "
-            "(SAMNetClassifier) or per target (SAMNetRegressor). Pass the output "
-            "width through module__* parameters or fix the module's last layer."
-        )
-
-
-def _needs_closure(optimizer):
-    """Whether ``optimizer``'s ``step`` requires a closure (``torch.optim.LBFGS``)."""
-    try:
-        closure = inspect.signature(optimizer.step).parameters.get("closure")
-    except (AttributeError, TypeError, ValueError):
-        return False
-    return closure is not None and closure.default is inspect.Parameter.empty
-
-
-def _check_n_classes(classes, where):
-    if len(classes) < 2:
-        raise ValueError(
-            f"SAMNetClassifier needs at least 2 classes {where}; "
-            f"got {len(classes)} class(es): {np.asarray(classes).tolist()!r}."
-        )
-
-
-def _encode(y, classes, method):
-    """``y`` as indices into ``classes``; labels outside ``classes`` are an error."""
-    unseen = np.setdiff1d(np.unique(y), classes)
-    if len(unseen):
-        raise ValueError(
-            f"`y` has classes not in `self.classes_` ({method} keeps the classes): "
-            f"`self.classes_` has {classes}, `y` has unseen {unseen}."
-        )
-    return np.searchsorted(classes, y)

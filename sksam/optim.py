@@ -10,36 +10,10 @@ takes the two-pass step of Sharpness-Aware Minimization (Foret et al., 2021)::
 
 It has the constructor of the widely used community version
 (``SAM(params, base_optimizer, rho=0.05, adaptive=False, **kwargs)``), so it
-can be swapped in, and avoids the pitfalls other SAM implementations fall into:
-
-* :meth:`SAM.step` calls the closure *first*, so it works where no gradient
-  exists yet (skorch calls ``optimizer.step(step_fn)`` before any backward
-  pass), and returns the loss of that first call, at the unperturbed weights;
-  it clears the gradients before each call and never reads gradients that
-  were there before it, so closures that clear them and closures that do
-  not (the community style) give the same step;
-* with ``DistributedDataParallel`` it takes the global ascent or, with
-  ``ascent='local'``, the per-worker one (first pass under ``no_sync``);
-  :meth:`SAM.step_chunks` takes the per-chunk (m-sharpness) step on one
-  device;
-* float16 loss scaling: ``step(closure, grad_scaler=scaler)`` unscales
-  before the ascent and before the descent and skips the step if either
-  pass overflowed;
-* the weights are restored by copying the saved originals back (bit exact),
-  for exactly the parameters that were perturbed;
-* with ``model=...``, running statistics of normalization layers
-  (BatchNorm's ``running_mean``, ``running_var`` and ``num_batches_tracked``)
-  are saved before the second pass and put back after it, so they are updated
-  once per step;
-* the second pass replays the random number generator state of the first, so
-  dropout masks are the same in both passes, and the generator is left where
-  the first pass left it (as if only one pass had been taken); the replay is
-  skipped only when ``model`` provably draws no random numbers
-  (``replay_rng='auto'``);
-* a zero gradient gives a zero perturbation (never a division by zero);
-* ``rho=0`` (or ``solver='gd'``) calls the closure once and is the base
-  optimizer bit for bit, weights and buffers;
-* weight decay enters the ascent only if asked (``weight_decay_in_ascent``).
+can be swapped in. What it does beyond that (the closure called first, exact
+restores, BatchNorm statistics updated once, dropout replay, ``DistributedDataParallel``,
+float16 loss scaling, m-sharpness) is described in the user guide,
+:ref:`sam-step`.
 
 References
 ----------
@@ -194,86 +168,14 @@ class SAM(torch.optim.Optimizer):
 
     Notes
     -----
-    **The closure** evaluates the loss, calls ``backward()`` and returns the
-    loss, as for ``torch.optim.LBFGS``. It is called twice per step (once
-    when ``rho=0``), and :meth:`step` clears the gradients before each call,
-    so a closure may clear them itself (skorch's, sksam's examples) or not
-    (the community SAM examples). Every gradient a step uses comes from the
-    closure, at the current weights: gradients present before the call are
-    discarded. So the community style ``loss.backward(); opt.step(closure);
-    opt.zero_grad()`` gives the same SAM step too, at the cost of its first
-    backward pass (a warning says so, once, and running statistics are then
-    left as the caller's forward pass set them). Without a closure,
-    :meth:`step` works only when no perturbation is needed (``rho=0``); the
-    two-call protocol of the community version is :meth:`first_step` and
-    :meth:`second_step`.
-
-    **Random numbers.** The second call replays the generator state of the
-    first (CPU, and the CUDA devices holding parameters), so dropout masks
-    match; afterwards the generators are where the first call left them.
-    This costs two state copies per step (2-7 us on a CPU, about 2% of a
-    small MLP's step), which ``replay_rng='auto'`` saves when ``model``
-    cannot draw random numbers. The modules of ``model`` (normalization
-    layers, randomness) are looked up at its first step, and again when
-    ``model`` is replaced.
-
-    **Grad mode.** The closure always runs with gradients on (as for
-    ``LBFGS``), also when :meth:`step` is called under ``torch.no_grad()``;
-    the ascent and the weight copies are taken without autograd.
-
-    **Gradient accumulation** lives in the closure: clear the gradients
-    once, run ``backward()`` on each micro-batch's share of the loss, return
-    the total. Both passes then see the gradient of the whole batch, so the
-    step is the full-batch SAM step (community SAM code cannot do this, as it
-    wipes the gradients between its two steps)::
-
-        def closure():
-            opt.zero_grad()
-            total = 0.0
-            for xb, yb in zip(x.chunk(4), y.chunk(4)):
-                loss = loss_fn(model(xb), yb) / 4
-                loss.backward()
-                total += loss.detach()
-            return total
-
-    **Mixed precision.** bfloat16 autocast needs no loss scaling: put
-    ``with torch.autocast(device_type, dtype=torch.bfloat16):`` around the
-    forward pass inside the closure. float16 needs a
-    ``torch.amp.GradScaler``: the closure calls
-    ``scaler.scale(loss).backward()`` and returns ``loss``, the step is
-    ``opt.step(closure, grad_scaler=scaler)`` followed by
-    ``scaler.update()``. The ascent is taken along the unscaled gradient,
-    the descent step goes through ``scaler.step`` (skipped if either pass
-    overflowed) and the scale changes once per step.
-
-    **Clipping** the descent gradient: register a step pre-hook on
-    :attr:`base_optimizer` (``opt.base_optimizer.register_step_pre_hook``);
-    it runs on the final, unscaled gradient, with the weights back at ``w``.
-
-    **Several workers.** With ``DistributedDataParallel`` pass the wrapped
-    module as ``model`` and call it in the closure; ``ascent`` chooses the
-    global or the per-worker perturbation. Weights stay identical on every
-    rank (the descent gradient is all-reduced in both cases).
-
-    **Cheaper steps.** With ``schedule`` only some steps take the second
-    pass; the others are the base optimizer's step along the first
-    gradient (one closure call): :class:`EveryK` (every ``k`` steps, ``1 +
-    1/k`` gradients per step), :class:`LookSAM` (the same, and the steps in
-    between add the reused component of the SAM gradient orthogonal to
-    ``g``), :class:`RST` (a seeded coin with probability ``p``) and
-    :class:`AESAM` (when ``|g|**2`` is above its moving mean plus ``c``
-    standard deviations). :class:`MomentumSAM` is the one-gradient sibling
-    that perturbs along the momentum buffer. Every schedule composes with
-    loss scaling, normalization layers and random-number replay;
-    :class:`EveryK` and :class:`RST` also with :meth:`step_chunks` and the
-    local ascent (the whole step switches at once). :class:`LookSAM` and
-    :class:`AESAM` are defined on the gradient of the whole step: they
-    refuse ``n_chunks > 1``, and ``ascent='local'`` with several workers.
-    The two-call protocol (:meth:`first_step`) takes no schedule.
-
-    **Not supported:** parameters spread over several devices (the gradient
-    norm is taken on one device), and a ``GradScaler`` with the two-call
-    protocol (use :meth:`step`).
+    The closure evaluates the loss, calls ``backward()`` and returns the
+    loss, as for ``torch.optim.LBFGS``; :meth:`step` calls it twice (once
+    when no perturbation is taken) and clears the gradients before each
+    call. The two-call protocol of the community version is
+    :meth:`first_step` and :meth:`second_step`. Gradient accumulation,
+    mixed precision, clipping, several workers, the cheaper ``schedule``
+    steps and what is not supported: see the user guide,
+    :ref:`sam-step`.
 
     Examples
     --------
@@ -561,16 +463,10 @@ class SAM(torch.optim.Optimizer):
 
         This is the m-sharpness of Foret et al. (2021) with ``m`` the chunk
         size, and the step that ``n_chunks`` data-parallel workers take with
-        ``ascent='local'`` (one chunk each). It costs the floating-point
-        operations of one plain SAM step on the whole batch (two passes over
-        every row), in ``2 * n_chunks`` smaller passes, and one extra copy of
-        the gradients (the running sum of the descent gradients). With
-        ``n_chunks=1`` it is :meth:`step`.
-
-        Under ``DistributedDataParallel`` (``model=`` the wrapped module)
-        every rank splits its own batch; all passes run under ``no_sync``
-        and the mean descent gradient is all-reduced once, at the end,
-        whatever ``ascent`` says (chunks are local by definition).
+        ``ascent='local'`` (one chunk each). With ``n_chunks=1`` it is
+        :meth:`step`. Its cost, and its behaviour under
+        ``DistributedDataParallel`` and with normalization layers and dropout:
+        :doc:`/distributed`.
 
         Parameters
         ----------
@@ -592,14 +488,6 @@ class SAM(torch.optim.Optimizer):
         loss : torch.Tensor or float
             The mean over the chunks of the first pass's loss, at the
             unperturbed weights.
-
-        Notes
-        -----
-        Running statistics of normalization layers (with ``model=``) are
-        updated by the first pass of every chunk, as when accumulating
-        gradients over micro-batches, never by the second passes. Random
-        numbers are replayed chunk by chunk: the second pass of a chunk
-        sees the dropout masks of its first pass.
         """
         if isinstance(n_chunks, bool) or not isinstance(n_chunks, int) or n_chunks < 1:
             raise ValueError(f"n_chunks must be an integer >= 1, got n_chunks={n_chunks!r}.")

@@ -766,20 +766,12 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     theory, e.g. Du et al. 2019) and ``c`` at the (weighted) mean of ``y``.
     The user guide compares initializations.
 
-    **Defaults and when SAM acts.** SAM changes the path of gradient descent
-    by a small amount per step, which adds up over long runs. The default
-    stopping rule (``tol=1e-4``, ``n_iter_no_change=10``) ends a fit on
-    standardized data after a few hundred full-batch steps, before the
-    network fits much of the label noise: there SAM's network is nearly
-    gradient descent's (SAM acts, a little, with ``rho`` around 0.1 - 0.2).
-    Run to the end of a long schedule (``tol=None``, ``max_iter`` in the
-    thousands), gradient descent fits the noise and SAM's prediction error
-    and sharpness are clearly lower, though the early-stopped fits of both
-    predict better still on easy problems. With ``verbose`` the last line
-    says which regime the fit stopped in. The default ``rho`` stays small
-    because a larger one can hold a narrow network (say 20 hidden units) at
-    the zero function, a saddle, until the stopping rule ends the fit. The
-    user guide gives the measurements.
+    **Defaults and when SAM acts.** The default stopping rule ends a fit on
+    standardized data after a few hundred full-batch steps, where SAM's
+    network is nearly gradient descent's; ``rho`` around 0.1 - 0.2, or a
+    long run (``tol=None``), lets SAM act. With ``verbose`` the last line
+    says which regime the fit stopped in. Measurements: the user guide,
+    :ref:`When SAM and GD coincide <sam-gd-coincide>`.
 
     **Transactional fit.** The fitted attributes are built aside and set
     only when ``fit`` succeeds: a fit that raises, or is interrupted after
@@ -1072,41 +1064,16 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     The fit is shared with :class:`SAMTwoLayerRegressor` (see its Notes for
     the initialization, the transactional fit and the failures); only the
     loss, the target encoding, the validation score and the predictions
-    differ. The gradient is written out by hand: for the cross-entropy the
-    derivative of the loss in the logits is ``softmax(f) - y`` (``sigmoid``
-    for one output), and the rest of the back-propagation is the
-    regressor's.
+    differ.
 
     **Defaults and when SAM acts.** The classifier has its own
     ``init_scale=1.0`` and ``learning_rate=1.0`` (the regressor's are 0.1
-    and 0.05). The cross-entropy is flatter than the squared error (its
-    Hessian in the logits is at most 1/4 for one output, 1/2 for several,
-    where the squared error's is 1), so it takes a larger step; and from
-    the regressor's near-zero start, with ten classes the gradient is so
-    small that the default stopping rule (``tol=1e-4``,
-    ``n_iter_no_change=10``) ends the fit on the plateau around the
-    initialization: on digits scaled to [0, 1] after 12 iterations, at a
-    test accuracy below 0.25. At the classifier's defaults the fits on
-    digits, iris, breast cancer and ``make_classification`` (standardized)
-    reach the test accuracy of :class:`~sklearn.neural_network.MLPClassifier`
-    and ``LogisticRegression`` within about one
-    point, in a few hundred full-batch steps. At this step gradient descent
-    runs near the edge of stability (its top Hessian eigenvalue ends near
-    ``2 / learning_rate``) and SAM's path is clearly flatter: with 40 % of
-    the digits' training labels replaced by random classes, the default SAM
-    and gradient-descent fits disagree on several percent of the test
-    points, SAM's ``sharpness_`` is about 0.75 times gradient descent's, and
-    SAM was about two points more accurate on three seeds. That gain comes
-    largely from where the stopping rule ends each fit (gradient descent's
-    loss oscillates at this step, so the rule stops it sooner), and it does
-    not survive every setting: at ``learning_rate=0.7`` or
-    ``n_iter_no_change=20`` gradient descent was as accurate or more. On
-    clean, easy data the two coincide within a point. A larger ``rho``
-    (0.1 - 0.2) acts more; with a small ``init_scale`` it can hold the
-    network at the zero function, a saddle, where it predicts a single
-    class: such a fit, and a fit that stops on the initial plateau, gives
-    a ``ConvergenceWarning`` naming ``rho`` or ``learning_rate`` (see
-    :class:`SAMTwoLayerRegressor`, "Failures").
+    and 0.05): the cross-entropy is flatter than the squared error, and from
+    the regressor's near-zero start a ten-class fit stops on the initial
+    plateau. A fit that stops there, or predicts a single class, gives a
+    ``ConvergenceWarning`` naming ``rho`` or ``learning_rate`` (see
+    :class:`SAMTwoLayerRegressor`, "Failures"). Measurements: the user
+    guide, :ref:`When SAM and GD coincide <sam-gd-coincide>`.
 
     Examples
     --------
