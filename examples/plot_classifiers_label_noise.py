@@ -94,7 +94,10 @@ def fit_kernel(solver, X, y, **params):
 # classical top Hessian eigenvalue, the adaptive worst case
 # ``'adaptive_rho'`` and its version on normalized logits,
 # ``'adaptive_rho_logitnorm'``, the one Andriushchenko et al. (2023)
-# recommend for classifiers.
+# recommend for classifiers. These are the values ``sharpness_`` would hold
+# for ``sharpness=measure`` if the estimator's ``rho`` were the measuring
+# radius; measuring afterwards keeps one fit per solver and one radius for
+# both.
 NET_RHO = 2.0
 MEASURE_RHO = 0.5  # radius of the adaptive measures (relative to |w|)
 NET_MEASURES = ("top_eigenvalue", "adaptive_rho", "adaptive_rho_logitnorm")
@@ -110,6 +113,7 @@ def fit_net(solver, X, y, seed, **params):
         solver=solver,
         rho=NET_RHO,
         n_hidden=128,
+        activation="relu",  # the forward pass net_sharpness rebuilds
         init_scale=1.0,
         learning_rate=0.5,
         tol=None,
