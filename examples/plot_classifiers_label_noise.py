@@ -71,7 +71,9 @@ def noisy_digits(seed):
 # both solvers are measured at SAM's training radius. Its top eigenvalue is
 # shown only as a check: in kernel regression the Hessian does not depend on
 # the weights, so GD and SAM have the same top eigenvalue by construction; the
-# classical measure that can tell them apart is ``'rho'``.
+# classical measure that can tell them apart is ``'rho'``. The accuracy of
+# this model hardly moved with SAM's radius (0.05, 0.2 or 1.0: within 0.2
+# points of GD's after 1000 or 10000 steps on the first seed).
 KERNEL_RHO = 1.0
 KERNEL_MEASURES = ("top_eigenvalue", "rho", "adaptive_rho")
 
@@ -87,8 +89,13 @@ def fit_kernel(solver, X, y, **params):
 
 
 # %%
-# The network has 128 hidden units and runs 1000 full-batch steps, every
-# parameter given explicitly. It is fitted with ``sharpness=None``, and the
+# The network has 128 hidden units and runs 1000 full-batch steps; its
+# step size, initialization scale and stopping rule are given explicitly, so
+# the example does not depend on the defaults. SAM's radius ``NET_RHO = 2.0``
+# is large by the standards of image benchmarks; it was picked by trying a few
+# values on the first seed (0.1 to 1.0 gained one to four points over GD, 4.0
+# no longer fitted the training labels): search it by cross-validation on
+# your own data. The network is fitted with ``sharpness=None``, and the
 # measures are taken afterwards with :func:`sksam.sharpness.measure_sharpness`
 # on the mean training cross-entropy, at one radius for both solvers: the
 # classical top Hessian eigenvalue, the adaptive worst case
