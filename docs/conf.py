@@ -105,6 +105,8 @@ sphinx_gallery_conf = {
             "plot_sharpness_along_training.py",
             "plot_grid_search_rho.py",
             "plot_digits_label_noise.py",
+            "plot_classifiers_label_noise.py",
+            "plot_efficient_sam.py",
             "plot_digits_cnn_callbacks.py",
             "plot_sam_optimizer.py",
             "run_several_devices.py",
