@@ -56,6 +56,27 @@ a multiple of ``sqrt(max_iter)`` columns, not ``n`` (54 columns for
 the full eigenbasis of a dense ``eigh`` to ``3e-14``, see
 ``benchmarks/bench_kernel.py``).
 
+**When the basis would fill the space: one dense eigendecomposition.** The
+basis needs a multiple of ``sqrt(max_iter)`` columns *per output*: with many
+outputs (a classifier's one column per class) and many steps it reaches ``n``,
+where growing it (``2 n^2 m`` flops for the images, ``4 n m^2`` to
+reorthogonalize) and diagonalizing it at every check cost more than one
+``eigh`` of ``K`` (``~14/3 n^3``). :func:`fit_krylov_path` compares the least
+cost of the basis (two checks) with the dense one (:func:`prefers_eigh`) and
+takes the eigenbasis of ``K`` itself (:class:`EigenPath`) when it is cheaper:
+the Krylov basis' limit, exact, the same path to rounding.
+
+**The steps cost O(m), not O(m k), and gd / usam need none.** Every output
+column is multiplied by the same factors, so :func:`run_steps` keeps
+``a = A_t z`` and ``r = -P_t z`` as two vectors of ``m`` coefficients and
+sums ``z^2`` over the outputs once. With a constant scale (``gd``,
+``usam``) ``P_t = d^t`` and ``A_t`` is a geometric sum, evaluated in closed
+form for any ``t``, and the training losses ``sum_i z_i^2 d_i^(2t)`` of all
+steps are the product of two small matrices (``d^(2j)`` for the steps of a
+block, ``z^2 d^(2 b)`` for the blocks' starts); the stopping rule reads
+them one by one, and the iterate is formed only when a validation score
+needs it.
+
 **SAM's bounce, and why the residual is updated multiplicatively.** Along the
 top eigenvector SAM's factor ``1 - lr s_1 (1 + c_t s_1)`` first shrinks the
 residual (often far below ``eps |y|``), then, as ``||g||`` falls and
@@ -370,8 +391,12 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
     # one product gives the loss after a step and ||g||^2 before the next
     norms = np.vstack([zz / (2 * dynamics.n) if not primal else np.zeros_like(zz), wzz])
     lr_h = lr * h
-    coef = np.zeros_like(h)
+    sw = dynamics.step_weight
+    coef = np.zeros_like(h)  # a = sw coef z: the constant step weight is applied once
     P = np.ones_like(h)
+    # preallocated: at m ~ 1000 a step is a few microseconds of arithmetic,
+    # comparable to allocating its temporaries
+    f, tmp, PP = np.empty_like(h), np.empty_like(h), np.empty_like(h)
     scales, losses = [], []
     _, g2 = norms @ (P * P)
     with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is Diverged below
@@ -379,21 +404,26 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
             # ||g||^2 = sum_i w_i r_i^2 (>= 0 up to rounding)
             c = perturbation_scale(solver, rho, np.sqrt(max(float(g2), 0.0)))
             scales.append(c)
-            f = lr + c * lr_h
-            coef += dynamics.step_weight * f * P
-            P *= 1.0 - h * f
-            loss, g2 = norms @ (P * P)
+            np.multiply(lr_h, c, out=f)
+            f += lr  # f = lr (1 + c h)
+            np.multiply(f, P, out=tmp)
+            coef += tmp
+            np.multiply(h, f, out=tmp)
+            np.subtract(1.0, tmp, out=tmp)
+            P *= tmp  # r <- (1 - h f) r
+            np.multiply(P, P, out=PP)
+            loss, g2 = norms @ PP
             if primal:
-                loss = _primal_loss(coef, h, zz, dynamics.yy)
+                loss = _primal_loss(sw * coef, h, zz, dynamics.yy)
             loss = float(loss)
             if not np.isfinite(loss):
                 raise Diverged(t + 1)
             losses.append(loss)
             if monitor is not None and monitor(
-                t + 1, coef[:, None] * z if needs_iterate else None, loss
+                t + 1, sw * coef[:, None] * z if needs_iterate else None, loss
             ):
                 break
-    return coef[:, None] * z, scales, losses
+    return sw * coef[:, None] * z, scales, losses
 
 
 def _primal_loss(coef, h, zz, yy):
