@@ -60,11 +60,13 @@ the full eigenbasis of a dense ``eigh`` to ``3e-14``, see
 basis needs a multiple of ``sqrt(max_iter)`` columns *per output*: with many
 outputs (a classifier's one column per class) and many steps it reaches ``n``,
 where growing it (``2 n^2 m`` flops for the images, ``4 n m^2`` to
-reorthogonalize) and diagonalizing it at every check cost more than one
-``eigh`` of ``K`` (``~14/3 n^3``). :func:`fit_krylov_path` compares the least
-cost of the basis (two checks) with the dense one (:func:`prefers_eigh`) and
-takes the eigenbasis of ``K`` itself (:class:`EigenPath`) when it is cheaper:
-the Krylov basis' limit, exact, the same path to rounding.
+reorthogonalize, both at about half the flop rate of a dense eigensolver)
+and diagonalizing it at every check cost more than one ``eigh`` of ``K``
+(``~14/3 n^3``). :func:`fit_krylov_path` compares the least cost of the
+basis (two checks) with the dense one (:func:`prefers_eigh`) and takes the
+eigenbasis of ``K`` itself (:class:`EigenPath`) when it is cheaper, or
+switches to it when a basis that has not settled would next cost more: the
+Krylov basis' limit, exact, the same path to rounding.
 
 **The steps cost O(m), not O(m k), and gd / usam need none.** Every output
 column is multiplied by the same factors, so :func:`run_steps` keeps
@@ -256,15 +258,31 @@ class EigenPath:
 EIGH_FLOPS = 14.0 / 3.0
 
 
-def krylov_flops(n, m, checks):
-    """Flops of growing a Krylov basis of ``m`` columns of an ``n x n`` matrix.
+#: Flop rate of a dense ``eigh`` over that of growing the basis. ``eigh``
+#: spends most of its flops in blocked BLAS-3 updates; the growth multiplies
+#: ``K`` by blocks only as wide as the number of outputs (it streams ``K``
+#: from memory once per block) and reorthogonalizes in matrix-vector-like
+#: passes, at about half the rate with ten outputs (and less with one: the
+#: rule then errs towards the basis, and only near the break-even).
+GROWTH_SLOWDOWN = 2.0
 
-    ``2 n^2 m`` for the images ``K q``, ``4 n m^2`` for two passes of full
-    reorthogonalization (each ``2 n p`` per column against ``p`` columns,
-    twice), and one eigendecomposition of the projected matrix at each
+
+def krylov_flops(n, m, checks, start=0):
+    """Cost of growing a Krylov basis of an ``n x n`` matrix from ``start`` to ``m`` columns.
+
+    ``2 n^2`` per column for the images ``K q`` and ``4 n p`` per column added
+    at size ``p`` (two passes of full reorthogonalization, ``2 n p`` each),
+    counted ``GROWTH_SLOWDOWN`` times (in flops at the rate of a dense
+    ``eigh``), plus one eigendecomposition of the projected matrix at each
     basis size in ``checks``.
     """
-    return 2.0 * n * n * m + 4.0 * n * m * m + sum(EIGH_FLOPS * c**3 for c in checks)
+    growth = 2.0 * n * n * (m - start) + 2.0 * n * (m * m - start * start)
+    return GROWTH_SLOWDOWN * growth + sum(EIGH_FLOPS * c**3 for c in checks)
+
+
+def eigh_flops(n):
+    """Flops of a dense eigendecomposition of an ``n x n`` matrix (:data:`EIGH_FLOPS`)."""
+    return EIGH_FLOPS * float(n) ** 3
 
 
 def prefers_eigh(n, first_size, growth):
@@ -273,13 +291,13 @@ def prefers_eigh(n, first_size, growth):
     The Krylov route checks the solution at ``first_size`` columns, then at
     ``growth`` times that, and stops at the earliest at the second check:
     that is its least cost (:func:`krylov_flops`). When it costs more than
-    ``EIGH_FLOPS n^3`` (a basis of a good fraction of ``n``), the dense
+    :func:`eigh_flops` (a basis of about half of ``n`` or more), the dense
     eigendecomposition is both cheaper and exact.
     """
     first = min(first_size, n)
     second = min(max(int(growth * first), first + 1), n)
     checks = [first] if first >= n else [first, second]
-    return krylov_flops(n, checks[-1], checks) >= EIGH_FLOPS * n**3
+    return krylov_flops(n, checks[-1], checks) >= eigh_flops(n)
 
 
 class Diverged(ArithmeticError):
@@ -579,7 +597,8 @@ def fit_krylov_path(
     method : {'auto', 'krylov', 'eigh'}
         ``'eigh'``: one dense eigendecomposition of ``K`` instead of the
         basis (:class:`EigenPath`, exact); ``'auto'`` takes it when the basis
-        would cost more (:func:`prefers_eigh`).
+        would cost more (:func:`prefers_eigh`), or switches to it when the
+        next size of a basis that has not settled would.
 
     Returns
     -------
@@ -594,7 +613,8 @@ def fit_krylov_path(
         (``change <= rtol``), ``stagnated`` (stopped by the stagnation rule).
     """
     k, n = Y.shape[1], K.shape[0]
-    if method == "auto":
+    adaptive = method == "auto"
+    if adaptive:
         method = "eigh" if prefers_eigh(n, first_check * k, growth) else "krylov"
     if method == "eigh":
         return _fit_eigen_path(K, Y, solve)
@@ -619,6 +639,11 @@ def fit_krylov_path(
             break
         previous = coef
         next_check = max(int(growth * basis.m), basis.m + k)
+        # the basis keeps growing: once its next check alone costs more than
+        # the dense eigendecomposition, finish exactly in the eigenbasis instead
+        target = min(next_check, basis.max_dim)
+        if adaptive and krylov_flops(n, target, [target], start=basis.m) >= eigh_flops(n):
+            return _fit_eigen_path(K, Y, solve)
     change = changes[-1]
     return (
         path,

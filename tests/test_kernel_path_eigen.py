@@ -12,10 +12,10 @@ from numpy.testing import assert_allclose
 
 from sksam import SAMKernelClassifier, SAMKernelRegressor, _kernel_path
 from sksam._kernel_path import (
-    EIGH_FLOPS,
     Diverged,
     StoppingCriterion,
     dual_dynamics,
+    eigh_flops,
     fit_krylov_path,
     krylov_flops,
     prefers_eigh,
@@ -146,12 +146,35 @@ def test_eigh_route_is_the_krylov_route(solver, k):
 def test_cost_model_picks_eigh_when_the_basis_would_fill_the_space():
     # digits: n = 1347, 10 outputs; the first check has sqrt(max_iter) columns per output
     assert prefers_eigh(1347, 10 * int(np.sqrt(100000)), 1.5)
-    assert prefers_eigh(1347, 10 * 100, 1.5)
+    assert prefers_eigh(1347, 10 * int(np.sqrt(3000)), 1.5)
     assert not prefers_eigh(1347, 10 * 24, 1.5)
     assert not prefers_eigh(5000, 1 * 31, 1.5)
     # the break-even: the basis' least cost against the dense eigendecomposition
     n = 1000
-    assert krylov_flops(n, n, [n]) > EIGH_FLOPS * n**3 > krylov_flops(n, 100, [50, 100])
+    assert krylov_flops(n, n, [n]) > eigh_flops(n) > krylov_flops(n, 150, [100, 150])
+    # growing from p to m columns costs the difference of growing to each
+    assert_allclose(
+        krylov_flops(n, 300, [], start=200), krylov_flops(n, 300, []) - krylov_flops(n, 200, [])
+    )
+
+
+def test_basis_that_does_not_settle_switches_to_the_eigenbasis():
+    # rtol=0: the basis never settles before filling the space; once its next
+    # check costs more than eigh, the path is finished in the eigenbasis
+    rng = np.random.default_rng(4)
+    U = np.linalg.qr(rng.standard_normal((300, 300)))[0]
+    K = (U * np.geomspace(1e-8, 1.0, 300)) @ U.T  # K^-1 Y converges only at the end
+    Y = rng.standard_normal((300, 2))
+    calls = []
+
+    def solve(path):
+        calls.append(type(path).__name__)
+        return path.z / path.theta[:, None], None  # K^-1 Y: changes until the end
+
+    path, a, _, info = fit_krylov_path(K, Y, scale=1.0, solve=solve, first_check=10, rtol=0.0)
+    assert calls[0] == "KrylovPath" and calls[-1] == "EigenPath"
+    assert info["exact"] and info["size"] == 300
+    assert_allclose(K @ (path.V @ a), Y, atol=1e-6)
 
 
 def _fit_both(monkeypatch, make, X, y, **fit):
