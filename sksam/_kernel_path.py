@@ -369,7 +369,7 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
     norms sum ``z^2`` over the outputs once. For ``gd`` and ``usam`` the
     factors do not depend on ``t``: ``P_t = d^t`` and ``A_t`` is a geometric
     sum, in closed form for any ``t``, and the losses of all steps come from
-    few matrix products (:func:`_run_constant`); only ``sam`` iterates.
+    a few matrix products (:func:`_run_constant`); only ``sam`` iterates.
 
     Parameters
     ----------
