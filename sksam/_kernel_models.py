@@ -309,7 +309,8 @@ class _RowProjector:
         done = self.product.shape[1]
         if m > done:
             self.product = np.hstack([self.product, self.left @ path.Qm[:, done:]])
-        return self.product[:, :m] @ path.S
+        product = self.product[:, :m]
+        return product if path.S is None else product @ path.S  # S None: eigenbasis
 
 
 # ----------------------------------------------------------------- problems

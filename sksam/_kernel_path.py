@@ -56,6 +56,29 @@ a multiple of ``sqrt(max_iter)`` columns, not ``n`` (54 columns for
 the full eigenbasis of a dense ``eigh`` to ``3e-14``, see
 ``benchmarks/bench_kernel.py``).
 
+**When the basis would fill the space: one dense eigendecomposition.** The
+basis needs a multiple of ``sqrt(max_iter)`` columns *per output*: with many
+outputs (a classifier's one column per class) and many steps it reaches ``n``,
+where growing it (``2 n^2 m`` flops for the images, ``4 n m^2`` to
+reorthogonalize, both at about half the flop rate of a dense eigensolver)
+and diagonalizing it at every check cost more than one ``eigh`` of ``K``
+(``~14/3 n^3``). :func:`fit_krylov_path` compares the least cost of the
+basis (two checks) with the dense one (:func:`prefers_eigh`) and takes the
+eigenbasis of ``K`` itself (:class:`EigenPath`) when it is cheaper, or
+switches to it when a basis that has not settled would next cost more: the
+Krylov basis' limit, exact, the same path to rounding.
+
+**The steps cost O(m), not O(m k), and gd / usam need none.** Every output
+column is multiplied by the same factors, so :func:`run_steps` keeps
+``a = A_t z`` and ``r = -P_t z`` as two vectors of ``m`` coefficients and
+sums ``z^2`` over the outputs once. With a constant scale (``gd``,
+``usam``) ``P_t = d^t`` and ``A_t`` is a geometric sum, evaluated in closed
+form for any ``t``, and the training losses ``sum_i z_i^2 d_i^(2t)`` of all
+steps are the product of two small matrices (``d^(2j)`` for the steps of a
+block, ``z^2 d^(2 b)`` for the blocks' starts); the stopping rule reads
+them one by one, and the iterate is formed only when a validation score
+needs it.
+
 **SAM's bounce, and why the residual is updated multiplicatively.** Along the
 top eigenvector SAM's factor ``1 - lr s_1 (1 + c_t s_1)`` first shrinks the
 residual (often far below ``eps |y|``), then, as ``||g||`` falls and
@@ -206,6 +229,77 @@ class KrylovPath:
         return self.Qm @ self.S
 
 
+class EigenPath:
+    """The path in the full eigenbasis of ``K``: the limit of :class:`KrylovPath`.
+
+    Same interface, with ``Q = V`` the eigenvectors (``S`` is None: the
+    identity), from one dense ``eigh`` (divide and conquer).
+    """
+
+    def __init__(self, K, Y):
+        self.theta, self.Qm = eigh(K, driver="evd")
+        self.S = None
+        self.z = self.Qm.T @ Y
+
+    def coefficients_in_q(self, a):
+        """``a``: the eigenbasis is its own Lanczos basis."""
+        return a
+
+    @property
+    def V(self):
+        return self.Qm
+
+
+#: Flops of a dense symmetric eigendecomposition with eigenvectors, per
+#: ``n^3``: ``4/3`` to reduce to tridiagonal form, ``2`` to apply the
+#: reflectors back to the eigenvectors, ``~4/3`` for divide and conquer
+#: without deflation (Golub and Van Loan, *Matrix Computations*, 4th ed.,
+#: sec. 8.3-8.4).
+EIGH_FLOPS = 14.0 / 3.0
+
+
+#: Flop rate of a dense ``eigh`` over that of growing the basis. ``eigh``
+#: spends most of its flops in blocked BLAS-3 updates; the growth multiplies
+#: ``K`` by blocks only as wide as the number of outputs (it streams ``K``
+#: from memory once per block) and reorthogonalizes in matrix-vector-like
+#: passes, at about half the rate with ten outputs (and less with one: the
+#: rule then errs towards the basis, and only near the break-even).
+GROWTH_SLOWDOWN = 2.0
+
+
+def krylov_flops(n, m, checks, start=0):
+    """Cost of growing a Krylov basis of an ``n x n`` matrix from ``start`` to ``m`` columns.
+
+    ``2 n^2`` per column for the images ``K q`` and ``4 n p`` per column added
+    at size ``p`` (two passes of full reorthogonalization, ``2 n p`` each),
+    counted ``GROWTH_SLOWDOWN`` times (in flops at the rate of a dense
+    ``eigh``), plus one eigendecomposition of the projected matrix at each
+    basis size in ``checks``.
+    """
+    growth = 2.0 * n * n * (m - start) + 2.0 * n * (m * m - start * start)
+    return GROWTH_SLOWDOWN * growth + sum(EIGH_FLOPS * c**3 for c in checks)
+
+
+def eigh_flops(n):
+    """Flops of a dense eigendecomposition of an ``n x n`` matrix (:data:`EIGH_FLOPS`)."""
+    return EIGH_FLOPS * float(n) ** 3
+
+
+def prefers_eigh(n, first_size, growth):
+    """Whether one dense ``eigh`` of the ``n x n`` matrix costs less than the basis.
+
+    The Krylov route checks the solution at ``first_size`` columns, then at
+    ``growth`` times that, and stops at the earliest at the second check:
+    that is its least cost (:func:`krylov_flops`). When it costs more than
+    :func:`eigh_flops` (a basis of about half of ``n`` or more), the dense
+    eigendecomposition is both cheaper and exact.
+    """
+    first = min(first_size, n)
+    second = min(max(int(growth * first), first + 1), n)
+    checks = [first] if first >= n else [first, second]
+    return krylov_flops(n, checks[-1], checks) >= eigh_flops(n)
+
+
 class Diverged(ArithmeticError):
     """The training loss became infinite or NaN at ``step``."""
 
@@ -268,6 +362,15 @@ def primal_dynamics(mu, z, yy):
 def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
     """Iterate rule (1) in Ritz coordinates from zero weights.
 
+    Every Ritz component of every output is multiplied by the same factors,
+    so the state is two vectors of the basis size, not two ``m x k`` arrays:
+    ``a_t = A_t z`` and ``r_t = -P_t z`` (rows scaled), with
+    ``A_t <- A_t + step_weight f_t P_t`` and ``P_t <- (1 - h f_t) P_t``; the
+    norms sum ``z^2`` over the outputs once. For ``gd`` and ``usam`` the
+    factors do not depend on ``t``: ``P_t = d^t`` and ``A_t`` is a geometric
+    sum, in closed form for any ``t``, and the losses of all steps come from
+    a few matrix products (:func:`_run_constant`); only ``sam`` iterates.
+
     Parameters
     ----------
     dynamics : Dynamics
@@ -276,7 +379,8 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
         The estimator's settings.
     monitor : callable or None
         ``monitor(t, a, loss)`` after each step ``t = 1, 2, ...``; returns
-        True to stop. ``None``: run ``max_iter`` steps.
+        True to stop. ``a`` is None when ``monitor.needs_iterate`` is False.
+        ``None``: run ``max_iter`` steps.
 
     Returns
     -------
@@ -292,32 +396,127 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
     Diverged
         If the loss stops being finite.
     """
-    a = np.zeros_like(dynamics.z)
-    residual = -dynamics.z
-    col = dynamics.h[:, None]
-    weight = dynamics.norm_weight
-    scales, losses = [], []
-    # gd and usam (and any rule with rho=0) perturb by a constant scale: the
-    # factors of rule (1) are the same at every step, computed once (same bits)
-    constant = not is_perturbed(solver, rho) or solver == "usam"
-    if constant:
+    h = dynamics.h
+    z = dynamics.z
+    zz = np.einsum("ij,ij->i", z, z)  # sum over the outputs
+    needs_iterate = monitor is not None and getattr(monitor, "needs_iterate", True)
+    if not is_perturbed(solver, rho) or solver == "usam":
         c = perturbation_scale(solver, rho, 0.0)
-        step, decay = _factors(c, col, dynamics.step_weight, lr)
-    for t in range(max_iter):
-        if not constant:
+        return _run_constant(dynamics, zz, c, lr, max_iter, monitor, needs_iterate)
+    weight = np.broadcast_to(np.asarray(dynamics.norm_weight, dtype=np.float64).ravel(), h.shape)
+    wzz = weight * zz
+    primal = dynamics.yy is not None
+    # one product gives the loss after a step and ||g||^2 before the next
+    norms = np.vstack([zz / (2 * dynamics.n) if not primal else np.zeros_like(zz), wzz])
+    lr_h = lr * h
+    sw = dynamics.step_weight
+    coef = np.zeros_like(h)  # a = sw coef z: the constant step weight is applied once
+    P = np.ones_like(h)
+    # preallocated: at m ~ 1000 a step is a few microseconds of arithmetic,
+    # comparable to allocating its temporaries
+    f, tmp, PP = np.empty_like(h), np.empty_like(h), np.empty_like(h)
+    scales, losses = [], []
+    _, g2 = norms @ (P * P)
+    with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is Diverged below
+        for t in range(max_iter):
             # ||g||^2 = sum_i w_i r_i^2 (>= 0 up to rounding)
-            grad_norm = np.sqrt(max(float(np.vdot(residual, weight * residual)), 0.0))
-            c = perturbation_scale(solver, rho, grad_norm)
-            step, decay = _factors(c, col, dynamics.step_weight, lr)
-        scales.append(c)
-        a, residual = a - step * residual, residual * decay
-        loss = dynamics.loss(a, residual)
-        if not np.isfinite(loss):
-            raise Diverged(t + 1)
-        losses.append(loss)
-        if monitor is not None and monitor(t + 1, a, loss):
+            c = perturbation_scale(solver, rho, np.sqrt(max(float(g2), 0.0)))
+            scales.append(c)
+            np.multiply(lr_h, c, out=f)
+            f += lr  # f = lr (1 + c h)
+            np.multiply(f, P, out=tmp)
+            coef += tmp
+            np.multiply(h, f, out=tmp)
+            np.subtract(1.0, tmp, out=tmp)
+            P *= tmp  # r <- (1 - h f) r
+            np.multiply(P, P, out=PP)
+            loss, g2 = norms @ PP
+            if primal:
+                loss = _primal_loss(sw * coef, h, zz, dynamics.yy)
+            loss = float(loss)
+            if not np.isfinite(loss):
+                raise Diverged(t + 1)
+            losses.append(loss)
+            if monitor is not None and monitor(
+                t + 1, sw * coef[:, None] * z if needs_iterate else None, loss
+            ):
+                break
+    return sw * coef[:, None] * z, scales, losses
+
+
+def _primal_loss(coef, h, zz, yy):
+    """``theta^T A theta / 2 - b^T theta + yy / 2`` at ``theta = coef z`` (rows)."""
+    return float(np.dot(zz, coef * (0.5 * h * coef - 1.0))) + 0.5 * yy
+
+
+#: Steps whose losses one block of :func:`_run_constant` computes.
+_LOSS_BLOCK = 512
+
+
+def _geometric(d, lr_f, step_weight, t):
+    """``step_weight f sum_{s<t} d^s`` and ``d^t`` for each component, ``t`` a column.
+
+    ``1 - d^t = -expm1(t log d)`` keeps the relative precision of components
+    whose factor ``d`` is close to 1 (``t`` steps of size ``f`` on a nearly
+    flat direction), where ``1 - d^t`` would cancel.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    positive = d > 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_d = np.log1p(np.where(positive, d, 1.0) - 1.0)
+        power = np.where(positive, np.exp(t * log_d), np.power(d, t))
+        one_minus = np.where(positive, -np.expm1(t * log_d), 1.0 - power)
+        gap = 1.0 - d  # exact for d in [1/2, 2] (Sterbenz)
+        flat = gap == 0
+        geo = np.where(flat, t, one_minus / np.where(flat, 1.0, gap))
+    return step_weight * lr_f * geo, power
+
+
+def _run_constant(dynamics, zz, c, lr, max_iter, monitor, needs_iterate):
+    """GD / USAM: the constant factors of rule (1), in closed form for any step."""
+    h, z = dynamics.h, dynamics.z
+    lr_f = lr * (1.0 + c * h)
+    d = 1.0 - h * lr_f  # the same rounded factor as a step-by-step loop
+    primal = dynamics.yy is not None
+    E = d * d
+    offsets = np.arange(1, _LOSS_BLOCK + 1, dtype=np.float64)[:, None]
+    if not primal:
+        # loss_t = sum_i zz_i d_i^(2t) / (2n): block b holds t = bB + j,
+        # d^(2t) = E^(bB) E^j, a product of two small matrices
+        with np.errstate(over="ignore"):
+            powers = np.power(E, offsets)  # (B, m)
+    losses = []
+    stop = max_iter
+    done = 0
+    while done < max_iter:
+        size = min(_LOSS_BLOCK, max_iter - done)
+        if primal:
+            coef, _ = _geometric(d, lr_f, dynamics.step_weight, done + offsets[:size])
+            block = coef * (0.5 * h * coef - 1.0) @ zz + 0.5 * dynamics.yy
+        else:
+            with np.errstate(over="ignore", under="ignore"):
+                start = np.power(E, float(done)) * zz
+                block = (powers[:size] @ start) / (2 * dynamics.n)
+        finite = np.isfinite(block)
+        for j in range(size):
+            t = done + j + 1
+            if not finite[j]:
+                raise Diverged(t)
+            loss = float(block[j])
+            losses.append(loss)
+            if monitor is not None:
+                a = None
+                if needs_iterate:
+                    coef, _ = _geometric(d, lr_f, dynamics.step_weight, float(t))
+                    a = coef[:, None] * z
+                if monitor(t, a, loss):
+                    stop = t
+                    break
+        if stop < max_iter:
             break
-    return a, scales, losses
+        done += size
+    coef, _ = _geometric(d, lr_f, dynamics.step_weight, float(len(losses)))
+    return coef[:, None] * z, [c] * len(losses), losses
 
 
 def _factors(c, col, step_weight, lr):
@@ -342,7 +541,7 @@ def _step(a, residual, c, col, step_weight, lr):
 
 
 def replay(dynamics, *, lr, scales):
-    """Yield ``a_t`` for ``t = 1 .. len(scales)``, bit for bit as :func:`run_steps`."""
+    """Yield ``a_t`` for ``t = 1 .. len(scales)``: the path of :func:`run_steps`, to rounding."""
     a = np.zeros_like(dynamics.z)
     residual = -dynamics.z
     col = dynamics.h[:, None]
@@ -362,7 +561,16 @@ def relative_change(new, old):
 
 
 def fit_krylov_path(
-    K, Y, *, scale, solve, first_check=24, growth=1.5, rtol=KRYLOV_RTOL, max_dim=MAX_KRYLOV_DIM
+    K,
+    Y,
+    *,
+    scale,
+    solve,
+    first_check=24,
+    growth=1.5,
+    rtol=KRYLOV_RTOL,
+    max_dim=MAX_KRYLOV_DIM,
+    method="auto",
 ):
     """Grow a Krylov basis until ``solve`` gives the same answer twice.
 
@@ -386,10 +594,15 @@ def fit_krylov_path(
         Stop when the fitted coefficients change by less than this.
     max_dim : int
         Largest basis.
+    method : {'auto', 'krylov', 'eigh'}
+        ``'eigh'``: one dense eigendecomposition of ``K`` instead of the
+        basis (:class:`EigenPath`, exact); ``'auto'`` takes it when the basis
+        would cost more (:func:`prefers_eigh`), or switches to it when the
+        next size of a basis that has not settled would.
 
     Returns
     -------
-    path : KrylovPath
+    path : KrylovPath or EigenPath
     a : ndarray
         As returned by ``solve`` in the final basis.
     info : object
@@ -399,7 +612,12 @@ def fit_krylov_path(
         ``change`` (last relative change, 0 when exact), ``converged``
         (``change <= rtol``), ``stagnated`` (stopped by the stagnation rule).
     """
-    k = Y.shape[1]
+    k, n = Y.shape[1], K.shape[0]
+    adaptive = method == "auto"
+    if adaptive:
+        method = "eigh" if prefers_eigh(n, first_check * k, growth) else "krylov"
+    if method == "eigh":
+        return _fit_eigen_path(K, Y, solve)
     basis = KrylovBasis(Y, scale, max_dim)
     previous, next_check, changes = None, first_check * k, []
     while True:
@@ -421,6 +639,11 @@ def fit_krylov_path(
             break
         previous = coef
         next_check = max(int(growth * basis.m), basis.m + k)
+        # the basis keeps growing: once its next check alone costs more than
+        # the dense eigendecomposition, finish exactly in the eigenbasis instead
+        target = min(next_check, basis.max_dim)
+        if adaptive and krylov_flops(n, target, [target], start=basis.m) >= eigh_flops(n):
+            return _fit_eigen_path(K, Y, solve)
     change = changes[-1]
     return (
         path,
@@ -434,6 +657,20 @@ def fit_krylov_path(
             "stagnated": change > rtol and _stagnates(changes),
         },
     )
+
+
+def _fit_eigen_path(K, Y, solve):
+    """The path in the full eigenbasis: exact, one ``solve``."""
+    path = EigenPath(K, Y)
+    a, info = solve(path)
+    diagnostics = {
+        "size": K.shape[0],
+        "exact": True,
+        "change": 0.0,
+        "converged": True,
+        "stagnated": False,
+    }
+    return path, a, info, diagnostics
 
 
 def _stagnates(changes):
@@ -510,6 +747,8 @@ class Monitor:
         self.score = score  # score(a): a validation score (higher is better), or None
         self.validation_scores = None if score is None else []
         self.best_a = None
+        # without a score the iterate is never looked at: run_steps skips forming it
+        self.needs_iterate = score is not None
 
     def __call__(self, step, a, loss):
         score = None
