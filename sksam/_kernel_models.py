@@ -477,7 +477,8 @@ class _FeatureSpace:
         self.kernel, self.source = kernel, source
 
     def _width(self, X, train):
-        raise NotImplementedError
+        """The number of features ``phi`` has (each parametrization says)."""
+        raise NotImplementedError  # abstract: NystroemFeatures and LinearPrimal define it
 
     def build(self, X, Y, sw, train, val, metric):
         n = X.shape[0]
