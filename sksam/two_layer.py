@@ -320,9 +320,8 @@ class _BaseTwoLayer(BaseEstimator):
                 f"while the training loss was {last:.4g} (from {start:.4g}; a constant "
                 f"predictor's is {null:.4g}): the validation score sat on the plateau "
                 "around the initialization, and the weights of iteration "
-                f"{history.first_iteration + best_iteration} are kept. Raise "
-                "n_iter_no_change (e.g. 100), or set tol=None to run max_iter iterations "
-                "and keep the weights with the best validation score."
+                f"{history.first_iteration + best_iteration} are kept. "
+                + self._stuck_remedy(initial, data, level, on_validation=True)
             )
         else:
             message = (
@@ -334,7 +333,7 @@ class _BaseTwoLayer(BaseEstimator):
         history.warned_plateau = True
         warnings.warn(message, ConvergenceWarning, stacklevel=_user_stacklevel())
 
-    def _stuck_remedy(self, initial, data, level):
+    def _stuck_remedy(self, initial, data, level, on_validation=False):
         """Why a fit barely learned, and what to change: ``rho`` or ``learning_rate``.
 
         The counterfactual is gradient descent from the same start under the
@@ -352,6 +351,11 @@ class _BaseTwoLayer(BaseEstimator):
                 f"too large for this initialization (init_scale={self.init_scale}), so "
                 "SAM's perturbation holds the network at the zero function, a saddle. "
                 "Lower rho, or raise init_scale."
+            )
+        if on_validation:
+            return (
+                "Raise n_iter_no_change (e.g. 100), or set tol=None to run max_iter "
+                "iterations and keep the weights with the best validation score."
             )
         if self.tol is None:
             return (

@@ -106,6 +106,17 @@ def test_sam_at_the_zero_function_saddle_warns_naming_rho():
     assert np.unique(clf.predict(X_train)).size == 1
 
 
+def test_early_stopping_at_the_zero_function_saddle_names_rho():
+    # with early stopping the plateau message advised n_iter_no_change even when
+    # SAM's rho held the network at the saddle (gradient descent from there learns)
+    X, y = make_teacher_student(n_samples=200, random_state=0)
+    reg = SAMTwoLayerRegressor(
+        n_hidden=20, rho=0.5, early_stopping=True, random_state=0, sharpness=None
+    )
+    with pytest.warns(ConvergenceWarning, match=r"sat on the plateau.*rho=0\.5 is too large"):
+        reg.fit(X, y)
+
+
 def test_single_class_without_the_stopping_rule_warns():
     X_train, _, y_train, _ = _digits()
     clf = SAMTwoLayerClassifier(rho=0.5, init_scale=0.1, tol=None, max_iter=100, random_state=0)
