@@ -7,6 +7,7 @@ and the skorch estimators are checked.
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,6 +15,16 @@ from torch import nn
 def flat(tensors):
     """The tensors, detached and concatenated into one vector."""
     return torch.cat([t.detach().reshape(-1) for t in tensors])
+
+
+def net_weights(estimator):
+    """A fitted sksam net estimator's weights, as one vector."""
+    return flat(estimator.net_.module_.parameters())
+
+
+def torch_seed(random_state):
+    """The torch seed a sksam net estimator draws from an integer ``random_state``."""
+    return np.random.RandomState(random_state).randint(np.iinfo(np.int32).max)
 
 
 def data(n=16, d=5, seed=0, dtype=torch.float64):

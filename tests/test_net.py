@@ -21,7 +21,7 @@ from sksam.exceptions import DivergenceWarning
 from sksam.net import MLP, SAMNetClassifier, TensorBatchLoader
 from sksam.optim import SAM
 
-from _reference import sam_gradient
+from _reference import net_weights, sam_gradient, torch_seed
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -35,15 +35,6 @@ def digits():
 def _small(**params):
     defaults = dict(max_epochs=3, lr=0.1, random_state=0, sharpness=None)
     return SAMNetClassifier(**{**defaults, **params})
-
-
-def _weights(clf):
-    return torch.cat([p.detach().reshape(-1) for p in clf.net_.module_.parameters()])
-
-
-def _seed(random_state):
-    """The torch seed SAMNetClassifier draws from an int random_state."""
-    return np.random.RandomState(random_state).randint(np.iinfo(np.int32).max)
 
 
 # -- the update rule, through skorch -----------------------------------------
@@ -62,7 +53,7 @@ def test_one_full_batch_epoch_equals_the_sam_equation(digits):
     expected = torch.cat([(p - lr * gi).detach().reshape(-1) for p, gi in zip(params, g_shifted)])
 
     clf = _small(module=module, rho=rho, lr=lr, max_epochs=1, batch_size=None).fit(X, y)
-    torch.testing.assert_close(_weights(clf), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(net_weights(clf), expected, rtol=1e-5, atol=1e-6)
     # skorch logged the loss at the unperturbed weights
     assert clf.loss_curve_[0] == pytest.approx(loss0.item(), rel=1e-6)
     # the user's instance was not trained
@@ -91,10 +82,10 @@ def test_gd_is_plain_skorch_sgd_bit_for_bit(digits):
         iterator_valid=TensorBatchLoader,
         verbose=0,
     )
-    torch.manual_seed(_seed(0))
+    torch.manual_seed(torch_seed(0))
     net.fit(torch.as_tensor(X), torch.as_tensor(y))
     plain = torch.cat([p.detach().reshape(-1) for p in net.module_.parameters()])
-    assert torch.equal(_weights(clf), plain)
+    assert torch.equal(net_weights(clf), plain)
     # and skorch's history records, batch by batch (our epoch loop is leaner)
     for ours, theirs in zip(clf.net_.history, net.history, strict=True):
         assert ours["train_batch_count"] == theirs["train_batch_count"] == 10
@@ -108,7 +99,7 @@ def test_rho_zero_is_gd_bit_for_bit(digits, solver):
     module_params = dict(module__batch_norm=True, module__dropout=0.2)
     gd = _small(solver="gd", **module_params).fit(X, y)
     sam = _small(solver=solver, rho=0.0, **module_params).fit(X, y)
-    assert torch.equal(_weights(gd), _weights(sam))
+    assert torch.equal(net_weights(gd), net_weights(sam))
     for a, b in zip(gd.net_.module_.buffers(), sam.net_.module_.buffers()):
         assert torch.equal(a, b)
     np.testing.assert_array_equal(gd.predict_proba(X), sam.predict_proba(X))
@@ -117,7 +108,7 @@ def test_rho_zero_is_gd_bit_for_bit(digits, solver):
 def test_sam_differs_from_gd(digits):
     X, y = digits
     assert not torch.equal(
-        _weights(_small(solver="gd").fit(X, y)), _weights(_small(rho=0.1).fit(X, y))
+        net_weights(_small(solver="gd").fit(X, y)), net_weights(_small(rho=0.1).fit(X, y))
     )
 
 
@@ -192,7 +183,7 @@ def test_gradient_norm_clipping_clips_the_descent_gradient(digits):
         batch_size=None,
         callbacks=[GradientNormClipping(gradient_clip_value=clip)],
     ).fit(X, y)
-    torch.testing.assert_close(_weights(clf), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(net_weights(clf), expected, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(expected, unclipped, rtol=1e-3, atol=1e-4)  # the clip bit
 
 
@@ -245,7 +236,7 @@ def test_train_step_records_the_unperturbed_loss_of_every_batch(digits):
     clf = _small(
         max_epochs=1, rho=0.3, lr=0.1, optimizer__momentum=0.9, module__hidden_layer_sizes=(8,)
     ).fit(X, y)
-    torch.manual_seed(_seed(0))
+    torch.manual_seed(torch_seed(0))
     module = MLP(64, 10, hidden_layer_sizes=(8,))
     opt = SAM(module.parameters(), torch.optim.SGD, rho=0.3, lr=0.1, momentum=0.9, model=module)
     Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
@@ -262,7 +253,7 @@ def test_train_step_records_the_unperturbed_loss_of_every_batch(digits):
     recorded = [b["train_loss"] for b in clf.net_.history[0]["batches"]]
     np.testing.assert_allclose(recorded, losses, rtol=1e-6)
     replayed = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
-    torch.testing.assert_close(_weights(clf), replayed)
+    torch.testing.assert_close(net_weights(clf), replayed)
 
 
 def _dataset(X, y):
@@ -393,7 +384,7 @@ def test_same_random_state_same_fit_and_global_rng_untouched(digits):
     a = _small(module__dropout=0.2).fit(X, y)
     b = _small(module__dropout=0.2).fit(X, y)
     assert torch.equal(torch.get_rng_state(), before)
-    assert torch.equal(_weights(a), _weights(b))
+    assert torch.equal(net_weights(a), net_weights(b))
 
 
 def test_routed_parameters_survive_clone_and_set_params(digits):
@@ -583,7 +574,7 @@ def test_cuda_warm_start_resumes_the_gpu_generator(digits):
     params = dict(device="cuda", module__dropout=0.2, optimizer__momentum=0.9)
     once = _small(max_epochs=4, **params).fit(X, y)
     twice = _small(max_epochs=2, warm_start=True, **params).fit(X, y).fit(X, y)
-    torch.testing.assert_close(_weights(twice), _weights(once), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(net_weights(twice), net_weights(once), rtol=1e-5, atol=1e-6)
 
 
 def test_verbose_prints_skorchs_table(digits, capsys):
@@ -613,17 +604,17 @@ def _momentum_buffers(clf):
 def test_warm_start_continues_weights_momentum_and_history(digits):
     X, y = digits
     clf = _small(max_epochs=2, optimizer__momentum=0.9, warm_start=True, sharpness="rho").fit(X, y)
-    net, weights, buffers = clf.net_, _weights(clf), _momentum_buffers(clf)
+    net, weights, buffers = clf.net_, net_weights(clf), _momentum_buffers(clf)
     clf.fit(X, y)
     assert clf.net_ is net  # the same module, optimizer and callbacks, trained on
-    assert not torch.equal(_weights(clf), weights)
+    assert not torch.equal(net_weights(clf), weights)
     assert all(not torch.equal(a, b) for a, b in zip(_momentum_buffers(clf), buffers))
     assert clf.n_iter_ == len(clf.loss_curve_) == len(clf.net_.history) == 4
     assert clf.net_.history[-1, "epoch"] == 4
     # a cold refit starts over: 2 epochs, the first fit's weights again
     cold = clf.set_params(warm_start=False).fit(X, y)
     assert cold.n_iter_ == len(cold.net_.history) == 2
-    assert torch.equal(_weights(cold), weights)
+    assert torch.equal(net_weights(cold), weights)
 
 
 @pytest.mark.parametrize("params", [{}, {"module__dropout": 0.2, "optimizer__momentum": 0.9}])
@@ -635,7 +626,7 @@ def test_warm_start_two_plus_two_epochs_is_four_epochs_bit_for_bit(digits, param
     twice = _small(max_epochs=2, sharpness="rho", warm_start=True, **params).fit(X, y)
     first_sharpness = twice.sharpness_
     twice.fit(X, y)
-    assert torch.equal(_weights(once), _weights(twice))
+    assert torch.equal(net_weights(once), net_weights(twice))
     np.testing.assert_array_equal(once.loss_curve_, twice.loss_curve_)
     assert twice.sharpness_ == once.sharpness_ != first_sharpness  # recomputed at the new weights
 
@@ -669,7 +660,7 @@ def test_partial_fit_runs_one_epoch_per_call_like_fit(digits):
         clf.partial_fit(X, y, classes=np.arange(10))
         assert clf.n_iter_ == len(clf.loss_curve_) == len(clf.net_.history) == n_iter
     fitted = _small(max_epochs=3, **params).fit(X, y)
-    assert torch.equal(_weights(clf), _weights(fitted))
+    assert torch.equal(net_weights(clf), net_weights(fitted))
     np.testing.assert_array_equal(clf.loss_curve_, fitted.loss_curve_)
 
 
@@ -682,7 +673,7 @@ def test_same_partial_fit_sequence_same_weights(digits):
         clf.partial_fit(X[:100], y[:100], classes=np.arange(10))
         for start in (100, 200):
             clf.partial_fit(X[start : start + 100], y[start : start + 100])
-        return _weights(clf)
+        return net_weights(clf)
 
     assert torch.equal(run(3), run(3))
     assert not torch.equal(run(3), run(4))
@@ -704,9 +695,9 @@ def test_partial_fit_with_part_of_the_classes_and_string_labels(digits):
 def test_partial_fit_after_fit_continues(digits):
     X, y = digits
     clf = _small(max_epochs=2, sharpness="rho").fit(X, y)
-    weights, sharpness = _weights(clf), clf.sharpness_
+    weights, sharpness = net_weights(clf), clf.sharpness_
     clf.partial_fit(X, y)
-    assert clf.n_iter_ == 3 and not torch.equal(_weights(clf), weights)
+    assert clf.n_iter_ == 3 and not torch.equal(net_weights(clf), weights)
     assert clf.sharpness_ != sharpness and clf.sharpness_ > 0
     assert clf.set_params(sharpness=None).partial_fit(X, y).sharpness_ is None
 
@@ -751,7 +742,7 @@ def test_pickle_after_partial_fit_predicts_and_continues_identically(digits):
     np.testing.assert_array_equal(clf.predict_proba(X), restored.predict_proba(X))
     clf.partial_fit(X, y)
     restored.partial_fit(X, y)
-    assert torch.equal(_weights(clf), _weights(restored))
+    assert torch.equal(net_weights(clf), net_weights(restored))
 
 
 def test_grid_search_ignores_warm_start(digits):

@@ -11,6 +11,8 @@ from torch import nn
 from sksam import SAMNetClassifier, SAMNetRegressor
 from sksam.modules import MLP
 
+from _reference import net_weights
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -21,10 +23,6 @@ def digits():
 def _small(**params):
     defaults = dict(max_epochs=3, lr=0.1, random_state=0, sharpness=None)
     return SAMNetClassifier(**{**defaults, **params})
-
-
-def _weights(est):
-    return torch.cat([p.detach().reshape(-1) for p in est.net_.module_.parameters()])
 
 
 def _grad(module, X, y):
@@ -54,14 +52,14 @@ def test_m_chunks_each_take_their_own_ascent(digits):
     )
     full_batch = dict(max_epochs=1, batch_size=None, iterator_train__shuffle=False)
     clf = _small(module=module, rho=rho, lr=lr, m=m, **full_batch).fit(X, y)
-    torch.testing.assert_close(_weights(clf), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(net_weights(clf), expected, rtol=1e-5, atol=1e-6)
     plain = _small(module=module, rho=rho, lr=lr, **full_batch).fit(X, y)
-    assert not torch.allclose(_weights(plain), expected, atol=1e-5)  # m matters
+    assert not torch.allclose(net_weights(plain), expected, atol=1e-5)  # m matters
 
 
 def test_m_one_is_plain_sam_and_history_is_complete(digits):
     X, y = digits
-    assert torch.equal(_weights(_small(m=1).fit(X, y)), _weights(_small().fit(X, y)))
+    assert torch.equal(net_weights(_small(m=1).fit(X, y)), net_weights(_small().fit(X, y)))
     clf = _small(m=3, batch_size=32).fit(X, y)
     batches = clf.net_.history[-1]["batches"]
     assert [b["train_batch_size"] for b in batches] == [32] * 6 + [8]
@@ -74,8 +72,8 @@ def test_mixed_precision_is_close_to_float32(digits, precision, atol):
     X, y = digits
     reference = _small(module__hidden_layer_sizes=(16,)).fit(X, y)
     clf = _small(module__hidden_layer_sizes=(16,), precision=precision).fit(X, y)
-    assert not torch.equal(_weights(clf), _weights(reference))  # autocast was on
-    torch.testing.assert_close(_weights(clf), _weights(reference), rtol=0, atol=atol)
+    assert not torch.equal(net_weights(clf), net_weights(reference))  # autocast was on
+    torch.testing.assert_close(net_weights(clf), net_weights(reference), rtol=0, atol=atol)
     np.testing.assert_allclose(clf.loss_curve_, reference.loss_curve_, rtol=0.05)
 
 
@@ -108,7 +106,7 @@ def test_cuda_precisions_are_close_to_cpu_float32(digits, precision, atol):
     X, y = digits
     cpu = _small(module__hidden_layer_sizes=(16,)).fit(X, y)
     gpu = _small(module__hidden_layer_sizes=(16,), device="cuda", precision=precision).fit(X, y)
-    torch.testing.assert_close(_weights(gpu).cpu(), _weights(cpu), rtol=0, atol=atol)
+    torch.testing.assert_close(net_weights(gpu).cpu(), net_weights(cpu), rtol=0, atol=atol)
 
 
 @needs_cuda

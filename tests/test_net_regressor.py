@@ -17,7 +17,7 @@ from sksam import SAMNetRegressor
 from sksam.modules import MLP
 from sksam.net import SAMNetClassifier, _BaseSAMNet
 
-from _reference import sam_gradient
+from _reference import net_weights, sam_gradient
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,6 @@ def _small(**params):
     return SAMNetRegressor(**{**defaults, **params})
 
 
-def _weights(est):
-    return torch.cat([p.detach().reshape(-1) for p in est.net_.module_.parameters()])
-
-
 def test_one_full_batch_epoch_equals_the_sam_equation(diabetes):
     # w1 = w0 - lr * grad L(w0 + rho g / ||g||), L the mean squared error
     X, y = diabetes
@@ -48,7 +44,7 @@ def test_one_full_batch_epoch_equals_the_sam_equation(diabetes):
     g_shifted = sam_gradient(module, lambda m: nn.functional.mse_loss(m(Xt), yt), rho)
     expected = torch.cat([(p - lr * gi).detach().reshape(-1) for p, gi in zip(params, g_shifted)])
     reg = _small(module=module, rho=rho, lr=lr, max_epochs=1, batch_size=None).fit(X, y)
-    torch.testing.assert_close(_weights(reg), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(net_weights(reg), expected, rtol=1e-5, atol=1e-6)
     assert reg.loss_curve_[0] == pytest.approx(loss0.item(), rel=1e-6)
 
 
@@ -59,7 +55,7 @@ def test_one_and_two_dimensional_targets(diabetes):
     column = _small().fit(X, y[:, None])
     assert column.predict(X).shape == (len(X), 1)
     # a column is the same problem as a vector: the same weights
-    assert torch.equal(_weights(one), _weights(column))
+    assert torch.equal(net_weights(one), net_weights(column))
     two = _small().fit(X, np.c_[y, -y])
     assert two.n_outputs_ == 2 and two.predict(X).shape == (len(X), 2)
     with pytest.raises(ValueError, match="y has 1 output"):
@@ -78,7 +74,7 @@ def test_rho_zero_is_gd_bit_for_bit(diabetes):
     X, y = diabetes
     gd = _small(solver="gd", module__dropout=0.2).fit(X, y)
     sam = _small(rho=0.0, module__dropout=0.2).fit(X, y)
-    assert torch.equal(_weights(gd), _weights(sam))
+    assert torch.equal(net_weights(gd), net_weights(sam))
 
 
 def test_warm_start_and_partial_fit_equal_one_fit(diabetes):
@@ -86,11 +82,11 @@ def test_warm_start_and_partial_fit_equal_one_fit(diabetes):
     params = dict(module__dropout=0.2, optimizer__momentum=0.9)
     once = _small(max_epochs=4, **params).fit(X, y)
     twice = _small(max_epochs=2, warm_start=True, **params).fit(X, y).fit(X, y)
-    assert torch.equal(_weights(once), _weights(twice))
+    assert torch.equal(net_weights(once), net_weights(twice))
     partial = _small(**params)
     for _ in range(4):
         partial.partial_fit(X, y)
-    assert torch.equal(_weights(once), _weights(partial)) and partial.n_iter_ == 4
+    assert torch.equal(net_weights(once), net_weights(partial)) and partial.n_iter_ == 4
 
 
 def test_pickle_clone_and_grid_search(diabetes):

@@ -23,6 +23,8 @@ from sksam import SAMNetClassifier, SAMNetRegressor
 from sksam.modules import MLP
 from sksam.net import TensorBatchLoader
 
+from _reference import net_weights, torch_seed
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -35,20 +37,12 @@ def _small(**params):
     return SAMNetClassifier(**{**defaults, **params})
 
 
-def _weights(est):
-    return torch.cat([p.detach().reshape(-1) for p in est.net_.module_.parameters()])
-
-
-def _seed(random_state):
-    return np.random.RandomState(random_state).randint(np.iinfo(np.int32).max)
-
-
 def _state(est):
     """The estimator's attributes, with the network's weights by value."""
     state = {k: v for k, v in vars(est).items() if k != "net_"}
     if hasattr(est, "net_"):
         state["net_"] = est.net_
-        state["weights"] = _weights(est).clone()
+        state["weights"] = net_weights(est).clone()
         state["n_epochs"] = len(est.net_.history)
     return state
 
@@ -143,7 +137,7 @@ def test_a_failed_continued_fit_rolls_back_weights_optimizer_history_and_rng(dig
     # and training continues exactly as if the failed call never happened
     clf.fit(X, y)
     reference = _small(optimizer__momentum=0.9, max_epochs=6).fit(X, y)
-    assert torch.equal(_weights(clf), _weights(reference))
+    assert torch.equal(net_weights(clf), net_weights(reference))
 
 
 def test_non_finite_eval_outputs_are_an_error_not_a_fitted_nan_model(digits):
@@ -229,7 +223,9 @@ def test_fit_neither_reads_nor_moves_the_global_generator(digits):
     assert torch.equal(torch.rand(3), expected)
     torch.manual_seed(2)
     c = _small(**params).fit(X, y)
-    assert torch.equal(_weights(a), _weights(b)) and torch.equal(_weights(a), _weights(c))
+    assert torch.equal(net_weights(a), net_weights(b)) and torch.equal(
+        net_weights(a), net_weights(c)
+    )
 
 
 def test_the_batch_order_comes_from_the_estimators_generator(digits):
@@ -264,7 +260,7 @@ def test_clones_fitted_in_threads_equal_sequential_fits(digits):
         t.join()
     assert not errors
     for seq, par in zip(sequential, estimators, strict=True):
-        assert torch.equal(_weights(seq), _weights(par))
+        assert torch.equal(net_weights(seq), net_weights(par))
         np.testing.assert_array_equal(seq.predict_proba(X), par.predict_proba(X))
         assert seq.sharpness_ == par.sharpness_
 
@@ -309,13 +305,15 @@ def test_lbfgs_trains_plain_gd_as_skorch_does(digits):
         iterator_valid=TensorBatchLoader,
         verbose=0,
     )
-    torch.manual_seed(_seed(0))
+    torch.manual_seed(torch_seed(0))
     net.fit(torch.as_tensor(X), torch.as_tensor(y))
-    assert torch.equal(_weights(clf), torch.cat([p.reshape(-1) for p in net.module_.parameters()]))
+    assert torch.equal(
+        net_weights(clf), torch.cat([p.reshape(-1) for p in net.module_.parameters()])
+    )
     assert clf.score(X, y) > 0.5
     # rho=0 is plain GD as well
     same = _small(optimizer=torch.optim.LBFGS, rho=0.0, **params).fit(X, y)
-    assert torch.equal(_weights(same), _weights(clf))
+    assert torch.equal(net_weights(same), net_weights(clf))
 
 
 def test_lbfgs_under_a_perturbed_solver_is_refused_at_fit_start(digits):
@@ -383,7 +381,7 @@ def test_a_callback_removed_from_callbacks_is_no_longer_called_and_the_net_pickl
     clf.fit(X, y)
     assert counter.batches == 10  # not called any more
     restored.fit(X, y)
-    assert torch.equal(_weights(restored), _weights(clf))
+    assert torch.equal(net_weights(restored), net_weights(clf))
 
 
 def test_a_callback_added_to_callbacks_is_called(digits):
