@@ -64,6 +64,7 @@ __all__ = [
     "record_history",
     "rescale_weights",
     "sample_weights",
+    "user_stacklevel",
     "validation_split",
     "warn_diverged",
     "warn_interrupted",
@@ -582,7 +583,7 @@ def diagnose_loss_curve(losses, *, initial_loss=None):
     return None
 
 
-def _user_stacklevel():
+def user_stacklevel():
     """``stacklevel`` of the first frame outside sksam, skorch and sklearn's fit wrapper.
 
     Counted for a ``warnings.warn`` called by the caller of this function's
@@ -600,6 +601,10 @@ def _user_stacklevel():
     return level
 
 
+#: The old private name, kept until net.py and two_layer.py import the public one.
+_user_stacklevel = user_stacklevel
+
+
 def warn_diverged(estimator_name, cause, remedy):
     """Warn with a :class:`DivergenceWarning` that names the cause and the remedy.
 
@@ -615,7 +620,7 @@ def warn_diverged(estimator_name, cause, remedy):
     warnings.warn(
         f"{estimator_name}: training diverged: {cause}. {remedy}",
         DivergenceWarning,
-        stacklevel=_user_stacklevel(),
+        stacklevel=user_stacklevel(),
     )
 
 
@@ -635,7 +640,7 @@ def warn_not_converged(estimator_name, max_iter, what="the optimization"):
         f"{estimator_name}: maximum iterations ({max_iter}) reached and {what} "
         "hasn't converged yet; increase max_iter or set tol=None.",
         ConvergenceWarning,
-        stacklevel=_user_stacklevel(),
+        stacklevel=user_stacklevel(),
     )
 
 
@@ -650,7 +655,7 @@ def warn_interrupted(estimator_name):
     warnings.warn(
         f"{estimator_name}: Training interrupted by user; the current weights are kept.",
         UserWarning,
-        stacklevel=_user_stacklevel(),
+        stacklevel=user_stacklevel(),
     )
 
 
