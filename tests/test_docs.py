@@ -51,6 +51,12 @@ def test_ci_runs_the_readme_test_command():
     assert "<!-- test-command -->" in ci
 
 
+def test_the_readme_test_command_runs_the_slow_tests_too():
+    # `-m "not slow"` is for developing; CI (the README's command) runs everything
+    command = _fenced_block_after("<!-- test-command -->", "bash")
+    assert "slow" not in command and "pytest -m" not in command
+
+
 # -- the documentation site ------------------------------------------------------
 
 DOCS = ROOT / "docs"
