@@ -142,6 +142,8 @@ class MomentumSAM(torch.optim.Optimizer):
         loss : torch.Tensor or None
             What the closure returned (at the perturbed weights).
         """
+        for index, group in enumerate(self.param_groups):  # edits reach no setter
+            check_rho(group["rho"], index)
         loss = None
         if closure is not None:
             self.restore()
@@ -186,12 +188,10 @@ class MomentumSAM(torch.optim.Optimizer):
         """``-rho * v / ||v||`` per parameter (``None`` where there is no buffer).
 
         The norm is over the buffers of the groups that perturb (``rho != 0``);
-        every group's ``rho`` is checked first (``param_groups[i]['rho'] = ...``
-        reaches no setter).
+        every group's ``rho`` was checked by :meth:`step`.
         """
         params, bufs, radii = [], [], []
-        for index, group in enumerate(self.param_groups):
-            check_rho(group["rho"], index)
+        for group in self.param_groups:
             for p in group["params"]:
                 params.append(p)
                 bufs.append(self.state[p].get("momentum_buffer") if p in self.state else None)
