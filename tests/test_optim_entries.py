@@ -9,6 +9,7 @@ state saved by another optimizer must load or say why not.
 """
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -148,6 +149,33 @@ def test_momentum_sam_drop_in_resumes_exactly_after_a_checkpoint(with_model):
     _drop_in_steps(resumed, resumed_opt, x, y, 3)
     with resumed_opt.unperturbed():
         torch.testing.assert_close(_flat(resumed.parameters()), uninterrupted, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("with_model", [True, False])
+def test_momentum_sam_drop_in_resumes_in_the_same_process(with_model):
+    # the weights are loaded while the optimizer holds copies of other ones:
+    # the loaded weights are w, the copies must not overwrite them
+    x, y = _data()
+    model = _mlp()
+    opt = MomentumSAM(model.parameters(), lr=LR, rho=RHO, model=model if with_model else None)
+    _drop_in_steps(model, opt, x, y, 3)
+    with opt.unperturbed():
+        checkpoint = copy.deepcopy({"model": model.state_dict(), "opt": opt.state_dict()})
+    _drop_in_steps(model, opt, x, y, 3)
+    with opt.unperturbed():
+        uninterrupted = _flat(model.parameters())
+    _drop_in_steps(model, opt, x, y, 2)  # further on, perturbed: then roll back
+    model.load_state_dict(checkpoint["model"])
+    opt.load_state_dict(copy.deepcopy(checkpoint["opt"]))
+    _drop_in_steps(model, opt, x, y, 3)
+    with opt.unperturbed():
+        torch.testing.assert_close(_flat(model.parameters()), uninterrupted, rtol=0, atol=1e-12)
+    twin_model, twin_opt = pickle.loads(pickle.dumps((model, opt)))  # perturbed, copies held
+    state = copy.deepcopy(twin_opt.state_dict())
+    state["drop_in"] = False
+    twin_opt.load_state_dict(state)  # no weight written since the pickle: w is put back
+    with opt.unperturbed():
+        assert torch.equal(_flat(twin_model.parameters()), _flat(model.parameters()))
 
 
 def test_momentum_sam_loading_a_state_puts_back_the_unperturbed_weights_first():
