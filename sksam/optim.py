@@ -584,14 +584,14 @@ class SAM(torch.optim.Optimizer):
                 )
             mode = "chunks" if chunked else ("local" if self._check_ascent() else "global")
             sync = AscentSync(self.model, mode)
-            rule = (solver, eta, radii)
+            options = (solver, eta, radii)
             with self._fresh_start(True):
                 if not chunked:
-                    loss, found = self._pass(closures[0], rule, step, scaling, sync)
+                    loss, found = self._pass(closures[0], options, step, scaling, sync)
                     sync.agree(found)  # every rank skips, or none
                     scaling.descend(self.base_optimizer, self._params(), found)
                     return loss
-                return self._chunked(closures, rule, step, scaling, sync)
+                return self._chunked(closures, options, step, scaling, sync)
 
     def _base_step(self, closure, scaling):
         """Exactly the base optimizer: one closure call (if any), no copies."""
@@ -601,14 +601,14 @@ class SAM(torch.optim.Optimizer):
         self.last_losses = (_detached(loss), None)
         return loss
 
-    def _chunked(self, closures, rule, step, scaling, sync):
+    def _chunked(self, closures, options, step, scaling, sync):
         """:meth:`_pass` per chunk, then the base step along the mean gradient."""
         params = self._params()
         total, losses, perturbed_losses, found = None, [], [], None
         with sync.whole_pass():
             for closure in closures:
                 self.zero_grad()
-                loss, found_i = self._pass(closure, rule, step, scaling, sync)
+                loss, found_i = self._pass(closure, options, step, scaling, sync)
                 losses.append(loss)
                 perturbed_losses.append(self.last_losses[1])
                 found = _either(found, found_i)
@@ -624,7 +624,7 @@ class SAM(torch.optim.Optimizer):
         self.last_losses = (_detached(loss), _mean_loss(taken) if taken else None)
         return loss
 
-    def _pass(self, closure, rule, step, scaling, sync):
+    def _pass(self, closure, options, step, scaling, sync):
         """The one SAM pass: closure at ``w``, perturb, closure at ``w + e``, restore.
 
         ``step`` (a :class:`ScheduledStep`) says whether this is a SAM step
@@ -635,7 +635,7 @@ class SAM(torch.optim.Optimizer):
         the descent gradient. Leaves the descent gradient in ``.grad`` and
         the weights at ``w``; returns the first call's loss and the overflow
         flag of the ascent gradient (``None`` without loss scaling or on a
-        plain step). ``rule`` is ``(solver, eta, radii)``.
+        plain step). ``options`` is ``(solver, eta, radii)``.
         """
         params = self._params()
         planned = step.planned
@@ -648,7 +648,7 @@ class SAM(torch.optim.Optimizer):
         ascent = [grads]  # handed over, so that no reference outlives the ascent
 
         def sam_step():
-            return self._second_pass(closure, rule, ascent.pop(), replay, rng, sync)
+            return self._second_pass(closure, options, ascent.pop(), replay, rng, sync)
 
         taken = step.resolve(
             [p.grad for p in params],
@@ -659,16 +659,16 @@ class SAM(torch.optim.Optimizer):
         )
         return loss, (found if taken else None)
 
-    def _second_pass(self, closure, rule, grads, replay, rng, sync):
+    def _second_pass(self, closure, options, grads, replay, rng, sync):
         """Perturb, closure at ``w + e``, restore, the rule's descent gradient.
 
         Returns the descent gradients, or ``None`` when nothing was perturbed
         (then ``.grad`` still holds the first gradient).
         """
         params = self._params()
-        solver, eta, radii = rule
-        hooks = self._rule()
-        first = [p.grad for p in params] if hooks.needs_first_gradient else None
+        solver, eta, radii = options
+        rule = self._rule()
+        first = [p.grad for p in params] if rule.needs_first_gradient else None
         # Only the ascent needs no_grad (weight decay adds w to g); the copies,
         # the restore and the base step hold their own, and the closures run
         # with gradients on without a mode switch per call.
@@ -687,9 +687,9 @@ class SAM(torch.optim.Optimizer):
                 raise
         self._restore()
         self.last_losses = (self.last_losses[0], _detached(perturbed_loss))
-        if hooks is not PLAIN_RULE:
+        if rule is not PLAIN_RULE:
             with torch.no_grad():
-                hooks.descent(params, first)
+                rule.descent(params, first)
             if first is not None and sync.mode == "local":
                 sync.all_reduce_grads(params)  # g was each rank's own: agree again
         return [p.grad for p in params]
