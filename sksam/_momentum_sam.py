@@ -1,10 +1,15 @@
-"""Momentum-SAM: SAM's perturbation for the price of SGD (Becker et al., 2024)."""
+"""Momentum-SAM: SAM's perturbation for the price of SGD (Becker et al., 2024).
+
+Built on the pieces every SAM optimizer shares (:mod:`sksam._update_rules`):
+the radius check, the normalized step ``rho * d / ||d||`` (here along
+``-v``) and the exact save and restore of the weights.
+"""
 
 from contextlib import contextmanager
 
 import torch
 
-from ._update_rules import GRAD_NORM_FLOOR, add_perturbation_, restore_
+from ._update_rules import add_perturbation_, check_rho, normalized_step, restore_
 
 
 class MomentumSAM(torch.optim.Optimizer):
@@ -59,6 +64,14 @@ class MomentumSAM(torch.optim.Optimizer):
     :meth:`restore`) before evaluating or saving, or pass ``model`` to have
     it done for you.
 
+    **Checkpoints**: save ``model.state_dict()`` (the unperturbed ``w``;
+    inside :meth:`unperturbed` without ``model``) and :meth:`state_dict`;
+    to resume, load the model's weights, then :meth:`load_state_dict`. In the
+    drop-in form the state says that the next forward pass wants the
+    perturbed weights: they are perturbed again before it (at once without
+    ``model``, so load the weights first), and the resumed run is the
+    uninterrupted one.
+
     References
     ----------
     Becker, Altrock, Risse (2024). Momentum-SAM: Sharpness Aware
@@ -80,8 +93,6 @@ class MomentumSAM(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr=0.1, momentum=0.9, rho=0.3, weight_decay=0.0, *, model=None):
-        from .optim import _check_rho
-
         if not lr > 0:
             raise ValueError(f"lr must be positive, got lr={lr!r}.")
         if not 0 <= momentum < 1:
@@ -90,15 +101,28 @@ class MomentumSAM(torch.optim.Optimizer):
             raise ValueError(
                 f"weight_decay must be non-negative, got weight_decay={weight_decay!r}."
             )
-        _check_rho(rho)
+        check_rho(rho)
         defaults = dict(lr=lr, momentum=momentum, rho=rho, weight_decay=weight_decay)
         super().__init__(params, defaults)
         self.model = model
-        self._saved = None  # (params, copies) while the weights are perturbed
+        self._saved = None  # (params, copies, versions) while the weights are perturbed
         self._drop_in = False  # the caller's next forward pass wants w - rho v/|v|
         if model is not None:
             model.register_forward_pre_hook(self._before_forward)
             model.register_state_dict_pre_hook(self._before_state_dict)
+
+    def add_param_group(self, param_group):
+        """Add a parameter group, refusing a negative or non-finite ``rho``.
+
+        Parameters
+        ----------
+        param_group : dict
+            As for ``torch.optim.Optimizer.add_param_group``; it may carry
+            its own ``lr``, ``momentum``, ``rho`` or ``weight_decay``.
+        """
+        if "rho" in param_group:
+            check_rho(param_group["rho"], len(self.param_groups))
+        super().add_param_group(param_group)
 
     # -- the step --------------------------------------------------------------
 
@@ -118,6 +142,8 @@ class MomentumSAM(torch.optim.Optimizer):
         loss : torch.Tensor or None
             What the closure returned (at the perturbed weights).
         """
+        for index, group in enumerate(self.param_groups):  # edits reach no setter
+            check_rho(group["rho"], index)
         loss = None
         if closure is not None:
             self.restore()
@@ -159,20 +185,21 @@ class MomentumSAM(torch.optim.Optimizer):
 
     @torch.no_grad()
     def _perturbation(self):
-        """``-rho * v / ||v||`` per parameter (``None`` where there is no buffer)."""
-        params, bufs, rhos = [], [], []
+        """``-rho * v / ||v||`` per parameter (``None`` where there is no buffer).
+
+        The norm is over the buffers of the groups that perturb (``rho != 0``);
+        every group's ``rho`` was checked by :meth:`step`.
+        """
+        params, bufs, radii = [], [], []
         for group in self.param_groups:
             for p in group["params"]:
                 params.append(p)
                 bufs.append(self.state[p].get("momentum_buffer") if p in self.state else None)
-                rhos.append(group["rho"])
-        present = [b for b, r in zip(bufs, rhos) if b is not None and r != 0]
-        if not present:
+                radii.append(-group["rho"])  # against the momentum: w - rho v/|v|
+        norm_of = [b for b, r in zip(bufs, radii) if b is not None and r != 0]
+        if not norm_of:
             return params, None
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(present)))
-        scale = norm.clamp_min(GRAD_NORM_FLOOR).reciprocal()
-        e = [None if b is None or r == 0 else b * (scale * -r) for b, r in zip(bufs, rhos)]
-        return params, e
+        return params, normalized_step(bufs, radii, norm_of)
 
     def _apply(self):
         """Move the weights to ``w - rho * v / ||v||`` (no-op if already there)."""
@@ -180,7 +207,8 @@ class MomentumSAM(torch.optim.Optimizer):
             return
         params, e = self._perturbation()
         if e is not None:
-            self._saved = (params, add_perturbation_(params, e))
+            copies = add_perturbation_(params, e)
+            self._saved = (params, copies, [p._version for p in params])
 
     # -- the unperturbed weights --------------------------------------------
 
@@ -194,7 +222,7 @@ class MomentumSAM(torch.optim.Optimizer):
         """
         if self._saved is None:
             return False
-        restore_(*self._saved)
+        restore_(*self._saved[:2])
         self._saved = None
         return True
 
@@ -222,10 +250,66 @@ class MomentumSAM(torch.optim.Optimizer):
     def _before_state_dict(self, module, prefix, keep_vars):
         self.restore()
 
+    # -- persistence --------------------------------------------------------
+
+    def state_dict(self):
+        """Return torch's state (momentum buffers, groups) and the drop-in flag.
+
+        Returns
+        -------
+        state_dict : dict
+            ``state`` and ``param_groups`` as torch's, plus ``drop_in``: in
+            the drop-in form, the next forward pass wants ``w - rho v/|v|``.
+        """
+        state = super().state_dict()
+        state["drop_in"] = self._drop_in
+        return state
+
+    def load_state_dict(self, state_dict):
+        """Load a state saved by :meth:`state_dict`, perturbing again where it says so.
+
+        Perturbed weights are put back to ``w`` first, unless the caller
+        wrote them since (loading the model's checkpoint: they are ``w``). A
+        group that lacks a key (an SGD state, say) takes this optimizer's
+        default, as torch's ``add_param_group`` does. In the drop-in form
+        the weights are perturbed again: before the next forward pass in
+        training mode with ``model``, at once without it (load the model's
+        weights first).
+
+        Parameters
+        ----------
+        state_dict : dict
+            As returned by :meth:`state_dict`.
+        """
+        for index, group in enumerate(state_dict["param_groups"]):
+            check_rho(group.get("rho", self.defaults["rho"]), index)
+        if self._saved is not None and not self._weights_untouched():
+            self._saved = None  # the caller loaded the weights w already: keep them
+        self.restore()
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for key, default in self.defaults.items():
+                group.setdefault(key, default)
+        self._drop_in = bool(state_dict.get("drop_in", False))
+        if self._drop_in and self.model is None:
+            self._apply()
+
+    def _weights_untouched(self):
+        """Whether no weight was written since the perturbation was added."""
+        params, _, versions = self._saved
+        return all(p._version == v for p, v in zip(params, versions))
+
     def __getstate__(self):
         state = super().__getstate__()
         state.update(model=self.model, _saved=self._saved, _drop_in=self._drop_in)
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        saved = self.__dict__.get("_saved")
+        if saved is not None:  # new tensors, new version counters
+            params, copies = saved[:2]
+            self._saved = (params, copies, [p._version for p in params])
 
     def __repr__(self):
         return f"MomentumSAM(rho={self.defaults['rho']}, lr={self.defaults['lr']})"
