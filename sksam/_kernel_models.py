@@ -46,7 +46,13 @@ from ._kernel_features import (
     is_dask,
     stream_moments,
 )
-from ._kernel_path import dual_dynamics, primal_dynamics, top_eigenvalue
+from ._kernel_path import (
+    dual_dynamics,
+    flush_subnormal,
+    primal_dynamics,
+    symmetric_eigh,
+    top_eigenvalue,
+)
 from .sharpness import LOGIT_MEASURES, MEASURES, quadratic_sharpness
 
 #: Sharpness measures the kernel models compute exactly: all of
@@ -389,7 +395,8 @@ class ExactDual:
         # weights: gamma = W^{-1/2} alpha follows the unweighted rule on
         # W^{1/2} K W^{1/2} and W^{1/2} y, with n the sum of the weights
         self.root_w = s = np.sqrt(sw[train])
-        K = s[:, None] * K * s[None, :]
+        # flushed after the weighting, which can itself underflow an entry
+        K = flush_subnormal(s[:, None] * K * s[None, :])
         n = float(sw[train].sum())
         self.lambda_max = lam_max = top_eigenvalue(K)
         self.kernel.check_scale(lam_max, X)
@@ -462,7 +469,7 @@ class ExactDual:
             # rho^2 / 2 sum_i gamma_i^2 H_ii, H_ii = sum_j K_ij^2 / n
             diagonal = np.einsum("ij,ij->i", K, K) / n
             return float(0.5 * rho**2 * np.sum(gamma**2 * diagonal[:, None]))
-        lam, U = np.linalg.eigh(K)
+        lam, U = symmetric_eigh(K, driver="numpy")
         # H = U diag(lam^2) U^T / n; g = K r / n has the coordinates lam (U^T r) / n
         gradient = lam[:, None] * (U.T @ residual) / n
         return quadratic_sharpness(
@@ -494,6 +501,8 @@ class _FeatureSpace:
         )
         self.feature_map = self._feature_map(X, train)
         stats = [Moments(*m) for m in self.source.moments(X, Y, weights, self.feature_map)]
+        for part in stats:
+            flush_subnormal(part.A)  # the path's matrix, as the exact path's K
         self.lambda_max = lam_max = top_eigenvalue(stats[0].A)
         self.kernel.check_scale(lam_max, X)
         score_of = None
@@ -538,7 +547,7 @@ class _FeatureSpace:
         weights = None
         if measure in ADAPTIVE_MEASURES:
             A, gradient, weights = self._parameters(A, gradient, theta)
-        lam, U = np.linalg.eigh(A)
+        lam, U = symmetric_eigh(A, driver="numpy")
         return quadratic_sharpness(
             lam,
             U.T @ gradient,
