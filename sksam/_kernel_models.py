@@ -224,6 +224,13 @@ class R2Score:
     Written out because early stopping scores every step: ``r2_score``'s input
     validation costs about 170 us a call against 13 us here, which over 1000
     steps is more than a whole small fit. Tested against ``r2_score``.
+
+    A constant target scores as ``r2_score`` (``force_finite=True``) says:
+    1 for a perfect prediction, else 0. The total sum of squares of a
+    constant column is taken as exactly zero: computed, it is the rounding
+    of the mean (``1e-33`` for ten rows of 0.1), and dividing by it gave
+    scores of about ``-1e31`` that decided the step of early stopping and of
+    the CV estimators.
     """
 
     name = "R^2"
@@ -234,9 +241,11 @@ class R2Score:
 
     def scorer(self, Y, w=None):
         """``score(pred)`` for fixed targets ``Y`` (2D) and weights ``w``."""
-        w = np.ones(len(Y)) if w is None else w
-        w = w[:, None] / w.sum()
-        ss_tot = np.sum(w * (Y - np.sum(w * Y, axis=0)) ** 2, axis=0)
+        # r2_score's sums: unnormalized weights, the mean of np.average
+        mean = np.average(Y, axis=0, weights=w)
+        w = np.ones((len(Y), 1)) if w is None else np.asarray(w, dtype=np.float64)[:, None]
+        ss_tot = np.sum(w * (Y - mean) ** 2, axis=0)
+        ss_tot[_constant_columns(Y, w)] = 0.0
 
         def score(pred):
             return self.from_sums(np.sum(w * (Y - pred) ** 2, axis=0), ss_tot)
@@ -256,16 +265,32 @@ class R2Score:
         """Score of ``theta = V a`` from the validation moments (no rows kept).
 
         ``||Phi_val theta - y||_W^2 / n_val = a^T (V^T A_val V) a - 2 a^T V^T b_val
-        + y_sq``, per output.
+        + y_sq``, per output. ``ss_tot = y_sq - y_mean^2`` cancels to a few
+        roundings of ``y_sq`` for a constant target: below that it is taken as
+        zero (the moments do not keep the rows to check them).
         """
         G, h = V.T @ stats.A @ V, V.T @ stats.b
         ss_tot = stats.y_sq - stats.y_mean**2
+        ss_tot = np.where(ss_tot > _MOMENT_ROUNDING * stats.y_sq, ss_tot, 0.0)
 
         def score(a):
             ss_res = np.einsum("ik,ij,jk->k", a, G, a) - 2 * np.sum(a * h, 0) + stats.y_sq
             return self.from_sums(np.maximum(ss_res, 0.0), ss_tot)
 
         return score
+
+
+#: Relative rounding of ``y_sq - y_mean^2`` from streamed moments: a variance
+#: below this fraction of the mean square is indistinguishable from zero.
+_MOMENT_ROUNDING = 64 * np.finfo(np.float64).eps
+
+
+def _constant_columns(Y, w):
+    """Columns of ``Y`` constant over the rows of positive weight."""
+    rows = Y[w[:, 0] > 0]
+    if rows.shape[0] == 0:
+        return np.ones(Y.shape[1], dtype=bool)
+    return np.all(rows == rows[:1], axis=0)
 
 
 class AccuracyScore:
