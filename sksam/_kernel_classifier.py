@@ -7,6 +7,8 @@ early-stopping score: only the target coding and the score are the
 classifier's own.
 """
 
+from numbers import Real
+
 import numpy as np
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.preprocessing import LabelBinarizer
@@ -238,6 +240,7 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
             )
         Y = binarizer.transform(y).astype(np.float64)
         if self.class_weight is not None:
+            _check_class_weight(self.class_weight)
             sw = sw * compute_sample_weight(self.class_weight, y)
         return Targets(
             Y,
@@ -350,3 +353,20 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
                 self._labels, dtype=self.classes_.dtype, drop_axis=1 if scores.ndim == 2 else []
             )
         return self.classes_[winners(scores.reshape(len(scores), -1))]
+
+
+def _check_class_weight(class_weight):
+    """Refuse a class weight that is negative, infinite or NaN, naming its class.
+
+    ``compute_sample_weight`` takes any number; a negative weight makes the
+    loss unbounded below and an infinite one a NaN loss, which numpy's checks
+    then reported as "must not contain infs or NaNs".
+    """
+    if not isinstance(class_weight, dict):
+        return  # 'balanced': finite and positive by construction
+    for label, weight in class_weight.items():
+        if not (isinstance(weight, Real) and np.isfinite(weight) and weight >= 0):
+            raise ValueError(
+                f"class_weight gives class {label!r} the weight {weight!r}; class "
+                "weights must be finite and non-negative."
+            )

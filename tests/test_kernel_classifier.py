@@ -1,6 +1,7 @@
 """SAMKernelClassifier(CV): the regressor's path on +-1-coded classes."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -266,6 +267,17 @@ def test_errors_are_named(params, y, match):
     X, y_ok = _data(n=20)
     with pytest.raises(ValueError, match=match):
         SAMKernelClassifier(max_iter=5, **params).fit(X, y_ok if y is None else y)
+
+
+@pytest.mark.parametrize("weight", [-1, np.inf, -np.inf, np.nan, "heavy"])
+@pytest.mark.parametrize("estimator", [SAMKernelClassifier, SAMKernelClassifierCV])
+def test_a_bad_class_weight_is_named_with_its_class(estimator, weight):
+    # before: -1 and nan were reported as "The sample weights of the training (or
+    # validation) part sum to 0", inf as numpy's "array must not contain infs or NaNs"
+    X, y = _data(n=20)
+    match = rf"class_weight gives class 0 the weight {re.escape(repr(weight))}.*finite"
+    with pytest.raises(ValueError, match=match):
+        estimator(max_iter=5, class_weight={0: weight, 1: 1.0}).fit(X, y)
 
 
 def test_a_failed_refit_leaves_the_earlier_fit():
