@@ -642,6 +642,32 @@ def replay(dynamics, *, lr, scales):
         yield a
 
 
+def sam_share(dynamics, *, lr, scales):
+    """``||drift|| / ||theta||``: the share of the weights' movement due to SAM.
+
+    Step (1) moves the Ritz coordinates by ``-w lr (1 + c h) r``, of which
+    ``-w lr c h r`` is the perturbation's (the gradient at ``theta + e``
+    minus the gradient at ``theta``); ``drift`` sums that part over the
+    ``scales`` of the steps taken, ``theta`` is where they ended. Norms are
+    those of the weights: the RKHS norm ``sum_i theta_i a_i^2`` in the dual,
+    the Euclidean one in the primal. Zero for gradient descent; None when
+    the weights did not move.
+    """
+    zz = np.einsum("ij,ij->i", dynamics.z, dynamics.z)
+    h = np.where(zz > 0, dynamics.h, 0.0)  # as run_steps: unreached directions stay flat
+    coef, drift, P = np.zeros_like(h), np.zeros_like(h), np.ones_like(h)
+    for c in scales:
+        f = lr * (1.0 + c * h)
+        coef += f * P
+        drift += lr * c * h * P
+        P *= 1.0 - h * f
+    norm_weight = zz * (h if dynamics.yy is None else 1.0)
+    moved = float(np.sqrt(np.dot(norm_weight, coef * coef)))
+    if not (moved > 0 and np.isfinite(moved)):
+        return None
+    return float(np.sqrt(np.dot(norm_weight, drift * drift))) / moved
+
+
 def relative_change(new, old):
     """``||new - [old; 0]||_F / ||new||_F`` (``old`` has fewer rows)."""
     diff = new.copy()
