@@ -127,6 +127,15 @@ class KernelFunction:
         if lam_max <= 0 and not x_scale:
             return  # a zero kernel on zero data: nothing to learn
         scale = "" if x_scale is None else f" on features of magnitude up to {x_scale:.3g}"
+        if lam_max == 0:  # exactly zero: underflow, or parameters that cancel the kernel
+            raise ValueError(
+                f"The kernel {self.kernel!r}{scale} gives a zero matrix, so every "
+                "gradient is zero: its values are too small for float64 (they "
+                "underflow), or its parameters cancel it (gamma="
+                f"{self.gamma!r}, coef0={self.coef0!r}; gamma=0 with coef0=0 makes the "
+                "polynomial and sigmoid kernels 0). Standardize X (e.g. "
+                "sklearn.preprocessing.StandardScaler) or change the kernel's parameters."
+            )
         raise ValueError(
             f"The kernel {self.kernel!r}{scale} is too small for float64: the largest "
             f"eigenvalue of its matrix is {lam_max:.3g} (below "

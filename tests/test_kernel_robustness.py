@@ -404,3 +404,11 @@ def test_sam_with_a_constant_kernel_and_centred_target_stays_at_gd():
     assert_allclose(sam.predict(X), 0.0, atol=1e-10)
     assert_allclose(gd.predict(X), 0.0, atol=1e-10)
     assert_allclose(sam.loss_curve_, gd.loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["polynomial", "sigmoid"])
+def test_a_kernel_cancelled_by_its_parameters_is_named(kernel):
+    # before: "too small for float64 ... its values underflow" on ordinary features
+    X, y = _data()
+    with pytest.raises(ValueError, match=r"zero matrix.*cancel it \(gamma=0.0, coef0=0.0"):
+        SAMKernelRegressor(kernel=kernel, gamma=0.0, coef0=0.0, max_iter=10).fit(X, y)
