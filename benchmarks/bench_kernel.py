@@ -55,7 +55,9 @@ def bench_fit(args):
     from sksam import SAMKernelRegressor
 
     X, y = make_data(args.n, args.d)
-    sam = SAMKernelRegressor(solver="sam", rho=args.rho, max_iter=args.max_iter)
+    sam = SAMKernelRegressor(
+        solver="sam", rho=args.rho, max_iter=args.max_iter, early_stopping=False
+    )
     krr = KernelRidge(kernel="rbf", alpha=1.0)
     t_sam = best_time(lambda: sam.fit(X, y), args.repeat)
     t_krr = best_time(lambda: krr.fit(X, y), args.repeat)
@@ -77,7 +79,9 @@ def bench_grid(args):
     rhos = np.linspace(0.0, 0.5, 10)
     alphas = np.logspace(-3, 2, 10)
     sam = GridSearchCV(
-        SAMKernelRegressor(solver="sam", max_iter=args.max_iter), {"rho": rhos}, cv=5
+        SAMKernelRegressor(solver="sam", max_iter=args.max_iter, early_stopping=False),
+        {"rho": rhos},
+        cv=5,
     )
     krr = GridSearchCV(KernelRidge(kernel="rbf"), {"alpha": alphas}, cv=5)
     t_sam = best_time(lambda: sam.fit(X, y), args.repeat)
@@ -159,7 +163,7 @@ def bench_accuracy(args, X, y, model):
     line("Krylov vs naive loop", model.dual_coef_, naive)
     line("naive loop vs exact spectral path", naive, exact)
     line("naive loop vs naive loop (other order)", naive_other, naive)
-    gd = SAMKernelRegressor(solver="gd", max_iter=args.max_iter).fit(X, y)
+    gd = SAMKernelRegressor(solver="gd", max_iter=args.max_iter, early_stopping=False).fit(X, y)
     naive_gd = naive_loop(K, y, solver="gd", in_place=False, **settings)
     print(f"    solver='gd' (Krylov basis {gd.krylov_size_} columns):")
     line("Krylov vs naive loop", gd.dual_coef_, naive_gd)

@@ -155,7 +155,12 @@ def bench_exact(args, label, X, y, gamma):
             rows,
             f"SAMKernelClassifier(solver={solver!r})",
             lambda t, s=solver: SAMKernelClassifier(
-                solver=s, rho=args.rho, gamma=gamma, max_iter=t, sharpness=None
+                solver=s,
+                rho=args.rho,
+                gamma=gamma,
+                max_iter=t,
+                sharpness=None,
+                early_stopping=False,
             ),
             args.max_iters,
             data,
@@ -197,6 +202,7 @@ def bench_nystroem(args):
                 solver=s,
                 rho=args.rho,
                 gamma=gamma,
+                early_stopping=False,
                 n_components=m,
                 random_state=0,
                 max_iter=t,

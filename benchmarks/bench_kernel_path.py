@@ -78,7 +78,12 @@ def main():
         for solver in ("gd", "sam"):
             for max_iter in args.max_iters:
                 model = SAMKernelRegressor(
-                    solver=solver, rho=args.rho, gamma=gamma, max_iter=max_iter, sharpness=None
+                    solver=solver,
+                    rho=args.rho,
+                    gamma=gamma,
+                    max_iter=max_iter,
+                    sharpness=None,
+                    early_stopping=False,
                 )
                 seconds = best_time(lambda m=model: m.fit(X_tr, Y_tr), args.repeat)
                 print(

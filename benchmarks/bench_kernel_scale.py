@@ -69,7 +69,14 @@ def methods(n, d, M, args):
     from sksam import SAMKernelRegressor
 
     gamma = 1.0 / d
-    sam = dict(solver="sam", rho=args.rho, gamma=gamma, max_iter=args.max_iter, sharpness=None)
+    sam = dict(
+        solver="sam",
+        rho=args.rho,
+        gamma=gamma,
+        max_iter=args.max_iter,
+        sharpness=None,
+        early_stopping=False,  # all the rows, as the Ridge pipeline
+    )
     out = [
         (
             f"SAM Nystroem M={M}",
@@ -144,7 +151,13 @@ def bench_accuracy(args):
     print(f"\n(b) accuracy against the exact path at n={n}, d={args.d}, max_iter={args.max_iter}")
     X, y = make_data(n, args.d)
     X_test, y_test = make_data(args.n_test, args.d, seed=1)
-    common = dict(solver="sam", rho=args.rho, gamma=1.0 / args.d, max_iter=args.max_iter)
+    common = dict(
+        solver="sam",
+        rho=args.rho,
+        gamma=1.0 / args.d,
+        max_iter=args.max_iter,
+        early_stopping=False,  # the same rows and steps as the Ridge fits
+    )
     if 8 * 3 * n * n > 0.8 * available_bytes():
         print(f"the exact path at n={n} does not fit in memory; skipped")
         return
@@ -186,7 +199,7 @@ def bench_cv(args):
     t_path = time.perf_counter() - start
     start = time.perf_counter()
     grid = GridSearchCV(
-        SAMKernelRegressor(sharpness=None, **common),
+        SAMKernelRegressor(sharpness=None, early_stopping=False, **common),
         {"solver": ["gd", "sam"], "rho": args.cv_rhos, "max_iter": grid_steps},
         cv=cv,
     ).fit(X, y)

@@ -48,6 +48,7 @@ def make_model(solver, rho):
         learning_rate=LEARNING_RATE,
         max_iter=MAX_ITER,
         sharpness=None,
+        early_stopping=False,
     )
 
 

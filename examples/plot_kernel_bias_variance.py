@@ -63,6 +63,7 @@ for name, params in solvers.items():
         learning_rate=1.0,
         max_iter=max_iter,
         sharpness=None,
+        early_stopping=False,  # the whole path, on every training row
         **params,
     )
     staged[name] = np.array(
@@ -146,6 +147,7 @@ for k, T in enumerate(steps):
             learning_rate=1.0,
             max_iter=T,
             sharpness=None,
+            early_stopping=False,
         ).fit(X_train, y_train)
         fitted = vectors.T @ model.predict(X_train)
         measured = fitted / (vectors.T @ y_train)

@@ -54,8 +54,14 @@ solvers = {"GD": dict(solver="gd"), "SAM (rho=0.05)": dict(rho=0.05)}
 
 
 def best_error_and_time(n, **params):
+    # early_stopping=False: the whole path on all n rows
     model = SAMKernelRegressor(
-        gamma=0.5, tol=None, sharpness=None, random_state=0, **params
+        gamma=0.5,
+        tol=None,
+        sharpness=None,
+        random_state=0,
+        early_stopping=False,
+        **params,
     )
     start = time.perf_counter()
     model.fit(X[:n], y[:n])

@@ -7,6 +7,8 @@ early-stopping score: only the target coding and the score are the
 classifier's own.
 """
 
+from numbers import Real
+
 import numpy as np
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.preprocessing import LabelBinarizer
@@ -56,17 +58,20 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
     learning_rate : float or 'auto', default='auto'
         As in :class:`SAMKernelRegressor`.
     max_iter : int, default=10000
-        Number of steps, as in :class:`SAMKernelRegressor`; on small data
-        choose the stopping step with ``early_stopping``,
-        :meth:`staged_predict` or :class:`SAMKernelClassifierCV`.
+        Number of steps, as in :class:`SAMKernelRegressor`: with early
+        stopping (the default from 200 samples) the most steps, of which the
+        validation accuracy keeps the best; below 200 samples choose the
+        stopping step with :meth:`staged_predict` or
+        :class:`SAMKernelClassifierCV`.
     tol : float or None, default=None
         As in :class:`SAMKernelRegressor`; with ``early_stopping`` the
         watched score is the validation accuracy.
-    early_stopping : bool, default=False
+    early_stopping : 'auto' or bool, default='auto'
         Hold out ``validation_fraction`` of the training data (stratified by
         class), train on the rest, and return the iterate with the best
         validation accuracy (weighted by ``sample_weight`` and
-        ``class_weight``; the first such step on a tie).
+        ``class_weight``; the first such step on a tie). ``'auto'``: on from
+        200 samples, as in :class:`SAMKernelRegressor`.
     validation_fraction : float, default=0.1
         Held-out fraction for ``early_stopping``.
     n_iter_no_change : int, default=10
@@ -121,10 +126,13 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
     best_loss_ : float
         ``min(loss_curve_)``.
     validation_scores_ : list of float or None
-        Validation accuracy at each iteration when ``early_stopping`` is
-        True, else None.
+        Validation accuracy at each iteration when early stopping was used
+        (``do_early_stopping_``), else None.
     best_validation_score_ : float or None
-        ``max(validation_scores_)`` when ``early_stopping`` is True, else None.
+        ``max(validation_scores_)`` when early stopping was used, else None.
+    do_early_stopping_ : bool
+        Whether the fit held out a validation part (``early_stopping``
+        resolved: ``'auto'`` is True from 200 samples).
     learning_rate_ : float
         The step size used.
     sharpness_ : float or None
@@ -181,7 +189,7 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
         learning_rate="auto",
         max_iter=10000,
         tol=None,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         class_weight=None,
@@ -240,6 +248,7 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
             )
         Y = binarizer.transform(y).astype(np.float64)
         if self.class_weight is not None:
+            _check_class_weight(self.class_weight)
             # the loss is a weighted mean: the products' scale is not the model's
             sw = sw * compute_sample_weight(self.class_weight, y)
             sw = rescale_weights(sw, "sample_weight times class_weight")
@@ -248,7 +257,7 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
             sw,
             ravel_coef=False,
             ravel_decision=len(classes) == 2,
-            stratify=y if self.early_stopping else None,
+            stratify=y,  # used by the validation split only
             fitted={"classes_": classes},
         )
 
@@ -354,3 +363,20 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
                 self._labels, dtype=self.classes_.dtype, drop_axis=1 if scores.ndim == 2 else []
             )
         return self.classes_[winners(scores.reshape(len(scores), -1))]
+
+
+def _check_class_weight(class_weight):
+    """Refuse a class weight that is negative, infinite or NaN, naming its class.
+
+    ``compute_sample_weight`` takes any number; a negative weight makes the
+    loss unbounded below and an infinite one a NaN loss, which numpy's checks
+    then reported as "must not contain infs or NaNs".
+    """
+    if not isinstance(class_weight, dict):
+        return  # 'balanced': finite and positive by construction
+    for label, weight in class_weight.items():
+        if not (isinstance(weight, Real) and np.isfinite(weight) and weight >= 0):
+            raise ValueError(
+                f"class_weight gives class {label!r} the weight {weight!r}; class "
+                "weights must be finite and non-negative."
+            )

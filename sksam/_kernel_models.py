@@ -46,7 +46,13 @@ from ._kernel_features import (
     is_dask,
     stream_moments,
 )
-from ._kernel_path import dual_dynamics, primal_dynamics, top_eigenvalue
+from ._kernel_path import (
+    dual_dynamics,
+    flush_subnormal,
+    primal_dynamics,
+    symmetric_eigh,
+    top_eigenvalue,
+)
 from .sharpness import LOGIT_MEASURES, MEASURES, quadratic_sharpness
 
 #: Sharpness measures the kernel models compute exactly: all of
@@ -121,6 +127,15 @@ class KernelFunction:
         if lam_max <= 0 and not x_scale:
             return  # a zero kernel on zero data: nothing to learn
         scale = "" if x_scale is None else f" on features of magnitude up to {x_scale:.3g}"
+        if lam_max == 0:  # exactly zero: underflow, or parameters that cancel the kernel
+            raise ValueError(
+                f"The kernel {self.kernel!r}{scale} gives a zero matrix, so every "
+                "gradient is zero: its values are too small for float64 (they "
+                "underflow), or its parameters cancel it (gamma="
+                f"{self.gamma!r}, coef0={self.coef0!r}; gamma=0 with coef0=0 makes the "
+                "polynomial and sigmoid kernels 0). Standardize X (e.g. "
+                "sklearn.preprocessing.StandardScaler) or change the kernel's parameters."
+            )
         raise ValueError(
             f"The kernel {self.kernel!r}{scale} is too small for float64: the largest "
             f"eigenvalue of its matrix is {lam_max:.3g} (below "
@@ -218,6 +233,13 @@ class R2Score:
     Written out because early stopping scores every step: ``r2_score``'s input
     validation costs about 170 us a call against 13 us here, which over 1000
     steps is more than a whole small fit. Tested against ``r2_score``.
+
+    A constant target scores as ``r2_score`` (``force_finite=True``) says:
+    1 for a perfect prediction, else 0. The total sum of squares of a
+    constant column is taken as exactly zero: computed, it is the rounding
+    of the mean (``1e-33`` for ten rows of 0.1), and dividing by it gave
+    scores of about ``-1e31`` that decided the step of early stopping and of
+    the CV estimators.
     """
 
     name = "R^2"
@@ -228,9 +250,11 @@ class R2Score:
 
     def scorer(self, Y, w=None):
         """``score(pred)`` for fixed targets ``Y`` (2D) and weights ``w``."""
-        w = np.ones(len(Y)) if w is None else w
-        w = w[:, None] / w.sum()
-        ss_tot = np.sum(w * (Y - np.sum(w * Y, axis=0)) ** 2, axis=0)
+        # r2_score's sums: unnormalized weights, the mean of np.average
+        mean = np.average(Y, axis=0, weights=w)
+        w = np.ones((len(Y), 1)) if w is None else np.asarray(w, dtype=np.float64)[:, None]
+        ss_tot = np.sum(w * (Y - mean) ** 2, axis=0)
+        ss_tot[_constant_columns(Y, w)] = 0.0
 
         def score(pred):
             return self.from_sums(np.sum(w * (Y - pred) ** 2, axis=0), ss_tot)
@@ -250,16 +274,32 @@ class R2Score:
         """Score of ``theta = V a`` from the validation moments (no rows kept).
 
         ``||Phi_val theta - y||_W^2 / n_val = a^T (V^T A_val V) a - 2 a^T V^T b_val
-        + y_sq``, per output.
+        + y_sq``, per output. ``ss_tot = y_sq - y_mean^2`` cancels to a few
+        roundings of ``y_sq`` for a constant target: below that it is taken as
+        zero (the moments do not keep the rows to check them).
         """
         G, h = V.T @ stats.A @ V, V.T @ stats.b
         ss_tot = stats.y_sq - stats.y_mean**2
+        ss_tot = np.where(ss_tot > _MOMENT_ROUNDING * stats.y_sq, ss_tot, 0.0)
 
         def score(a):
             ss_res = np.einsum("ik,ij,jk->k", a, G, a) - 2 * np.sum(a * h, 0) + stats.y_sq
             return self.from_sums(np.maximum(ss_res, 0.0), ss_tot)
 
         return score
+
+
+#: Relative rounding of ``y_sq - y_mean^2`` from streamed moments: a variance
+#: below this fraction of the mean square is indistinguishable from zero.
+_MOMENT_ROUNDING = 64 * np.finfo(np.float64).eps
+
+
+def _constant_columns(Y, w):
+    """Columns of ``Y`` constant over the rows of positive weight."""
+    rows = Y[w[:, 0] > 0]
+    if rows.shape[0] == 0:
+        return np.ones(Y.shape[1], dtype=bool)
+    return np.all(rows == rows[:1], axis=0)
 
 
 class AccuracyScore:
@@ -389,7 +429,8 @@ class ExactDual:
         # weights: gamma = W^{-1/2} alpha follows the unweighted rule on
         # W^{1/2} K W^{1/2} and W^{1/2} y, with n the sum of the weights
         self.root_w = s = np.sqrt(sw[train])
-        K = s[:, None] * K * s[None, :]
+        # flushed after the weighting, which can itself underflow an entry
+        K = flush_subnormal(s[:, None] * K * s[None, :])
         n = float(sw[train].sum())
         self.lambda_max = lam_max = top_eigenvalue(K)
         self.kernel.check_scale(lam_max, X)
@@ -462,7 +503,7 @@ class ExactDual:
             # rho^2 / 2 sum_i gamma_i^2 H_ii, H_ii = sum_j K_ij^2 / n
             diagonal = np.einsum("ij,ij->i", K, K) / n
             return float(0.5 * rho**2 * np.sum(gamma**2 * diagonal[:, None]))
-        lam, U = np.linalg.eigh(K)
+        lam, U = symmetric_eigh(K, driver="numpy")
         # H = U diag(lam^2) U^T / n; g = K r / n has the coordinates lam (U^T r) / n
         gradient = lam[:, None] * (U.T @ residual) / n
         return quadratic_sharpness(
@@ -494,6 +535,8 @@ class _FeatureSpace:
         )
         self.feature_map = self._feature_map(X, train)
         stats = [Moments(*m) for m in self.source.moments(X, Y, weights, self.feature_map)]
+        for part in stats:
+            flush_subnormal(part.A)  # the path's matrix, as the exact path's K
         self.lambda_max = lam_max = top_eigenvalue(stats[0].A)
         self.kernel.check_scale(lam_max, X)
         score_of = None
@@ -538,7 +581,7 @@ class _FeatureSpace:
         weights = None
         if measure in ADAPTIVE_MEASURES:
             A, gradient, weights = self._parameters(A, gradient, theta)
-        lam, U = np.linalg.eigh(A)
+        lam, U = symmetric_eigh(A, driver="numpy")
         return quadratic_sharpness(
             lam,
             U.T @ gradient,

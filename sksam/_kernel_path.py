@@ -109,9 +109,11 @@ References
    Towards Wide Minima", JMLR 24, 2023.
 """
 
+import functools
+
 import numpy as np
 from scipy.linalg import eigh, eigvalsh
-from scipy.sparse.linalg import eigsh
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
 from ._update_rules import is_perturbed, perturbation_scale
 
@@ -134,17 +136,102 @@ MAX_KRYLOV_DIM = 2000
 _DENSE_EIG_SIZE = 100
 
 
+def flush_subnormal(M):
+    """Set the subnormal entries of ``M`` to zero, in place; return ``M``.
+
+    Some LAPACK builds fail on a matrix with subnormal entries (below
+    ``2.2e-308``): OpenBLAS's ``dsyevr`` raised "Internal Error" on a kernel
+    matrix whose off-diagonal entries had underflowed to ``1e-310``, on some
+    CPUs only (their kernels flush subnormals to zero in some operations and
+    not in others, and the driver's consistency checks then fail). The
+    entries carry nothing: a kernel matrix is refused when its top
+    eigenvalue is below ``1e-150`` (:mod:`sksam._kernel_models`), so a
+    subnormal entry is more than ``1e150`` times below the rounding of the
+    path, and zeroing it changes no computed digit.
+    """
+    tiny = np.finfo(M.dtype).tiny
+    subnormal = (M != 0) & (np.abs(M) < tiny)
+    if subnormal.any():
+        M[subnormal] = 0.0
+    return M
+
+
+def symmetric_eigh(M, *, driver="evd"):
+    """Eigenvalues (ascending) and eigenvectors of the symmetric matrix ``M``, robustly.
+
+    LAPACK drivers fail on some matrices on some machines (``LinAlgError``;
+    see :func:`flush_subnormal`), where another driver succeeds: ``driver``
+    first (a scipy ``eigh`` driver, or ``'numpy'`` for ``numpy.linalg.eigh``),
+    then the others of ``'evd'`` (divide and conquer), ``'ev'`` (QR
+    iteration) and numpy's. Every eigendecomposition of the kernel path goes
+    through here (and :func:`top_eigenvalue`), so a fit never depends on one
+    driver.
+    """
+    order = [driver] + [d for d in ("evd", "ev", "numpy") if d != driver]
+    attempts = [functools.partial(_eigh_with, M, d) for d in order]
+    return _first_success(attempts, what="eigendecomposition")
+
+
+def _eigh_with(M, driver):
+    if driver == "numpy":
+        return np.linalg.eigh(M)
+    return eigh(M, driver=driver)
+
+
 def top_eigenvalue(K):
     """Largest eigenvalue of the symmetric matrix ``K``, to machine precision.
 
-    Lanczos (ARPACK) from a fixed pseudo-random start vector, so the result
-    is a deterministic function of ``K``; dense for small matrices.
+    Dense for small matrices (scipy's ``eigvalsh`` of the top eigenvalue
+    only, then the other drivers of :func:`symmetric_eigh` if it fails), and
+    Lanczos (ARPACK) from a fixed pseudo-random start vector otherwise, so the
+    result is a deterministic function of ``K``; each route falls back on the
+    other when it fails.
     """
     n = K.shape[0]
-    if n <= _DENSE_EIG_SIZE:
-        return float(eigvalsh(K, subset_by_index=[n - 1, n - 1])[0])
+    if n == 0:
+        return 0.0
+    dense = [
+        lambda: eigvalsh(K, subset_by_index=[n - 1, n - 1])[-1],
+        lambda: eigvalsh(K, driver="evd")[-1],
+        lambda: eigvalsh(K, driver="ev")[-1],
+        lambda: np.linalg.eigvalsh(K)[-1],
+    ]
+    lanczos = [lambda: _lanczos_top(K)]
+    attempts = dense + lanczos if n <= _DENSE_EIG_SIZE else lanczos + dense
+    return float(_first_success(attempts, what="top eigenvalue"))
+
+
+def _lanczos_top(K):
+    """``lambda_max(K)`` by ARPACK's Lanczos, from a fixed start vector."""
+    n = K.shape[0]
+    if n < 3:  # ARPACK needs k < n - 1
+        raise np.linalg.LinAlgError(f"ARPACK needs a matrix of 3 rows or more, got {n}")
     v0 = np.random.default_rng(0).standard_normal(n)
-    return float(eigsh(K, k=1, which="LA", v0=v0, tol=0, return_eigenvectors=False)[0])
+    return eigsh(K, k=1, which="LA", v0=v0, tol=0, return_eigenvectors=False)[0]
+
+
+#: What a failing eigensolver raises: LAPACK's errors, ARPACK's, and scipy's
+#: ``ValueError`` for a driver a LAPACK build lacks.
+_EIGEN_FAILURES = (np.linalg.LinAlgError, ArpackError, ArpackNoConvergence, ValueError)
+
+
+def _first_success(attempts, *, what):
+    """The result of the first of ``attempts`` that neither raises nor returns NaN."""
+    failures = []
+    for attempt in attempts:
+        try:
+            result = attempt()
+        except _EIGEN_FAILURES as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+            continue
+        values = result[0] if isinstance(result, tuple) else result
+        if np.all(np.isfinite(values)):
+            return result
+        failures.append("non-finite eigenvalues")
+    raise np.linalg.LinAlgError(
+        f"Every eigensolver failed on the {what} of the kernel path's matrix "
+        f"({'; '.join(failures)}); check that the kernel matrix is finite and symmetric."
+    )
 
 
 class KrylovBasis:
@@ -215,7 +302,7 @@ class KrylovPath:
 
     def __init__(self, basis, Y):
         m = basis.m
-        self.theta, S = eigh(basis.H[:m, :m])
+        self.theta, S = symmetric_eigh(basis.H[:m, :m], driver="evr")
         self.S = S
         self.Qm = basis.Q[:, :m]
         self.z = S.T @ (self.Qm.T @ Y)
@@ -237,7 +324,7 @@ class EigenPath:
     """
 
     def __init__(self, K, Y):
-        self.theta, self.Qm = eigh(K, driver="evd")
+        self.theta, self.Qm = symmetric_eigh(K, driver="evd")
         self.S = None
         self.z = self.Qm.T @ Y
 
@@ -403,6 +490,10 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
     if not is_perturbed(solver, rho) or solver == "usam":
         c = perturbation_scale(solver, rho, 0.0)
         return _run_constant(dynamics, zz, c, lr, max_iter, monitor, needs_iterate)
+    # A component the targets do not reach (z_i = 0 for every output) stays at
+    # zero; its factor 1 - h f, which SAM's 1 / ||g|| can make huge, would only
+    # overflow P there (and 0 * inf is NaN): it is taken as a flat direction.
+    h = np.where(zz > 0, h, 0.0)
     weight = np.broadcast_to(np.asarray(dynamics.norm_weight, dtype=np.float64).ravel(), h.shape)
     wzz = weight * zz
     primal = dynamics.yy is not None
@@ -419,8 +510,9 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
     _, g2 = norms @ (P * P)
     with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is Diverged below
         for t in range(max_iter):
-            # ||g||^2 = sum_i w_i r_i^2 (>= 0 up to rounding)
-            c = perturbation_scale(solver, rho, np.sqrt(max(float(g2), 0.0)))
+            # ||g||^2 = sum_i w_i r_i^2 (>= 0 up to rounding); a zero gradient is
+            # not perturbed (e = rho g / ||g|| has no direction): the GD step
+            c = perturbation_scale(solver, rho, np.sqrt(g2)) if g2 > 0 else 0.0
             scales.append(c)
             np.multiply(lr_h, c, out=f)
             f += lr  # f = lr (1 + c h)
@@ -548,6 +640,32 @@ def replay(dynamics, *, lr, scales):
     for c in scales:
         a, residual = _step(a, residual, float(c), col, dynamics.step_weight, lr)
         yield a
+
+
+def sam_share(dynamics, *, lr, scales):
+    """``||drift|| / ||theta||``: the share of the weights' movement due to SAM.
+
+    Step (1) moves the Ritz coordinates by ``-w lr (1 + c h) r``, of which
+    ``-w lr c h r`` is the perturbation's (the gradient at ``theta + e``
+    minus the gradient at ``theta``); ``drift`` sums that part over the
+    ``scales`` of the steps taken, ``theta`` is where they ended. Norms are
+    those of the weights: the RKHS norm ``sum_i theta_i a_i^2`` in the dual,
+    the Euclidean one in the primal. Zero for gradient descent; None when
+    the weights did not move.
+    """
+    zz = np.einsum("ij,ij->i", dynamics.z, dynamics.z)
+    h = np.where(zz > 0, dynamics.h, 0.0)  # as run_steps: unreached directions stay flat
+    coef, drift, P = np.zeros_like(h), np.zeros_like(h), np.ones_like(h)
+    for c in scales:
+        f = lr * (1.0 + c * h)
+        coef += f * P
+        drift += lr * c * h * P
+        P *= 1.0 - h * f
+    norm_weight = zz * (h if dynamics.yy is None else 1.0)
+    moved = float(np.sqrt(np.dot(norm_weight, coef * coef)))
+    if not (moved > 0 and np.isfinite(moved)):
+        return None
+    return float(np.sqrt(np.dot(norm_weight, drift * drift))) / moved
 
 
 def relative_change(new, old):

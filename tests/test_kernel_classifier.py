@@ -1,6 +1,7 @@
 """SAMKernelClassifier(CV): the regressor's path on +-1-coded classes."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -268,6 +269,17 @@ def test_errors_are_named(params, y, match):
         SAMKernelClassifier(max_iter=5, **params).fit(X, y_ok if y is None else y)
 
 
+@pytest.mark.parametrize("weight", [-1, np.inf, -np.inf, np.nan, "heavy"])
+@pytest.mark.parametrize("estimator", [SAMKernelClassifier, SAMKernelClassifierCV])
+def test_a_bad_class_weight_is_named_with_its_class(estimator, weight):
+    # before: -1 and nan were reported as "The sample weights of the training (or
+    # validation) part sum to 0", inf as numpy's "array must not contain infs or NaNs"
+    X, y = _data(n=20)
+    match = rf"class_weight gives class 0 the weight {re.escape(repr(weight))}.*finite"
+    with pytest.raises(ValueError, match=match):
+        estimator(max_iter=5, class_weight={0: weight, 1: 1.0}).fit(X, y)
+
+
 def test_a_failed_refit_leaves_the_earlier_fit():
     X, y = _data()
     clf = SAMKernelClassifier(max_iter=20).fit(X, y)
@@ -386,7 +398,8 @@ _NO_INTERCEPT = (
 
 def _expected_failures(estimator):
     failures = {"check_class_weight_classifiers": _NO_INTERCEPT}
-    if not isinstance(estimator, SAMKernelClassifierCV) and estimator.early_stopping:
+    # early_stopping='auto' is off on the checks' small data sets
+    if not isinstance(estimator, SAMKernelClassifierCV) and estimator.early_stopping is True:
         reason = (
             "the validation split draws rows: repeated rows can fall on both sides of "
             "it, while a weighted row is on one side (as in MLPClassifier)"

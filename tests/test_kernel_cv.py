@@ -114,3 +114,31 @@ def test_a_test_fold_of_one_sample_is_an_error(cv):
         SAMKernelRegressorCV(max_iter=5, cv=cv).fit(
             X[: 8 if cv == 7 else 12], y[: 8 if cv == 7 else 12]
         )
+
+
+def _constant_first_fold(n=30, seed=0):
+    """Rows whose first third (KFold(3)'s first test fold) has the target -0.7."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 2))
+    y = np.sin(2 * X[:, 0]) + 0.1 * rng.standard_normal(n)
+    y[: n // 3] = -0.7  # r2_score's mean of ten -0.7 is exact; ten (1 / 10) * -0.7 summed is not
+    return X, y
+
+
+def test_a_constant_test_fold_scores_as_r2_score_and_grid_search():
+    # before: the fold's total sum of squares was the rounding of its mean (~1e-32),
+    # its R^2 about -3e31, and the search chose max_iter=1 where GridSearchCV
+    # (r2_score: 0 for an imperfect prediction of a constant target) chose 26
+    X, y = _constant_first_fold()
+    grid_params = {"solver": ["gd", "sam"], "rho": [0.05], "max_iter": list(range(1, 31))}
+    search = SAMKernelRegressorCV(solvers=["gd", "sam"], rhos=[0.05], max_iter=30, cv=3)
+    search.fit(X, y)
+    grid = GridSearchCV(SAMKernelRegressor(sharpness=None, early_stopping=False), grid_params, cv=3)
+    grid.fit(X, y)
+    assert_allclose(search.cv_results_["split0_test_score"], 0.0)
+    assert_allclose(grid.cv_results_["split0_test_score"], 0.0)
+    assert search.best_params_ == grid.best_params_
+    assert search.n_iter_ > 1
+    assert_allclose(
+        search.cv_results_["mean_test_score"], grid.cv_results_["mean_test_score"], rtol=1e-8
+    )

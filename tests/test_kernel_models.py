@@ -102,3 +102,34 @@ def test_the_stopping_rule_is_an_object_handed_in():
     assert stopped.stopped and stopped.n_iter < 5000
     estimator = SAMKernelRegressor(solver="gd", max_iter=5000, tol=1e-4, n_iter_no_change=3)
     assert estimator.fit(X, y).n_iter_ == stopped.n_iter
+
+
+def test_r2_score_follows_r2_score_bit_for_bit_and_its_constant_target_rule():
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(0)
+    Y, pred, w = rng.standard_normal((12, 2)), rng.standard_normal((12, 2)), rng.uniform(0, 2, 12)
+    assert R2Score().rows(pred, Y) == r2_score(Y, pred)
+    assert R2Score().rows(pred, Y, w) == r2_score(Y, pred, sample_weight=w)
+    # a constant target: 1 for a perfect prediction, else 0 (force_finite=True);
+    # before: 1 - ss_res / (rounding of the mean) ~ -1e29 for ten rows of 0.1
+    for value in (0.1, -0.7, 3.3, 1e5 + 0.1):
+        Y = np.full((10, 1), value)
+        assert R2Score().rows(Y + 0.01, Y) == 0.0
+        assert R2Score().rows(Y.copy(), Y) == 1.0
+        assert R2Score().rows(Y + 0.01, Y, w[:10]) == 0.0
+    # a constant output next to a varying one: the mean of 0 and the other's R^2
+    Y = np.column_stack([np.full(12, 0.1), rng.standard_normal(12)])
+    pred = Y + 0.1 * rng.standard_normal((12, 2))
+    assert R2Score().rows(pred, Y) == pytest.approx(r2_score(Y[:, 1], pred[:, 1]) / 2)
+
+
+@pytest.mark.parametrize("params", [{}, {"n_components": 20}])
+def test_early_stopping_scores_a_constant_validation_target_as_r2_score(params):
+    # the validation part (and the training part) have the target 0.1: R^2 is
+    # 0 at every step (no step predicts 0.1 exactly); before: about -1e29
+    X, _ = _data(100)
+    model = SAMKernelRegressor(early_stopping=True, max_iter=30, random_state=0, **params)
+    model.fit(X, np.full(100, 0.1))
+    assert model.validation_scores_ == [0.0] * 30
+    assert model.best_validation_score_ == 0.0

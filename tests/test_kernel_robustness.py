@@ -218,7 +218,7 @@ def test_memory_guard_respects_the_tightest_limit(monkeypatch, limits, source):
     assert _kernel_features.available_memory() == 10**8
     X, y = _data(n=2000)
     with pytest.raises(ValueError, match=rf"2000 x 2000 matrix.*\(under [^)]*{source}"):
-        SAMKernelRegressor().fit(X, y)
+        SAMKernelRegressor(early_stopping=False).fit(X, y)  # the whole 2000 x 2000
 
 
 def test_memory_guard_without_any_limit_known(monkeypatch):
@@ -373,3 +373,42 @@ def test_any_failure_anywhere_leaves_the_estimator_as_before():
                 check_is_fitted(model)
 
     check()
+
+
+# --------------------------------------------------------------------------
+# a zero gradient: SAM does not perturb (e = rho g / ||g|| has no direction)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"kernel": "linear"}, {"n_components": 10, "random_state": 0}, {"gamma": 0.0}],
+)
+def test_sam_on_a_zero_target_gives_the_zero_model(params):
+    # before: "The iteration diverged at step 14 ... not positive semi-definite"
+    # (1 / ||g|| = 1 / 0 grew the untouched directions until 0 * inf)
+    X, _ = _data()
+    model = SAMKernelRegressor(max_iter=1000, **params).fit(X, np.zeros(len(X)))
+    assert_array_equal(model.predict(X), 0.0)
+    assert model.loss_curve_ == [0.0] * 1000
+
+
+def test_sam_with_a_constant_kernel_and_centred_target_stays_at_gd():
+    # gamma=0: K = 1 1^T, so K y = 0 for a centred y and the gradient is zero
+    # (to rounding): GD makes no step, and SAM must not blow up the direction
+    # of 1 that the target does not reach (before: "diverged at step 22")
+    X, y = _data()
+    y = y - y.mean()
+    sam = SAMKernelRegressor(gamma=0.0, max_iter=2000).fit(X, y)
+    gd = SAMKernelRegressor(solver="gd", gamma=0.0, max_iter=2000).fit(X, y)
+    assert_allclose(sam.predict(X), 0.0, atol=1e-10)
+    assert_allclose(gd.predict(X), 0.0, atol=1e-10)
+    assert_allclose(sam.loss_curve_, gd.loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["polynomial", "sigmoid"])
+def test_a_kernel_cancelled_by_its_parameters_is_named(kernel):
+    # before: "too small for float64 ... its values underflow" on ordinary features
+    X, y = _data()
+    with pytest.raises(ValueError, match=r"zero matrix.*cancel it \(gamma=0.0, coef0=0.0"):
+        SAMKernelRegressor(kernel=kernel, gamma=0.0, coef0=0.0, max_iter=10).fit(X, y)
