@@ -10,7 +10,11 @@ bookkeeping would cost as much again. The gradient is checked against
 autograd and finite differences in the tests; autograd is used for the
 Hessian-vector products of the sharpness (:func:`autograd_loss`).
 
-Nothing here knows about the estimators (:mod:`sksam.two_layer`).
+The training pieces the estimators and their diagnosis share live here too:
+the training rows on the device (:class:`TrainingData`), the mini-batch
+order a warm start continues (:class:`BatchOrder`) and the update applied to
+whole epochs (:class:`Step`). Nothing here knows about the estimators
+(:mod:`sksam.two_layer`).
 """
 
 import numpy as np
@@ -21,7 +25,11 @@ from ._update_rules import is_perturbed, perturbation
 
 __all__ = [
     "LOSSES",
+    "BatchOrder",
     "FlatParams",
+    "NonFinite",
+    "Step",
+    "TrainingData",
     "Workspace",
     "autograd_loss",
     "forward",
@@ -389,3 +397,151 @@ def step_(
         scheduled_step(schedule, [state.grad], second_gradient)
     state.flat.sub_(state.grad, alpha=learning_rate)
     return value
+
+
+class NonFinite(Exception):
+    """The loss (or, with ``weights``, the weights) became non-finite at ``iteration``."""
+
+    def __init__(self, iteration, *, weights=False):
+        super().__init__(iteration)
+        self.iteration = iteration
+        self.weights = weights
+
+
+class TrainingData:
+    """The training rows as float32 tensors on the device, and their row weights.
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (n, d) and (n, k)
+        Inputs and encoded targets (copied: read-only inputs are never aliased).
+    sample_weight : ndarray of shape (n,) or None
+        Non-negative row weights; ``weights`` holds them normalized to sum to 1.
+    device : str or torch.device
+        Where the tensors live.
+    """
+
+    def __init__(self, X, Y, sample_weight, device):
+        import torch
+
+        self.X = torch.as_tensor(X.astype(np.float32), device=device)
+        self.Y = torch.as_tensor(Y.astype(np.float32), device=device)
+        self.X_numpy, self.Y_numpy = X, Y
+        self.sample_weight = sample_weight
+        self.weights = None
+        if sample_weight is not None:
+            total = sample_weight.sum()
+            if not total > 0:
+                raise ValueError(
+                    "sample_weight sums to 0 on the training rows; give some sample a "
+                    "positive weight."
+                )
+            self.weights = torch.as_tensor(
+                (sample_weight / total).astype(np.float32)[:, None], device=device
+            )
+        self.n_samples, self.n_features = X.shape
+        self.n_outputs = Y.shape[1]
+
+
+class BatchOrder:
+    """One epoch's mini-batches of row indices, reshuffled at each epoch.
+
+    A private ``torch.Generator`` draws the orders (torch's global one is
+    never read nor reseeded). Its ``state`` is what a warm start carries on
+    from, so that two fits of 5 epochs draw the orders of one fit of 10.
+
+    Parameters
+    ----------
+    n_samples : int
+        Rows to split.
+    batch_size : int or None
+        Rows per batch; None (or at least ``n_samples``) is the full batch.
+    seed : callable
+        Returns the generator's seed; called only when there are mini-batches
+        and no ``state`` (so a full-batch fit draws nothing).
+    state : torch.ByteTensor, optional
+        A generator state to continue from.
+    """
+
+    def __init__(self, n_samples, batch_size, seed, state=None):
+        import torch
+
+        self.n_samples, self.batch_size = n_samples, batch_size
+        self.generator = None
+        if batch_size is not None and batch_size < n_samples:
+            self.generator = torch.Generator()
+            if state is None:
+                self.generator.manual_seed(int(seed()))
+            else:
+                self.generator.set_state(state)
+
+    @property
+    def n_batches(self):
+        """Batches per epoch."""
+        return 1 if self.generator is None else -(-self.n_samples // self.batch_size)
+
+    def __call__(self):
+        """The batches of the next epoch: index tensors, or ``[None]`` for all rows."""
+        import torch
+
+        if self.generator is None:
+            return [None]
+        order = torch.randperm(self.n_samples, generator=self.generator)
+        size = self.batch_size
+        return [order[i : i + size] for i in range(0, self.n_samples, size)]
+
+    @property
+    def state(self):
+        """The generator's state (None at full batch)."""
+        return None if self.generator is None else self.generator.get_state()
+
+
+class Step:
+    """The update rule, step size and loss of :func:`step_`, applied to whole epochs.
+
+    Parameters
+    ----------
+    solver : str
+        The perturbation rule (:mod:`sksam._update_rules`).
+    rho, learning_rate : float
+        Radius of the perturbation and step size.
+    activation : str
+        The hidden layer's activation.
+    loss : {'squared_error', 'log_loss'}
+        The loss of the outputs.
+    schedule : schedule object, optional
+        When to take SAM's second gradient (:mod:`sksam._schedules`).
+    """
+
+    def __init__(self, *, solver, rho, learning_rate, activation, loss, schedule=None):
+        self.options = {
+            "solver": solver,
+            "schedule": schedule,
+            "rho": rho,
+            "learning_rate": learning_rate,
+            "activation": activation,
+            "loss": loss,
+            "workspace": Workspace(),
+        }
+
+    def epoch(self, state, data, batches):
+        """One pass over the data; the (weighted) mean of the batch losses, as a float.
+
+        A mini-batch whose rows all have zero weight adds nothing to the
+        weighted mean loss, nor to its gradient: it is skipped (no step).
+        """
+        total = 0.0
+        for idx in batches():
+            if idx is None:
+                return step_(state, data.X, data.Y, weights=data.weights, **self.options).item()
+            idx = idx.to(data.X.device)
+            weights, share = None, len(idx) / data.n_samples
+            if data.weights is not None:  # each batch's weights renormalized to sum to 1
+                weights = data.weights[idx]
+                share = float(weights.sum())
+                if share == 0.0:
+                    continue
+                weights = weights / share
+            loss = step_(state, data.X[idx], data.Y[idx], weights=weights, **self.options)
+            total += loss.item() * share
+        return total

@@ -11,6 +11,7 @@ The network, its losses and its hand-written gradient live in
 (constraints, stopping rule, history, warnings) in :mod:`sksam._base`.
 """
 
+import copy
 import math
 import numbers
 import warnings
@@ -27,6 +28,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from . import _two_layer_diagnosis as diagnosis
 from . import _two_layer_model as _model
 from ._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
 from ._base import (
@@ -35,56 +37,44 @@ from ._base import (
     StoppingRule,
     _user_stacklevel,
     check_device,
-    diagnose_loss_curve,
     numeric_target,
     print_progress,
     record_history,
     validation_split,
-    warn_diverged,
     warn_interrupted,
     warn_not_converged,
 )
-from ._schedules import SCHEDULED_SOLVERS, schedule_for
+from ._schedules import AESAM, RST, SCHEDULED_SOLVERS, schedule_for
 from ._threads import N_THREADS_CONSTRAINT, resolve_n_threads, torch_threads
 from ._update_rules import SOLVERS, is_perturbed
+from .exceptions import DivergenceWarning
 from .sharpness import measure_sharpness
 
 __all__ = ["SAMTwoLayerClassifier", "SAMTwoLayerRegressor"]
 
-#: Below this share of the weights' movement due to SAM's perturbation
-#: (:meth:`sksam._two_layer_model.FlatParams.sam_share`), a fit stopped where
-#: SAM and gradient descent give nearly the same network, and the verbose
-#: output says so. On the gallery's teacher-student problem (200 points, 100
-#: hidden units), default fits stop at a share of 4-6 % with test errors
-#: within 1 % of gradient descent's; rho=0.2 reaches 15-24 % and 4000 steps
-#: 20-150 %, where SAM's error is clearly lower.
-SAM_SHARE_COINCIDE = 0.10
+#: The warning class of each category of :func:`sksam._two_layer_diagnosis.diagnose`.
+WARNINGS = {"diverged": DivergenceWarning, "stuck": ConvergenceWarning}
 
-#: An early-stopped fit whose training loss fell by less than this fraction of
-#: its start stopped on the plateau around the initialization (a network
-#: started near the zero function leaves it slowly, and a validation accuracy
-#: can sit still for tens of iterations there): a ConvergenceWarning says so.
-PLATEAU_DROP = 0.10
-
-#: Gradient descent from the same start "learns" (so that a stuck SAM fit is
-#: blamed on ``rho``) when its loss ends below this fraction of a constant
-#: predictor's: far from the plateau level, so that a SAM fit that is merely
-#: a little slower than gradient descent is not called stuck at a saddle.
-GD_LEARNS = 0.75
+#: Parameters that define the network a warm start continues: changing one
+#: between warm fits is an error (the weights belong to the other network).
+ARCHITECTURE = ("n_hidden", "activation")
 
 
 class _BaseTwoLayer(BaseEstimator):
     """The fit shared by the two-layer regressor and classifier.
 
-    Subclasses set ``_loss`` (a name of :data:`sksam._two_layer_model.LOSSES`)
+    Subclasses set ``_loss`` (a name of :data:`sksam._two_layer_model.LOSSES`),
+    ``_remedy_suffix`` (what to standardize besides ``X``) and ``_y_checks``,
     and implement ``_encode_target`` (``y`` to the float matrix the loss
     reads, and the target's fitted attributes), ``_score_outputs`` (the
-    validation score of raw network outputs), ``_frozen_intercept`` and
-    ``_remedy``; and their own ``predict``.
+    validation score of raw network outputs), ``_outputs_loss`` (the training
+    loss of outputs), ``_baseline_loss`` (the loss of the best constant),
+    ``_frozen_intercept``, and their own ``predict``; they may override
+    ``_stratify``, ``_logits_fn`` and ``_degenerate``.
     """
 
     _loss = None
-    _scale_hint = None
+    _remedy_suffix = ""
 
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
@@ -100,6 +90,8 @@ class _BaseTwoLayer(BaseEstimator):
         # the cheap variants of SAM (sksam._schedules) on top of the common solvers
         "solver": [StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS))],
         "sam_every": [Interval(numbers.Integral, 1, None, closed="left")],
+        "rst_p": [Interval(numbers.Real, 0, 1, closed="both"), None],
+        "aesam_c": [numbers.Real, tuple],
     }
 
     def __init__(
@@ -125,9 +117,13 @@ class _BaseTwoLayer(BaseEstimator):
         warm_start=False,
         verbose=False,
         sam_every=5,
+        rst_p=None,
+        aesam_c=0.0,
     ):
         self.solver = solver
         self.sam_every = sam_every
+        self.rst_p = rst_p
+        self.aesam_c = aesam_c
         self.rho = rho
         self.n_hidden = n_hidden
         self.activation = activation
@@ -155,7 +151,7 @@ class _BaseTwoLayer(BaseEstimator):
         The fitted state is built aside and stored only when the whole fit,
         sharpness included, succeeds: a fit that raises (or a
         ``KeyboardInterrupt`` outside the training loop) leaves the estimator
-        unfitted, or, under ``warm_start``, exactly as it was.
+        exactly as it was: unfitted, or with its previous fit (warm or not).
         """
         warm = self.warm_start and self.__sklearn_is_fitted__()
         before = _fitted_state(self)
@@ -163,7 +159,7 @@ class _BaseTwoLayer(BaseEstimator):
             fitted = self._fit_state(X, y, sample_weight, warm)
         except BaseException:
             # validate_data has already written n_features_in_ (and names)
-            _replace_fitted_state(self, before if warm else {})
+            _replace_fitted_state(self, before)
             raise
         _replace_fitted_state(self, fitted)
         return self
@@ -179,6 +175,9 @@ class _BaseTwoLayer(BaseEstimator):
 
     def _fit_state(self, X, y, sample_weight, warm):
         """Train, and return every fitted attribute in a dict (``self`` untouched)."""
+        if warm:
+            self._check_same_architecture()
+        self._check_aesam_c()
         X, y = validate_data(
             self, X, y, reset=not warm, dtype=(np.float64, np.float32), **self._y_checks
         )
@@ -199,22 +198,53 @@ class _BaseTwoLayer(BaseEstimator):
         work = len(train) * self.n_hidden * (X.shape[1] + Y.shape[1])
         with torch_threads(resolve_n_threads(self.n_threads, work)):
             weights = None if sample_weight is None else sample_weight[train]
-            data = _TrainingData(X[train], Y[train], weights, device)
+            data = _model.TrainingData(X[train], Y[train], weights, device)
             validation = None
             if val is not None:
-                val_weights = None if sample_weight is None else sample_weight[val]
-                validation = (X[val], y[val], val_weights, target_state)
+                validation = self._validation_part(X, y, sample_weight, val, target_state)
             initial = self._initial_params(data, rng, warm, device)
             history = self._history(warm)
             try:
-                params = self._train(initial, data, validation, rng, history)
-            except _NonFinite as exc:
+                params, resume = self._train(initial, data, validation, rng, history, warm)
+            except _model.NonFinite as exc:
                 raise ValueError(self._non_finite_message(exc, initial, data)) from None
             fitted.update(self._fitted_weights(params))
             fitted.update(self._fitted_history(history))
+            fitted["_resume_"] = resume
             fitted["sharpness_"] = self._sharpness_or_none(params, data, rng)
-            self._check_fitted_model(fitted, X[train], Y[train], history, initial, data)
+            self._check_fitted_model(fitted, history, initial, data)
         return fitted
+
+    def _check_same_architecture(self):
+        """Refuse a warm start whose network differs from the fitted one.
+
+        scikit-learn's MLP refuses a warm start with other classes than the
+        last fit's (and silently keeps training the old network when
+        ``hidden_layer_sizes`` changed); here every change that makes the
+        fitted weights another network's is refused the same way.
+        """
+        fitted = {"n_hidden": self.coefs_[0].shape[1], **self._resume_["architecture"]}
+        for name in ARCHITECTURE:
+            if getattr(self, name) != fitted[name]:
+                raise ValueError(
+                    f"warm_start=True but {name}={getattr(self, name)!r} differs from the "
+                    f"previous fit's {name}={fitted[name]!r}: its weights are another "
+                    f"network's. Set {name}={fitted[name]!r} back to continue, or fit "
+                    "with warm_start=False to start afresh."
+                )
+
+    def _check_aesam_c(self):
+        c = self.aesam_c
+        values = c if isinstance(c, tuple) else (c,)
+        finite = all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        )
+        if not finite or len(values) not in (1, 2):
+            raise ValueError(
+                "aesam_c must be a finite number or a pair (c_first, c_last) of finite "
+                f"numbers; got aesam_c={c!r}."
+            )
 
     def _split(self, y, rng):
         """Training and validation rows (``val`` is None without early stopping)."""
@@ -224,6 +254,18 @@ class _BaseTwoLayer(BaseEstimator):
 
     def _stratify(self, y):
         return {}
+
+    def _validation_part(self, X, y, sample_weight, val, target_state):
+        """``(X, y, sample_weight, target)`` of the validation rows."""
+        weights = None if sample_weight is None else sample_weight[val]
+        if weights is not None and not weights.sum() > 0:
+            raise ValueError(
+                f"sample_weight is 0 on every row of the validation part ({len(val)} rows "
+                f"held out by early_stopping=True, validation_fraction="
+                f"{self.validation_fraction}), so the validation score is undefined; give "
+                "those rows positive weights, or set early_stopping=False."
+            )
+        return X[val], y[val], weights, target_state
 
     def _initial_params(self, data, rng, warm, device):
         """``[W, b, a, c]`` as float32 tensors: fresh (see Notes) or the last fit's."""
@@ -243,20 +285,63 @@ class _BaseTwoLayer(BaseEstimator):
 
     def _history(self, warm):
         """The loss curve and validation scores to extend: the last fit's, or empty."""
+        loss_curve, scores, n_iter = [], [], 0
         if warm:
-            return _History(
-                list(self.loss_curve_),
-                list(self.validation_scores_ or []),
-                self.n_iter_,
-            )
-        return _History([], [], 0)
+            loss_curve, scores = list(self.loss_curve_), list(self.validation_scores_ or [])
+            n_iter = self.n_iter_
+        return SimpleNamespace(
+            loss_curve=loss_curve,
+            validation_scores=scores,
+            n_iter=n_iter,
+            first_iteration=n_iter,  # where this call started (warm starts)
+            best_validation_score=None,
+            rule_stop=None,  # (best iteration, on validation) when the rule stopped
+        )
 
-    def _train(self, params, data, validation, rng, history):
-        """The training loop with MLPRegressor's stopping rule; the weights to keep."""
+    def _schedule_key(self):
+        """What defines the schedule: a warm start with the same key continues it."""
+        # a pair aesam_c spans the max_iter epochs: another max_iter is another schedule
+        span = self.max_iter if isinstance(self.aesam_c, tuple) else None
+        return (self.solver, self.sam_every, self.rst_p, self.aesam_c, span)
+
+    def _schedule(self, rng, n_batches, warm):
+        """The perturbation rule and the schedule of the cheap variants (or None).
+
+        A warm start with the same schedule parameters continues the last
+        fit's schedule (its counter, its statistics, its generator), so that
+        two warm fits of 5 iterations take the steps of one fit of 10.
+        ``'rst'``'s generator is seeded from ``random_state`` as scikit-learn
+        seeds (numpy integers are integers, a ``RandomState`` is drawn from).
+        """
+        rule, schedule = schedule_for(self.solver, self.sam_every)
+        saved = self._resume_["schedule"] if warm else None
+        if saved is not None and saved[0] == self._schedule_key():
+            return rule, copy.deepcopy(saved[1])
+        if self.solver == "rst":
+            p = 1.0 / self.sam_every if self.rst_p is None else self.rst_p
+            schedule = RST(p, seed=int(rng.randint(np.iinfo(np.int32).max)))
+        elif self.solver == "aesam":
+            pair = isinstance(self.aesam_c, tuple)
+            total = self.max_iter * n_batches if pair else None
+            schedule = AESAM(self.aesam_c, total_steps=total)
+        return rule, schedule
+
+    def _train(self, params, data, validation, rng, history, warm):
+        """The training loop with MLPRegressor's stopping rule.
+
+        Returns the weights to keep and what a warm start continues from.
+        """
         state = _model.FlatParams(params, train_output_layer=self.train_output_layer)
         params = state.params
-        step = _Step(self)
-        batches = self._batches(data.n_samples, rng)
+        saved = self._resume_["batch_order"] if warm else None
+        batches = _model.BatchOrder(
+            data.n_samples,
+            self.batch_size,
+            seed=lambda: rng.randint(np.iinfo(np.int32).max),
+            state=saved,
+        )
+        rule_name, schedule = self._schedule(rng, batches.n_batches, warm)
+        step = self._step(rule_name, schedule)
         rule = StoppingRule(self.tol, self.n_iter_no_change, on_validation=validation is not None)
         best_params = None
         interrupted = False
@@ -265,7 +350,7 @@ class _BaseTwoLayer(BaseEstimator):
                 loss = step.epoch(state, data, batches)
                 history.n_iter += 1
                 if not math.isfinite(loss):
-                    raise _NonFinite(history.n_iter)
+                    raise _model.NonFinite(history.n_iter)
                 history.loss_curve.append(loss)
                 score = None
                 if validation is not None:
@@ -282,7 +367,7 @@ class _BaseTwoLayer(BaseEstimator):
             warn_interrupted(type(self).__name__)
             rule.stopped = interrupted = True
         if not all(bool(p.isfinite().all()) for p in params):
-            raise _NonFinite(history.n_iter, weights=True)
+            raise _model.NonFinite(history.n_iter, weights=True)
         if not rule.stopped and self.tol is not None:
             warn_not_converged(type(self).__name__, self.max_iter)
         if rule.stopped and not interrupted:  # checked with the fitted model
@@ -290,175 +375,117 @@ class _BaseTwoLayer(BaseEstimator):
         history.best_validation_score = rule.best_score
         if self.verbose:
             print(self._stopping_line(history.n_iter, rule.stopped, state), flush=True)
-        return best_params if best_params is not None else params
+        resume = {
+            "architecture": {"activation": self.activation},
+            "schedule": None if schedule is None else (self._schedule_key(), schedule),
+            "batch_order": batches.state,
+        }
+        return (best_params if best_params is not None else params), resume
 
-    def _plateau_level(self, data):
-        """The training loss above which a fit has barely learned, or None.
-
-        ``1 - PLATEAU_DROP`` times the loss of the best constant predictor
-        (:meth:`_null_loss`): a fit ending above it explains less than
-        ``PLATEAU_DROP`` of what a constant leaves unexplained. Measured
-        against the constant rather than the loss at the start, so that a
-        network that learned only its output intercept (the regressor at the
-        zero-function saddle) counts as stuck, and a warm start that
-        continues a good fit does not.
-        """
-        null = self._null_loss(data.Y_numpy, data.sample_weight)
-        return (1 - PLATEAU_DROP) * null if null > 0 else None
-
-    def _warn_if_stopped_on_plateau(self, history, best_iteration, on_validation, initial, data):
-        """Warn when the stopping rule ended the fit before the network learned anything."""
-        level = self._plateau_level(data)
-        curve = history.loss_curve[history.first_iteration :]
-        if level is None or not curve[-1] > level:
-            return
-        name, start, last = type(self).__name__, curve[0], curve[-1]
-        null = level / (1 - PLATEAU_DROP)
-        if on_validation:
-            message = (
-                f"{name}: early stopping ended training at iteration {history.n_iter} "
-                f"while the training loss was {last:.4g} (from {start:.4g}; a constant "
-                f"predictor's is {null:.4g}): the validation score sat on the plateau "
-                "around the initialization, and the weights of iteration "
-                f"{history.first_iteration + best_iteration} are kept. "
-                + self._stuck_remedy(initial, data, level, on_validation=True)
-            )
-        else:
-            message = (
-                f"{name}: the stopping rule ended training at iteration {history.n_iter} on "
-                f"the plateau around the initialization: the training loss went from "
-                f"{start:.4g} to only {last:.4g}, where a constant predictor's is "
-                f"{null:.4g}. " + self._stuck_remedy(initial, data, level)
-            )
-        history.warned_plateau = True
-        warnings.warn(message, ConvergenceWarning, stacklevel=_user_stacklevel())
-
-    def _stuck_remedy(self, initial, data, level, on_validation=False):
-        """Why a fit barely learned, and what to change: ``rho`` or ``learning_rate``.
-
-        The counterfactual is gradient descent from the same start under the
-        same stopping rule (a fit's worth of steps, run only after a fit
-        failed): if it gets below ``GD_LEARNS`` times a constant's loss with a
-        healthy prediction, SAM's
-        perturbation held the network at the zero function, a saddle where
-        the gradient vanishes; otherwise the steps were too small to leave the
-        plateau before the rule stopped them.
-        """
-        learned = GD_LEARNS * level / (1 - PLATEAU_DROP)
-        if self._perturbed() and self._gradient_descent_learns(initial, data, learned):
-            return (
-                f"The same fit with rho=0 (gradient descent) leaves it: rho={self.rho} is "
-                f"too large for this initialization (init_scale={self.init_scale}), so "
-                "SAM's perturbation holds the network at the zero function, a saddle. "
-                "Lower rho, or raise init_scale."
-            )
-        if on_validation:
-            return (
-                "Raise n_iter_no_change (e.g. 100), or set tol=None to run max_iter "
-                "iterations and keep the weights with the best validation score."
-            )
-        if self.tol is None:
-            return (
-                f"learning_rate={self.learning_rate} is too small to leave the plateau in "
-                f"max_iter={self.max_iter} iterations: raise learning_rate or max_iter."
-            )
-        return (
-            f"learning_rate={self.learning_rate} is too small to leave the plateau before "
-            f"the stopping rule (tol={self.tol}, n_iter_no_change={self.n_iter_no_change}) "
-            "ends the fit: raise learning_rate, raise n_iter_no_change, or set tol=None "
-            "and a larger max_iter."
+    def _step(self, solver, schedule=None):
+        """The update applied to whole epochs, with ``solver``'s perturbation."""
+        return _model.Step(
+            solver=solver,
+            rho=self.rho,
+            learning_rate=self.learning_rate,
+            activation=self.activation,
+            loss=self._loss,
+            schedule=schedule,
         )
 
-    def _gradient_descent_learns(self, initial, data, level):
-        """Whether gradient descent from ``initial``, under the same rule, ends below ``level``."""
-        import torch
-
-        state = _model.FlatParams(initial, train_output_layer=self.train_output_layer)
-        step = _Step(self, solver="gd")
-        batches = self._batches(data.n_samples, np.random.RandomState(0))
-        rule = StoppingRule(self.tol, self.n_iter_no_change, on_validation=False)
-        loss = math.inf
-        for _ in range(self.max_iter):
-            loss = step.epoch(state, data, batches)
-            if not math.isfinite(loss) or rule.update(loss):
-                break
-        if not (math.isfinite(loss) and loss <= level):
-            return False
-        with torch.no_grad():
-            outputs = _model.forward(state.params, data.X, self.activation).double().cpu()
-        return self._degenerate(outputs.numpy(), data.Y_numpy) is None
+    # ------------------------------------------------------------ diagnosis
 
     def _perturbed(self):
         """Whether ``solver`` and ``rho`` take SAM steps (on some steps for the cheap variants)."""
         return is_perturbed(schedule_for(self.solver)[0], self.rho)
 
     def _stopping_line(self, n_iter, stopped, state):
-        """The verbose line that ends a fit: why it stopped, and how much SAM acted."""
-        why = "by the stopping rule (tol)" if stopped and self.tol is not None else "at max_iter"
-        line = f"{type(self).__name__}: stopped after {n_iter} iterations {why}."
-        share = state.sam_share()
-        if not self._perturbed() or share is None:
-            return line
-        line += f" SAM's perturbation accounts for {share:.1%} of the weights' movement in this fit"
-        if share < SAM_SHARE_COINCIDE:
-            line += (
-                ": it stopped in the regime where SAM and gradient descent give nearly "
-                "the same network. SAM's effect grows with longer training (tol=None and "
-                "a larger max_iter) or a larger rho."
+        return diagnosis.stopping_line(
+            type(self).__name__,
+            n_iter,
+            stopped=stopped,
+            tol=self.tol,
+            perturbed=self._perturbed(),
+            share=state.sam_share(),
+        )
+
+    def _gradient_descent(self, initial, data):
+        """``gd(n_iter, rule=False)``: the counterfactual the diagnosis calls."""
+
+        def judge(state):
+            with torch.no_grad():
+                outputs = _model.forward(state.params, data.X, self.activation)
+            return self._degenerate(outputs.double().cpu().numpy(), data.Y_numpy)
+
+        def gd(n_iter, rule=False):
+            return diagnosis.gradient_descent(
+                initial,
+                data,
+                step=self._step("gd"),
+                batch_size=self.batch_size,
+                train_output_layer=self.train_output_layer,
+                judge=judge,
+                n_iter=n_iter,
+                rule=diagnosis.stopping_rule(self.get_params()) if rule else None,
             )
-        return line + ("" if share < SAM_SHARE_COINCIDE else ".")
+
+        return gd
 
     def _non_finite_message(self, exc, initial, data):
         """Why the loss or the weights became non-finite, naming the parameter to change."""
-        what = "weights" if exc.weights else "training loss"
-        start = f"The {what} became non-finite at iteration {exc.iteration}"
-        if self._perturbed() and self._curve_without_rho(initial, data, exc.iteration):
-            return (
-                f"{start} with solver={self.solver!r} and rho={self.rho}, while the same "
-                f"fit with rho=0 (gradient descent) stays finite: rho={self.rho} is too "
-                "large for this data (lower it; on standardized data useful values are "
-                "about 0.01 to 0.5). No weights were stored."
-            )
-        return (
-            f"{start}: learning_rate={self.learning_rate} is too large for this data "
-            f"(lower it, or {self._scale_hint}). No weights were stored."
+        return diagnosis.non_finite_message(
+            self.get_params(),
+            self._perturbed(),
+            self._remedy_suffix,
+            iteration=exc.iteration,
+            weights=exc.weights,
+            gd=self._gradient_descent(initial, data),
         )
 
-    def _curve_without_rho(self, initial, data, n_iter):
-        """The loss curve of gradient descent from the same start, or [] if it diverges.
+    def _check_fitted_model(self, fitted, history, initial, data):
+        """Raise on non-finite outputs; warn when training diverged or ended degenerate."""
+        outputs = _forward(fitted, self.activation, data.X_numpy)
+        Y = data.Y_numpy
+        final_loss = self._outputs_loss(outputs, Y, data.sample_weight)
+        if not (np.all(np.isfinite(outputs)) and np.isfinite(final_loss)):
+            raise ValueError(
+                diagnosis.non_finite_outputs_message(self.learning_rate, self._remedy_suffix)
+            )
+        constant = None
+        if diagnosis.is_constant(outputs, Y):
+            W, b = fitted["coefs_"][0], fitted["intercepts_"][0]
+            dead = diagnosis.dead_units(W, b, NUMPY_ACTIVATIONS[self.activation], data.X_numpy)
+            constant = (
+                f"the fitted network predicts a constant ({dead} of {self.n_hidden} "
+                "hidden units are constant on the training data)"
+            )
+        facts = diagnosis.FitFacts(
+            name=type(self).__name__,
+            params=self.get_params(),
+            perturbed=self._perturbed(),
+            remedy_suffix=self._remedy_suffix,
+            baseline_loss=self._baseline_loss(Y, data.sample_weight),
+            loss_curve=history.loss_curve,
+            first_iteration=history.first_iteration,
+            final_loss=final_loss,
+            rule_stop=history.rule_stop,
+            constant=constant,
+            degenerate=self._degenerate(outputs, Y),
+        )
+        for category, message in diagnosis.diagnose(facts, self._gradient_descent(initial, data)):
+            warnings.warn(message, WARNINGS[category], stacklevel=_user_stacklevel())
 
-        The counterfactual that tells a ``rho`` too large from a
-        ``learning_rate`` too large; run only when a fit has failed.
+    def _degenerate(self, outputs, Y):
+        """What is wrong with a healthy-looking fit's training outputs, or None.
+
+        The regressor: a constant prediction (also checked, as a divergence,
+        by :meth:`_check_fitted_model`); the classifier adds a single class.
         """
-        state = _model.FlatParams(initial, train_output_layer=self.train_output_layer)
-        step = _Step(self, solver="gd")
-        batches = self._batches(data.n_samples, np.random.RandomState(0))
-        curve = []
-        for _ in range(n_iter):
-            curve.append(step.epoch(state, data, batches))
-            if not math.isfinite(curve[-1]):
-                return []
-        if not bool(state.flat.isfinite().all()) or diagnose_loss_curve(curve) is not None:
-            return []
-        with torch.no_grad():
-            outputs = _model.forward(state.params, data.X, self.activation).double().cpu()
-        if self._degenerate(outputs.numpy(), data.Y_numpy) is not None:
-            return []
-        return curve
+        if diagnosis.is_constant(outputs, Y):
+            return "the fitted network predicts a constant"
+        return None
 
-    def _batches(self, n_samples, rng):
-        """A function returning one epoch's batches of row indices (None: all rows)."""
-        if self.batch_size is None or self.batch_size >= n_samples:
-            return lambda: [None]
-        # a private generator: torch's global one is never read nor reseeded
-        generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
-        size = self.batch_size
-
-        def epoch():
-            order = torch.randperm(n_samples, generator=generator)
-            return [order[i : i + size] for i in range(0, n_samples, size)]
-
-        return epoch
+    # ------------------------------------------------------------- results
 
     def _validation_score(self, params, validation, device):
         """The subclass's score of the network ``params`` on the validation rows."""
@@ -490,9 +517,11 @@ class _BaseTwoLayer(BaseEstimator):
         try:
             value = self._measure_sharpness(params, data, rng)
         except KeyboardInterrupt:
-            _warn(
+            warnings.warn(
                 f"{type(self).__name__}: the sharpness computation was interrupted by "
-                "user; the trained weights are kept and sharpness_ is None."
+                "user; the trained weights are kept and sharpness_ is None.",
+                UserWarning,
+                stacklevel=_user_stacklevel(),
             )
             return None
         if value is not None and not math.isfinite(value):
@@ -527,70 +556,6 @@ class _BaseTwoLayer(BaseEstimator):
     def _logits_fn(self, leaves, data):
         """What the logit-normalized sharpness reads; a regressor has no logits."""
         return None
-
-    def _check_fitted_model(self, fitted, X, Y, history, initial, data):
-        """Raise on non-finite outputs; warn when training diverged or ended constant."""
-        outputs = _forward(fitted, self.activation, X)
-        final_loss = self._outputs_loss(outputs, Y, data.sample_weight)
-        if not (np.all(np.isfinite(outputs)) and np.isfinite(final_loss)):
-            raise ValueError(
-                "The fitted network's outputs on the training data are not finite: "
-                f"the fit diverged (lower learning_rate={self.learning_rate}, or "
-                f"{self._scale_hint}). No weights were stored."
-            )
-        # the whole curve, warm starts included: its start is the loss at the
-        # initialization, which a healthy fit leaves below; the curve holds the
-        # loss before each step, so the loss after the last step ends it
-        causes = [diagnose_loss_curve([*history.loss_curve, final_loss])]
-        if _is_constant(outputs, Y):
-            dead = _dead_units(fitted, self.activation, X)
-            causes.append(
-                f"the fitted network predicts a constant ({dead} of {self.n_hidden} "
-                "hidden units are constant on the training data)"
-            )
-        causes = [cause for cause in causes if cause is not None]
-        n_iter = history.n_iter - history.first_iteration  # this call's iterations
-        if not causes:  # a divergence says why on its own; else a stop that learned nothing
-            if history.rule_stop is not None:
-                self._warn_if_stopped_on_plateau(history, *history.rule_stop, initial, data)
-            degenerate = self._degenerate(outputs, Y)
-            # a stop on the plateau has said why already
-            if degenerate is not None and not history.warned_plateau:
-                self._warn_degenerate(degenerate, history, initial, data)
-            return
-        remedy = self._remedy() + f"lower learning_rate (now {self.learning_rate})."
-        if self._perturbed() and self._curve_without_rho(initial, data, n_iter):
-            remedy = (
-                f"The same fit with rho=0 (gradient descent) is healthy: rho={self.rho} is "
-                "too large for this data; lower it (on standardized data useful values "
-                "are about 0.01 to 0.5)."
-            )
-        warn_diverged(type(self).__name__, "; ".join(causes), remedy)
-
-    def _degenerate(self, outputs, Y):
-        """What is wrong with a healthy-looking fit's training outputs, or None.
-
-        The regressor: a constant prediction (also checked, as a divergence,
-        by :meth:`_check_fitted_model`); the classifier adds a single class.
-        """
-        return "the fitted network predicts a constant" if _is_constant(outputs, Y) else None
-
-    def _warn_degenerate(self, cause, history, initial, data):
-        """ConvergenceWarning for a fit that ended degenerate without diverging."""
-        level = self._plateau_level(data)
-        curve = history.loss_curve[history.first_iteration :]
-        if level is not None and curve[-1] > level:
-            remedy = self._stuck_remedy(initial, data, level)
-        else:
-            remedy = (
-                f"{self._remedy()}change learning_rate (now {self.learning_rate}), or "
-                f"rho (now {self.rho})."
-            )
-        warnings.warn(
-            f"{type(self).__name__}: {cause}. {remedy}",
-            ConvergenceWarning,
-            stacklevel=_user_stacklevel(),
-        )
 
     # -------------------------------------------------------------- predict
 
@@ -708,7 +673,10 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
         core. See the user guide, "Threads".
     warm_start : bool, default=False
         Start from the weights of the previous fit (and append to its
-        ``loss_curve_``) instead of a fresh initialization.
+        ``loss_curve_``) instead of a fresh initialization, carrying on its
+        mini-batch order and cheap-variant schedule: two warm fits of 5
+        iterations give the weights of one fit of 10. Changing ``n_hidden``
+        or ``activation`` between warm fits is a ``ValueError``.
     verbose : bool or int, default=False
         Print the loss at each iteration, and at the end why training
         stopped and how much of the weights' movement SAM's perturbation
@@ -716,9 +684,16 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
         coincide).
     sam_every : int, default=5
         Steps per SAM step of the cheap variants: the period of
-        ``'every_k'`` and ``'looksam'``, ``1 / p`` of ``'rst'``; ignored by
-        the other solvers. ``'rst'`` draws from a generator seeded by
-        ``random_state`` (0 when it is not an int).
+        ``'every_k'`` and ``'looksam'``, and ``1 / p`` of ``'rst'`` unless
+        ``rst_p`` is given; ignored by the other solvers.
+    rst_p : float in [0, 1] or None, default=None
+        ``'rst'``'s probability of a SAM step (None: ``1 / sam_every``). Its
+        draws come from a generator seeded from ``random_state``.
+    aesam_c : float or tuple of two floats, default=0.0
+        ``'aesam'``'s threshold, in standard deviations of the squared
+        gradient norm above its moving mean; a pair ``(c_first, c_last)``
+        moves linearly from the first to the last over the ``max_iter``
+        epochs' steps, as in the paper (:class:`sksam.optim.AESAM`).
 
     Attributes
     ----------
@@ -830,7 +805,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
 
     _loss = "squared_error"
     _parameter_constraints = {**_BaseTwoLayer._parameter_constraints, **REGRESSOR_CONSTRAINTS}
-    _scale_hint = "standardize X and y"
+    _remedy_suffix = " and y"
     _y_checks = {"multi_output": True, "y_numeric": True}
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -880,16 +855,10 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
             per_row = 0.5 * np.sum((outputs - Y) ** 2, axis=1)
         return float(np.average(per_row, weights=sample_weight))
 
-    def _null_loss(self, Y, sample_weight):
+    def _baseline_loss(self, Y, sample_weight):
         """The loss of the best constant: half the (weighted) variance, summed over outputs."""
         mean = np.average(Y, axis=0, weights=sample_weight)
         return 0.5 * float(np.sum(np.average((Y - mean) ** 2, axis=0, weights=sample_weight)))
-
-    def _remedy(self):
-        return (
-            "Standardize y (e.g. TransformedTargetRegressor(regressor, "
-            "transformer=StandardScaler())) and X (StandardScaler), or "
-        )
 
     def predict(self, X):
         """Predict with the fitted network.
@@ -1012,17 +981,24 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         Torch threads during ``fit``, restored afterwards, as in
         :class:`SAMTwoLayerRegressor`.
     warm_start : bool, default=False
-        Start from the weights of the previous fit (and append to its
-        ``loss_curve_``); the classes of ``y`` must be among ``classes_``.
+        Continue the previous fit, as in :class:`SAMTwoLayerRegressor`; the
+        classes of ``y`` must be among ``classes_``.
     verbose : bool or int, default=False
         Print the loss at each iteration, and at the end why training
         stopped and how much of the weights' movement SAM's perturbation
         caused.
     sam_every : int, default=5
         Steps per SAM step of the cheap variants: the period of
-        ``'every_k'`` and ``'looksam'``, ``1 / p`` of ``'rst'``; ignored by
-        the other solvers. ``'rst'`` draws from a generator seeded by
-        ``random_state`` (0 when it is not an int).
+        ``'every_k'`` and ``'looksam'``, and ``1 / p`` of ``'rst'`` unless
+        ``rst_p`` is given; ignored by the other solvers.
+    rst_p : float in [0, 1] or None, default=None
+        ``'rst'``'s probability of a SAM step (None: ``1 / sam_every``). Its
+        draws come from a generator seeded from ``random_state``.
+    aesam_c : float or tuple of two floats, default=0.0
+        ``'aesam'``'s threshold, in standard deviations of the squared
+        gradient norm above its moving mean; a pair ``(c_first, c_last)``
+        moves linearly from the first to the last over the ``max_iter``
+        epochs' steps, as in the paper (:class:`sksam.optim.AESAM`).
 
     Attributes
     ----------
@@ -1092,7 +1068,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     """
 
     _loss = "log_loss"
-    _scale_hint = "standardize X"
+    _remedy_suffix = ""
     _y_checks = {}
 
     # The regressor's parameters with the classifier's own defaults for
@@ -1121,6 +1097,8 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         warm_start=False,
         verbose=False,
         sam_every=5,
+        rst_p=None,
+        aesam_c=0.0,
     ):
         super().__init__(
             solver=solver,
@@ -1143,6 +1121,8 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
             warm_start=warm_start,
             verbose=verbose,
             sam_every=sam_every,
+            rst_p=rst_p,
+            aesam_c=aesam_c,
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -1215,7 +1195,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
             per_row = logsumexp(outputs, axis=1) - np.sum(Y * outputs, axis=1)
         return float(np.average(per_row, weights=sample_weight))
 
-    def _null_loss(self, Y, sample_weight):
+    def _baseline_loss(self, Y, sample_weight):
         """The loss of the best constant: the entropy of the (weighted) class frequencies."""
         p = np.average(Y, axis=0, weights=sample_weight)
         p = np.r_[p, 1 - p] if Y.shape[1] == 1 else p
@@ -1234,9 +1214,6 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     def _frozen_intercept(self, Y, sample_weight):
         p = np.clip(np.average(Y, axis=0, weights=sample_weight), 1e-6, 1 - 1e-6)
         return np.log(p / (1 - p)) if Y.shape[1] == 1 else np.log(p)
-
-    def _remedy(self):
-        return "Standardize X (StandardScaler), or "
 
     @staticmethod
     def _labels(outputs, classes):
@@ -1300,24 +1277,6 @@ def _forward(fitted, activation, X):
     return NUMPY_ACTIVATIONS[activation](X @ W + b) @ a + c
 
 
-def _dead_units(fitted, activation, X):
-    """How many hidden units are constant on ``X``."""
-    W, b = fitted["coefs_"][0], fitted["intercepts_"][0]
-    A = NUMPY_ACTIVATIONS[activation](X @ W + b)
-    return int(np.sum(np.ptp(A, axis=0) == 0))
-
-
-def _is_constant(outputs, Y):
-    """Whether the network's outputs are constant although the target ``Y`` is not."""
-    if not np.ptp(Y, axis=0).max() > 0:  # a constant target has a constant answer
-        return False
-    return np.ptp(outputs, axis=0).max() <= 1e-6 * (1.0 + np.abs(outputs).max())
-
-
-def _warn(message):
-    warnings.warn(message, UserWarning, stacklevel=_user_stacklevel())
-
-
 def _fitted_state(estimator):
     """The estimator's fitted attributes (names ending in ``_``), by name."""
     return {
@@ -1333,91 +1292,3 @@ def _replace_fitted_state(estimator, fitted):
         delattr(estimator, name)
     for name, value in fitted.items():
         setattr(estimator, name, value)
-
-
-class _NonFinite(Exception):
-    """The loss (or, with ``weights``, the weights) became non-finite at ``iteration``."""
-
-    def __init__(self, iteration, *, weights=False):
-        super().__init__(iteration)
-        self.iteration = iteration
-        self.weights = weights
-
-
-class _History:
-    """What a fit appends to: the loss curve, the validation scores, the count."""
-
-    def __init__(self, loss_curve, validation_scores, n_iter):
-        self.loss_curve = loss_curve
-        self.validation_scores = validation_scores
-        self.n_iter = n_iter
-        self.first_iteration = n_iter  # where this call started (warm starts)
-        self.best_validation_score = None
-        self.rule_stop = None  # (best iteration, on validation) when the rule stopped
-        self.warned_plateau = False
-
-
-class _TrainingData:
-    """The training rows as float32 tensors on the device, and their row weights."""
-
-    def __init__(self, X, Y, sample_weight, device):
-        # astype copies, so read-only inputs (memory maps) are never aliased
-        self.X = torch.as_tensor(X.astype(np.float32), device=device)
-        self.Y = torch.as_tensor(Y.astype(np.float32), device=device)
-        self.Y_numpy = Y
-        self.sample_weight = sample_weight
-        self.weights = None
-        if sample_weight is not None:
-            total = sample_weight.sum()
-            if not total > 0:
-                raise ValueError(
-                    "sample_weight sums to 0 on the training rows; give some sample a "
-                    "positive weight."
-                )
-            self.weights = torch.as_tensor(
-                (sample_weight / total).astype(np.float32)[:, None], device=device
-            )
-        self.n_samples, self.n_features = X.shape
-        self.n_outputs = Y.shape[1]
-
-
-class _Step:
-    """The update rule, step size and loss, applied to whole epochs.
-
-    The one place where an estimator's ``solver`` reaches the update rules:
-    :func:`sksam._two_layer_model.step_` takes the perturbation from
-    :mod:`sksam._update_rules` by name.
-    """
-
-    def __init__(self, estimator, *, solver=None):
-        seed = estimator.random_state if isinstance(estimator.random_state, int) else 0
-        rule, schedule = schedule_for(
-            estimator.solver if solver is None else solver, estimator.sam_every, seed
-        )
-        self.options = {
-            "solver": rule,
-            "schedule": schedule,
-            "rho": estimator.rho,
-            "learning_rate": estimator.learning_rate,
-            "activation": estimator.activation,
-            "loss": estimator._loss,
-            "workspace": _model.Workspace(),
-        }
-
-    def epoch(self, state, data, batches):
-        """One pass over the data; the (weighted) mean of the batch losses, as a float."""
-        total = 0.0
-        for idx in batches():
-            if idx is None:
-                return _model.step_(
-                    state, data.X, data.Y, weights=data.weights, **self.options
-                ).item()
-            idx = idx.to(data.X.device)
-            weights, share = None, len(idx) / data.n_samples
-            if data.weights is not None:  # each batch's weights renormalized to sum to 1
-                weights = data.weights[idx]
-                share = float(weights.sum())
-                weights = weights / share
-            loss = _model.step_(state, data.X[idx], data.Y[idx], weights=weights, **self.options)
-            total += loss.item() * share
-        return total
