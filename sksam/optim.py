@@ -15,6 +15,39 @@ restores, BatchNorm statistics updated once, dropout replay, ``DistributedDataPa
 float16 loss scaling, m-sharpness) is described in the user guide,
 :ref:`sam-step`.
 
+Where variants plug in
+----------------------
+Every step goes through one pass, :meth:`SAM._pass`; a SAM variant is a rule
+plugged into it, not a copy of it, so that everything above holds for it.
+There are two kinds of rules, each with one protocol and one driver:
+
+* **Which steps are SAM steps**: a :class:`sksam._schedules.Schedule`
+  (``SAM(schedule=...)``: :class:`EveryK`, :class:`LookSAM`, :class:`RST`,
+  :class:`AESAM`), driven by :class:`sksam._schedules.ScheduledStep`, the
+  same driver as the two-layer estimators' step. Its hooks: ``plan`` before
+  the first pass, ``decide`` from the first gradient's norm, ``plain`` (may
+  change a plain step's gradient), ``after_sam`` (sees both gradients),
+  ``advance``.
+* **What a SAM step does**: a :class:`sksam._update_rules.SAMRule`
+  (``SAM(rule=...)``), three hooks called by the pass in this order:
+
+  1. ``radius(group)``: the radius of this step for each group (rho
+     schedules, GSAM's rho proportional to the learning rate). The pass
+     checks it (finite, ``>= 0``, named with its group) every step, and a
+     step whose radii are all 0 is the base step, bit for bit.
+  2. ``perturbation(solver, radii, params, grads, adaptive=, eta=)``: the
+     ascent ``e`` from the first (unscaled, all-reduced unless
+     ``ascent='local'``) gradient: the direction, its norm, which
+     parameters move (Friendly-SAM's direction, SAM-ON's subset). Build it
+     from :func:`sksam._update_rules.normalized_step`, the one home of
+     ``rho * d / ||n||``.
+  3. ``descent(params, first_grads)``: turns ``.grad``, the gradient at
+     ``w + e``, into the gradient the base optimizer steps along (GSAM's
+     and WSAM's combinations of ``g`` and ``g_s``); ``first_grads`` is
+     kept when the rule sets ``needs_first_gradient``. With
+     ``ascent='local'`` and several workers the combined gradient is
+     all-reduced again, so the ranks agree.
+
 References
 ----------
 Foret, Kleiner, Mobahi, Neyshabur (2021). Sharpness-Aware Minimization for
@@ -28,7 +61,6 @@ Minimization. ICML.
 """
 
 import copy
-import math
 from contextlib import contextmanager, nullcontext
 from functools import partial
 
@@ -38,13 +70,14 @@ from torch.nn.modules.batchnorm import _NormBase
 from ._momentum_sam import MomentumSAM
 from ._sam_collaborators import AscentSync, GradientLedger, Replay, Scaling, poison
 from ._sam_collaborators import world_size as _world_size
-from ._schedules import AESAM, RST, EveryK, LookSAM, _Schedule
+from ._schedules import AESAM, RST, EveryK, LookSAM, Schedule, ScheduledStep
 from ._update_rules import (
     ASAM_ETA,
+    SAMRule,
     add_perturbation_,
+    check_rho,
     check_solver,
     is_perturbed,
-    perturbation,
     restore_,
 )
 
@@ -53,15 +86,8 @@ __all__ = ["SAM", "MomentumSAM", "EveryK", "LookSAM", "RST", "AESAM"]
 #: The values of ``SAM(ascent=...)``.
 ASCENTS = ("global", "local")
 
-
-def _check_rho(rho):
-    """Refuse a ``rho`` that would move the weights to a non-finite point."""
-    if isinstance(rho, torch.Tensor):
-        rho = rho.item() if rho.numel() == 1 else float("nan")
-    if not rho >= 0:
-        raise ValueError(f"rho must be non-negative, got rho={rho!r}.")
-    if not math.isfinite(rho):
-        raise ValueError(f"rho must be finite, got rho={rho!r}.")
+#: The rule of plain SAM (USAM, ASAM by ``solver``): no hook overridden.
+PLAIN_RULE = SAMRule()
 
 
 def _resolve_solver(solver, adaptive):
@@ -156,6 +182,11 @@ class SAM(torch.optim.Optimizer):
         below). ``None``: every step is a SAM step. The object is copied:
         its counters and statistics belong to this optimizer (and travel
         with :meth:`state_dict` and pickling).
+    rule : sksam._update_rules.SAMRule, default=None
+        The hooks of a SAM variant (radius of the step, perturbation,
+        descent gradient; see the module's "Where variants plug in").
+        ``None``: SAM, USAM or ASAM as ``solver`` says. Copied, like
+        ``schedule``; its own state travels with :meth:`state_dict`.
     **base_kwargs
         Passed to ``base_optimizer`` (``lr``, ``momentum``, ...).
 
@@ -165,6 +196,12 @@ class SAM(torch.optim.Optimizer):
         The base optimizer. ``param_groups`` and ``state`` are its own
         objects, so learning-rate schedulers attached to either optimizer
         act on both.
+    last_losses : tuple of (torch.Tensor or None, torch.Tensor or None)
+        The losses of the last :meth:`step`: at ``w`` (what it returned) and
+        at the perturbed point ``w + e`` (``None`` when the step took no
+        second pass), detached, without waiting for the device. A loss
+        finite at ``w`` and far larger, or not finite, at ``w + e`` says
+        that the radius, not the learning rate, threw the step away.
 
     Notes
     -----
@@ -206,13 +243,14 @@ class SAM(torch.optim.Optimizer):
         replay_rng="auto",
         ascent="global",
         schedule=None,
+        rule=None,
         **base_kwargs,
     ):
         if replay_rng not in ("auto", True, False):
             raise ValueError(f"replay_rng must be 'auto', True or False, got {replay_rng!r}.")
         if ascent not in ASCENTS:
             raise ValueError(f"ascent must be 'global' or 'local', got {ascent!r}.")
-        _check_rho(rho)
+        check_rho(rho)
         if not eta >= 0:
             raise ValueError(f"eta must be non-negative, got eta={eta!r}.")
         defaults = dict(
@@ -238,13 +276,17 @@ class SAM(torch.optim.Optimizer):
         self._saved = None
         self._model_scan = None  # (model, normalization layers, draws random numbers)
         self._ledger = GradientLedger()  # the gradients the last step left behind
-        if schedule is not None and not isinstance(schedule, _Schedule):
+        if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError(
                 "schedule must be None or one of sksam.optim's schedules "
                 f"(EveryK, LookSAM, RST, AESAM), got {schedule!r}."
             )
-        # A copy: the counters and statistics belong to this optimizer.
+        if rule is not None and not isinstance(rule, SAMRule):
+            raise TypeError(f"rule must be None or a sksam._update_rules.SAMRule, got {rule!r}.")
+        # Copies: the counters and statistics belong to this optimizer.
         self.schedule = copy.deepcopy(schedule)
+        self.rule = copy.deepcopy(rule)
+        self.last_losses = (None, None)
 
     def add_param_group(self, param_group):
         """Add a parameter group, refusing a negative or non-finite ``rho``.
@@ -256,7 +298,7 @@ class SAM(torch.optim.Optimizer):
             its own ``rho`` (and any base-optimizer option).
         """
         if "rho" in param_group:
-            _check_rho(param_group["rho"])
+            check_rho(param_group["rho"], len(self.param_groups))
         super().add_param_group(param_group)
 
     def _link_base(self):
@@ -279,13 +321,29 @@ class SAM(torch.optim.Optimizer):
             no second pass either, and with a ``schedule`` ``True`` means
             that the schedule decides, step by step.
         """
-        return self._perturbs(self._options()[0])
+        return self._perturbs(self._options()[0], self._radii())
 
-    def _perturbs(self, solver):
-        groups = self.param_groups
-        if len(groups) == 1:
-            return is_perturbed(solver, groups[0]["rho"])
-        return any(is_perturbed(solver, group["rho"]) for group in groups)
+    @staticmethod
+    def _perturbs(solver, radii):
+        return any(is_perturbed(solver, rho) for rho in radii)
+
+    def _rule(self):
+        """The :class:`SAMRule` of this optimizer (plain SAM for pickles from before it)."""
+        return getattr(self, "rule", None) or PLAIN_RULE
+
+    def _radii(self):
+        """The radius of each group for this step, checked (once per group per step).
+
+        ``param_groups[i]['rho'] = ...`` reaches no setter: a NaN or negative
+        radius set that way is refused here, before any weight moves.
+        """
+        rule = self._rule()
+        radii = []
+        for index, group in enumerate(self.param_groups):
+            rho = rule.radius(group)
+            check_rho(rho, index)
+            radii.append(rho)
+        return radii
 
     def zero_grad(self, set_to_none=True):
         """Clear the gradients of all parameters.
@@ -324,8 +382,8 @@ class SAM(torch.optim.Optimizer):
         check_solver(solver)
         return solver, eta
 
-    def _ascent_inputs(self, solver, grads_override=None):
-        """Parameters, ascent gradients, ASAM flags and rho of each parameter.
+    def _ascent_inputs(self, solver, radii, grads_override=None):
+        """Parameters, ascent gradients, ASAM flags and radius of each parameter.
 
         The flags are ``None`` (unused) unless ``solver`` is ``'asam'``. The
         gradients are the parameters' ``.grad``, or ``grads_override`` (one
@@ -333,7 +391,7 @@ class SAM(torch.optim.Optimizer):
         """
         params, grads, rhos = [], [], []
         override = None if grads_override is None else iter(grads_override)
-        for group in self.param_groups:
+        for group, rho in zip(self.param_groups, radii):
             group_params = group["params"]
             if override is None:
                 group_grads = [p.grad for p in group_params]
@@ -347,7 +405,7 @@ class SAM(torch.optim.Optimizer):
                 ]
             params += group_params
             grads += group_grads
-            rhos += [group["rho"]] * len(group_params)
+            rhos += [rho] * len(group_params)
         # ASAM scales the weights only (Kwon et al.): tensors of 2 or more dimensions
         adaptive = [p.ndim > 1 for p in params] if solver == "asam" else None
         return params, grads, adaptive, rhos
@@ -372,23 +430,23 @@ class SAM(torch.optim.Optimizer):
                 f"schedule={self.schedule!r} decides inside step(closure) whether "
                 "to take the second pass; first_step()/second_step() always take it."
             )
-        perturbed = self._perturb(*self._options())
+        solver, eta = self._options()
+        self._first = None
+        if self._rule().needs_first_gradient:  # the caller may zero .grad in place
+            self._first = [None if p.grad is None else p.grad.clone() for p in self._params()]
+        perturbed = self._perturb(solver, eta, self._radii())
         if zero_grad:
             self.zero_grad()
         return perturbed
 
-    def _perturb(self, solver, eta, grads=None):
-        """:meth:`first_step` without the grad-mode switch (callers hold no_grad)."""
-        params, grads, adaptive, rhos = self._ascent_inputs(solver, grads)
-        if len(set(rhos)) <= 1:
-            rho = rhos[0] if rhos else 0.0
-            e = perturbation(solver, rho, params, grads, adaptive=adaptive, eta=eta)
-        else:
-            # Groups with their own rho share the global direction: the rules
-            # are linear in rho, so take them at rho=1 and scale per group.
-            e = perturbation(solver, 1.0, params, grads, adaptive=adaptive, eta=eta)
-            if e is not None:
-                e = [None if d is None or r == 0 else d * r for d, r in zip(e, rhos)]
+    def _perturb(self, solver, eta, radii, grads=None):
+        """:meth:`first_step` without the grad-mode switch (callers hold no_grad).
+
+        The perturbation is the rule's (:meth:`SAMRule.perturbation`): groups
+        with their own radius share the global direction and norm.
+        """
+        params, grads, adaptive, rhos = self._ascent_inputs(solver, radii, grads)
+        e = self._rule().perturbation(solver, rhos, params, grads, adaptive=adaptive, eta=eta)
         saved = None if e is None else add_perturbation_(params, e)
         self._saved = (params, saved) if saved is not None else None
         return saved is not None and any(s is not None for s in saved)
@@ -413,6 +471,8 @@ class SAM(torch.optim.Optimizer):
 
     def _restore_and_step(self):
         self._restore()  # restore_ holds no_grad; the base step sets its own mode
+        self._rule().descent(self._params(), getattr(self, "_first", None))
+        self._first = None
         self.base_optimizer.step()
 
     # -- the closure protocol -----------------------------------------------
@@ -499,20 +559,22 @@ class SAM(torch.optim.Optimizer):
         """One step of :meth:`step` (one closure) or :meth:`step_chunks` (one per chunk).
 
         Chooses the collaborators once (loss scaling, replay of random numbers
-        and running statistics, DDP synchronisation) and whether this step
-        is a SAM step (the schedule), then runs :meth:`_pass` per chunk and
-        takes the base step along the (mean) gradient it leaves.
+        and running statistics, DDP synchronisation), the radius of each group
+        (checked) and, through the schedule's :class:`ScheduledStep`, whether
+        this step is a SAM step; then runs :meth:`_pass` per chunk and takes
+        the base step along the (mean) gradient it leaves.
         """
         scaling = Scaling(_active(grad_scaler, self))
         solver, eta = self._options()
-        take = self._perturbs(solver)
+        radii = self._radii()
+        perturbs = self._perturbs(solver, radii)
         # The schedule rules the steps that would perturb; rho=0 is the base step.
-        schedule = getattr(self, "schedule", None) if take else None
+        schedule = getattr(self, "schedule", None) if perturbs else None
         if schedule is not None:
             self._check_schedule(schedule, chunked, len(closures))
-            take = schedule._plan()  # True, False or None (decided after the first pass)
-        try:
-            if not chunked and not self._perturbs(solver):
+        self.last_losses = (None, None)
+        with ScheduledStep(schedule, perturbs=perturbs) as step:
+            if not chunked and not perturbs:
                 return self._base_step(closures[0], scaling)
             if closures[0] is None:
                 raise ValueError(
@@ -522,35 +584,33 @@ class SAM(torch.optim.Optimizer):
                 )
             mode = "chunks" if chunked else ("local" if self._check_ascent() else "global")
             sync = AscentSync(self.model, mode)
+            rule = (solver, eta, radii)
             with self._fresh_start(True):
                 if not chunked:
-                    loss, found = self._pass(
-                        closures[0], (solver, eta), take, schedule, scaling, sync
-                    )
+                    loss, found = self._pass(closures[0], rule, step, scaling, sync)
                     sync.agree(found)  # every rank skips, or none
                     scaling.descend(self.base_optimizer, self._params(), found)
                     return loss
-                return self._chunked(closures, (solver, eta), take, schedule, scaling, sync)
-        finally:
-            if schedule is not None:
-                schedule._advance()
+                return self._chunked(closures, rule, step, scaling, sync)
 
     def _base_step(self, closure, scaling):
         """Exactly the base optimizer: one closure call (if any), no copies."""
         with self._fresh_start(closure is not None):
             loss = None if closure is None else self._first_call(closure)
             scaling.descend(self.base_optimizer, self._params())
+        self.last_losses = (_detached(loss), None)
         return loss
 
-    def _chunked(self, closures, rule, take, schedule, scaling, sync):
+    def _chunked(self, closures, rule, step, scaling, sync):
         """:meth:`_pass` per chunk, then the base step along the mean gradient."""
         params = self._params()
-        total, losses, found = None, [], None
+        total, losses, perturbed_losses, found = None, [], [], None
         with sync.whole_pass():
             for closure in closures:
                 self.zero_grad()
-                loss, found_i = self._pass(closure, rule, take, schedule, scaling, sync)
+                loss, found_i = self._pass(closure, rule, step, scaling, sync)
                 losses.append(loss)
+                perturbed_losses.append(self.last_losses[1])
                 found = _either(found, found_i)
                 total = _accumulate(total, [p.grad for p in params])
         _set_mean_grads(params, total, len(closures))
@@ -559,53 +619,80 @@ class SAM(torch.optim.Optimizer):
             poison(params, found)  # before the all-reduce: every rank skips
         sync.all_reduce_grads(params)
         scaling.descend(self.base_optimizer, params)
-        return _mean_loss(losses)
+        loss = _mean_loss(losses)
+        taken = [value for value in perturbed_losses if value is not None]
+        self.last_losses = (_detached(loss), _mean_loss(taken) if taken else None)
+        return loss
 
-    def _pass(self, closure, rule, take, schedule, scaling, sync):
+    def _pass(self, closure, rule, step, scaling, sync):
         """The one SAM pass: closure at ``w``, perturb, closure at ``w + e``, restore.
 
-        ``take`` says whether this is a SAM step (``None``: the schedule
-        decides from the first gradient). A plain step stops after the first
-        closure call (the schedule may then change the gradient). Leaves the
-        descent gradient in ``.grad`` and the weights at ``w``; returns the
-        first call's loss and the overflow flag of the ascent gradient
-        (``None`` without loss scaling). ``rule`` is ``(solver, eta)``.
+        ``step`` (a :class:`ScheduledStep`) says whether this is a SAM step
+        (``planned``: ``None`` means decided from the first gradient) and
+        runs the schedule's hooks. A plain step stops after the first
+        closure call (the schedule may then change the gradient). The
+        rule's hooks (see the module docstring) give the perturbation and
+        the descent gradient. Leaves the descent gradient in ``.grad`` and
+        the weights at ``w``; returns the first call's loss and the overflow
+        flag of the ascent gradient (``None`` without loss scaling or on a
+        plain step). ``rule`` is ``(solver, eta, radii)``.
         """
         params = self._params()
-        replay = self._replay() if take is not False else None
+        planned = step.planned
+        replay = self._replay() if planned is not False else None
         rng = None if replay is None else replay.capture()
-        with sync.first_pass() if take is not False else nullcontext():
+        with sync.first_pass() if planned is not False else nullcontext():
             loss = self._first_call(closure)
-        if take is False:
-            if schedule is not None:
-                schedule._plain([p.grad for p in params])
-            return loss, None
-        grads, found = scaling.ascent_grads(params)
-        if take is None:
-            take = schedule._decide(_sq_norm(grads, params))
-            if not take:
-                schedule._plain([p.grad for p in params])
-                return loss, None
-        first = [p.grad for p in params] if schedule is not None else None
+        self.last_losses = (_detached(loss), None)
+        grads, found = (None, None) if planned is False else scaling.ascent_grads(params)
+        ascent = [grads]  # handed over, so that no reference outlives the ascent
+
+        def sam_step():
+            return self._second_pass(closure, rule, ascent.pop(), replay, rng, sync)
+
+        taken = step.resolve(
+            [p.grad for p in params],
+            sam_step,
+            norm_grads=grads,
+            overflow=found,
+            first_survives=True,  # the second pass sets fresh .grad tensors
+        )
+        return loss, (found if taken else None)
+
+    def _second_pass(self, closure, rule, grads, replay, rng, sync):
+        """Perturb, closure at ``w + e``, restore, the rule's descent gradient.
+
+        Returns the descent gradients, or ``None`` when nothing was perturbed
+        (then ``.grad`` still holds the first gradient).
+        """
+        params = self._params()
+        solver, eta, radii = rule
+        hooks = self._rule()
+        first = [p.grad for p in params] if hooks.needs_first_gradient else None
         # Only the ascent needs no_grad (weight decay adds w to g); the copies,
         # the restore and the base step hold their own, and the closures run
         # with gradients on without a mode switch per call.
         with torch.no_grad():
-            perturbed = self._perturb(*rule, grads)
+            perturbed = self._perturb(solver, eta, radii, grads)
         del grads
-        if perturbed:
-            self.zero_grad()
-            with replay.second_pass(rng):
-                try:
-                    _call(closure)
-                except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
-                    self._restore()
-                    raise
+        if not perturbed:
+            self._restore()
+            return None
+        self.zero_grad()
+        with replay.second_pass(rng):
+            try:
+                perturbed_loss = _call(closure)
+            except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
+                self._restore()
+                raise
         self._restore()
-        if perturbed and schedule is not None:
-            finite = True if found is None else not bool(found)
-            schedule._after_sam(first, [p.grad for p in params], finite)
-        return loss, found
+        self.last_losses = (self.last_losses[0], _detached(perturbed_loss))
+        if hooks is not PLAIN_RULE:
+            with torch.no_grad():
+                hooks.descent(params, first)
+            if first is not None and sync.mode == "local":
+                sync.all_reduce_grads(params)  # g was each rank's own: agree again
+        return [p.grad for p in params]
 
     def _replay(self):
         """The :class:`Replay` of this step (``model``'s statistics, its randomness)."""
@@ -727,9 +814,19 @@ class SAM(torch.optim.Optimizer):
             As returned by :meth:`state_dict` (the base optimizer's state
             and the groups, including ``rho`` and ``solver``).
         """
+        for index, group in enumerate(state_dict["param_groups"]):
+            check_rho(group.get("rho", self.defaults["rho"]), index)
         super().load_state_dict(state_dict)
+        # As torch's add_param_group does for a group given without some key:
+        # a group saved by another optimizer (torch.optim.SGD, say) takes
+        # this optimizer's defaults for the keys it lacks (rho, solver, ...).
+        for group in self.param_groups:
+            for key, default in self.defaults.items():
+                group.setdefault(key, default)
         if getattr(self, "schedule", None) is not None and "schedule" in state_dict:
-            self.schedule._load_state_dict(state_dict["schedule"])
+            self.schedule.load_state_dict(state_dict["schedule"])
+        if getattr(self, "rule", None) is not None and "rule" in state_dict:
+            self.rule.load_state_dict(state_dict["rule"])
         # torch replaced self.param_groups and self.state: hand them back to
         # the base optimizer, or its steps would ignore the loaded state.
         self.base_optimizer.param_groups = self.param_groups
@@ -746,7 +843,9 @@ class SAM(torch.optim.Optimizer):
         """
         state = super().state_dict()
         if getattr(self, "schedule", None) is not None:
-            state["schedule"] = copy.deepcopy(self.schedule._state_dict())
+            state["schedule"] = copy.deepcopy(self.schedule.state_dict())
+        if getattr(self, "rule", None) is not None:
+            state["rule"] = copy.deepcopy(self.rule.state_dict())
         return state
 
     def __getstate__(self):
@@ -759,6 +858,8 @@ class SAM(torch.optim.Optimizer):
             replay_rng=getattr(self, "replay_rng", "auto"),
             ascent=getattr(self, "ascent", "global"),
             schedule=getattr(self, "schedule", None),
+            rule=getattr(self, "rule", None),
+            last_losses=(None, None),
             _saved=None,
             _model_scan=None,
             _ledger=GradientLedger(),
@@ -809,6 +910,11 @@ def _active(grad_scaler, optimizer):
     return grad_scaler
 
 
+def _detached(loss):
+    """``loss`` without its graph (a number or ``None`` as it is)."""
+    return loss.detach() if isinstance(loss, torch.Tensor) else loss
+
+
 def _either(found, other):
     if found is None or other is None:
         return other if found is None else found
@@ -821,16 +927,6 @@ def _ledger(optimizer):
     if ledger is None:
         ledger = optimizer._ledger = GradientLedger()
     return ledger
-
-
-def _sq_norm(grads, params):
-    """``|g|**2`` over all parameters: of ``grads``, or of ``.grad`` when ``None``."""
-    if grads is None:
-        grads = [p.grad for p in params]
-    present = [g for g in grads if g is not None]
-    if not present:
-        return 0.0
-    return torch.stack(torch._foreach_norm(present)).square().sum()
 
 
 def _accumulate(total, grads):
