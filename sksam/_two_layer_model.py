@@ -20,7 +20,7 @@ whole epochs (:class:`Step`). Nothing here knows about the estimators
 import numpy as np
 
 from ._activations import torch_activation
-from ._schedules import LookSAM, scheduled_step
+from ._schedules import ScheduledStep
 from ._update_rules import is_perturbed, perturbation
 
 __all__ = [
@@ -348,8 +348,10 @@ def step_(
     ``lr (grad L(w + e) - grad L(w))`` to ``state.drift`` (see
     :meth:`FlatParams.sam_share`). A ``schedule`` (:mod:`sksam._schedules`)
     decides per step whether the second gradient is taken (the cheap
-    variants of SAM); LookSAM's change of the gradient on its in-between
-    steps counts in ``state.drift`` too.
+    variants of SAM), through the one driver the SAM optimizer uses too,
+    :class:`~sksam._schedules.ScheduledStep`; the change of the gradient on
+    the plain steps of a schedule that edits it (LookSAM) counts in
+    ``state.drift`` too.
 
     Returns
     -------
@@ -386,15 +388,16 @@ def step_(
                 drift_(+1)  # ... + lr grad L(w + e)
         return [state.grad]
 
-    if schedule is None or not is_perturbed(solver, rho):
-        second_gradient()
-    elif isinstance(schedule, LookSAM):
-        # its in-between steps change the gradient in place: count every step's change
+    perturbed = is_perturbed(solver, rho)
+    # a schedule that edits the plain step's gradient (LookSAM) changes the
+    # step on every step: count the whole change, not only the SAM steps'
+    edits = perturbed and schedule is not None and schedule.edits_plain_gradient
+    if edits:
         drift_(-1)
-        scheduled_step(schedule, [state.grad], lambda: second_gradient(count=False))
+    with ScheduledStep(schedule, perturbs=perturbed) as scheduled:
+        scheduled.resolve([state.grad], lambda: second_gradient(count=not edits))
+    if edits:
         drift_(+1)
-    else:  # the cheap variants: the same rule objects as sksam.optim.SAM's
-        scheduled_step(schedule, [state.grad], second_gradient)
     state.flat.sub_(state.grad, alpha=learning_rate)
     return value
 
