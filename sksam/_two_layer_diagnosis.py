@@ -135,8 +135,8 @@ class FitFacts:
         The estimator's parameters (``get_params``).
     perturbed : bool
         Whether ``solver`` and ``rho`` take SAM steps.
-    remedy_suffix : str
-        What to standardize besides ``X`` (``' and y'`` for regression).
+    scale_hint : str
+        How to rescale the data (``'standardize X'``, or ``'... and y'``).
     baseline_loss : float
         The training loss of the best constant prediction.
     loss_curve : list of float
@@ -156,7 +156,7 @@ class FitFacts:
     name: str
     params: dict
     perturbed: bool
-    remedy_suffix: str
+    scale_hint: str
     baseline_loss: float
     loss_curve: list
     first_iteration: int
@@ -166,9 +166,9 @@ class FitFacts:
     degenerate: object = None
 
 
-def standardize_advice(remedy_suffix):
+def standardize_advice(scale_hint):
     """The scaling half of a remedy, as the start of a sentence ending in 'or ...'."""
-    if remedy_suffix:
+    if scale_hint.endswith("y"):
         return (
             "Standardize y (e.g. TransformedTargetRegressor(regressor, "
             "transformer=StandardScaler())) and X (StandardScaler), or "
@@ -176,7 +176,7 @@ def standardize_advice(remedy_suffix):
     return "Standardize X (StandardScaler), or "
 
 
-def non_finite_message(facts_params, perturbed, remedy_suffix, *, iteration, weights, gd):
+def non_finite_message(facts_params, perturbed, scale_hint, *, iteration, weights, gd):
     """The ``ValueError`` text for a loss or weights that became non-finite.
 
     ``gd(n_iter)`` runs the counterfactual for ``n_iter`` iterations and
@@ -193,16 +193,16 @@ def non_finite_message(facts_params, perturbed, remedy_suffix, *, iteration, wei
         )
     return (
         f"{start}: learning_rate={p['learning_rate']} is too large for this data "
-        f"(lower it, or standardize X{remedy_suffix}). No weights were stored."
+        f"(lower it, or {scale_hint}). No weights were stored."
     )
 
 
-def non_finite_outputs_message(learning_rate, remedy_suffix):
+def non_finite_outputs_message(learning_rate, scale_hint):
     """The ``ValueError`` text for fitted outputs that are not finite."""
     return (
         "The fitted network's outputs on the training data are not finite: "
         f"the fit diverged (lower learning_rate={learning_rate}, or "
-        f"standardize X{remedy_suffix}). No weights were stored."
+        f"{scale_hint}). No weights were stored."
     )
 
 
@@ -243,7 +243,7 @@ def diagnose(facts, gd):
 def _diverged_message(facts, cause, gd):
     p = facts.params
     n_iter = len(facts.loss_curve) - facts.first_iteration  # this call's iterations
-    remedy = standardize_advice(facts.remedy_suffix)
+    remedy = standardize_advice(facts.scale_hint)
     remedy += f"lower learning_rate (now {p['learning_rate']})."
     if facts.perturbed and gd(n_iter, rule=False).healthy():
         remedy = (
@@ -299,7 +299,7 @@ def _degenerate_message(facts, gd):
         remedy = _stuck_remedy(facts, gd)
     else:
         remedy = (
-            f"{standardize_advice(facts.remedy_suffix)}change learning_rate (now "
+            f"{standardize_advice(facts.scale_hint)}change learning_rate (now "
             f"{p['learning_rate']}), or rho (now {p['rho']})."
         )
     return f"{facts.name}: {facts.degenerate}. {remedy}"

@@ -15,7 +15,7 @@ import copy
 import math
 import numbers
 import warnings
-from types import SimpleNamespace
+from abc import abstractmethod
 
 import numpy as np
 import torch
@@ -34,12 +34,16 @@ from ._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
 from ._base import (
     COMMON_CONSTRAINTS,
     REGRESSOR_CONSTRAINTS,
+    EstimatorHooks,
+    FitHistory,
+    FitTransaction,
     StoppingRule,
     _user_stacklevel,
+    all_finite,
     check_device,
+    check_finite,
     numeric_target,
     print_progress,
-    record_history,
     validation_split,
     warn_interrupted,
     warn_not_converged,
@@ -60,21 +64,13 @@ WARNINGS = {"diverged": DivergenceWarning, "stuck": ConvergenceWarning}
 ARCHITECTURE = ("n_hidden", "activation")
 
 
-class _BaseTwoLayer(BaseEstimator):
+class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     """The fit shared by the two-layer regressor and classifier.
 
-    Subclasses set ``_loss`` (a name of :data:`sksam._two_layer_model.LOSSES`),
-    ``_remedy_suffix`` (what to standardize besides ``X``) and ``_y_checks``,
-    and implement ``_encode_target`` (``y`` to the float matrix the loss
-    reads, and the target's fitted attributes), ``_score_outputs`` (the
-    validation score of raw network outputs), ``_outputs_loss`` (the training
-    loss of outputs), ``_baseline_loss`` (the loss of the best constant),
-    ``_frozen_intercept``, and their own ``predict``; they may override
-    ``_stratify``, ``_logits_fn`` and ``_degenerate``.
+    The hooks a subclass implements are its abstract methods (names and
+    meanings of the shared ones in :data:`sksam._base.HOOKS`); a subclass may
+    also override ``_stratify``, ``_logits_fn`` and ``_degenerate``.
     """
-
-    _loss = None
-    _remedy_suffix = ""
 
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
@@ -143,6 +139,38 @@ class _BaseTwoLayer(BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
 
+    # ---------------------------------------------------------------- hooks
+
+    @property
+    @abstractmethod
+    def _loss(self):
+        """The loss of the outputs, a name of :data:`sksam._two_layer_model.LOSSES`."""
+
+    @property
+    @abstractmethod
+    def _y_checks(self):
+        """``validate_data``'s keywords for ``y`` (a class attribute)."""
+
+    @abstractmethod
+    def _encode_targets(self, y, warm):
+        """``y`` as the float matrix the loss reads, and the target's fitted attributes."""
+
+    @abstractmethod
+    def _validation_score(self, outputs, y, sample_weight, target):
+        """The score early stopping maximizes, of raw network outputs on validation rows."""
+
+    @abstractmethod
+    def _outputs_loss(self, outputs, Y, sample_weight):
+        """The training loss of raw network outputs (numpy)."""
+
+    @abstractmethod
+    def _baseline_loss(self, Y, sample_weight):
+        """The training loss of the best constant prediction."""
+
+    @abstractmethod
+    def _frozen_intercept(self, Y, sample_weight):
+        """The output intercept ``c`` when ``train_output_layer=False``."""
+
     # ------------------------------------------------------------------ fit
 
     def _fit(self, X, y, sample_weight):
@@ -152,16 +180,11 @@ class _BaseTwoLayer(BaseEstimator):
         sharpness included, succeeds: a fit that raises (or a
         ``KeyboardInterrupt`` outside the training loop) leaves the estimator
         exactly as it was: unfitted, or with its previous fit (warm or not).
+        Nothing of the previous fit is changed in place, so no snapshot is needed.
         """
         warm = self.warm_start and self.__sklearn_is_fitted__()
-        before = _fitted_state(self)
-        try:
-            fitted = self._fit_state(X, y, sample_weight, warm)
-        except BaseException:
-            # validate_data has already written n_features_in_ (and names)
-            _replace_fitted_state(self, before)
-            raise
-        _replace_fitted_state(self, fitted)
+        with FitTransaction(self) as transaction:
+            transaction.commit(self._fit_state(X, y, sample_weight, warm))
         return self
 
     def __sklearn_is_fitted__(self):
@@ -186,7 +209,7 @@ class _BaseTwoLayer(BaseEstimator):
             for name in ("n_features_in_", "feature_names_in_")
             if hasattr(self, name)
         }
-        Y, target_state = self._encode_target(y, warm)
+        Y, target_state = self._encode_targets(y, warm)
         fitted.update(target_state)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(
@@ -203,16 +226,22 @@ class _BaseTwoLayer(BaseEstimator):
             if val is not None:
                 validation = self._validation_part(X, y, sample_weight, val, target_state)
             initial = self._initial_params(data, rng, warm, device)
-            history = self._history(warm)
+            history = (
+                FitHistory.continued(self, early_stopping=self.early_stopping)
+                if warm
+                else FitHistory(validation_scores=[] if self.early_stopping else None)
+            )
             try:
-                params, resume = self._train(initial, data, validation, rng, history, warm)
+                params, resume, rule_stop = self._train(
+                    initial, data, validation, rng, history, warm
+                )
             except _model.NonFinite as exc:
                 raise ValueError(self._non_finite_message(exc, initial, data)) from None
             fitted.update(self._fitted_weights(params))
-            fitted.update(self._fitted_history(history))
+            fitted.update(history.attributes())
             fitted["_resume_"] = resume
             fitted["sharpness_"] = self._sharpness_or_none(params, data, rng)
-            self._check_fitted_model(fitted, history, initial, data)
+            self._check_fitted_model(fitted, history, rule_stop, initial, data)
         return fitted
 
     def _check_same_architecture(self):
@@ -283,21 +312,6 @@ class _BaseTwoLayer(BaseEstimator):
             arrays = [W, np.zeros(h), a, c]
         return [torch.as_tensor(v, dtype=torch.float32, device=device).clone() for v in arrays]
 
-    def _history(self, warm):
-        """The loss curve and validation scores to extend: the last fit's, or empty."""
-        loss_curve, scores, n_iter = [], [], 0
-        if warm:
-            loss_curve, scores = list(self.loss_curve_), list(self.validation_scores_ or [])
-            n_iter = self.n_iter_
-        return SimpleNamespace(
-            loss_curve=loss_curve,
-            validation_scores=scores,
-            n_iter=n_iter,
-            first_iteration=n_iter,  # where this call started (warm starts)
-            best_validation_score=None,
-            rule_stop=None,  # (best iteration, on validation) when the rule stopped
-        )
-
     def _schedule_key(self):
         """What defines the schedule: a warm start with the same key continues it."""
         # a pair aesam_c spans the max_iter epochs: another max_iter is another schedule
@@ -327,9 +341,10 @@ class _BaseTwoLayer(BaseEstimator):
         return rule, schedule
 
     def _train(self, params, data, validation, rng, history, warm):
-        """The training loop with MLPRegressor's stopping rule.
+        """The training loop with MLPRegressor's stopping rule, appending to ``history``.
 
-        Returns the weights to keep and what a warm start continues from.
+        Returns the weights to keep, what a warm start continues from, and
+        ``(best iteration, on validation)`` when the stopping rule ended the fit.
         """
         state = _model.FlatParams(params, train_output_layer=self.train_output_layer)
         params = state.params
@@ -348,14 +363,12 @@ class _BaseTwoLayer(BaseEstimator):
         try:
             for _ in range(self.max_iter):
                 loss = step.epoch(state, data, batches)
-                history.n_iter += 1
                 if not math.isfinite(loss):
-                    raise _model.NonFinite(history.n_iter)
-                history.loss_curve.append(loss)
+                    raise _model.NonFinite(history.n_iter + 1)
                 score = None
                 if validation is not None:
-                    score = self._validation_score(params, validation, data.X.device)
-                    history.validation_scores.append(score)
+                    score = self._score_validation_rows(params, validation, data.X.device)
+                history.append(loss, score)
                 if self.verbose:
                     print_progress(history.n_iter, loss, score)
                 stop = rule.update(loss, score)
@@ -366,12 +379,13 @@ class _BaseTwoLayer(BaseEstimator):
         except KeyboardInterrupt:
             warn_interrupted(type(self).__name__)
             rule.stopped = interrupted = True
-        if not all(bool(p.isfinite().all()) for p in params):
+        if not all_finite(params):
             raise _model.NonFinite(history.n_iter, weights=True)
         if not rule.stopped and self.tol is not None:
             warn_not_converged(type(self).__name__, self.max_iter)
+        rule_stop = None
         if rule.stopped and not interrupted:  # checked with the fitted model
-            history.rule_stop = (rule.best_iteration, validation is not None)
+            rule_stop = (rule.best_iteration, validation is not None)
         history.best_validation_score = rule.best_score
         if self.verbose:
             print(self._stopping_line(history.n_iter, rule.stopped, state), flush=True)
@@ -380,7 +394,7 @@ class _BaseTwoLayer(BaseEstimator):
             "schedule": None if schedule is None else (self._schedule_key(), schedule),
             "batch_order": batches.state,
         }
-        return (best_params if best_params is not None else params), resume
+        return (best_params if best_params is not None else params), resume, rule_stop
 
     def _step(self, solver, schedule=None):
         """The update applied to whole epochs, with ``solver``'s perturbation."""
@@ -436,21 +450,21 @@ class _BaseTwoLayer(BaseEstimator):
         return diagnosis.non_finite_message(
             self.get_params(),
             self._perturbed(),
-            self._remedy_suffix,
+            self._scale_hint,
             iteration=exc.iteration,
             weights=exc.weights,
             gd=self._gradient_descent(initial, data),
         )
 
-    def _check_fitted_model(self, fitted, history, initial, data):
+    def _check_fitted_model(self, fitted, history, rule_stop, initial, data):
         """Raise on non-finite outputs; warn when training diverged or ended degenerate."""
         outputs = _forward(fitted, self.activation, data.X_numpy)
         Y = data.Y_numpy
         final_loss = self._outputs_loss(outputs, Y, data.sample_weight)
-        if not (np.all(np.isfinite(outputs)) and np.isfinite(final_loss)):
-            raise ValueError(
-                diagnosis.non_finite_outputs_message(self.learning_rate, self._remedy_suffix)
-            )
+        check_finite(
+            [outputs, final_loss],
+            diagnosis.non_finite_outputs_message(self.learning_rate, self._scale_hint),
+        )
         constant = None
         if diagnosis.is_constant(outputs, Y):
             W, b = fitted["coefs_"][0], fitted["intercepts_"][0]
@@ -463,12 +477,12 @@ class _BaseTwoLayer(BaseEstimator):
             name=type(self).__name__,
             params=self.get_params(),
             perturbed=self._perturbed(),
-            remedy_suffix=self._remedy_suffix,
+            scale_hint=self._scale_hint,
             baseline_loss=self._baseline_loss(Y, data.sample_weight),
             loss_curve=history.loss_curve,
             first_iteration=history.first_iteration,
             final_loss=final_loss,
-            rule_stop=history.rule_stop,
+            rule_stop=rule_stop,
             constant=constant,
             degenerate=self._degenerate(outputs, Y),
         )
@@ -487,7 +501,7 @@ class _BaseTwoLayer(BaseEstimator):
 
     # ------------------------------------------------------------- results
 
-    def _validation_score(self, params, validation, device):
+    def _score_validation_rows(self, params, validation, device):
         """The subclass's score of the network ``params`` on the validation rows."""
         X_val, y_val, weights, target = validation
         with torch.no_grad():
@@ -495,22 +509,11 @@ class _BaseTwoLayer(BaseEstimator):
             outputs = _model.forward(params, X_t, self.activation).double().cpu().numpy()
         if not np.all(np.isfinite(outputs)):
             return -np.inf
-        return self._score_outputs(outputs, y_val, weights, target)
+        return self._validation_score(outputs, y_val, weights, target)
 
     def _fitted_weights(self, params):
         W, b, a, c = [p.detach().cpu().double().numpy() for p in params]
         return {"coefs_": [W, a], "intercepts_": [b, c]}
-
-    def _fitted_history(self, history):
-        record = SimpleNamespace()
-        record_history(
-            record,
-            loss_curve=history.loss_curve,
-            n_iter=history.n_iter,
-            validation_scores=history.validation_scores if self.early_stopping else None,
-            best_validation_score=history.best_validation_score,
-        )
-        return vars(record)
 
     def _sharpness_or_none(self, params, data, rng):
         """``sharpness_``; None if interrupted (with a warning); non-finite raises."""
@@ -524,12 +527,12 @@ class _BaseTwoLayer(BaseEstimator):
                 stacklevel=_user_stacklevel(),
             )
             return None
-        if value is not None and not math.isfinite(value):
-            raise ValueError(
-                f"The sharpness of the fitted weights is {value}: the fit diverged "
-                f"(learning_rate={self.learning_rate} or rho={self.rho} is too large for "
-                "this data; lower them, or standardize the data). No weights were stored."
-            )
+        check_finite(
+            value,
+            f"The sharpness of the fitted weights is {value}: the fit diverged "
+            f"(learning_rate={self.learning_rate} or rho={self.rho} is too large for "
+            "this data; lower them, or standardize the data). No weights were stored.",
+        )
         return value
 
     def _measure_sharpness(self, params, data, rng):
@@ -805,7 +808,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
 
     _loss = "squared_error"
     _parameter_constraints = {**_BaseTwoLayer._parameter_constraints, **REGRESSOR_CONSTRAINTS}
-    _remedy_suffix = " and y"
+    _scale_hint = "standardize X and y"
     _y_checks = {"multi_output": True, "y_numeric": True}
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -832,7 +835,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
         """
         return self._fit(X, y, sample_weight)
 
-    def _encode_target(self, y, warm):
+    def _encode_targets(self, y, warm):
         y = numeric_target(y, type(self).__name__)
         Y = y.reshape(len(y), -1)
         if warm and Y.shape[1] != self.n_outputs_:
@@ -842,7 +845,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
             )
         return Y, {"n_outputs_": Y.shape[1]}
 
-    def _score_outputs(self, outputs, y, sample_weight, target):
+    def _validation_score(self, outputs, y, sample_weight, target):
         """:math:`R^2` (weighted by the validation rows' ``sample_weight``)."""
         return float(r2_score(y.reshape(outputs.shape), outputs, sample_weight=sample_weight))
 
@@ -1068,7 +1071,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     """
 
     _loss = "log_loss"
-    _remedy_suffix = ""
+    _scale_hint = "standardize X"
     _y_checks = {}
 
     # The regressor's parameters with the classifier's own defaults for
@@ -1149,7 +1152,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         """
         return self._fit(X, y, sample_weight)
 
-    def _encode_target(self, y, warm):
+    def _encode_targets(self, y, warm):
         check_classification_targets(y)
         classes = np.unique(y)
         if warm:
@@ -1182,7 +1185,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         classes = Y[:, 0].long() if Y.shape[1] == 1 else Y.argmax(dim=1)
         return lambda: (_model.autograd_outputs(leaves, data.X, self.activation), classes)
 
-    def _score_outputs(self, outputs, y, sample_weight, target):
+    def _validation_score(self, outputs, y, sample_weight, target):
         """Accuracy (weighted by the validation rows' ``sample_weight``)."""
         labels = self._labels(outputs, target["classes_"])
         return float(accuracy_score(y, labels, sample_weight=sample_weight))
@@ -1275,20 +1278,3 @@ def _forward(fitted, activation, X):
     W, a = fitted["coefs_"]
     b, c = fitted["intercepts_"]
     return NUMPY_ACTIVATIONS[activation](X @ W + b) @ a + c
-
-
-def _fitted_state(estimator):
-    """The estimator's fitted attributes (names ending in ``_``), by name."""
-    return {
-        name: value
-        for name, value in vars(estimator).items()
-        if name.endswith("_") and not name.startswith("__")
-    }
-
-
-def _replace_fitted_state(estimator, fitted):
-    """Drop every fitted attribute of ``estimator``, then set ``fitted``."""
-    for name in _fitted_state(estimator):
-        delattr(estimator, name)
-    for name, value in fitted.items():
-        setattr(estimator, name, value)
