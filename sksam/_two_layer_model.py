@@ -17,9 +17,12 @@ whole epochs (:class:`Step`). Nothing here knows about the estimators
 (:mod:`sksam.two_layer`).
 """
 
+import math
+
 import numpy as np
 
 from ._activations import torch_activation
+from ._base import all_finite, print_progress
 from ._schedules import ScheduledStep
 from ._update_rules import is_perturbed, perturbation
 
@@ -34,7 +37,9 @@ __all__ = [
     "autograd_loss",
     "forward",
     "loss_and_gradient",
+    "sharpness_problem",
     "step_",
+    "train",
 ]
 
 #: The losses of the outputs: ``'squared_error'`` (regression) and
@@ -548,3 +553,83 @@ class Step:
             loss = step_(state, data.X[idx], data.Y[idx], weights=weights, **self.options)
             total += loss.item() * share
         return total
+
+
+def train(state, data, step, batches, *, rule, max_iter, history, score=None, verbose=False):
+    """Epochs of ``step`` until ``rule`` stops them or ``max_iter``, appending to ``history``.
+
+    Parameters
+    ----------
+    state : FlatParams
+        The weights, trained in place.
+    data : TrainingData
+        The training rows.
+    step : Step
+        The update applied to each epoch.
+    batches : BatchOrder
+        The mini-batch order.
+    rule : sksam._base.StoppingRule
+        MLPRegressor's stopping rule, on the loss (or on ``score``).
+    max_iter : int
+        The most epochs.
+    history : sksam._base.FitHistory
+        Receives each epoch's loss (and score).
+    score : callable, optional
+        ``score(params)``: the validation score of the weights, for early
+        stopping (the weights of the best score are returned).
+    verbose : bool, default=False
+        Print each epoch's loss.
+
+    Returns
+    -------
+    params : list of 4 tensors
+        The weights to keep: the last ones, or the best-scoring ones.
+    interrupted : bool
+        Whether a ``KeyboardInterrupt`` ended the loop (the caller warns).
+
+    Raises
+    ------
+    NonFinite
+        When the loss or the weights become non-finite.
+    """
+    best, interrupted = None, False
+    try:
+        for _ in range(max_iter):
+            loss = step.epoch(state, data, batches)
+            if not math.isfinite(loss):
+                raise NonFinite(history.n_iter + 1)
+            value = None if score is None else score(state.params)
+            history.append(loss, value)
+            if verbose:
+                print_progress(history.n_iter, loss, value)
+            stop = rule.update(loss, value)
+            if score is not None and rule.is_best:
+                best = [p.clone() for p in state.params]
+            if stop:
+                break
+    except KeyboardInterrupt:
+        rule.stopped = interrupted = True
+    if not all_finite(state.params):
+        raise NonFinite(history.n_iter, weights=True)
+    return (state.params if best is None else best), interrupted
+
+
+def sharpness_problem(params, data, activation, loss, train_output_layer):
+    """The loss, the trained leaves and the logits of the network, for the sharpness.
+
+    Returns
+    -------
+    loss_fn : callable
+        The (weighted) mean training loss at ``params``, for autograd.
+    trained : list of tensors
+        The trained parameters (``W, b, a, c``, or ``W, b``), leaves.
+    leaves : list of 4 tensors
+        All four, for the logits of a classifier.
+    """
+    n_trained = 4 if train_output_layer else 2
+    leaves = [p.detach().clone().requires_grad_(i < n_trained) for i, p in enumerate(params)]
+
+    def loss_fn():
+        return autograd_loss(leaves, data.X, data.Y, activation, data.weights, loss=loss)
+
+    return loss_fn, leaves[:n_trained], leaves

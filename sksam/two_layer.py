@@ -12,6 +12,7 @@ The network, its losses and its hand-written gradient live in
 """
 
 import copy
+import functools
 import math
 import numbers
 import warnings
@@ -33,17 +34,16 @@ from . import _two_layer_model as _model
 from ._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
 from ._base import (
     COMMON_CONSTRAINTS,
+    HISTORY_ATTRIBUTES_DOC,
     REGRESSOR_CONSTRAINTS,
     EstimatorHooks,
     FitHistory,
     FitTransaction,
     StoppingRule,
     _user_stacklevel,
-    all_finite,
     check_device,
     check_finite,
     numeric_target,
-    print_progress,
     validation_split,
     warn_interrupted,
     warn_not_converged,
@@ -204,13 +204,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         X, y = validate_data(
             self, X, y, reset=not warm, dtype=(np.float64, np.float32), **self._y_checks
         )
-        fitted = {
-            name: getattr(self, name)
-            for name in ("n_features_in_", "feature_names_in_")
-            if hasattr(self, name)
-        }
-        Y, target_state = self._encode_targets(y, warm)
-        fitted.update(target_state)
+        Y, fitted = self._encode_targets(y, warm)  # n_features_in_ is kept by the transaction
         if sample_weight is not None:
             sample_weight = _check_sample_weight(
                 sample_weight, X, dtype=np.float64, ensure_non_negative=True
@@ -224,7 +218,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             data = _model.TrainingData(X[train], Y[train], weights, device)
             validation = None
             if val is not None:
-                validation = self._validation_part(X, y, sample_weight, val, target_state)
+                validation = self._validation_part(X, y, sample_weight, val, dict(fitted))
             initial = self._initial_params(data, rng, warm, device)
             history = (
                 FitHistory.continued(self, early_stopping=self.early_stopping)
@@ -347,7 +341,6 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         ``(best iteration, on validation)`` when the stopping rule ended the fit.
         """
         state = _model.FlatParams(params, train_output_layer=self.train_output_layer)
-        params = state.params
         saved = self._resume_["batch_order"] if warm else None
         batches = _model.BatchOrder(
             data.n_samples,
@@ -358,29 +351,22 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         rule_name, schedule = self._schedule(rng, batches.n_batches, warm)
         step = self._step(rule_name, schedule)
         rule = StoppingRule(self.tol, self.n_iter_no_change, on_validation=validation is not None)
-        best_params = None
-        interrupted = False
-        try:
-            for _ in range(self.max_iter):
-                loss = step.epoch(state, data, batches)
-                if not math.isfinite(loss):
-                    raise _model.NonFinite(history.n_iter + 1)
-                score = None
-                if validation is not None:
-                    score = self._score_validation_rows(params, validation, data.X.device)
-                history.append(loss, score)
-                if self.verbose:
-                    print_progress(history.n_iter, loss, score)
-                stop = rule.update(loss, score)
-                if validation is not None and rule.is_best:
-                    best_params = [p.clone() for p in params]
-                if stop:
-                    break
-        except KeyboardInterrupt:
+        score = None
+        if validation is not None:
+            score = functools.partial(self._score_validation_rows, validation=validation)
+        params, interrupted = _model.train(
+            state,
+            data,
+            step,
+            batches,
+            rule=rule,
+            max_iter=self.max_iter,
+            history=history,
+            score=score,
+            verbose=self.verbose,
+        )
+        if interrupted:
             warn_interrupted(type(self).__name__)
-            rule.stopped = interrupted = True
-        if not all_finite(params):
-            raise _model.NonFinite(history.n_iter, weights=True)
         if not rule.stopped and self.tol is not None:
             warn_not_converged(type(self).__name__, self.max_iter)
         rule_stop = None
@@ -394,7 +380,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             "schedule": None if schedule is None else (self._schedule_key(), schedule),
             "batch_order": batches.state,
         }
-        return (best_params if best_params is not None else params), resume, rule_stop
+        return params, resume, rule_stop
 
     def _step(self, solver, schedule=None):
         """The update applied to whole epochs, with ``solver``'s perturbation."""
@@ -501,11 +487,11 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
 
     # ------------------------------------------------------------- results
 
-    def _score_validation_rows(self, params, validation, device):
+    def _score_validation_rows(self, params, validation):
         """The subclass's score of the network ``params`` on the validation rows."""
         X_val, y_val, weights, target = validation
         with torch.no_grad():
-            X_t = torch.as_tensor(X_val.astype(np.float32), device=device)
+            X_t = torch.as_tensor(X_val.astype(np.float32), device=params[0].device)
             outputs = _model.forward(params, X_t, self.activation).double().cpu().numpy()
         if not np.all(np.isfinite(outputs)):
             return -np.inf
@@ -539,18 +525,13 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         """``sharpness_`` of the mean training loss at ``params`` (see Attributes)."""
         if self.sharpness is None:
             return None
-        n_trained = 4 if self.train_output_layer else 2
-        leaves = [p.detach().clone().requires_grad_(i < n_trained) for i, p in enumerate(params)]
-
-        def loss_fn():
-            return _model.autograd_loss(
-                leaves, data.X, data.Y, self.activation, data.weights, loss=self._loss
-            )
-
+        loss_fn, trained, leaves = _model.sharpness_problem(
+            params, data, self.activation, self._loss, self.train_output_layer
+        )
         return measure_sharpness(
             self.sharpness,
             loss_fn,
-            leaves[:n_trained],
+            trained,
             rho=self.rho,
             random_state=int(rng.randint(np.iinfo(np.int32).max)),
             logits_fn=self._logits_fn(leaves, data),
@@ -569,8 +550,144 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         return _forward(vars(self), self.activation, X)
 
 
+def _parameters_doc(init_scale, learning_rate):
+    """The Parameters section of both estimators, with their own step and scale entries."""
+    return (
+        r"""
+    Parameters
+    ----------
+    solver : {'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam'}, default='sam'
+        The update rule, with :math:`g = \nabla L(w)`: gradient descent
+        (``e = 0``), SAM (``e = rho g/||g||``), unnormalized SAM
+        (``e = rho g``) or adaptive SAM (``e = rho T^2 g/||T g||``,
+        ``T = |w| + 0.01`` on the weight matrices ``W`` and ``a``, ``T = 1``
+        on the intercepts). The cheap variants take SAM's step on some
+        steps only and a gradient step on the others: ``'every_k'`` every
+        ``sam_every`` steps, ``'looksam'`` the same with LookSAM's reused
+        direction in between, ``'rst'`` with probability ``rst_p``,
+        ``'aesam'`` when the squared gradient norm is ``aesam_c`` standard
+        deviations above its moving mean (see ``sksam.optim`` and the "SAM
+        on a budget" guide).
+    rho : float, default=0.05
+        Radius of the perturbation. ``rho=0`` gives gradient descent exactly.
+        Larger radii act more, but a network started near zero
+        (``init_scale``) with few hidden units can stay at the zero function
+        when ``rho`` is large against its weights (see the user guide).
+    n_hidden : int, default=100
+        Number of hidden units ``h``.
+    activation : {'relu', 'tanh', 'logistic', 'quadratic', 'identity'}, default='relu'
+        The activation :math:`\sigma`, named as in scikit-learn's MLPs;
+        ``'quadratic'`` is :math:`z^2`.
+    train_output_layer : bool, default=True
+        If False, only the hidden layer (``W``, ``b``) is trained; the output
+        weights keep their initial values (see Notes).
+"""
+        + init_scale
+        + learning_rate
+        + r"""    batch_size : int or None, default=None
+        ``None`` uses the full batch at each step (the paper's setting);
+        otherwise mini-batches of this size, reshuffled at each epoch.
+    max_iter : int, default=1000
+        Maximum number of iterations (epochs; one step each at full batch).
+    tol : float or None, default=1e-4
+        Tolerance of the stopping rule, as in scikit-learn's MLPs: training
+        stops when the training loss (or, with ``early_stopping``, the
+        validation score) has not improved by at least ``tol`` for more than
+        ``n_iter_no_change`` consecutive iterations. ``None`` disables the
+        rule: exactly ``max_iter`` iterations, no ``ConvergenceWarning`` for
+        reaching it; with ``early_stopping`` the weights with the best
+        validation score are still the ones kept. The default stops early,
+        before the network fits much label noise; SAM's larger gains over
+        gradient descent live in long schedules (``tol=None``).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified by
+        class for a classifier), stop when its score (:math:`R^2`, or the
+        accuracy) stops improving, and keep the weights with the best
+        validation score. Both parts must have at least 2 samples. From a
+        start near the zero function the score can sit still for tens of
+        iterations: a fit that early stopping ends while the training loss
+        is above 90 % of a constant predictor's warns (raise
+        ``n_iter_no_change``, or set ``tol=None`` to run ``max_iter``
+        iterations and keep the best weights).
+    validation_fraction : float, default=0.1
+        Fraction of the data held out when ``early_stopping`` is True.
+    n_iter_no_change : int, default=10
+        Iterations without improvement before stopping.
+    sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
+        The measure stored in ``sharpness_``, computed once at the end of
+        ``fit`` by :func:`sksam.sharpness.measure_sharpness`; None skips it.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialization, the mini-batches, the validation split,
+        ``'rst'``'s draws and the sharpness computation, as scikit-learn reads
+        it (a numpy integer is an integer).
+    device : str, default='cpu'
+        Torch device to train on, e.g. ``'cuda'``; an unavailable device is a
+        ``ValueError``.
+    n_threads : int or None, default=None
+        Torch threads during ``fit``, restored afterwards. None: one thread
+        for small problems and inside joblib workers (e.g.
+        ``GridSearchCV(n_jobs=2)``), torch's setting otherwise; -1: one per
+        core. See the user guide, "Threads".
+    warm_start : bool, default=False
+        Start from the weights of the previous fit (and append to its
+        ``loss_curve_``), carrying on its mini-batch order and its
+        cheap-variant schedule: two warm fits of 5 iterations give the
+        weights of one fit of 10. Changing ``n_hidden`` or ``activation``
+        between warm fits is a ``ValueError``; a classifier's classes must be
+        among ``classes_``.
+    verbose : bool or int, default=False
+        Print the loss at each iteration, and at the end why training
+        stopped and how much of the weights' movement SAM's perturbation
+        caused (saying so when the fit stopped where SAM and gradient descent
+        coincide).
+    sam_every : int, default=5
+        Steps per SAM step of the cheap variants: the period of
+        ``'every_k'`` and ``'looksam'``, and ``1 / rst_p`` of ``'rst'`` when
+        ``rst_p`` is None; ignored by the other solvers.
+    rst_p : float in [0, 1] or None, default=None
+        ``'rst'``'s probability of a SAM step (None: ``1 / sam_every``).
+    aesam_c : float or tuple of two floats, default=0.0
+        ``'aesam'``'s threshold ``c`` (:class:`sksam.optim.AESAM`); a pair
+        ``(c_first, c_last)`` moves linearly from the first to the last over
+        the ``max_iter`` epochs' steps, as in the paper.
+"""
+    )
+
+
+def _attributes_doc(first, outputs, sharpness):
+    """The Attributes section of both estimators around their own entries."""
+    return (
+        "\n    Attributes\n    ----------\n"
+        + first
+        + """    coefs_ : list of 2 ndarrays
+        ``coefs_[0]`` is ``W`` of shape (n_features, n_hidden) and
+        ``coefs_[1]`` is ``a`` of shape (n_hidden, n_outputs), the layout of
+        scikit-learn's MLPs.
+    intercepts_ : list of 2 ndarrays
+        ``b`` of shape (n_hidden,) and ``c`` of shape (n_outputs,).
+    n_outputs_ : int
+"""
+        + outputs
+        + HISTORY_ATTRIBUTES_DOC
+        + """
+    sharpness_ : float or None
+        The ``sharpness`` measure of the mean training """
+        + sharpness
+        + """ at the
+        fitted weights, with respect to the trained parameters, on the
+        training rows (without the validation split). None if
+        ``sharpness=None``, or if the sharpness computation was interrupted.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when ``X`` has string column names.
+"""
+    )
+
+
 class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
-    r"""Network with one hidden layer, fitted by gradient descent or SAM.
+    __doc__ = (
+        r"""Network with one hidden layer, fitted by gradient descent or SAM.
 
     The model is
 
@@ -591,38 +708,13 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
 
     Computations run in **float32**; the fitted arrays are returned as
     float64 numpy arrays.
-
-    Parameters
-    ----------
-    solver : {'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam'}, default='sam'
-        The update rule, with :math:`g = \nabla L(w)`: gradient descent
-        (``e = 0``), SAM (``e = rho g/||g||``), unnormalized SAM
-        (``e = rho g``) or adaptive SAM (``e = rho T^2 g/||T g||``,
-        ``T = |w| + 0.01`` on the weight matrices ``W`` and ``a``, ``T = 1``
-        on the intercepts). The cheap variants take SAM's step on some
-        steps only and a gradient step on the others: ``'every_k'`` every
-        ``sam_every`` steps, ``'looksam'`` the same with LookSAM's reused
-        direction in between, ``'rst'`` with probability ``1 / sam_every``,
-        ``'aesam'`` when the squared gradient norm is above its moving mean
-        (see ``sksam.optim`` and the "SAM on a budget" guide).
-    rho : float, default=0.05
-        Radius of the perturbation. ``rho=0`` gives gradient descent exactly.
-        Larger radii act more, but a network started near zero
-        (``init_scale``) with few hidden units can stay at the zero function
-        when ``rho`` is large against its weights (see Notes).
-    n_hidden : int, default=100
-        Number of hidden units ``h``.
-    activation : {'relu', 'tanh', 'logistic', 'quadratic', 'identity'}, default='relu'
-        The activation :math:`\sigma`, named as in
-        :class:`~sklearn.neural_network.MLPRegressor`; ``'quadratic'`` is
-        :math:`z^2`.
-    train_output_layer : bool, default=True
-        If False, only the hidden layer (``W``, ``b``) is trained; the output
-        weights keep their initial values (see Notes).
-    init_scale : float, default=0.1
+"""
+        + _parameters_doc(
+            r"""    init_scale : float, default=0.1
         Scale ``s`` of the initialization (see Notes). Small values start
         near the zero function, the regime where SAM's advantage is largest.
-    learning_rate : float, default=0.05
+""",
+            r"""    learning_rate : float, default=0.05
         Step size :math:`\eta`. Plain gradient descent has no adaptive step,
         so the stable range depends on the scale of the data: standardize
         ``X`` (:class:`~sklearn.preprocessing.StandardScaler`) and ``y``
@@ -630,108 +722,10 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
         diverges or ends as a constant predictor says so with a
         :class:`~sksam.exceptions.DivergenceWarning` (or, if the loss becomes
         non-finite, a ``ValueError``).
-    batch_size : int or None, default=None
-        ``None`` uses the full batch at each step (the paper's setting);
-        otherwise mini-batches of this size, reshuffled at each epoch.
-    max_iter : int, default=1000
-        Maximum number of iterations (epochs; one step each at full batch).
-    tol : float or None, default=1e-4
-        Tolerance of the stopping rule, as in
-        :class:`~sklearn.neural_network.MLPRegressor`: training stops when the
-        training loss (or, with ``early_stopping``, the validation score) has
-        not improved by at least ``tol`` for more than ``n_iter_no_change``
-        consecutive iterations. ``None`` disables the rule: exactly
-        ``max_iter`` iterations, no ``ConvergenceWarning`` for reaching it; with
-        ``early_stopping`` the weights with the best validation score are
-        still the ones kept.
-        The default stops early, before the network fits much label noise;
-        SAM's larger gains over gradient descent live in long schedules
-        (``tol=None``, see Notes).
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data, stop when its
-        :math:`R^2` stops improving, and keep the weights with the best
-        validation score. Both parts must have at least 2 samples.
-        From a start near the zero function the validation score can sit
-        still for tens of iterations: a fit that early stopping ends while
-        the training loss is above 90 % of a constant predictor's warns
-        (raise ``n_iter_no_change``, or set ``tol=None`` to run ``max_iter``
-        iterations and keep the best weights).
-    validation_fraction : float, default=0.1
-        Fraction of the data held out when ``early_stopping`` is True.
-    n_iter_no_change : int, default=10
-        Iterations without improvement before stopping.
-    sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
-        The measure stored in ``sharpness_``, computed once at the end of
-        ``fit`` by :func:`sksam.sharpness.measure_sharpness`; None skips it.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the initialization, the mini-batches, the validation split and
-        the sharpness computation.
-    device : str, default='cpu'
-        Torch device to train on, e.g. ``'cuda'``; an unavailable device is a
-        ``ValueError``.
-    n_threads : int or None, default=None
-        Torch threads during ``fit``, restored afterwards. None: one thread
-        for small problems and inside joblib workers (e.g.
-        ``GridSearchCV(n_jobs=2)``), torch's setting otherwise; -1: one per
-        core. See the user guide, "Threads".
-    warm_start : bool, default=False
-        Start from the weights of the previous fit (and append to its
-        ``loss_curve_``) instead of a fresh initialization, carrying on its
-        mini-batch order and cheap-variant schedule: two warm fits of 5
-        iterations give the weights of one fit of 10. Changing ``n_hidden``
-        or ``activation`` between warm fits is a ``ValueError``.
-    verbose : bool or int, default=False
-        Print the loss at each iteration, and at the end why training
-        stopped and how much of the weights' movement SAM's perturbation
-        caused (saying so when the fit stopped where SAM and gradient descent
-        coincide).
-    sam_every : int, default=5
-        Steps per SAM step of the cheap variants: the period of
-        ``'every_k'`` and ``'looksam'``, and ``1 / p`` of ``'rst'`` unless
-        ``rst_p`` is given; ignored by the other solvers.
-    rst_p : float in [0, 1] or None, default=None
-        ``'rst'``'s probability of a SAM step (None: ``1 / sam_every``). Its
-        draws come from a generator seeded from ``random_state``.
-    aesam_c : float or tuple of two floats, default=0.0
-        ``'aesam'``'s threshold, in standard deviations of the squared
-        gradient norm above its moving mean; a pair ``(c_first, c_last)``
-        moves linearly from the first to the last over the ``max_iter``
-        epochs' steps, as in the paper (:class:`sksam.optim.AESAM`).
-
-    Attributes
-    ----------
-    coefs_ : list of 2 ndarrays
-        ``coefs_[0]`` is ``W`` of shape (n_features, n_hidden) and
-        ``coefs_[1]`` is ``a`` of shape (n_hidden, n_outputs), the layout of
-        :class:`~sklearn.neural_network.MLPRegressor`.
-    intercepts_ : list of 2 ndarrays
-        ``b`` of shape (n_hidden,) and ``c`` of shape (n_outputs,).
-    n_iter_ : int
-        Number of iterations run (over all ``warm_start`` calls).
-    loss_curve_ : list of float
-        Mean training loss at each iteration, evaluated at the weights the
-        iteration started from (with mini-batches, the mean of the batch
-        losses over the epoch).
-    best_loss_ : float
-        ``min(loss_curve_)``.
-    validation_scores_ : list of float or None
-        :math:`R^2` (accuracy for classifiers) on the validation split at each
-        iteration when ``early_stopping`` is True, else None.
-    best_validation_score_ : float or None
-        ``max(validation_scores_)``: the score of the weights kept when
-        ``early_stopping`` is True, else None.
-    sharpness_ : float or None
-        The ``sharpness`` measure of the mean training loss at the fitted
-        weights, with respect to the trained parameters, on the training data
-        actually used (without the validation split). None if
-        ``sharpness=None``.
-    n_outputs_ : int
-        Number of outputs.
-    n_features_in_ : int
-        Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during fit, when ``X`` has string column names.
-
+""",
+        )
+        + _attributes_doc("", "        Number of outputs.\n", "loss")
+        + r"""
     See Also
     --------
     sklearn.neural_network.MLPRegressor : The same model trained by SGD or Adam.
@@ -746,7 +740,6 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     does. With ``train_output_layer=False`` the output weights are frozen at
     random signs :math:`a_j = \pm 1/\sqrt{h}` (the fixed second layer of the
     theory, e.g. Du et al. 2019) and ``c`` at the (weighted) mean of ``y``.
-    The user guide compares initializations.
 
     **Defaults and when SAM acts.** The default stopping rule ends a fit on
     standardized data after a few hundred full-batch steps, where SAM's
@@ -755,33 +748,13 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     says which regime the fit stopped in. Measurements: the user guide,
     :ref:`When SAM and GD coincide <sam-gd-coincide>`.
 
-    **Transactional fit.** The fitted attributes are built aside and set
-    only when ``fit`` succeeds: a fit that raises, or is interrupted after
-    training (during the sharpness), leaves the estimator unfitted, or
-    under ``warm_start`` exactly as before the call. Randomness comes from
-    ``random_state`` only (a private generator for the mini-batches); torch's
-    global random state is neither read nor reseeded.
-
-    **Failures.** A ``ConvergenceWarning`` when ``max_iter`` is reached
-    before the stopping rule; a warning (and the current weights kept) on
-    ``KeyboardInterrupt`` during training, and a warning with
-    ``sharpness_ = None`` during the sharpness; a ``ValueError`` when the
-    loss, the weights or the sharpness become non-finite, naming ``rho``
-    when the same fit with ``rho=0`` stays finite and ``learning_rate``
-    otherwise (the estimator is then left unfitted, or with its previous fit
-    under ``warm_start``); and a
-    :class:`~sksam.exceptions.DivergenceWarning` naming the cause and the
-    remedy when the loss grows by orders of magnitude or the fitted network
-    predicts a constant (for example every ReLU unit died after a too-large
-    step on unscaled targets). A fit that the stopping rule ends while the
-    training loss is still above 90 % of the best constant predictor's (on
-    the plateau around the initialization) gives a ``ConvergenceWarning``
-    naming the likely cause: ``rho`` when gradient descent from the same
-    start, under the same rule, ends below 75 % of a constant's loss (SAM
-    held the network at the zero function, a saddle), ``learning_rate`` and
-    ``tol`` otherwise. A classifier that ends predicting a single class on
-    training data of several warns in the same way, with or without the
-    stopping rule.
+    **Failures.** A fit either succeeds or changes nothing (the estimator
+    keeps its previous fit, if any). Non-finite losses, weights or
+    sharpness raise a ``ValueError``; a divergence, a constant prediction or
+    a stop on the plateau around the initialization warn; each names
+    ``rho`` when the same fit with ``rho=0`` is healthy, ``learning_rate``
+    (or the stopping rule) otherwise. The user guide lists them:
+    :ref:`two-layer-failures`.
 
     References
     ----------
@@ -805,6 +778,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     >>> bool(reg.sharpness_ > 0)
     True
     """
+    )
 
     _loss = "squared_error"
     _parameter_constraints = {**_BaseTwoLayer._parameter_constraints, **REGRESSOR_CONSTRAINTS}
@@ -886,7 +860,8 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
 
 
 class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
-    r"""Network with one hidden layer for classification, fitted by gradient descent or SAM.
+    __doc__ = (
+        r"""Network with one hidden layer for classification, fitted by gradient descent or SAM.
 
     The network of :class:`SAMTwoLayerRegressor`,
 
@@ -907,136 +882,26 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
 
     Computations run in **float32**; the fitted arrays are returned as
     float64 numpy arrays.
-
-    Parameters
-    ----------
-    solver : {'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam'}, default='sam'
-        The update rule, with :math:`g = \nabla L(w)`: gradient descent
-        (``e = 0``), SAM (``e = rho g/||g||``), unnormalized SAM
-        (``e = rho g``) or adaptive SAM (``e = rho T^2 g/||T g||``,
-        ``T = |w| + 0.01`` on the weight matrices ``W`` and ``a``, ``T = 1``
-        on the intercepts). The cheap variants take SAM's step on some
-        steps only and a gradient step on the others: ``'every_k'`` every
-        ``sam_every`` steps, ``'looksam'`` the same with LookSAM's reused
-        direction in between, ``'rst'`` with probability ``1 / sam_every``,
-        ``'aesam'`` when the squared gradient norm is above its moving mean
-        (see ``sksam.optim`` and the "SAM on a budget" guide).
-    rho : float, default=0.05
-        Radius of the perturbation. ``rho=0`` gives gradient descent exactly.
-    n_hidden : int, default=100
-        Number of hidden units ``h``.
-    activation : {'relu', 'tanh', 'logistic', 'quadratic', 'identity'}, default='relu'
-        The activation :math:`\sigma`, named as in
-        :class:`~sklearn.neural_network.MLPClassifier`; ``'quadratic'`` is
-        :math:`z^2`.
-    train_output_layer : bool, default=True
-        If False, only the hidden layer (``W``, ``b``) is trained; the output
-        weights keep their initial values (random signs
-        :math:`\pm 1/\sqrt{h}`, and ``c`` at the log-odds of the weighted class
-        frequencies).
-    init_scale : float, default=1.0
+"""
+        + _parameters_doc(
+            r"""    init_scale : float, default=1.0
         Scale ``s`` of the initialization: :math:`W_{ij} \sim N(0, s^2/d)`,
         :math:`a_{jk} \sim N(0, s^2/h)`, ``b = c = 0`` (LeCun's normal
         initialization at ``s = 1``). Larger than the regressor's default:
-        see Notes, "Defaults".
-    learning_rate : float, default=1.0
+        see Notes.
+""",
+            r"""    learning_rate : float, default=1.0
         Step size :math:`\eta`; standardize ``X``
         (:class:`~sklearn.preprocessing.StandardScaler`) or scale it to
         about unit range. Larger than the regressor's default: see Notes.
-    batch_size : int or None, default=None
-        ``None`` uses the full batch at each step; otherwise mini-batches of
-        this size, reshuffled at each epoch.
-    max_iter : int, default=1000
-        Maximum number of iterations (epochs; one step each at full batch).
-    tol : float or None, default=1e-4
-        Tolerance of the stopping rule: training stops when the training
-        loss (or, with ``early_stopping``, the validation accuracy) has not
-        improved by at least ``tol`` for more than ``n_iter_no_change``
-        consecutive iterations. ``None`` disables the rule: exactly
-        ``max_iter`` iterations, no ``ConvergenceWarning`` for reaching it.
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data (stratified by
-        class), stop when its accuracy stops improving, and keep the weights
-        with the best validation accuracy. From a start near the zero
-        function (a small ``init_scale``) the accuracy can sit still for tens
-        of iterations: a fit that early stopping ends while the training loss
-        is above 90 % of a constant predictor's warns (raise
-        ``n_iter_no_change``, or set ``tol=None`` to run ``max_iter``
-        iterations and keep the best weights). At the default step the
-        validation accuracy oscillates from step to step, and
-        ``n_iter_no_change=10`` can end a fit well before its best: with
-        early stopping, ``n_iter_no_change`` around 50 is the safer choice.
-    validation_fraction : float, default=0.1
-        Fraction of the data held out when ``early_stopping`` is True.
-    n_iter_no_change : int, default=10
-        Iterations without improvement before stopping.
-    sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
-        The measure stored in ``sharpness_``, computed once at the end of
-        ``fit`` by :func:`sksam.sharpness.measure_sharpness` on the mean
-        cross-entropy; None skips it.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the initialization, the mini-batches, the validation split and
-        the sharpness computation.
-    device : str, default='cpu'
-        Torch device to train on, e.g. ``'cuda'``; an unavailable device is a
-        ``ValueError``.
-    n_threads : int or None, default=None
-        Torch threads during ``fit``, restored afterwards, as in
-        :class:`SAMTwoLayerRegressor`.
-    warm_start : bool, default=False
-        Continue the previous fit, as in :class:`SAMTwoLayerRegressor`; the
-        classes of ``y`` must be among ``classes_``.
-    verbose : bool or int, default=False
-        Print the loss at each iteration, and at the end why training
-        stopped and how much of the weights' movement SAM's perturbation
-        caused.
-    sam_every : int, default=5
-        Steps per SAM step of the cheap variants: the period of
-        ``'every_k'`` and ``'looksam'``, and ``1 / p`` of ``'rst'`` unless
-        ``rst_p`` is given; ignored by the other solvers.
-    rst_p : float in [0, 1] or None, default=None
-        ``'rst'``'s probability of a SAM step (None: ``1 / sam_every``). Its
-        draws come from a generator seeded from ``random_state``.
-    aesam_c : float or tuple of two floats, default=0.0
-        ``'aesam'``'s threshold, in standard deviations of the squared
-        gradient norm above its moving mean; a pair ``(c_first, c_last)``
-        moves linearly from the first to the last over the ``max_iter``
-        epochs' steps, as in the paper (:class:`sksam.optim.AESAM`).
-
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-        The class labels, sorted.
-    coefs_ : list of 2 ndarrays
-        ``W`` of shape (n_features, n_hidden) and ``a`` of shape
-        (n_hidden, n_outputs).
-    intercepts_ : list of 2 ndarrays
-        ``b`` of shape (n_hidden,) and ``c`` of shape (n_outputs,).
-    n_outputs_ : int
-        Number of outputs: 1 for two classes, ``n_classes`` otherwise.
-    n_iter_ : int
-        Number of iterations run (over all ``warm_start`` calls).
-    loss_curve_ : list of float
-        Mean training loss at each iteration, evaluated at the weights the
-        iteration started from (with mini-batches, the mean of the batch
-        losses over the epoch).
-    best_loss_ : float
-        ``min(loss_curve_)``.
-    validation_scores_ : list of float or None
-        :math:`R^2` (accuracy for classifiers) on the validation split at each
-        iteration when ``early_stopping`` is True, else None.
-    best_validation_score_ : float or None
-        ``max(validation_scores_)``: the score of the weights kept when
-        ``early_stopping`` is True, else None.
-    sharpness_ : float or None
-        The ``sharpness`` measure of the mean training cross-entropy at the
-        fitted weights, with respect to the trained parameters; None if
-        ``sharpness=None`` (or if the sharpness computation was interrupted).
-    n_features_in_ : int
-        Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during fit, when ``X`` has string column names.
-
+""",
+        )
+        + _attributes_doc(
+            "    classes_ : ndarray of shape (n_classes,)\n        The class labels, sorted.\n",
+            "        Number of outputs: 1 for two classes, ``n_classes`` otherwise.\n",
+            "cross-entropy",
+        )
+        + r"""
     See Also
     --------
     SAMTwoLayerRegressor : The same network for regression.
@@ -1044,19 +909,22 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
 
     Notes
     -----
-    The fit is shared with :class:`SAMTwoLayerRegressor` (see its Notes for
-    the initialization, the transactional fit and the failures); only the
-    loss, the target encoding, the validation score and the predictions
-    differ.
+    The fit is shared with :class:`SAMTwoLayerRegressor` (see its Notes);
+    only the loss, the target encoding, the validation score and the
+    predictions differ. With ``train_output_layer=False`` the output
+    weights are frozen at random signs :math:`\pm 1/\sqrt{h}`, and ``c`` at
+    the log-odds of the weighted class frequencies.
 
     **Defaults and when SAM acts.** The classifier has its own
     ``init_scale=1.0`` and ``learning_rate=1.0`` (the regressor's are 0.1
     and 0.05): the cross-entropy is flatter than the squared error, and from
     the regressor's near-zero start a ten-class fit stops on the initial
     plateau. A fit that stops there, or predicts a single class, gives a
-    ``ConvergenceWarning`` naming ``rho`` or ``learning_rate`` (see
-    :class:`SAMTwoLayerRegressor`, "Failures"). Measurements: the user
-    guide, :ref:`When SAM and GD coincide <sam-gd-coincide>`.
+    ``ConvergenceWarning`` naming ``rho`` or ``learning_rate``. At the
+    default step the validation accuracy oscillates from step to step: with
+    ``early_stopping``, ``n_iter_no_change`` around 50 is the safer choice.
+    Measurements: the user guide, :ref:`When SAM and GD coincide
+    <sam-gd-coincide>`.
 
     Examples
     --------
@@ -1069,6 +937,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     >>> clf.classes_
     array([0, 1])
     """
+    )
 
     _loss = "log_loss"
     _scale_hint = "standardize X"
