@@ -26,8 +26,12 @@ __all__ = [
     "FitFacts",
     "GradientDescentRun",
     "diagnose",
+    "constant_cause",
     "gradient_descent",
+    "is_constant",
     "non_finite_message",
+    "non_finite_outputs_message",
+    "standardize_advice",
     "stopping_line",
 ]
 
@@ -83,9 +87,7 @@ class GradientDescentRun:
         return self.finite and self.curve[-1] <= level and not self.degenerate
 
 
-def gradient_descent(
-    initial, data, *, step, batch_size, train_output_layer, judge, n_iter, rule=None
-):
+def gradient_descent(initial, data, params, step, judge, n_iter, rule=False):
     """The counterfactual: gradient descent from ``initial`` on ``data``.
 
     Parameters
@@ -94,30 +96,31 @@ def gradient_descent(
         The start of the fit being diagnosed (``W, b, a, c``; not changed).
     data : sksam._two_layer_model.TrainingData
         Its training rows.
+    params : dict
+        The estimator's parameters: ``batch_size`` (the batch order is
+        seeded with 0), ``train_output_layer``, and with ``rule``, ``tol``
+        and ``n_iter_no_change``.
     step : sksam._two_layer_model.Step
         Gradient descent's update (``solver='gd'``) with the fit's step size.
-    batch_size : int or None
-        The fit's batch size; the batch order is seeded with 0.
-    train_output_layer : bool
-        Whether ``a, c`` are trained.
     judge : callable
         ``judge(state)`` says what is wrong with the prediction of the final
         weights (a :class:`~sksam._two_layer_model.FlatParams`), or None.
     n_iter : int
         The most iterations to run.
-    rule : sksam._base.StoppingRule, optional
-        Stops earlier, as it would have stopped the fit.
+    rule : bool, default=False
+        Stop earlier, as the fit's stopping rule on the training loss would.
 
     Returns
     -------
     run : GradientDescentRun
     """
-    state = model.FlatParams(initial, train_output_layer=train_output_layer)
-    batches = model.BatchOrder(data.n_samples, batch_size, seed=lambda: 0)
+    state = model.FlatParams(initial, train_output_layer=params["train_output_layer"])
+    batches = model.BatchOrder(data.n_samples, params["batch_size"], seed=lambda: 0)
+    stop = StoppingRule(params["tol"], params["n_iter_no_change"], on_validation=False)
     curve = []
     for _ in range(n_iter):
         curve.append(step.epoch(state, data, batches))
-        if not math.isfinite(curve[-1]) or (rule is not None and rule.update(curve[-1])):
+        if not math.isfinite(curve[-1]) or (rule and stop.update(curve[-1])):
             break
     finite = bool(curve) and math.isfinite(curve[-1]) and bool(state.flat.isfinite().all())
     return GradientDescentRun(curve, finite, judge(state) if finite else None)
@@ -359,9 +362,18 @@ def stopping_line(name, n_iter, *, stopped, tol, perturbed, share):
     return line + "."
 
 
-def dead_units(W, b, activation_fn, X):
-    """How many hidden units are constant on ``X``."""
-    return int(np.sum(np.ptp(activation_fn(X @ W + b), axis=0) == 0))
+def constant_cause(outputs, Y, hidden):
+    """ "The network predicts a constant" with its dead units, or None.
+
+    ``hidden`` holds the hidden units' activations on the training rows.
+    """
+    if not is_constant(outputs, Y):
+        return None
+    dead = int(np.sum(np.ptp(hidden, axis=0) == 0))
+    return (
+        f"the fitted network predicts a constant ({dead} of {hidden.shape[1]} "
+        "hidden units are constant on the training data)"
+    )
 
 
 def is_constant(outputs, Y):
@@ -369,8 +381,3 @@ def is_constant(outputs, Y):
     if not np.ptp(Y, axis=0).max() > 0:  # a constant target has a constant answer
         return False
     return np.ptp(outputs, axis=0).max() <= 1e-6 * (1.0 + np.abs(outputs).max())
-
-
-def stopping_rule(params):
-    """The fit's stopping rule on the training loss (for the counterfactual)."""
-    return StoppingRule(params["tol"], params["n_iter_no_change"], on_validation=False)

@@ -34,7 +34,6 @@ from . import _two_layer_model as _model
 from ._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
 from ._base import (
     COMMON_CONSTRAINTS,
-    HISTORY_ATTRIBUTES_DOC,
     REGRESSOR_CONSTRAINTS,
     EstimatorHooks,
     FitHistory,
@@ -48,8 +47,9 @@ from ._base import (
     warn_interrupted,
     warn_not_converged,
 )
-from ._schedules import AESAM, RST, SCHEDULED_SOLVERS, schedule_for
+from ._schedules import SCHEDULED_SOLVERS, schedule_for
 from ._threads import N_THREADS_CONSTRAINT, resolve_n_threads, torch_threads
+from ._two_layer_docs import attributes_doc, parameters_doc
 from ._update_rules import SOLVERS, is_perturbed
 from .exceptions import DivergenceWarning
 from .sharpness import measure_sharpness
@@ -200,7 +200,6 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         """Train, and return every fitted attribute in a dict (``self`` untouched)."""
         if warm:
             self._check_same_architecture()
-        self._check_aesam_c()
         X, y = validate_data(
             self, X, y, reset=not warm, dtype=(np.float64, np.float32), **self._y_checks
         )
@@ -256,19 +255,6 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
                     "with warm_start=False to start afresh."
                 )
 
-    def _check_aesam_c(self):
-        c = self.aesam_c
-        values = c if isinstance(c, tuple) else (c,)
-        finite = all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-            for v in values
-        )
-        if not finite or len(values) not in (1, 2):
-            raise ValueError(
-                "aesam_c must be a finite number or a pair (c_first, c_last) of finite "
-                f"numbers; got aesam_c={c!r}."
-            )
-
     def _split(self, y, rng):
         """Training and validation rows (``val`` is None without early stopping)."""
         if not self.early_stopping:
@@ -316,23 +302,21 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         """The perturbation rule and the schedule of the cheap variants (or None).
 
         A warm start with the same schedule parameters continues the last
-        fit's schedule (its counter, its statistics, its generator), so that
-        two warm fits of 5 iterations take the steps of one fit of 10.
-        ``'rst'``'s generator is seeded from ``random_state`` as scikit-learn
-        seeds (numpy integers are integers, a ``RandomState`` is drawn from).
+        fit's schedule (counter, statistics, generator). ``'rst'``'s
+        generator is seeded from ``random_state`` as scikit-learn seeds.
         """
-        rule, schedule = schedule_for(self.solver, self.sam_every)
         saved = self._resume_["schedule"] if warm else None
         if saved is not None and saved[0] == self._schedule_key():
-            return rule, copy.deepcopy(saved[1])
-        if self.solver == "rst":
-            p = 1.0 / self.sam_every if self.rst_p is None else self.rst_p
-            schedule = RST(p, seed=int(rng.randint(np.iinfo(np.int32).max)))
-        elif self.solver == "aesam":
-            pair = isinstance(self.aesam_c, tuple)
-            total = self.max_iter * n_batches if pair else None
-            schedule = AESAM(self.aesam_c, total_steps=total)
-        return rule, schedule
+            return schedule_for(self.solver)[0], copy.deepcopy(saved[1])
+        seed = int(rng.randint(np.iinfo(np.int32).max)) if self.solver == "rst" else 0
+        options = {"p": self.rst_p, "c": self.aesam_c, "total_steps": self.max_iter * n_batches}
+        try:
+            return schedule_for(self.solver, self.sam_every, seed, **options)
+        except ValueError as exc:  # AESAM's check of c
+            raise ValueError(
+                "aesam_c must be a finite number or a pair (c_first, c_last) of finite "
+                f"numbers; got aesam_c={self.aesam_c!r} ({exc})"
+            ) from None
 
     def _train(self, params, data, validation, rng, history, warm):
         """The training loop with MLPRegressor's stopping rule, appending to ``history``.
@@ -374,7 +358,15 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             rule_stop = (rule.best_iteration, validation is not None)
         history.best_validation_score = rule.best_score
         if self.verbose:
-            print(self._stopping_line(history.n_iter, rule.stopped, state), flush=True)
+            line = diagnosis.stopping_line(
+                type(self).__name__,
+                history.n_iter,
+                stopped=rule.stopped,
+                tol=self.tol,
+                perturbed=self._perturbed(),
+                share=state.sam_share(),
+            )
+            print(line, flush=True)
         resume = {
             "architecture": {"activation": self.activation},
             "schedule": None if schedule is None else (self._schedule_key(), schedule),
@@ -399,37 +391,17 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         """Whether ``solver`` and ``rho`` take SAM steps (on some steps for the cheap variants)."""
         return is_perturbed(schedule_for(self.solver)[0], self.rho)
 
-    def _stopping_line(self, n_iter, stopped, state):
-        return diagnosis.stopping_line(
-            type(self).__name__,
-            n_iter,
-            stopped=stopped,
-            tol=self.tol,
-            perturbed=self._perturbed(),
-            share=state.sam_share(),
-        )
-
     def _gradient_descent(self, initial, data):
-        """``gd(n_iter, rule=False)``: the counterfactual the diagnosis calls."""
+        """``gd(n_iter, rule=False)``: the counterfactual the diagnosis calls (see there)."""
 
         def judge(state):
             with torch.no_grad():
                 outputs = _model.forward(state.params, data.X, self.activation)
             return self._degenerate(outputs.double().cpu().numpy(), data.Y_numpy)
 
-        def gd(n_iter, rule=False):
-            return diagnosis.gradient_descent(
-                initial,
-                data,
-                step=self._step("gd"),
-                batch_size=self.batch_size,
-                train_output_layer=self.train_output_layer,
-                judge=judge,
-                n_iter=n_iter,
-                rule=diagnosis.stopping_rule(self.get_params()) if rule else None,
-            )
-
-        return gd
+        return functools.partial(
+            diagnosis.gradient_descent, initial, data, self.get_params(), self._step("gd"), judge
+        )
 
     def _non_finite_message(self, exc, initial, data):
         """Why the loss or the weights became non-finite, naming the parameter to change."""
@@ -451,14 +423,9 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             [outputs, final_loss],
             diagnosis.non_finite_outputs_message(self.learning_rate, self._scale_hint),
         )
-        constant = None
-        if diagnosis.is_constant(outputs, Y):
-            W, b = fitted["coefs_"][0], fitted["intercepts_"][0]
-            dead = diagnosis.dead_units(W, b, NUMPY_ACTIVATIONS[self.activation], data.X_numpy)
-            constant = (
-                f"the fitted network predicts a constant ({dead} of {self.n_hidden} "
-                "hidden units are constant on the training data)"
-            )
+        hidden = NUMPY_ACTIVATIONS[self.activation](
+            data.X_numpy @ fitted["coefs_"][0] + fitted["intercepts_"][0]
+        )
         facts = diagnosis.FitFacts(
             name=type(self).__name__,
             params=self.get_params(),
@@ -469,7 +436,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             first_iteration=history.first_iteration,
             final_loss=final_loss,
             rule_stop=rule_stop,
-            constant=constant,
+            constant=diagnosis.constant_cause(outputs, Y, hidden),
             degenerate=self._degenerate(outputs, Y),
         )
         for category, message in diagnosis.diagnose(facts, self._gradient_descent(initial, data)):
@@ -550,141 +517,6 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         return _forward(vars(self), self.activation, X)
 
 
-def _parameters_doc(init_scale, learning_rate):
-    """The Parameters section of both estimators, with their own step and scale entries."""
-    return (
-        r"""
-    Parameters
-    ----------
-    solver : {'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam'}, default='sam'
-        The update rule, with :math:`g = \nabla L(w)`: gradient descent
-        (``e = 0``), SAM (``e = rho g/||g||``), unnormalized SAM
-        (``e = rho g``) or adaptive SAM (``e = rho T^2 g/||T g||``,
-        ``T = |w| + 0.01`` on the weight matrices ``W`` and ``a``, ``T = 1``
-        on the intercepts). The cheap variants take SAM's step on some
-        steps only and a gradient step on the others: ``'every_k'`` every
-        ``sam_every`` steps, ``'looksam'`` the same with LookSAM's reused
-        direction in between, ``'rst'`` with probability ``rst_p``,
-        ``'aesam'`` when the squared gradient norm is ``aesam_c`` standard
-        deviations above its moving mean (see ``sksam.optim`` and the "SAM
-        on a budget" guide).
-    rho : float, default=0.05
-        Radius of the perturbation. ``rho=0`` gives gradient descent exactly.
-        Larger radii act more, but a network started near zero
-        (``init_scale``) with few hidden units can stay at the zero function
-        when ``rho`` is large against its weights (see the user guide).
-    n_hidden : int, default=100
-        Number of hidden units ``h``.
-    activation : {'relu', 'tanh', 'logistic', 'quadratic', 'identity'}, default='relu'
-        The activation :math:`\sigma`, named as in scikit-learn's MLPs;
-        ``'quadratic'`` is :math:`z^2`.
-    train_output_layer : bool, default=True
-        If False, only the hidden layer (``W``, ``b``) is trained; the output
-        weights keep their initial values (see Notes).
-"""
-        + init_scale
-        + learning_rate
-        + r"""    batch_size : int or None, default=None
-        ``None`` uses the full batch at each step (the paper's setting);
-        otherwise mini-batches of this size, reshuffled at each epoch.
-    max_iter : int, default=1000
-        Maximum number of iterations (epochs; one step each at full batch).
-    tol : float or None, default=1e-4
-        Tolerance of the stopping rule, as in scikit-learn's MLPs: training
-        stops when the training loss (or, with ``early_stopping``, the
-        validation score) has not improved by at least ``tol`` for more than
-        ``n_iter_no_change`` consecutive iterations. ``None`` disables the
-        rule: exactly ``max_iter`` iterations, no ``ConvergenceWarning`` for
-        reaching it; with ``early_stopping`` the weights with the best
-        validation score are still the ones kept. The default stops early,
-        before the network fits much label noise; SAM's larger gains over
-        gradient descent live in long schedules (``tol=None``).
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data (stratified by
-        class for a classifier), stop when its score (:math:`R^2`, or the
-        accuracy) stops improving, and keep the weights with the best
-        validation score. Both parts must have at least 2 samples. From a
-        start near the zero function the score can sit still for tens of
-        iterations: a fit that early stopping ends while the training loss
-        is above 90 % of a constant predictor's warns (raise
-        ``n_iter_no_change``, or set ``tol=None`` to run ``max_iter``
-        iterations and keep the best weights).
-    validation_fraction : float, default=0.1
-        Fraction of the data held out when ``early_stopping`` is True.
-    n_iter_no_change : int, default=10
-        Iterations without improvement before stopping.
-    sharpness : {'top_eigenvalue', 'trace', 'rho'} or None, default='top_eigenvalue'
-        The measure stored in ``sharpness_``, computed once at the end of
-        ``fit`` by :func:`sksam.sharpness.measure_sharpness`; None skips it.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the initialization, the mini-batches, the validation split,
-        ``'rst'``'s draws and the sharpness computation, as scikit-learn reads
-        it (a numpy integer is an integer).
-    device : str, default='cpu'
-        Torch device to train on, e.g. ``'cuda'``; an unavailable device is a
-        ``ValueError``.
-    n_threads : int or None, default=None
-        Torch threads during ``fit``, restored afterwards. None: one thread
-        for small problems and inside joblib workers (e.g.
-        ``GridSearchCV(n_jobs=2)``), torch's setting otherwise; -1: one per
-        core. See the user guide, "Threads".
-    warm_start : bool, default=False
-        Start from the weights of the previous fit (and append to its
-        ``loss_curve_``), carrying on its mini-batch order and its
-        cheap-variant schedule: two warm fits of 5 iterations give the
-        weights of one fit of 10. Changing ``n_hidden`` or ``activation``
-        between warm fits is a ``ValueError``; a classifier's classes must be
-        among ``classes_``.
-    verbose : bool or int, default=False
-        Print the loss at each iteration, and at the end why training
-        stopped and how much of the weights' movement SAM's perturbation
-        caused (saying so when the fit stopped where SAM and gradient descent
-        coincide).
-    sam_every : int, default=5
-        Steps per SAM step of the cheap variants: the period of
-        ``'every_k'`` and ``'looksam'``, and ``1 / rst_p`` of ``'rst'`` when
-        ``rst_p`` is None; ignored by the other solvers.
-    rst_p : float in [0, 1] or None, default=None
-        ``'rst'``'s probability of a SAM step (None: ``1 / sam_every``).
-    aesam_c : float or tuple of two floats, default=0.0
-        ``'aesam'``'s threshold ``c`` (:class:`sksam.optim.AESAM`); a pair
-        ``(c_first, c_last)`` moves linearly from the first to the last over
-        the ``max_iter`` epochs' steps, as in the paper.
-"""
-    )
-
-
-def _attributes_doc(first, outputs, sharpness):
-    """The Attributes section of both estimators around their own entries."""
-    return (
-        "\n    Attributes\n    ----------\n"
-        + first
-        + """    coefs_ : list of 2 ndarrays
-        ``coefs_[0]`` is ``W`` of shape (n_features, n_hidden) and
-        ``coefs_[1]`` is ``a`` of shape (n_hidden, n_outputs), the layout of
-        scikit-learn's MLPs.
-    intercepts_ : list of 2 ndarrays
-        ``b`` of shape (n_hidden,) and ``c`` of shape (n_outputs,).
-    n_outputs_ : int
-"""
-        + outputs
-        + HISTORY_ATTRIBUTES_DOC
-        + """
-    sharpness_ : float or None
-        The ``sharpness`` measure of the mean training """
-        + sharpness
-        + """ at the
-        fitted weights, with respect to the trained parameters, on the
-        training rows (without the validation split). None if
-        ``sharpness=None``, or if the sharpness computation was interrupted.
-    n_features_in_ : int
-        Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during fit, when ``X`` has string column names.
-"""
-    )
-
-
 class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     __doc__ = (
         r"""Network with one hidden layer, fitted by gradient descent or SAM.
@@ -709,7 +541,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     Computations run in **float32**; the fitted arrays are returned as
     float64 numpy arrays.
 """
-        + _parameters_doc(
+        + parameters_doc(
             r"""    init_scale : float, default=0.1
         Scale ``s`` of the initialization (see Notes). Small values start
         near the zero function, the regime where SAM's advantage is largest.
@@ -724,7 +556,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
         non-finite, a ``ValueError``).
 """,
         )
-        + _attributes_doc("", "        Number of outputs.\n", "loss")
+        + attributes_doc("", "        Number of outputs.\n", "loss")
         + r"""
     See Also
     --------
@@ -883,7 +715,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     Computations run in **float32**; the fitted arrays are returned as
     float64 numpy arrays.
 """
-        + _parameters_doc(
+        + parameters_doc(
             r"""    init_scale : float, default=1.0
         Scale ``s`` of the initialization: :math:`W_{ij} \sim N(0, s^2/d)`,
         :math:`a_{jk} \sim N(0, s^2/h)`, ``b = c = 0`` (LeCun's normal
@@ -896,7 +728,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         about unit range. Larger than the regressor's default: see Notes.
 """,
         )
-        + _attributes_doc(
+        + attributes_doc(
             "    classes_ : ndarray of shape (n_classes,)\n        The class labels, sorted.\n",
             "        Number of outputs: 1 for two classes, ``n_classes`` otherwise.\n",
             "cross-entropy",
