@@ -18,6 +18,8 @@ import numpy as np
 
 from . import _two_layer_model as model
 from ._base import StoppingRule, diagnose_loss_curve
+from ._schedules import schedule_for
+from ._update_rules import is_perturbed
 
 __all__ = [
     "GD_LEARNS",
@@ -31,6 +33,7 @@ __all__ = [
     "is_constant",
     "non_finite_message",
     "non_finite_outputs_message",
+    "perturbed",
     "standardize_advice",
     "stopping_line",
 ]
@@ -136,8 +139,6 @@ class FitFacts:
         The estimator's class name.
     params : dict
         The estimator's parameters (``get_params``).
-    perturbed : bool
-        Whether ``solver`` and ``rho`` take SAM steps.
     scale_hint : str
         How to rescale the data (``'standardize X'``, or ``'... and y'``).
     baseline_loss : float
@@ -158,7 +159,6 @@ class FitFacts:
 
     name: str
     params: dict
-    perturbed: bool
     scale_hint: str
     baseline_loss: float
     loss_curve: list
@@ -179,7 +179,12 @@ def standardize_advice(scale_hint):
     return "Standardize X (StandardScaler), or "
 
 
-def non_finite_message(facts_params, perturbed, scale_hint, *, iteration, weights, gd):
+def perturbed(params):
+    """Whether ``solver`` and ``rho`` take SAM steps (some steps, for the cheap variants)."""
+    return is_perturbed(schedule_for(params["solver"])[0], params["rho"])
+
+
+def non_finite_message(facts_params, scale_hint, *, iteration, weights, gd):
     """The ``ValueError`` text for a loss or weights that became non-finite.
 
     ``gd(n_iter)`` runs the counterfactual for ``n_iter`` iterations and
@@ -188,7 +193,7 @@ def non_finite_message(facts_params, perturbed, scale_hint, *, iteration, weight
     p = facts_params
     start = f"The {'weights' if weights else 'training loss'} became non-finite at iteration "
     start += str(iteration)
-    if perturbed and gd(iteration).healthy():
+    if perturbed(p) and gd(iteration).healthy():
         return (
             f"{start} with solver={p['solver']!r} and rho={p['rho']}, while the same "
             f"fit with rho=0 (gradient descent) stays finite: rho={p['rho']} is too "
@@ -248,7 +253,7 @@ def _diverged_message(facts, cause, gd):
     n_iter = len(facts.loss_curve) - facts.first_iteration  # this call's iterations
     remedy = standardize_advice(facts.scale_hint)
     remedy += f"lower learning_rate (now {p['learning_rate']})."
-    if facts.perturbed and gd(n_iter, rule=False).healthy():
+    if perturbed(p) and gd(n_iter, rule=False).healthy():
         remedy = (
             f"The same fit with rho=0 (gradient descent) is healthy: rho={p['rho']} is "
             f"too large for this data; lower it ({RHO_RANGE})."
@@ -318,7 +323,7 @@ def _stuck_remedy(facts, gd, on_validation=False):
     steps were too small to leave the plateau before the rule stopped them.
     """
     p = facts.params
-    if facts.perturbed and gd(p["max_iter"], rule=True).ends_below(GD_LEARNS * facts.baseline_loss):
+    if perturbed(p) and gd(p["max_iter"], rule=True).ends_below(GD_LEARNS * facts.baseline_loss):
         return (
             f"The same fit with rho=0 (gradient descent) leaves it: rho={p['rho']} is "
             f"too large for this initialization (init_scale={p['init_scale']}), so "
@@ -343,14 +348,14 @@ def _stuck_remedy(facts, gd, on_validation=False):
     )
 
 
-def stopping_line(name, n_iter, *, stopped, tol, perturbed, share):
+def stopping_line(name, n_iter, stopped, params, share):
     """The verbose line that ends a fit: why it stopped, and how much SAM acted.
 
     ``share`` is :meth:`sksam._two_layer_model.FlatParams.sam_share`.
     """
-    why = "by the stopping rule (tol)" if stopped and tol is not None else "at max_iter"
+    why = "by the stopping rule (tol)" if stopped and params["tol"] is not None else "at max_iter"
     line = f"{name}: stopped after {n_iter} iterations {why}."
-    if not perturbed or share is None:
+    if not perturbed(params) or share is None:
         return line
     line += f" SAM's perturbation accounts for {share:.1%} of the weights' movement in this fit"
     if share < SAM_SHARE_COINCIDE:

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ._activations import torch_activation
+from ._activations import NUMPY_ACTIVATIONS, torch_activation
 from ._base import all_finite, print_progress
 from ._schedules import ScheduledStep
 from ._update_rules import is_perturbed, perturbation
@@ -36,6 +36,8 @@ __all__ = [
     "Workspace",
     "autograd_loss",
     "forward",
+    "initial_weights",
+    "numpy_forward",
     "loss_and_gradient",
     "sharpness_problem",
     "step_",
@@ -101,6 +103,30 @@ class Workspace:
         if buffer is None:
             buffer = self._buffers[key] = like.new_empty(shape)
         return buffer
+
+
+def initial_weights(rng, d, h, k, scale, frozen_intercept=None):
+    r"""``W, b, a, c`` (numpy) at LeCun's normal initialization shrunk by ``scale``.
+
+    :math:`W_{ij} \sim N(0, s^2/d)`, :math:`a_{jk} \sim N(0, s^2/h)`,
+    ``b = c = 0``; with a ``frozen_intercept`` (the output layer is not
+    trained) ``a`` holds random signs :math:`\pm 1/\sqrt{h}` and ``c`` is it.
+    """
+    W = rng.standard_normal((d, h)) * (scale / math.sqrt(d))
+    if frozen_intercept is None:
+        a = rng.standard_normal((h, k)) * (scale / math.sqrt(h))
+        c = np.zeros(k)
+    else:
+        a = rng.choice([-1.0, 1.0], size=(h, k)) / math.sqrt(h)
+        c = frozen_intercept
+    return [W, np.zeros(h), a, c]
+
+
+def numpy_forward(fitted, activation, X):
+    """``sigma(X W + b) a + c`` in numpy, from fitted ``coefs_`` and ``intercepts_``."""
+    W, a = fitted["coefs_"]
+    b, c = fitted["intercepts_"]
+    return NUMPY_ACTIVATIONS[activation](X @ W + b) @ a + c
 
 
 def forward(params, X, activation):

@@ -13,7 +13,6 @@ The network, its losses and its hand-written gradient live in
 
 import copy
 import functools
-import math
 import numbers
 import warnings
 from abc import abstractmethod
@@ -50,7 +49,7 @@ from ._base import (
 from ._schedules import SCHEDULED_SOLVERS, schedule_for
 from ._threads import N_THREADS_CONSTRAINT, resolve_n_threads, torch_threads
 from ._two_layer_docs import attributes_doc, parameters_doc
-from ._update_rules import SOLVERS, is_perturbed
+from ._update_rules import SOLVERS
 from .exceptions import DivergenceWarning
 from .sharpness import measure_sharpness
 
@@ -58,10 +57,6 @@ __all__ = ["SAMTwoLayerClassifier", "SAMTwoLayerRegressor"]
 
 #: The warning class of each category of :func:`sksam._two_layer_diagnosis.diagnose`.
 WARNINGS = {"diverged": DivergenceWarning, "stuck": ConvergenceWarning}
-
-#: Parameters that define the network a warm start continues: changing one
-#: between warm fits is an error (the weights belong to the other network).
-ARCHITECTURE = ("n_hidden", "activation")
 
 
 class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
@@ -188,12 +183,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         return self
 
     def __sklearn_is_fitted__(self):
-        """Whether a fit has succeeded (the weights are stored).
-
-        Returns
-        -------
-        fitted : bool
-        """
+        """Whether a fit has succeeded (the weights are stored)."""
         return "coefs_" in vars(self)
 
     def _fit_state(self, X, y, sample_weight, warm):
@@ -219,18 +209,24 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             if val is not None:
                 validation = self._validation_part(X, y, sample_weight, val, dict(fitted))
             initial = self._initial_params(data, rng, warm, device)
-            history = (
-                FitHistory.continued(self, early_stopping=self.early_stopping)
-                if warm
-                else FitHistory(validation_scores=[] if self.early_stopping else None)
-            )
+            history = FitHistory(validation_scores=[] if self.early_stopping else None)
+            if warm:
+                history = FitHistory.continued(self, early_stopping=self.early_stopping)
             try:
                 params, resume, rule_stop = self._train(
                     initial, data, validation, rng, history, warm
                 )
             except _model.NonFinite as exc:
-                raise ValueError(self._non_finite_message(exc, initial, data)) from None
-            fitted.update(self._fitted_weights(params))
+                message = diagnosis.non_finite_message(
+                    self.get_params(),
+                    self._scale_hint,
+                    iteration=exc.iteration,
+                    weights=exc.weights,
+                    gd=self._gradient_descent(initial, data),
+                )
+                raise ValueError(message) from None
+            W, b, a, c = [p.detach().cpu().double().numpy() for p in params]
+            fitted.update(coefs_=[W, a], intercepts_=[b, c])
             fitted.update(history.attributes())
             fitted["_resume_"] = resume
             fitted["sharpness_"] = self._sharpness_or_none(params, data, rng)
@@ -240,13 +236,11 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     def _check_same_architecture(self):
         """Refuse a warm start whose network differs from the fitted one.
 
-        scikit-learn's MLP refuses a warm start with other classes than the
-        last fit's (and silently keeps training the old network when
-        ``hidden_layer_sizes`` changed); here every change that makes the
-        fitted weights another network's is refused the same way.
+        As scikit-learn's MLP refuses a warm start with other classes (it
+        keeps training the old network when ``hidden_layer_sizes`` changed).
         """
         fitted = {"n_hidden": self.coefs_[0].shape[1], **self._resume_["architecture"]}
-        for name in ARCHITECTURE:
+        for name in ("n_hidden", "activation"):  # the parameters that define the network
             if getattr(self, name) != fitted[name]:
                 raise ValueError(
                     f"warm_start=True but {name}={getattr(self, name)!r} differs from the "
@@ -281,15 +275,12 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         if warm:
             arrays = [self.coefs_[0], self.intercepts_[0], self.coefs_[1], self.intercepts_[1]]
         else:
-            d, h, k, s = data.n_features, self.n_hidden, data.n_outputs, self.init_scale
-            W = rng.standard_normal((d, h)) * (s / math.sqrt(d))
-            if self.train_output_layer:
-                a = rng.standard_normal((h, k)) * (s / math.sqrt(h))
-                c = np.zeros(k)
-            else:
-                a = rng.choice([-1.0, 1.0], size=(h, k)) / math.sqrt(h)
-                c = self._frozen_intercept(data.Y_numpy, data.sample_weight)
-            arrays = [W, np.zeros(h), a, c]
+            frozen = None
+            if not self.train_output_layer:
+                frozen = self._frozen_intercept(data.Y_numpy, data.sample_weight)
+            arrays = _model.initial_weights(
+                rng, data.n_features, self.n_hidden, data.n_outputs, self.init_scale, frozen
+            )
         return [torch.as_tensor(v, dtype=torch.float32, device=device).clone() for v in arrays]
 
     def _schedule_key(self):
@@ -299,11 +290,10 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         return (self.solver, self.sam_every, self.rst_p, self.aesam_c, span)
 
     def _schedule(self, rng, n_batches, warm):
-        """The perturbation rule and the schedule of the cheap variants (or None).
+        """The perturbation rule and the cheap variant's schedule (or None).
 
-        A warm start with the same schedule parameters continues the last
-        fit's schedule (counter, statistics, generator). ``'rst'``'s
-        generator is seeded from ``random_state`` as scikit-learn seeds.
+        A warm start with the same schedule parameters continues the last fit's
+        schedule; ``'rst'``'s generator is seeded from ``random_state``.
         """
         saved = self._resume_["schedule"] if warm else None
         if saved is not None and saved[0] == self._schedule_key():
@@ -319,10 +309,9 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             ) from None
 
     def _train(self, params, data, validation, rng, history, warm):
-        """The training loop with MLPRegressor's stopping rule, appending to ``history``.
+        """Train, appending to ``history``: the weights, the resume state, the rule's stop.
 
-        Returns the weights to keep, what a warm start continues from, and
-        ``(best iteration, on validation)`` when the stopping rule ended the fit.
+        The stop is ``(best iteration, on validation)`` when the stopping rule ended the fit.
         """
         state = _model.FlatParams(params, train_output_layer=self.train_output_layer)
         saved = self._resume_["batch_order"] if warm else None
@@ -358,14 +347,9 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             rule_stop = (rule.best_iteration, validation is not None)
         history.best_validation_score = rule.best_score
         if self.verbose:
-            line = diagnosis.stopping_line(
-                type(self).__name__,
-                history.n_iter,
-                stopped=rule.stopped,
-                tol=self.tol,
-                perturbed=self._perturbed(),
-                share=state.sam_share(),
-            )
+            name, params_now = type(self).__name__, self.get_params()
+            share = state.sam_share()
+            line = diagnosis.stopping_line(name, history.n_iter, rule.stopped, params_now, share)
             print(line, flush=True)
         resume = {
             "architecture": {"activation": self.activation},
@@ -387,10 +371,6 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
 
     # ------------------------------------------------------------ diagnosis
 
-    def _perturbed(self):
-        """Whether ``solver`` and ``rho`` take SAM steps (on some steps for the cheap variants)."""
-        return is_perturbed(schedule_for(self.solver)[0], self.rho)
-
     def _gradient_descent(self, initial, data):
         """``gd(n_iter, rule=False)``: the counterfactual the diagnosis calls (see there)."""
 
@@ -403,20 +383,9 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             diagnosis.gradient_descent, initial, data, self.get_params(), self._step("gd"), judge
         )
 
-    def _non_finite_message(self, exc, initial, data):
-        """Why the loss or the weights became non-finite, naming the parameter to change."""
-        return diagnosis.non_finite_message(
-            self.get_params(),
-            self._perturbed(),
-            self._scale_hint,
-            iteration=exc.iteration,
-            weights=exc.weights,
-            gd=self._gradient_descent(initial, data),
-        )
-
     def _check_fitted_model(self, fitted, history, rule_stop, initial, data):
         """Raise on non-finite outputs; warn when training diverged or ended degenerate."""
-        outputs = _forward(fitted, self.activation, data.X_numpy)
+        outputs = _model.numpy_forward(fitted, self.activation, data.X_numpy)
         Y = data.Y_numpy
         final_loss = self._outputs_loss(outputs, Y, data.sample_weight)
         check_finite(
@@ -429,7 +398,6 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         facts = diagnosis.FitFacts(
             name=type(self).__name__,
             params=self.get_params(),
-            perturbed=self._perturbed(),
             scale_hint=self._scale_hint,
             baseline_loss=self._baseline_loss(Y, data.sample_weight),
             loss_curve=history.loss_curve,
@@ -463,10 +431,6 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         if not np.all(np.isfinite(outputs)):
             return -np.inf
         return self._validation_score(outputs, y_val, weights, target)
-
-    def _fitted_weights(self, params):
-        W, b, a, c = [p.detach().cpu().double().numpy() for p in params]
-        return {"coefs_": [W, a], "intercepts_": [b, c]}
 
     def _sharpness_or_none(self, params, data, rng):
         """``sharpness_``; None if interrupted (with a warning); non-finite raises."""
@@ -514,7 +478,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         """The network's outputs on ``X`` (after the fitted checks)."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return _forward(vars(self), self.activation, X)
+        return _model.numpy_forward(vars(self), self.activation, X)
 
 
 class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
@@ -567,18 +531,15 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     -----
     **Initialization.** With ``s = init_scale``:
     :math:`W_{ij} \sim N(0, s^2/d)`, :math:`a_{jk} \sim N(0, s^2/h)`,
-    ``b = 0``, ``c = 0``: LeCun's normal initialization shrunk by ``s``, so
-    that training starts near the zero function, as the paper's analysis
-    does. With ``train_output_layer=False`` the output weights are frozen at
-    random signs :math:`a_j = \pm 1/\sqrt{h}` (the fixed second layer of the
-    theory, e.g. Du et al. 2019) and ``c`` at the (weighted) mean of ``y``.
+    ``b = c = 0``: LeCun's normal initialization shrunk by ``s``, near the
+    zero function, as the paper's analysis starts. With
+    ``train_output_layer=False``, ``a`` is frozen at random signs
+    :math:`\pm 1/\sqrt{h}` (Du et al. 2019) and ``c`` at the mean of ``y``.
 
     **Defaults and when SAM acts.** The default stopping rule ends a fit on
-    standardized data after a few hundred full-batch steps, where SAM's
-    network is nearly gradient descent's; ``rho`` around 0.1 - 0.2, or a
-    long run (``tol=None``), lets SAM act. With ``verbose`` the last line
-    says which regime the fit stopped in. Measurements: the user guide,
-    :ref:`When SAM and GD coincide <sam-gd-coincide>`.
+    standardized data where SAM's network is nearly gradient descent's
+    (``verbose`` says so); ``rho`` around 0.1 - 0.2, or ``tol=None``, lets
+    SAM act: :ref:`When SAM and GD coincide <sam-gd-coincide>`.
 
     **Failures.** A fit either succeeds or changes nothing (the estimator
     keeps its previous fit, if any). Non-finite losses, weights or
@@ -619,10 +580,7 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
-        """Fit the network to ``X, y``.
-
-        A fit that fails stores nothing: the estimator is left unfitted, or
-        under ``warm_start`` exactly as before the call.
+        """Fit the network to ``X, y``; a fit that fails leaves the estimator as it was.
 
         Parameters
         ----------
@@ -747,16 +705,11 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     weights are frozen at random signs :math:`\pm 1/\sqrt{h}`, and ``c`` at
     the log-odds of the weighted class frequencies.
 
-    **Defaults and when SAM acts.** The classifier has its own
-    ``init_scale=1.0`` and ``learning_rate=1.0`` (the regressor's are 0.1
-    and 0.05): the cross-entropy is flatter than the squared error, and from
-    the regressor's near-zero start a ten-class fit stops on the initial
-    plateau. A fit that stops there, or predicts a single class, gives a
-    ``ConvergenceWarning`` naming ``rho`` or ``learning_rate``. At the
-    default step the validation accuracy oscillates from step to step: with
-    ``early_stopping``, ``n_iter_no_change`` around 50 is the safer choice.
-    Measurements: the user guide, :ref:`When SAM and GD coincide
-    <sam-gd-coincide>`.
+    **Defaults.** ``init_scale=1.0`` and ``learning_rate=1.0`` (the
+    regressor's are 0.1 and 0.05): the cross-entropy is flatter than the
+    squared error, and from the regressor's near-zero start a ten-class fit
+    stops on the initial plateau. The validation accuracy oscillates at this
+    step: with ``early_stopping``, ``n_iter_no_change`` around 50 is safer.
 
     Examples
     --------
@@ -775,9 +728,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     _scale_hint = "standardize X"
     _y_checks = {}
 
-    # The regressor's parameters with the classifier's own defaults for
-    # init_scale and learning_rate (see Notes, "Defaults"); everything else
-    # is shared through _BaseTwoLayer.
+    # the base's parameters with the classifier's own init_scale and learning_rate
     def __init__(
         self,
         solver="sam",
@@ -804,37 +755,12 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         rst_p=None,
         aesam_c=0.0,
     ):
-        super().__init__(
-            solver=solver,
-            rho=rho,
-            n_hidden=n_hidden,
-            activation=activation,
-            train_output_layer=train_output_layer,
-            init_scale=init_scale,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_iter=max_iter,
-            tol=tol,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change,
-            sharpness=sharpness,
-            random_state=random_state,
-            device=device,
-            n_threads=n_threads,
-            warm_start=warm_start,
-            verbose=verbose,
-            sam_every=sam_every,
-            rst_p=rst_p,
-            aesam_c=aesam_c,
-        )
+        # the base only stores its arguments: hand it every one of ours
+        _BaseTwoLayer.__init__(self, **{k: v for k, v in locals().items() if k != "self"})
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
-        """Fit the network to ``X, y``.
-
-        A fit that fails stores nothing: the estimator is left unfitted, or
-        under ``warm_start`` exactly as before the call.
+        """Fit the network to ``X, y``; a fit that fails leaves the estimator as it was.
 
         Parameters
         ----------
@@ -972,10 +898,3 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         if F.shape[1] == 1:
             return np.c_[log_expit(-F[:, 0]), log_expit(F[:, 0])]
         return F - logsumexp(F, axis=1, keepdims=True)
-
-
-def _forward(fitted, activation, X):
-    """``sigma(X W + b) a + c`` in numpy, from fitted ``coefs_`` and ``intercepts_``."""
-    W, a = fitted["coefs_"]
-    b, c = fitted["intercepts_"]
-    return NUMPY_ACTIVATIONS[activation](X @ W + b) @ a + c
