@@ -26,7 +26,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _two_layer_diagnosis as diagnosis
 from . import _two_layer_model as _model
@@ -38,10 +38,11 @@ from ._base import (
     FitHistory,
     FitTransaction,
     StoppingRule,
-    _user_stacklevel,
     check_device,
     check_finite,
     numeric_target,
+    sample_weights,
+    user_stacklevel,
     validation_split,
     warn_interrupted,
     warn_not_converged,
@@ -195,9 +196,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         )
         Y, fitted = self._encode_targets(y, warm)  # n_features_in_ is kept by the transaction
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, X, dtype=np.float64, ensure_non_negative=True
-            )
+            sample_weight = sample_weights(sample_weight, len(X))
         device = check_device(self.device)
         rng = check_random_state(self.random_state)
         train, val = self._split(y, rng)
@@ -408,7 +407,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             degenerate=self._degenerate(outputs, Y),
         )
         for category, message in diagnosis.diagnose(facts, self._gradient_descent(initial, data)):
-            warnings.warn(message, WARNINGS[category], stacklevel=_user_stacklevel())
+            warnings.warn(message, WARNINGS[category], stacklevel=user_stacklevel())
 
     def _degenerate(self, outputs, Y):
         """What is wrong with a healthy-looking fit's training outputs, or None.
@@ -441,7 +440,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
                 f"{type(self).__name__}: the sharpness computation was interrupted by "
                 "user; the trained weights are kept and sharpness_ is None.",
                 UserWarning,
-                stacklevel=_user_stacklevel(),
+                stacklevel=user_stacklevel(),
             )
             return None
         check_finite(
@@ -546,8 +545,8 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     sharpness raise a ``ValueError``; a divergence, a constant prediction or
     a stop on the plateau around the initialization warn; each names
     ``rho`` when the same fit with ``rho=0`` is healthy, ``learning_rate``
-    (or the stopping rule) otherwise. The user guide lists them:
-    :ref:`two-layer-failures`.
+    (or the stopping rule) otherwise: see the user guide, :ref:`Warm starts,
+    and failures that name their cause <two-layer-failures>`.
 
     References
     ----------
