@@ -808,6 +808,11 @@ class SAM(torch.optim.Optimizer):
     def load_state_dict(self, state_dict):
         """Load a state saved by :meth:`state_dict` and re-link the base optimizer.
 
+        Every group's ``rho`` is checked before anything is loaded. A group
+        that lacks a key (a state saved by ``torch.optim.SGD``, say, has no
+        ``rho`` or ``solver``) takes this optimizer's default for it, as
+        torch's ``add_param_group`` fills a group given without some key.
+
         Parameters
         ----------
         state_dict : dict

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from sksam._update_rules import SAMRule
 from sksam.optim import SAM, EveryK, LookSAM
 
 RHO, LR, MOMENTUM, STEPS, N = 0.2, 0.3, 0.9, 3, 16
@@ -52,7 +53,20 @@ def summary(model, counter, opt=None, scales=None):
     }
 
 
-def run_step(ascent, x, y, schedule=None):
+class Weighted(SAMRule):
+    """A descent rule that reads the first gradient: ``a * g_s + (1 - a) * g``."""
+
+    needs_first_gradient = True
+
+    def __init__(self, a=0.6):
+        self.a = a
+
+    def descent(self, params, first_grads):
+        for p, g in zip(params, first_grads):
+            p.grad.mul_(self.a).add_(g, alpha=1 - self.a)
+
+
+def run_step(ascent, x, y, schedule=None, rule=None):
     model, counter = mlp(), []
     ddp = wrapped(model, counter)
     opt = SAM(
@@ -64,6 +78,7 @@ def run_step(ascent, x, y, schedule=None):
         model=ddp,
         ascent=ascent,
         schedule=schedule,
+        rule=rule,
     )
 
     def closure():
@@ -144,6 +159,8 @@ def main():
             # the cheap variants: the whole step switches on every rank at once
             "every_k_local": run_step("local", xl, yl, schedule=EveryK(2)),
             "looksam_global": run_step("global", xl, yl, schedule=LookSAM(2)),
+            # a rule that reads each rank's own first gradient: the ranks agree again
+            "weighted_local": run_step("local", xl, yl, rule=Weighted()),
         }
         torch.save(results, f"{prefix}{rank}.pt")
     finally:

@@ -37,7 +37,7 @@ def _chunks():
     return x.chunk(WORLD), y.chunk(WORLD)
 
 
-def _single_process(run, schedule=None):
+def _single_process(run, schedule=None, rule=None):
     model = worker.mlp()
     opt = SAM(
         model.parameters(),
@@ -47,6 +47,7 @@ def _single_process(run, schedule=None):
         momentum=worker.MOMENTUM,
         model=model,
         schedule=schedule,
+        rule=rule,
     )
     for _ in range(worker.STEPS):
         run(model, opt)
@@ -69,7 +70,7 @@ def _global_reference(schedule=None):
     return _single_process(run, schedule)
 
 
-def _chunked_reference(n_chunks, schedule=None):
+def _chunked_reference(n_chunks, schedule=None, rule=None):
     x, y = worker.data()
     xs, ys = x.chunk(n_chunks), y.chunk(n_chunks)
 
@@ -81,11 +82,12 @@ def _chunked_reference(n_chunks, schedule=None):
 
         opt.step_chunks(closure, n_chunks)
 
-    return _single_process(run, schedule)
+    return _single_process(run, schedule, rule)
 
 
 @pytest.mark.parametrize(
-    "scenario", ["global", "local", "chunks", "scaler", "every_k_local", "looksam_global"]
+    "scenario",
+    ["global", "local", "chunks", "scaler", "every_k_local", "looksam_global", "weighted_local"],
 )
 def test_weights_are_identical_on_every_rank(ranks, scenario):
     assert torch.equal(ranks[0][scenario]["weights"], ranks[1][scenario]["weights"])
@@ -146,3 +148,11 @@ def test_looksam_with_the_global_ascent_is_the_one_process_looksam(ranks):
     torch.testing.assert_close(got["weights"], expected, rtol=1e-12, atol=1e-13)
     # two all-reduces on the SAM steps (0 and 2), one on the LookSAM step
     assert [r["looksam_global"]["allreduces"] for r in ranks] == [5] * WORLD
+
+
+def test_a_descent_rule_with_the_local_ascent_is_its_one_process_chunked_step(ranks):
+    # each rank combines its own g with the all-reduced g_s; the combination is
+    # all-reduced again, so the ranks agree: a * mean(g_s) + (1 - a) * mean(g)
+    expected = _chunked_reference(WORLD, rule=worker.Weighted())
+    got = ranks[0]["weighted_local"]
+    torch.testing.assert_close(got["weights"], expected, rtol=1e-12, atol=1e-13)
