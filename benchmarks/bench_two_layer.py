@@ -41,8 +41,8 @@ from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
 from sksam import SAMTwoLayerClassifier, SAMTwoLayerRegressor
+from sksam._two_layer_model import TrainingData
 from sksam.datasets import make_teacher_student
-from sksam.two_layer import _TrainingData
 
 
 def _time(fn):
@@ -88,7 +88,7 @@ def _sharpness_share(X, y):
         torch.as_tensor(v, dtype=torch.float32)
         for v in [reg.coefs_[0], reg.intercepts_[0], reg.coefs_[1], reg.intercepts_[1]]
     ]
-    data = _TrainingData(X, y.reshape(len(y), -1), None, "cpu")
+    data = TrainingData(X, y.reshape(len(y), -1), None, "cpu")
     reg.set_params(sharpness="top_eigenvalue")  # the default
     sharp_time, value = _time(lambda: reg._measure_sharpness(params, data, check_random_state(0)))
     return fit_time, sharp_time, value, reg.n_iter_

@@ -587,7 +587,7 @@ class AESAM(Schedule):
 SCHEDULED_SOLVERS = ("every_k", "looksam", "rst", "aesam")
 
 
-def schedule_for(solver, sam_every=5, seed=0):
+def schedule_for(solver, sam_every=5, seed=0, *, p=None, c=0.0, total_steps=None):
     """The perturbation rule and the schedule behind an estimator's ``solver``.
 
     Parameters
@@ -599,9 +599,15 @@ def schedule_for(solver, sam_every=5, seed=0):
     sam_every : int, default=5
         Steps per SAM step: the period ``k`` of ``'every_k'`` and
         ``'looksam'``, and ``p = 1 / sam_every`` of ``'rst'`` (the same
-        expected cost). ``'aesam'`` decides by itself.
+        expected cost) unless ``p`` is given. ``'aesam'`` decides by itself.
     seed : int, default=0
         Seed of ``'rst'``'s generator.
+    p : float or None, default=None
+        ``'rst'``'s probability of a SAM step (None: ``1 / sam_every``).
+    c : float or tuple of two floats, default=0.0
+        ``'aesam'``'s threshold (a pair moves over ``total_steps``).
+    total_steps : int or None, default=None
+        ``'aesam'``'s schedule length, used with a pair ``c`` only.
 
     Returns
     -------
@@ -615,9 +621,9 @@ def schedule_for(solver, sam_every=5, seed=0):
     if solver == "looksam":
         return "sam", LookSAM(sam_every)
     if solver == "rst":
-        return "sam", RST(1.0 / sam_every, seed=seed)
+        return "sam", RST(1.0 / sam_every if p is None else p, seed=seed)
     if solver == "aesam":
-        return "sam", AESAM()
+        return "sam", AESAM(c, total_steps=total_steps if isinstance(c, tuple) else None)
     return solver, None
 
 

@@ -10,23 +10,38 @@ bookkeeping would cost as much again. The gradient is checked against
 autograd and finite differences in the tests; autograd is used for the
 Hessian-vector products of the sharpness (:func:`autograd_loss`).
 
-Nothing here knows about the estimators (:mod:`sksam.two_layer`).
+The training pieces the estimators and their diagnosis share live here too:
+the training rows on the device (:class:`TrainingData`), the mini-batch
+order a warm start continues (:class:`BatchOrder`) and the update applied to
+whole epochs (:class:`Step`). Nothing here knows about the estimators
+(:mod:`sksam.two_layer`).
 """
+
+import math
 
 import numpy as np
 
-from ._activations import torch_activation
-from ._schedules import LookSAM, scheduled_step
+from ._activations import NUMPY_ACTIVATIONS, torch_activation
+from ._base import all_finite, print_progress
+from ._schedules import ScheduledStep
 from ._update_rules import is_perturbed, perturbation
 
 __all__ = [
     "LOSSES",
+    "BatchOrder",
     "FlatParams",
+    "NonFinite",
+    "Step",
+    "TrainingData",
     "Workspace",
     "autograd_loss",
     "forward",
+    "initial_weights",
+    "numpy_forward",
     "loss_and_gradient",
+    "sharpness_problem",
     "step_",
+    "train",
 ]
 
 #: The losses of the outputs: ``'squared_error'`` (regression) and
@@ -88,6 +103,30 @@ class Workspace:
         if buffer is None:
             buffer = self._buffers[key] = like.new_empty(shape)
         return buffer
+
+
+def initial_weights(rng, d, h, k, scale, frozen_intercept=None):
+    r"""``W, b, a, c`` (numpy) at LeCun's normal initialization shrunk by ``scale``.
+
+    :math:`W_{ij} \sim N(0, s^2/d)`, :math:`a_{jk} \sim N(0, s^2/h)`,
+    ``b = c = 0``; with a ``frozen_intercept`` (the output layer is not
+    trained) ``a`` holds random signs :math:`\pm 1/\sqrt{h}` and ``c`` is it.
+    """
+    W = rng.standard_normal((d, h)) * (scale / math.sqrt(d))
+    if frozen_intercept is None:
+        a = rng.standard_normal((h, k)) * (scale / math.sqrt(h))
+        c = np.zeros(k)
+    else:
+        a = rng.choice([-1.0, 1.0], size=(h, k)) / math.sqrt(h)
+        c = frozen_intercept
+    return [W, np.zeros(h), a, c]
+
+
+def numpy_forward(fitted, activation, X):
+    """``sigma(X W + b) a + c`` in numpy, from fitted ``coefs_`` and ``intercepts_``."""
+    W, a = fitted["coefs_"]
+    b, c = fitted["intercepts_"]
+    return NUMPY_ACTIVATIONS[activation](X @ W + b) @ a + c
 
 
 def forward(params, X, activation):
@@ -340,8 +379,10 @@ def step_(
     ``lr (grad L(w + e) - grad L(w))`` to ``state.drift`` (see
     :meth:`FlatParams.sam_share`). A ``schedule`` (:mod:`sksam._schedules`)
     decides per step whether the second gradient is taken (the cheap
-    variants of SAM); LookSAM's change of the gradient on its in-between
-    steps counts in ``state.drift`` too.
+    variants of SAM), through the one driver the SAM optimizer uses too,
+    :class:`~sksam._schedules.ScheduledStep`; the change of the gradient on
+    the plain steps of a schedule that edits it (LookSAM) counts in
+    ``state.drift`` too.
 
     Returns
     -------
@@ -378,14 +419,243 @@ def step_(
                 drift_(+1)  # ... + lr grad L(w + e)
         return [state.grad]
 
-    if schedule is None or not is_perturbed(solver, rho):
-        second_gradient()
-    elif isinstance(schedule, LookSAM):
-        # its in-between steps change the gradient in place: count every step's change
+    perturbed = is_perturbed(solver, rho)
+    # a schedule that edits the plain step's gradient (LookSAM) changes the
+    # step on every step: count the whole change, not only the SAM steps'
+    edits = perturbed and schedule is not None and schedule.edits_plain_gradient
+    if edits:
         drift_(-1)
-        scheduled_step(schedule, [state.grad], lambda: second_gradient(count=False))
+    with ScheduledStep(schedule, perturbs=perturbed) as scheduled:
+        scheduled.resolve([state.grad], lambda: second_gradient(count=not edits))
+    if edits:
         drift_(+1)
-    else:  # the cheap variants: the same rule objects as sksam.optim.SAM's
-        scheduled_step(schedule, [state.grad], second_gradient)
     state.flat.sub_(state.grad, alpha=learning_rate)
     return value
+
+
+class NonFinite(Exception):
+    """The loss (or, with ``weights``, the weights) became non-finite at ``iteration``."""
+
+    def __init__(self, iteration, *, weights=False):
+        super().__init__(iteration)
+        self.iteration = iteration
+        self.weights = weights
+
+
+class TrainingData:
+    """The training rows as float32 tensors on the device, and their row weights.
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (n, d) and (n, k)
+        Inputs and encoded targets (copied: read-only inputs are never aliased).
+    sample_weight : ndarray of shape (n,) or None
+        Non-negative row weights; ``weights`` holds them normalized to sum to 1.
+    device : str or torch.device
+        Where the tensors live.
+    """
+
+    def __init__(self, X, Y, sample_weight, device):
+        import torch
+
+        self.X = torch.as_tensor(X.astype(np.float32), device=device)
+        self.Y = torch.as_tensor(Y.astype(np.float32), device=device)
+        self.X_numpy, self.Y_numpy = X, Y
+        self.sample_weight = sample_weight
+        self.weights = None
+        if sample_weight is not None:
+            total = sample_weight.sum()
+            if not total > 0:
+                raise ValueError(
+                    "sample_weight sums to 0 on the training rows; give some sample a "
+                    "positive weight."
+                )
+            self.weights = torch.as_tensor(
+                (sample_weight / total).astype(np.float32)[:, None], device=device
+            )
+        self.n_samples, self.n_features = X.shape
+        self.n_outputs = Y.shape[1]
+
+
+class BatchOrder:
+    """One epoch's mini-batches of row indices, reshuffled at each epoch.
+
+    A private ``torch.Generator`` draws the orders (torch's global one is
+    never read nor reseeded). Its ``state`` is what a warm start carries on
+    from, so that two fits of 5 epochs draw the orders of one fit of 10.
+
+    Parameters
+    ----------
+    n_samples : int
+        Rows to split.
+    batch_size : int or None
+        Rows per batch; None (or at least ``n_samples``) is the full batch.
+    seed : callable
+        Returns the generator's seed; called only when there are mini-batches
+        and no ``state`` (so a full-batch fit draws nothing).
+    state : torch.ByteTensor, optional
+        A generator state to continue from.
+    """
+
+    def __init__(self, n_samples, batch_size, seed, state=None):
+        import torch
+
+        self.n_samples, self.batch_size = n_samples, batch_size
+        self.generator = None
+        if batch_size is not None and batch_size < n_samples:
+            self.generator = torch.Generator()
+            if state is None:
+                self.generator.manual_seed(int(seed()))
+            else:
+                self.generator.set_state(state)
+
+    @property
+    def n_batches(self):
+        """Batches per epoch."""
+        return 1 if self.generator is None else -(-self.n_samples // self.batch_size)
+
+    def __call__(self):
+        """The batches of the next epoch: index tensors, or ``[None]`` for all rows."""
+        import torch
+
+        if self.generator is None:
+            return [None]
+        order = torch.randperm(self.n_samples, generator=self.generator)
+        size = self.batch_size
+        return [order[i : i + size] for i in range(0, self.n_samples, size)]
+
+    @property
+    def state(self):
+        """The generator's state (None at full batch)."""
+        return None if self.generator is None else self.generator.get_state()
+
+
+class Step:
+    """The update rule, step size and loss of :func:`step_`, applied to whole epochs.
+
+    Parameters
+    ----------
+    solver : str
+        The perturbation rule (:mod:`sksam._update_rules`).
+    rho, learning_rate : float
+        Radius of the perturbation and step size.
+    activation : str
+        The hidden layer's activation.
+    loss : {'squared_error', 'log_loss'}
+        The loss of the outputs.
+    schedule : schedule object, optional
+        When to take SAM's second gradient (:mod:`sksam._schedules`).
+    """
+
+    def __init__(self, *, solver, rho, learning_rate, activation, loss, schedule=None):
+        self.options = {
+            "solver": solver,
+            "schedule": schedule,
+            "rho": rho,
+            "learning_rate": learning_rate,
+            "activation": activation,
+            "loss": loss,
+            "workspace": Workspace(),
+        }
+
+    def epoch(self, state, data, batches):
+        """One pass over the data; the (weighted) mean of the batch losses, as a float.
+
+        A mini-batch whose rows all have zero weight adds nothing to the
+        weighted mean loss, nor to its gradient: it is skipped (no step).
+        """
+        total = 0.0
+        for idx in batches():
+            if idx is None:
+                return step_(state, data.X, data.Y, weights=data.weights, **self.options).item()
+            idx = idx.to(data.X.device)
+            weights, share = None, len(idx) / data.n_samples
+            if data.weights is not None:  # each batch's weights renormalized to sum to 1
+                weights = data.weights[idx]
+                share = float(weights.sum())
+                if share == 0.0:
+                    continue
+                weights = weights / share
+            loss = step_(state, data.X[idx], data.Y[idx], weights=weights, **self.options)
+            total += loss.item() * share
+        return total
+
+
+def train(state, data, step, batches, *, rule, max_iter, history, score=None, verbose=False):
+    """Epochs of ``step`` until ``rule`` stops them or ``max_iter``, appending to ``history``.
+
+    Parameters
+    ----------
+    state : FlatParams
+        The weights, trained in place.
+    data : TrainingData
+        The training rows.
+    step : Step
+        The update applied to each epoch.
+    batches : BatchOrder
+        The mini-batch order.
+    rule : sksam._base.StoppingRule
+        MLPRegressor's stopping rule, on the loss (or on ``score``).
+    max_iter : int
+        The most epochs.
+    history : sksam._base.FitHistory
+        Receives each epoch's loss (and score).
+    score : callable, optional
+        ``score(params)``: the validation score of the weights, for early
+        stopping (the weights of the best score are returned).
+    verbose : bool, default=False
+        Print each epoch's loss.
+
+    Returns
+    -------
+    params : list of 4 tensors
+        The weights to keep: the last ones, or the best-scoring ones.
+    interrupted : bool
+        Whether a ``KeyboardInterrupt`` ended the loop (the caller warns).
+
+    Raises
+    ------
+    NonFinite
+        When the loss or the weights become non-finite.
+    """
+    best, interrupted = None, False
+    try:
+        for _ in range(max_iter):
+            loss = step.epoch(state, data, batches)
+            if not math.isfinite(loss):
+                raise NonFinite(history.n_iter + 1)
+            value = None if score is None else score(state.params)
+            history.append(loss, value)
+            if verbose:
+                print_progress(history.n_iter, loss, value)
+            stop = rule.update(loss, value)
+            if score is not None and rule.is_best:
+                best = [p.clone() for p in state.params]
+            if stop:
+                break
+    except KeyboardInterrupt:
+        rule.stopped = interrupted = True
+    if not all_finite(state.params):
+        raise NonFinite(history.n_iter, weights=True)
+    return (state.params if best is None else best), interrupted
+
+
+def sharpness_problem(params, data, activation, loss, train_output_layer):
+    """The loss, the trained leaves and the logits of the network, for the sharpness.
+
+    Returns
+    -------
+    loss_fn : callable
+        The (weighted) mean training loss at ``params``, for autograd.
+    trained : list of tensors
+        The trained parameters (``W, b, a, c``, or ``W, b``), leaves.
+    leaves : list of 4 tensors
+        All four, for the logits of a classifier.
+    """
+    n_trained = 4 if train_output_layer else 2
+    leaves = [p.detach().clone().requires_grad_(i < n_trained) for i, p in enumerate(params)]
+
+    def loss_fn():
+        return autograd_loss(leaves, data.X, data.Y, activation, data.weights, loss=loss)
+
+    return loss_fn, leaves[:n_trained], leaves

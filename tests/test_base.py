@@ -575,8 +575,6 @@ def test_check_finite_numbers_arrays_tensors(values, finite):
 #: engineers adopt the spine on their own branches. Remove an entry when its
 #: family adopts it (the lead empties this at the merge of issue 25).
 NOT_YET_CONVERTED = {
-    "SAMTwoLayerClassifier": "two-layer family: _BaseTwoLayer adopts EstimatorHooks",
-    "SAMTwoLayerRegressor": "two-layer family: _BaseTwoLayer adopts EstimatorHooks",
     "SAMNetClassifier": "net family: _BaseSAMNet adopts EstimatorHooks",
     "SAMNetRegressor": "net family: _BaseSAMNet adopts EstimatorHooks",
 }

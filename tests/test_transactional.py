@@ -664,7 +664,7 @@ def test_two_layer_final_loss_is_the_training_loss(n_classes):
     y = rng.randint(n_classes, size=40)
     clf = SAMTwoLayerClassifier(n_hidden=5, max_iter=20, random_state=0).fit(X, y)
     Y = np.eye(n_classes)[y] if n_classes > 2 else y[:, None].astype(float)
-    outputs = sksam.two_layer._forward(vars(clf), clf.activation, X)
+    outputs = sksam._two_layer_model.numpy_forward(vars(clf), clf.activation, X)
     np.testing.assert_allclose(
         clf._outputs_loss(outputs, Y, None), log_loss(y, clf.predict_proba(X)), rtol=1e-5
     )

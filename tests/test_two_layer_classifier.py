@@ -323,18 +323,26 @@ def test_warm_start_continues_exactly_and_refuses_new_classes():
     assert twice.n_iter_ == 30  # the failed call changed nothing
 
 
-def test_failed_fit_leaves_classifier_unfitted(monkeypatch):
+def test_failed_fit_leaves_classifier_as_it_was(monkeypatch):
+    # unfitted after a failed first fit; a failed refit keeps the earlier
+    # fit (it used to leave the classifier unfitted, issue 21)
     X, y = _binary()
-    clf = _clf().fit(X, y)
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(two_layer, "measure_sharpness", boom)
-    with pytest.raises(RuntimeError, match="boom"):
-        clf.fit(X, y)
+    clf = _clf()
+    with monkeypatch.context() as patch:
+        patch.setattr(two_layer, "measure_sharpness", boom)
+        with pytest.raises(RuntimeError, match="boom"):
+            clf.fit(X, y)
     with pytest.raises(NotFittedError):
         check_is_fitted(clf)
+    before = clf.fit(X, y).predict_proba(X)
+    monkeypatch.setattr(two_layer, "measure_sharpness", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        clf.fit(X, 1 - y)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
 
 
 def test_fit_leaves_torch_global_rng_untouched():
