@@ -8,6 +8,22 @@ only by :func:`check_device`.
 
 The fitted history has one type and meaning in every estimator (see
 :data:`HISTORY_ATTRIBUTES_DOC`, the text the class docstrings reuse).
+
+The spine every estimator family stands on:
+
+- :class:`FitTransaction`: a fit succeeds or changes nothing. The fitted
+  state is built aside and assigned at once; on an exception (or a
+  ``KeyboardInterrupt``) the estimator is put back exactly as it was, with a
+  :class:`Snapshot` of what continued training mutates in place.
+- :class:`FitHistory`: the one record a fit appends its losses and scores to,
+  turned into the history attributes by :meth:`FitHistory.attributes`.
+- :func:`check_finite`: the one finiteness check, for numbers, arrays and
+  tensors.
+- :class:`EstimatorHooks`: the hooks a concrete estimator implements, with
+  one name per idea across the kernel, two-layer and net families
+  (:data:`HOOKS`); each family's base is an ABC that adds its own.
+- :func:`sample_weights`: checked sample weights, rescaled to mean 1 where the
+  objective is a weighted mean.
 """
 
 import math
@@ -15,6 +31,7 @@ import numbers
 import os
 import sys
 import warnings
+from abc import ABC, abstractmethod
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -28,11 +45,18 @@ from .sharpness import LOGIT_MEASURES, MEASURES
 __all__ = [
     "COMMON_CONSTRAINTS",
     "DivergenceWarning",
+    "EstimatorHooks",
+    "FitHistory",
+    "FitTransaction",
     "HISTORY_ATTRIBUTES_DOC",
+    "HOOKS",
     "MIN_VALIDATION_SAMPLES",
     "REGRESSOR_CONSTRAINTS",
+    "Snapshot",
     "StoppingRule",
+    "all_finite",
     "check_device",
+    "check_finite",
     "diagnose_loss_curve",
     "numeric_target",
     "print_progress",
@@ -86,6 +110,265 @@ HISTORY_ATTRIBUTES_DOC = """\
     best_validation_score_ : float or None
         ``max(validation_scores_)``: the score of the weights kept when
         ``early_stopping`` is True, else None."""
+
+
+# --------------------------------------------------------------------------
+# the spine: the hooks, the transaction, the history record, finiteness
+# --------------------------------------------------------------------------
+
+#: The hooks of the estimator families, one name per idea (kernel, two-layer,
+#: net). A family's base declares the ones its subclasses implement as
+#: abstract methods (class attributes satisfy an abstract property); the
+#: family-specific ones are listed in that base's docstring.
+HOOKS = {
+    # shared by every family (abstract in EstimatorHooks)
+    "_encode_targets": "y, checked, as the array the loss reads, with the target's fitted "
+    "attributes (classes_, n_outputs_).",
+    "_scale_hint": "the words that tell the user how to rescale the data "
+    "('standardize X' for a classifier, 'standardize X and y' for a regressor).",
+    # shared by two families or more (abstract in the families that call them)
+    "_loss": "the training loss (two-layer: a name of the model's losses; net: the "
+    "torch criterion).",
+    "_y_checks": "validate_data's keywords for y (multi_output, y_numeric).",
+    "_validation_score": "the score early stopping maximizes (R^2 for a regressor, "
+    "accuracy for a classifier).",
+    "_baseline_loss": "the training loss of the best constant prediction (what a fit "
+    "that learned nothing ends at).",
+    "_logits_fn": "what the logit-normalized sharpness reads, or None (a regressor has no logits).",
+    "_labels": "class labels from the model's outputs (classifiers).",
+}
+
+
+class EstimatorHooks(ABC):
+    """The contract every sksam estimator base shares: the hooks of :data:`HOOKS`.
+
+    Each family's base (``_BaseSAMKernel``, ``_BaseTwoLayer``,
+    ``_BaseSAMNet``) derives from this ABC and declares the family's further
+    hooks as abstract methods, so that a subclass that forgets one cannot be
+    instantiated and the list of hooks lives in code, not in a docstring.
+    The signatures are the family's; the meaning is the one in :data:`HOOKS`.
+    """
+
+    @property
+    @abstractmethod
+    def _scale_hint(self):
+        """How to rescale the data, as words for an error message (a class attribute)."""
+
+    @abstractmethod
+    def _encode_targets(self, *args, **kwargs):
+        """The checked target as the array the loss reads, and its fitted attributes."""
+
+
+def is_fitted_name(name):
+    """Whether ``name`` is a fitted attribute (ends in ``_``, not a dunder)."""
+    return name.endswith("_") and not name.startswith("__")
+
+
+#: The fitted attributes ``validate_data`` sets on the estimator itself.
+VALIDATED_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
+
+
+class Snapshot(ABC):
+    """What continued training mutates in place, saved to be put back on failure.
+
+    The estimator's attributes are restored by :class:`FitTransaction`
+    itself; a snapshot covers the objects they point to that training
+    changes in place (a network's weights, optimizer state, history, random
+    state).
+    """
+
+    @abstractmethod
+    def restore(self):
+        """Put the saved state back."""
+
+
+class FitTransaction:
+    """A fit that succeeds or changes nothing: ``with FitTransaction(est) as fit:``.
+
+    On entry the estimator's attributes are saved. The body builds the
+    fitted state aside and hands it to :meth:`commit`; on a normal exit it
+    is assigned at once: fitted attributes (names ending in ``_``) of an
+    earlier fit that are not in it are dropped, except those
+    ``validate_data`` has just set (:data:`VALIDATED_ATTRIBUTES`). If the
+    body raises, or a ``KeyboardInterrupt`` arrives, ``snapshot.restore()``
+    runs and the attributes are put back exactly as they were: an unfitted
+    estimator stays unfitted, a fitted one keeps its model. The exception
+    propagates.
+
+    Parameters
+    ----------
+    estimator : estimator
+        The estimator being fitted.
+    snapshot : Snapshot or None, default=None
+        The continued-training state to restore on failure (``warm_start``,
+        ``partial_fit``); None when the fit builds everything afresh.
+
+    Examples
+    --------
+    >>> from sklearn.base import BaseEstimator
+    >>> est = BaseEstimator()
+    >>> with FitTransaction(est) as fit:
+    ...     fit.commit({"coef_": 1.0})
+    >>> est.coef_
+    1.0
+    >>> try:
+    ...     with FitTransaction(est) as fit:
+    ...         est.coef_ = 2.0
+    ...         raise ValueError("no")
+    ... except ValueError:
+    ...     pass
+    >>> est.coef_
+    1.0
+    """
+
+    def __init__(self, estimator, snapshot=None):
+        self.estimator = estimator
+        self.snapshot = snapshot
+        self.fitted = None
+
+    def __enter__(self):
+        self.saved = dict(vars(self.estimator))
+        return self
+
+    def commit(self, fitted):
+        """Hand over the fitted state, assigned when the ``with`` block ends normally.
+
+        Parameters
+        ----------
+        fitted : dict
+            Every attribute of the fit, by name.
+        """
+        self.fitted = dict(fitted)
+
+    def __exit__(self, kind, value, traceback):
+        state = vars(self.estimator)
+        if kind is not None:
+            try:
+                if self.snapshot is not None:
+                    self.snapshot.restore()
+            finally:
+                state.clear()
+                state.update(self.saved)
+            return False
+        if self.fitted is not None:
+            for name in [n for n in state if is_fitted_name(n)]:
+                if name not in self.fitted and name not in VALIDATED_ATTRIBUTES:
+                    del state[name]
+            state.update(self.fitted)
+        return False
+
+
+class FitHistory:
+    """The one record a fit appends to; :meth:`attributes` gives the fitted history.
+
+    Parameters
+    ----------
+    loss_curve : sequence of float, default=()
+        Training losses so far (an earlier fit's, under ``warm_start``).
+    validation_scores : sequence of float or None, default=None
+        Validation scores so far; None without early stopping.
+    n_iter : int, default=0
+        Iterations run so far.
+
+    Attributes
+    ----------
+    loss_curve : list of float
+    validation_scores : list of float or None
+    n_iter : int
+    first_iteration : int
+        ``n_iter`` when this record was made: where this call started.
+    best_validation_score : float or None
+        The score of the weights kept, when it is not ``max(validation_scores)``.
+    """
+
+    def __init__(self, loss_curve=(), validation_scores=None, n_iter=0):
+        self.loss_curve = list(loss_curve)
+        self.validation_scores = None if validation_scores is None else list(validation_scores)
+        self.n_iter = int(n_iter)
+        self.first_iteration = self.n_iter
+        self.best_validation_score = None
+
+    @classmethod
+    def continued(cls, estimator, *, early_stopping):
+        """The history of a fitted ``estimator``, to extend (``warm_start``)."""
+        scores = list(estimator.validation_scores_ or []) if early_stopping else None
+        return cls(estimator.loss_curve_, scores, estimator.n_iter_)
+
+    def append(self, loss, score=None):
+        """Record one iteration."""
+        self.n_iter += 1
+        self.loss_curve.append(float(loss))
+        if score is not None:
+            if self.validation_scores is None:
+                self.validation_scores = []
+            self.validation_scores.append(float(score))
+
+    def attributes(self):
+        """The history attributes of :data:`HISTORY_ATTRIBUTES_DOC`, by name.
+
+        Returns
+        -------
+        attributes : dict
+            ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
+            ``best_validation_score_`` and ``n_iter_``.
+        """
+        curve = [float(v) for v in self.loss_curve]
+        scores = best = None
+        if self.validation_scores is not None:
+            scores = [float(v) for v in self.validation_scores]
+            best = self.best_validation_score
+            if best is None and scores:
+                best = max(scores)
+            best = None if best is None else float(best)
+        return {
+            "loss_curve_": curve,
+            "best_loss_": float(min(curve)) if curve else float("nan"),
+            "validation_scores_": scores,
+            "best_validation_score_": best,
+            "n_iter_": int(self.n_iter),
+        }
+
+
+def all_finite(*values):
+    """Whether every number in ``values`` is finite.
+
+    Each value is a number, a numpy array, a torch tensor (on any device;
+    torch is not imported here) or a list/tuple of these; None is skipped.
+    """
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            if not all_finite(*value):
+                return False
+        elif hasattr(value, "detach"):  # a torch tensor, checked where it lives
+            if not bool(value.detach().isfinite().all()):
+                return False
+        elif not np.all(np.isfinite(np.asarray(value, dtype=float))):
+            return False
+    return True
+
+
+def check_finite(values, message):
+    """Raise ``ValueError(message)`` unless every number in ``values`` is finite.
+
+    The one finiteness check of the estimators (losses, weights, outputs,
+    sharpness); the message names the cause and the parameter to change.
+
+    Parameters
+    ----------
+    values : number, array, tensor, or list/tuple of these
+        What must be finite (see :func:`all_finite`).
+    message : str
+        The error message.
+
+    Raises
+    ------
+    ValueError
+        If a value is NaN or infinite.
+    """
+    if not all_finite(values):
+        raise ValueError(message)
 
 
 # --------------------------------------------------------------------------
@@ -397,19 +680,9 @@ def record_history(
     best_validation_score : float, optional
         The score of the weights kept; defaults to ``max(validation_scores)``.
     """
-    estimator.loss_curve_ = [float(v) for v in loss_curve]
-    estimator.best_loss_ = float(min(estimator.loss_curve_))
-    if validation_scores is None:
-        estimator.validation_scores_ = None
-        estimator.best_validation_score_ = None
-    else:
-        estimator.validation_scores_ = [float(v) for v in validation_scores]
-        if best_validation_score is None and estimator.validation_scores_:
-            best_validation_score = max(estimator.validation_scores_)
-        estimator.best_validation_score_ = (
-            None if best_validation_score is None else float(best_validation_score)
-        )
-    estimator.n_iter_ = int(n_iter)
+    history = FitHistory(loss_curve, validation_scores, n_iter)
+    history.best_validation_score = best_validation_score
+    vars(estimator).update(history.attributes())
 
 
 def print_progress(iteration, loss, score=None):

@@ -220,6 +220,7 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
         return tags
 
     _y_checks = {}
+    _scale_hint = "standardize X"
 
     def _encode_targets(self, X, y, sw):
         """``+-1`` columns of the classes (one for two), the class weights applied."""

@@ -1,5 +1,6 @@
 """Model selection along the path: :class:`SAMKernelRegressorCV`, :class:`SAMKernelClassifierCV`."""
 
+from abc import ABC, abstractmethod
 from numbers import Integral, Real
 
 import numpy as np
@@ -18,10 +19,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from ._base import numeric_target
+from ._base import FitTransaction, numeric_target
 from ._kernel_classifier import SAMKernelClassifier
 from ._kernel_models import KERNEL_MEASURES, R2Score
-from .kernel import SAMKernelRegressor, _transaction
+from .kernel import SAMKernelRegressor
 
 #: Parameters passed through to every :class:`SAMKernelRegressor` fitted.
 _KERNEL_PARAMS = (
@@ -39,12 +40,14 @@ _KERNEL_PARAMS = (
 )
 
 
-class _BaseKernelCV(BaseEstimator):
+class _BaseKernelCV(BaseEstimator, ABC):
     """The search shared by the CV estimators: one path per fold and ``(solver, rho)``.
 
-    A subclass names the estimator it searches (``_estimator_class``, with the
-    parameters it passes on), checks the targets, the folds, and scores one
-    stage of a path on a test fold (``_stage_score``).
+    A subclass implements the abstract hooks: it names the estimator it
+    searches (``_estimator_class``, with the parameters it passes on,
+    ``_passed_params``), checks the targets (``_validate_targets``) and the
+    folds (``_check_folds``), and scores one stage of a path on a test fold
+    (``_stage_score``).
     """
 
     _parameter_constraints: dict = {
@@ -67,6 +70,29 @@ class _BaseKernelCV(BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
+
+    @property
+    @abstractmethod
+    def _estimator_class(self):
+        """The estimator whose paths are searched (a class attribute)."""
+
+    @property
+    @abstractmethod
+    def _passed_params(self):
+        """The names of the parameters passed on to it (a class attribute)."""
+
+    @abstractmethod
+    def _validate_targets(self, X, y):
+        """Checked ``X`` and ``y``."""
+
+    @abstractmethod
+    def _check_folds(self, folds, n_samples):
+        """Refuse folds the search cannot score."""
+
+    @staticmethod
+    @abstractmethod
+    def _stage_score(pred, y_test):
+        """The test-fold score of the predictions ``pred`` of one stage of a path."""
 
     def _grid(self):
         solvers = [str(s) for s in np.atleast_1d(self.solvers)]
@@ -105,7 +131,7 @@ class _BaseKernelCV(BaseEstimator):
         self : object
             The fitted estimator.
         """
-        with _transaction(self):
+        with FitTransaction(self):  # the search assigns as it goes: a rollback only
             return self._fit(X, y, sample_weight)
 
     def _fit(self, X, y, sample_weight):

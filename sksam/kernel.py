@@ -6,6 +6,7 @@ and the path solver of :mod:`sksam._kernel_path`, which returns its result.
 """
 
 import warnings
+from abc import abstractmethod
 from numbers import Integral, Real
 
 import numpy as np
@@ -18,11 +19,14 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from ._base import (
     COMMON_CONSTRAINTS,
+    EstimatorHooks,
+    FitHistory,
+    FitTransaction,
     check_device,
+    check_finite,
     diagnose_loss_curve,
     numeric_target,
     print_progress,
-    record_history,
     validation_split,
     warn_diverged,
     warn_not_converged,
@@ -50,12 +54,14 @@ from ._kernel_path import (
 )
 
 
-class _BaseSAMKernel(BaseEstimator):
+class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
     """The kernel path shared by :class:`SAMKernelRegressor` and the classifier.
 
-    A subclass says how its targets are checked (``_y_checks``) and coded
-    (``_encode_targets``, returning :class:`Targets`) and which validation
-    score early stopping maximizes (``_validation_score``); fitting, the
+    A subclass implements the abstract hooks (names and meanings as in
+    :data:`sksam._base.HOOKS`): how its targets are checked (``_y_checks``)
+    and coded (``_encode_targets``, returning :class:`Targets`), which
+    validation score early stopping maximizes (``_validation_score``), and
+    how the user should rescale the data (``_scale_hint``). Fitting, the
     sharpness and the outputs along the path (``_decision``,
     ``_staged_decision``) are the same.
     """
@@ -87,6 +93,21 @@ class _BaseSAMKernel(BaseEstimator):
         tags.target_tags.multi_output = True
         return tags
 
+    # ------------------------------------------------------------------ hooks
+
+    @property
+    @abstractmethod
+    def _y_checks(self):
+        """``validate_data``'s keywords for ``y`` (a class attribute)."""
+
+    @abstractmethod
+    def _encode_targets(self, X, y, sw):
+        """The coded targets of a fit, as :class:`Targets`."""
+
+    @abstractmethod
+    def _validation_score(self):
+        """The validation score early stopping maximizes (an ``R2Score``-like object)."""
+
     # ------------------------------------------------------------------ kernel
 
     def _get_kernel(self, X, Y=None):
@@ -99,7 +120,7 @@ class _BaseSAMKernel(BaseEstimator):
 
     def _fit(self, X, y, sample_weight):
         """``fit``: select -> build -> solve -> finish, assigned at the end."""
-        with _transaction(self):  # validate_data sets n_features_in_ on self
+        with FitTransaction(self) as transaction:
             X, target, sw, source = self._validate(X, y, sample_weight)
             Y = target.Y
             train, val = self._split(X.shape[0], sw, target.stratify)
@@ -112,10 +133,8 @@ class _BaseSAMKernel(BaseEstimator):
             result = self._solve(problem, lr, y_scale, early=val is not None)
             fitted = self._finish(model, problem, result, lr, y_scale, target)
             self._report(result, fitted)
-        for name in ("dual_coef_", "coef_", "X_fit_", "centers_", "n_components_"):
-            if hasattr(self, name) and name not in fitted:  # another parametrization's
-                delattr(self, name)
-        self.__dict__.update(fitted)
+            # replaces another parametrization's attributes (dual_coef_ by coef_...)
+            transaction.commit(fitted)
         return self
 
     def _validate(self, X, y, sample_weight):
@@ -219,16 +238,10 @@ class _BaseSAMKernel(BaseEstimator):
         if self.sharpness is not None:
             sharpness = model.sharpness(self.sharpness, self.rho, problem, result, y_scale)
         fitted = model.finish(result, coef, target.ravel_coef)
-        _check_finite(losses, model.basis, coef, sharpness, self.sharpness, y_scale)
-        history = _History()
-        record_history(
-            history,
-            loss_curve=losses,
-            n_iter=result.n_iter,
-            validation_scores=result.validation_scores,
-            best_validation_score=result.best_validation_score,
-        )
-        fitted.update(vars(history))
+        self._check_finite(losses, model.basis, coef, sharpness, y_scale)
+        history = FitHistory(losses, result.validation_scores, result.n_iter)
+        history.best_validation_score = result.best_validation_score
+        fitted.update(history.attributes())
         fitted.update(target.fitted)
         fitted.update(
             learning_rate_=lr,
@@ -243,6 +256,26 @@ class _BaseSAMKernel(BaseEstimator):
             _one_output=target.ravel_decision,
         )
         return fitted
+
+    def _check_finite(self, losses, basis, coef, sharpness, y_scale):
+        """Refuse a fit whose losses, weights or sharpness are not finite."""
+        check_finite(
+            losses,
+            f"The training loss overflows float64: y has values of magnitude about "
+            f"{y_scale:.3g}, whose squares exceed the largest float. Standardize y "
+            "(e.g. sklearn.compose.TransformedTargetRegressor with a StandardScaler) "
+            "or divide it by a constant.",
+        )
+        check_finite(
+            [basis, coef],
+            f"The fitted coefficients are not finite; {self._scale_hint} "
+            "(StandardScaler) or lower rho.",
+        )
+        check_finite(
+            sharpness,
+            f"The sharpness ({self.sharpness!r}) of the fitted model is not finite "
+            f"({sharpness}); {self._scale_hint} or lower rho.",
+        )
 
     def _report(self, result, fitted):
         """Warnings and the verbose lines of a fit."""
@@ -572,6 +605,7 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
         self.dtype = dtype
 
     _y_checks = {"multi_output": True, "y_numeric": True}
+    _scale_hint = "standardize X and y"
 
     def _encode_targets(self, X, y, sw):
         """Numeric targets as they are, 2D (numeric strings converted, others named)."""
@@ -663,32 +697,6 @@ class Targets:
         self.stratify, self.fitted = stratify, fitted or {}
 
 
-class _History:
-    """Receives the history attributes (``record_history``) before they are assigned."""
-
-
-class _transaction:
-    """Restore the estimator's attributes if the block raises (or is interrupted).
-
-    A fit builds its state aside and assigns it at the end; what it sets on the
-    estimator before that (``validate_data``'s ``n_features_in_``) is put back
-    if it fails or a ``KeyboardInterrupt`` arrives, so the estimator is never
-    half fitted: an earlier fit stays intact.
-    """
-
-    def __init__(self, estimator):
-        self.estimator = estimator
-
-    def __enter__(self):
-        self.saved = dict(self.estimator.__dict__)
-
-    def __exit__(self, kind, value, traceback):
-        if kind is not None:
-            self.estimator.__dict__.clear()
-            self.estimator.__dict__.update(self.saved)
-        return False
-
-
 def _power_of_two_scale(top, rho):
     """``2^k`` near ``max(top, rho)`` (1 if both are 0): dividing by it is exact.
 
@@ -699,27 +707,6 @@ def _power_of_two_scale(top, rho):
     if not (np.isfinite(top) and top > 0):
         return 1.0
     return float(2.0 ** np.round(np.log2(top)))
-
-
-def _check_finite(losses, basis, coef, sharpness, measure, y_scale):
-    """Refuse a fit whose losses, weights or sharpness are not finite."""
-    if not np.all(np.isfinite(losses)):
-        raise ValueError(
-            f"The training loss overflows float64: y has values of magnitude about "
-            f"{y_scale:.3g}, whose squares exceed the largest float. Standardize y "
-            "(e.g. sklearn.compose.TransformedTargetRegressor with a StandardScaler) "
-            "or divide it by a constant."
-        )
-    if not (np.all(np.isfinite(basis)) and np.all(np.isfinite(coef))):
-        raise ValueError(
-            "The fitted coefficients are not finite; standardize X and y "
-            "(StandardScaler) or lower rho."
-        )
-    if sharpness is not None and not np.isfinite(sharpness):
-        raise ValueError(
-            f"The sharpness ({measure!r}) of the fitted model is not finite "
-            f"({sharpness}); standardize X and y or lower rho."
-        )
 
 
 def _check_dtype(dtype):

@@ -323,7 +323,7 @@ _FAILURE_POINTS = [
     ("sksam._kernel_path", "run_steps"),  # inside the path solver
     ("sksam._kernel_path", "fit_krylov_path"),
     ("sksam._base", "StoppingRule"),  # the stopping rule handed in
-    ("sksam.kernel", "record_history"),  # finishing
+    ("sksam.kernel", "FitHistory"),  # finishing
 ]
 
 
