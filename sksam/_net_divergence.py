@@ -1,13 +1,14 @@
 """Whether a net's training diverged, and why (private).
 
 Functions of a skorch net's history, its module's outputs and the loss of
-the best constant prediction: the finiteness checks that make a diverged
-fit an error, and the loss-curve rule that makes a finite blow-up a
-warning. The estimator adds the remedy (which parameter to change).
+the best constant prediction: what is not finite after training (an
+error), and the loss-curve rule that makes a finite blow-up a warning. The
+estimator adds the remedy (which parameter to change).
 """
 
 import numpy as np
-import torch
+
+from ._base import all_finite
 
 #: A batch loss this many times the first one, with a final loss no better than a
 #: constant prediction's, means the learning rate threw the network away.
@@ -16,14 +17,6 @@ PEAK_FACTOR = 1.5
 #: ... and the rise must be this many robust standard deviations (scaled median
 #: absolute deviation) of the batch losses: noise alone stays below about 7.
 PEAK_NOISE_FACTOR = 12.0
-
-
-class TrainingDiverged(ValueError):
-    """The loss, the weights or the outputs of a trained net are not finite.
-
-    The message says what; the estimator re-raises it as a ``ValueError``
-    with the remedy appended.
-    """
 
 
 def batch_losses(epochs):
@@ -53,34 +46,26 @@ def first_batch_loss(epochs):
     return losses[0] if losses else None
 
 
-def check_finite(net):
-    """Raise :class:`TrainingDiverged` if a batch loss or a weight of ``net`` is not finite."""
-    # Batch by batch: an epoch interrupted before its first batch has no loss.
-    params = torch.cat([p.detach().reshape(-1) for p in net.module_.parameters()])
-    if not (np.all(np.isfinite(batch_losses(net.history))) and bool(torch.isfinite(params).all())):
-        raise TrainingDiverged("Training diverged: the loss or the weights are not finite.")
+def divergence(net, outputs, loss):
+    """What is not finite after training ``net``, in words, or None.
 
-
-def check_finite_outputs(outputs):
-    """The trained network must predict finite values where it was trained.
-
-    The training loss is computed in training mode; ``predict`` runs in
-    eval mode (``outputs``), where batch normalization uses its running
-    statistics, which may have blown up while the training loss stayed finite.
+    A batch loss or a weight; else the eval-mode ``outputs`` on the
+    training data (what ``predict`` computes: batch normalization's running
+    statistics may have blown up while the training loss stayed finite);
+    else the ``loss`` at the fitted weights (finite outputs whose loss
+    overflows float32). Checked by the one finiteness check,
+    :func:`sksam._base.all_finite`; the estimator adds the remedy.
     """
-    if not bool(torch.isfinite(outputs).all()):
-        raise TrainingDiverged(
+    if not all_finite(batch_losses(net.history), list(net.module_.parameters())):
+        return "Training diverged: the loss or the weights are not finite."
+    if not all_finite(outputs):
+        return (
             "Training diverged: the network's outputs in eval mode (what predict "
             "computes) are not finite on the training data."
         )
-
-
-def check_finite_loss(loss):
-    """Finite outputs whose loss overflows (float32) are a divergence too."""
-    if not np.isfinite(loss):
-        raise TrainingDiverged(
-            f"Training diverged: the training loss at the fitted weights is {loss}."
-        )
+    if not all_finite(loss):
+        return f"Training diverged: the training loss at the fitted weights is {loss}."
+    return None
 
 
 def no_better_than_constant(epochs, baseline):

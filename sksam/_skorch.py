@@ -28,7 +28,7 @@ from skorch.utils import TeeGenerator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ._base import _user_stacklevel
+from ._base import Snapshot, _user_stacklevel
 from ._net_data import batch_rows, resolved_device
 from ._net_random import NetRandomState, draws_random_numbers
 from ._skorch_overrides import (
@@ -631,8 +631,12 @@ def implements(callback, hook):
     )
 
 
-class NetSnapshot:
+class NetSnapshot(Snapshot):
     """What continued training changes in a net, saved to be put back after a failure.
+
+    The net family's :class:`~sksam._base.Snapshot` for
+    :class:`~sksam._base.FitTransaction`, which puts the estimator's
+    attributes back itself.
 
     The module's parameters and buffers, the optimizer's state, the length
     of the history and the random state. Callbacks are user objects and

@@ -18,6 +18,7 @@ are stored as attributes (as skorch does), returned by ``get_params``,
 accepted by ``set_params`` and therefore by ``clone`` and ``GridSearchCV``.
 """
 
+import abc
 import copy
 import inspect
 import warnings
@@ -41,11 +42,13 @@ from torch import nn
 from ._base import (
     HISTORY_ATTRIBUTES_DOC,
     REGRESSOR_CONSTRAINTS,
+    EstimatorHooks,
+    FitHistory,
+    FitTransaction,
     _user_stacklevel,
     check_device,
     diagnose_loss_curve,
     numeric_target,
-    record_history,
     warn_diverged,
     warn_interrupted,
 )
@@ -72,10 +75,7 @@ from ._net_data import (  # TensorBatchLoader: importable from here, as before
     validate_classes,
 )
 from ._net_divergence import (
-    TrainingDiverged,
-    check_finite,
-    check_finite_loss,
-    check_finite_outputs,
+    divergence,
     epoch_losses,
     first_batch_loss,
     no_better_than_constant,
@@ -123,16 +123,53 @@ def _is_routed(name):
     return bool(sep) and prefix in ROUTED_PREFIXES
 
 
-class _BaseSAMNet(BaseEstimator):
+class _BaseSAMNet(EstimatorHooks, BaseEstimator):
     """What the classifier and the regressor share: parameters, training, sharpness.
 
-    Subclasses set ``_task`` (``'classifier'`` or ``'regressor'``, which
-    picks the skorch net), ``_output_name`` (the
-    keyword a module class takes for its output size) and implement
-    ``_criterion`` (the loss as a module), ``_targets`` (validated ``y`` to
-    the tensor the loss expects) and ``_baseline_loss`` (the loss of the best
-    constant prediction, the bar a trained network must clear).
+    An ABC: its abstract members are the hooks a subclass implements, named
+    as in ``sksam._base.HOOKS`` (``_encode_targets``, ``_scale_hint``,
+    ``_loss``, ``_baseline_loss``, ``_logits_fn``), plus the net's own:
+    ``_task`` (``'classifier'`` or ``'regressor'``, which picks the skorch
+    net), ``_output_name`` (the keyword a module class takes for its output
+    size), ``_default_lr`` and ``_n_outputs`` (the width of the output).
     """
+
+    @property
+    @abc.abstractmethod
+    def _task(self):
+        """``'classifier'`` or ``'regressor'``: the skorch net to build (a class attribute)."""
+
+    @property
+    @abc.abstractmethod
+    def _output_name(self):
+        """The keyword a module class takes for its output width (a class attribute)."""
+
+    @property
+    @abc.abstractmethod
+    def _default_lr(self):
+        """The learning rate of ``lr=None`` (a class attribute)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _loss():
+        """The training loss, a new torch criterion module."""
+
+    @abc.abstractmethod
+    def _encode_targets(self, X, y, *, warm, partial, classes):
+        """``(X, y, targets)``: checked data, ``y`` as the loss reads it, and the
+        target's fitted attributes (``classes_`` or ``n_outputs_``)."""
+
+    @abc.abstractmethod
+    def _n_outputs(self, y):
+        """Output columns the module must return for the encoded ``y``."""
+
+    @abc.abstractmethod
+    def _baseline_loss(self, y):
+        """The loss of the best constant prediction of ``y`` (a tensor), or None."""
+
+    @abc.abstractmethod
+    def _logits_fn(self, module, X, y):
+        """What the logit-normalized sharpness reads, or None (a regressor has no logits)."""
 
     _parameter_constraints = {
         "module": [None, callable],
@@ -437,17 +474,12 @@ class _BaseSAMNet(BaseEstimator):
         model is kept, with a warning; anywhere else it is re-raised.
         """
         warm = self.__sklearn_is_fitted__() and (partial or self.warm_start)
-        saved = dict(vars(self))
-        snapshot = NetSnapshot(self.net_) if warm else None
-        try:
-            X, y = self._validate_fit_data(X, y, warm=warm, partial=partial, classes=classes)
-            return self._train(X, y, 1 if partial else self.max_epochs, warm)
-        except BaseException:
-            if snapshot is not None:
-                snapshot.restore()
-            vars(self).clear()
-            vars(self).update(saved)
-            raise
+        with FitTransaction(self, NetSnapshot(self.net_) if warm else None) as fit:
+            X, y, targets = self._encode_targets(X, y, warm=warm, partial=partial, classes=classes)
+            vars(self).update(targets)  # what the training reads (n_outputs)
+            fitted = self._train(X, y, 1 if partial else self.max_epochs, warm)
+            fit.commit({**targets, **fitted})
+        return self
 
     def _train(self, X, y, epochs, warm, seed=None):
         """Train ``net_`` (built afresh unless ``warm``) for ``epochs`` epochs.
@@ -458,10 +490,10 @@ class _BaseSAMNet(BaseEstimator):
         seeded from ``random_state`` for a new network and carried on by
         continued training, so that continued training draws the batch
         orders and dropout masks one uninterrupted run would; torch's global
-        generators are left as they were. The fitted attributes are set only
-        once training and the checks after it succeeded. ``seed``, drawn
-        from ``random_state`` unless given, seeds a new net's random state and
-        the sharpness sample.
+        generators are left as they were. Returns the fitted attributes
+        (the caller commits them); ``seed``, drawn from ``random_state``
+        unless given, seeds a new net's random state and the sharpness
+        sample.
         """
         device = self._training_device(warm)
         if not warm:
@@ -494,25 +526,18 @@ class _BaseSAMNet(BaseEstimator):
         if net.interrupted_:
             warn_interrupted(type(self).__name__)
         X_s, y_s, rng = subsample(X_t, y_t, seed, self.sharpness_max_samples)
-        try:
-            check_finite(net)
-            final_loss = self._final_loss(net.module_, X_s, y_s)
-        except TrainingDiverged as exc:
-            blame = self._blame_rho(X, y, epochs, warm, seed)
-            raise ValueError(f"{exc} {blame or self._diverged_remedy()}") from None
+        final_loss = self._final_loss(net, X_s, y_s, lambda: (X, y, epochs, warm, seed))
         with net.rng.active():
             sharpness = self._sharpness(net.module_, X_s, y_s, rng)
-        self.net_ = net
-        record_history(self, loss_curve=epoch_losses(net.history), n_iter=len(net.history))
-        self.sharpness_ = sharpness
+        history = FitHistory(epoch_losses(net.history), None, len(net.history))
         # an epoch stopped before its first batch (Ctrl-C, a callback) has no loss
         trained = [e for e in net.history[first_epoch:] if any(map(bool, e["batches"]))]
         self._warn_if_diverged(trained, y_t, final_loss, lambda: (X, y, epochs, warm, seed))
         if self.verbose:
-            self._say_if_sam_cannot_act(y_t)
-        return self
+            self._say_if_sam_cannot_act(history.loss_curve, y_t)
+        return {"net_": net, **history.attributes(), "sharpness_": sharpness}
 
-    def _say_if_sam_cannot_act(self, y):
+    def _say_if_sam_cannot_act(self, loss_curve, y):
         """A verbose line when training stopped where SAM and GD coincide.
 
         Far from a minimum (a training loss still a sizeable part of the
@@ -520,9 +545,9 @@ class _BaseSAMNet(BaseEstimator):
         changes which minimum training settles in, and a short or slow
         schedule stops before reaching one.
         """
-        if not is_perturbed(self.solver, self.rho) or not len(self.loss_curve_):
+        if not self._perturbed() or not len(loss_curve):
             return
-        final, baseline = self.loss_curve_[-1], self._baseline_loss(y)
+        final, baseline = loss_curve[-1], self._baseline_loss(y)
         if not baseline or not np.isfinite(final) or final <= FAR_FROM_MINIMUM * baseline:
             return
         print(
@@ -584,7 +609,7 @@ class _BaseSAMNet(BaseEstimator):
 
     def _net_params(self, n_outputs, rng):
         return dict(
-            criterion=type(self._criterion()),
+            criterion=type(self._loss()),
             **self._optimizer_params(),
             lr=self._lr(),
             max_epochs=self.max_epochs,
@@ -696,7 +721,7 @@ class _BaseSAMNet(BaseEstimator):
     def _sharpness(self, module, X, y, rng):
         if self.sharpness is None:
             return None
-        criterion = self._criterion()
+        criterion = self._loss()
 
         def loss_fn():
             return criterion(module(X), y)
@@ -718,22 +743,26 @@ class _BaseSAMNet(BaseEstimator):
 
     # -- divergence ----------------------------------------------------------------
 
-    def _final_loss(self, module, X, y):
+    def _final_loss(self, net, X, y, failed_fit):
         """The training loss at the fitted weights, in eval mode (what predict computes).
 
         The loss curve holds the losses *before* each step, so it cannot see
-        a last step that blew the weights up; this loss can. Non-finite
-        outputs or loss raise :class:`~sksam._net_divergence.TrainingDiverged`.
+        a last step that blew the weights up; this loss can. A batch loss,
+        a weight, an eval-mode output or this loss that is not finite
+        (:func:`~sksam._net_divergence.divergence`) is a ``ValueError``
+        with the remedy: ``rho`` when the same fit without it stays finite
+        (:meth:`_blame_rho`, given ``failed_fit()``), else ``lr``.
         """
-        outputs = eval_forward(module, X)
-        check_finite_outputs(outputs)
+        outputs = eval_forward(net.module_, X)
         with torch.no_grad():
-            loss = float(self._criterion()(outputs, y))
-        check_finite_loss(loss)  # finite outputs whose loss overflows (float32)
+            loss = float(self._loss()(outputs, y))
+        failure = divergence(net, outputs, loss)
+        if failure is not None:
+            remedy = self._blame_rho(*failed_fit()) or (
+                f"Use a smaller lr (or rho), or {self._scale_hint}."
+            )
+            raise ValueError(f"{failure} {remedy}")
         return loss
-
-    def _diverged_remedy(self):
-        return f"Use a smaller lr (or rho), or standardize X{self._remedy_suffix}."
 
     def _warn_if_diverged(self, epochs, y, final_loss, failed_fit):
         """Warn when the loss blew up, or ended no better than a constant prediction.
@@ -755,7 +784,7 @@ class _BaseSAMNet(BaseEstimator):
         if cause is None:
             return
         remedy = self._blame_rho(*failed_fit()) or (
-            f"Lower lr (now {self._lr():g}) or standardize X{self._remedy_suffix}"
+            f"Lower lr (now {self._lr():g}) or {self._scale_hint}"
         )
         warn_diverged(
             type(self).__name__,
@@ -804,8 +833,6 @@ class _BaseSAMNet(BaseEstimator):
             if name in vars(self):
                 setattr(twin, name, getattr(self, name))
         return twin
-
-    _remedy_suffix = ""
 
 
 #: A final training loss above this fraction of the constant prediction's is "far
@@ -1064,8 +1091,10 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         """The module's outputs as logits and the class indices (logit-normalized sharpness)."""
         return lambda: (module(X), y)
 
+    _scale_hint = "standardize X"
+
     @staticmethod
-    def _criterion():
+    def _loss():
         return nn.CrossEntropyLoss()
 
     def _n_outputs(self, y):
@@ -1125,8 +1154,8 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         """
         return self._fit(X, y, partial=True, classes=classes)
 
-    def _validate_fit_data(self, X, y, *, warm, partial, classes):
-        """``X`` and ``y`` as class indices; sets ``classes_`` on a fresh fit."""
+    def _encode_targets(self, X, y, *, warm, partial, classes):
+        """``X``, ``y`` as class indices, and ``classes_`` (new on a fresh fit)."""
         if partial and not warm and classes is None:
             # scikit-learn's wording (sklearn.utils.multiclass)
             raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -1141,16 +1170,15 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
                 )
         method = "partial_fit" if partial else "warm_start"
         if warm:
-            y_encoded = encode(y, self.classes_, method)
+            classes = self.classes_
+            y_encoded = encode(y, classes, method)
         elif partial:
             check_n_classes(classes, "in `classes`")
             y_encoded = encode(y, classes, method)
-            self.classes_ = classes
         else:
             classes, y_encoded = np.unique(y, return_inverse=True)
             check_n_classes(classes, "in the data")
-            self.classes_ = classes
-        return X, class_indices(y_encoded)
+        return X, class_indices(y_encoded), {"classes_": classes}
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of the network's logits.
@@ -1279,11 +1307,15 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
     """
     )
 
-    _remedy_suffix = " and y"
+    _scale_hint = "standardize X and y"
 
     @staticmethod
-    def _criterion():
+    def _loss():
         return nn.MSELoss()
+
+    def _logits_fn(self, module, X, y):
+        """A regressor has no logits (the logit-normalized sharpness is the classifier's)."""
+        return None
 
     def _n_outputs(self, y):
         return y.shape[1]
@@ -1298,23 +1330,21 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         baseline = float(y.double().var(dim=0, unbiased=False).mean())
         return baseline if baseline > 0 else None
 
-    def _targets(self, X, y, reset):
+    def _encode_targets(self, X, y, *, warm, partial, classes):
+        """``X``, ``y`` as a 2-D float32 array, ``n_outputs_`` and the shape ``predict`` returns."""
         X, y = validate_data(
-            self, X, y, dtype=np.float32, reset=reset, multi_output=True, y_numeric=True
+            self, X, y, dtype=np.float32, reset=not warm, multi_output=True, y_numeric=True
         )
         y_2d = numeric_target(y, type(self).__name__, np.float32).reshape(len(y), -1)
-        if reset:
-            self._y_ndim = np.ndim(y)
-            self.n_outputs_ = y_2d.shape[1]
-        elif y_2d.shape[1] != self.n_outputs_:
+        if warm and y_2d.shape[1] != self.n_outputs_:
             raise ValueError(
                 f"y has {y_2d.shape[1]} output(s), but {type(self).__name__} was fitted "
                 f"with {self.n_outputs_}."
             )
-        return X, np.ascontiguousarray(y_2d)
-
-    def _validate_fit_data(self, X, y, *, warm, partial, classes):
-        return self._targets(X, y, reset=not warm)
+        targets = {"n_outputs_": y_2d.shape[1], "_y_ndim": np.ndim(y)}
+        if warm:
+            targets = {"n_outputs_": self.n_outputs_, "_y_ndim": self._y_ndim}
+        return X, np.ascontiguousarray(y_2d), targets
 
     def predict(self, X):
         """Predicted targets.

@@ -577,8 +577,6 @@ def test_check_finite_numbers_arrays_tensors(values, finite):
 NOT_YET_CONVERTED = {
     "SAMTwoLayerClassifier": "two-layer family: _BaseTwoLayer adopts EstimatorHooks",
     "SAMTwoLayerRegressor": "two-layer family: _BaseTwoLayer adopts EstimatorHooks",
-    "SAMNetClassifier": "net family: _BaseSAMNet adopts EstimatorHooks",
-    "SAMNetRegressor": "net family: _BaseSAMNet adopts EstimatorHooks",
 }
 
 #: Names the vocabulary retired, with the name of the same idea in HOOKS.
