@@ -57,10 +57,14 @@ from ._net_checks import (
     ValidSplitHint,
     check_callbacks,
     check_output_width,
+    divergence,
+    epoch_losses,
     eval_forward,
+    first_batch_loss,
     has_batch_norm,
     initialize,
     needs_closure,
+    no_better_than_constant,
     single_row_message,
 )
 from ._net_data import (  # TensorBatchLoader: importable from here, as before
@@ -73,12 +77,6 @@ from ._net_data import (  # TensorBatchLoader: importable from here, as before
     subsample,
     to_tensor,
     validate_classes,
-)
-from ._net_divergence import (
-    divergence,
-    epoch_losses,
-    first_batch_loss,
-    no_better_than_constant,
 )
 from ._net_random import NetRandomState, whole_fit_random_state
 from ._schedules import SCHEDULED_SOLVERS, schedule_for
@@ -749,7 +747,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         The loss curve holds the losses *before* each step, so it cannot see
         a last step that blew the weights up; this loss can. A batch loss,
         a weight, an eval-mode output or this loss that is not finite
-        (:func:`~sksam._net_divergence.divergence`) is a ``ValueError``
+        (:func:`~sksam._net_checks.divergence`) is a ``ValueError``
         with the remedy: ``rho`` when the same fit without it stays finite
         (:meth:`_blame_rho`, given ``failed_fit()``), else ``lr``.
         """
@@ -767,7 +765,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
     def _warn_if_diverged(self, epochs, y, final_loss, failed_fit):
         """Warn when the loss blew up, or ended no better than a constant prediction.
 
-        Both stay finite, so :func:`~sksam._net_divergence.check_finite` lets
+        Both stay finite, so :func:`~sksam._net_checks.divergence` lets
         them through: a learning rate (or a ``rho``) far too large typically
         sends the loss up by orders of magnitude and back down to a network
         that predicts one class (or one value) for every sample.
