@@ -875,7 +875,9 @@ default='sam'
         Ignored by ``'gd'``. A fit that stops with the training loss still
         high ends where ``solver='gd'`` ends (``verbose=1`` says so): train
         longer or faster and search ``rho`` (0.01 to 0.5); see the user
-        guide, :ref:`When SAM acts <net-when-sam-acts>`.
+        guide, :ref:`When SAM acts <net-when-sam-acts>`. When a fit diverges
+        (a ``DivergenceWarning`` or a non-finite error) and the same fit with
+        ``rho=0`` does not, the message names ``rho``, not ``lr``.
     lr : float, default=None
         Learning rate of the base optimizer; ``None`` is {default_lr}.{lr_note} A rate so large that
         the loss blows up, or ends no lower than that of the best constant
