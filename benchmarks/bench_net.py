@@ -59,8 +59,7 @@ def _sync(device):
 
 def run_samnet(X, y, epochs, device, seed, **options):
     clf = SAMNetClassifier(
-        **options,
-        solver="sam",
+        **{"solver": "sam", **options},
         rho=RHO,
         lr=LR,
         max_epochs=epochs,
@@ -164,8 +163,9 @@ def main():
     parser.add_argument(
         "--options",
         action="store_true",
-        help="also time SAMNetClassifier with m=4 (m-sharpness) and precision='bfloat16' "
-        "and 'float16' (GradScaler); on a CPU only their closeness is meaningful",
+        help="also time SAMNetClassifier with m=4 (m-sharpness), precision='bfloat16' "
+        "and 'float16' (GradScaler; on a CPU only their closeness is meaningful), and "
+        "solver='msam' (one gradient per step: compare with skorch SGD)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 1 repeat")
     args = parser.parse_args()
@@ -186,6 +186,7 @@ def main():
             ("SAMNetClassifier(m=4)", {"m": 4}),
             ("SAMNetClassifier(bf16)", {"precision": "bfloat16"}),
             ("SAMNetClassifier(fp16)", {"precision": "float16"}),
+            ("SAMNetClassifier(msam)", {"solver": "msam"}),
         ]:
             runners[label] = functools.partial(run_samnet, **options)
     for runner in runners.values():  # warm-up: imports, allocator, first-call costs
