@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ._base import Snapshot, _user_stacklevel
-from ._net_data import batch_rows, resolved_device
+from ._net_data import TensorBatchLoader, batch_rows, resolved_device
 from ._net_random import NetRandomState, draws_random_numbers
 from ._skorch_overrides import (
     COPIED,
@@ -43,7 +43,34 @@ from ._skorch_overrides import (
 from .optim import SAM, MomentumSAM
 
 __doc__ += "\n" + describe()
-__all__ = ["COPIED", "OVERRIDES", "NetRandomState", "skorch_method", "source_fingerprint"]
+
+#: The names the classes of an estimator pickled by an earlier sksam had here
+#: (its net and its history), for unpickling it.
+MOVED = {
+    "_SAMNetClassifier": "SkorchSAMClassifier",
+    "_SAMNetRegressor": "SkorchSAMRegressor",
+    "_AcceleratedSAMNetClassifier": "AcceleratedSkorchSAMClassifier",
+    "_AcceleratedSAMNetRegressor": "AcceleratedSkorchSAMRegressor",
+    "_History": "FastHistory",
+}
+
+
+def __getattr__(name):
+    """Resolve :data:`MOVED` names (unpickling an estimator of an earlier release)."""
+    if name in MOVED:
+        return globals()[MOVED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# re-exported: an estimator pickled by an earlier sksam names them here
+__all__ = [
+    "COPIED",
+    "OVERRIDES",
+    "NetRandomState",
+    "TensorBatchLoader",
+    "skorch_method",
+    "source_fingerprint",
+]
 
 
 class FastHistory(History):

@@ -305,3 +305,12 @@ def test_the_step_plan_is_made_once_per_fit(monkeypatch):
     clf.fit(X[:320] / 16, y[:320])
     assert len(made) == 1  # not once per batch (30 batches)
     assert "_plan_" not in vars(clf.net_)  # and not kept after the fit
+
+
+@pytest.mark.parametrize("old, new", sorted(_skorch.MOVED.items()))
+def test_classes_pickled_under_their_earlier_names_unpickle(old, new):
+    # an estimator pickled by an earlier sksam names its net and history so
+    import pickle
+
+    assert pickle.loads(f"csksam._skorch\n{old}\n.".encode()) is getattr(_skorch, new)
+    assert pickle.loads(b"csksam._skorch\nTensorBatchLoader\n.") is TensorBatchLoader
