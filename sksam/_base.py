@@ -37,6 +37,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight
 
 from ._update_rules import SOLVERS
 from .exceptions import DivergenceWarning
@@ -61,6 +62,9 @@ __all__ = [
     "numeric_target",
     "print_progress",
     "record_history",
+    "rescale_weights",
+    "sample_weights",
+    "user_stacklevel",
     "validation_split",
     "warn_diverged",
     "warn_interrupted",
@@ -579,7 +583,7 @@ def diagnose_loss_curve(losses, *, initial_loss=None):
     return None
 
 
-def _user_stacklevel():
+def user_stacklevel():
     """``stacklevel`` of the first frame outside sksam, skorch and sklearn's fit wrapper.
 
     Counted for a ``warnings.warn`` called by the caller of this function's
@@ -597,6 +601,10 @@ def _user_stacklevel():
     return level
 
 
+#: The old private name, kept until net.py and two_layer.py import the public one.
+_user_stacklevel = user_stacklevel
+
+
 def warn_diverged(estimator_name, cause, remedy):
     """Warn with a :class:`DivergenceWarning` that names the cause and the remedy.
 
@@ -612,7 +620,7 @@ def warn_diverged(estimator_name, cause, remedy):
     warnings.warn(
         f"{estimator_name}: training diverged: {cause}. {remedy}",
         DivergenceWarning,
-        stacklevel=_user_stacklevel(),
+        stacklevel=user_stacklevel(),
     )
 
 
@@ -632,7 +640,7 @@ def warn_not_converged(estimator_name, max_iter, what="the optimization"):
         f"{estimator_name}: maximum iterations ({max_iter}) reached and {what} "
         "hasn't converged yet; increase max_iter or set tol=None.",
         ConvergenceWarning,
-        stacklevel=_user_stacklevel(),
+        stacklevel=user_stacklevel(),
     )
 
 
@@ -647,8 +655,90 @@ def warn_interrupted(estimator_name):
     warnings.warn(
         f"{estimator_name}: Training interrupted by user; the current weights are kept.",
         UserWarning,
-        stacklevel=_user_stacklevel(),
+        stacklevel=user_stacklevel(),
     )
+
+
+# --------------------------------------------------------------------------
+# sample weights
+# --------------------------------------------------------------------------
+
+
+def sample_weights(sample_weight, n_samples):
+    """Checked ``sample_weight`` as float64, rescaled exactly to a mean near 1.
+
+    Every estimator that takes ``sample_weight`` minimizes a weighted *mean*
+    loss, :math:`\\sum_i w_i \\ell_i / \\sum_i w_i`, which does not change when
+    all the weights are multiplied by one constant; rescaling them here
+    (:func:`rescale_weights`) makes the computation as scale-free as the
+    objective, so that weights of 1e-170 or 1e308 fit what weights of 1 do
+    (their sums and squares would otherwise underflow or overflow).
+
+    Parameters
+    ----------
+    sample_weight : array-like of shape (n_samples,), float or None
+        The user's weights (None: all 1); validated by scikit-learn's
+        ``_check_sample_weight`` (finite, non-negative, 1-D, one per row).
+    n_samples : int
+        Number of rows.
+
+    Returns
+    -------
+    sample_weight : ndarray of shape (n_samples,)
+        The weights times a power of two, with a mean in [0.5, 1).
+
+    Raises
+    ------
+    ValueError
+        If a weight is negative or not finite, the shape is wrong, or every
+        weight is 0 (the message names ``sample_weight``).
+    """
+    checked = _check_sample_weight(
+        sample_weight,
+        np.empty((n_samples, 0)),
+        dtype=np.float64,
+        ensure_non_negative=True,
+        allow_all_zero_weights=True,
+    )
+    return rescale_weights(checked)
+
+
+def rescale_weights(weights, name="sample_weight"):
+    """Non-negative ``weights`` times the power of two that brings their mean into [0.5, 1).
+
+    A power of two changes no digit, so weights ``2^k w`` give bit-identical
+    fits and the rescaling commutes with multiplying by other weights (class
+    weights); scaling by the largest weight first keeps the sum from
+    overflowing (1e308 weights).
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_samples,)
+        Non-negative.
+    name : str, default='sample_weight'
+        What the weights are called in the error messages.
+
+    Returns
+    -------
+    weights : ndarray of shape (n_samples,)
+
+    Raises
+    ------
+    ValueError
+        If a weight is infinite, or every weight is 0 (the weighted mean is
+        undefined).
+    """
+    top = float(np.max(weights)) if weights.size else 0.0
+    if not math.isfinite(top):
+        raise ValueError(f"{name} must be finite, but a weight is {top}.")
+    if not top > 0:
+        raise ValueError(
+            f"{name} must contain at least one non-zero number: all {weights.size} "
+            "weights are 0, so the weighted mean loss is undefined; give some sample a "
+            "positive weight."
+        )
+    weights = np.ldexp(weights, -np.frexp(top)[1])  # max in [0.5, 1): the sum is finite
+    return np.ldexp(weights, -np.frexp(np.mean(weights))[1])
 
 
 # --------------------------------------------------------------------------

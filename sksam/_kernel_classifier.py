@@ -14,6 +14,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 
+from ._base import rescale_weights
 from ._kernel_features import is_dask
 from ._kernel_models import AccuracyScore, winners
 from .kernel import Targets, _BaseSAMKernel
@@ -239,7 +240,9 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
             )
         Y = binarizer.transform(y).astype(np.float64)
         if self.class_weight is not None:
+            # the loss is a weighted mean: the products' scale is not the model's
             sw = sw * compute_sample_weight(self.class_weight, y)
+            sw = rescale_weights(sw, "sample_weight times class_weight")
         return Targets(
             Y,
             sw,

@@ -17,9 +17,9 @@ from sklearn.metrics.pairwise import PAIRWISE_KERNEL_FUNCTIONS
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._base import FitTransaction, numeric_target
+from ._base import FitTransaction, numeric_target, sample_weights
 from ._kernel_classifier import SAMKernelClassifier
 from ._kernel_models import KERNEL_MEASURES, R2Score
 from .kernel import SAMKernelRegressor
@@ -136,7 +136,7 @@ class _BaseKernelCV(BaseEstimator, ABC):
 
     def _fit(self, X, y, sample_weight):
         X, y = self._validate_targets(X, y)
-        sw = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+        sw = sample_weights(sample_weight, X.shape[0])
         solvers, rhos = self._grid()
         folds = list(check_cv(self.cv, y, classifier=is_classifier(self)).split(X, y))
         self._check_folds(folds, len(y))

@@ -15,7 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics.pairwise import PAIRWISE_KERNEL_FUNCTIONS
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import (
     COMMON_CONSTRAINTS,
@@ -27,6 +27,7 @@ from ._base import (
     diagnose_loss_curve,
     numeric_target,
     print_progress,
+    sample_weights,
     validation_split,
     warn_diverged,
     warn_not_converged,
@@ -146,9 +147,7 @@ class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
             X, y = validate_data(
                 self, X, y, accept_sparse=("csr", "csc"), dtype=np.float64, **self._y_checks
             )
-        sw = _check_sample_weight(
-            sample_weight, np.empty((X.shape[0], 0)), ensure_non_negative=True
-        )
+        sw = sample_weights(sample_weight, X.shape[0])
         target = self._encode_targets(X, y, sw)
         return X, target, target.sample_weight, data_source(X, target.Y, self._ops(X))
 

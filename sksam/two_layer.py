@@ -25,7 +25,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _two_layer_model as _model
 from ._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
@@ -39,6 +39,7 @@ from ._base import (
     numeric_target,
     print_progress,
     record_history,
+    sample_weights,
     validation_split,
     warn_diverged,
     warn_interrupted,
@@ -190,9 +191,7 @@ class _BaseTwoLayer(BaseEstimator):
         Y, target_state = self._encode_target(y, warm)
         fitted.update(target_state)
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, X, dtype=np.float64, ensure_non_negative=True
-            )
+            sample_weight = sample_weights(sample_weight, len(X))
         device = check_device(self.device)
         rng = check_random_state(self.random_state)
         train, val = self._split(y, rng)

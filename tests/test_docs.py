@@ -25,6 +25,7 @@ def _numbers(text):
     return [float(x) for x in re.findall(r"\d+\.\d+", text)]
 
 
+@pytest.mark.slow
 def test_quick_start_runs_and_prints_what_the_readme_says(capsys):
     code = _fenced_block_after("## Quick start", "python")
     exec(compile(code, "README.md quick start", "exec"), {})
@@ -50,6 +51,12 @@ def test_ci_runs_the_readme_test_command():
     assert "<!-- test-command -->" in ci
 
 
+def test_the_readme_test_command_runs_the_slow_tests_too():
+    # `-m "not slow"` is for developing; CI (the README's command) runs everything
+    command = _fenced_block_after("<!-- test-command -->", "bash")
+    assert "slow" not in command and "pytest -m" not in command
+
+
 # -- the documentation site ------------------------------------------------------
 
 DOCS = ROOT / "docs"
@@ -63,6 +70,7 @@ def _python_blocks(rst):
     return [textwrap.dedent(block) for block in blocks]
 
 
+@pytest.mark.slow
 def test_getting_started_example_runs_as_written(capsys):
     blocks = _python_blocks((DOCS / "getting_started.rst").read_text())
     assert len(blocks) == 2
@@ -77,6 +85,7 @@ def test_getting_started_example_runs_as_written(capsys):
     assert "solver" in str(namespace["search"].best_params_)
 
 
+@pytest.mark.slow
 def test_index_snippet_runs_and_prints_what_its_comments_say(capsys):
     (block,) = _python_blocks((DOCS / "index.rst").read_text())
     exec(compile(block, "index.rst", "exec"), {})
@@ -123,12 +132,14 @@ def site(tmp_path_factory):
     return out / "html", result
 
 
+@pytest.mark.slow
 def test_site_builds_without_any_warning(site):
     _, result = site
     assert result.returncode == 0, result.stderr[-5000:]
     assert "WARNING" not in result.stderr, result.stderr[-5000:]
 
 
+@pytest.mark.slow
 def test_site_links_no_private_module(site):
     html, _ = site
     assert not list(html.glob("generated/sksam._*")), "a page for a private module"
@@ -136,6 +147,7 @@ def test_site_links_no_private_module(site):
         assert not re.search(r'href="[^"]*sksam\._', page.read_text()), page
 
 
+@pytest.mark.slow
 def test_math_is_bundled_not_fetched(site):
     html, _ = site
     assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
@@ -183,6 +195,7 @@ def _chromium():
     pytest.skip("no Chromium to load the site in (apt-get install chromium)")
 
 
+@pytest.mark.slow
 def test_every_page_loads_in_a_browser_with_its_math_rendered(site):
     """Each page, in headless Chromium at 1280 px, as a reader sees it.
 

@@ -25,6 +25,7 @@ def test_there_are_examples():
     assert len(EXAMPLES) >= 10 and len(RECIPES) >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.stem)
 def test_example_runs_in_quick_mode(example, tmp_path):
     env = {
