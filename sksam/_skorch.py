@@ -28,7 +28,7 @@ from skorch.utils import TeeGenerator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ._base import Snapshot, _user_stacklevel
+from ._base import Snapshot, user_stacklevel
 from ._net_data import TensorBatchLoader, batch_rows, resolved_device
 from ._net_random import NetRandomState, draws_random_numbers
 from ._skorch_overrides import (
@@ -573,7 +573,7 @@ def skorch_net_class(task, accelerated):
             "train with skorch's own epoch loop instead, which gives the same results "
             "with more overhead per batch. A newer sksam restores the fast loop.",
             UserWarning,
-            stacklevel=_user_stacklevel(),
+            stacklevel=user_stacklevel(),
         )
     return NET_CLASSES[task, accelerated, not changed]
 

@@ -45,10 +45,10 @@ from ._base import (
     EstimatorHooks,
     FitHistory,
     FitTransaction,
-    _user_stacklevel,
     check_device,
     diagnose_loss_curve,
     numeric_target,
+    user_stacklevel,
     warn_diverged,
     warn_interrupted,
 )
@@ -1118,7 +1118,7 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
                 "applies the softmax itself; a softmax twice trains badly (predict_proba "
                 "stays far from 0 and 1). Remove the final softmax.",
                 UserWarning,
-                stacklevel=_user_stacklevel(),
+                stacklevel=user_stacklevel(),
             )
 
     def _baseline_loss(self, y):
