@@ -110,6 +110,26 @@ def test_batch_norm_on_batches_of_one_row_names_batch_size(blobs):
         _small(module__batch_norm=True, batch_size=1, max_epochs=1).fit(X[:10], y[:10])
 
 
+@pytest.mark.parametrize("loader_kwargs", [{}, {"num_workers": 0}])  # ours, DataLoader's
+@pytest.mark.parametrize("n, expected", [(33, [32]), (34, [32, 2]), (1, [1]), (64, [32, 32])])
+def test_the_loader_drops_only_a_last_batch_of_one_row(n, expected, loader_kwargs):
+    from skorch.dataset import Dataset
+    from torch.utils.data import Subset
+
+    X, y = torch.arange(2.0 * n + 2).reshape(-1, 2), torch.arange(n + 1)
+    subset = Subset(Dataset(X, y), list(range(1, n + 1)))  # as a train_split gives it
+    loader = TensorBatchLoader(
+        subset,
+        batch_size=32,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+        drop_single_row=True,
+        **loader_kwargs,
+    )
+    sizes = [len(batch[0]) for batch in loader]
+    assert sizes == expected and len(loader) == len(expected)
+
+
 # -- partial_fit's classes, as scikit-learn validates them --------------------------
 
 
