@@ -12,7 +12,11 @@ of 32) on the digits data, timed in one run, interleaved, one torch thread:
   subtraction rather than by an exact copy;
 * plain skorch ``NeuralNetClassifier`` with SGD (one gradient per step,
   skorch's default data loader, no validation split), what a skorch user
-  would run without SAM.
+  would run without SAM;
+* ``SAMNetClassifier(solver='sam')`` on skorch's own epoch loop, the
+  fallback the nets take when a skorch release changes a method the fast
+  loop reproduces (``sksam._skorch.FastLoopMixin``): its ratio to the first
+  line is what the fast loop buys.
 
 Epoch times are skorch's own ``history[:, 'dur']`` for the skorch nets and
 ``time.perf_counter`` around each epoch of the loop (synchronized on a GPU);
@@ -29,9 +33,12 @@ Usage::
 """
 
 import argparse
+import contextlib
 import functools
 import statistics
 import time
+import warnings
+from unittest import mock
 
 import numpy as np
 import torch
@@ -39,6 +46,7 @@ from sklearn.datasets import load_digits
 from skorch import NeuralNetClassifier
 from torch import nn
 
+import sksam._skorch
 from sksam.net import MLP, SAMNetClassifier
 
 LR, MOMENTUM, RHO, BATCH = 0.1, 0.9, 0.05, 32
@@ -51,8 +59,7 @@ def _sync(device):
 
 def run_samnet(X, y, epochs, device, seed, **options):
     clf = SAMNetClassifier(
-        **options,
-        solver="sam",
+        **{"solver": "sam", **options},
         rho=RHO,
         lr=LR,
         max_epochs=epochs,
@@ -66,6 +73,20 @@ def run_samnet(X, y, epochs, device, seed, **options):
     clf.fit(X, y)
     total = time.perf_counter() - start
     return list(clf.net_.history[:, "dur"]), total, clf.loss_curve_[-1]
+
+
+@contextlib.contextmanager
+def skorch_loop():
+    """The nets as built when a speed pin fails: skorch's own epoch loop."""
+    with mock.patch.object(sksam._skorch, "changed_pins", lambda purpose: ("forced",)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+
+
+def run_samnet_skorch_loop(X, y, epochs, device, seed):
+    with skorch_loop():
+        return run_samnet(X, y, epochs, device, seed)
 
 
 def run_skorch_sgd(X, y, epochs, device, seed):
@@ -142,8 +163,9 @@ def main():
     parser.add_argument(
         "--options",
         action="store_true",
-        help="also time SAMNetClassifier with m=4 (m-sharpness) and precision='bfloat16' "
-        "and 'float16' (GradScaler); on a CPU only their closeness is meaningful",
+        help="also time SAMNetClassifier with m=4 (m-sharpness), precision='bfloat16' "
+        "and 'float16' (GradScaler; on a CPU only their closeness is meaningful), and "
+        "solver='msam' (one gradient per step: compare with skorch SGD)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 1 repeat")
     args = parser.parse_args()
@@ -157,12 +179,14 @@ def main():
         "SAMNetClassifier(sam)": run_samnet,
         "hand-written SAM loop": run_hand_loop,
         "skorch SGD": run_skorch_sgd,
+        "SAMNetClassifier(skorch loop)": run_samnet_skorch_loop,
     }
     if args.options:
         for label, options in [
             ("SAMNetClassifier(m=4)", {"m": 4}),
             ("SAMNetClassifier(bf16)", {"precision": "bfloat16"}),
             ("SAMNetClassifier(fp16)", {"precision": "float16"}),
+            ("SAMNetClassifier(msam)", {"solver": "msam"}),
         ]:
             runners[label] = functools.partial(run_samnet, **options)
     for runner in runners.values():  # warm-up: imports, allocator, first-call costs
@@ -183,12 +207,12 @@ def main():
         f"device={args.device}, torch threads={torch.get_num_threads()}"
     )
     print(
-        f"{'method':24s} {'epoch median (ms)':>18s} {'epoch min (ms)':>15s} "
+        f"{'method':30s} {'epoch median (ms)':>18s} {'epoch min (ms)':>15s} "
         f"{'fit (s)':>8s} {'final train loss':>17s}"
     )
     for name in runners:
         print(
-            f"{name:24s} {1e3 * statistics.median(epochs[name]):18.2f} "
+            f"{name:30s} {1e3 * statistics.median(epochs[name]):18.2f} "
             f"{1e3 * min(epochs[name]):15.2f} "
             f"{statistics.median(totals[name]):8.3f} {statistics.median(losses[name]):17.4f}"
         )

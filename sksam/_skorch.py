@@ -1,129 +1,79 @@
 """The skorch machinery behind the deep-net estimators (private).
 
 :class:`sksam.SAMNetClassifier` and :class:`sksam.SAMNetRegressor` each own
-a skorch net (``net_``) built from the classes here: :class:`_SAMNetClassifier`
-and :class:`_SAMNetRegressor`, skorch's ``NeuralNetClassifier`` and
-``NeuralNetRegressor`` with :class:`_SAMNetMixin` in front.
+a skorch net (``net_``) built from the classes here: :class:`SkorchSAMClassifier`
+and :class:`SkorchSAMRegressor`, skorch's ``NeuralNetClassifier`` and
+``NeuralNetRegressor`` with :class:`SAMNetMixin` in front.
 
 The skorch internals overridden here, why, and their pins are one table,
 :data:`sksam._skorch_overrides.OVERRIDES` (listed below). The correctness
-overrides (what SAM needs) are in :class:`_SAMSkorchMixin`; the speed ones
-(same results, less per batch) in :class:`_FastSkorchMixin` and
-:class:`_History`, which can be removed without changing a number.
+overrides (what SAM needs) are in :class:`SAMStepMixin`; the speed ones
+(same results, less per batch) in :class:`FastLoopMixin` and
+:class:`FastHistory`, which can be removed without changing a number.
 """
 
 import contextlib
 import copy
 import functools
-import math
-import threading
+import warnings
 
-import numpy as np
+import skorch
 import torch
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import Callback, LRScheduler
-from skorch.dataset import Dataset, get_len, unpack_data
+from skorch.dataset import unpack_data
 from skorch.hf import AccelerateMixin  # imports accelerate only when used
 from skorch.history import History
 from skorch.utils import TeeGenerator
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
-from ._skorch_overrides import COPIED, OVERRIDES, describe, skorch_method, source_fingerprint
-from .optim import SAM
+from ._base import Snapshot, user_stacklevel
+from ._net_data import TensorBatchLoader, batch_rows, resolved_device
+from ._net_random import NetRandomState, draws_random_numbers
+from ._skorch_overrides import (
+    COPIED,
+    OVERRIDES,
+    SKORCH_VERSION,
+    changed_pins,
+    describe,
+    skorch_method,
+    source_fingerprint,
+)
+from .optim import SAM, MomentumSAM
 
 __doc__ += "\n" + describe()
-__all__ = ["COPIED", "OVERRIDES", "skorch_method", "source_fingerprint"]
 
-#: Batches whose rows :class:`TensorBatchLoader` gathers in one go.
-_CHUNK_BATCHES = 32
-
-
-class TensorBatchLoader:
-    """Mini-batches sliced from whole tensors: a ``DataLoader`` without collation.
-
-    skorch's default ``DataLoader`` fetches and collates one sample at a
-    time, which dominates an epoch on small data. When the dataset holds
-    tensors (as the estimators arrange, on the training device) this loader
-    indexes whole batches at once (when shuffling, it gathers the rows of 32
-    batches at a time and slices the batches from them); the order of the
-    samples is drawn from ``generator``, like ``DataLoader``'s.
-    Any other dataset, or any extra ``DataLoader`` option (``num_workers``,
-    ``collate_fn``...), falls back to a ``DataLoader``.
-
-    Parameters
-    ----------
-    dataset : torch.utils.data.Dataset
-        Usually a skorch ``Dataset`` of tensors, or a ``Subset`` of one.
-    batch_size : int, default=128
-        Samples per batch; the last batch may be smaller.
-    shuffle : bool, default=False
-        Draw a new order of the samples at every pass.
-    generator : torch.Generator or None, default=None
-        The CPU generator the order is drawn from (also handed to the
-        ``DataLoader`` fallback); ``None`` draws from torch's global one.
-    **loader_kwargs
-        Options that only a ``DataLoader`` understands.
-    """
-
-    def __init__(self, dataset, batch_size=128, shuffle=False, generator=None, **loader_kwargs):
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.generator = generator
-        self.loader_kwargs = loader_kwargs
-
-    def __len__(self):
-        return math.ceil(len(self.dataset) / self.batch_size)
-
-    def __iter__(self):
-        X, y = _tensors(self.dataset)
-        if X is None or self.loader_kwargs:
-            loader = DataLoader(
-                self.dataset,
-                batch_size=self.batch_size,
-                shuffle=self.shuffle,
-                generator=self.generator,
-                **self.loader_kwargs,
-            )
-            yield from loader
-            return
-        n = len(X)
-        if not self.shuffle:
-            for start in range(0, n, self.batch_size):
-                stop = start + self.batch_size
-                yield X[start:stop], (None if y is None else y[start:stop])
-            return
-        order = torch.randperm(n, generator=self.generator).to(X.device)
-        # Gather the rows of _CHUNK_BATCHES batches at a time and slice the
-        # batches from them: the same batches as X[order[start:stop]], for
-        # one gather per chunk instead of two per batch (a few per cent of a
-        # small epoch), and at most that many batches of memory.
-        chunk = self.batch_size * _CHUNK_BATCHES
-        for first in range(0, n, chunk):
-            index = order[first : first + chunk]
-            X_chunk = X.index_select(0, index)
-            y_chunk = None if y is None else y.index_select(0, index)
-            for start in range(0, len(index), self.batch_size):
-                stop = start + self.batch_size
-                yield X_chunk[start:stop], (None if y_chunk is None else y_chunk[start:stop])
+#: The names the classes of an estimator pickled by an earlier sksam had here
+#: (its net and its history), for unpickling it.
+MOVED = {
+    "_SAMNetClassifier": "SkorchSAMClassifier",
+    "_SAMNetRegressor": "SkorchSAMRegressor",
+    "_AcceleratedSAMNetClassifier": "AcceleratedSkorchSAMClassifier",
+    "_AcceleratedSAMNetRegressor": "AcceleratedSkorchSAMRegressor",
+    "_History": "FastHistory",
+}
 
 
-def _tensors(dataset):
-    """``(X, y)`` tensors behind a skorch ``Dataset`` or a ``Subset`` of one."""
-    if isinstance(dataset, Subset):
-        X, y = _tensors(dataset.dataset)
-        if X is None:
-            return None, None
-        index = torch.as_tensor(np.asarray(dataset.indices), device=X.device)
-        return X[index], (None if y is None else y[index])
-    if isinstance(dataset, Dataset) and torch.is_tensor(dataset.X):
-        if dataset.y is None or torch.is_tensor(dataset.y):
-            return dataset.X, dataset.y
-    return None, None
+def __getattr__(name):
+    """Resolve :data:`MOVED` names (unpickling an estimator of an earlier release)."""
+    if name in MOVED:
+        return globals()[MOVED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class _History(History):
+# re-exported: an estimator pickled by an earlier sksam names them here
+__all__ = [
+    "COPIED",
+    "OVERRIDES",
+    "NetRandomState",
+    "TensorBatchLoader",
+    "skorch_method",
+    "source_fingerprint",
+]
+
+
+class FastHistory(History):
     """skorch's ``History`` with per-batch bookkeeping that skips its slicing logic.
 
     ``History.__getitem__`` parses every index for its column/row slicing
@@ -141,13 +91,13 @@ class _History(History):
 
 
 #: ``precision`` -> autocast dtype (float32 runs without autocast).
-_AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
-#: Per-batch callback hooks, filtered by :meth:`_FastSkorchMixin.notify`.
-_HOOKS = ("on_batch_begin", "on_batch_end", "on_grad_computed")
+#: Per-batch callback hooks, filtered by :meth:`FastLoopMixin.notify`.
+BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_grad_computed")
 
 
-class _StepPlan:
+class StepPlan:
     """How each training step of one fit runs, decided once when the fit starts.
 
     The autocast context, the loss scaler, the ``backward`` call and the
@@ -157,17 +107,17 @@ class _StepPlan:
     Parameters
     ----------
     net : skorch.NeuralNet
-        An initialized net with :class:`_SAMSkorchMixin`.
+        An initialized net with :class:`SAMStepMixin`.
     """
 
     def __init__(self, net):
         self.accelerator = getattr(net, "accelerator", None)
-        self.device = None if net.device is None else _resolved_device(net.device)
+        self.device = None if net.device is None else resolved_device(net.device)
         self.dtype = None
         if self.accelerator is not None:
             self.scaler = self.accelerator.scaler
         else:
-            self.dtype = _AUTOCAST.get(getattr(net, "precision", "float32"))
+            self.dtype = AUTOCAST.get(getattr(net, "precision", "float32"))
             self.scaler = None
             if getattr(net, "precision", "float32") == "float16":
                 if net.__dict__.get("grad_scaler_") is None:  # kept across fits
@@ -198,7 +148,7 @@ class _StepPlan:
         return self.device is None or x.device == self.device
 
 
-class _SAMSkorchMixin:
+class SAMStepMixin:
     """What SAM needs from skorch's net (correctness; see ``OVERRIDES``).
 
     skorch's ``train_step`` hands the optimizer a closure that does all of
@@ -220,15 +170,15 @@ class _SAMSkorchMixin:
         ``interrupted_`` tells the estimator that the user stopped training
         (Ctrl-C). A ``KeyboardInterrupt`` raised by a callback is skorch's
         way for a callback to end training (``EarlyStopping``), not an
-        interruption. The step plan (:class:`_StepPlan`) and the listener
+        interruption. The step plan (:class:`StepPlan`) and the listener
         cache live only while the loop runs.
         """
         self.interrupted_ = False
-        self._plan_ = _StepPlan(self)
+        self._plan_ = StepPlan(self)
         try:
             return super().fit_loop(X, y, epochs, _routing_method=_routing_method, **fit_params)
         except KeyboardInterrupt as exc:
-            self.interrupted_ = not _raised_by_callback(exc)
+            self.interrupted_ = not raised_by_callback(exc)
             raise
         finally:
             self.__dict__.pop("_plan_", None)
@@ -236,7 +186,7 @@ class _SAMSkorchMixin:
 
     def _plan(self):
         plan = self.__dict__.get("_plan_")
-        return _StepPlan(self) if plan is None else plan  # a step outside fit_loop
+        return StepPlan(self) if plan is None else plan  # a step outside fit_loop
 
     def get_params_for_optimizer(self, prefix, named_parameters):
         """skorch's parameters for the optimizer, plus ``model`` for SAM."""
@@ -288,6 +238,8 @@ class _SAMSkorchMixin:
         (the weights are then still at ``w + e``, where that gradient was
         taken; they are restored right after), after the only pass for GD.
         With ``m > 1`` it is notified after the last chunk's second pass.
+        :class:`~sksam.optim.MomentumSAM` takes the same step with its one
+        pass (at its perturbed weights, which it restores).
 
         Parameters
         ----------
@@ -301,7 +253,7 @@ class _SAMSkorchMixin:
         step : dict
             ``{'loss': loss, 'y_pred': y_pred}`` of the first pass.
         """
-        optimizer = _sam_of(self.optimizer_)
+        optimizer = closure_optimizer_of(self.optimizer_)
         if optimizer is None or len(self._optimizers) != 1:
             with self._random_numbers():
                 return super().train_step(batch, **fit_params)
@@ -310,10 +262,10 @@ class _SAMSkorchMixin:
         plan = self._plan()
         scaler = plan.scaler
         m = getattr(self, "m", 1)
-        if m > 1 and len(Xi) > 1:
+        if m > 1 and len(Xi) > 1 and isinstance(optimizer, SAM):
             return self._chunked_step(optimizer, batch, Xi, yi, min(m, len(Xi)), plan, fit_params)
         forward = self._forward_loss(Xi, yi, fit_params, plan)
-        passes = 2 if optimizer.perturbs() else 1
+        passes = gradient_passes(optimizer)
         steps = []
 
         def closure():
@@ -371,7 +323,7 @@ class _SAMSkorchMixin:
         return forward
 
     def _notify_grad_computed(self, batch):
-        if _is_base_hook(self, "on_grad_computed") and not self._listeners("on_grad_computed"):
+        if is_base_hook(self, "on_grad_computed") and not self._listeners("on_grad_computed"):
             return  # nobody listens: skip building the parameter generator
         self.notify(
             "on_grad_computed",
@@ -385,7 +337,7 @@ class _SAMSkorchMixin:
         return [cb for _, cb in getattr(self, "callbacks_", ())]
 
 
-class _FastSkorchMixin:
+class FastLoopMixin:
     """Less of skorch's per-batch overhead, same results (speed; see ``OVERRIDES``).
 
     SAM pays skorch's per-batch overhead twice per step (two closure
@@ -395,13 +347,13 @@ class _FastSkorchMixin:
     """
 
     def initialize_history(self):
-        """skorch's, with a :class:`_History` (faster batch records) as the default.
+        """skorch's, with a :class:`FastHistory` (faster batch records) as the default.
 
         A history given by the user (``history=MyHistory()``) is kept and
         cleared, as skorch does.
         """
         if self.history_ is None:
-            self.history_ = _History()
+            self.history_ = FastHistory()
         else:
             self.history_.clear()
         return self
@@ -423,7 +375,7 @@ class _FastSkorchMixin:
             self.notify("on_batch_begin", batch=batch, training=training)
             step = step_fn(batch, **fit_params)
             self.history.record_batch(loss_key, step["loss"].item())
-            self.history.record_batch(size_key, _batch_len(batch))
+            self.history.record_batch(size_key, batch_rows(batch))
             self.notify("on_batch_end", batch=batch, training=training, **step)
             batch_count += 1
         self.history.record(prefix + "_batch_count", batch_count)
@@ -437,7 +389,7 @@ class _FastSkorchMixin:
         """
         if (
             fit_params
-            or not _skorchs_own(type(self))
+            or not computes_as_skorch(type(self))
             or not (plan.on_device(Xi) and plan.on_device(yi))
             or isinstance(self.criterion_, nn.NLLLoss)  # the classifier takes its log
         ):
@@ -462,7 +414,7 @@ class _FastSkorchMixin:
             return None
         cached = self.__dict__.get("_listeners_")
         if cached is None or cached[0] != callbacks:
-            by_hook = {h: [cb for _, cb in callbacks if _implements(cb, h)] for h in _HOOKS}
+            by_hook = {h: [cb for _, cb in callbacks if implements(cb, h)] for h in BATCH_HOOKS}
             cached = self._listeners_ = (list(callbacks), by_hook)
         return cached[1][hook]
 
@@ -471,7 +423,7 @@ class _FastSkorchMixin:
         # skorch calls every callback at every hook, three times per batch;
         # calling only those that override the no-op hook is the same thing,
         # for less per batch.
-        if method_name not in _HOOKS:
+        if method_name not in BATCH_HOOKS:
             return super().notify(method_name, **cb_kwargs)
         listeners = self._listeners(method_name)
         if listeners is None:
@@ -490,26 +442,34 @@ class _FastSkorchMixin:
             super()._set_training(training)
 
 
-class _SAMNetMixin(_FastSkorchMixin, _SAMSkorchMixin):
-    """skorch's net for SAM (:class:`_SAMSkorchMixin`), faster (:class:`_FastSkorchMixin`)."""
+class SAMNetMixin(FastLoopMixin, SAMStepMixin):
+    """skorch's net for SAM (:class:`SAMStepMixin`), faster (:class:`FastLoopMixin`)."""
 
 
-class _SAMNetClassifier(_SAMNetMixin, NeuralNetClassifier):
-    """skorch's ``NeuralNetClassifier`` with :class:`_SAMNetMixin`."""
+class SkorchSAMClassifier(SAMNetMixin, NeuralNetClassifier):
+    """skorch's ``NeuralNetClassifier`` with :class:`SAMNetMixin`."""
 
 
-class _SAMNetRegressor(_SAMNetMixin, NeuralNetRegressor):
-    """skorch's ``NeuralNetRegressor`` with :class:`_SAMNetMixin`."""
+class SkorchSAMRegressor(SAMNetMixin, NeuralNetRegressor):
+    """skorch's ``NeuralNetRegressor`` with :class:`SAMNetMixin`."""
 
 
-class _AcceleratedSAMMixin:
+class PlainSkorchSAMClassifier(SAMStepMixin, NeuralNetClassifier):
+    """skorch's ``NeuralNetClassifier`` with SAM's step only: skorch's own epoch loop."""
+
+
+class PlainSkorchSAMRegressor(SAMStepMixin, NeuralNetRegressor):
+    """skorch's ``NeuralNetRegressor`` with SAM's step only: skorch's own epoch loop."""
+
+
+class AcceleratedSAMMixin:
     """skorch's ``AccelerateMixin`` with SAM's two passes done right.
 
     skorch's ``AccelerateMixin`` (``skorch.hf``) prepares the module, the
     criterion, the optimizer, the data loaders and the ``LRScheduler``
     policies with the accelerator, and unwraps the module after training;
     all of that is kept. Its training step is replaced by
-    :meth:`_SAMNetMixin.train_step`, as skorch's cannot run SAM (its
+    :meth:`SAMNetMixin.train_step`, as skorch's cannot run SAM (its
     ``_step_optimizer`` calls ``optimizer.step()`` without a closure): our
     closure runs the prepared module under ``accelerator.autocast()`` and
     calls ``accelerator.backward`` (which all-reduces the gradient under
@@ -550,7 +510,7 @@ class _AcceleratedSAMMixin:
             if isinstance(callback, LRScheduler):
                 callback.policy_ = prepare(callback.policy_)
         self._wrapped_with_accelerator = True
-        sam = _sam_of(self.optimizer_)
+        sam = sam_of(self.optimizer_)
         if sam is not None:
             sam.model = self.module_  # the prepared module: DDP's no_sync
         return self
@@ -560,26 +520,110 @@ class _AcceleratedSAMMixin:
         return contextlib.nullcontext()
 
 
-class _AcceleratedSAMNetClassifier(
-    _AcceleratedSAMMixin, _SAMNetMixin, AccelerateMixin, NeuralNetClassifier
+class AcceleratedSkorchSAMClassifier(
+    AcceleratedSAMMixin, SAMNetMixin, AccelerateMixin, NeuralNetClassifier
 ):
-    """:class:`_SAMNetClassifier` under Accelerate."""
+    """:class:`SkorchSAMClassifier` under Accelerate."""
 
 
-class _AcceleratedSAMNetRegressor(
-    _AcceleratedSAMMixin, _SAMNetMixin, AccelerateMixin, NeuralNetRegressor
+class AcceleratedSkorchSAMRegressor(
+    AcceleratedSAMMixin, SAMNetMixin, AccelerateMixin, NeuralNetRegressor
 ):
-    """:class:`_SAMNetRegressor` under Accelerate."""
+    """:class:`SkorchSAMRegressor` under Accelerate."""
 
 
-def _sam_of(optimizer):
+class PlainAcceleratedSkorchSAMClassifier(
+    AcceleratedSAMMixin, SAMStepMixin, AccelerateMixin, NeuralNetClassifier
+):
+    """:class:`PlainSkorchSAMClassifier` under Accelerate."""
+
+
+class PlainAcceleratedSkorchSAMRegressor(
+    AcceleratedSAMMixin, SAMStepMixin, AccelerateMixin, NeuralNetRegressor
+):
+    """:class:`PlainSkorchSAMRegressor` under Accelerate."""
+
+
+#: (task, accelerated, fast loop) -> the skorch net class the estimators build.
+NET_CLASSES = {
+    ("classifier", False, True): SkorchSAMClassifier,
+    ("regressor", False, True): SkorchSAMRegressor,
+    ("classifier", True, True): AcceleratedSkorchSAMClassifier,
+    ("regressor", True, True): AcceleratedSkorchSAMRegressor,
+    ("classifier", False, False): PlainSkorchSAMClassifier,
+    ("regressor", False, False): PlainSkorchSAMRegressor,
+    ("classifier", True, False): PlainAcceleratedSkorchSAMClassifier,
+    ("regressor", True, False): PlainAcceleratedSkorchSAMRegressor,
+}
+
+
+def skorch_net_class(task, accelerated):
+    """The skorch net class for ``task`` (``'classifier'`` or ``'regressor'``).
+
+    With :class:`FastLoopMixin` when the skorch methods it reproduces are
+    still the ones it was written against (:func:`changed_pins`); otherwise
+    skorch's own epoch loop, which gives the same numbers more slowly,
+    with a warning that names the changed methods.
+    """
+    changed = changed_pins("speed")
+    if changed:
+        warnings.warn(
+            f"skorch {skorch.__version__} changed {', '.join(changed)}, which sksam's fast "
+            f"epoch loop reproduces (written against skorch {SKORCH_VERSION}): the nets "
+            "train with skorch's own epoch loop instead, which gives the same results "
+            "with more overhead per batch. A newer sksam restores the fast loop.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return NET_CLASSES[task, accelerated, not changed]
+
+
+def accelerated_params(params, accelerator):
+    """``params`` of a skorch net for the accelerated net: Accelerate shards and places data.
+
+    Accelerate shards ``DataLoader``s (not :class:`~sksam._net_data.TensorBatchLoader`),
+    places the data itself, and its loaders draw from the global generators;
+    its PrintLog sink (``accelerator.print``) ignores ``verbose``.
+    """
+    params = dict(params)
+    if params.get("callbacks__print_log", ...) is None:
+        del params["callbacks__print_log"]
+        params.setdefault("callbacks__print_log__sink", silent)
+    del params["iterator_train__generator"]
+    params.update(
+        iterator_train=DataLoader, iterator_valid=DataLoader, device=None, accelerator=accelerator
+    )
+    return params
+
+
+def silent(*args, **kwargs):
+    """A print that prints nothing (PrintLog's sink when ``verbose=0`` under Accelerate)."""
+
+
+def closure_optimizer_of(optimizer):
+    """The optimizer behind ``optimizer`` whose step :meth:`SAMStepMixin.train_step` drives.
+
+    :class:`SAM` (two passes, or one) and :class:`MomentumSAM` (one pass at
+    its own perturbed weights): both call the closure and restore the
+    weights themselves. ``None`` for any other optimizer (skorch's step).
+    """
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
+    return inner if isinstance(inner, (SAM, MomentumSAM)) else None
+
+
+def gradient_passes(optimizer):
+    """Closure calls per step of a :func:`closure_optimizer_of` optimizer."""
+    return 2 if isinstance(optimizer, SAM) and optimizer.perturbs() else 1
+
+
+def sam_of(optimizer):
     """The :class:`SAM` behind ``optimizer`` (Accelerate wraps it), or None."""
     inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
     return inner if isinstance(inner, SAM) else None
 
 
 @functools.cache
-def _skorchs_own(net_class):
+def computes_as_skorch(net_class):
     """Whether ``net_class`` computes a batch as skorch does: ``infer``, ``get_loss``
     and the components not overridden, and the module and criterion in ``module_``
     and ``criterion_`` (what the direct path of ``train_step`` assumes)."""
@@ -592,7 +636,7 @@ def _skorchs_own(net_class):
     return all(getattr(net_class, name) in allowed for name, allowed in own.items())
 
 
-def _raised_by_callback(exc):
+def raised_by_callback(exc):
     """Whether ``exc`` was raised in a method of a skorch callback (its innermost frame)."""
     tb = exc.__traceback__
     if tb is None:
@@ -602,155 +646,24 @@ def _raised_by_callback(exc):
     return isinstance(tb.tb_frame.f_locals.get("self"), Callback)
 
 
-def _batch_len(batch):
-    """Number of samples in ``batch``, as skorch's ``run_single_epoch`` counts them."""
-    X = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return len(X) if type(X) is torch.Tensor else get_len(X)
-
-
-def _is_base_hook(net, hook):
+def is_base_hook(net, hook):
     """Whether ``net``'s own ``hook`` is skorch's no-op."""
     return getattr(type(net), hook) is getattr(NeuralNet, hook) and hook not in vars(net)
 
 
-def _implements(callback, hook):
+def implements(callback, hook):
     """Whether ``callback`` does something at ``hook`` (is not the base no-op)."""
     return hook in vars(callback) or getattr(type(callback), hook, None) is not getattr(
         Callback, hook
     )
 
 
-def _resolved_device(device):
-    """``device`` as a ``torch.device``, with the current index for a bare ``'cuda'``."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-#: Held while torch's global generators hold an estimator's state
-#: (:meth:`NetRandomState.active`): fits in other threads wait instead of
-#: drawing from (or resetting) the same global state.
-_GLOBAL_RNG_LOCK = threading.RLock()
-
-
-class NetRandomState:
-    """The random numbers an estimator owns: a CPU generator, and its GPU's state.
-
-    torch's layers and initializers draw from torch's global generators
-    (``nn.Linear``'s initialization, ``nn.Dropout``); only some functions
-    take a ``generator=`` argument. So the estimator keeps its own state
-    here: the batch order is drawn from :attr:`generator` directly
-    (``torch.randperm(generator=...)``), and code that can only draw from
-    the global generators (building the module, a training step of a module
-    with dropout) runs inside :meth:`active`, which lends the global
-    generators this state under a process-wide lock and takes it back,
-    leaving the global state as it found it. A fresh instance seeded with
-    ``s`` draws the numbers ``torch.manual_seed(s)`` would.
-
-    Parameters
-    ----------
-    seed : int
-        The seed of the CPU generator (and of the GPU's, when ``device`` is
-        a CUDA device).
-    device : torch.device
-        Where training runs: a CUDA device's generator state is owned too.
-    """
-
-    def __init__(self, seed, device):
-        self.generator = torch.Generator().manual_seed(seed)
-        self.cuda_index = None
-        self.cuda_state = None
-        if device.type == "cuda":
-            self.cuda_index = _resolved_device(device).index
-            cuda = torch.Generator(device=torch.device("cuda", self.cuda_index))
-            self.cuda_state = cuda.manual_seed(seed).get_state()
-
-    def get_state(self):
-        """The generators' state, to hand back to :meth:`set_state`.
-
-        Returns
-        -------
-        state : tuple
-            The CPU generator's state and the GPU's (or None).
-        """
-        return self.generator.get_state(), self.cuda_state
-
-    def set_state(self, state):
-        """Go back to a state returned by :meth:`get_state`.
-
-        Parameters
-        ----------
-        state : tuple
-            As returned by :meth:`get_state`.
-        """
-        self.generator.set_state(state[0])
-        self.cuda_state = state[1]
-
-    @contextlib.contextmanager
-    def active(self):
-        """Lend torch's global generators this state for the block, then take it back.
-
-        Yields
-        ------
-        None
-        """
-        with _GLOBAL_RNG_LOCK:
-            saved_cpu = torch.get_rng_state()
-            saved_cuda = None
-            if self.cuda_state is not None:
-                saved_cuda = torch.cuda.get_rng_state(self.cuda_index)
-                torch.cuda.set_rng_state(self.cuda_state, self.cuda_index)
-            torch.set_rng_state(self.generator.get_state())
-            try:
-                yield
-            finally:
-                self.generator.set_state(torch.get_rng_state())
-                torch.set_rng_state(saved_cpu)
-                if saved_cuda is not None:
-                    self.cuda_state = torch.cuda.get_rng_state(self.cuda_index)
-                    torch.cuda.set_rng_state(saved_cuda, self.cuda_index)
-
-
-#: torch layers whose ``forward`` draws random numbers in training mode.
-_RANDOM_LAYERS = tuple(
-    getattr(nn, name)
-    for name in (
-        "Dropout Dropout1d Dropout2d Dropout3d AlphaDropout FeatureAlphaDropout RReLU "
-        "FractionalMaxPool2d FractionalMaxPool3d MultiheadAttention"
-    ).split()
-    if hasattr(nn, name)
-)
-
-
-def draws_random_numbers(module):
-    """Whether a training-mode forward of ``module`` may draw random numbers.
-
-    Yes when a submodule is one of torch's random layers (dropout...), or is
-    not one of torch's own layers and does not declare
-    ``draws_random_numbers = False`` in its class.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-
-    Returns
-    -------
-    draws : bool
-    """
-    for sub in module.modules():
-        cls = type(sub)
-        if isinstance(sub, _RANDOM_LAYERS):
-            return True
-        if vars(cls).get("draws_random_numbers") is False:
-            continue
-        if not cls.__module__.startswith("torch.nn."):
-            return True
-    return False
-
-
-class NetSnapshot:
+class NetSnapshot(Snapshot):
     """What continued training changes in a net, saved to be put back after a failure.
+
+    The net family's :class:`~sksam._base.Snapshot` for
+    :class:`~sksam._base.FitTransaction`, which puts the estimator's
+    attributes back itself.
 
     The module's parameters and buffers, the optimizer's state, the length
     of the history and the random state. Callbacks are user objects and
@@ -780,19 +693,3 @@ class NetSnapshot:
         del net.history[self.n_epochs :]
         if self.rng is not None:
             net.rng.set_state(self.rng)
-
-
-def epoch_losses(history):
-    """Mean training loss of each epoch, from skorch's per-batch records.
-
-    The same weighted mean as skorch's ``train_loss`` column, but available
-    even with ``callbacks='disable'``.
-    """
-    losses = []
-    for epoch in history:
-        batches = [b for b in epoch["batches"] if "train_loss" in b]
-        sizes = [b["train_batch_size"] for b in batches]
-        losses.append(
-            np.average([b["train_loss"] for b in batches], weights=sizes) if batches else np.nan
-        )
-    return np.asarray(losses, dtype=float)

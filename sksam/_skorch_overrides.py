@@ -3,19 +3,23 @@
 skorch documents ``train_step``, ``train_step_single`` and the ``get_*`` /
 ``initialize_*`` methods as safe to override; :mod:`sksam._skorch` goes
 further. This table is the one list of what it overrides, why (``purpose``:
-``'correctness'``, what SAM needs, in ``_SAMSkorchMixin``; ``'speed'``, the
-same results for less per batch, in ``_FastSkorchMixin`` and ``_History``;
+``'correctness'``, what SAM needs, in ``SAMStepMixin``; ``'speed'``, the
+same results for less per batch, in ``FastLoopMixin`` and ``FastHistory``;
 ``'accelerate'``, the ``accelerator=`` path only), how, and the pin:
 ``tests/test_net_skorch.py`` checks that each method still exists in skorch
 with our signature, and, where ``fingerprint`` is set, that skorch's source
 (docstrings and formatting ignored, :func:`source_fingerprint`) is still
 the one we read, failing with the method's name when skorch changes it.
+A changed ``'speed'`` pin does not fail: the nets then run skorch's own
+loop, with a warning (:func:`changed_pins`), so a skorch release that
+changes one of those methods costs speed, never a wrong number.
 ``MIRRORED`` lists the skorch methods we do not override but whose
 behaviour a fast path reproduces (or that an override leaves unused),
 pinned the same way.
 """
 
 import ast
+import functools
 import hashlib
 import inspect
 import textwrap
@@ -31,7 +35,7 @@ SKORCH_VERSION = "1.4.0"
 Override = namedtuple("Override", "purpose how fingerprint note")
 
 OVERRIDES = {
-    # -- correctness: what SAM needs (_SAMSkorchMixin) ---------------------------
+    # -- correctness: what SAM needs (SAMStepMixin) ------------------------------
     "NeuralNet.__init__": Override(
         "correctness",
         "extended",
@@ -61,7 +65,7 @@ OVERRIDES = {
         None,
         "skorch's, plus ``model=`` the first module for ``sksam.optim.SAM``.",
     ),
-    # -- speed: same results, less per batch (_FastSkorchMixin, _History) --------
+    # -- speed: same results, less per batch (FastLoopMixin, FastHistory) ---------
     "NeuralNet.run_single_epoch": Override(
         "speed",
         "re-implemented",
@@ -87,7 +91,7 @@ OVERRIDES = {
         "speed",
         "replaced",
         "7206a56f4bc54da3",
-        "skorch's, with a ``_History`` as the default (a user's history is kept).",
+        "skorch's, with a ``FastHistory`` as the default (a user's history is kept).",
     ),
     "History.new_batch": Override(
         "speed",
@@ -101,7 +105,7 @@ OVERRIDES = {
         "a4621257bbcab558",
         "As ``History.new_batch``.",
     ),
-    # -- accelerator= only (_AcceleratedSAMMixin) -------------------------------
+    # -- accelerator= only (AcceleratedSAMMixin) --------------------------------
     "AccelerateMixin.train_step": Override(
         "accelerate",
         "replaced by ours",
@@ -124,20 +128,20 @@ OVERRIDES = {
 #: reproduces, or that an override makes unused: pinned as well.
 MIRRORED = {
     "NeuralNet.infer": Override(
-        "mirrored",
+        "speed",
         "mirrored",
         "d460a7804e14a036",
         "A batch of tensors on the device goes straight to ``module_`` (what "
         "``infer`` does with it), unless a subclass overrides ``infer``.",
     ),
     "NeuralNet.get_loss": Override(
-        "mirrored",
+        "speed",
         "mirrored",
         "ba674830d377b3be",
         "... and to ``criterion_``, unless a subclass overrides ``get_loss``.",
     ),
     "NeuralNetClassifier.get_loss": Override(
-        "mirrored", "mirrored", "90d000207315361e", "As ``NeuralNet.get_loss``."
+        "speed", "mirrored", "90d000207315361e", "As ``NeuralNet.get_loss``."
     ),
     "AccelerateMixin.train_step_single": Override(
         "mirrored", "not used", "b6a9297f270cbdb1", "See ``AccelerateMixin.train_step``."
@@ -158,6 +162,42 @@ _SKORCH_CLASSES = {
     "History": History,
     "AccelerateMixin": AccelerateMixin,
 }
+
+
+def changed_pins(purpose):
+    """The pinned skorch methods of ``purpose`` whose source is not the one we read.
+
+    ``'speed'``: the methods :class:`sksam._skorch.FastLoopMixin` re-implements
+    or mirrors; when one changed (or its source cannot be read), the nets
+    use skorch's own loop instead (:func:`sksam._skorch.skorch_net_class`).
+    Checked against :data:`COPIED` as it is at the call.
+
+    Parameters
+    ----------
+    purpose : str
+        A ``purpose`` of :data:`OVERRIDES` or :data:`MIRRORED`.
+
+    Returns
+    -------
+    names : tuple of str
+        ``"Class.method"`` names, sorted; empty when every pin holds.
+    """
+    rows = {**OVERRIDES, **MIRRORED}
+    pinned = tuple(sorted((n, COPIED[n]) for n, o in rows.items() if o.purpose == purpose))
+    return _changed(pinned)
+
+
+@functools.cache
+def _changed(pinned):
+    changed = []
+    for name, fingerprint in pinned:
+        try:
+            found = source_fingerprint(skorch_method(name))
+        except (OSError, TypeError, KeyError, SyntaxError):  # no source, or no method
+            found = None
+        if found != fingerprint:
+            changed.append(name)
+    return tuple(changed)
 
 
 def skorch_method(qualname):

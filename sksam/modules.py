@@ -35,7 +35,10 @@ class MLP(nn.Module):
     dropout : float, default=0.0
         Dropout probability after each hidden layer.
     batch_norm : bool, default=False
-        Batch normalization before each activation.
+        Batch normalization before each activation. It cannot normalize a
+        single row in training mode, so the estimators skip a last training
+        batch of one row (a different row each epoch when shuffling), as
+        ``drop_last`` would; a ``batch_size`` of 1 is an error that says so.
 
     Attributes
     ----------

@@ -18,6 +18,7 @@ are stored as attributes (as skorch does), returned by ``get_params``,
 accepted by ``set_params`` and therefore by ``clone`` and ``GridSearchCV``.
 """
 
+import abc
 import copy
 import inspect
 import warnings
@@ -41,54 +42,54 @@ from torch import nn
 from ._base import (
     HISTORY_ATTRIBUTES_DOC,
     REGRESSOR_CONSTRAINTS,
-    _user_stacklevel,
+    EstimatorHooks,
+    FitHistory,
+    FitTransaction,
     check_device,
     diagnose_loss_curve,
     numeric_target,
-    record_history,
+    user_stacklevel,
     warn_diverged,
     warn_interrupted,
 )
 from ._net_checks import (
-    _check_callbacks,
-    _check_finite,
-    _check_finite_outputs,
-    _check_n_classes,
-    _check_output_width,
-    _encode,
-    _eval_forward,
-    _first_batch_loss,
-    _for_accelerate,
-    _initialize,
-    _is_cpu,
-    _labels,
-    _needs_closure,
-    _net_device,
-    _no_better_than_constant,
-    _subsample,
-    _to_tensor,
-    _valid_split_hint,
-    _whole_fit_rng,
-)
-from ._schedules import SCHEDULED_SOLVERS, schedule_for
-from ._skorch import (
-    NetRandomState,
-    NetSnapshot,
-    TensorBatchLoader,
-    _AcceleratedSAMNetClassifier,
-    _AcceleratedSAMNetRegressor,
-    _SAMNetClassifier,
-    _SAMNetRegressor,
+    SINGLE_ROW_ERROR,
+    ValidSplitHint,
+    check_callbacks,
+    check_output_width,
+    divergence,
     epoch_losses,
+    eval_forward,
+    first_batch_loss,
+    has_batch_norm,
+    initialize,
+    needs_closure,
+    no_better_than_constant,
+    single_row_message,
 )
+from ._net_data import (  # TensorBatchLoader: importable from here, as before
+    TensorBatchLoader,  # noqa: F401
+    check_n_classes,
+    class_indices,
+    encode,
+    is_cpu,
+    net_device,
+    subsample,
+    to_tensor,
+    validate_classes,
+)
+from ._net_random import NetRandomState, whole_fit_random_state
+from ._schedules import SCHEDULED_SOLVERS, schedule_for
+from ._skorch import NetSnapshot, accelerated_params, skorch_net_class
 from ._threads import resolve_n_threads, torch_threads
 from ._update_rules import SOLVERS, is_perturbed
+from .exceptions import DivergenceWarning
 from .modules import MLP
 from .optim import SAM, MomentumSAM
-from .sharpness import MEASURES, measure_sharpness
+from .sharpness import LOGIT_MEASURES, MEASURES, measure_sharpness
 
 # MLP (sksam.modules) is re-exported here for code written before the split;
-# TensorBatchLoader (private machinery, sksam._skorch) stays importable from here.
+# TensorBatchLoader (private machinery, sksam._net_data) stays importable from here.
 __all__ = ["SAMNetClassifier", "SAMNetRegressor", "MLP"]
 
 #: Prefixes of the skorch parameters that ``**kwargs`` may route.
@@ -120,15 +121,53 @@ def _is_routed(name):
     return bool(sep) and prefix in ROUTED_PREFIXES
 
 
-class _BaseSAMNet(BaseEstimator):
+class _BaseSAMNet(EstimatorHooks, BaseEstimator):
     """What the classifier and the regressor share: parameters, training, sharpness.
 
-    Subclasses set ``_net_class`` (the skorch net), ``_output_name`` (the
-    keyword a module class takes for its output size) and implement
-    ``_criterion`` (the loss as a module), ``_targets`` (validated ``y`` to
-    the tensor the loss expects) and ``_baseline_loss`` (the loss of the best
-    constant prediction, the bar a trained network must clear).
+    An ABC: its abstract members are the hooks a subclass implements, named
+    as in ``sksam._base.HOOKS`` (``_encode_targets``, ``_scale_hint``,
+    ``_loss``, ``_baseline_loss``, ``_logits_fn``), plus the net's own:
+    ``_task`` (``'classifier'`` or ``'regressor'``, which picks the skorch
+    net), ``_output_name`` (the keyword a module class takes for its output
+    size), ``_default_lr`` and ``_n_outputs`` (the width of the output).
     """
+
+    @property
+    @abc.abstractmethod
+    def _task(self):
+        """``'classifier'`` or ``'regressor'``: the skorch net to build (a class attribute)."""
+
+    @property
+    @abc.abstractmethod
+    def _output_name(self):
+        """The keyword a module class takes for its output width (a class attribute)."""
+
+    @property
+    @abc.abstractmethod
+    def _default_lr(self):
+        """The learning rate of ``lr=None`` (a class attribute)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _loss():
+        """The training loss, a new torch criterion module."""
+
+    @abc.abstractmethod
+    def _encode_targets(self, X, y, *, warm, partial, classes):
+        """``(X, y, targets)``: checked data, ``y`` as the loss reads it, and the
+        target's fitted attributes (``classes_`` or ``n_outputs_``)."""
+
+    @abc.abstractmethod
+    def _n_outputs(self, y):
+        """Output columns the module must return for the encoded ``y``."""
+
+    @abc.abstractmethod
+    def _baseline_loss(self, y):
+        """The loss of the best constant prediction of ``y`` (a tensor), or None."""
+
+    @abc.abstractmethod
+    def _logits_fn(self, module, X, y):
+        """What the logit-normalized sharpness reads, or None (a regressor has no logits)."""
 
     _parameter_constraints = {
         "module": [None, callable],
@@ -284,7 +323,7 @@ class _BaseSAMNet(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.non_deterministic = not _is_cpu(self.device)  # cuDNN/cuBLAS kernels
+        tags.non_deterministic = not is_cpu(self.device)  # cuDNN/cuBLAS kernels
         return tags
 
     # -- skorch's names, as read-only views onto net_ -------------------------------
@@ -365,7 +404,7 @@ class _BaseSAMNet(BaseEstimator):
                     f"{type(self).__name__} with accelerator= trains from scratch at every "
                     "fit: warm_start=True and partial_fit are not supported with it."
                 )
-            return _net_device(self.net_)
+            return net_device(self.net_)
         if self.accelerator is not None:
             if self.precision != "float32":
                 raise ValueError(
@@ -433,19 +472,14 @@ class _BaseSAMNet(BaseEstimator):
         model is kept, with a warning; anywhere else it is re-raised.
         """
         warm = self.__sklearn_is_fitted__() and (partial or self.warm_start)
-        saved = dict(vars(self))
-        snapshot = NetSnapshot(self.net_) if warm else None
-        try:
-            X, y = self._validate_fit_data(X, y, warm=warm, partial=partial, classes=classes)
-            return self._train(X, y, 1 if partial else self.max_epochs, warm)
-        except BaseException:
-            if snapshot is not None:
-                snapshot.restore()
-            vars(self).clear()
-            vars(self).update(saved)
-            raise
+        with FitTransaction(self, NetSnapshot(self.net_) if warm else None) as fit:
+            X, y, targets = self._encode_targets(X, y, warm=warm, partial=partial, classes=classes)
+            vars(self).update(targets)  # what the training reads (n_outputs)
+            fitted = self._train(X, y, 1 if partial else self.max_epochs, warm)
+            fit.commit({**targets, **fitted})
+        return self
 
-    def _train(self, X, y, epochs, warm):
+    def _train(self, X, y, epochs, warm, seed=None):
         """Train ``net_`` (built afresh unless ``warm``) for ``epochs`` epochs.
 
         ``y`` is the target array the loss expects (class indices, or a 2-D
@@ -454,17 +488,20 @@ class _BaseSAMNet(BaseEstimator):
         seeded from ``random_state`` for a new network and carried on by
         continued training, so that continued training draws the batch
         orders and dropout masks one uninterrupted run would; torch's global
-        generators are left as they were. The fitted attributes are set only
-        once training and the checks after it succeeded.
+        generators are left as they were. Returns the fitted attributes
+        (the caller commits them); ``seed``, drawn from ``random_state``
+        unless given, seeds a new net's random state and the sharpness
+        sample.
         """
         device = self._training_device(warm)
         if not warm:
-            _check_callbacks(
+            check_callbacks(
                 type(self).__name__, self.callbacks, self.train_split, self._extra_params()
             )
-        X_t = _to_tensor(X, device)
+        X_t = to_tensor(X, device)
         y_t = torch.as_tensor(y, device=device)
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        if seed is None:
+            seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         n_outputs = self._n_outputs(y)
         if warm:
             net = self.net_
@@ -475,32 +512,30 @@ class _BaseSAMNet(BaseEstimator):
         else:
             net = self._build_net(X.shape[1], n_outputs, NetRandomState(seed, device))
         first_epoch = len(net.history) if warm else 0
-        with _valid_split_hint(type(self).__name__):
+        with ValidSplitHint(type(self).__name__):
             if not warm:
                 with net.rng.active():
-                    _initialize(net)
+                    initialize(net)
                     if getattr(net, "accelerator", None) is None:
                         self._check_module(net.module_, X_t, n_outputs)
-            with self._threads(net, self._batch_rows(len(X))), _whole_fit_rng(net):
-                net.partial_fit(X_t, y_t, epochs=epochs)
+                        self._skip_single_rows(net)
+            with self._threads(net, self._batch_rows(len(X))), whole_fit_random_state(net):
+                self._run_epochs(net, X_t, y_t, epochs)
         if net.interrupted_:
             warn_interrupted(type(self).__name__)
-        _check_finite(net, self._remedy_suffix)
-        X_s, y_s, rng = _subsample(X_t, y_t, seed, self.sharpness_max_samples)
-        final_loss = self._final_loss(net.module_, X_s, y_s)
+        X_s, y_s, rng = subsample(X_t, y_t, seed, self.sharpness_max_samples)
+        final_loss = self._final_loss(net, X_s, y_s, lambda: (X, y, epochs, warm, seed))
         with net.rng.active():
             sharpness = self._sharpness(net.module_, X_s, y_s, rng)
-        self.net_ = net
-        record_history(self, loss_curve=epoch_losses(net.history), n_iter=len(net.history))
-        self.sharpness_ = sharpness
+        history = FitHistory(epoch_losses(net.history), None, len(net.history))
         # an epoch stopped before its first batch (Ctrl-C, a callback) has no loss
         trained = [e for e in net.history[first_epoch:] if any(map(bool, e["batches"]))]
-        self._warn_if_diverged(trained, X_t, y_t, seed, final_loss)
+        self._warn_if_diverged(trained, y_t, final_loss, lambda: (X, y, epochs, warm, seed))
         if self.verbose:
-            self._say_if_sam_cannot_act(y_t)
-        return self
+            self._say_if_sam_cannot_act(history.loss_curve, y_t)
+        return {"net_": net, **history.attributes(), "sharpness_": sharpness}
 
-    def _say_if_sam_cannot_act(self, y):
+    def _say_if_sam_cannot_act(self, loss_curve, y):
         """A verbose line when training stopped where SAM and GD coincide.
 
         Far from a minimum (a training loss still a sizeable part of the
@@ -508,9 +543,9 @@ class _BaseSAMNet(BaseEstimator):
         changes which minimum training settles in, and a short or slow
         schedule stops before reaching one.
         """
-        if not is_perturbed(self.solver, self.rho) or not len(self.loss_curve_):
+        if not self._perturbed() or not len(loss_curve):
             return
-        final, baseline = self.loss_curve_[-1], self._baseline_loss(y)
+        final, baseline = loss_curve[-1], self._baseline_loss(y)
         if not baseline or not np.isfinite(final) or final <= FAR_FROM_MINIMUM * baseline:
             return
         print(
@@ -524,7 +559,31 @@ class _BaseSAMNet(BaseEstimator):
 
     def _check_module(self, module, X, n_outputs):
         """The module must take ``X``'s width and return one column per output."""
-        _check_output_width(module, X[:2], n_outputs, X.shape[1])
+        check_output_width(module, X[:2], n_outputs, X.shape[1])
+
+    @staticmethod
+    def _skip_single_rows(net):
+        """A module with batch normalization skips a last training batch of one row.
+
+        Batch normalization cannot normalize one row in training mode;
+        dropping such a batch (one row in an epoch, a different row each
+        epoch when shuffling) is what ``drop_last`` does for every short
+        batch, for less.
+        """
+        if has_batch_norm(net.module_):
+            # a routed parameter, as skorch stores them (set_params would re-initialize)
+            net.iterator_train__drop_single_row = True
+
+    def _run_epochs(self, net, X, y, epochs):
+        """``net.partial_fit``; batch normalization on a single row names ``batch_size``."""
+        try:
+            net.partial_fit(X, y, epochs=epochs)
+        except ValueError as exc:
+            if SINGLE_ROW_ERROR not in str(exc):
+                raise
+            raise ValueError(
+                single_row_message(type(self).__name__, self.batch_size, self.m, len(X))
+            ) from exc
 
     def _batch_rows(self, n_samples):
         return n_samples if self.batch_size is None else min(self.batch_size, n_samples)
@@ -542,12 +601,13 @@ class _BaseSAMNet(BaseEstimator):
             **self._user_params(),
         }
         if self.accelerator is None:
-            return self._net_class(**params)
-        return self._accelerated_net_class(**_for_accelerate(params, self.accelerator))
+            return skorch_net_class(self._task, accelerated=False)(**params)
+        net_class = skorch_net_class(self._task, accelerated=True)
+        return net_class(**accelerated_params(params, self.accelerator))
 
     def _net_params(self, n_outputs, rng):
         return dict(
-            criterion=type(self._criterion()),
+            criterion=type(self._loss()),
             **self._optimizer_params(),
             lr=self._lr(),
             max_epochs=self.max_epochs,
@@ -621,7 +681,7 @@ class _BaseSAMNet(BaseEstimator):
             return dict(optimizer=MomentumSAM, optimizer__rho=self.rho, optimizer__momentum=0.0)
         seed = self.random_state if isinstance(self.random_state, Integral) else 0
         rule, schedule = schedule_for(self.solver, self.sam_every, int(seed))
-        if _needs_closure(self.optimizer):
+        if needs_closure(self.optimizer):
             if is_perturbed(rule, self.rho):
                 raise ValueError(
                     f"optimizer={getattr(self.optimizer, '__name__', self.optimizer)} needs "
@@ -659,7 +719,7 @@ class _BaseSAMNet(BaseEstimator):
     def _sharpness(self, module, X, y, rng):
         if self.sharpness is None:
             return None
-        criterion = self._criterion()
+        criterion = self._loss()
 
         def loss_fn():
             return criterion(module(X), y)
@@ -681,49 +741,96 @@ class _BaseSAMNet(BaseEstimator):
 
     # -- divergence ----------------------------------------------------------------
 
-    def _final_loss(self, module, X, y):
+    def _final_loss(self, net, X, y, failed_fit):
         """The training loss at the fitted weights, in eval mode (what predict computes).
 
         The loss curve holds the losses *before* each step, so it cannot see
-        a last step that blew the weights up; this loss can. Non-finite
-        outputs raise (see :func:`_check_finite_outputs`).
+        a last step that blew the weights up; this loss can. A batch loss,
+        a weight, an eval-mode output or this loss that is not finite
+        (:func:`~sksam._net_checks.divergence`) is a ``ValueError``
+        with the remedy: ``rho`` when the same fit without it stays finite
+        (:meth:`_blame_rho`, given ``failed_fit()``), else ``lr``.
         """
-        outputs = _eval_forward(module, X)
-        _check_finite_outputs(outputs, self._remedy_suffix)
+        outputs = eval_forward(net.module_, X)
         with torch.no_grad():
-            loss = float(self._criterion()(outputs, y))
-        if not np.isfinite(loss):  # finite outputs whose loss overflows (float32)
-            raise ValueError(
-                f"Training diverged: the training loss at the fitted weights is {loss}. "
-                f"Use a smaller lr (or rho), or standardize X{self._remedy_suffix}."
+            loss = float(self._loss()(outputs, y))
+        failure = divergence(net, outputs, loss)
+        if failure is not None:
+            remedy = self._blame_rho(*failed_fit()) or (
+                f"Use a smaller lr (or rho), or {self._scale_hint}."
             )
+            raise ValueError(f"{failure} {remedy}")
         return loss
 
-    def _warn_if_diverged(self, epochs, X, y, seed, final_loss):
+    def _warn_if_diverged(self, epochs, y, final_loss, failed_fit):
         """Warn when the loss blew up, or ended no better than a constant prediction.
 
-        Both stay finite, so :func:`_check_finite` lets them through: a
-        learning rate far too large typically sends the loss up by orders of
-        magnitude and back down to a network that predicts one class (or one
-        value) for every sample. ``final_loss`` (after the last step) ends
-        the curve, so a last step that diverged is seen too.
+        Both stay finite, so :func:`~sksam._net_checks.divergence` lets
+        them through: a learning rate (or a ``rho``) far too large typically
+        sends the loss up by orders of magnitude and back down to a network
+        that predicts one class (or one value) for every sample.
+        ``final_loss`` (after the last step) ends the curve, so a last step
+        that diverged is seen too. ``failed_fit()`` gives the arguments of
+        :meth:`_blame_rho`, called only when the curve failed.
         """
         losses = epoch_losses(epochs)
         if len(losses):
             losses = [*losses, final_loss]
-        cause = diagnose_loss_curve(losses, initial_loss=_first_batch_loss(epochs))
+        cause = diagnose_loss_curve(losses, initial_loss=first_batch_loss(epochs))
         if cause is None:
-            cause = _no_better_than_constant(epochs, self._baseline_loss(y))
-        if cause is not None:
-            warn_diverged(
-                type(self).__name__,
-                cause,
-                f"Lower lr (now {self._lr():g}) or standardize X"
-                + self._remedy_suffix
-                + "; check net_.history for the loss of each batch.",
-            )
+            cause = no_better_than_constant(epochs, self._baseline_loss(y))
+        if cause is None:
+            return
+        remedy = self._blame_rho(*failed_fit()) or (
+            f"Lower lr (now {self._lr():g}) or {self._scale_hint}"
+        )
+        warn_diverged(
+            type(self).__name__,
+            cause,
+            remedy.rstrip(".") + "; check net_.history for the loss of each batch.",
+        )
 
-    _remedy_suffix = ""
+    def _perturbed(self):
+        """Whether ``solver`` and ``rho`` perturb the weights (on some steps at least)."""
+        return self.solver != "gd" and self.rho != 0
+
+    def _blame_rho(self, X, y, epochs, warm, seed):
+        """The remedy naming ``rho`` when the failed fit would not fail without it, else None.
+
+        The counterfactual is the same training with ``rho=0`` (gradient
+        descent): the same data, epochs, seed and initialization, without
+        the user's callbacks, which are left untouched. Run only after a fit
+        failed, for at most the cost of that fit. Skipped under Accelerate
+        and for continued training (``warm_start``, ``partial_fit``), whose
+        optimizer is the first fit's, whatever ``solver`` and ``rho`` say now.
+        """
+        if not self._perturbed() or self.accelerator is not None or warm:
+            return None
+        twin = self._gradient_descent_twin()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                twin._train(X, y, epochs, False, seed)
+            except Exception:  # it fails too (or cannot tell): rho is not the cause
+                return None
+        if any(issubclass(w.category, DivergenceWarning) for w in caught):
+            return None
+        return (
+            f"The same fit with rho=0 (gradient descent) does not diverge: "
+            f"rho={self.rho:g} is too large for solver={self.solver!r} on this data. "
+            "Lower rho (on standardized data useful values are about 0.01 to 0.5)."
+        )
+
+    def _gradient_descent_twin(self):
+        """This estimator with ``rho=0`` and no callbacks, with the fitted targets' encoding."""
+        params = self.get_params(deep=False)
+        params = {k: v for k, v in params.items() if not k.startswith("callbacks__")}
+        params.update(solver="gd", rho=0.0, callbacks=None, sharpness=None, verbose=0)
+        twin = type(self)(**params)
+        for name in ("classes_", "n_outputs_", "_y_ndim"):
+            if name in vars(self):
+                setattr(twin, name, getattr(self, name))
+        return twin
 
 
 #: A final training loss above this fraction of the constant prediction's is "far
@@ -731,6 +838,11 @@ class _BaseSAMNet(BaseEstimator):
 #: scikit-learn's digits at the default settings it ends at 0.14 of it (0.33 of
 #: ln 10), where SAM and GD predicted alike on every held-out row.
 FAR_FROM_MINIMUM = 0.1
+
+
+def _measure_names(names):
+    """The sharpness measures of a docstring's type line, in the order of ``MEASURES``."""
+    return ", ".join(repr(name) for name in MEASURES if name in names)
 
 
 _FIT_DOC = """
@@ -763,7 +875,9 @@ default='sam'
         Ignored by ``'gd'``. A fit that stops with the training loss still
         high ends where ``solver='gd'`` ends (``verbose=1`` says so): train
         longer or faster and search ``rho`` (0.01 to 0.5); see the user
-        guide, :ref:`When SAM acts <net-when-sam-acts>`.
+        guide, :ref:`When SAM acts <net-when-sam-acts>`. When a fit diverges
+        (a ``DivergenceWarning`` or a non-finite error) and the same fit with
+        ``rho=0`` does not, the message names ``rho``, not ``lr``.
     lr : float, default=None
         Learning rate of the base optimizer; ``None`` is {default_lr}.{lr_note} A rate so large that
         the loss blows up, or ends no lower than that of the best constant
@@ -797,9 +911,12 @@ default='sam'
         Where to train, e.g. ``'cuda'``; a device this machine lacks is a
         ``ValueError`` at ``fit``. The training data is moved there once. A
         model trained on a GPU can be unpickled on a CPU-only machine.
-    sharpness : {{'top_eigenvalue', 'trace', 'rho'}} or None, default='top_eigenvalue'
+    sharpness : {{{measures}}} or None, \
+default='top_eigenvalue'
         The measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of
-        the mean training {loss_name} in eval mode; ``None`` skips it.
+        the mean training {loss_name} in eval mode; ``None`` skips it. Every
+        measure but ``'top_eigenvalue'`` and ``'trace'`` uses the estimator's
+        ``rho``.{logits_note}
     sharpness_max_samples : int or None, default=1000
         The sharpness is computed on at most this many training samples,
         drawn without replacement with ``random_state``; ``None`` uses all.
@@ -867,8 +984,7 @@ default='sam'
 
 
 class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
-    _net_class = _SAMNetClassifier
-    _accelerated_net_class = _AcceleratedSAMNetClassifier
+    _task = "classifier"
     _output_name = "n_classes"
     _default_lr = 0.03
 
@@ -892,6 +1008,10 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
             loss_note="the loss is ``CrossEntropyLoss``",
             output_name="n_classes",
             loss_name="cross-entropy",
+            measures=_measure_names(MEASURES),
+            logits_note=(
+                " ``'adaptive_rho_logitnorm'`` normalizes the logits (the module's outputs) first."
+            ),
             lr_note=(
                 " The default trains the default network on raw and on "
                 "standardized inputs alike (on scikit-learn's digits, pixel "
@@ -971,8 +1091,10 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         """The module's outputs as logits and the class indices (logit-normalized sharpness)."""
         return lambda: (module(X), y)
 
+    _scale_hint = "standardize X"
+
     @staticmethod
-    def _criterion():
+    def _loss():
         return nn.CrossEntropyLoss()
 
     def _n_outputs(self, y):
@@ -984,7 +1106,7 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
     def _check_module(self, module, X, n_outputs):
         """As for any net; and the outputs should be logits, not probabilities."""
         super()._check_module(module, X, n_outputs)
-        out = _eval_forward(module, X[:8]).float()
+        out = eval_forward(module, X[:8]).float()
         if (
             len(out) > 1
             and bool(((out >= 0) & (out <= 1)).all())
@@ -996,7 +1118,7 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
                 "applies the softmax itself; a softmax twice trains badly (predict_proba "
                 "stays far from 0 and 1). Remove the final softmax.",
                 UserWarning,
-                stacklevel=_user_stacklevel(),
+                stacklevel=user_stacklevel(),
             )
 
     def _baseline_loss(self, y):
@@ -1032,15 +1154,15 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         """
         return self._fit(X, y, partial=True, classes=classes)
 
-    def _validate_fit_data(self, X, y, *, warm, partial, classes):
-        """``X`` and ``y`` as class indices; sets ``classes_`` on a fresh fit."""
+    def _encode_targets(self, X, y, *, warm, partial, classes):
+        """``X``, ``y`` as class indices, and ``classes_`` (new on a fresh fit)."""
         if partial and not warm and classes is None:
             # scikit-learn's wording (sklearn.utils.multiclass)
             raise ValueError("classes must be passed on the first call to partial_fit.")
         X, y = validate_data(self, X, y, dtype=np.float32, reset=not warm)
         check_classification_targets(y)
         if classes is not None:
-            classes = np.unique(np.asarray(classes))
+            classes = validate_classes(classes)
             if warm and not np.array_equal(classes, self.classes_):
                 raise ValueError(
                     f"`classes={classes!r}` is not the same as on the last call to fit "
@@ -1048,16 +1170,15 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
                 )
         method = "partial_fit" if partial else "warm_start"
         if warm:
-            y_encoded = _encode(y, self.classes_, method)
+            classes = self.classes_
+            y_encoded = encode(y, classes, method)
         elif partial:
-            _check_n_classes(classes, "in `classes`")
-            y_encoded = _encode(y, classes, method)
-            self.classes_ = classes
+            check_n_classes(classes, "in `classes`")
+            y_encoded = encode(y, classes, method)
         else:
             classes, y_encoded = np.unique(y, return_inverse=True)
-            _check_n_classes(classes, "in the data")
-            self.classes_ = classes
-        return X, _labels(y_encoded)
+            check_n_classes(classes, "in the data")
+        return X, class_indices(y_encoded), {"classes_": classes}
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of the network's logits.
@@ -1075,7 +1196,7 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
         with self._threads(self.net_, len(X)):
-            proba = self.net_.predict_proba(_to_tensor(X, _net_device(self.net_)))
+            proba = self.net_.predict_proba(to_tensor(X, net_device(self.net_)))
         return proba.astype(np.float64)
 
     def predict(self, X):
@@ -1096,8 +1217,7 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
 
 
 class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
-    _net_class = _SAMNetRegressor
-    _accelerated_net_class = _AcceleratedSAMNetRegressor
+    _task = "regressor"
     _output_name = "n_outputs"
     _default_lr = 0.01
     _parameter_constraints = {**_BaseSAMNet._parameter_constraints, **REGRESSOR_CONSTRAINTS}
@@ -1124,6 +1244,12 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
             loss_note="the loss is ``MSELoss``",
             output_name="n_outputs",
             loss_name="mean squared error",
+            measures=_measure_names(set(MEASURES) - set(LOGIT_MEASURES)),
+            logits_note=(
+                " The logit measure of the classifier "
+                "(``'adaptive_rho_logitnorm'``) needs logits, which a regressor "
+                "does not have."
+            ),
             lr_note=(
                 " Standardize ``y`` (``TransformedTargetRegressor`` with a "
                 "``StandardScaler``) as well as ``X``: the gradient of the "
@@ -1181,11 +1307,15 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
     """
     )
 
-    _remedy_suffix = " and y"
+    _scale_hint = "standardize X and y"
 
     @staticmethod
-    def _criterion():
+    def _loss():
         return nn.MSELoss()
+
+    def _logits_fn(self, module, X, y):
+        """A regressor has no logits (the logit-normalized sharpness is the classifier's)."""
+        return None
 
     def _n_outputs(self, y):
         return y.shape[1]
@@ -1200,23 +1330,21 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         baseline = float(y.double().var(dim=0, unbiased=False).mean())
         return baseline if baseline > 0 else None
 
-    def _targets(self, X, y, reset):
+    def _encode_targets(self, X, y, *, warm, partial, classes):
+        """``X``, ``y`` as a 2-D float32 array, ``n_outputs_`` and the shape ``predict`` returns."""
         X, y = validate_data(
-            self, X, y, dtype=np.float32, reset=reset, multi_output=True, y_numeric=True
+            self, X, y, dtype=np.float32, reset=not warm, multi_output=True, y_numeric=True
         )
         y_2d = numeric_target(y, type(self).__name__, np.float32).reshape(len(y), -1)
-        if reset:
-            self._y_ndim = np.ndim(y)
-            self.n_outputs_ = y_2d.shape[1]
-        elif y_2d.shape[1] != self.n_outputs_:
+        if warm and y_2d.shape[1] != self.n_outputs_:
             raise ValueError(
                 f"y has {y_2d.shape[1]} output(s), but {type(self).__name__} was fitted "
                 f"with {self.n_outputs_}."
             )
-        return X, np.ascontiguousarray(y_2d)
-
-    def _validate_fit_data(self, X, y, *, warm, partial, classes):
-        return self._targets(X, y, reset=not warm)
+        targets = {"n_outputs_": y_2d.shape[1], "_y_ndim": np.ndim(y)}
+        if warm:
+            targets = {"n_outputs_": self.n_outputs_, "_y_ndim": self._y_ndim}
+        return X, np.ascontiguousarray(y_2d), targets
 
     def predict(self, X):
         """Predicted targets.
@@ -1234,6 +1362,6 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
         with self._threads(self.net_, len(X)):
-            y = self.net_.predict(_to_tensor(X, _net_device(self.net_)))
+            y = self.net_.predict(to_tensor(X, net_device(self.net_)))
         y = np.asarray(y, dtype=np.float64)
         return y.ravel() if self._y_ndim == 1 else y

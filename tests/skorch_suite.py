@@ -31,7 +31,7 @@ import pytest
 import skorch
 import torch
 
-from sksam._skorch import _SAMNetClassifier, _SAMNetRegressor
+from sksam._skorch import SkorchSAMClassifier, SkorchSAMRegressor
 from sksam.optim import SAM
 
 if "flaky" not in sys.modules:  # skorch's tests import it; a no-op stand-in
@@ -54,12 +54,12 @@ def _sam_defaults(kwargs):
 
 
 # skorch's names, so that skorch's expected messages match
-class NeuralNetClassifier(_SAMNetClassifier):
+class NeuralNetClassifier(SkorchSAMClassifier):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **_sam_defaults(kwargs))
 
 
-class NeuralNetRegressor(_SAMNetRegressor):
+class NeuralNetRegressor(SkorchSAMRegressor):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **_sam_defaults(kwargs))
 

@@ -571,14 +571,6 @@ def test_check_finite_numbers_arrays_tensors(values, finite):
 # contracts: every concrete estimator implements its base's abstract hooks
 # --------------------------------------------------------------------------
 
-#: Families whose base is not yet an ABC over :class:`EstimatorHooks`: their
-#: engineers adopt the spine on their own branches. Remove an entry when its
-#: family adopts it (the lead empties this at the merge of issue 25).
-NOT_YET_CONVERTED = {
-    "SAMNetClassifier": "net family: _BaseSAMNet adopts EstimatorHooks",
-    "SAMNetRegressor": "net family: _BaseSAMNet adopts EstimatorHooks",
-}
-
 #: Names the vocabulary retired, with the name of the same idea in HOOKS.
 RETIRED_HOOK_NAMES = {
     "_null_loss": "_baseline_loss",
@@ -600,21 +592,7 @@ def _estimator_names():
     return [name for name in sksam.__all__ if name.startswith("SAM") and name != "SAM"]
 
 
-def _with_xfail(names):
-    return [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                reason=f"{NOT_YET_CONVERTED[name]} (issue 25 item 1)", strict=True
-            ),
-        )
-        if name in NOT_YET_CONVERTED
-        else name
-        for name in names
-    ]
-
-
-@pytest.mark.parametrize("name", _with_xfail(_estimator_names()))
+@pytest.mark.parametrize("name", _estimator_names())
 def test_every_estimator_implements_its_base_hooks(name):
     import sksam
 

@@ -16,7 +16,8 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 from torch import nn
 
-from sksam import _skorch
+from sksam import _skorch, _skorch_overrides
+from sksam._net_data import TensorBatchLoader
 from sksam.modules import MLP
 from sksam.net import SAMNetClassifier
 from sksam.optim import SAM
@@ -29,10 +30,10 @@ def test_overridden_skorch_methods_exist_with_our_signature(qualname):
     if name == "__init__":  # ours adds m and precision, passing the rest on
         assert list(inspect.signature(theirs).parameters)[:2] == ["self", "module"]
         return
-    owner = {"History": _skorch._History, "AccelerateMixin": _skorch._AcceleratedSAMMixin}.get(
-        cls, _skorch._SAMNetMixin
+    owner = {"History": _skorch.FastHistory, "AccelerateMixin": _skorch.AcceleratedSAMMixin}.get(
+        cls, _skorch.SAMNetMixin
     )
-    ours = vars(owner).get(name) or getattr(_skorch._SAMNetMixin, name)
+    ours = vars(owner).get(name) or getattr(_skorch.SAMNetMixin, name)
     assert inspect.signature(ours) == inspect.signature(theirs), (
         f"skorch {skorch.__version__} changed the signature of {qualname}: "
         f"{inspect.signature(theirs)} (ours: {inspect.signature(ours)})"
@@ -42,6 +43,12 @@ def test_overridden_skorch_methods_exist_with_our_signature(qualname):
 @pytest.mark.parametrize("qualname", sorted(_skorch.COPIED))
 def test_copied_skorch_methods_are_unchanged(qualname):
     found = _skorch.source_fingerprint(_skorch.skorch_method(qualname))
+    row = {**_skorch.OVERRIDES, **_skorch_overrides.MIRRORED}[qualname]
+    if row.purpose == "speed" and found != _skorch.COPIED[qualname]:
+        # a release of skorch must not fail here: the nets fall back to skorch's loop
+        # (tests/test_net_failures.py pins the fallback); re-read the method to regain speed
+        assert qualname in _skorch_overrides.changed_pins("speed")
+        pytest.skip(f"skorch {skorch.__version__} changed {qualname}: fast loop off")
     assert found == _skorch.COPIED[qualname], (
         f"skorch {skorch.__version__} changed {qualname}, which sksam._skorch re-implements "
         "or mirrors: re-read it, update our version, then COPIED."
@@ -52,7 +59,7 @@ def test_every_override_is_listed_in_the_module_docstring():
     for qualname in _skorch.OVERRIDES:
         assert f"``{qualname}``" in _skorch.__doc__, qualname
     # the mixin is the correctness part and the speed part
-    mixins = (_skorch._SAMNetMixin, _skorch._FastSkorchMixin, _skorch._SAMSkorchMixin)
+    mixins = (_skorch.SAMNetMixin, _skorch.FastLoopMixin, _skorch.SAMStepMixin)
     overridden = {
         f"NeuralNet.{name}"
         for mixin in mixins
@@ -64,15 +71,15 @@ def test_every_override_is_listed_in_the_module_docstring():
     for q, o in _skorch.OVERRIDES.items():
         name = q.split(".")[1]
         if q.startswith("NeuralNet.") and o.purpose == "speed":
-            assert name in vars(_skorch._FastSkorchMixin), q
-            assert name not in vars(_skorch._SAMSkorchMixin), q
+            assert name in vars(_skorch.FastLoopMixin), q
+            assert name not in vars(_skorch.SAMStepMixin), q
         if q.startswith("NeuralNet.") and o.purpose == "correctness":
-            assert name in vars(_skorch._SAMSkorchMixin), q
+            assert name in vars(_skorch.SAMStepMixin), q
 
 
 def test_the_correctness_mixin_alone_gives_the_same_fit():
     # the speed overrides change no number: a net without them is the same
-    class Plain(_skorch._SAMSkorchMixin, NeuralNetClassifier):
+    class Plain(_skorch.SAMStepMixin, NeuralNetClassifier):
         pass
 
     X, y = load_digits(return_X_y=True)
@@ -89,12 +96,12 @@ def test_the_correctness_mixin_alone_gives_the_same_fit():
         lr=0.1,
         max_epochs=2,
         train_split=None,
-        iterator_train=_skorch.TensorBatchLoader,
+        iterator_train=TensorBatchLoader,
         iterator_train__shuffle=True,
         verbose=0,
     )
     nets = []
-    for cls in (Plain, _skorch._SAMNetClassifier):
+    for cls in (Plain, _skorch.SkorchSAMClassifier):
         torch.manual_seed(0)
         nets.append(cls(**params).fit(X, y))
     for p, q in zip(nets[0].module_.parameters(), nets[1].module_.parameters(), strict=True):
@@ -169,13 +176,13 @@ def test_our_net_equals_skorchs_own_with_sam(solver):
         max_epochs=2,
         batch_size=32,
         train_split=ValidSplit(4),
-        iterator_train=_skorch.TensorBatchLoader,
+        iterator_train=TensorBatchLoader,
         iterator_train__shuffle=True,
-        iterator_valid=_skorch.TensorBatchLoader,
+        iterator_valid=TensorBatchLoader,
         verbose=0,
     )
     nets = []
-    for cls in (NeuralNetClassifier, _skorch._SAMNetClassifier):
+    for cls in (NeuralNetClassifier, _skorch.SkorchSAMClassifier):
         torch.manual_seed(0)
         kwargs = dict(params, callbacks=[("rec", _Recorder())])  # skorch does not copy them
         if cls is NeuralNetClassifier:  # skorch does not pass the module to SAM
@@ -203,8 +210,11 @@ def test_our_net_equals_skorchs_own_with_sam(solver):
 def test_estimator_builds_our_nets():
     X, y = load_digits(return_X_y=True)
     clf = SAMNetClassifier(max_epochs=1, sharpness=None, random_state=0).fit(X[:100] / 16, y[:100])
-    assert type(clf.net_) is _skorch._SAMNetClassifier
-    assert type(clf.net_.history) is _skorch._History
+    if _skorch_overrides.changed_pins("speed"):  # a newer skorch: its own loop (warned)
+        assert type(clf.net_) is _skorch.PlainSkorchSAMClassifier
+        return
+    assert type(clf.net_) is _skorch.SkorchSAMClassifier
+    assert type(clf.net_.history) is _skorch.FastHistory
 
 
 # -- skorch habits found by running skorch's own suite against our nets
@@ -238,12 +248,12 @@ def test_a_history_given_by_the_user_is_kept():
         pass
 
     params, X, y = _suite_net(history=MyHistory())
-    net = _skorch._SAMNetClassifier(**params).fit(X, y)
+    net = _skorch.SkorchSAMClassifier(**params).fit(X, y)
     assert type(net.history) is MyHistory and len(net.history) == 1
 
 
 def test_a_net_whose_module_has_another_name_initializes():
-    class MyNet(_skorch._SAMNetClassifier):
+    class MyNet(_skorch.SkorchSAMClassifier):
         def initialize_module(self):
             self.mymodule_ = self.initialized_instance(self.module, self.get_params_for("module"))
             return self
@@ -259,7 +269,7 @@ def test_a_net_whose_module_has_another_name_initializes():
 def test_a_subclass_overriding_get_loss_or_infer_is_used_by_the_training_step():
     calls = []
 
-    class MyNet(_skorch._SAMNetClassifier):
+    class MyNet(_skorch.SkorchSAMClassifier):
         def get_loss(self, y_pred, y_true, *args, **kwargs):
             calls.append("get_loss")
             return super().get_loss(y_pred, y_true, *args, **kwargs)
@@ -268,7 +278,7 @@ def test_a_subclass_overriding_get_loss_or_infer_is_used_by_the_training_step():
             calls.append("infer")
             return super().infer(x, **fit_params)
 
-    params, X, y = _suite_net(batch_size=50, iterator_train=_skorch.TensorBatchLoader)
+    params, X, y = _suite_net(batch_size=50, iterator_train=TensorBatchLoader)
     MyNet(**params).fit(X, y)
     assert calls.count("get_loss") == calls.count("infer") == 2 * 2  # 2 batches, 2 passes
 
@@ -283,15 +293,24 @@ def test_one_fit_and_partial_fit_in_the_base():
 
 def test_the_step_plan_is_made_once_per_fit(monkeypatch):
     made = []
-    original = _skorch._StepPlan.__init__
+    original = _skorch.StepPlan.__init__
 
     def counting(self, net):
         made.append(net)
         original(self, net)
 
-    monkeypatch.setattr(_skorch._StepPlan, "__init__", counting)
+    monkeypatch.setattr(_skorch.StepPlan, "__init__", counting)
     X, y = load_digits(return_X_y=True)
     clf = SAMNetClassifier(max_epochs=3, sharpness=None, random_state=0, precision="bfloat16")
     clf.fit(X[:320] / 16, y[:320])
     assert len(made) == 1  # not once per batch (30 batches)
     assert "_plan_" not in vars(clf.net_)  # and not kept after the fit
+
+
+@pytest.mark.parametrize("old, new", sorted(_skorch.MOVED.items()))
+def test_classes_pickled_under_their_earlier_names_unpickle(old, new):
+    # an estimator pickled by an earlier sksam names its net and history so
+    import pickle
+
+    assert pickle.loads(f"csksam._skorch\n{old}\n.".encode()) is getattr(_skorch, new)
+    assert pickle.loads(b"csksam._skorch\nTensorBatchLoader\n.") is TensorBatchLoader
