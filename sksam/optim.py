@@ -35,6 +35,16 @@ from functools import partial
 import torch
 from torch.nn.modules.batchnorm import _NormBase
 
+from ._family import (
+    GSAM,
+    WSAM,
+    FriendlySAM,
+    ProportionalRho,
+    RhoSchedule,
+    Rule,
+    WarmupRho,
+    normalization_parameters,
+)
 from ._momentum_sam import MomentumSAM
 from ._sam_collaborators import AscentSync, GradientLedger, Replay, Scaling, poison
 from ._sam_collaborators import world_size as _world_size
@@ -48,7 +58,19 @@ from ._update_rules import (
     restore_,
 )
 
-__all__ = ["SAM", "MomentumSAM", "EveryK", "LookSAM", "RST", "AESAM"]
+__all__ = [
+    "SAM",
+    "MomentumSAM",
+    "EveryK",
+    "LookSAM",
+    "RST",
+    "AESAM",
+    "GSAM",
+    "WSAM",
+    "FriendlySAM",
+    "ProportionalRho",
+    "WarmupRho",
+]
 
 #: The values of ``SAM(ascent=...)``.
 ASCENTS = ("global", "local")
@@ -156,6 +178,23 @@ class SAM(torch.optim.Optimizer):
         below). ``None``: every step is a SAM step. The object is copied:
         its counters and statistics belong to this optimizer (and travel
         with :meth:`state_dict` and pickling).
+    rule : GSAM, WSAM or FriendlySAM, default=None
+        A variant of the step: its ascent direction (``FriendlySAM``) or its
+        descent gradient (``GSAM``, ``WSAM``), computed inside the same
+        pass, so closures, ``ascent``, :meth:`step_chunks` and
+        ``grad_scaler`` work as for SAM. ``None``: SAM's own. Copied, as
+        ``schedule``. See :doc:`/which_sam`.
+    perturb : 'all', 'normalization' or iterable of torch.Tensor, default='all'
+        Which parameters the ascent moves; the norm of the ascent is
+        taken over them only and the others stay at ``w`` in the second
+        pass. ``'normalization'`` is SAM-ON (Mueller et al., 2023): the
+        weights and biases of ``model``'s normalization layers (needs
+        ``model``). An iterable names the parameters itself.
+    rho_schedule : ProportionalRho, WarmupRho or RhoSchedule, default=None
+        The radius of each step from the group's ``rho`` and learning
+        rate, clipped to ``[0, rho]`` (a step whose radius is 0 is the
+        base optimizer's step). ``None``: ``rho`` at every step. Copied, as
+        ``schedule``; :attr:`last_rho` holds the radius of the last step.
     **base_kwargs
         Passed to ``base_optimizer`` (``lr``, ``momentum``, ...).
 
@@ -206,6 +245,9 @@ class SAM(torch.optim.Optimizer):
         replay_rng="auto",
         ascent="global",
         schedule=None,
+        rule=None,
+        perturb="all",
+        rho_schedule=None,
         **base_kwargs,
     ):
         if replay_rng not in ("auto", True, False):
@@ -245,6 +287,60 @@ class SAM(torch.optim.Optimizer):
             )
         # A copy: the counters and statistics belong to this optimizer.
         self.schedule = copy.deepcopy(schedule)
+        if rule is not None and not isinstance(rule, Rule):
+            raise TypeError(
+                f"rule must be None or one of sksam.optim's rules (GSAM, WSAM, FriendlySAM), "
+                f"got {rule!r}."
+            )
+        if rho_schedule is not None and not isinstance(rho_schedule, RhoSchedule):
+            raise TypeError(
+                "rho_schedule must be None or one of sksam.optim's radius schedules "
+                f"(ProportionalRho, WarmupRho), got {rho_schedule!r}."
+            )
+        self.rule = copy.deepcopy(rule)
+        self.rho_schedule = copy.deepcopy(rho_schedule)
+        self.perturb = perturb if isinstance(perturb, str) else "subset"
+        self._perturb_mask = self._resolve_perturb(perturb)
+        self._rhos_now = None  # this step's radius per group, with a rho_schedule
+        #: The radius of the last step, per group (``rho`` without a rho_schedule).
+        self.last_rho = None
+
+    def _resolve_perturb(self, perturb):
+        """Which parameters the ascent moves, one flag each in group order (``None``: all)."""
+        if isinstance(perturb, str):
+            if perturb == "all":
+                return None
+            if perturb != "normalization":
+                raise ValueError(
+                    "perturb must be 'all', 'normalization' or an iterable of parameters, "
+                    f"got perturb={perturb!r}."
+                )
+            if self.model is None:
+                raise ValueError(
+                    "perturb='normalization' (SAM-ON) needs model=, the module whose "
+                    "normalization layers are perturbed."
+                )
+            chosen = normalization_parameters(self.model)
+            if not chosen:
+                raise ValueError(
+                    "perturb='normalization' (SAM-ON) found no normalization layer with "
+                    f"parameters in model={type(self.model).__name__}."
+                )
+        else:
+            chosen = list(perturb)
+            if not all(isinstance(p, torch.Tensor) for p in chosen) or not chosen:
+                raise ValueError(
+                    "perturb must be 'all', 'normalization' or a non-empty iterable of the "
+                    f"parameters to perturb, got perturb={perturb!r}."
+                )
+        ids = {id(p) for p in chosen}
+        mask = tuple(id(p) in ids for p in self._params())
+        if not any(mask):
+            raise ValueError(
+                f"perturb={perturb!r} names no parameter of this optimizer: nothing "
+                "would be perturbed."
+            )
+        return mask
 
     def add_param_group(self, param_group):
         """Add a parameter group, refusing a negative or non-finite ``rho``.
@@ -282,10 +378,33 @@ class SAM(torch.optim.Optimizer):
         return self._perturbs(self._options()[0])
 
     def _perturbs(self, solver):
-        groups = self.param_groups
-        if len(groups) == 1:
-            return is_perturbed(solver, groups[0]["rho"])
-        return any(is_perturbed(solver, group["rho"]) for group in groups)
+        rhos = self._rhos_now if getattr(self, "_rhos_now", None) is not None else None
+        if rhos is None:
+            rhos = [group["rho"] for group in self.param_groups]
+        if len(rhos) == 1:
+            return is_perturbed(solver, rhos[0])
+        return any(is_perturbed(solver, rho) for rho in rhos)
+
+    def _start_radius(self):
+        """This step's radius per group, from ``rho_schedule`` (kept in :attr:`last_rho`)."""
+        schedule = getattr(self, "rho_schedule", None)
+        if schedule is None:
+            self._rhos_now = None
+            self.last_rho = [group["rho"] for group in self.param_groups]
+            return
+        rhos = []
+        for index, group in enumerate(self.param_groups):
+            if hasattr(schedule, "start"):
+                schedule.start(index, group)
+            rhos.append(schedule.clipped(group["rho"], group.get("lr", 0.0), index))
+        self._rhos_now = rhos
+        self.last_rho = list(rhos)
+
+    def _end_radius(self):
+        schedule = getattr(self, "rho_schedule", None)
+        if schedule is not None:
+            schedule._advance()
+        self._rhos_now = None
 
     def zero_grad(self, set_to_none=True):
         """Clear the gradients of all parameters.
@@ -333,7 +452,8 @@ class SAM(torch.optim.Optimizer):
         """
         params, grads, rhos = [], [], []
         override = None if grads_override is None else iter(grads_override)
-        for group in self.param_groups:
+        step_rhos = getattr(self, "_rhos_now", None)
+        for index, group in enumerate(self.param_groups):
             group_params = group["params"]
             if override is None:
                 group_grads = [p.grad for p in group_params]
@@ -347,7 +467,11 @@ class SAM(torch.optim.Optimizer):
                 ]
             params += group_params
             grads += group_grads
-            rhos += [group["rho"]] * len(group_params)
+            rho = group["rho"] if step_rhos is None else step_rhos[index]
+            rhos += [rho] * len(group_params)
+        mask = getattr(self, "_perturb_mask", None)
+        if mask is not None:  # SAM-ON: the others have no ascent, and no share of its norm
+            grads = [g if j < len(mask) and mask[j] else None for j, g in enumerate(grads)]
         # ASAM scales the weights only (Kwon et al.): tensors of 2 or more dimensions
         adaptive = [p.ndim > 1 for p in params] if solver == "asam" else None
         return params, grads, adaptive, rhos
@@ -372,14 +496,24 @@ class SAM(torch.optim.Optimizer):
                 f"schedule={self.schedule!r} decides inside step(closure) whether "
                 "to take the second pass; first_step()/second_step() always take it."
             )
+        rule = getattr(self, "rule", None)
+        if rule is not None and rule.changes_descent:
+            raise ValueError(
+                f"rule={rule!r} mixes the gradients of both passes, which only "
+                "step(closure) holds; first_step()/second_step() do not support it."
+            )
+        self._start_radius()
         perturbed = self._perturb(*self._options())
         if zero_grad:
             self.zero_grad()
         return perturbed
 
-    def _perturb(self, solver, eta, grads=None):
+    def _perturb(self, solver, eta, grads=None, found=None):
         """:meth:`first_step` without the grad-mode switch (callers hold no_grad)."""
         params, grads, adaptive, rhos = self._ascent_inputs(solver, grads)
+        rule = getattr(self, "rule", None)
+        if rule is not None and any(r != 0 for r in rhos):
+            grads = rule.ascent(grads, found)
         if len(set(rhos)) <= 1:
             rho = rhos[0] if rhos else 0.0
             e = perturbation(solver, rho, params, grads, adaptive=adaptive, eta=eta)
@@ -403,6 +537,7 @@ class SAM(torch.optim.Optimizer):
             Clear the gradients afterwards.
         """
         self._restore_and_step()
+        self._end_radius()
         if zero_grad:
             self.zero_grad()
 
@@ -505,6 +640,7 @@ class SAM(torch.optim.Optimizer):
         """
         scaling = Scaling(_active(grad_scaler, self))
         solver, eta = self._options()
+        self._start_radius()
         take = self._perturbs(solver)
         # The schedule rules the steps that would perturb; rho=0 is the base step.
         schedule = getattr(self, "schedule", None) if take else None
@@ -521,6 +657,11 @@ class SAM(torch.optim.Optimizer):
                     "twice (or use first_step() and second_step())."
                 )
             mode = "chunks" if chunked else ("local" if self._check_ascent() else "global")
+            rule = getattr(self, "rule", None)
+            if mode == "local" and rule is not None and rule.changes_descent:
+                # The rule mixes g and g_s per worker: both passes under no_sync,
+                # one all-reduce of the mixed gradient (step_chunks, one chunk).
+                chunked, mode = True, "chunks"
             sync = AscentSync(self.model, mode)
             with self._fresh_start(True):
                 if not chunked:
@@ -532,6 +673,7 @@ class SAM(torch.optim.Optimizer):
                     return loss
                 return self._chunked(closures, (solver, eta), take, schedule, scaling, sync)
         finally:
+            self._end_radius()
             if schedule is not None:
                 schedule._advance()
 
@@ -586,12 +728,13 @@ class SAM(torch.optim.Optimizer):
             if not take:
                 schedule._plain([p.grad for p in params])
                 return loss, None
-        first = [p.grad for p in params] if schedule is not None else None
+        mixes = getattr(self, "rule", None) is not None and self.rule.changes_descent
+        first = [p.grad for p in params] if schedule is not None or mixes else None
         # Only the ascent needs no_grad (weight decay adds w to g); the copies,
         # the restore and the base step hold their own, and the closures run
         # with gradients on without a mode switch per call.
         with torch.no_grad():
-            perturbed = self._perturb(*rule, grads)
+            perturbed = self._perturb(*rule, grads, found)
         del grads
         if perturbed:
             self.zero_grad()
@@ -605,6 +748,9 @@ class SAM(torch.optim.Optimizer):
         if perturbed and schedule is not None:
             finite = True if found is None else not bool(found)
             schedule._after_sam(first, [p.grad for p in params], finite)
+        if perturbed and mixes:
+            with torch.no_grad():  # g and g_s carry the same loss scale
+                self.rule.descent_(first, [p.grad for p in params])
         return loss, found
 
     def _replay(self):
@@ -730,6 +876,9 @@ class SAM(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         if getattr(self, "schedule", None) is not None and "schedule" in state_dict:
             self.schedule._load_state_dict(state_dict["schedule"])
+        for name in ("rule", "rho_schedule"):
+            if getattr(self, name, None) is not None and name in state_dict:
+                getattr(self, name)._load_state_dict(state_dict[name])
         # torch replaced self.param_groups and self.state: hand them back to
         # the base optimizer, or its steps would ignore the loaded state.
         self.base_optimizer.param_groups = self.param_groups
@@ -742,11 +891,15 @@ class SAM(torch.optim.Optimizer):
         -------
         state_dict : dict
             The ``state`` and ``param_groups`` of torch, plus ``schedule`` (its
-            step counter and statistics) when a schedule is set.
+            step counter and statistics), ``rule`` (its moving average) and
+            ``rho_schedule`` (its step counter) when they are set.
         """
         state = super().state_dict()
         if getattr(self, "schedule", None) is not None:
             state["schedule"] = copy.deepcopy(self.schedule._state_dict())
+        for name in ("rule", "rho_schedule"):
+            if getattr(self, name, None) is not None:
+                state[name] = copy.deepcopy(getattr(self, name)._state_dict())
         return state
 
     def __getstate__(self):
@@ -759,6 +912,12 @@ class SAM(torch.optim.Optimizer):
             replay_rng=getattr(self, "replay_rng", "auto"),
             ascent=getattr(self, "ascent", "global"),
             schedule=getattr(self, "schedule", None),
+            rule=getattr(self, "rule", None),
+            rho_schedule=getattr(self, "rho_schedule", None),
+            perturb=getattr(self, "perturb", "all"),
+            _perturb_mask=getattr(self, "_perturb_mask", None),
+            _rhos_now=None,
+            last_rho=getattr(self, "last_rho", None),
             _saved=None,
             _model_scan=None,
             _ledger=GradientLedger(),

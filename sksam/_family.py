@@ -1,0 +1,532 @@
+"""The rest of the SAM family: rules of the one SAM pass, and the radius of each step.
+
+A *rule* changes what the one SAM pass of :class:`sksam.optim.SAM` does at
+two points, and nothing else (closures, DDP, m-sharpness chunks, float16
+loss scaling and the restore stay the pass's own)::
+
+    g   = grad L(w)                          # first closure call
+    d   = rule.ascent(g)                     # the ascent direction (F-SAM)
+    e   = rho_t * d / ||d||                  # rho_t: the radius of this step
+    g_s = grad L(w + e)                      # second closure call
+    g_d = rule.descent(g, g_s)               # the descent gradient (GSAM, WSAM)
+    w  <- base_step(w, g_d)
+
+==================  ===========================================  ===========================
+rule                what it changes                              reference
+==================  ===========================================  ===========================
+``GSAM(alpha)``     ``g_d = g_s - alpha * g_perp``, ``g_perp``    Zhuang et al. (2022)
+                    the part of ``g`` orthogonal to ``g_s``
+``WSAM(gamma)``     ``g_d = g + gamma / (1 - gamma) (g_s - g)``   Yue et al. (2023)
+``FriendlySAM``     ``d = g - sigma * m_t``, ``m_t = lmbda         Li et al. (2024)
+(sigma, lmbda)      m_{t-1} + (1 - lmbda) g``
+==================  ===========================================  ===========================
+
+SAM-ON (Mueller et al., 2023), the perturbation of a subset of the
+parameters only, is not a rule but the ``perturb`` option of
+:class:`sksam.optim.SAM`, so that it composes with every rule and every
+perturbation (``'sam'``, ``'asam'``, ...).
+
+The radius ``rho_t`` of each step comes from a *rho schedule*
+(:class:`ProportionalRho`, GSAM's radius that follows the learning rate,
+or :class:`WarmupRho`); without one it is the group's ``rho``. A schedule's
+radius never leaves ``[0, rho]``.
+
+References
+----------
+Zhuang, Gong, Yuan, Cui, Adam, Dvornek, Tatikonda, Duncan, Liu (2022).
+Surrogate Gap Minimization Improves Sharpness-Aware Training. ICLR.
+
+Yue, Jiang, Ye, Gao, Liu, Zhang (2023). Sharpness-Aware Minimization
+Revisited: Weighted Sharpness as a Regularization Term. KDD.
+
+Li, Zhou, He, Cheng, Huang (2024). Friendly Sharpness-Aware Minimization.
+CVPR.
+
+Mueller, Vlaar, Rolnick, Hein (2023). Normalization Layers Are All That
+Sharpness-Aware Minimization Needs. NeurIPS.
+"""
+
+import math
+import numbers
+
+import torch
+
+from ._update_rules import GRAD_NORM_FLOOR
+
+__all__ = [
+    "Rule",
+    "GSAM",
+    "WSAM",
+    "FriendlySAM",
+    "RhoSchedule",
+    "ProportionalRho",
+    "WarmupRho",
+    "FAMILY_SOLVERS",
+    "family_for",
+    "normalization_parameters",
+]
+
+
+def _check_real(name, value, low, high, *, closed_low=True, closed_high=True):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= low if closed_low else value > low)
+    ok = ok and (value <= high if closed_high else value < high)
+    if not ok:
+        lo, hi = "[" if closed_low else "(", "]" if closed_high else ")"
+        raise ValueError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {name}={value!r}.")
+
+
+def _dot(a, b):
+    """``sum_i a_i . b_i`` over the pairs where both are present (a 0-d tensor)."""
+    terms = [torch.sum(x * y) for x, y in zip(a, b) if x is not None and y is not None]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+class _Spec:
+    """A specification copied by each user: ``repr``, equality, ``get_params``."""
+
+    def _params(self):
+        return {}
+
+    def get_params(self):
+        """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Returns
+        -------
+        params : dict
+            The arguments this object was built with.
+        """
+        return self._params()
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._params() == other._params()
+
+    def __hash__(self):
+        return hash((type(self), tuple(self._params().items())))
+
+    def _state_dict(self):
+        return {}
+
+    def _load_state_dict(self, state):
+        """Put back a state saved by ``_state_dict``."""
+
+
+class Rule(_Spec):
+    """A variant of the SAM step: its ascent direction and its descent gradient.
+
+    The default is SAM itself: the ascent along ``g``, the descent along
+    ``g_s``. Subclasses override :meth:`ascent` or :meth:`descent_` (and
+    set ``changes_descent``). Both see every parameter of every group in
+    order, ``None`` where a parameter has no gradient.
+    """
+
+    #: Whether :meth:`descent_` changes the descent gradient (it then needs ``g``).
+    changes_descent = False
+
+    def ascent(self, grads, found=None):
+        """The ascent direction from the first gradient ``g`` (unscaled).
+
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            ``g``, one per parameter; not to be changed in place.
+        found : torch.Tensor or None
+            With float16 loss scaling, true when ``g`` holds an inf or NaN
+            (the step will be skipped): a rule with state must not learn
+            from it.
+
+        Returns
+        -------
+        direction : list of torch.Tensor or None
+        """
+        return grads
+
+    def descent_(self, grads, sam_grads):
+        """Overwrite ``sam_grads`` (``.grad`` after the second pass) with ``g_d``.
+
+        Both lists carry the same loss scale (float16), so a rule that is
+        homogeneous of degree one in ``(g, g_s)`` may mix them as they are.
+        """
+
+
+class GSAM(Rule):
+    """GSAM (Zhuang et al., 2022): descend the surrogate gap too.
+
+    With ``g`` the gradient at ``w`` and ``g_s`` the gradient at the
+    perturbed point, GSAM removes from the descent gradient a multiple of
+    the part of ``g`` orthogonal to ``g_s``::
+
+        g_perp = g - (g . g_s / ||g_s||**2) g_s
+        g_d    = g_s - alpha * g_perp
+
+    which lowers the surrogate gap ``L(w + e) - L(w)`` without changing
+    the descent along ``g_s``. Dot products and norms are over all
+    parameters together. ``alpha=0`` is SAM. The paper ties ``rho`` to the
+    learning rate: combine with ``rho_schedule=ProportionalRho(...)``.
+
+    Parameters
+    ----------
+    alpha : float, default=0.4
+        Weight of the orthogonal component, in ``[0, 1]`` (the paper's range).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.optim import SAM, GSAM
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, rule=GSAM(0.4))
+    """
+
+    changes_descent = True
+
+    def __init__(self, alpha=0.4):
+        _check_real("alpha", alpha, 0.0, 1.0)
+        self.alpha = alpha
+
+    def _params(self):
+        return {"alpha": self.alpha}
+
+    def descent_(self, grads, sam_grads):
+        if self.alpha == 0:
+            return
+        pairs = [(g, s) for g, s in zip(grads, sam_grads) if g is not None and s is not None]
+        if not pairs:
+            return
+        g, s = [g for g, _ in pairs], [s for _, s in pairs]
+        sq = torch.stack([torch.sum(x * x) for x in s]).sum()
+        coef = _dot(g, s) / sq.clamp_min(GRAD_NORM_FLOOR**2)
+        # g_d = g_s - alpha (g - coef g_s) = (1 + alpha coef) g_s - alpha g
+        torch._foreach_mul_(s, 1.0 + self.alpha * coef)
+        torch._foreach_add_(s, g, alpha=-self.alpha)
+
+
+class WSAM(Rule):
+    """WSAM (Yue et al., 2023): sharpness as a weighted regularizer.
+
+    WSAM minimizes ``L(w) + gamma / (1 - gamma) * (L(w + e) - L(w))``,
+    whose gradient, with ``a = gamma / (1 - gamma)``, is::
+
+        g_d = g + a * (g_s - g) = (1 - a) g + a g_s
+
+    ``gamma=0`` is the base optimizer's gradient ``g``, ``gamma=0.5`` is SAM.
+    This is the coupled form; the paper's default decouples the
+    sharpness term from an adaptive base optimizer (the two agree for SGD
+    without momentum, see :doc:`/which_sam`).
+
+    Parameters
+    ----------
+    gamma : float, default=0.9
+        Weight of the sharpness, in ``[0, 1)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.optim import SAM, WSAM
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, rule=WSAM(0.9))
+    """
+
+    changes_descent = True
+
+    def __init__(self, gamma=0.9):
+        _check_real("gamma", gamma, 0.0, 1.0, closed_high=False)
+        self.gamma = gamma
+
+    def _params(self):
+        return {"gamma": self.gamma}
+
+    @property
+    def weight(self):
+        """``a = gamma / (1 - gamma)``, the weight of the sharpness term."""
+        return self.gamma / (1.0 - self.gamma)
+
+    def descent_(self, grads, sam_grads):
+        a = self.weight
+        if a == 1.0:  # SAM: g_d = g_s
+            return
+        pairs = [(g, s) for g, s in zip(grads, sam_grads) if g is not None and s is not None]
+        if pairs:
+            s = [s for _, s in pairs]
+            torch._foreach_mul_(s, a)
+            torch._foreach_add_(s, [g for g, _ in pairs], alpha=1.0 - a)
+
+
+class FriendlySAM(Rule):
+    """Friendly-SAM (Li et al., 2024): perturb along the gradient's noise only.
+
+    An exponential moving average ``m_t`` of the first gradients estimates
+    the full-batch gradient, and its part is removed from the ascent
+    direction, as written in the paper::
+
+        m_t = lmbda * m_{t-1} + (1 - lmbda) * g_t          (m_0 = 0)
+        d_t = g_t - sigma * m_t
+        e   = rho * d_t / ||d_t||
+
+    The descent is SAM's. ``sigma=0`` is SAM. The average is over the
+    gradients the ascent sees: the whole batch's (``ascent='global'``), a
+    worker's (``'local'``) or a chunk's (:meth:`~sksam.optim.SAM.step_chunks`).
+
+    Parameters
+    ----------
+    sigma : float, default=1.0
+        How much of the average is removed, ``>= 0``.
+    lmbda : float, default=0.95
+        Forgetting rate of the average, in ``[0, 1)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.optim import SAM, FriendlySAM
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, rule=FriendlySAM())
+    """
+
+    def __init__(self, sigma=1.0, lmbda=0.95):
+        _check_real("sigma", sigma, 0.0, math.inf, closed_high=False)
+        _check_real("lmbda", lmbda, 0.0, 1.0, closed_high=False)
+        self.sigma, self.lmbda = sigma, lmbda
+        self.m = None
+
+    def _params(self):
+        return {"sigma": self.sigma, "lmbda": self.lmbda}
+
+    @torch.no_grad()
+    def ascent(self, grads, found=None):
+        if self.m is None or len(self.m) != len(grads):
+            self.m = [None] * len(grads)
+        direction = []
+        for j, g in enumerate(grads):
+            if g is None:
+                direction.append(None)
+                continue
+            old = self.m[j] if self.m[j] is not None else torch.zeros_like(g)
+            new = torch.lerp(old, g, 1.0 - self.lmbda)
+            if found is not None:  # an overflowed pass teaches the average nothing
+                new = torch.where(found, old, new)
+            self.m[j] = new
+            direction.append(g - self.sigma * new if self.sigma else g)
+        return direction
+
+    def _state_dict(self):
+        return {"m": self.m}
+
+    def _load_state_dict(self, state):
+        self.m = state["m"]
+
+
+class RhoSchedule(_Spec):
+    """The radius of each step, from the group's ``rho`` and ``lr`` and the step count.
+
+    Subclasses implement :meth:`radius`. The step counter ``t`` starts at
+    0 and advances once per :meth:`sksam.optim.SAM.step`. Whatever a
+    subclass computes, the radius used is clipped to ``[0, rho]``: a
+    schedule can shrink ``rho``, never turn it negative or beyond it.
+    """
+
+    def __init__(self):
+        self.t = 0
+
+    def radius(self, rho, lr, group_index):
+        """The radius of this step for a group with radius ``rho`` and rate ``lr``.
+
+        Parameters
+        ----------
+        rho : float
+            The group's ``rho``, the largest radius.
+        lr : float
+            The group's learning rate at this step.
+        group_index : int
+            Which group (for schedules that remember a per-group value).
+
+        Returns
+        -------
+        rho_t : float
+        """
+        return rho
+
+    def clipped(self, rho, lr, group_index):
+        """:meth:`radius` clipped to ``[0, rho]`` (a float)."""
+        value = float(self.radius(float(rho), float(lr), group_index))
+        if not math.isfinite(value):
+            raise ValueError(
+                f"rho_schedule={self!r} gave a non-finite radius {value!r} at step {self.t} "
+                f"(rho={rho!r}, lr={lr!r})."
+            )
+        return min(max(value, 0.0), float(rho))
+
+    def _advance(self):
+        self.t += 1
+
+    def _state_dict(self):
+        return {"t": self.t}
+
+    def _load_state_dict(self, state):
+        self.t = state["t"]
+
+
+class ProportionalRho(RhoSchedule):
+    """GSAM's radius, proportional to the learning rate (Zhuang et al., 2022).
+
+    ::
+
+        rho_t = rho_min + (rho - rho_min) * (lr_t - lr_min) / (lr_max - lr_min)
+
+    clipped to ``[rho_min, rho]``, so a learning rate below ``lr_min`` (a
+    warm-up that starts at ``lr=0``) gives ``rho_min``, never a negative
+    radius, and one above ``lr_max`` gives ``rho``. ``rho`` is the group's.
+
+    Parameters
+    ----------
+    rho_min : float, default=0.0
+        The radius at ``lr <= lr_min``, ``>= 0``.
+    lr_max : float, default=None
+        The learning rate at which the radius is ``rho``. ``None``: each
+        group's ``initial_lr`` (set by torch's learning-rate schedulers),
+        else its learning rate at the first step.
+    lr_min : float, default=0.0
+        The learning rate at which the radius is ``rho_min``, ``< lr_max``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.optim import SAM, GSAM, ProportionalRho
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, rule=GSAM(),
+    ...           rho_schedule=ProportionalRho(rho_min=0.01))
+    """
+
+    def __init__(self, rho_min=0.0, lr_max=None, lr_min=0.0):
+        _check_real("rho_min", rho_min, 0.0, math.inf, closed_high=False)
+        _check_real("lr_min", lr_min, 0.0, math.inf, closed_high=False)
+        if lr_max is not None:
+            _check_real("lr_max", lr_max, lr_min, math.inf, closed_low=False, closed_high=False)
+        super().__init__()
+        self.rho_min, self.lr_max, self.lr_min = rho_min, lr_max, lr_min
+        self.first_lr = {}
+
+    def _params(self):
+        return {"rho_min": self.rho_min, "lr_max": self.lr_max, "lr_min": self.lr_min}
+
+    def start(self, group_index, group):
+        """Remember the group's learning rate at the first step (for ``lr_max=None``)."""
+        if self.lr_max is None and group_index not in self.first_lr:
+            self.first_lr[group_index] = float(group.get("initial_lr", group["lr"]))
+
+    def radius(self, rho, lr, group_index):
+        lr_max = self.lr_max if self.lr_max is not None else self.first_lr.get(group_index, lr)
+        rho_min = min(self.rho_min, rho)
+        if not lr_max > self.lr_min:
+            return rho
+        value = rho_min + (rho - rho_min) * (lr - self.lr_min) / (lr_max - self.lr_min)
+        return min(max(value, rho_min), rho)
+
+    def _state_dict(self):
+        return {"t": self.t, "first_lr": dict(self.first_lr)}
+
+    def _load_state_dict(self, state):
+        self.t, self.first_lr = state["t"], dict(state["first_lr"])
+
+
+class WarmupRho(RhoSchedule):
+    """A radius that grows linearly from 0 to ``rho`` over the first ``steps`` steps.
+
+    ``rho_t = rho * min(1, t / steps)``: step 0 takes the base optimizer's
+    step (one gradient), step ``steps`` and later the full radius.
+
+    Parameters
+    ----------
+    steps : int, default=100
+        The length of the warm-up, ``>= 1``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.optim import SAM, WarmupRho
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1,
+    ...           rho_schedule=WarmupRho(50))
+    """
+
+    def __init__(self, steps=100):
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got steps={steps!r}.")
+        super().__init__()
+        self.steps = steps
+
+    def _params(self):
+        return {"steps": self.steps}
+
+    def radius(self, rho, lr, group_index):
+        return rho * min(1.0, self.t / self.steps)
+
+
+#: Normalization layers whose affine parameters SAM-ON perturbs.
+_NORM_TYPES = tuple(
+    getattr(torch.nn, name)
+    for name in (
+        "BatchNorm1d BatchNorm2d BatchNorm3d SyncBatchNorm LayerNorm GroupNorm RMSNorm "
+        "InstanceNorm1d InstanceNorm2d InstanceNorm3d LazyBatchNorm1d LazyBatchNorm2d "
+        "LazyBatchNorm3d"
+    ).split()
+    if hasattr(torch.nn, name)
+)
+
+
+def normalization_parameters(model):
+    """The parameters of ``model``'s normalization layers (SAM-ON's subset).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The module (a ``DistributedDataParallel`` wrapper is looked into).
+
+    Returns
+    -------
+    params : list of torch.Tensor
+        The weights and biases of its batch, layer, group, RMS and instance
+        normalization layers, each once.
+    """
+    seen, params = set(), []
+    for module in model.modules():
+        if isinstance(module, _NORM_TYPES):
+            for p in module.parameters(recurse=False):
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+    return params
+
+
+#: Estimator ``solver`` values that are SAM with a rule or a subset.
+FAMILY_SOLVERS = ("gsam", "wsam", "fsam", "sam_on")
+
+
+def family_for(solver):
+    """The perturbation and the :class:`sksam.optim.SAM` options behind a ``solver`` name.
+
+    Parameters
+    ----------
+    solver : str
+        ``'gsam'``, ``'wsam'``, ``'fsam'`` or ``'sam_on'``; any other value
+        is returned unchanged, with no options.
+
+    Returns
+    -------
+    perturbation : str
+        ``'sam'`` for the family's names.
+    options : dict
+        ``rule`` (a new object, with the paper's defaults) or
+        ``perturb='normalization'``.
+    """
+    if solver == "gsam":
+        return "sam", {"rule": GSAM()}
+    if solver == "wsam":
+        return "sam", {"rule": WSAM()}
+    if solver == "fsam":
+        return "sam", {"rule": FriendlySAM()}
+    if solver == "sam_on":
+        return "sam", {"perturb": "normalization"}
+    return solver, {}
