@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from sksam.optim import SAM, EveryK, LookSAM
+from sksam.optim import GSAM, SAM, WSAM, EveryK, FriendlySAM, LookSAM
 
 RHO, LR, MOMENTUM, STEPS, N = 0.2, 0.3, 0.9, 3, 16
 
@@ -52,7 +52,7 @@ def summary(model, counter, opt=None, scales=None):
     }
 
 
-def run_step(ascent, x, y, schedule=None):
+def run_step(ascent, x, y, schedule=None, rule=None):
     model, counter = mlp(), []
     ddp = wrapped(model, counter)
     opt = SAM(
@@ -64,6 +64,7 @@ def run_step(ascent, x, y, schedule=None):
         model=ddp,
         ascent=ascent,
         schedule=schedule,
+        rule=rule,
     )
 
     def closure():
@@ -144,6 +145,12 @@ def main():
             # the cheap variants: the whole step switches on every rank at once
             "every_k_local": run_step("local", xl, yl, schedule=EveryK(2)),
             "looksam_global": run_step("global", xl, yl, schedule=LookSAM(2)),
+            # the family: rules inside the same pass
+            "gsam_global": run_step("global", xl, yl, rule=GSAM(0.5)),
+            "gsam_local": run_step("local", xl, yl, rule=GSAM(0.5)),
+            "wsam_global": run_step("global", xl, yl, rule=WSAM(0.8)),
+            "wsam_local": run_step("local", xl, yl, rule=WSAM(0.8)),
+            "fsam_global": run_step("global", xl, yl, rule=FriendlySAM(1.0, 0.9)),
         }
         torch.save(results, f"{prefix}{rank}.pt")
     finally:
