@@ -51,10 +51,9 @@ import numbers
 
 import torch
 
-from ._update_rules import GRAD_NORM_FLOOR
+from ._update_rules import ASAM_ETA, GRAD_NORM_FLOOR, SAMRule
 
 __all__ = [
-    "Rule",
     "GSAM",
     "WSAM",
     "FriendlySAM",
@@ -76,6 +75,18 @@ def _check_real(name, value, low, high, *, closed_low=True, closed_high=True):
         raise ValueError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {name}={value!r}.")
 
 
+def _inherit_docstrings(cls):
+    """Give the methods ``cls`` overrides without a docstring their base's (same contract)."""
+    for name, member in vars(cls).items():
+        if callable(member) and not name.startswith("__") and member.__doc__ is None:
+            for base in cls.__mro__[1:]:
+                doc = getattr(getattr(base, name, None), "__doc__", None)
+                if doc:
+                    member.__doc__ = doc
+                    break
+    return cls
+
+
 def _dot(a, b):
     """``sum_i a_i . b_i`` over the pairs where both are present (a 0-d tensor)."""
     terms = [torch.sum(x * y) for x, y in zip(a, b) if x is not None and y is not None]
@@ -85,9 +96,6 @@ def _dot(a, b):
 class _Spec:
     """A specification copied by each user: ``repr``, equality, ``get_params``."""
 
-    def _params(self):
-        return {}
-
     def get_params(self):
         """The constructor arguments, as a dict (for ``repr`` and cloning).
 
@@ -96,64 +104,52 @@ class _Spec:
         params : dict
             The arguments this object was built with.
         """
-        return self._params()
+        return {}
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other):
-        return type(self) is type(other) and self._params() == other._params()
+        return type(self) is type(other) and self.get_params() == other.get_params()
 
     def __hash__(self):
-        return hash((type(self), tuple(self._params().items())))
+        return hash((type(self), tuple(self.get_params().items())))
 
-    def _state_dict(self):
-        return {}
-
-    def _load_state_dict(self, state):
-        """Put back a state saved by ``_state_dict``."""
-
-
-class Rule(_Spec):
-    """A variant of the SAM step: its ascent direction and its descent gradient.
-
-    The default is SAM itself: the ascent along ``g``, the descent along
-    ``g_s``. Subclasses override :meth:`ascent` or :meth:`descent_` (and
-    set ``changes_descent``). Both see every parameter of every group in
-    order, ``None`` where a parameter has no gradient.
-    """
-
-    #: Whether :meth:`descent_` changes the descent gradient (it then needs ``g``).
-    changes_descent = False
-
-    def ascent(self, grads, found=None):
-        """The ascent direction from the first gradient ``g`` (unscaled).
-
-        Parameters
-        ----------
-        grads : list of torch.Tensor or None
-            ``g``, one per parameter; not to be changed in place.
-        found : torch.Tensor or None
-            With float16 loss scaling, true when ``g`` holds an inf or NaN
-            (the step will be skipped): a rule with state must not learn
-            from it.
+    def state_dict(self):
+        """The counters and statistics, saved with the optimizer's state.
 
         Returns
         -------
-        direction : list of torch.Tensor or None
+        state : dict
+            What :meth:`load_state_dict` takes back.
         """
-        return grads
+        return {}
 
-    def descent_(self, grads, sam_grads):
-        """Overwrite ``sam_grads`` (``.grad`` after the second pass) with ``g_d``.
+    def load_state_dict(self, state):
+        """Put back a state from :meth:`state_dict`.
 
-        Both lists carry the same loss scale (float16), so a rule that is
-        homogeneous of degree one in ``(g, g_s)`` may mix them as they are.
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`.
         """
 
 
-class GSAM(Rule):
+class _FamilyRule(_Spec, SAMRule):
+    """A :class:`~sksam._update_rules.SAMRule` with options: ``repr``, equality, ``get_params``."""
+
+
+def _pairs(params, first_grads):
+    """``(g, g_s)`` lists over the parameters that have both gradients."""
+    pairs = [
+        (g, p.grad) for p, g in zip(params, first_grads) if g is not None and p.grad is not None
+    ]
+    return [g for g, _ in pairs], [s for _, s in pairs]
+
+
+@_inherit_docstrings
+class GSAM(_FamilyRule):
     """GSAM (Zhuang et al., 2022): descend the surrogate gap too.
 
     With ``g`` the gradient at ``w`` and ``g_s`` the gradient at the
@@ -176,27 +172,25 @@ class GSAM(Rule):
     Examples
     --------
     >>> import torch
-    >>> from sksam.optim import SAM, GSAM
+    >>> from sksam.optim import SAM, GSAM, ProportionalRho
     >>> model = torch.nn.Linear(3, 1)
-    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, rule=GSAM(0.4))
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, rule=GSAM(0.4),
+    ...           rho_schedule=ProportionalRho(rho_min=0.01))
     """
 
-    changes_descent = True
+    needs_first_gradient = True
 
     def __init__(self, alpha=0.4):
         _check_real("alpha", alpha, 0.0, 1.0)
         self.alpha = alpha
 
-    def _params(self):
+    def get_params(self):
         return {"alpha": self.alpha}
 
-    def descent_(self, grads, sam_grads):
-        if self.alpha == 0:
+    def descent(self, params, first_grads):
+        g, s = _pairs(params, first_grads)
+        if self.alpha == 0 or not s:
             return
-        pairs = [(g, s) for g, s in zip(grads, sam_grads) if g is not None and s is not None]
-        if not pairs:
-            return
-        g, s = [g for g, _ in pairs], [s for _, s in pairs]
         sq = torch.stack([torch.sum(x * x) for x in s]).sum()
         coef = _dot(g, s) / sq.clamp_min(GRAD_NORM_FLOOR**2)
         # g_d = g_s - alpha (g - coef g_s) = (1 + alpha coef) g_s - alpha g
@@ -204,7 +198,8 @@ class GSAM(Rule):
         torch._foreach_add_(s, g, alpha=-self.alpha)
 
 
-class WSAM(Rule):
+@_inherit_docstrings
+class WSAM(_FamilyRule):
     """WSAM (Yue et al., 2023): sharpness as a weighted regularizer.
 
     WSAM minimizes ``L(w) + gamma / (1 - gamma) * (L(w + e) - L(w))``,
@@ -214,7 +209,7 @@ class WSAM(Rule):
 
     ``gamma=0`` is the base optimizer's gradient ``g``, ``gamma=0.5`` is SAM.
     This is the coupled form; the paper's default decouples the
-    sharpness term from an adaptive base optimizer (the two agree for SGD
+    sharpness term from the base optimizer (the two agree for SGD
     without momentum, see :doc:`/which_sam`).
 
     Parameters
@@ -230,13 +225,13 @@ class WSAM(Rule):
     >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, rule=WSAM(0.9))
     """
 
-    changes_descent = True
+    needs_first_gradient = True
 
     def __init__(self, gamma=0.9):
         _check_real("gamma", gamma, 0.0, 1.0, closed_high=False)
         self.gamma = gamma
 
-    def _params(self):
+    def get_params(self):
         return {"gamma": self.gamma}
 
     @property
@@ -244,18 +239,17 @@ class WSAM(Rule):
         """``a = gamma / (1 - gamma)``, the weight of the sharpness term."""
         return self.gamma / (1.0 - self.gamma)
 
-    def descent_(self, grads, sam_grads):
+    def descent(self, params, first_grads):
         a = self.weight
-        if a == 1.0:  # SAM: g_d = g_s
+        g, s = _pairs(params, first_grads)
+        if a == 1.0 or not s:  # gamma = 0.5 is SAM: g_d = g_s
             return
-        pairs = [(g, s) for g, s in zip(grads, sam_grads) if g is not None and s is not None]
-        if pairs:
-            s = [s for _, s in pairs]
-            torch._foreach_mul_(s, a)
-            torch._foreach_add_(s, [g for g, _ in pairs], alpha=1.0 - a)
+        torch._foreach_mul_(s, a)
+        torch._foreach_add_(s, g, alpha=1.0 - a)
 
 
-class FriendlySAM(Rule):
+@_inherit_docstrings
+class FriendlySAM(_FamilyRule):
     """Friendly-SAM (Li et al., 2024): perturb along the gradient's noise only.
 
     An exponential moving average ``m_t`` of the first gradients estimates
@@ -269,6 +263,7 @@ class FriendlySAM(Rule):
     The descent is SAM's. ``sigma=0`` is SAM. The average is over the
     gradients the ascent sees: the whole batch's (``ascent='global'``), a
     worker's (``'local'``) or a chunk's (:meth:`~sksam.optim.SAM.step_chunks`).
+    A step whose gradient overflowed (float16) leaves it unchanged.
 
     Parameters
     ----------
@@ -291,30 +286,46 @@ class FriendlySAM(Rule):
         self.sigma, self.lmbda = sigma, lmbda
         self.m = None
 
-    def _params(self):
+    def get_params(self):
         return {"sigma": self.sigma, "lmbda": self.lmbda}
 
+    def perturbation(self, solver, radii, params, grads, *, adaptive=None, eta=ASAM_ETA):
+        directions = self.ascent(grads)
+        return super().perturbation(solver, radii, params, directions, adaptive=adaptive, eta=eta)
+
     @torch.no_grad()
-    def ascent(self, grads, found=None):
+    def ascent(self, grads):
+        """``d_t = g_t - sigma * m_t``, updating ``m`` (``None`` where ``g`` is ``None``).
+
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            The first gradients ``g_t`` (unscaled), not changed.
+
+        Returns
+        -------
+        directions : list of torch.Tensor or None
+            The ascent direction per parameter, before normalization.
+        """
         if self.m is None or len(self.m) != len(grads):
             self.m = [None] * len(grads)
-        direction = []
+        present = [g for g in grads if g is not None]
+        # an overflowed pass (float16) teaches the average nothing; no sync with the device
+        finite = torch.stack(torch._foreach_norm(present)).isfinite().all() if present else None
+        directions = []
         for j, g in enumerate(grads):
             if g is None:
-                direction.append(None)
+                directions.append(None)
                 continue
             old = self.m[j] if self.m[j] is not None else torch.zeros_like(g)
-            new = torch.lerp(old, g, 1.0 - self.lmbda)
-            if found is not None:  # an overflowed pass teaches the average nothing
-                new = torch.where(found, old, new)
-            self.m[j] = new
-            direction.append(g - self.sigma * new if self.sigma else g)
-        return direction
+            self.m[j] = torch.where(finite, torch.lerp(old, g, 1.0 - self.lmbda), old)
+            directions.append(g - self.sigma * self.m[j] if self.sigma else g)
+        return directions
 
-    def _state_dict(self):
+    def state_dict(self):
         return {"m": self.m}
 
-    def _load_state_dict(self, state):
+    def load_state_dict(self, state):
         self.m = state["m"]
 
 
@@ -329,6 +340,17 @@ class RhoSchedule(_Spec):
 
     def __init__(self):
         self.t = 0
+
+    def start(self, group_index, group):
+        """Called with each group before its radius is asked for, every step.
+
+        Parameters
+        ----------
+        group_index : int
+            Which group.
+        group : dict
+            The parameter group (``lr``, ``initial_lr``, ...).
+        """
 
     def radius(self, rho, lr, group_index):
         """The radius of this step for a group with radius ``rho`` and rate ``lr``.
@@ -345,6 +367,7 @@ class RhoSchedule(_Spec):
         Returns
         -------
         rho_t : float
+            The radius of this step (clipped to ``[0, rho]`` by :meth:`clipped`).
         """
         return rho
 
@@ -358,16 +381,18 @@ class RhoSchedule(_Spec):
             )
         return min(max(value, 0.0), float(rho))
 
-    def _advance(self):
+    def advance(self):
+        """End the step: count it."""
         self.t += 1
 
-    def _state_dict(self):
+    def state_dict(self):
         return {"t": self.t}
 
-    def _load_state_dict(self, state):
+    def load_state_dict(self, state):
         self.t = state["t"]
 
 
+@_inherit_docstrings
 class ProportionalRho(RhoSchedule):
     """GSAM's radius, proportional to the learning rate (Zhuang et al., 2022).
 
@@ -408,11 +433,19 @@ class ProportionalRho(RhoSchedule):
         self.rho_min, self.lr_max, self.lr_min = rho_min, lr_max, lr_min
         self.first_lr = {}
 
-    def _params(self):
+    def get_params(self):
         return {"rho_min": self.rho_min, "lr_max": self.lr_max, "lr_min": self.lr_min}
 
     def start(self, group_index, group):
-        """Remember the group's learning rate at the first step (for ``lr_max=None``)."""
+        """Remember the group's learning rate at the first step (for ``lr_max=None``).
+
+        Parameters
+        ----------
+        group_index : int
+            Which group.
+        group : dict
+            The parameter group (``lr``, ``initial_lr``).
+        """
         if self.lr_max is None and group_index not in self.first_lr:
             self.first_lr[group_index] = float(group.get("initial_lr", group["lr"]))
 
@@ -424,13 +457,14 @@ class ProportionalRho(RhoSchedule):
         value = rho_min + (rho - rho_min) * (lr - self.lr_min) / (lr_max - self.lr_min)
         return min(max(value, rho_min), rho)
 
-    def _state_dict(self):
+    def state_dict(self):
         return {"t": self.t, "first_lr": dict(self.first_lr)}
 
-    def _load_state_dict(self, state):
+    def load_state_dict(self, state):
         self.t, self.first_lr = state["t"], dict(state["first_lr"])
 
 
+@_inherit_docstrings
 class WarmupRho(RhoSchedule):
     """A radius that grows linearly from 0 to ``rho`` over the first ``steps`` steps.
 
@@ -457,7 +491,7 @@ class WarmupRho(RhoSchedule):
         super().__init__()
         self.steps = steps
 
-    def _params(self):
+    def get_params(self):
         return {"steps": self.steps}
 
     def radius(self, rho, lr, group_index):

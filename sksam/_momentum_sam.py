@@ -1,10 +1,15 @@
-"""Momentum-SAM: SAM's perturbation for the price of SGD (Becker et al., 2024)."""
+"""Momentum-SAM: SAM's perturbation for the price of SGD (Becker et al., 2024).
+
+Built on the pieces every SAM optimizer shares (:mod:`sksam._update_rules`):
+the radius check, the normalized step ``rho * d / ||d||`` (here along
+``-v``) and the exact save and restore of the weights.
+"""
 
 from contextlib import contextmanager
 
 import torch
 
-from ._update_rules import GRAD_NORM_FLOOR, add_perturbation_, restore_
+from ._update_rules import add_perturbation_, check_rho, normalized_step, restore_
 
 
 class MomentumSAM(torch.optim.Optimizer):
@@ -59,6 +64,14 @@ class MomentumSAM(torch.optim.Optimizer):
     :meth:`restore`) before evaluating or saving, or pass ``model`` to have
     it done for you.
 
+    **Checkpoints**: save ``model.state_dict()`` (the unperturbed ``w``;
+    inside :meth:`unperturbed` without ``model``) and :meth:`state_dict`;
+    to resume, load the model's weights, then :meth:`load_state_dict`. In the
+    drop-in form the state says that the next forward pass wants the
+    perturbed weights: they are perturbed again before it (at once without
+    ``model``, so load the weights first), and the resumed run is the
+    uninterrupted one.
+
     References
     ----------
     Becker, Altrock, Risse (2024). Momentum-SAM: Sharpness Aware
@@ -80,8 +93,6 @@ class MomentumSAM(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr=0.1, momentum=0.9, rho=0.3, weight_decay=0.0, *, model=None):
-        from .optim import _check_rho
-
         if not lr > 0:
             raise ValueError(f"lr must be positive, got lr={lr!r}.")
         if not 0 <= momentum < 1:
@@ -90,7 +101,7 @@ class MomentumSAM(torch.optim.Optimizer):
             raise ValueError(
                 f"weight_decay must be non-negative, got weight_decay={weight_decay!r}."
             )
-        _check_rho(rho)
+        check_rho(rho)
         defaults = dict(lr=lr, momentum=momentum, rho=rho, weight_decay=weight_decay)
         super().__init__(params, defaults)
         self.model = model
@@ -99,6 +110,19 @@ class MomentumSAM(torch.optim.Optimizer):
         if model is not None:
             model.register_forward_pre_hook(self._before_forward)
             model.register_state_dict_pre_hook(self._before_state_dict)
+
+    def add_param_group(self, param_group):
+        """Add a parameter group, refusing a negative or non-finite ``rho``.
+
+        Parameters
+        ----------
+        param_group : dict
+            As for ``torch.optim.Optimizer.add_param_group``; it may carry
+            its own ``lr``, ``momentum``, ``rho`` or ``weight_decay``.
+        """
+        if "rho" in param_group:
+            check_rho(param_group["rho"], len(self.param_groups))
+        super().add_param_group(param_group)
 
     # -- the step --------------------------------------------------------------
 
@@ -159,20 +183,23 @@ class MomentumSAM(torch.optim.Optimizer):
 
     @torch.no_grad()
     def _perturbation(self):
-        """``-rho * v / ||v||`` per parameter (``None`` where there is no buffer)."""
-        params, bufs, rhos = [], [], []
-        for group in self.param_groups:
+        """``-rho * v / ||v||`` per parameter (``None`` where there is no buffer).
+
+        The norm is over the buffers of the groups that perturb (``rho != 0``);
+        every group's ``rho`` is checked first (``param_groups[i]['rho'] = ...``
+        reaches no setter).
+        """
+        params, bufs, radii = [], [], []
+        for index, group in enumerate(self.param_groups):
+            check_rho(group["rho"], index)
             for p in group["params"]:
                 params.append(p)
                 bufs.append(self.state[p].get("momentum_buffer") if p in self.state else None)
-                rhos.append(group["rho"])
-        present = [b for b, r in zip(bufs, rhos) if b is not None and r != 0]
-        if not present:
+                radii.append(-group["rho"])  # against the momentum: w - rho v/|v|
+        norm_of = [b for b, r in zip(bufs, radii) if b is not None and r != 0]
+        if not norm_of:
             return params, None
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(present)))
-        scale = norm.clamp_min(GRAD_NORM_FLOOR).reciprocal()
-        e = [None if b is None or r == 0 else b * (scale * -r) for b, r in zip(bufs, rhos)]
-        return params, e
+        return params, normalized_step(bufs, radii, norm_of)
 
     def _apply(self):
         """Move the weights to ``w - rho * v / ||v||`` (no-op if already there)."""
@@ -221,6 +248,47 @@ class MomentumSAM(torch.optim.Optimizer):
 
     def _before_state_dict(self, module, prefix, keep_vars):
         self.restore()
+
+    # -- persistence --------------------------------------------------------
+
+    def state_dict(self):
+        """Return torch's state (momentum buffers, groups) and the drop-in flag.
+
+        Returns
+        -------
+        state_dict : dict
+            ``state`` and ``param_groups`` as torch's, plus ``drop_in``: in
+            the drop-in form, the next forward pass wants ``w - rho v/|v|``.
+        """
+        state = super().state_dict()
+        state["drop_in"] = self._drop_in
+        return state
+
+    def load_state_dict(self, state_dict):
+        """Load a state saved by :meth:`state_dict`, perturbing again where it says so.
+
+        The weights are put back to ``w`` first if they are perturbed. A
+        group that lacks a key (an SGD state, say) takes this optimizer's
+        default, as torch's ``add_param_group`` does. In the drop-in form
+        the weights are perturbed again: before the next forward pass in
+        training mode with ``model``, at once without it (load the model's
+        weights first).
+
+        Parameters
+        ----------
+        state_dict : dict
+            As returned by :meth:`state_dict`.
+        """
+        for index, group in enumerate(state_dict["param_groups"]):
+            check_rho(group.get("rho", self.defaults["rho"]), index)
+        self.restore()
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for key, default in self.defaults.items():
+                group.setdefault(key, default)
+        self._drop_in = bool(state_dict.get("drop_in", False))
+        if self._drop_in and self.model is None:
+            self._apply()
 
     def __getstate__(self):
         state = super().__getstate__()

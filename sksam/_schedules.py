@@ -22,6 +22,12 @@ periodic rules). A schedule object given to an optimizer or an estimator is
 a specification: each user copies it, so its counters and statistics belong
 to that user.
 
+The protocol is :class:`Schedule` (a new rule subclasses it and overrides
+its methods); it is driven by one object, :class:`ScheduledStep`, which
+both the SAM pass and the two-layer step use: ``plan`` when the step
+begins, ``decide`` and then ``plain`` or ``after_sam`` after the first
+gradient (:meth:`ScheduledStep.resolve`), ``advance`` when the step ends.
+
 References
 ----------
 Liu, Mai, Chen, Hsieh, You (2022). Towards Efficient and Scalable
@@ -39,7 +45,17 @@ import numbers
 
 from ._update_rules import GRAD_NORM_FLOOR
 
-__all__ = ["EveryK", "LookSAM", "RST", "AESAM", "schedule_for", "SCHEDULED_SOLVERS"]
+__all__ = [
+    "Schedule",
+    "ScheduledStep",
+    "EveryK",
+    "LookSAM",
+    "RST",
+    "AESAM",
+    "schedule_for",
+    "scheduled_step",
+    "SCHEDULED_SOLVERS",
+]
 
 
 def _check_int(name, value, low):
@@ -56,51 +72,105 @@ def _check_real(name, value, low, high, *, closed_low=True, closed_high=True):
         raise ValueError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {name}={value!r}.")
 
 
-class _Schedule:
-    """Common protocol: ``plan`` before the first pass, ``decide`` after it.
+class Schedule:
+    """The protocol of a schedule: which steps take SAM's second gradient.
 
-    ``plan()`` returns True (SAM step), False (plain step) or None (decided
-    after the first pass by ``decide(sq_norm)``, from the squared norm of
-    the first gradient). After a SAM step ``after_sam(g, g_s)`` sees both
-    gradients; on a plain step ``plain(grads)`` may change the gradient in
-    place. ``advance()`` ends the step.
+    Every step calls, through :class:`ScheduledStep`: :meth:`plan` before
+    the first pass (``True``: SAM step, ``False``: plain step, ``None``:
+    decided after the first pass by :meth:`decide`, from the squared norm
+    of the first gradient); then :meth:`after_sam` after a SAM step, with
+    both gradients, or :meth:`plain` on a plain step, which may change the
+    gradient in place; and :meth:`advance` when the step ends. The base
+    class takes every step (it is SAM). A subclass overrides what it needs,
+    and :meth:`get_params`, :meth:`state_dict` and :meth:`load_state_dict`
+    when it has options or state.
     """
 
     #: Whether the rule is defined per step, so m-sharpness chunks can share it.
     per_chunk_ok = True
-    #: Whether ``decide`` needs the first gradient's norm.
+    #: Whether :meth:`decide` needs the first gradient's norm.
     needs_norm = False
+    #: Whether :meth:`after_sam` reads the first gradient (a caller that
+    #: overwrites it with the second keeps a copy).
+    needs_first_gradient = False
+    #: Whether :meth:`plain` may change the gradient.
+    edits_plain_gradient = False
 
     def __init__(self):
         self.t = 0
 
-    def _plan(self):
+    def plan(self):
+        """Before the first pass: ``True`` (SAM), ``False`` (plain) or ``None`` (decide).
+
+        Returns
+        -------
+        take : bool or None
+        """
         return True
 
-    def _decide(self, sq_norm):
+    def decide(self, sq_norm):
+        """After the first pass, when :meth:`plan` said ``None``.
+
+        Parameters
+        ----------
+        sq_norm : float or torch.Tensor
+            ``|g|**2`` of the first gradient over all parameters.
+
+        Returns
+        -------
+        take : bool
+            Whether this step takes the SAM step.
+        """
         return True
 
-    def _after_sam(self, grads, sam_grads, finite=True):
-        """Called after a SAM step with ``g`` and ``g_s`` (lists, ``None`` allowed)."""
+    def after_sam(self, grads, sam_grads, finite=True):
+        """Called after a SAM step.
 
-    def _plain(self, grads):
-        """Called on a plain step with the gradients the base step will use."""
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            The first gradients ``g`` (``None`` unless
+            :attr:`needs_first_gradient`).
+        sam_grads : list of torch.Tensor or None
+            The descent gradients ``g_s``.
+        finite : bool, default=True
+            ``False`` when float16 loss scaling found an overflow.
+        """
 
-    def _advance(self):
+    def plain(self, grads):
+        """Called on a plain step with the gradients the base step will use.
+
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            Changed in place by a rule that :attr:`edits_plain_gradient`.
+        """
+
+    def advance(self):
+        """End the step: count it."""
         self.t += 1
 
-    def _state_dict(self):
+    def state_dict(self):
+        """The counters and statistics, saved with the optimizer's state.
+
+        Returns
+        -------
+        state : dict
+        """
         return {"t": self.t}
 
-    def _load_state_dict(self, state):
+    def load_state_dict(self, state):
+        """Put back a state from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+        """
         self.t = state["t"]
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
-
-    def _params(self):
-        return {}
 
     def get_params(self):
         """The constructor arguments, as a dict (for ``repr`` and cloning).
@@ -110,16 +180,16 @@ class _Schedule:
         params : dict
             The arguments this schedule was built with.
         """
-        return self._params()
+        return {}
 
     def __eq__(self, other):
-        return type(self) is type(other) and self._params() == other._params()
+        return type(self) is type(other) and self.get_params() == other.get_params()
 
     def __hash__(self):
-        return hash((type(self), tuple(self._params().items())))
+        return hash((type(self), tuple(self.get_params().items())))
 
 
-class EveryK(_Schedule):
+class EveryK(Schedule):
     """SAM every ``k`` steps, the base optimizer's plain step otherwise.
 
     Steps ``0, k, 2k, ...`` take the SAM step (two gradients); the others
@@ -143,10 +213,24 @@ class EveryK(_Schedule):
         super().__init__()
         self.k = k
 
-    def _params(self):
+    def get_params(self):
+        """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Returns
+        -------
+        params : dict
+            The arguments this schedule was built with.
+        """
         return {"k": self.k}
 
-    def _plan(self):
+    def plan(self):
+        """A SAM step when ``t % k == 0``.
+
+        Returns
+        -------
+        take : bool
+            Whether this step takes the SAM step.
+        """
         return self.t % self.k == 0
 
 
@@ -183,6 +267,8 @@ class LookSAM(EveryK):
     """
 
     per_chunk_ok = False
+    needs_first_gradient = True
+    edits_plain_gradient = True
 
     def __init__(self, k=5, alpha=0.7):
         super().__init__(k)
@@ -190,10 +276,28 @@ class LookSAM(EveryK):
         self.alpha = alpha
         self.g_v = None
 
-    def _params(self):
+    def get_params(self):
+        """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Returns
+        -------
+        params : dict
+            The arguments this schedule was built with.
+        """
         return {"k": self.k, "alpha": self.alpha}
 
-    def _after_sam(self, grads, sam_grads, finite=True):
+    def after_sam(self, grads, sam_grads, finite=True):
+        """Keep ``g_v``, the part of ``g_s`` orthogonal to ``g`` (not after an overflow).
+
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            The first gradients ``g``.
+        sam_grads : list of torch.Tensor or None
+            The SAM gradients ``g_s``.
+        finite : bool, default=True
+            ``False`` when float16 loss scaling found an overflow: ``g_v`` is kept.
+        """
         import torch
 
         if not finite:  # an overflowed pass (float16): keep the last g_v
@@ -210,7 +314,14 @@ class LookSAM(EveryK):
             next(g_v) if g is not None and s is not None else None for g, s in zip(grads, sam_grads)
         ]
 
-    def _plain(self, grads):
+    def plain(self, grads):
+        """Add ``alpha * |g| / |g_v| * g_v`` to the gradients in place.
+
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            The gradients the base step will use (unchanged before the first refresh).
+        """
         import torch
 
         if self.g_v is None:
@@ -226,14 +337,28 @@ class LookSAM(EveryK):
         # a Python scalar: no temporary copy of g_v (the norm was read already)
         torch._foreach_add_(g, v, alpha=self.alpha * float(g_norm) / float(v_norm))
 
-    def _state_dict(self):
+    def state_dict(self):
+        """The counters and statistics, saved with the optimizer's state.
+
+        Returns
+        -------
+        state : dict
+            The step counter ``t`` and ``g_v``.
+        """
         return {"t": self.t, "g_v": self.g_v}
 
-    def _load_state_dict(self, state):
+    def load_state_dict(self, state):
+        """Put back a state from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`.
+        """
         self.t, self.g_v = state["t"], state["g_v"]
 
 
-class RST(_Schedule):
+class RST(Schedule):
     """Randomized switching (Zhao et al., 2022): SAM with probability ``p``.
 
     Each step draws ``u ~ U[0, 1)`` from a private ``torch.Generator``
@@ -264,7 +389,14 @@ class RST(_Schedule):
         self.p, self.seed = p, seed
         self._gen = None
 
-    def _params(self):
+    def get_params(self):
+        """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Returns
+        -------
+        params : dict
+            The arguments this schedule was built with.
+        """
         return {"p": self.p, "seed": self.seed}
 
     def _generator(self):
@@ -274,15 +406,36 @@ class RST(_Schedule):
             self._gen = torch.Generator().manual_seed(self.seed)
         return self._gen
 
-    def _plan(self):
+    def plan(self):
+        """Draw ``u ~ U[0, 1)`` from the private generator: a SAM step when ``u < p``.
+
+        Returns
+        -------
+        take : bool
+            Whether this step takes the SAM step.
+        """
         import torch
 
         return bool(torch.rand((), generator=self._generator()) < self.p)
 
-    def _state_dict(self):
+    def state_dict(self):
+        """The counters and statistics, saved with the optimizer's state.
+
+        Returns
+        -------
+        state : dict
+            The step counter ``t`` and the generator's state.
+        """
         return {"t": self.t, "rng": self._generator().get_state()}
 
-    def _load_state_dict(self, state):
+    def load_state_dict(self, state):
+        """Put back a state from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`.
+        """
         self.t = state["t"]
         self._generator().set_state(state["rng"])
 
@@ -299,7 +452,7 @@ class RST(_Schedule):
             self._generator().set_state(gen)
 
 
-class AESAM(_Schedule):
+class AESAM(Schedule):
     """AE-SAM (Jiang et al., 2023): SAM only where the gradient is unusually large.
 
     With ``s_t = |g_t|**2`` the squared norm of the first gradient, its
@@ -357,7 +510,14 @@ class AESAM(_Schedule):
         self.delta, self.total_steps = delta, total_steps
         self.mean = self.var = 0.0
 
-    def _params(self):
+    def get_params(self):
+        """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Returns
+        -------
+        params : dict
+            The arguments this schedule was built with.
+        """
         return {"c": self.c, "delta": self.delta, "total_steps": self.total_steps}
 
     def threshold_c(self):
@@ -374,19 +534,52 @@ class AESAM(_Schedule):
         frac = min(self.t / max(self.total_steps - 1, 1), 1.0)
         return first + (last - first) * frac
 
-    def _plan(self):
+    def plan(self):
+        """Nothing is known before the first gradient: ``None``.
+
+        Returns
+        -------
+        take : None
+            The step is decided by :meth:`decide`.
+        """
         return None
 
-    def _decide(self, sq_norm):
+    def decide(self, sq_norm):
+        """Update the moving statistics with ``s_t = |g|**2`` and test it.
+
+        Parameters
+        ----------
+        sq_norm : float or torch.Tensor
+            ``s_t``, the squared norm of the first gradient.
+
+        Returns
+        -------
+        take : bool
+            Whether ``s_t >= mu_t + c_t * sigma_t``.
+        """
         s, d = float(sq_norm), self.delta
         self.mean = d * self.mean + (1 - d) * s
         self.var = d * self.var + (1 - d) * (s - self.mean) ** 2
         return s >= self.mean + self.threshold_c() * math.sqrt(self.var)
 
-    def _state_dict(self):
+    def state_dict(self):
+        """The counters and statistics, saved with the optimizer's state.
+
+        Returns
+        -------
+        state : dict
+            The step counter ``t`` and the moving mean and variance.
+        """
         return {"t": self.t, "mean": self.mean, "var": self.var}
 
-    def _load_state_dict(self, state):
+    def load_state_dict(self, state):
+        """Put back a state from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`.
+        """
         self.t, self.mean, self.var = state["t"], state["mean"], state["var"]
 
 
@@ -428,26 +621,107 @@ def schedule_for(solver, sam_every=5, seed=0):
     return solver, None
 
 
-def scheduled_step(schedule, first_grads, sam_step):
-    """One step under ``schedule`` for code that holds its gradients itself.
-
-    ``first_grads`` are the gradients at ``w`` (a list of tensors, changed
-    in place by LookSAM on plain steps); ``sam_step()`` takes the SAM step's
-    second gradient and returns the list of the SAM gradients (it may
-    overwrite ``first_grads``' storage: they are copied first when the
-    schedule needs them). Returns whether the SAM step was taken.
-    """
+def sq_norm(grads):
+    """``|g|**2`` over every tensor of ``grads`` (``None`` skipped; 0.0 if none)."""
     import torch
 
-    take = schedule._plan()
-    if take is None:
-        present = [g for g in first_grads if g is not None]
-        take = schedule._decide(torch.stack(torch._foreach_norm(present)).square().sum())
-    if take:
-        first = [g.clone() for g in first_grads] if isinstance(schedule, LookSAM) else None
+    present = [g for g in grads if g is not None]
+    if not present:
+        return 0.0
+    return torch.stack(torch._foreach_norm(present)).square().sum()
+
+
+class ScheduledStep:
+    """One step under a schedule (or none): the one driver of :class:`Schedule`.
+
+    Built when the step begins (it calls ``plan``), closed when the step
+    ends (``advance``, also when the step raised); :meth:`resolve` runs
+    after each first gradient (once per step, or once per m-sharpness
+    chunk). Use it as a context manager.
+
+    Parameters
+    ----------
+    schedule : Schedule or None
+        ``None``: every step is a SAM step.
+    perturbs : bool, default=True
+        ``False``: the step takes no perturbation at all (``rho=0``): every
+        pass is plain and the schedule is not consulted.
+
+    Attributes
+    ----------
+    planned : bool or None
+        What ``plan`` said: ``False`` lets the caller skip what only a SAM
+        step needs (capturing random numbers, the per-worker ascent).
+    """
+
+    def __init__(self, schedule, *, perturbs=True):
+        self.schedule = schedule if perturbs else None
+        if not perturbs:
+            self.planned = False
+        else:
+            self.planned = True if schedule is None else schedule.plan()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.schedule is not None:
+            self.schedule.advance()
+
+    def resolve(self, grads, sam_step, *, norm_grads=None, overflow=None, first_survives=False):
+        """After the first gradient: take the SAM step or the plain one.
+
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            The first gradients, as the base step would use them (a plain
+            step may change them in place).
+        sam_step : callable
+            ``sam_step()`` takes the second gradient and returns the list of
+            descent gradients, or ``None`` when nothing was perturbed.
+        norm_grads : list of torch.Tensor, optional
+            The gradients whose norm ``decide`` reads (the unscaled ones
+            under loss scaling); defaults to ``grads``.
+        overflow : torch.Tensor, optional
+            True when the first gradient overflowed (float16 loss scaling);
+            read (a wait for the device) only to tell ``after_sam``.
+        first_survives : bool, default=False
+            Whether the tensors of ``grads`` survive ``sam_step`` unchanged
+            (the SAM optimizer sets fresh ``.grad`` tensors); otherwise they
+            are copied when the schedule reads them afterwards.
+
+        Returns
+        -------
+        taken : bool
+            Whether the SAM step was taken.
+        """
+        schedule = self.schedule
+        take = self.planned
+        if take is None:
+            take = schedule.decide(sq_norm(grads if norm_grads is None else norm_grads))
+        if not take:
+            if schedule is not None:
+                schedule.plain(grads)
+            return False
+        first = None
+        if schedule is not None and schedule.needs_first_gradient:
+            first = grads if first_survives else [None if g is None else g.clone() for g in grads]
         sam_grads = sam_step()
-        schedule._after_sam(first, sam_grads)
-    else:
-        schedule._plain(first_grads)
-    schedule._advance()
-    return take
+        if schedule is not None and sam_grads is not None:
+            finite = overflow is None or not bool(overflow)
+            schedule.after_sam(first, sam_grads, finite)
+        return True
+
+
+def scheduled_step(schedule, first_grads, sam_step):
+    """One whole step under ``schedule`` for code that holds its gradients itself.
+
+    ``first_grads`` are the gradients at ``w`` (a list of tensors, changed
+    in place on plain steps by a schedule that
+    :attr:`~Schedule.edits_plain_gradient`); ``sam_step()`` takes the SAM
+    step's second gradient and returns the list of the SAM gradients (it
+    may overwrite ``first_grads``' storage: they are copied first when the
+    schedule needs them). Returns whether the SAM step was taken.
+    """
+    with ScheduledStep(schedule) as step:
+        return step.resolve(first_grads, sam_step)

@@ -15,6 +15,39 @@ restores, BatchNorm statistics updated once, dropout replay, ``DistributedDataPa
 float16 loss scaling, m-sharpness) is described in the user guide,
 :ref:`sam-step`.
 
+Where variants plug in
+----------------------
+Every step goes through one pass, :meth:`SAM._pass`; a SAM variant is a rule
+plugged into it, not a copy of it, so that everything above holds for it.
+There are two kinds of rules, each with one protocol and one driver:
+
+* **Which steps are SAM steps**: a :class:`sksam._schedules.Schedule`
+  (``SAM(schedule=...)``: :class:`EveryK`, :class:`LookSAM`, :class:`RST`,
+  :class:`AESAM`), driven by :class:`sksam._schedules.ScheduledStep`, the
+  same driver as the two-layer estimators' step. Its hooks: ``plan`` before
+  the first pass, ``decide`` from the first gradient's norm, ``plain`` (may
+  change a plain step's gradient), ``after_sam`` (sees both gradients),
+  ``advance``.
+* **What a SAM step does**: a :class:`sksam._update_rules.SAMRule`
+  (``SAM(rule=...)``), three hooks called by the pass in this order:
+
+  1. ``radius(group)``: the radius of this step for each group (rho
+     schedules, GSAM's rho proportional to the learning rate). The pass
+     checks it (finite, ``>= 0``, named with its group) every step, and a
+     step whose radii are all 0 is the base step, bit for bit.
+  2. ``perturbation(solver, radii, params, grads, adaptive=, eta=)``: the
+     ascent ``e`` from the first (unscaled, all-reduced unless
+     ``ascent='local'``) gradient: the direction, its norm, which
+     parameters move (Friendly-SAM's direction, SAM-ON's subset). Build it
+     from :func:`sksam._update_rules.normalized_step`, the one home of
+     ``rho * d / ||n||``.
+  3. ``descent(params, first_grads)``: turns ``.grad``, the gradient at
+     ``w + e``, into the gradient the base optimizer steps along (GSAM's
+     and WSAM's combinations of ``g`` and ``g_s``); ``first_grads`` is
+     kept when the rule sets ``needs_first_gradient``. With
+     ``ascent='local'`` and several workers the combined gradient is
+     all-reduced again, so the ranks agree.
+
 References
 ----------
 Foret, Kleiner, Mobahi, Neyshabur (2021). Sharpness-Aware Minimization for
@@ -28,7 +61,6 @@ Minimization. ICML.
 """
 
 import copy
-import math
 from contextlib import contextmanager, nullcontext
 from functools import partial
 
@@ -41,20 +73,20 @@ from ._family import (
     FriendlySAM,
     ProportionalRho,
     RhoSchedule,
-    Rule,
     WarmupRho,
     normalization_parameters,
 )
 from ._momentum_sam import MomentumSAM
 from ._sam_collaborators import AscentSync, GradientLedger, Replay, Scaling, poison
 from ._sam_collaborators import world_size as _world_size
-from ._schedules import AESAM, RST, EveryK, LookSAM, _Schedule
+from ._schedules import AESAM, RST, EveryK, LookSAM, Schedule, ScheduledStep
 from ._update_rules import (
     ASAM_ETA,
+    SAMRule,
     add_perturbation_,
+    check_rho,
     check_solver,
     is_perturbed,
-    perturbation,
     restore_,
 )
 
@@ -75,15 +107,8 @@ __all__ = [
 #: The values of ``SAM(ascent=...)``.
 ASCENTS = ("global", "local")
 
-
-def _check_rho(rho):
-    """Refuse a ``rho`` that would move the weights to a non-finite point."""
-    if isinstance(rho, torch.Tensor):
-        rho = rho.item() if rho.numel() == 1 else float("nan")
-    if not rho >= 0:
-        raise ValueError(f"rho must be non-negative, got rho={rho!r}.")
-    if not math.isfinite(rho):
-        raise ValueError(f"rho must be finite, got rho={rho!r}.")
+#: The rule of plain SAM (USAM, ASAM by ``solver``): no hook overridden.
+PLAIN_RULE = SAMRule()
 
 
 def _resolve_solver(solver, adaptive):
@@ -178,22 +203,25 @@ class SAM(torch.optim.Optimizer):
         below). ``None``: every step is a SAM step. The object is copied:
         its counters and statistics belong to this optimizer (and travel
         with :meth:`state_dict` and pickling).
-    rule : GSAM, WSAM or FriendlySAM, default=None
-        A variant of the step: its ascent direction (``FriendlySAM``) or its
-        descent gradient (``GSAM``, ``WSAM``), computed inside the same
-        pass, so closures, ``ascent``, :meth:`step_chunks` and
-        ``grad_scaler`` work as for SAM. ``None``: SAM's own. Copied, as
-        ``schedule``. See :doc:`/which_sam`.
+    rule : GSAM, WSAM, FriendlySAM or sksam._update_rules.SAMRule, default=None
+        The hooks of a SAM variant (radius of the step, perturbation,
+        descent gradient; see the module's "Where variants plug in"):
+        :class:`GSAM` and :class:`WSAM` change the descent gradient,
+        :class:`FriendlySAM` the ascent direction (:doc:`/which_sam`).
+        ``None``: SAM, USAM or ASAM as ``solver`` says. Copied, like
+        ``schedule``; its own state travels with :meth:`state_dict`.
     perturb : 'all', 'normalization' or iterable of torch.Tensor, default='all'
         Which parameters the ascent moves; the norm of the ascent is
         taken over them only and the others stay at ``w`` in the second
         pass. ``'normalization'`` is SAM-ON (Mueller et al., 2023): the
         weights and biases of ``model``'s normalization layers (needs
-        ``model``). An iterable names the parameters itself.
+        ``model``). An iterable names the parameters itself. Composes with
+        every ``solver`` and ``rule``.
     rho_schedule : ProportionalRho, WarmupRho or RhoSchedule, default=None
-        The radius of each step from the group's ``rho`` and learning
-        rate, clipped to ``[0, rho]`` (a step whose radius is 0 is the
-        base optimizer's step). ``None``: ``rho`` at every step. Copied, as
+        The radius of each step from the group's radius (the rule's
+        ``radius``, ``rho`` by default) and learning rate, clipped to
+        ``[0, rho]``: never negative, and a step whose radius is 0 is the
+        base optimizer's step. ``None``: ``rho`` at every step. Copied, as
         ``schedule``; :attr:`last_rho` holds the radius of the last step.
     **base_kwargs
         Passed to ``base_optimizer`` (``lr``, ``momentum``, ...).
@@ -204,6 +232,12 @@ class SAM(torch.optim.Optimizer):
         The base optimizer. ``param_groups`` and ``state`` are its own
         objects, so learning-rate schedulers attached to either optimizer
         act on both.
+    last_losses : tuple of (torch.Tensor or None, torch.Tensor or None)
+        The losses of the last :meth:`step`: at ``w`` (what it returned) and
+        at the perturbed point ``w + e`` (``None`` when the step took no
+        second pass), detached, without waiting for the device. A loss
+        finite at ``w`` and far larger, or not finite, at ``w + e`` says
+        that the radius, not the learning rate, threw the step away.
 
     Notes
     -----
@@ -254,7 +288,7 @@ class SAM(torch.optim.Optimizer):
             raise ValueError(f"replay_rng must be 'auto', True or False, got {replay_rng!r}.")
         if ascent not in ASCENTS:
             raise ValueError(f"ascent must be 'global' or 'local', got {ascent!r}.")
-        _check_rho(rho)
+        check_rho(rho)
         if not eta >= 0:
             raise ValueError(f"eta must be non-negative, got eta={eta!r}.")
         defaults = dict(
@@ -280,29 +314,26 @@ class SAM(torch.optim.Optimizer):
         self._saved = None
         self._model_scan = None  # (model, normalization layers, draws random numbers)
         self._ledger = GradientLedger()  # the gradients the last step left behind
-        if schedule is not None and not isinstance(schedule, _Schedule):
+        if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError(
                 "schedule must be None or one of sksam.optim's schedules "
                 f"(EveryK, LookSAM, RST, AESAM), got {schedule!r}."
             )
-        # A copy: the counters and statistics belong to this optimizer.
+        if rule is not None and not isinstance(rule, SAMRule):
+            raise TypeError(f"rule must be None or a sksam._update_rules.SAMRule, got {rule!r}.")
+        # Copies: the counters and statistics belong to this optimizer.
         self.schedule = copy.deepcopy(schedule)
-        if rule is not None and not isinstance(rule, Rule):
-            raise TypeError(
-                f"rule must be None or one of sksam.optim's rules (GSAM, WSAM, FriendlySAM), "
-                f"got {rule!r}."
-            )
+        self.rule = copy.deepcopy(rule)
+        self.last_losses = (None, None)
         if rho_schedule is not None and not isinstance(rho_schedule, RhoSchedule):
             raise TypeError(
                 "rho_schedule must be None or one of sksam.optim's radius schedules "
                 f"(ProportionalRho, WarmupRho), got {rho_schedule!r}."
             )
-        self.rule = copy.deepcopy(rule)
         self.rho_schedule = copy.deepcopy(rho_schedule)
         self.perturb = perturb if isinstance(perturb, str) else "subset"
         self._perturb_mask = self._resolve_perturb(perturb)
-        self._rhos_now = None  # this step's radius per group, with a rho_schedule
-        #: The radius of the last step, per group (``rho`` without a rho_schedule).
+        #: The radius of each group at the last step (``rho`` without a rho_schedule).
         self.last_rho = None
 
     def _resolve_perturb(self, perturb):
@@ -328,7 +359,7 @@ class SAM(torch.optim.Optimizer):
                 )
         else:
             chosen = list(perturb)
-            if not all(isinstance(p, torch.Tensor) for p in chosen) or not chosen:
+            if not chosen or not all(isinstance(p, torch.Tensor) for p in chosen):
                 raise ValueError(
                     "perturb must be 'all', 'normalization' or a non-empty iterable of the "
                     f"parameters to perturb, got perturb={perturb!r}."
@@ -352,7 +383,7 @@ class SAM(torch.optim.Optimizer):
             its own ``rho`` (and any base-optimizer option).
         """
         if "rho" in param_group:
-            _check_rho(param_group["rho"])
+            check_rho(param_group["rho"], len(self.param_groups))
         super().add_param_group(param_group)
 
     def _link_base(self):
@@ -375,36 +406,40 @@ class SAM(torch.optim.Optimizer):
             no second pass either, and with a ``schedule`` ``True`` means
             that the schedule decides, step by step.
         """
-        return self._perturbs(self._options()[0])
+        return self._perturbs(self._options()[0], self._radii())
 
-    def _perturbs(self, solver):
-        rhos = self._rhos_now if getattr(self, "_rhos_now", None) is not None else None
-        if rhos is None:
-            rhos = [group["rho"] for group in self.param_groups]
-        if len(rhos) == 1:
-            return is_perturbed(solver, rhos[0])
-        return any(is_perturbed(solver, rho) for rho in rhos)
+    @staticmethod
+    def _perturbs(solver, radii):
+        return any(is_perturbed(solver, rho) for rho in radii)
 
-    def _start_radius(self):
-        """This step's radius per group, from ``rho_schedule`` (kept in :attr:`last_rho`)."""
+    def _rule(self):
+        """The :class:`SAMRule` of this optimizer (plain SAM for pickles from before it)."""
+        return getattr(self, "rule", None) or PLAIN_RULE
+
+    def _radii(self):
+        """The radius of each group for this step, checked (once per group per step).
+
+        ``param_groups[i]['rho'] = ...`` reaches no setter: a NaN or negative
+        radius set that way is refused here, before any weight moves.
+        """
+        rule = self._rule()
         schedule = getattr(self, "rho_schedule", None)
-        if schedule is None:
-            self._rhos_now = None
-            self.last_rho = [group["rho"] for group in self.param_groups]
-            return
-        rhos = []
+        radii = []
         for index, group in enumerate(self.param_groups):
-            if hasattr(schedule, "start"):
+            rho = rule.radius(group)
+            check_rho(rho, index)
+            if schedule is not None:  # clipped to [0, rho]: never negative
                 schedule.start(index, group)
-            rhos.append(schedule.clipped(group["rho"], group.get("lr", 0.0), index))
-        self._rhos_now = rhos
-        self.last_rho = list(rhos)
+                rho = schedule.clipped(rho, group.get("lr", 0.0), index)
+            radii.append(rho)
+        self.last_rho = radii
+        return radii
 
-    def _end_radius(self):
+    def _end_step(self):
+        """Count the step in the radius schedule."""
         schedule = getattr(self, "rho_schedule", None)
         if schedule is not None:
-            schedule._advance()
-        self._rhos_now = None
+            schedule.advance()
 
     def zero_grad(self, set_to_none=True):
         """Clear the gradients of all parameters.
@@ -443,8 +478,8 @@ class SAM(torch.optim.Optimizer):
         check_solver(solver)
         return solver, eta
 
-    def _ascent_inputs(self, solver, grads_override=None):
-        """Parameters, ascent gradients, ASAM flags and rho of each parameter.
+    def _ascent_inputs(self, solver, radii, grads_override=None):
+        """Parameters, ascent gradients, ASAM flags and radius of each parameter.
 
         The flags are ``None`` (unused) unless ``solver`` is ``'asam'``. The
         gradients are the parameters' ``.grad``, or ``grads_override`` (one
@@ -452,8 +487,7 @@ class SAM(torch.optim.Optimizer):
         """
         params, grads, rhos = [], [], []
         override = None if grads_override is None else iter(grads_override)
-        step_rhos = getattr(self, "_rhos_now", None)
-        for index, group in enumerate(self.param_groups):
+        for group, rho in zip(self.param_groups, radii):
             group_params = group["params"]
             if override is None:
                 group_grads = [p.grad for p in group_params]
@@ -467,7 +501,6 @@ class SAM(torch.optim.Optimizer):
                 ]
             params += group_params
             grads += group_grads
-            rho = group["rho"] if step_rhos is None else step_rhos[index]
             rhos += [rho] * len(group_params)
         mask = getattr(self, "_perturb_mask", None)
         if mask is not None:  # SAM-ON: the others have no ascent, and no share of its norm
@@ -496,33 +529,23 @@ class SAM(torch.optim.Optimizer):
                 f"schedule={self.schedule!r} decides inside step(closure) whether "
                 "to take the second pass; first_step()/second_step() always take it."
             )
-        rule = getattr(self, "rule", None)
-        if rule is not None and rule.changes_descent:
-            raise ValueError(
-                f"rule={rule!r} mixes the gradients of both passes, which only "
-                "step(closure) holds; first_step()/second_step() do not support it."
-            )
-        self._start_radius()
-        perturbed = self._perturb(*self._options())
+        solver, eta = self._options()
+        self._first = None
+        if self._rule().needs_first_gradient:  # the caller may zero .grad in place
+            self._first = [None if p.grad is None else p.grad.clone() for p in self._params()]
+        perturbed = self._perturb(solver, eta, self._radii())
         if zero_grad:
             self.zero_grad()
         return perturbed
 
-    def _perturb(self, solver, eta, grads=None, found=None):
-        """:meth:`first_step` without the grad-mode switch (callers hold no_grad)."""
-        params, grads, adaptive, rhos = self._ascent_inputs(solver, grads)
-        rule = getattr(self, "rule", None)
-        if rule is not None and any(r != 0 for r in rhos):
-            grads = rule.ascent(grads, found)
-        if len(set(rhos)) <= 1:
-            rho = rhos[0] if rhos else 0.0
-            e = perturbation(solver, rho, params, grads, adaptive=adaptive, eta=eta)
-        else:
-            # Groups with their own rho share the global direction: the rules
-            # are linear in rho, so take them at rho=1 and scale per group.
-            e = perturbation(solver, 1.0, params, grads, adaptive=adaptive, eta=eta)
-            if e is not None:
-                e = [None if d is None or r == 0 else d * r for d, r in zip(e, rhos)]
+    def _perturb(self, solver, eta, radii, grads=None):
+        """:meth:`first_step` without the grad-mode switch (callers hold no_grad).
+
+        The perturbation is the rule's (:meth:`SAMRule.perturbation`): groups
+        with their own radius share the global direction and norm.
+        """
+        params, grads, adaptive, rhos = self._ascent_inputs(solver, radii, grads)
+        e = self._rule().perturbation(solver, rhos, params, grads, adaptive=adaptive, eta=eta)
         saved = None if e is None else add_perturbation_(params, e)
         self._saved = (params, saved) if saved is not None else None
         return saved is not None and any(s is not None for s in saved)
@@ -537,7 +560,7 @@ class SAM(torch.optim.Optimizer):
             Clear the gradients afterwards.
         """
         self._restore_and_step()
-        self._end_radius()
+        self._end_step()
         if zero_grad:
             self.zero_grad()
 
@@ -548,6 +571,8 @@ class SAM(torch.optim.Optimizer):
 
     def _restore_and_step(self):
         self._restore()  # restore_ holds no_grad; the base step sets its own mode
+        self._rule().descent(self._params(), getattr(self, "_first", None))
+        self._first = None
         self.base_optimizer.step()
 
     # -- the closure protocol -----------------------------------------------
@@ -634,21 +659,28 @@ class SAM(torch.optim.Optimizer):
         """One step of :meth:`step` (one closure) or :meth:`step_chunks` (one per chunk).
 
         Chooses the collaborators once (loss scaling, replay of random numbers
-        and running statistics, DDP synchronisation) and whether this step
-        is a SAM step (the schedule), then runs :meth:`_pass` per chunk and
-        takes the base step along the (mean) gradient it leaves.
+        and running statistics, DDP synchronisation), the radius of each group
+        (checked) and, through the schedule's :class:`ScheduledStep`, whether
+        this step is a SAM step; then runs :meth:`_pass` per chunk and takes
+        the base step along the (mean) gradient it leaves.
         """
+        try:
+            return self._run_step(closures, grad_scaler, chunked)
+        finally:
+            self._end_step()
+
+    def _run_step(self, closures, grad_scaler, chunked):
         scaling = Scaling(_active(grad_scaler, self))
         solver, eta = self._options()
-        self._start_radius()
-        take = self._perturbs(solver)
+        radii = self._radii()
+        perturbs = self._perturbs(solver, radii)
         # The schedule rules the steps that would perturb; rho=0 is the base step.
-        schedule = getattr(self, "schedule", None) if take else None
+        schedule = getattr(self, "schedule", None) if perturbs else None
         if schedule is not None:
             self._check_schedule(schedule, chunked, len(closures))
-            take = schedule._plan()  # True, False or None (decided after the first pass)
-        try:
-            if not chunked and not self._perturbs(solver):
+        self.last_losses = (None, None)
+        with ScheduledStep(schedule, perturbs=perturbs) as step:
+            if not chunked and not perturbs:
                 return self._base_step(closures[0], scaling)
             if closures[0] is None:
                 raise ValueError(
@@ -657,42 +689,38 @@ class SAM(torch.optim.Optimizer):
                     "twice (or use first_step() and second_step())."
                 )
             mode = "chunks" if chunked else ("local" if self._check_ascent() else "global")
-            rule = getattr(self, "rule", None)
-            if mode == "local" and rule is not None and rule.changes_descent:
-                # The rule mixes g and g_s per worker: both passes under no_sync,
-                # one all-reduce of the mixed gradient (step_chunks, one chunk).
+            if mode == "local" and self._rule().needs_first_gradient and self.model is not None:
+                # A rule that mixes g and g_s mixes each worker's own (both passes
+                # under no_sync, one all-reduce of the mix): step_chunks, one chunk.
                 chunked, mode = True, "chunks"
             sync = AscentSync(self.model, mode)
+            rule = (solver, eta, radii)
             with self._fresh_start(True):
                 if not chunked:
-                    loss, found = self._pass(
-                        closures[0], (solver, eta), take, schedule, scaling, sync
-                    )
+                    loss, found = self._pass(closures[0], rule, step, scaling, sync)
                     sync.agree(found)  # every rank skips, or none
                     scaling.descend(self.base_optimizer, self._params(), found)
                     return loss
-                return self._chunked(closures, (solver, eta), take, schedule, scaling, sync)
-        finally:
-            self._end_radius()
-            if schedule is not None:
-                schedule._advance()
+                return self._chunked(closures, rule, step, scaling, sync)
 
     def _base_step(self, closure, scaling):
         """Exactly the base optimizer: one closure call (if any), no copies."""
         with self._fresh_start(closure is not None):
             loss = None if closure is None else self._first_call(closure)
             scaling.descend(self.base_optimizer, self._params())
+        self.last_losses = (_detached(loss), None)
         return loss
 
-    def _chunked(self, closures, rule, take, schedule, scaling, sync):
+    def _chunked(self, closures, rule, step, scaling, sync):
         """:meth:`_pass` per chunk, then the base step along the mean gradient."""
         params = self._params()
-        total, losses, found = None, [], None
+        total, losses, perturbed_losses, found = None, [], [], None
         with sync.whole_pass():
             for closure in closures:
                 self.zero_grad()
-                loss, found_i = self._pass(closure, rule, take, schedule, scaling, sync)
+                loss, found_i = self._pass(closure, rule, step, scaling, sync)
                 losses.append(loss)
+                perturbed_losses.append(self.last_losses[1])
                 found = _either(found, found_i)
                 total = _accumulate(total, [p.grad for p in params])
         _set_mean_grads(params, total, len(closures))
@@ -701,57 +729,80 @@ class SAM(torch.optim.Optimizer):
             poison(params, found)  # before the all-reduce: every rank skips
         sync.all_reduce_grads(params)
         scaling.descend(self.base_optimizer, params)
-        return _mean_loss(losses)
+        loss = _mean_loss(losses)
+        taken = [value for value in perturbed_losses if value is not None]
+        self.last_losses = (_detached(loss), _mean_loss(taken) if taken else None)
+        return loss
 
-    def _pass(self, closure, rule, take, schedule, scaling, sync):
+    def _pass(self, closure, rule, step, scaling, sync):
         """The one SAM pass: closure at ``w``, perturb, closure at ``w + e``, restore.
 
-        ``take`` says whether this is a SAM step (``None``: the schedule
-        decides from the first gradient). A plain step stops after the first
-        closure call (the schedule may then change the gradient). Leaves the
-        descent gradient in ``.grad`` and the weights at ``w``; returns the
-        first call's loss and the overflow flag of the ascent gradient
-        (``None`` without loss scaling). ``rule`` is ``(solver, eta)``.
+        ``step`` (a :class:`ScheduledStep`) says whether this is a SAM step
+        (``planned``: ``None`` means decided from the first gradient) and
+        runs the schedule's hooks. A plain step stops after the first
+        closure call (the schedule may then change the gradient). The
+        rule's hooks (see the module docstring) give the perturbation and
+        the descent gradient. Leaves the descent gradient in ``.grad`` and
+        the weights at ``w``; returns the first call's loss and the overflow
+        flag of the ascent gradient (``None`` without loss scaling or on a
+        plain step). ``rule`` is ``(solver, eta, radii)``.
         """
         params = self._params()
-        replay = self._replay() if take is not False else None
+        planned = step.planned
+        replay = self._replay() if planned is not False else None
         rng = None if replay is None else replay.capture()
-        with sync.first_pass() if take is not False else nullcontext():
+        with sync.first_pass() if planned is not False else nullcontext():
             loss = self._first_call(closure)
-        if take is False:
-            if schedule is not None:
-                schedule._plain([p.grad for p in params])
-            return loss, None
-        grads, found = scaling.ascent_grads(params)
-        if take is None:
-            take = schedule._decide(_sq_norm(grads, params))
-            if not take:
-                schedule._plain([p.grad for p in params])
-                return loss, None
-        mixes = getattr(self, "rule", None) is not None and self.rule.changes_descent
-        first = [p.grad for p in params] if schedule is not None or mixes else None
+        self.last_losses = (_detached(loss), None)
+        grads, found = (None, None) if planned is False else scaling.ascent_grads(params)
+        ascent = [grads]  # handed over, so that no reference outlives the ascent
+
+        def sam_step():
+            return self._second_pass(closure, rule, ascent.pop(), replay, rng, sync)
+
+        taken = step.resolve(
+            [p.grad for p in params],
+            sam_step,
+            norm_grads=grads,
+            overflow=found,
+            first_survives=True,  # the second pass sets fresh .grad tensors
+        )
+        return loss, (found if taken else None)
+
+    def _second_pass(self, closure, rule, grads, replay, rng, sync):
+        """Perturb, closure at ``w + e``, restore, the rule's descent gradient.
+
+        Returns the descent gradients, or ``None`` when nothing was perturbed
+        (then ``.grad`` still holds the first gradient).
+        """
+        params = self._params()
+        solver, eta, radii = rule
+        hooks = self._rule()
+        first = [p.grad for p in params] if hooks.needs_first_gradient else None
         # Only the ascent needs no_grad (weight decay adds w to g); the copies,
         # the restore and the base step hold their own, and the closures run
         # with gradients on without a mode switch per call.
         with torch.no_grad():
-            perturbed = self._perturb(*rule, grads, found)
+            perturbed = self._perturb(solver, eta, radii, grads)
         del grads
-        if perturbed:
-            self.zero_grad()
-            with replay.second_pass(rng):
-                try:
-                    _call(closure)
-                except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
-                    self._restore()
-                    raise
+        if not perturbed:
+            self._restore()
+            return None
+        self.zero_grad()
+        with replay.second_pass(rng):
+            try:
+                perturbed_loss = _call(closure)
+            except BaseException:  # e.g. KeyboardInterrupt, which skorch survives
+                self._restore()
+                raise
         self._restore()
-        if perturbed and schedule is not None:
-            finite = True if found is None else not bool(found)
-            schedule._after_sam(first, [p.grad for p in params], finite)
-        if perturbed and mixes:
-            with torch.no_grad():  # g and g_s carry the same loss scale
-                self.rule.descent_(first, [p.grad for p in params])
-        return loss, found
+        self.last_losses = (self.last_losses[0], _detached(perturbed_loss))
+        if hooks is not PLAIN_RULE:
+            with torch.no_grad():
+                hooks.descent(params, first)
+            if first is not None and sync.mode == "local":
+                sync.all_reduce_grads(params)  # g was each rank's own: agree again
+        return [p.grad for p in params]
 
     def _replay(self):
         """The :class:`Replay` of this step (``model``'s statistics, its randomness)."""
@@ -873,12 +924,21 @@ class SAM(torch.optim.Optimizer):
             As returned by :meth:`state_dict` (the base optimizer's state
             and the groups, including ``rho`` and ``solver``).
         """
+        for index, group in enumerate(state_dict["param_groups"]):
+            check_rho(group.get("rho", self.defaults["rho"]), index)
         super().load_state_dict(state_dict)
+        # As torch's add_param_group does for a group given without some key:
+        # a group saved by another optimizer (torch.optim.SGD, say) takes
+        # this optimizer's defaults for the keys it lacks (rho, solver, ...).
+        for group in self.param_groups:
+            for key, default in self.defaults.items():
+                group.setdefault(key, default)
         if getattr(self, "schedule", None) is not None and "schedule" in state_dict:
-            self.schedule._load_state_dict(state_dict["schedule"])
-        for name in ("rule", "rho_schedule"):
-            if getattr(self, name, None) is not None and name in state_dict:
-                getattr(self, name)._load_state_dict(state_dict[name])
+            self.schedule.load_state_dict(state_dict["schedule"])
+        if getattr(self, "rule", None) is not None and "rule" in state_dict:
+            self.rule.load_state_dict(state_dict["rule"])
+        if getattr(self, "rho_schedule", None) is not None and "rho_schedule" in state_dict:
+            self.rho_schedule.load_state_dict(state_dict["rho_schedule"])
         # torch replaced self.param_groups and self.state: hand them back to
         # the base optimizer, or its steps would ignore the loaded state.
         self.base_optimizer.param_groups = self.param_groups
@@ -891,15 +951,16 @@ class SAM(torch.optim.Optimizer):
         -------
         state_dict : dict
             The ``state`` and ``param_groups`` of torch, plus ``schedule`` (its
-            step counter and statistics), ``rule`` (its moving average) and
+            step counter and statistics), ``rule`` (its state) and
             ``rho_schedule`` (its step counter) when they are set.
         """
         state = super().state_dict()
         if getattr(self, "schedule", None) is not None:
-            state["schedule"] = copy.deepcopy(self.schedule._state_dict())
-        for name in ("rule", "rho_schedule"):
-            if getattr(self, name, None) is not None:
-                state[name] = copy.deepcopy(getattr(self, name)._state_dict())
+            state["schedule"] = copy.deepcopy(self.schedule.state_dict())
+        if getattr(self, "rule", None) is not None:
+            state["rule"] = copy.deepcopy(self.rule.state_dict())
+        if getattr(self, "rho_schedule", None) is not None:
+            state["rho_schedule"] = copy.deepcopy(self.rho_schedule.state_dict())
         return state
 
     def __getstate__(self):
@@ -916,8 +977,8 @@ class SAM(torch.optim.Optimizer):
             rho_schedule=getattr(self, "rho_schedule", None),
             perturb=getattr(self, "perturb", "all"),
             _perturb_mask=getattr(self, "_perturb_mask", None),
-            _rhos_now=None,
             last_rho=getattr(self, "last_rho", None),
+            last_losses=(None, None),
             _saved=None,
             _model_scan=None,
             _ledger=GradientLedger(),
@@ -968,6 +1029,11 @@ def _active(grad_scaler, optimizer):
     return grad_scaler
 
 
+def _detached(loss):
+    """``loss`` without its graph (a number or ``None`` as it is)."""
+    return loss.detach() if isinstance(loss, torch.Tensor) else loss
+
+
 def _either(found, other):
     if found is None or other is None:
         return other if found is None else found
@@ -980,16 +1046,6 @@ def _ledger(optimizer):
     if ledger is None:
         ledger = optimizer._ledger = GradientLedger()
     return ledger
-
-
-def _sq_norm(grads, params):
-    """``|g|**2`` over all parameters: of ``grads``, or of ``.grad`` when ``None``."""
-    if grads is None:
-        grads = [p.grad for p in params]
-    present = [g for g in grads if g is not None]
-    if not present:
-        return 0.0
-    return torch.stack(torch._foreach_norm(present)).square().sum()
 
 
 def _accumulate(total, grads):

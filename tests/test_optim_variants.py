@@ -173,7 +173,7 @@ def test_aesam_linear_threshold_goes_from_first_to_last():
     values = []
     for _ in range(5):
         values.append(schedule.threshold_c())
-        schedule._advance()
+        schedule.advance()
     assert values == pytest.approx([-1.0, -0.5, 0.0, 0.5, 1.0])
 
 

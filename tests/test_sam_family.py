@@ -320,11 +320,20 @@ def test_an_overflow_skips_the_step_and_teaches_the_rule_nothing(name, inf_in_pa
             assert all(m is None or not m.any() for m in opt.rule.m)
 
 
-def test_rules_that_mix_both_gradients_refuse_the_two_call_protocol():
-    model = _mlp()
-    opt = _sgd_sam(model, rule=GSAM())
-    with pytest.raises(ValueError, match="only step\\(closure\\) holds"):
-        opt.first_step()
+@pytest.mark.parametrize("name", ["gsam", "wsam", "fsam"])
+def test_the_two_call_protocol_takes_the_same_step(name):
+    x, y = _data()
+    models = [_mlp(), _mlp()]
+    opts = [_sgd_sam(m, **copy.deepcopy(FAMILY[name])) for m in models]
+    loss_fn = _loss_fn(x, y)
+    for _ in range(3):
+        opts[0].step(_closure(models[0], opts[0], x, y))
+        opts[1].zero_grad()
+        loss_fn(models[1]).backward()
+        opts[1].first_step(zero_grad=True)
+        loss_fn(models[1]).backward()
+        opts[1].second_step(zero_grad=True)
+    torch.testing.assert_close(_flat(models[0].parameters()), _flat(models[1].parameters()))
 
 
 def test_a_rule_composes_with_a_schedule():
