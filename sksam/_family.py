@@ -269,8 +269,9 @@ class FriendlySAM(_FamilyRule):
     ----------
     sigma : float, default=1.0
         How much of the average is removed, ``>= 0``.
-    lmbda : float, default=0.95
-        Forgetting rate of the average, in ``[0, 1)``.
+    lmbda : float, default=0.9
+        Forgetting rate of the average, in ``[0, 1)`` (the authors' code's
+        default).
 
     Examples
     --------
@@ -280,7 +281,7 @@ class FriendlySAM(_FamilyRule):
     >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, rule=FriendlySAM())
     """
 
-    def __init__(self, sigma=1.0, lmbda=0.95):
+    def __init__(self, sigma=1.0, lmbda=0.9):
         _check_real("sigma", sigma, 0.0, math.inf, closed_high=False)
         _check_real("lmbda", lmbda, 0.0, 1.0, closed_high=False)
         self.sigma, self.lmbda = sigma, lmbda
