@@ -57,6 +57,7 @@ __all__ = [
     "GSAM",
     "WSAM",
     "FriendlySAM",
+    "BayesianSAM",
     "RhoSchedule",
     "ProportionalRho",
     "WarmupRho",
@@ -328,6 +329,192 @@ class FriendlySAM(_FamilyRule):
 
     def load_state_dict(self, state):
         self.m = state["m"]
+
+
+@_inherit_docstrings
+class BayesianSAM(_FamilyRule):
+    """Bayesian SAM, bSAM (Moellenhoff & Khan, 2023): an Adam-like relaxation of Bayes.
+
+    The weights ``w`` are the mean of a Gaussian posterior with precision
+    ``N s`` per weight (``N`` the number of training samples). Each step,
+    as written in the paper's algorithm::
+
+        theta = w + xi / sqrt(N s),  xi ~ N(0, I)   # the first pass, at theta
+        g     = grad L(theta)
+        e     = rho * g / s                          # elementwise, unnormalized
+        g_e   = grad L(w + e)                        # the second pass
+        g_m  <- beta1 g_m + (1 - beta1) (g_e + delta w)
+        s    <- beta2 s + (1 - beta2) (sqrt(s) |g| + delta + gamma)
+        w    <- w - lr * g_m / s                     # the base optimizer's step
+
+    so the base optimizer must be ``torch.optim.SGD`` without momentum or
+    weight decay (``delta`` is the prior precision here): the descent hook
+    hands it ``g_m / s``. The noise is drawn from the rule's own seeded
+    generator (every worker draws the same), added before the first pass and
+    removed exactly after it; the loss :meth:`~sksam.optim.SAM.step` returns
+    is the first pass's, at ``theta``. :meth:`posterior_std` is the
+    posterior's standard deviation, ``1 / sqrt(N s)``, the uncertainty the
+    paper reads off the fit.
+
+    Not supported: float16 loss scaling (the update is not homogeneous in
+    the gradients' scale) and the two-call protocol (the first gradient must
+    be taken at ``theta``).
+
+    Parameters
+    ----------
+    num_data : int
+        ``N``, the number of training samples.
+    betas : tuple of two floats, default=(0.9, 0.999)
+        Forgetting rates of ``g_m`` and ``s``, each in ``[0, 1)``.
+    prior_precision : float, default=0.0
+        ``delta``, the L2 term (weight decay) of the posterior, ``>= 0``.
+    damping : float, default=0.1
+        ``gamma``, added to ``s``'s update, ``>= 0``.
+    init_precision : float, default=1.0
+        ``s`` before the first step, ``> 0``.
+    seed : int, default=0
+        Seed of the noise's generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.optim import SAM, BayesianSAM
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.01, lr=0.1,
+    ...           rule=BayesianSAM(num_data=1000))
+    """
+
+    needs_first_gradient = True
+    #: The first pass is taken at sampled weights (:meth:`sample`).
+    samples_weights = True
+    #: The update is not homogeneous in the loss scale of float16 training.
+    supports_loss_scaling = False
+
+    def __init__(
+        self,
+        num_data,
+        betas=(0.9, 0.999),
+        prior_precision=0.0,
+        damping=0.1,
+        init_precision=1.0,
+        seed=0,
+    ):
+        if isinstance(num_data, bool) or not isinstance(num_data, numbers.Integral) or num_data < 1:
+            raise ValueError(f"num_data must be an integer >= 1, got num_data={num_data!r}.")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair of numbers in [0, 1), got betas={betas!r}.")
+        for beta in betas:
+            _check_real("betas", beta, 0.0, 1.0, closed_high=False)
+        _check_real("prior_precision", prior_precision, 0.0, math.inf, closed_high=False)
+        _check_real("damping", damping, 0.0, math.inf, closed_high=False)
+        _check_real("init_precision", init_precision, 0.0, math.inf, closed_low=False)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got seed={seed!r}.")
+        self.num_data, self.betas = num_data, tuple(betas)
+        self.prior_precision, self.damping = prior_precision, damping
+        self.init_precision, self.seed = init_precision, seed
+        self.s = self.g_m = None
+        self._gen = None
+
+    def get_params(self):
+        return {
+            "num_data": self.num_data,
+            "betas": self.betas,
+            "prior_precision": self.prior_precision,
+            "damping": self.damping,
+            "init_precision": self.init_precision,
+            "seed": self.seed,
+        }
+
+    def _state_for(self, params):
+        if self.s is None or len(self.s) != len(params):
+            self.s = [torch.full_like(p, self.init_precision) for p in params]
+            self.g_m = [torch.zeros_like(p) for p in params]
+
+    def _generator(self):
+        if self._gen is None:
+            self._gen = torch.Generator().manual_seed(self.seed)
+        return self._gen
+
+    @torch.no_grad()
+    def sample(self, params):
+        """The noise ``xi / sqrt(N s)`` added to the weights for the first pass.
+
+        Parameters
+        ----------
+        params : list of torch.Tensor
+            The parameters of every group, in order.
+
+        Returns
+        -------
+        noise : list of torch.Tensor
+            One tensor per parameter, drawn on the CPU from the rule's
+            generator (the same draws in every process) and moved to the
+            parameter's device.
+        """
+        self._state_for(params)
+        gen = self._generator()
+        noise = []
+        for p, s in zip(params, self.s):
+            xi = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
+            noise.append(xi / torch.sqrt(self.num_data * s))
+        return noise
+
+    def perturbation(self, solver, radii, params, grads, *, adaptive=None, eta=ASAM_ETA):
+        if solver != "sam":
+            raise ValueError(
+                f"BayesianSAM takes solver='sam' (its own e = rho g / s), got {solver!r}."
+            )
+        self._state_for(params)
+        return [None if g is None or r == 0 else g * r / s for g, r, s in zip(grads, radii, self.s)]
+
+    @torch.no_grad()
+    def descent(self, params, first_grads):
+        self._state_for(params)
+        beta1, beta2 = self.betas
+        delta, gamma = self.prior_precision, self.damping
+        for j, (p, g) in enumerate(zip(params, first_grads)):
+            if p.grad is None or g is None:
+                continue
+            g_e = p.grad.add(p, alpha=delta) if delta else p.grad
+            self.g_m[j].lerp_(g_e, 1.0 - beta1)
+            s = self.s[j]
+            s.lerp_(torch.sqrt(s) * g.abs() + (delta + gamma), 1.0 - beta2)
+            p.grad = self.g_m[j] / s
+
+    def posterior_std(self):
+        """The standard deviation of the posterior per weight, ``1 / sqrt(N s)``.
+
+        Returns
+        -------
+        std : list of torch.Tensor or None
+            One tensor per parameter (``None`` before the first step).
+        """
+        if self.s is None:
+            return None
+        return [1.0 / torch.sqrt(self.num_data * s) for s in self.s]
+
+    def state_dict(self):
+        gen = None if self._gen is None else self._gen.get_state()
+        return {"s": self.s, "g_m": self.g_m, "rng": gen}
+
+    def load_state_dict(self, state):
+        self.s, self.g_m = state["s"], state["g_m"]
+        self._gen = None
+        if state.get("rng") is not None:
+            self._generator().set_state(state["rng"])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if state["_gen"] is not None:
+            state["_gen"] = state["_gen"].get_state()
+        return state
+
+    def __setstate__(self, state):
+        gen = state.pop("_gen", None)
+        self.__dict__.update(state, _gen=None)
+        if gen is not None:
+            self._generator().set_state(gen)
 
 
 class RhoSchedule(_Spec):

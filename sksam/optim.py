@@ -70,6 +70,7 @@ from torch.nn.modules.batchnorm import _NormBase
 from ._family import (
     GSAM,
     WSAM,
+    BayesianSAM,
     FriendlySAM,
     ProportionalRho,
     RhoSchedule,
@@ -100,6 +101,7 @@ __all__ = [
     "GSAM",
     "WSAM",
     "FriendlySAM",
+    "BayesianSAM",
     "ProportionalRho",
     "WarmupRho",
 ]
@@ -529,6 +531,11 @@ class SAM(torch.optim.Optimizer):
                 f"schedule={self.schedule!r} decides inside step(closure) whether "
                 "to take the second pass; first_step()/second_step() always take it."
             )
+        if getattr(self._rule(), "samples_weights", False):
+            raise ValueError(
+                f"rule={self._rule()!r} takes the first gradient at sampled weights, "
+                "which only step(closure) can do; first_step()/second_step() do not support it."
+            )
         solver, eta = self._options()
         self._first = None
         if self._rule().needs_first_gradient:  # the caller may zero .grad in place
@@ -671,6 +678,11 @@ class SAM(torch.optim.Optimizer):
 
     def _run_step(self, closures, grad_scaler, chunked):
         scaling = Scaling(_active(grad_scaler, self))
+        if scaling.scaler is not None and not getattr(self._rule(), "supports_loss_scaling", True):
+            raise ValueError(
+                f"rule={self._rule()!r} does not support float16 loss scaling "
+                "(grad_scaler=): train in float32 or bfloat16."
+            )
         solver, eta = self._options()
         radii = self._radii()
         perturbs = self._perturbs(solver, radii)
@@ -752,7 +764,8 @@ class SAM(torch.optim.Optimizer):
         replay = self._replay() if planned is not False else None
         rng = None if replay is None else replay.capture()
         with sync.first_pass() if planned is not False else nullcontext():
-            loss = self._first_call(closure)
+            with self._sampled(params, planned is not False):
+                loss = self._first_call(closure)
         self.last_losses = (_detached(loss), None)
         grads, found = (None, None) if planned is False else scaling.ascent_grads(params)
         ascent = [grads]  # handed over, so that no reference outlives the ascent
@@ -803,6 +816,20 @@ class SAM(torch.optim.Optimizer):
             if first is not None and sync.mode == "local":
                 sync.all_reduce_grads(params)  # g was each rank's own: agree again
         return [p.grad for p in params]
+
+    @contextmanager
+    def _sampled(self, params, sam_step):
+        """The first pass at weights the rule samples (bSAM), put back exactly after it."""
+        rule = self._rule()
+        noise = (
+            rule.sample(params) if sam_step and getattr(rule, "samples_weights", False) else None
+        )
+        saved = None if noise is None else add_perturbation_(params, noise)
+        try:
+            yield
+        finally:
+            if saved is not None:
+                restore_(params, saved)
 
     def _replay(self):
         """The :class:`Replay` of this step (``model``'s statistics, its randomness)."""

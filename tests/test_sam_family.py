@@ -16,6 +16,7 @@ from sksam.optim import (
     GSAM,
     SAM,
     WSAM,
+    BayesianSAM,
     EveryK,
     FriendlySAM,
     ProportionalRho,
@@ -651,3 +652,93 @@ def test_friendly_sam_pytorch_optimizer_follows_the_official_code_not_the_paper(
     model = _mlp()
     official = reference_path(model, _loss_fn(x, y), STEPS, ascent=OfficialFriendlyAscent(1.0, 0.9))
     assert _max_diff((official, paths[1])) < 1e-11
+
+
+# -- bSAM ------------------------------------------------------------------------
+
+
+def bsam_path(model, loss_fn, steps, *, rho, lr, n, betas, delta, gamma, seed):
+    """Moellenhoff & Khan (2023), the algorithm of the paper, on flat vectors."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [p.shape for p in model.parameters()]
+    w = _flat(model.parameters()).clone()
+    s, g_m, path = torch.ones_like(w), torch.zeros_like(w), []
+    for _ in range(steps):
+        xi = torch.cat(
+            [torch.randn(shape, generator=gen, dtype=w.dtype).reshape(-1) for shape in shapes]
+        )
+        g = flat_grad(model, loss_fn, w + xi / torch.sqrt(n * s))
+        g_e = flat_grad(model, loss_fn, w + rho * g / s)
+        g_m = betas[0] * g_m + (1 - betas[0]) * (g_e + delta * w)
+        s = betas[1] * s + (1 - betas[1]) * (torch.sqrt(s) * g.abs() + delta + gamma)
+        w = w - lr * g_m / s
+        path.append(w)
+    return path, s
+
+
+BSAM_OPTIONS = dict(num_data=50, betas=(0.8, 0.9), prior_precision=0.01, damping=0.1, seed=3)
+
+
+def _bsam(model, rho=0.05, **options):
+    rule = BayesianSAM(**{**BSAM_OPTIONS, **options})
+    return SAM(model.parameters(), torch.optim.SGD, rho=rho, lr=0.1, model=model, rule=rule)
+
+
+def test_bsam_follows_the_paper_over_several_steps():
+    x, y = _data()
+    model = _mlp()
+    options = dict(rho=0.05, lr=0.1, n=50, betas=(0.8, 0.9), delta=0.01, gamma=0.1, seed=3)
+    expected, s = bsam_path(model, _loss_fn(x, y), STEPS, **options)
+    opt = _bsam(model)
+    calls = []
+    for w in expected:
+        opt.step(_closure(model, opt, x, y, calls))
+        torch.testing.assert_close(_flat(model.parameters()), w, rtol=1e-10, atol=1e-12)
+    assert len(calls) == 2 * STEPS
+    std = _flat(opt.rule.posterior_std())
+    torch.testing.assert_close(std, 1 / torch.sqrt(50 * s))
+
+
+def test_bsam_removes_the_noise_and_the_perturbation_exactly():
+    # with lr=0 the mean never moves: the sampled and perturbed weights are put back
+    x, y = _data()
+    model = _mlp()
+    w0 = _flat(model.parameters())
+    opt = _bsam(model, rho=0.5)
+    opt.param_groups[0]["lr"] = 0.0
+    for _ in range(3):
+        opt.step(_closure(model, opt, x, y))
+    assert torch.equal(_flat(model.parameters()), w0)
+
+
+def test_bsam_rho_zero_is_the_base_step_and_it_refuses_what_it_cannot_do():
+    x, y = _data()
+    models = [_mlp(), _mlp()]
+    sam, sgd = _bsam(models[0], rho=0.0), torch.optim.SGD(models[1].parameters(), lr=0.1)
+    for _ in range(3):
+        sam.step(_closure(models[0], sam, x, y))
+        sgd.step(_closure(models[1], sgd, x, y))
+    assert torch.equal(_flat(models[0].parameters()), _flat(models[1].parameters()))
+    opt = _bsam(_mlp())
+    with pytest.raises(ValueError, match="does not support float16 loss scaling"):
+        opt.step(lambda: None, grad_scaler=torch.amp.GradScaler("cpu"))
+    with pytest.raises(ValueError, match="only step\\(closure\\) can do"):
+        opt.first_step()
+    with pytest.raises(ValueError, match="num_data must be an integer"):
+        BayesianSAM(num_data=0)
+
+
+def test_bsam_state_travels_with_state_dict():
+    x, y = _data()
+    models = [_mlp(), _mlp()]
+    opt = _bsam(models[0])
+    for _ in range(2):
+        opt.step(_closure(models[0], opt, x, y))
+    other = _bsam(models[1])
+    other.load_state_dict(opt.state_dict())
+    with torch.no_grad():
+        for a, b in zip(models[1].parameters(), models[0].parameters()):
+            a.copy_(b)
+    opt.step(_closure(models[0], opt, x, y))
+    other.step(_closure(models[1], other, x, y))
+    assert torch.equal(_flat(models[0].parameters()), _flat(models[1].parameters()))
