@@ -97,8 +97,14 @@ def _dot(a, b):
 class _Spec:
     """A specification copied by each user: ``repr``, equality, ``get_params``."""
 
-    def get_params(self):
+    def get_params(self, deep=True):
         """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Ignored (no nested objects); accepted so that scikit-learn's
+            ``clone`` rebuilds the object from these arguments.
 
         Returns
         -------
@@ -185,7 +191,7 @@ class GSAM(_FamilyRule):
         _check_real("alpha", alpha, 0.0, 1.0)
         self.alpha = alpha
 
-    def get_params(self):
+    def get_params(self, deep=True):
         return {"alpha": self.alpha}
 
     def descent(self, params, first_grads):
@@ -232,7 +238,7 @@ class WSAM(_FamilyRule):
         _check_real("gamma", gamma, 0.0, 1.0, closed_high=False)
         self.gamma = gamma
 
-    def get_params(self):
+    def get_params(self, deep=True):
         return {"gamma": self.gamma}
 
     @property
@@ -288,7 +294,7 @@ class FriendlySAM(_FamilyRule):
         self.sigma, self.lmbda = sigma, lmbda
         self.m = None
 
-    def get_params(self):
+    def get_params(self, deep=True):
         return {"sigma": self.sigma, "lmbda": self.lmbda}
 
     def perturbation(self, solver, radii, params, grads, *, adaptive=None, eta=ASAM_ETA):
@@ -416,7 +422,7 @@ class BayesianSAM(_FamilyRule):
         self.s = self.g_m = None
         self._gen = None
 
-    def get_params(self):
+    def get_params(self, deep=True):
         return {
             "num_data": self.num_data,
             "betas": self.betas,
@@ -621,7 +627,7 @@ class ProportionalRho(RhoSchedule):
         self.rho_min, self.lr_max, self.lr_min = rho_min, lr_max, lr_min
         self.first_lr = {}
 
-    def get_params(self):
+    def get_params(self, deep=True):
         return {"rho_min": self.rho_min, "lr_max": self.lr_max, "lr_min": self.lr_min}
 
     def start(self, group_index, group):
@@ -679,7 +685,7 @@ class WarmupRho(RhoSchedule):
         super().__init__()
         self.steps = steps
 
-    def get_params(self):
+    def get_params(self, deep=True):
         return {"steps": self.steps}
 
     def radius(self, rho, lr, group_index):

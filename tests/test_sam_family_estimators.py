@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 
 from sksam import SAMNetClassifier, SAMNetRegressor
-from sksam.optim import GSAM, SAM, WSAM, FriendlySAM, WarmupRho
+from sksam.optim import GSAM, SAM, WSAM, FriendlySAM, ProportionalRho, WarmupRho
 
 from _reference import net_weights
 
@@ -85,6 +86,20 @@ def test_the_radius_schedule_is_an_estimator_parameter(digits):
     assert opt.rho_schedule.t == 8  # 200 rows in batches of 50, 2 epochs
     assert opt.last_rho == [clf.rho]
     assert clf.get_params()["optimizer__rho_schedule"] == WarmupRho(4)
+    # clone (GridSearchCV) rebuilds it from its arguments: a fresh counter
+    cloned = clone(clf).get_params()["optimizer__rho_schedule"]
+    assert cloned == WarmupRho(4) and cloned.t == 0
+
+
+def test_grid_search_over_the_radius_schedule(digits):
+    X, y = digits
+    search = GridSearchCV(
+        _net(SAMNetClassifier, "gsam"),
+        {"optimizer__rho_schedule": [None, WarmupRho(4), ProportionalRho(rho_min=0.01)]},
+        cv=2,
+    )
+    search.fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
 
 
 @pytest.mark.parametrize("routed", ["optimizer__rule", "optimizer__perturb"])
