@@ -105,7 +105,7 @@ class MomentumSAM(torch.optim.Optimizer):
         defaults = dict(lr=lr, momentum=momentum, rho=rho, weight_decay=weight_decay)
         super().__init__(params, defaults)
         self.model = model
-        self._saved = None  # (params, copies) while the weights are perturbed
+        self._saved = None  # (params, copies, versions) while the weights are perturbed
         self._drop_in = False  # the caller's next forward pass wants w - rho v/|v|
         if model is not None:
             model.register_forward_pre_hook(self._before_forward)
@@ -142,6 +142,8 @@ class MomentumSAM(torch.optim.Optimizer):
         loss : torch.Tensor or None
             What the closure returned (at the perturbed weights).
         """
+        for index, group in enumerate(self.param_groups):  # edits reach no setter
+            check_rho(group["rho"], index)
         loss = None
         if closure is not None:
             self.restore()
@@ -186,12 +188,10 @@ class MomentumSAM(torch.optim.Optimizer):
         """``-rho * v / ||v||`` per parameter (``None`` where there is no buffer).
 
         The norm is over the buffers of the groups that perturb (``rho != 0``);
-        every group's ``rho`` is checked first (``param_groups[i]['rho'] = ...``
-        reaches no setter).
+        every group's ``rho`` was checked by :meth:`step`.
         """
         params, bufs, radii = [], [], []
-        for index, group in enumerate(self.param_groups):
-            check_rho(group["rho"], index)
+        for group in self.param_groups:
             for p in group["params"]:
                 params.append(p)
                 bufs.append(self.state[p].get("momentum_buffer") if p in self.state else None)
@@ -207,7 +207,8 @@ class MomentumSAM(torch.optim.Optimizer):
             return
         params, e = self._perturbation()
         if e is not None:
-            self._saved = (params, add_perturbation_(params, e))
+            copies = add_perturbation_(params, e)
+            self._saved = (params, copies, [p._version for p in params])
 
     # -- the unperturbed weights --------------------------------------------
 
@@ -221,7 +222,7 @@ class MomentumSAM(torch.optim.Optimizer):
         """
         if self._saved is None:
             return False
-        restore_(*self._saved)
+        restore_(*self._saved[:2])
         self._saved = None
         return True
 
@@ -267,7 +268,8 @@ class MomentumSAM(torch.optim.Optimizer):
     def load_state_dict(self, state_dict):
         """Load a state saved by :meth:`state_dict`, perturbing again where it says so.
 
-        The weights are put back to ``w`` first if they are perturbed. A
+        Perturbed weights are put back to ``w`` first, unless the caller
+        wrote them since (loading the model's checkpoint: they are ``w``). A
         group that lacks a key (an SGD state, say) takes this optimizer's
         default, as torch's ``add_param_group`` does. In the drop-in form
         the weights are perturbed again: before the next forward pass in
@@ -281,6 +283,8 @@ class MomentumSAM(torch.optim.Optimizer):
         """
         for index, group in enumerate(state_dict["param_groups"]):
             check_rho(group.get("rho", self.defaults["rho"]), index)
+        if self._saved is not None and not self._weights_untouched():
+            self._saved = None  # the caller loaded the weights w already: keep them
         self.restore()
         super().load_state_dict(state_dict)
         for group in self.param_groups:
@@ -290,10 +294,22 @@ class MomentumSAM(torch.optim.Optimizer):
         if self._drop_in and self.model is None:
             self._apply()
 
+    def _weights_untouched(self):
+        """Whether no weight was written since the perturbation was added."""
+        params, _, versions = self._saved
+        return all(p._version == v for p, v in zip(params, versions))
+
     def __getstate__(self):
         state = super().__getstate__()
         state.update(model=self.model, _saved=self._saved, _drop_in=self._drop_in)
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        saved = self.__dict__.get("_saved")
+        if saved is not None:  # new tensors, new version counters
+            params, copies = saved[:2]
+            self._saved = (params, copies, [p._version for p in params])
 
     def __repr__(self):
         return f"MomentumSAM(rho={self.defaults['rho']}, lr={self.defaults['lr']})"

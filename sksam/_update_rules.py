@@ -81,11 +81,11 @@ def check_rho(rho, group=None):
     value = rho
     if hasattr(rho, "numel"):  # a tensor: one number, or refused
         value = rho.item() if rho.numel() == 1 else float("nan")
+    if value >= 0 and math.isfinite(value):
+        return
+    problem = "non-negative" if value < 0 else "finite"  # NaN: not finite
     where = "" if group is None else f" in param_groups[{group}]"
-    if not value >= 0:
-        raise ValueError(f"rho must be non-negative, got rho={rho!r}{where}.")
-    if not math.isfinite(value):
-        raise ValueError(f"rho must be finite, got rho={rho!r}{where}.")
+    raise ValueError(f"rho must be {problem}, got rho={rho!r}{where}.")
 
 
 def is_perturbed(solver, rho):

@@ -45,8 +45,10 @@ There are two kinds of rules, each with one protocol and one driver:
      ``w + e``, into the gradient the base optimizer steps along (GSAM's
      and WSAM's combinations of ``g`` and ``g_s``); ``first_grads`` is
      kept when the rule sets ``needs_first_gradient``. With
-     ``ascent='local'`` and several workers the combined gradient is
-     all-reduced again, so the ranks agree.
+     ``ascent='local'`` such a rule mixes each worker's own ``g`` and
+     ``g_s`` (both passes under ``no_sync``) and the mixed gradient is
+     all-reduced once: the step of :meth:`SAM.step_chunks` with one chunk
+     per worker, as for SAM, whatever the rule.
 
 References
 ----------
@@ -706,14 +708,14 @@ class SAM(torch.optim.Optimizer):
                 # under no_sync, one all-reduce of the mix): step_chunks, one chunk.
                 chunked, mode = True, "chunks"
             sync = AscentSync(self.model, mode)
-            rule = (solver, eta, radii)
+            options = (solver, eta, radii)
             with self._fresh_start(True):
                 if not chunked:
-                    loss, found = self._pass(closures[0], rule, step, scaling, sync)
+                    loss, found = self._pass(closures[0], options, step, scaling, sync)
                     sync.agree(found)  # every rank skips, or none
                     scaling.descend(self.base_optimizer, self._params(), found)
                     return loss
-                return self._chunked(closures, rule, step, scaling, sync)
+                return self._chunked(closures, options, step, scaling, sync)
 
     def _base_step(self, closure, scaling):
         """Exactly the base optimizer: one closure call (if any), no copies."""
@@ -723,14 +725,14 @@ class SAM(torch.optim.Optimizer):
         self.last_losses = (_detached(loss), None)
         return loss
 
-    def _chunked(self, closures, rule, step, scaling, sync):
+    def _chunked(self, closures, options, step, scaling, sync):
         """:meth:`_pass` per chunk, then the base step along the mean gradient."""
         params = self._params()
         total, losses, perturbed_losses, found = None, [], [], None
         with sync.whole_pass():
             for closure in closures:
                 self.zero_grad()
-                loss, found_i = self._pass(closure, rule, step, scaling, sync)
+                loss, found_i = self._pass(closure, options, step, scaling, sync)
                 losses.append(loss)
                 perturbed_losses.append(self.last_losses[1])
                 found = _either(found, found_i)
@@ -746,7 +748,7 @@ class SAM(torch.optim.Optimizer):
         self.last_losses = (_detached(loss), _mean_loss(taken) if taken else None)
         return loss
 
-    def _pass(self, closure, rule, step, scaling, sync):
+    def _pass(self, closure, options, step, scaling, sync):
         """The one SAM pass: closure at ``w``, perturb, closure at ``w + e``, restore.
 
         ``step`` (a :class:`ScheduledStep`) says whether this is a SAM step
@@ -757,7 +759,7 @@ class SAM(torch.optim.Optimizer):
         the descent gradient. Leaves the descent gradient in ``.grad`` and
         the weights at ``w``; returns the first call's loss and the overflow
         flag of the ascent gradient (``None`` without loss scaling or on a
-        plain step). ``rule`` is ``(solver, eta, radii)``.
+        plain step). ``options`` is ``(solver, eta, radii)``.
         """
         params = self._params()
         planned = step.planned
@@ -771,7 +773,7 @@ class SAM(torch.optim.Optimizer):
         ascent = [grads]  # handed over, so that no reference outlives the ascent
 
         def sam_step():
-            return self._second_pass(closure, rule, ascent.pop(), replay, rng, sync)
+            return self._second_pass(closure, options, ascent.pop(), replay, rng, sync)
 
         taken = step.resolve(
             [p.grad for p in params],
@@ -782,16 +784,16 @@ class SAM(torch.optim.Optimizer):
         )
         return loss, (found if taken else None)
 
-    def _second_pass(self, closure, rule, grads, replay, rng, sync):
+    def _second_pass(self, closure, options, grads, replay, rng, sync):
         """Perturb, closure at ``w + e``, restore, the rule's descent gradient.
 
         Returns the descent gradients, or ``None`` when nothing was perturbed
         (then ``.grad`` still holds the first gradient).
         """
         params = self._params()
-        solver, eta, radii = rule
-        hooks = self._rule()
-        first = [p.grad for p in params] if hooks.needs_first_gradient else None
+        solver, eta, radii = options
+        rule = self._rule()
+        first = [p.grad for p in params] if rule.needs_first_gradient else None
         # Only the ascent needs no_grad (weight decay adds w to g); the copies,
         # the restore and the base step hold their own, and the closures run
         # with gradients on without a mode switch per call.
@@ -810,11 +812,9 @@ class SAM(torch.optim.Optimizer):
                 raise
         self._restore()
         self.last_losses = (self.last_losses[0], _detached(perturbed_loss))
-        if hooks is not PLAIN_RULE:
+        if rule is not PLAIN_RULE:
             with torch.no_grad():
-                hooks.descent(params, first)
-            if first is not None and sync.mode == "local":
-                sync.all_reduce_grads(params)  # g was each rank's own: agree again
+                rule.descent(params, first)
         return [p.grad for p in params]
 
     @contextmanager
@@ -944,6 +944,11 @@ class SAM(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         """Load a state saved by :meth:`state_dict` and re-link the base optimizer.
+
+        Every group's ``rho`` is checked before anything is loaded. A group
+        that lacks a key (a state saved by ``torch.optim.SGD``, say, has no
+        ``rho`` or ``solver``) takes this optimizer's default for it, as
+        torch's ``add_param_group`` fills a group given without some key.
 
         Parameters
         ----------

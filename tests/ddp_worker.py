@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from sksam._update_rules import SAMRule
 from sksam.optim import GSAM, SAM, WSAM, EveryK, FriendlySAM, LookSAM
 
 RHO, LR, MOMENTUM, STEPS, N = 0.2, 0.3, 0.9, 3, 16
@@ -50,6 +51,19 @@ def summary(model, counter, opt=None, scales=None):
         "num_batches_tracked": model[1].num_batches_tracked.item(),
         "scales": scales,
     }
+
+
+class Weighted(SAMRule):
+    """A descent rule that reads the first gradient: ``a * g_s + (1 - a) * g``."""
+
+    needs_first_gradient = True
+
+    def __init__(self, a=0.6):
+        self.a = a
+
+    def descent(self, params, first_grads):
+        for p, g in zip(params, first_grads):
+            p.grad.mul_(self.a).add_(g, alpha=1 - self.a)
 
 
 def run_step(ascent, x, y, schedule=None, rule=None):
@@ -151,6 +165,8 @@ def main():
             "wsam_global": run_step("global", xl, yl, rule=WSAM(0.8)),
             "wsam_local": run_step("local", xl, yl, rule=WSAM(0.8)),
             "fsam_global": run_step("global", xl, yl, rule=FriendlySAM(1.0, 0.9)),
+            # a rule that reads each rank's own first gradient: the ranks agree again
+            "weighted_local": run_step("local", xl, yl, rule=Weighted()),
         }
         torch.save(results, f"{prefix}{rank}.pt")
     finally:

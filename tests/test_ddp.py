@@ -87,7 +87,7 @@ def _chunked_reference(n_chunks, schedule=None, rule=None):
 
 @pytest.mark.parametrize(
     "scenario",
-    ["global", "local", "chunks", "scaler", "every_k_local", "looksam_global"]
+    ["global", "local", "chunks", "scaler", "every_k_local", "looksam_global", "weighted_local"]
     + ["gsam_global", "gsam_local", "wsam_global", "wsam_local", "fsam_global"],
 )
 def test_weights_are_identical_on_every_rank(ranks, scenario):
@@ -171,3 +171,11 @@ def test_a_mixing_rule_with_the_local_ascent_is_step_chunks_one_chunk_per_worker
     torch.testing.assert_close(got["weights"], expected, rtol=1e-12, atol=1e-13)
     assert [r[f"{name}_local"]["allreduces"] for r in ranks] == [0] * WORLD  # no DDP hook
     assert got["num_batches_tracked"] == worker.STEPS
+
+
+def test_a_descent_rule_with_the_local_ascent_is_its_one_process_chunked_step(ranks):
+    # each rank combines its own g with the all-reduced g_s; the combination is
+    # all-reduced again, so the ranks agree: a * mean(g_s) + (1 - a) * mean(g)
+    expected = _chunked_reference(WORLD, rule=worker.Weighted())
+    got = ranks[0]["weighted_local"]
+    torch.testing.assert_close(got["weights"], expected, rtol=1e-12, atol=1e-13)
