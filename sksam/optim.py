@@ -226,7 +226,7 @@ class SAM(torch.optim.Optimizer):
         ``radius``, ``rho`` by default) and learning rate, clipped to
         ``[0, rho]``: never negative, and a step whose radius is 0 is the
         base optimizer's step. ``None``: ``rho`` at every step. Copied, as
-        ``schedule``; :attr:`last_rho` holds the radius of the last step.
+        ``schedule``; :attr:`last_rho` holds the radius of each group at the last step.
     **base_kwargs
         Passed to ``base_optimizer`` (``lr``, ``momentum``, ...).
 
@@ -242,6 +242,9 @@ class SAM(torch.optim.Optimizer):
         second pass), detached, without waiting for the device. A loss
         finite at ``w`` and far larger, or not finite, at ``w + e`` says
         that the radius, not the learning rate, threw the step away.
+    last_rho : list of float or None
+        The radius of each group at the last step (after ``rho_schedule``);
+        ``None`` before the first.
 
     Notes
     -----
