@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sksam._update_rules import SAMRule
-from sksam.optim import GSAM, SAM, WSAM, EveryK, FriendlySAM, LookSAM
+from sksam.optim import GSAM, SAM, WSAM, BayesianSAM, EveryK, FriendlySAM, LookSAM
 
 RHO, LR, MOMENTUM, STEPS, N = 0.2, 0.3, 0.9, 3, 16
 
@@ -165,6 +165,7 @@ def main():
             "wsam_global": run_step("global", xl, yl, rule=WSAM(0.8)),
             "wsam_local": run_step("local", xl, yl, rule=WSAM(0.8)),
             "fsam_global": run_step("global", xl, yl, rule=FriendlySAM(1.0, 0.9)),
+            "bsam_global": run_step("global", xl, yl, rule=BayesianSAM(N, seed=1)),
             # a rule that reads each rank's own first gradient: the ranks agree again
             "weighted_local": run_step("local", xl, yl, rule=Weighted()),
         }

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from sksam.optim import GSAM, SAM, WSAM, EveryK, FriendlySAM, LookSAM
+from sksam.optim import GSAM, SAM, WSAM, BayesianSAM, EveryK, FriendlySAM, LookSAM
 
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
@@ -88,7 +88,7 @@ def _chunked_reference(n_chunks, schedule=None, rule=None):
 @pytest.mark.parametrize(
     "scenario",
     ["global", "local", "chunks", "scaler", "every_k_local", "looksam_global", "weighted_local"]
-    + ["gsam_global", "gsam_local", "wsam_global", "wsam_local", "fsam_global"],
+    + ["gsam_global", "gsam_local", "wsam_global", "wsam_local", "fsam_global", "bsam_global"],
 )
 def test_weights_are_identical_on_every_rank(ranks, scenario):
     assert torch.equal(ranks[0][scenario]["weights"], ranks[1][scenario]["weights"])
@@ -151,10 +151,16 @@ def test_looksam_with_the_global_ascent_is_the_one_process_looksam(ranks):
     assert [r["looksam_global"]["allreduces"] for r in ranks] == [5] * WORLD
 
 
-FAMILY = {"gsam": GSAM(0.5), "wsam": WSAM(0.8), "fsam": FriendlySAM(1.0, 0.9)}
+FAMILY = {
+    "gsam": GSAM(0.5),
+    "wsam": WSAM(0.8),
+    "fsam": FriendlySAM(1.0, 0.9),
+    # every rank draws bSAM's noise from the same seeded generator
+    "bsam": BayesianSAM(worker.N, seed=1),
+}
 
 
-@pytest.mark.parametrize("name", ["gsam", "wsam", "fsam"])
+@pytest.mark.parametrize("name", ["gsam", "wsam", "fsam", "bsam"])
 def test_a_family_rule_with_the_global_ascent_is_the_one_process_rule(ranks, name):
     expected = _global_reference(rule=FAMILY[name])
     got = ranks[0][f"{name}_global"]
