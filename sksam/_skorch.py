@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ._skorch_overrides import COPIED, OVERRIDES, describe, skorch_method, source_fingerprint
-from .optim import SAM
+from .optim import SAM, MomentumSAM
 
 __doc__ += "\n" + describe()
 __all__ = ["COPIED", "OVERRIDES", "skorch_method", "source_fingerprint"]
@@ -301,7 +301,7 @@ class _SAMSkorchMixin:
         step : dict
             ``{'loss': loss, 'y_pred': y_pred}`` of the first pass.
         """
-        optimizer = _sam_of(self.optimizer_)
+        optimizer = _closure_stepper_of(self.optimizer_)
         if optimizer is None or len(self._optimizers) != 1:
             with self._random_numbers():
                 return super().train_step(batch, **fit_params)
@@ -313,7 +313,7 @@ class _SAMSkorchMixin:
         if m > 1 and len(Xi) > 1:
             return self._chunked_step(optimizer, batch, Xi, yi, min(m, len(Xi)), plan, fit_params)
         forward = self._forward_loss(Xi, yi, fit_params, plan)
-        passes = 2 if optimizer.perturbs() else 1
+        passes = 2 if isinstance(optimizer, SAM) and optimizer.perturbs() else 1
         steps = []
 
         def closure():
@@ -570,6 +570,17 @@ class _AcceleratedSAMNetRegressor(
     _AcceleratedSAMMixin, _SAMNetMixin, AccelerateMixin, NeuralNetRegressor
 ):
     """:class:`_SAMNetRegressor` under Accelerate."""
+
+
+def _closure_stepper_of(optimizer):
+    """The optimizer the direct path of ``train_step`` drives with its own closure.
+
+    :class:`SAM`, and :class:`MomentumSAM`, which calls the closure once
+    (at the perturbed weights); anything else goes through skorch's own
+    ``train_step``.
+    """
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return inner if isinstance(inner, (SAM, MomentumSAM)) else _sam_of(optimizer)
 
 
 def _sam_of(optimizer):

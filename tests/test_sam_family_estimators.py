@@ -134,3 +134,29 @@ def test_regressor_takes_the_family(digits):
     X, y = digits
     reg = _net(SAMNetRegressor, "wsam").fit(X, y.astype(np.float32))
     assert isinstance(reg.net_.optimizer_.rule, WSAM)
+
+
+def test_msam_takes_the_direct_step_not_skorchs_train_step(digits, monkeypatch):
+    # Momentum-SAM went through skorch's stock train_step (its closure bookkeeping
+    # per call); the direct path computes the same fit without it.
+    import skorch
+
+    import sksam._skorch as net_skorch
+
+    X, y = digits
+    direct = _net(SAMNetClassifier, "msam", optimizer__momentum=0.9).fit(X, y)
+    calls = []
+    original = skorch.NeuralNet.train_step_single
+    monkeypatch.setattr(
+        skorch.NeuralNet,
+        "train_step_single",
+        lambda self, *a, **k: calls.append(1) or original(self, *a, **k),
+    )
+    _net(SAMNetClassifier, "msam", optimizer__momentum=0.9).fit(X, y)
+    assert not calls
+    monkeypatch.setattr(net_skorch, "_closure_stepper_of", lambda optimizer: None)
+    stock = _net(SAMNetClassifier, "msam", optimizer__momentum=0.9).fit(X, y)
+    assert len(calls) == 8  # the stock path: one per batch
+    for a, b in zip(net_weights(direct), net_weights(stock)):
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(direct.loss_curve_, stock.loss_curve_)
