@@ -21,7 +21,14 @@ Two questions, one run, one torch thread:
     ``acc_variant - acc_sgd``.
 
 The variants: SAM; SAM every k steps (``EveryK``); LookSAM; randomized
-switching (``RST``); AE-SAM; Momentum-SAM. ``--foreach`` also times the
+switching (``RST``); AE-SAM; Momentum-SAM; and the rest of the family at
+SAM's cost: GSAM (``alpha=0.4``), WSAM (``gamma=0.9``, whose rho grid is
+the grid times ``--wsam-factor``: its step is about SAM's at ``a * rho``
+with ``a = gamma / (1 - gamma) = 9``), Friendly-SAM (``sigma=1``,
+``lmbda=0.9``) and SAM-ON (only the normalization layers perturbed; it
+needs ``--batch-norm``, which puts a BatchNorm after each hidden layer of
+every variant's network). ``--variants`` runs a subset (SGD and SAM are
+always run: they are the pair every gain is measured against). ``--foreach`` also times the
 perturbation and restore of SAM's pass through ``torch._foreach_*`` against
 a per-tensor loop, on the parameters of the MLP of (a).
 
@@ -48,37 +55,82 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from sksam._update_rules import add_perturbation_, restore_
-from sksam.optim import AESAM, RST, SAM, EveryK, LookSAM, MomentumSAM
+from sksam.optim import (
+    AESAM,
+    GSAM,
+    RST,
+    SAM,
+    WSAM,
+    EveryK,
+    FriendlySAM,
+    LookSAM,
+    MomentumSAM,
+)
 
-#: name -> (builder of the optimizer given params, lr, rho, momentum), cost label
+
+def _sam(**options):
+    """A builder ``(model, lr, rho, momentum) -> SAM`` around SGD with ``options``."""
+
+    def make(model, lr, rho, mom):
+        return SAM(
+            model.parameters(),
+            torch.optim.SGD,
+            rho=rho,
+            lr=lr,
+            momentum=mom,
+            model=model,
+            **options,
+        )
+
+    return make
+
+
+#: name -> builder of the optimizer given (model, lr, rho, momentum)
 VARIANTS = {
-    "SGD": lambda p, lr, rho, mom: SAM(p, torch.optim.SGD, rho=0.0, lr=lr, momentum=mom),
-    "SAM": lambda p, lr, rho, mom: SAM(p, torch.optim.SGD, rho=rho, lr=lr, momentum=mom),
-    "every-5": lambda p, lr, rho, mom: SAM(
-        p, torch.optim.SGD, rho=rho, lr=lr, momentum=mom, schedule=EveryK(5)
+    "SGD": lambda m, lr, rho, mom: _sam()(m, lr, 0.0, mom),
+    "SAM": _sam(),
+    "every-5": _sam(schedule=EveryK(5)),
+    "LookSAM-5": _sam(schedule=LookSAM(5, alpha=0.7)),
+    "RST-0.5": _sam(schedule=RST(0.5, seed=0)),
+    "AE-SAM": _sam(schedule=AESAM(c=0.0, delta=0.9)),
+    "Momentum-SAM": lambda m, lr, rho, mom: MomentumSAM(
+        m.parameters(), lr=lr, momentum=mom, rho=rho
     ),
-    "LookSAM-5": lambda p, lr, rho, mom: SAM(
-        p, torch.optim.SGD, rho=rho, lr=lr, momentum=mom, schedule=LookSAM(5, alpha=0.7)
-    ),
-    "RST-0.5": lambda p, lr, rho, mom: SAM(
-        p, torch.optim.SGD, rho=rho, lr=lr, momentum=mom, schedule=RST(0.5, seed=0)
-    ),
-    "AE-SAM": lambda p, lr, rho, mom: SAM(
-        p, torch.optim.SGD, rho=rho, lr=lr, momentum=mom, schedule=AESAM(c=0.0, delta=0.9)
-    ),
-    "Momentum-SAM": lambda p, lr, rho, mom: MomentumSAM(p, lr=lr, momentum=mom, rho=rho),
+    "GSAM": _sam(rule=GSAM(alpha=0.4)),
+    "WSAM": _sam(rule=WSAM(gamma=0.9)),
+    "F-SAM": _sam(rule=FriendlySAM(sigma=1.0, lmbda=0.9)),
+    "SAM-ON": _sam(perturb="normalization"),
 }
 
+#: Variants that need normalization layers in the network.
+NEEDS_NORM = {"SAM-ON"}
 
-def mlp(width, seed, d_in=64, d_out=10):
+
+def mlp(width, seed, d_in=64, d_out=10, batch_norm=False):
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Linear(d_in, width),
-        nn.ReLU(),
-        nn.Linear(width, width),
-        nn.ReLU(),
-        nn.Linear(width, d_out),
-    )
+    layers = []
+    for n_in in (d_in, width):
+        layers.append(nn.Linear(n_in, width))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(nn.ReLU())
+    layers.append(nn.Linear(width, d_out))
+    return nn.Sequential(*layers)
+
+
+def chosen_variants(args):
+    """The variants this run measures, SGD and SAM first."""
+    names = args.variants or list(VARIANTS)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    names = ["SGD", "SAM"] + [n for n in names if n not in ("SGD", "SAM")]
+    if not args.batch_norm:
+        skipped = [n for n in names if n in NEEDS_NORM]
+        if skipped:
+            print(f"skipping {skipped}: they need --batch-norm")
+        names = [n for n in names if n not in NEEDS_NORM]
+    return names
 
 
 def closure_for(model, opt, x, y):
@@ -99,11 +151,11 @@ def cost(args):
     x = torch.randn(args.batch, 64, generator=gen)
     y = torch.randint(0, 10, (args.batch,), generator=gen)
     runs = {}
-    for name, make in VARIANTS.items():
-        model = mlp(args.width, 0)
+    for name in chosen_variants(args):
+        model = mlp(args.width, 0, batch_norm=args.batch_norm)
         forwards = []
         model.register_forward_hook(lambda *a, f=forwards: f.append(1))
-        opt = make(model.parameters(), 0.01, 0.05, 0.9)
+        opt = VARIANTS[name](model, 0.01, 0.05, 0.9)
         runs[name] = (model, opt, forwards, [])
         for _ in range(2):  # warm-up
             opt.step(closure_for(model, opt, x, y))
@@ -116,7 +168,8 @@ def cost(args):
             times.append((time.perf_counter() - start) / args.steps)
     sgd = statistics.median(runs["SGD"][3])
     print(
-        f"\n(a) time per step, MLP 64-{args.width}-{args.width}-10, batch {args.batch}, "
+        f"\n(a) time per step, MLP 64-{args.width}-{args.width}-10"
+        f"{' with BatchNorm' if args.batch_norm else ''}, batch {args.batch}, "
         f"{args.rounds} interleaved rounds of {args.steps} steps, 1 thread"
     )
     print(f"{'variant':<14}{'ms/step':>9}{'x SGD':>8}{'passes/step':>13}")
@@ -192,8 +245,8 @@ def noisy_digits(seed, noise):
 
 def accuracy(name, rho, seed, args):
     X_tr, y_tr, X_te, y_te = noisy_digits(seed, args.noise)
-    model = mlp(args.hidden, seed)
-    opt = VARIANTS[name](model.parameters(), args.lr, rho, 0.9)
+    model = mlp(args.hidden, seed, batch_norm=args.batch_norm)
+    opt = VARIANTS[name](model, args.lr, rho, 0.9)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(args.epochs):
         order = torch.randperm(len(X_tr), generator=gen)
@@ -201,6 +254,7 @@ def accuracy(name, rho, seed, args):
             opt.step(closure_for(model, opt, X_tr[idx], y_tr[idx]))
     if hasattr(opt, "restore"):
         opt.restore()
+    model.eval()
     with torch.no_grad():
         return (model(X_te).argmax(1) == y_te).float().mean().item()
 
@@ -210,15 +264,17 @@ def gain(args):
     eval_seeds = list(range(args.seeds))
     print(
         f"\n(b) digits, {int(args.noise * 100)}% label noise, "
-        f"MLP 64-{args.hidden}-{args.hidden}-10, "
+        f"MLP 64-{args.hidden}-{args.hidden}-10{' with BatchNorm' if args.batch_norm else ''}, "
         f"SGD momentum 0.9 lr {args.lr}, {args.epochs} epochs, batch {args.train_batch}; "
         f"rho tuned on seeds {tune_seeds} over {args.grid}, evaluated on seeds {eval_seeds}"
     )
+    names = chosen_variants(args)
+    factors = {"Momentum-SAM": args.msam_factor, "WSAM": args.wsam_factor}
     chosen = {"SGD": 0.0}
-    for name in VARIANTS:
+    for name in names:
         if name == "SGD":
             continue
-        grid = [g * (args.msam_factor if name == "Momentum-SAM" else 1.0) for g in args.grid]
+        grid = [g * factors.get(name, 1.0) for g in args.grid]
         scores = {rho: np.mean([accuracy(name, rho, s, args) for s in tune_seeds]) for rho in grid}
         chosen[name] = max(scores, key=scores.get)
         print(
@@ -227,7 +283,7 @@ def gain(args):
         )
     acc = {
         name: np.array([accuracy(name, chosen[name], s, args) for s in eval_seeds])
-        for name in VARIANTS
+        for name in names
     }
     sam_gain = acc["SAM"].mean() - acc["SGD"].mean()
     header = f"{'variant':<14}{'rho':>6}{'test acc':>10}{'gain':>8}{'+-sd':>7}"
@@ -263,6 +319,13 @@ def main():
     parser.add_argument(
         "--msam-factor", type=float, default=4.0, help="Momentum-SAM's grid is the grid times this"
     )
+    parser.add_argument(
+        "--wsam-factor", type=float, default=0.25, help="WSAM's grid is the grid times this"
+    )
+    parser.add_argument(
+        "--batch-norm", action="store_true", help="BatchNorm after each hidden layer (SAM-ON)"
+    )
+    parser.add_argument("--variants", nargs="+", help=f"a subset of {list(VARIANTS)}")
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     args = parser.parse_args()
     if args.quick:

@@ -52,6 +52,7 @@ from ._base import (
     warn_diverged,
     warn_interrupted,
 )
+from ._family import FAMILY_SOLVERS, family_for
 from ._net_checks import (
     SINGLE_ROW_ERROR,
     ValidSplitHint,
@@ -110,6 +111,8 @@ _RESERVED = {
     "optimizer__solver": "solver",
     "optimizer__adaptive": "solver",
     "optimizer__schedule": "solver",
+    "optimizer__rule": "solver",
+    "optimizer__perturb": "solver",
     "optimizer__base_optimizer": "optimizer",
     "optimizer__model": "module",
     "iterator_train__batch_size": "batch_size",
@@ -171,7 +174,9 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
 
     _parameter_constraints = {
         "module": [None, callable],
-        "solver": [StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS) | {"msam"})],
+        "solver": [
+            StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS) | set(FAMILY_SOLVERS) | {"msam"})
+        ],
         "sam_every": [Interval(Integral, 1, None, closed="left")],
         "rho": [Interval(Real, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither"), None],
@@ -681,6 +686,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             return dict(optimizer=MomentumSAM, optimizer__rho=self.rho, optimizer__momentum=0.0)
         seed = self.random_state if isinstance(self.random_state, Integral) else 0
         rule, schedule = schedule_for(self.solver, self.sam_every, int(seed))
+        rule, family = family_for(rule)  # GSAM, WSAM, F-SAM: a rule; SAM-ON: a subset
         if needs_closure(self.optimizer):
             if is_perturbed(rule, self.rho):
                 raise ValueError(
@@ -702,6 +708,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             optimizer__rho=self.rho,
             optimizer__solver=rule,
             optimizer__schedule=schedule,
+            **{f"optimizer__{name}": value for name, value in family.items()},
         )
 
     def _lr(self):
@@ -857,8 +864,8 @@ _FIT_DOC = """
         weights are the starting point. ``None`` uses
         :class:`~sksam.modules.MLP` (one hidden layer of 100 ReLU units; set
         ``module__hidden_layer_sizes``, ``module__dropout``...).
-    solver : {{'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam', 'msam'}}, \
-default='sam'
+    solver : {{'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam', 'msam', \
+'gsam', 'wsam', 'fsam', 'sam_on'}}, default='sam'
         The update rule. The cheap variants of SAM (see the "SAM on a
         budget" guide): ``'every_k'`` takes the SAM step every
         ``sam_every`` steps and the base step otherwise, ``'looksam'``
@@ -869,7 +876,13 @@ default='sam'
         per step (:class:`sksam.optim.MomentumSAM`, with
         ``optimizer=torch.optim.SGD``; set ``optimizer__momentum=0.9`` as
         the paper does). Search ``rho`` with the variant: the cheap ones
-        often want a larger radius.
+        often want a larger radius. The rest of the family, at SAM's cost
+        (:doc:`/which_sam`): ``'gsam'`` (:class:`sksam.optim.GSAM`),
+        ``'wsam'`` (:class:`sksam.optim.WSAM`), ``'fsam'`` Friendly-SAM
+        (:class:`sksam.optim.FriendlySAM`), ``'sam_on'`` SAM-ON, which
+        perturbs the normalization layers only (the module needs some).
+        The radius may follow a schedule:
+        ``optimizer__rho_schedule=sksam.optim.ProportionalRho()``.
     rho : float, default=0.05
         Perturbation radius; ``rho=0`` is ``solver='gd'`` bit for bit.
         Ignored by ``'gd'``. A fit that stops with the training loss still

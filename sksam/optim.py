@@ -45,8 +45,10 @@ There are two kinds of rules, each with one protocol and one driver:
      ``w + e``, into the gradient the base optimizer steps along (GSAM's
      and WSAM's combinations of ``g`` and ``g_s``); ``first_grads`` is
      kept when the rule sets ``needs_first_gradient``. With
-     ``ascent='local'`` and several workers the combined gradient is
-     all-reduced again, so the ranks agree.
+     ``ascent='local'`` such a rule mixes each worker's own ``g`` and
+     ``g_s`` (both passes under ``no_sync``) and the mixed gradient is
+     all-reduced once: the step of :meth:`SAM.step_chunks` with one chunk
+     per worker, as for SAM, whatever the rule.
 
 References
 ----------
@@ -67,6 +69,16 @@ from functools import partial
 import torch
 from torch.nn.modules.batchnorm import _NormBase
 
+from ._family import (
+    GSAM,
+    WSAM,
+    BayesianSAM,
+    FriendlySAM,
+    ProportionalRho,
+    RhoSchedule,
+    WarmupRho,
+    normalization_parameters,
+)
 from ._momentum_sam import MomentumSAM
 from ._sam_collaborators import AscentSync, GradientLedger, Replay, Scaling, poison
 from ._sam_collaborators import world_size as _world_size
@@ -81,7 +93,20 @@ from ._update_rules import (
     restore_,
 )
 
-__all__ = ["SAM", "MomentumSAM", "EveryK", "LookSAM", "RST", "AESAM"]
+__all__ = [
+    "SAM",
+    "MomentumSAM",
+    "EveryK",
+    "LookSAM",
+    "RST",
+    "AESAM",
+    "GSAM",
+    "WSAM",
+    "FriendlySAM",
+    "BayesianSAM",
+    "ProportionalRho",
+    "WarmupRho",
+]
 
 #: The values of ``SAM(ascent=...)``.
 ASCENTS = ("global", "local")
@@ -182,11 +207,26 @@ class SAM(torch.optim.Optimizer):
         below). ``None``: every step is a SAM step. The object is copied:
         its counters and statistics belong to this optimizer (and travel
         with :meth:`state_dict` and pickling).
-    rule : sksam._update_rules.SAMRule, default=None
+    rule : GSAM, WSAM, FriendlySAM or sksam._update_rules.SAMRule, default=None
         The hooks of a SAM variant (radius of the step, perturbation,
-        descent gradient; see the module's "Where variants plug in").
+        descent gradient; see the module's "Where variants plug in"):
+        :class:`GSAM` and :class:`WSAM` change the descent gradient,
+        :class:`FriendlySAM` the ascent direction (:doc:`/which_sam`).
         ``None``: SAM, USAM or ASAM as ``solver`` says. Copied, like
         ``schedule``; its own state travels with :meth:`state_dict`.
+    perturb : 'all', 'normalization' or iterable of torch.Tensor, default='all'
+        Which parameters the ascent moves; the norm of the ascent is
+        taken over them only and the others stay at ``w`` in the second
+        pass. ``'normalization'`` is SAM-ON (Mueller et al., 2023): the
+        weights and biases of ``model``'s normalization layers (needs
+        ``model``). An iterable names the parameters itself. Composes with
+        every ``solver`` and ``rule``.
+    rho_schedule : ProportionalRho, WarmupRho or RhoSchedule, default=None
+        The radius of each step from the group's radius (the rule's
+        ``radius``, ``rho`` by default) and learning rate, clipped to
+        ``[0, rho]``: never negative, and a step whose radius is 0 is the
+        base optimizer's step. ``None``: ``rho`` at every step. Copied, as
+        ``schedule``; :attr:`last_rho` holds the radius of each group at the last step.
     **base_kwargs
         Passed to ``base_optimizer`` (``lr``, ``momentum``, ...).
 
@@ -202,6 +242,9 @@ class SAM(torch.optim.Optimizer):
         second pass), detached, without waiting for the device. A loss
         finite at ``w`` and far larger, or not finite, at ``w + e`` says
         that the radius, not the learning rate, threw the step away.
+    last_rho : list of float or None
+        The radius of each group at the last step (after ``rho_schedule``);
+        ``None`` before the first.
 
     Notes
     -----
@@ -244,6 +287,8 @@ class SAM(torch.optim.Optimizer):
         ascent="global",
         schedule=None,
         rule=None,
+        perturb="all",
+        rho_schedule=None,
         **base_kwargs,
     ):
         if replay_rng not in ("auto", True, False):
@@ -287,6 +332,53 @@ class SAM(torch.optim.Optimizer):
         self.schedule = copy.deepcopy(schedule)
         self.rule = copy.deepcopy(rule)
         self.last_losses = (None, None)
+        if rho_schedule is not None and not isinstance(rho_schedule, RhoSchedule):
+            raise TypeError(
+                "rho_schedule must be None or one of sksam.optim's radius schedules "
+                f"(ProportionalRho, WarmupRho), got {rho_schedule!r}."
+            )
+        self.rho_schedule = copy.deepcopy(rho_schedule)
+        self.perturb = perturb if isinstance(perturb, str) else "subset"
+        self._perturb_mask = self._resolve_perturb(perturb)
+        #: The radius of each group at the last step (``rho`` without a rho_schedule).
+        self.last_rho = None
+
+    def _resolve_perturb(self, perturb):
+        """Which parameters the ascent moves, one flag each in group order (``None``: all)."""
+        if isinstance(perturb, str):
+            if perturb == "all":
+                return None
+            if perturb != "normalization":
+                raise ValueError(
+                    "perturb must be 'all', 'normalization' or an iterable of parameters, "
+                    f"got perturb={perturb!r}."
+                )
+            if self.model is None:
+                raise ValueError(
+                    "perturb='normalization' (SAM-ON) needs model=, the module whose "
+                    "normalization layers are perturbed."
+                )
+            chosen = normalization_parameters(self.model)
+            if not chosen:
+                raise ValueError(
+                    "perturb='normalization' (SAM-ON) found no normalization layer with "
+                    f"parameters in model={type(self.model).__name__}."
+                )
+        else:
+            chosen = list(perturb)
+            if not chosen or not all(isinstance(p, torch.Tensor) for p in chosen):
+                raise ValueError(
+                    "perturb must be 'all', 'normalization' or a non-empty iterable of the "
+                    f"parameters to perturb, got perturb={perturb!r}."
+                )
+        ids = {id(p) for p in chosen}
+        mask = tuple(id(p) in ids for p in self._params())
+        if not any(mask):
+            raise ValueError(
+                f"perturb={perturb!r} names no parameter of this optimizer: nothing "
+                "would be perturbed."
+            )
+        return mask
 
     def add_param_group(self, param_group):
         """Add a parameter group, refusing a negative or non-finite ``rho``.
@@ -338,12 +430,23 @@ class SAM(torch.optim.Optimizer):
         radius set that way is refused here, before any weight moves.
         """
         rule = self._rule()
+        schedule = getattr(self, "rho_schedule", None)
         radii = []
         for index, group in enumerate(self.param_groups):
             rho = rule.radius(group)
             check_rho(rho, index)
+            if schedule is not None:  # clipped to [0, rho]: never negative
+                schedule.start(index, group)
+                rho = schedule.clipped(rho, group.get("lr", 0.0), index)
             radii.append(rho)
+        self.last_rho = radii
         return radii
+
+    def _end_step(self):
+        """Count the step in the radius schedule."""
+        schedule = getattr(self, "rho_schedule", None)
+        if schedule is not None:
+            schedule.advance()
 
     def zero_grad(self, set_to_none=True):
         """Clear the gradients of all parameters.
@@ -406,6 +509,9 @@ class SAM(torch.optim.Optimizer):
             params += group_params
             grads += group_grads
             rhos += [rho] * len(group_params)
+        mask = getattr(self, "_perturb_mask", None)
+        if mask is not None:  # SAM-ON: the others have no ascent, and no share of its norm
+            grads = [g if j < len(mask) and mask[j] else None for j, g in enumerate(grads)]
         # ASAM scales the weights only (Kwon et al.): tensors of 2 or more dimensions
         adaptive = [p.ndim > 1 for p in params] if solver == "asam" else None
         return params, grads, adaptive, rhos
@@ -429,6 +535,11 @@ class SAM(torch.optim.Optimizer):
             raise ValueError(
                 f"schedule={self.schedule!r} decides inside step(closure) whether "
                 "to take the second pass; first_step()/second_step() always take it."
+            )
+        if getattr(self._rule(), "samples_weights", False):
+            raise ValueError(
+                f"rule={self._rule()!r} takes the first gradient at sampled weights, "
+                "which only step(closure) can do; first_step()/second_step() do not support it."
             )
         solver, eta = self._options()
         self._first = None
@@ -461,6 +572,7 @@ class SAM(torch.optim.Optimizer):
             Clear the gradients afterwards.
         """
         self._restore_and_step()
+        self._end_step()
         if zero_grad:
             self.zero_grad()
 
@@ -564,7 +676,18 @@ class SAM(torch.optim.Optimizer):
         this step is a SAM step; then runs :meth:`_pass` per chunk and takes
         the base step along the (mean) gradient it leaves.
         """
+        try:
+            return self._run_step(closures, grad_scaler, chunked)
+        finally:
+            self._end_step()
+
+    def _run_step(self, closures, grad_scaler, chunked):
         scaling = Scaling(_active(grad_scaler, self))
+        if scaling.scaler is not None and not getattr(self._rule(), "supports_loss_scaling", True):
+            raise ValueError(
+                f"rule={self._rule()!r} does not support float16 loss scaling "
+                "(grad_scaler=): train in float32 or bfloat16."
+            )
         solver, eta = self._options()
         radii = self._radii()
         perturbs = self._perturbs(solver, radii)
@@ -583,6 +706,10 @@ class SAM(torch.optim.Optimizer):
                     "twice (or use first_step() and second_step())."
                 )
             mode = "chunks" if chunked else ("local" if self._check_ascent() else "global")
+            if mode == "local" and self._rule().needs_first_gradient and self.model is not None:
+                # A rule that mixes g and g_s mixes each worker's own (both passes
+                # under no_sync, one all-reduce of the mix): step_chunks, one chunk.
+                chunked, mode = True, "chunks"
             sync = AscentSync(self.model, mode)
             options = (solver, eta, radii)
             with self._fresh_start(True):
@@ -642,7 +769,8 @@ class SAM(torch.optim.Optimizer):
         replay = self._replay() if planned is not False else None
         rng = None if replay is None else replay.capture()
         with sync.first_pass() if planned is not False else nullcontext():
-            loss = self._first_call(closure)
+            with self._sampled(params, planned is not False):
+                loss = self._first_call(closure)
         self.last_losses = (_detached(loss), None)
         grads, found = (None, None) if planned is False else scaling.ascent_grads(params)
         ascent = [grads]  # handed over, so that no reference outlives the ascent
@@ -690,9 +818,21 @@ class SAM(torch.optim.Optimizer):
         if rule is not PLAIN_RULE:
             with torch.no_grad():
                 rule.descent(params, first)
-            if first is not None and sync.mode == "local":
-                sync.all_reduce_grads(params)  # g was each rank's own: agree again
         return [p.grad for p in params]
+
+    @contextmanager
+    def _sampled(self, params, sam_step):
+        """The first pass at weights the rule samples (bSAM), put back exactly after it."""
+        rule = self._rule()
+        noise = (
+            rule.sample(params) if sam_step and getattr(rule, "samples_weights", False) else None
+        )
+        saved = None if noise is None else add_perturbation_(params, noise)
+        try:
+            yield
+        finally:
+            if saved is not None:
+                restore_(params, saved)
 
     def _replay(self):
         """The :class:`Replay` of this step (``model``'s statistics, its randomness)."""
@@ -832,6 +972,8 @@ class SAM(torch.optim.Optimizer):
             self.schedule.load_state_dict(state_dict["schedule"])
         if getattr(self, "rule", None) is not None and "rule" in state_dict:
             self.rule.load_state_dict(state_dict["rule"])
+        if getattr(self, "rho_schedule", None) is not None and "rho_schedule" in state_dict:
+            self.rho_schedule.load_state_dict(state_dict["rho_schedule"])
         # torch replaced self.param_groups and self.state: hand them back to
         # the base optimizer, or its steps would ignore the loaded state.
         self.base_optimizer.param_groups = self.param_groups
@@ -844,13 +986,16 @@ class SAM(torch.optim.Optimizer):
         -------
         state_dict : dict
             The ``state`` and ``param_groups`` of torch, plus ``schedule`` (its
-            step counter and statistics) when a schedule is set.
+            step counter and statistics), ``rule`` (its state) and
+            ``rho_schedule`` (its step counter) when they are set.
         """
         state = super().state_dict()
         if getattr(self, "schedule", None) is not None:
             state["schedule"] = copy.deepcopy(self.schedule.state_dict())
         if getattr(self, "rule", None) is not None:
             state["rule"] = copy.deepcopy(self.rule.state_dict())
+        if getattr(self, "rho_schedule", None) is not None:
+            state["rho_schedule"] = copy.deepcopy(self.rho_schedule.state_dict())
         return state
 
     def __getstate__(self):
@@ -864,6 +1009,10 @@ class SAM(torch.optim.Optimizer):
             ascent=getattr(self, "ascent", "global"),
             schedule=getattr(self, "schedule", None),
             rule=getattr(self, "rule", None),
+            rho_schedule=getattr(self, "rho_schedule", None),
+            perturb=getattr(self, "perturb", "all"),
+            _perturb_mask=getattr(self, "_perturb_mask", None),
+            last_rho=getattr(self, "last_rho", None),
             last_losses=(None, None),
             _saved=None,
             _model_scan=None,

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sksam._update_rules import SAMRule
-from sksam.optim import SAM, EveryK, LookSAM
+from sksam.optim import GSAM, SAM, WSAM, BayesianSAM, EveryK, FriendlySAM, LookSAM
 
 RHO, LR, MOMENTUM, STEPS, N = 0.2, 0.3, 0.9, 3, 16
 
@@ -159,6 +159,13 @@ def main():
             # the cheap variants: the whole step switches on every rank at once
             "every_k_local": run_step("local", xl, yl, schedule=EveryK(2)),
             "looksam_global": run_step("global", xl, yl, schedule=LookSAM(2)),
+            # the family: rules inside the same pass
+            "gsam_global": run_step("global", xl, yl, rule=GSAM(0.5)),
+            "gsam_local": run_step("local", xl, yl, rule=GSAM(0.5)),
+            "wsam_global": run_step("global", xl, yl, rule=WSAM(0.8)),
+            "wsam_local": run_step("local", xl, yl, rule=WSAM(0.8)),
+            "fsam_global": run_step("global", xl, yl, rule=FriendlySAM(1.0, 0.9)),
+            "bsam_global": run_step("global", xl, yl, rule=BayesianSAM(N, seed=1)),
             # a rule that reads each rank's own first gradient: the ranks agree again
             "weighted_local": run_step("local", xl, yl, rule=Weighted()),
         }

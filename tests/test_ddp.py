@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from sksam.optim import SAM, EveryK, LookSAM
+from sksam.optim import GSAM, SAM, WSAM, BayesianSAM, EveryK, FriendlySAM, LookSAM
 
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
@@ -54,7 +54,7 @@ def _single_process(run, schedule=None, rule=None):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
-def _global_reference(schedule=None):
+def _global_reference(schedule=None, rule=None):
     # DDP averages the ranks' gradients: the gradient of the mean of the
     # ranks' losses, each with its own BatchNorm batch statistics.
     xs, ys = _chunks()
@@ -67,7 +67,7 @@ def _global_reference(schedule=None):
 
         opt.step(closure)
 
-    return _single_process(run, schedule)
+    return _single_process(run, schedule, rule)
 
 
 def _chunked_reference(n_chunks, schedule=None, rule=None):
@@ -87,7 +87,8 @@ def _chunked_reference(n_chunks, schedule=None, rule=None):
 
 @pytest.mark.parametrize(
     "scenario",
-    ["global", "local", "chunks", "scaler", "every_k_local", "looksam_global", "weighted_local"],
+    ["global", "local", "chunks", "scaler", "every_k_local", "looksam_global", "weighted_local"]
+    + ["gsam_global", "gsam_local", "wsam_global", "wsam_local", "fsam_global", "bsam_global"],
 )
 def test_weights_are_identical_on_every_rank(ranks, scenario):
     assert torch.equal(ranks[0][scenario]["weights"], ranks[1][scenario]["weights"])
@@ -148,6 +149,34 @@ def test_looksam_with_the_global_ascent_is_the_one_process_looksam(ranks):
     torch.testing.assert_close(got["weights"], expected, rtol=1e-12, atol=1e-13)
     # two all-reduces on the SAM steps (0 and 2), one on the LookSAM step
     assert [r["looksam_global"]["allreduces"] for r in ranks] == [5] * WORLD
+
+
+FAMILY = {
+    "gsam": GSAM(0.5),
+    "wsam": WSAM(0.8),
+    "fsam": FriendlySAM(1.0, 0.9),
+    # every rank draws bSAM's noise from the same seeded generator
+    "bsam": BayesianSAM(worker.N, seed=1),
+}
+
+
+@pytest.mark.parametrize("name", ["gsam", "wsam", "fsam", "bsam"])
+def test_a_family_rule_with_the_global_ascent_is_the_one_process_rule(ranks, name):
+    expected = _global_reference(rule=FAMILY[name])
+    got = ranks[0][f"{name}_global"]
+    torch.testing.assert_close(got["weights"], expected, rtol=1e-12, atol=1e-13)
+    assert not torch.allclose(got["weights"], _global_reference())  # the rule did act
+    assert [r[f"{name}_global"]["allreduces"] for r in ranks] == [2 * worker.STEPS] * WORLD
+
+
+@pytest.mark.parametrize("name", ["gsam", "wsam"])
+def test_a_mixing_rule_with_the_local_ascent_is_step_chunks_one_chunk_per_worker(ranks, name):
+    # each worker mixes its own g and g_s; one all-reduce of the mix per step
+    expected = _chunked_reference(WORLD, rule=FAMILY[name])
+    got = ranks[0][f"{name}_local"]
+    torch.testing.assert_close(got["weights"], expected, rtol=1e-12, atol=1e-13)
+    assert [r[f"{name}_local"]["allreduces"] for r in ranks] == [0] * WORLD  # no DDP hook
+    assert got["num_batches_tracked"] == worker.STEPS
 
 
 def test_a_descent_rule_with_the_local_ascent_is_its_one_process_chunked_step(ranks):
