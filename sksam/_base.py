@@ -110,10 +110,10 @@ HISTORY_ATTRIBUTES_DOC = """\
         ``min(loss_curve_)``.
     validation_scores_ : list of float or None
         :math:`R^2` (accuracy for classifiers) on the validation split at each
-        iteration when ``early_stopping`` is True, else None.
+        iteration when early stopping was used, else None.
     best_validation_score_ : float or None
         ``max(validation_scores_)``: the score of the weights kept when
-        ``early_stopping`` is True, else None."""
+        early stopping was used, else None."""
 
 
 # --------------------------------------------------------------------------

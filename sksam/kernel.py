@@ -581,8 +581,7 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
         ``min(loss_curve_)``.
     validation_scores_ : list of float or None
         :math:`R^2` (accuracy for classifiers) on the validation split at each
-        iteration when early stopping was used (``do_early_stopping_``), else
-        None.
+        iteration when early stopping was used, else None.
     best_validation_score_ : float or None
         ``max(validation_scores_)``: the score of the weights kept when
         early stopping was used, else None.

@@ -154,7 +154,7 @@ def test_msam_takes_the_direct_step_not_skorchs_train_step(digits, monkeypatch):
     )
     _net(SAMNetClassifier, "msam", optimizer__momentum=0.9).fit(X, y)
     assert not calls
-    monkeypatch.setattr(net_skorch, "_closure_stepper_of", lambda optimizer: None)
+    monkeypatch.setattr(net_skorch, "closure_optimizer_of", lambda optimizer: None)
     stock = _net(SAMNetClassifier, "msam", optimizer__momentum=0.9).fit(X, y)
     assert len(calls) == 8  # the stock path: one per batch
     for a, b in zip(net_weights(direct), net_weights(stock)):
