@@ -6,6 +6,8 @@ built from fitted estimators by a ``from_*`` class method. matplotlib is
 imported only when something is drawn.
 """
 
+import warnings
+
 import numpy as np
 from sklearn.base import clone, is_classifier
 from sklearn.compose import TransformedTargetRegressor
@@ -83,6 +85,26 @@ def _default_error(estimator):
     return "test MSE", mean_squared_error
 
 
+def _check_labels(labels, n, what):
+    """Raise unless there is one label per curve (``zip`` would drop the extra ones)."""
+    if isinstance(labels, str):
+        raise ValueError(f"labels must be a list of strings, one per curve; got {labels!r}.")
+    if len(labels) != n:
+        raise ValueError(
+            f"labels must hold one entry per curve: got {len(labels)} label(s) for {n} {what}."
+        )
+
+
+def _curve_unit(finals):
+    """``'epoch'`` when every estimator records a loss per epoch (the nets)."""
+    per_epoch = ["max_epochs" in f.get_params(deep=False) for f in finals]
+    if all(per_epoch):
+        return "epoch"
+    if any(per_epoch):
+        return "iteration (epoch for the nets)"
+    return "iteration"
+
+
 class TrainingCurveDisplay:
     """Training loss along the iterations of one or more fitted estimators.
 
@@ -98,6 +120,10 @@ class TrainingCurveDisplay:
         One training-loss curve per estimator.
     labels : list of str, default=None
         Legend entries; ``'curve 0'``, ``'curve 1'``, ... when omitted.
+    x_label : str, default='iteration'
+        What one point of a curve is: ``'iteration'`` (a step of the kernel
+        and two-layer estimators) or ``'epoch'`` (the torch nets record one
+        loss per epoch).
 
     Attributes
     ----------
@@ -119,9 +145,10 @@ class TrainingCurveDisplay:
     >>> display = TrainingCurveDisplay.from_estimators(fits)  # doctest: +SKIP
     """
 
-    def __init__(self, *, loss_curves, labels=None):
+    def __init__(self, *, loss_curves, labels=None, x_label="iteration"):
         self.loss_curves = loss_curves
         self.labels = labels
+        self.x_label = x_label
 
     def plot(self, ax=None, *, log_scale=True, **line_kwargs):
         """Draw the curves.
@@ -145,13 +172,14 @@ class TrainingCurveDisplay:
         if ax is None:
             _, ax = plt.subplots()
         labels = self.labels or [f"curve {i}" for i in range(len(self.loss_curves))]
+        _check_labels(labels, len(self.loss_curves), "loss curves")
         self.lines_ = [
             ax.plot(np.arange(1, len(curve) + 1), curve, label=label, **line_kwargs)[0]
             for curve, label in zip(self.loss_curves, labels)
         ]
         if log_scale:
             ax.set_yscale("log")
-        ax.set_xlabel("iteration")
+        ax.set_xlabel(self.x_label)
         ax.set_ylabel("training loss")
         ax.legend()
         self.ax_, self.figure_ = ax, ax.figure
@@ -188,7 +216,12 @@ class TrainingCurveDisplay:
                 )
         if labels is None:
             labels = [_label_of(final) for final in finals]
-        display = cls(loss_curves=[np.asarray(f.loss_curve_) for f in finals], labels=labels)
+        _check_labels(labels, len(finals), "estimators")
+        display = cls(
+            loss_curves=[np.asarray(f.loss_curve_) for f in finals],
+            labels=labels,
+            x_label=_curve_unit(finals),
+        )
         return display.plot(ax=ax, log_scale=log_scale)
 
     @classmethod
@@ -374,6 +407,43 @@ def _step_param(estimator):
     )
 
 
+def _check_checkpoints(checkpoints):
+    """Increasing positive integer step counts (a float such as 2.5 would be cut to 2)."""
+    raw = np.asarray(checkpoints)
+    if raw.ndim != 1 or len(raw) == 0 or not np.issubdtype(raw.dtype, np.number):
+        raise ValueError(
+            f"checkpoints must be positive step counts in a 1-d list; got {checkpoints!r}."
+        )
+    if not (np.all(np.isfinite(raw)) and np.all(raw == np.round(raw))):
+        raise ValueError(
+            f"checkpoints must be whole step counts; got {checkpoints!r} (a step count "
+            "such as 2.5 would be cut to 2 silently)."
+        )
+    raw = raw.astype(int)
+    if np.any(raw <= 0):
+        raise ValueError(f"checkpoints must be positive step counts; got {checkpoints!r}.")
+    if np.any(np.diff(raw) <= 0):
+        raise ValueError(f"checkpoints must be increasing; got {checkpoints!r}.")
+    return raw
+
+
+def _steps_done(model, planned):
+    """The steps (epochs) the warm-started model has run in all: ``n_iter_``, cumulative."""
+    n_iter = getattr(_final_estimator(model), "n_iter_", None)
+    return planned if n_iter is None else min(int(n_iter), planned)
+
+
+def _warn_stopped(solver, done, target, last):
+    warnings.warn(
+        f"SharpnessCurveDisplay: solver={solver!r} stopped at step {done} before the "
+        f"checkpoint {target} (its tol ended training); its curve ends there, and no "
+        f"point is drawn at the checkpoints up to {last}. Set tol=None to train to "
+        "every checkpoint.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 class SharpnessCurveDisplay:
     """Sharpness of the weights along training, one curve per solver.
 
@@ -383,10 +453,12 @@ class SharpnessCurveDisplay:
 
     Parameters
     ----------
-    steps : array-like of shape (n_checkpoints,)
-        Training steps (or epochs) at which the sharpness was measured.
+    steps : array-like of shape (n_checkpoints,) or (n_curves, n_checkpoints)
+        Training steps (or epochs) at which the sharpness was measured; one
+        row per curve when the curves stopped at different steps (NaN where
+        a curve has no point: its training stopped before that checkpoint).
     sharpness : array-like of shape (n_curves, n_checkpoints)
-        One row per solver.
+        One row per solver (NaN where there is no point).
     labels : list of str
         Legend entries, one per row of ``sharpness``.
     measure : str, default='sharpness'
@@ -444,13 +516,17 @@ class SharpnessCurveDisplay:
         if ax is None:
             _, ax = plt.subplots()
         kwargs = {"marker": "o", **line_kwargs}
-        self.lines_ = [
-            ax.plot(self.steps, values, label=label, **kwargs)[0]
-            for values, label in zip(np.asarray(self.sharpness), self.labels)
-        ]
-        if log_scale:  # ticks at the checkpoints, written in full
+        values = np.atleast_2d(np.asarray(self.sharpness, dtype=float))
+        steps = np.broadcast_to(np.asarray(self.steps, dtype=float), values.shape)
+        _check_labels(self.labels, len(values), "sharpness curves")
+        self.lines_ = []
+        for row_steps, row, label in zip(steps, values, self.labels):
+            ran = np.isfinite(row_steps)  # a curve ends where its training stopped
+            self.lines_.append(ax.plot(row_steps[ran], row[ran], label=label, **kwargs)[0])
+        if log_scale:  # ticks at the steps reached, written in full
+            ticks = np.unique(steps[np.isfinite(steps)]).astype(int)
             ax.set_xscale("log")
-            ax.set_xticks(self.steps, [str(step) for step in self.steps])
+            ax.set_xticks(ticks, [str(step) for step in ticks])
             ax.minorticks_off()
         ax.set_xlabel("step")
         ax.set_ylabel(self.measure)
@@ -492,11 +568,7 @@ class SharpnessCurveDisplay:
         display : SharpnessCurveDisplay
             The display, drawn.
         """
-        checkpoints = np.asarray(checkpoints, dtype=int)
-        if checkpoints.ndim != 1 or len(checkpoints) == 0 or np.any(checkpoints <= 0):
-            raise ValueError(f"checkpoints must be positive step counts; got {checkpoints!r}.")
-        if np.any(np.diff(checkpoints) <= 0):
-            raise ValueError(f"checkpoints must be increasing; got {checkpoints!r}.")
+        checkpoints = _check_checkpoints(checkpoints)
         prefix, final = _param_prefix(estimator)
         step_param = prefix + _step_param(final)
         measure = final.get_params().get("sharpness")
@@ -505,26 +577,50 @@ class SharpnessCurveDisplay:
                 "SharpnessCurveDisplay needs a sharpness measure; the estimator has "
                 "sharpness=None. Set sharpness='top_eigenvalue', 'trace' or 'rho'."
             )
-        values, fitted = [], []
-        for solver in solvers:
+        steps = np.full((len(solvers), len(checkpoints)), np.nan)
+        values = np.full_like(steps, np.nan)
+        fitted = []
+        for row, solver in enumerate(solvers):
             model = clone(estimator).set_params(
                 **{prefix + "solver": solver, prefix + "warm_start": True}
             )
-            curve, done = [], 0
-            for steps in checkpoints:
-                model.set_params(**{step_param: int(steps - done)}).fit(X, y)
-                curve.append(_sharpness_or_nan(model))
-                done = steps
-            values.append(curve)
+            done = 0
+            for column, target in enumerate(checkpoints):
+                model.set_params(**{step_param: int(target - done)}).fit(X, y)
+                done = _steps_done(model, done + int(target - done))
+                steps[row, column] = done
+                values[row, column] = _sharpness_or_nan(model)
+                if done < target:  # stopped by its tol: the later checkpoints never run
+                    _warn_stopped(solver, done, target, checkpoints[-1])
+                    break
             fitted.append(model)
+        if np.all(steps == steps[0]):  # every curve reached every checkpoint
+            steps = steps[0]
         display = cls(
-            steps=checkpoints,
-            sharpness=np.array(values, dtype=float),
+            steps=steps,
+            sharpness=values,
             labels=[_label_of(m) for m in fitted],
             measure=measure,
         )
         display.estimators_ = fitted
         return display.plot(ax=ax, log_scale=log_scale)
+
+
+def _best_stops(reference, errors):
+    """Each row's best column of ``reference`` and the gain of the best cells.
+
+    Missing cells (NaN: a run that failed or was not made) are never a best
+    stop: ``argmin`` would return the first NaN. A row with no value gets
+    ``-1`` (no mark) and a NaN gain.
+    """
+    best_column = np.full(reference.shape[0], -1)
+    best_gain = np.full(reference.shape[0], np.nan)
+    for i, (ref_row, row) in enumerate(zip(reference, errors)):
+        if np.any(np.isfinite(ref_row)):
+            best_column[i] = np.nanargmin(ref_row)
+            if np.any(np.isfinite(row)):
+                best_gain[i] = 1.0 - np.nanmin(row) / np.nanmin(ref_row)
+    return best_column, best_gain
 
 
 class GainMapDisplay:
@@ -548,7 +644,8 @@ class GainMapDisplay:
     row_name, column_name : str
         Axis labels.
     best_column : array-like of int of shape (n_rows,), default=None
-        Column to mark in each row (none marked when omitted).
+        Column to mark in each row (none marked when omitted; ``-1``: no mark
+        in that row).
     best_gain : array-like of shape (n_rows,), default=None
         Gain of the method's best cell of each row over the reference's best
         cell; drawn as an extra column on the right when given.
@@ -632,7 +729,8 @@ class GainMapDisplay:
             _, ax = plt.subplots(layout="constrained")
         if limit is None:
             values = gain if extra is None else np.concatenate([gain.ravel(), extra])
-            limit = max(float(np.nanmax(np.abs(values))), 1e-12)
+            finite = np.abs(values[np.isfinite(values)])
+            limit = max(float(finite.max()) if finite.size else 0.0, 1e-12)
         norm = plt.Normalize(-limit, limit)
         n_rows, n_cols = gain.shape
         self.mesh_ = ax.pcolormesh(gain, cmap=cmap, norm=norm, edgecolors="white")
@@ -661,9 +759,11 @@ class GainMapDisplay:
             column_labels.append("both at\nbest stop")
         self.markers_ = None
         if self.best_column is not None:
+            best = np.asarray(self.best_column)
+            marked = best >= 0  # -1: a row without any value has no best stop
             self.markers_ = ax.plot(
-                np.asarray(self.best_column) + 0.5,
-                np.arange(n_rows) + 0.8,
+                best[marked] + 0.5,
+                np.arange(n_rows)[marked] + 0.8,
                 linestyle="none",
                 marker="v",
                 color="black",
@@ -715,7 +815,8 @@ class GainMapDisplay:
             Mark, in each row, the column where the reference error is
             smallest, and add the column "both stopped at their best":
             ``1 - min(errors) / min(reference_errors)`` over each row
-            (columns are then training lengths).
+            (columns are then training lengths). NaN cells (missing runs)
+            are skipped; a row with none but NaN has no mark.
         ax : matplotlib Axes, default=None
             Axes to draw on.
         draw : bool, default=True
@@ -735,7 +836,7 @@ class GainMapDisplay:
                 "reference_errors and errors must be 2-d arrays of the same shape; got "
                 f"{reference.shape} and {errors.shape}."
             )
-        if np.any(reference <= 0):
+        if np.any(reference <= 0):  # NaN compares False: missing cells are allowed
             raise ValueError("reference_errors must be positive to define a relative gain.")
         if reference.shape != (len(row_values), len(column_values)):
             raise ValueError(
@@ -744,8 +845,7 @@ class GainMapDisplay:
             )
         best_column = best_gain = None
         if best_stop:
-            best_column = reference.argmin(axis=1)
-            best_gain = 1.0 - errors.min(axis=1) / reference.min(axis=1)
+            best_column, best_gain = _best_stops(reference, errors)
         display = cls(
             gain=1.0 - errors / reference,
             row_values=row_values,

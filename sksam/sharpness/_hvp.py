@@ -53,16 +53,29 @@ EIGEN_METHODS = ("lanczos", "power")
 
 
 def _check_params(params):
+    """``params`` as a list, each tensor once, each requiring gradients.
+
+    A tensor listed twice (``[w, w]``, or a tied weight reached through two
+    modules) is one set of coordinates: counted twice, the flat vector would
+    hold it twice and every Hessian-vector product would double (the top
+    eigenvalue of ``[w, w]`` would be twice that of ``[w]``). Later copies
+    are dropped, keeping the first one's place in the order.
+    """
     params = list(params)
     if not params:
         raise ValueError("params is empty: there is nothing to take a Hessian of.")
+    unique, seen = [], set()
     for p in params:
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        unique.append(p)
         if not p.requires_grad:
             raise ValueError(
                 "every tensor in params must have requires_grad=True; got one of "
                 f"shape {tuple(p.shape)} without it."
             )
-    return params
+    return unique
 
 
 def _n_params(params):

@@ -322,8 +322,10 @@ def normalized_logits_loss(logits_fn):
 
 
 def _check_radius(rho):
-    if not rho >= 0:
-        raise ValueError(f"rho must be non-negative; got {rho!r}.")
+    # an infinite radius moves the weights to infinity: the loss there is not
+    # a sharpness, and loss_fn would be blamed for the inf it returns
+    if not 0 <= rho < np.inf:
+        raise ValueError(f"rho must be non-negative and finite; got {rho!r}.")
 
 
 def _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state):
