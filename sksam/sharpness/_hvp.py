@@ -386,10 +386,21 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
     >>> hessian_trace(loss_fn, [w], n_probes=10, random_state=0)  # exact: diagonal
     7.0
     """
-    import torch
 
     if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
         raise ValueError(f"n_probes must be a positive integer; got {n_probes!r}.")
+    terms = trace_terms(loss_fn, params, n_probes=n_probes, random_state=random_state)
+    trace = float(terms.mean())
+    if not return_std:
+        return trace
+    std = float(terms.std(ddof=1) / np.sqrt(n_probes)) if n_probes > 1 else float("nan")
+    return trace, std
+
+
+def trace_terms(loss_fn, params, *, n_probes=100, random_state=None):
+    """The ``n_probes`` Hutchinson terms ``z_k^T H z_k`` (their mean estimates the trace)."""
+    import torch
+
     params = _check_params(params)
     hvp = _HessianOperator(loss_fn, params)
     rng = check_random_state(random_state)
@@ -398,12 +409,7 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
     for _ in range(n_probes):
         z = _random_vector(rng, n, params[0], rademacher=True)
         terms.append(torch.dot(z, hvp(z)))
-    terms = torch.stack(terms).cpu().numpy()
-    trace = float(terms.mean())
-    if not return_std:
-        return trace
-    std = float(terms.std(ddof=1) / np.sqrt(n_probes)) if n_probes > 1 else float("nan")
-    return trace, std
+    return torch.stack(terms).cpu().numpy()
 
 
 # --------------------------------------------------------------------------
