@@ -40,6 +40,8 @@ in every estimator. The user guide's page "Sharpness measures" says what each
 measures, what it is invariant to, what it costs, and which to use when.
 """
 
+from ._estimator import SharpnessResult, estimator_sharpness
+from ._fitted import FittedLoss, fitted_loss
 from ._hvp import hessian_trace, top_hessian_eigenvalue
 from ._measure import (
     DEFAULT_OPTIONS,
@@ -56,9 +58,25 @@ from ._perturbation import (
     rho_sharpness,
 )
 from ._quadratic import quadratic_model_sharpness, quadratic_sharpness
+from ._spectrum import (
+    SpectrumResult,
+    estimator_spectrum,
+    hessian_spectrum,
+    spectral_density,
+    top_hessian_eigenvalues,
+)
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "FittedLoss",
+    "SharpnessResult",
+    "SpectrumResult",
+    "estimator_sharpness",
+    "estimator_spectrum",
+    "fitted_loss",
+    "hessian_spectrum",
+    "spectral_density",
+    "top_hessian_eigenvalues",
     "LOGIT_MEASURES",
     "MEASURES",
     "adaptive_rho_sharpness",
