@@ -1,4 +1,4 @@
-"""Displays in scikit-learn's style: training curves and GD-vs-SAM comparisons.
+"""Displays in scikit-learn's style: training curves, GD-vs-SAM comparisons, landscapes.
 
 Each display stores its data in ``__init__``, draws in ``plot`` (returning
 ``self`` with the matplotlib handles as attributes ending in ``_``) and is
@@ -13,6 +13,7 @@ from sklearn.base import clone, is_classifier
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.metrics import accuracy_score, mean_squared_error
 from sklearn.pipeline import Pipeline
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 
@@ -857,3 +858,575 @@ class GainMapDisplay:
             reference_name=reference_name,
         )
         return display.plot(ax=ax, **plot_kwargs) if draw else display
+
+
+# --------------------------------------------------------------------------
+# pictures of sharpness: loss landscapes and Hessian spectra
+# --------------------------------------------------------------------------
+
+
+def _labels_for(estimators, labels):
+    if labels is None:
+        labels = [_label_of(estimator) for estimator in estimators]
+    _check_labels(labels, len(estimators), "estimators")
+    return list(labels)
+
+
+def _check_test_data(X_test, y_test):
+    if (X_test is None) != (y_test is None):
+        raise ValueError("Give both X_test and y_test, or neither.")
+    return X_test is not None
+
+
+class LossLandscapeDisplay:
+    """The training (and test) loss along lines or planes through fitted weights.
+
+    Three kinds, each built by a class method:
+
+    * :meth:`from_interpolation`: the line from one estimator's weights to
+      another's (GD's to SAM's, trained from the same initialization);
+    * :meth:`from_estimators` with ``dims=1``: each estimator's loss along one
+      random filter-normalized direction (Li et al., NeurIPS 2018), drawn
+      with the same seed for all, overlaid;
+    * :meth:`from_estimators` with ``dims=2``: the plane of two such
+      directions, one panel per estimator.
+
+    Directions, batching and the exact kernel case are described in
+    :func:`sksam.sharpness.filter_normalized_direction` and
+    :func:`sksam.sharpness.loss_along`. The estimators are left exactly as
+    they were (weights, and the nets' train/eval flags).
+
+    Parameters
+    ----------
+    kind : {'interpolation', '1d', '2d'}
+        What the coordinates mean.
+    coordinates : ndarray or tuple of two ndarrays
+        The positions along the line (``(alphas, betas)`` for ``'2d'``).
+    train_losses : list of ndarray
+        One per curve (shape ``(resolution,)``, or ``(resolution,
+        resolution)`` for ``'2d'``, rows along ``betas``).
+    test_losses : list of ndarray, default=None
+        The same on held-out data.
+    labels : list of str, default=None
+        One per curve.
+
+    Attributes
+    ----------
+    ax_ : matplotlib Axes or ndarray of Axes
+        The axes drawn on (one per estimator for ``'2d'``).
+    figure_ : matplotlib Figure
+    lines_ : list of matplotlib artists
+        The curves (or contour sets) drawn.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sksam import SAMKernelRegressor
+    >>> from sksam.inspection import LossLandscapeDisplay
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> y = (y - y.mean()) / y.std()
+    >>> fits = [SAMKernelRegressor(solver=s, max_iter=20).fit(X, y) for s in ("gd", "sam")]
+    >>> display = LossLandscapeDisplay.from_interpolation(
+    ...     *fits, X, y, resolution=5, draw=False)
+    >>> display.coordinates.tolist()  # 0: GD's fit, 1: SAM's
+    [-0.5, 0.0, 0.5, 1.0, 1.5]
+    >>> display.train_losses[0].round(3).tolist()  # exact: a closed form
+    [0.487, 0.487, 0.487, 0.488, 0.489]
+    """
+
+    def __init__(self, *, kind, coordinates, train_losses, test_losses=None, labels=None):
+        self.kind = kind
+        self.coordinates = coordinates
+        self.train_losses = train_losses
+        self.test_losses = test_losses
+        self.labels = labels
+
+    def plot(self, ax=None, *, log_scale=False, levels=20):
+        """Draw the landscape.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes (or array of Axes for ``'2d'``), default=None
+            Where to draw; a new figure is made when omitted.
+        log_scale : bool, default=False
+            Logarithmic loss axis (``'2d'``: logarithmically spaced levels).
+        levels : int, default=20
+            Contour levels of the ``'2d'`` kind.
+
+        Returns
+        -------
+        self : LossLandscapeDisplay
+        """
+        plt = _pyplot(f"{type(self).__name__}.plot")
+        labels = self.labels or [f"model {i}" for i in range(len(self.train_losses))]
+        _check_labels(labels, len(self.train_losses), "landscapes")
+        if self.kind == "2d":
+            return self._plot_plane(plt, ax, labels, log_scale, levels)
+        if ax is None:
+            _, ax = plt.subplots(layout="constrained")
+        self.lines_ = []
+        tests = self.test_losses or [None] * len(self.train_losses)
+        for i, (train, test, label) in enumerate(zip(self.train_losses, tests, labels)):
+            color = f"C{i}"
+            self.lines_ += ax.plot(self.coordinates, train, color=color, label=f"{label}: train")
+            if test is not None:
+                self.lines_ += ax.plot(
+                    self.coordinates, test, color=color, linestyle="--", label=f"{label}: test"
+                )
+        if self.kind == "interpolation":
+            for position in (0.0, 1.0):
+                ax.axvline(position, color="0.7", linewidth=0.8, zorder=0)
+            start, _, end = labels[0].partition(" -> ")
+            ax.set_xlabel(f"interpolation: 0 = {start}, 1 = {end or 'the other'}")
+        else:
+            ax.set_xlabel("step along a filter-normalized direction")
+        if log_scale:
+            ax.set_yscale("log")
+        ax.set_ylabel("loss")
+        ax.legend()
+        self.ax_, self.figure_ = ax, ax.figure
+        return self
+
+    def _plot_plane(self, plt, axes, labels, log_scale, levels):
+        n = len(self.train_losses)
+        if axes is None:
+            _, axes = plt.subplots(1, n, figsize=(4 * n, 3.6), layout="constrained", squeeze=False)
+        axes = np.asarray(axes).ravel()
+        alphas, betas = self.coordinates
+        low = min(float(np.min(z)) for z in self.train_losses)
+        high = max(float(np.max(z)) for z in self.train_losses)
+        if log_scale and low > 0:
+            contour_levels = np.geomspace(low, high, levels)
+        else:
+            contour_levels = np.linspace(low, high, levels)
+        self.lines_ = []
+        for ax, train, label in zip(axes, self.train_losses, labels):
+            filled = ax.contourf(alphas, betas, train, levels=contour_levels, cmap="viridis")
+            self.lines_.append(filled)
+            ax.plot([0], [0], marker="*", color="white", markersize=10)
+            ax.set_title(label)
+            ax.set_xlabel("direction 1")
+            ax.set_aspect("equal")
+        axes[0].set_ylabel("direction 2")
+        axes[0].figure.colorbar(self.lines_[0], ax=list(axes), label="training loss")
+        self.ax_, self.figure_ = axes, axes[0].figure
+        return self
+
+    @classmethod
+    def from_interpolation(
+        cls,
+        start,
+        end,
+        X,
+        y,
+        *,
+        X_test=None,
+        y_test=None,
+        resolution=41,
+        span=(-0.5, 1.5),
+        labels=None,
+        verbose=0,
+        ax=None,
+        draw=True,
+    ):
+        """The loss on the line through two fitted estimators' weights.
+
+        Parameters
+        ----------
+        start, end : fitted estimators
+            Two fits of the same architecture (for a picture of GD against
+            SAM: the same ``random_state``, hence the same initialization).
+        X, y : array-like
+            Training data.
+        X_test, y_test : array-like, default=None
+            Held-out data, drawn dashed on the same axes.
+        resolution : int, default=41
+            Points on the line.
+        span : (float, float), default=(-0.5, 1.5)
+            From where to where (``0``: ``start``, ``1``: ``end``).
+        labels : (str, str), default=None
+            Names of the two; from their solvers when omitted.
+        verbose : int, default=0
+            Show progress.
+        ax : matplotlib Axes, default=None
+            Where to draw.
+        draw : bool, default=True
+            Draw (False only computes).
+
+        Returns
+        -------
+        display : LossLandscapeDisplay
+        """
+        from ..sharpness import fitted_loss, interpolation_losses
+        from ..sharpness._landscape import check_grid
+
+        names = _labels_for([start, end], labels)
+        alphas = check_grid(resolution, span)
+
+        def line(X_, y_):
+            return interpolation_losses(
+                fitted_loss(start, X_, y_), fitted_loss(end, X_, y_), alphas, verbose=verbose
+            )
+
+        test = [line(X_test, y_test)] if _check_test_data(X_test, y_test) else None
+        display = cls(
+            kind="interpolation",
+            coordinates=alphas,
+            train_losses=[line(X, y)],
+            test_losses=test,
+            labels=[f"{names[0]} -> {names[1]}"],
+        )
+        return display.plot(ax=ax) if draw else display
+
+    @classmethod
+    def from_estimators(
+        cls,
+        estimators,
+        X,
+        y,
+        *,
+        X_test=None,
+        y_test=None,
+        dims=1,
+        resolution=25,
+        span=1.0,
+        ignore="biasbn",
+        random_state=0,
+        labels=None,
+        verbose=0,
+        batch_size=64,
+        ax=None,
+        draw=True,
+    ):
+        """Each estimator's loss along random filter-normalized directions.
+
+        Parameters
+        ----------
+        estimators : list of fitted estimators
+            The models, overlaid (``dims=1``) or side by side (``dims=2``).
+        X, y : array-like
+            Training data.
+        X_test, y_test : array-like, default=None
+            Held-out data (``dims=1``: dashed, on the same axes; ``dims=2``:
+            computed and kept in ``test_losses``).
+        dims : {1, 2}, default=1
+            A line or a plane.
+        resolution : int, default=25
+            Points per axis (``resolution**2`` loss evaluations for a plane).
+        span : float or (float, float), default=1.0
+            The axis runs from ``-span`` to ``span`` (or over the pair).
+        ignore : {'biasbn', None}, default='biasbn'
+            Biases and normalization parameters: not moved (Li et al.'s
+            default), or moved along a direction of their own norm.
+        random_state : int, default=0
+            Seeds the directions: the same draw for every estimator, each
+            normalized to its own weights.
+        labels : list of str, default=None
+            One per estimator; from their solvers when omitted.
+        verbose : int, default=0
+            Show progress (tqdm if installed).
+        batch_size : int, default=64
+            Grid points evaluated together.
+        ax : matplotlib Axes, default=None
+            Where to draw.
+        draw : bool, default=True
+            Draw (False only computes).
+
+        Returns
+        -------
+        display : LossLandscapeDisplay
+        """
+        from ..sharpness import fitted_loss
+        from ..sharpness._landscape import check_grid, filter_normalized_direction, loss_along
+
+        if dims not in (1, 2):
+            raise ValueError(f"dims must be 1 or 2; got {dims!r}.")
+        labels = _labels_for(estimators, labels)
+        axis = check_grid(resolution, span)
+        if dims == 1:
+            points, coordinates = axis[:, None], axis
+        else:
+            A, B = np.meshgrid(axis, axis)  # rows along direction 2
+            points, coordinates = np.column_stack([A.ravel(), B.ravel()]), (axis, axis)
+        seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+        has_test = _check_test_data(X_test, y_test)
+        train, test = [], []
+        for estimator in estimators:
+            loss = fitted_loss(estimator, X, y)
+            directions = [
+                filter_normalized_direction(loss, ignore=ignore, random_state=seed + k)
+                for k in range(dims)
+            ]
+            shape = (resolution,) * dims
+
+            def values(view):
+                return loss_along(
+                    view, directions, points, batch_size=batch_size, verbose=verbose
+                ).reshape(shape)
+
+            train.append(values(loss))
+            if has_test:
+                test.append(values(fitted_loss(estimator, X_test, y_test)))
+        display = cls(
+            kind=f"{dims}d",
+            coordinates=coordinates,
+            train_losses=train,
+            test_losses=test if has_test else None,
+            labels=labels,
+        )
+        return display.plot(ax=ax) if draw else display
+
+    @classmethod
+    def from_estimator(cls, estimator, X, y, **kwargs):
+        """:meth:`from_estimators` for one estimator (``label=`` names it)."""
+        label = kwargs.pop("label", None)
+        return cls.from_estimators(
+            [estimator], X, y, labels=None if label is None else [label], **kwargs
+        )
+
+
+class SharpnessSpectrumDisplay:
+    """Hessian spectra of fitted estimators: density, top eigenvalues, layers.
+
+    Built by :meth:`from_estimators` (GD's fit against SAM's, say), which
+    reads each with :func:`sksam.sharpness.estimator_spectrum` and
+    :func:`sksam.sharpness.estimator_sharpness`; three panels, each with the
+    standard errors of the stochastic estimates as error bars:
+
+    * ``'density'``: the spectral density by stochastic Lanczos quadrature
+      (exact eigenvalues for the kernel models), on a symmetric-log axis;
+    * ``'top'``: the ``k`` largest eigenvalues;
+    * ``'layers'``: a sharpness measure per layer (parameter group).
+
+    Parameters
+    ----------
+    labels : list of str
+        One per estimator.
+    densities : list of (ndarray, ndarray)
+        ``(grid, density)`` per estimator.
+    top_eigenvalues, top_stderr : list of ndarray
+        Per estimator.
+    layers : list of str
+        The layer names (shared by the estimators).
+    layer_values, layer_stderr : ndarray of shape (n_estimators, n_layers)
+        The per-layer measure and its standard error.
+    measure : str, default='trace'
+        The per-layer measure.
+
+    Attributes
+    ----------
+    axes_ : ndarray of matplotlib Axes
+    figure_ : matplotlib Figure
+    results_ : list of (SpectrumResult, SharpnessResult)
+        Set by :meth:`from_estimators`.
+    """
+
+    def __init__(
+        self,
+        *,
+        labels,
+        densities,
+        top_eigenvalues,
+        top_stderr,
+        layers,
+        layer_values,
+        layer_stderr,
+        measure="trace",
+    ):
+        self.labels = labels
+        self.densities = densities
+        self.top_eigenvalues = top_eigenvalues
+        self.top_stderr = top_stderr
+        self.layers = layers
+        self.layer_values = layer_values
+        self.layer_stderr = layer_stderr
+        self.measure = measure
+
+    def plot(self, axes=None, *, kinds=("density", "top", "layers")):
+        """Draw the panels named in ``kinds``.
+
+        Parameters
+        ----------
+        axes : array-like of matplotlib Axes, default=None
+            One per kind; a new row of panels when omitted.
+        kinds : sequence of {'density', 'top', 'layers'}
+            Which panels, in order.
+
+        Returns
+        -------
+        self : SharpnessSpectrumDisplay
+        """
+        plt = _pyplot(f"{type(self).__name__}.plot")
+        unknown = set(kinds) - {"density", "top", "layers"}
+        if unknown or not kinds:
+            raise ValueError(
+                f"kinds must be a non-empty list of 'density', 'top', 'layers'; got {kinds!r}."
+            )
+        _check_labels(self.labels, len(self.densities), "spectra")
+        if axes is None:
+            _, axes = plt.subplots(
+                1, len(kinds), figsize=(4.2 * len(kinds), 3.4), layout="constrained"
+            )
+        axes = np.atleast_1d(np.asarray(axes, dtype=object)).ravel()
+        for ax, kind in zip(axes, kinds):
+            getattr(self, f"_plot_{kind}")(ax)
+        self.axes_, self.figure_ = axes, axes[0].figure
+        return self
+
+    def _plot_density(self, ax):
+        for i, ((grid, density), label) in enumerate(zip(self.densities, self.labels)):
+            ax.plot(grid, density, color=f"C{i}", label=label)
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=max(1e-6, min(float(np.max(d)) for _, d in self.densities) * 1e-6))
+        ax.set_xscale("symlog", linthresh=_linear_threshold(self.densities))
+        ax.set_xlabel("Hessian eigenvalue")
+        ax.set_ylabel("spectral density")
+        ax.legend()
+
+    def _plot_top(self, ax):
+        for i, (values, errors, label) in enumerate(
+            zip(self.top_eigenvalues, self.top_stderr, self.labels)
+        ):
+            ranks = np.arange(1, len(values) + 1) + 0.1 * (i - (len(self.labels) - 1) / 2)
+            ax.errorbar(
+                ranks, values, yerr=errors, marker="o", linestyle="", color=f"C{i}", label=label
+            )
+        ax.set_xlabel("rank")
+        ax.set_ylabel("top Hessian eigenvalues")
+        ax.legend()
+
+    def _plot_layers(self, ax):
+        n = len(self.labels)
+        positions = np.arange(len(self.layers))
+        width = 0.8 / n
+        for i, label in enumerate(self.labels):
+            ax.bar(
+                positions + (i - (n - 1) / 2) * width,
+                self.layer_values[i],
+                width,
+                yerr=self.layer_stderr[i],
+                capsize=3,
+                color=f"C{i}",
+                label=label,
+            )
+        ax.set_xticks(positions, self.layers, rotation=30, ha="right")
+        ax.set_ylabel(f"{self.measure} per layer")
+        ax.legend()
+
+    @classmethod
+    def from_estimators(
+        cls,
+        estimators,
+        X,
+        y,
+        *,
+        k=5,
+        measure="trace",
+        rho=None,
+        n_iter=80,
+        n_probes=5,
+        n_seeds=3,
+        max_samples=None,
+        random_state=0,
+        labels=None,
+        kinds=("density", "top", "layers"),
+        axes=None,
+        draw=True,
+    ):
+        """Compute and draw the spectra of several fitted estimators.
+
+        Parameters
+        ----------
+        estimators : list of fitted estimators
+            Of the same architecture for the ``'layers'`` panel.
+        X, y : array-like
+            The data of the loss (the training data).
+        k : int, default=5
+            Top eigenvalues.
+        measure : str, default='trace'
+            Per-layer measure (:data:`~sksam.sharpness.MEASURES`).
+        rho : float, default=None
+            Its radius, if it needs one (each estimator's ``rho`` when None).
+        n_iter, n_probes : int, default=80, 5
+            Lanczos steps and probes of the density.
+        n_seeds : int, default=3
+            Seeds of the top eigenvalues and the seeded measures.
+        max_samples : int, default=None
+            Rows the loss is taken on (a subsample, stated in ``results_``).
+        random_state : int, default=0
+            Seeds everything.
+        labels : list of str, default=None
+            One per estimator.
+        kinds : sequence of str, default=('density', 'top', 'layers')
+            Panels to draw.
+        axes : array-like of Axes, default=None
+            Where to draw.
+        draw : bool, default=True
+            Draw (False only computes).
+
+        Returns
+        -------
+        display : SharpnessSpectrumDisplay
+        """
+        from ..sharpness import estimator_sharpness, estimator_spectrum
+
+        labels = _labels_for(estimators, labels)
+        results = []
+        for estimator in estimators:
+            spectrum = estimator_spectrum(
+                estimator,
+                X,
+                y,
+                k=k,
+                n_iter=n_iter,
+                n_probes=n_probes,
+                n_seeds=n_seeds,
+                max_samples=max_samples,
+                random_state=random_state,
+            )
+            layers = estimator_sharpness(
+                estimator,
+                X,
+                y,
+                measure=measure,
+                rho=rho,
+                by="layer",
+                n_seeds=n_seeds,
+                max_samples=max_samples,
+                random_state=random_state,
+            )
+            results.append((spectrum, layers))
+        names = results[0][1].groups
+        if any(r[1].groups != names for r in results):
+            raise ValueError(
+                "The estimators have different layers; the per-layer panel compares "
+                "models of one architecture."
+            )
+        densities = _shared_grid_densities([r[0] for r in results])
+        display = cls(
+            labels=labels,
+            densities=densities,
+            top_eigenvalues=[r[0].top_eigenvalues[0] for r in results],
+            top_stderr=[r[0].top_stderr[0] for r in results],
+            layers=names,
+            layer_values=np.array([r[1].values for r in results]),
+            layer_stderr=np.array([r[1].stderr for r in results]),
+            measure=measure,
+        )
+        display.results_ = results
+        return display.plot(axes=axes, kinds=kinds) if draw else display
+
+
+def _shared_grid_densities(spectra):
+    """Each spectrum's density on one grid (so that the curves compare)."""
+    nodes = np.concatenate([np.concatenate(s.nodes[0]) for s in spectra])
+    low, high = float(nodes.min()), float(nodes.max())
+    sigma = 0.01 * max(high - low, abs(high), 1e-12)
+    grid = np.linspace(low - 5 * sigma, high + 5 * sigma, 600)
+    return [s.density(0, grid=grid, sigma=sigma) for s in spectra]
+
+
+def _linear_threshold(densities):
+    """The symlog axis's linear range: 1% of the largest eigenvalue magnitude."""
+    extent = max(float(np.max(np.abs(grid))) for grid, _ in densities)
+    return max(0.01 * extent, 1e-12)

@@ -43,6 +43,7 @@ measures, what it is invariant to, what it costs, and which to use when.
 from ._estimator import SharpnessResult, estimator_sharpness
 from ._fitted import FittedLoss, fitted_loss
 from ._hvp import hessian_trace, top_hessian_eigenvalue
+from ._landscape import filter_normalized_direction, interpolation_losses, loss_along
 from ._measure import (
     DEFAULT_OPTIONS,
     LOGIT_MEASURES,
@@ -73,7 +74,10 @@ __all__ = [
     "SpectrumResult",
     "estimator_sharpness",
     "estimator_spectrum",
+    "filter_normalized_direction",
     "fitted_loss",
+    "interpolation_losses",
+    "loss_along",
     "hessian_spectrum",
     "spectral_density",
     "top_hessian_eigenvalues",
