@@ -108,6 +108,8 @@ def test_the_grid_is_evaluated_in_batches_as_one_point_at_a_time(conv_net):
             moved = [w.detach() + a * d1 + b * d2 for w, d1, d2 in zip(loss.params, *directions)]
             one_by_one.append(loss.loss_of(moved).item())
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-5)
+    vectorized = loss_along(loss, directions, points, batch_size=3, vectorize=True)
+    np.testing.assert_allclose(vectorized, one_by_one, rtol=1e-5)
     with loss.evaluating():
         assert batched[0] == pytest.approx(loss.loss_fn().item(), rel=1e-6)
 
