@@ -956,6 +956,7 @@ class LossLandscapeDisplay:
         Returns
         -------
         self : LossLandscapeDisplay
+            This display, with the matplotlib handles set.
         """
         plt = _pyplot(f"{type(self).__name__}.plot")
         labels = self.labels or [f"model {i}" for i in range(len(self.train_losses))]
@@ -1178,7 +1179,22 @@ class LossLandscapeDisplay:
 
     @classmethod
     def from_estimator(cls, estimator, X, y, **kwargs):
-        """:meth:`from_estimators` for one estimator (``label=`` names it)."""
+        """:meth:`from_estimators` for one estimator.
+
+        Parameters
+        ----------
+        estimator : fitted estimator
+            The model.
+        X, y : array-like
+            Training data.
+        **kwargs : dict
+            Passed to :meth:`from_estimators`; ``label=`` names the curve.
+
+        Returns
+        -------
+        display : LossLandscapeDisplay
+            The display, drawn unless ``draw=False``.
+        """
         label = kwargs.pop("label", None)
         return cls.from_estimators(
             [estimator], X, y, labels=None if label is None else [label], **kwargs
@@ -1219,6 +1235,19 @@ class SharpnessSpectrumDisplay:
     figure_ : matplotlib Figure
     results_ : list of (SpectrumResult, SharpnessResult)
         Set by :meth:`from_estimators`.
+
+    Examples
+    --------
+    >>> from sksam import SAMTwoLayerRegressor
+    >>> from sksam.datasets import make_teacher_student
+    >>> from sksam.inspection import SharpnessSpectrumDisplay
+    >>> X, y = make_teacher_student(n_samples=50, random_state=0)
+    >>> fits = [SAMTwoLayerRegressor(n_hidden=4, solver=s, random_state=0).fit(X, y)
+    ...         for s in ("gd", "sam")]
+    >>> display = SharpnessSpectrumDisplay.from_estimators(
+    ...     fits, X, y, k=3, n_iter=20, draw=False)
+    >>> display.layers
+    ['hidden', 'output']
     """
 
     def __init__(
@@ -1255,6 +1284,7 @@ class SharpnessSpectrumDisplay:
         Returns
         -------
         self : SharpnessSpectrumDisplay
+            This display, with the matplotlib handles set.
         """
         plt = _pyplot(f"{type(self).__name__}.plot")
         unknown = set(kinds) - {"density", "top", "layers"}

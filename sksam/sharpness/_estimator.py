@@ -21,7 +21,10 @@ BY = ("model", "layer")
 class SharpnessResult:
     """What :func:`estimator_sharpness` measured, with its uncertainty.
 
-    Attributes
+    Built by :func:`estimator_sharpness`; the parameters are kept as
+    attributes of the same names.
+
+    Parameters
     ----------
     measure : str
         The measure (a name of :data:`~sksam.sharpness.MEASURES`).
@@ -47,6 +50,17 @@ class SharpnessResult:
     sample_index : ndarray of int
         Which rows of ``X`` those are (a subsample when ``max_samples`` is
         smaller than the data).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sksam.sharpness import SharpnessResult
+    >>> result = SharpnessResult(
+    ...     measure="trace", rho=None, groups=["hidden", "output"],
+    ...     values=[3.0, 1.0], stderr=[0.2, 0.1], samples=[[3.0], [1.0]],
+    ...     exact=False, n_samples=50, sample_index=np.arange(50))
+    >>> result
+    SharpnessResult(trace: hidden=3+-0.2, output=1+-0.1; n_samples=50)
     """
 
     def __init__(
@@ -73,6 +87,7 @@ class SharpnessResult:
         Returns
         -------
         frame : pandas.DataFrame
+            The groups as rows; ``n_estimates`` counts the probes or seeds.
         """
         try:
             import pandas as pd

@@ -29,9 +29,10 @@ _NORM_LAYERS = ("_NormBase", "LayerNorm", "GroupNorm", "LocalResponseNorm", "RMS
 class FittedLoss:
     """The mean training loss of a fitted model, as a function of its weights.
 
-    Built by :func:`fitted_loss`; not meant to be built by hand.
+    Built by :func:`fitted_loss`; not meant to be built by hand (the
+    parameters are kept as attributes of the same names).
 
-    Attributes
+    Parameters
     ----------
     kind : {'torch', 'quadratic'}
         ``'quadratic'`` for the kernel models, whose loss is exactly quadratic
@@ -48,13 +49,35 @@ class FittedLoss:
         layer: rows of a torch ``Linear`` weight, output channels of a
         ``Conv``; columns of the two-layer estimators' ``W`` and ``a``), or
         None for a bias or a normalization-layer parameter.
+    loss_of : callable
+        ``loss_of(tensors)``: the mean loss with ``tensors`` (shaped like
+        ``params``) as the weights; the estimator is not touched.
+    logits_of : callable, default=None
+        ``logits_of(tensors)``: ``(logits, class indices)``, for classifiers.
+
+    Attributes
+    ----------
     module : torch.nn.Module or None
         The net's module (for the eval-mode switch), None otherwise.
+    quadratic : object or None
+        The kernel models' quadratic form (their closed forms read it).
     n_samples : int
         Rows the loss is the mean over.
     sample_index : ndarray of int
         Which rows of the ``X`` given they are (all of them unless
         ``max_samples`` drew a subsample).
+
+    Examples
+    --------
+    >>> from sksam import SAMTwoLayerRegressor
+    >>> from sksam.datasets import make_teacher_student
+    >>> from sksam.sharpness import fitted_loss
+    >>> X, y = make_teacher_student(n_samples=50, random_state=0)
+    >>> model = SAMTwoLayerRegressor(n_hidden=4, max_iter=5, tol=None,
+    ...                              random_state=0).fit(X, y)
+    >>> loss = fitted_loss(model, X, y)
+    >>> loss.names, list(loss.groups)
+    (['hidden.weight', 'hidden.bias', 'output.weight', 'output.bias'], ['hidden', 'output'])
     """
 
     def __init__(self, *, kind, names, params, groups, filter_axis, loss_of, logits_of=None):
@@ -71,16 +94,36 @@ class FittedLoss:
         self.sample_index = None
 
     def loss_fn(self):
-        """The mean loss at ``params`` (the ``loss_fn`` of every sharpness function)."""
+        """The mean loss at ``params`` (the ``loss_fn`` of every sharpness function).
+
+        Returns
+        -------
+        loss : torch.Tensor
+            A scalar.
+        """
         return self.loss_of(self.params)
 
     def logits_fn(self):
-        """``(logits, class indices)`` at ``params``, for the logit-normalized measure."""
+        """``(logits, class indices)`` at ``params``, for the logit-normalized measure.
+
+        Returns
+        -------
+        logits : torch.Tensor
+            The model's outputs on the rows.
+        classes : torch.Tensor
+            The class index of each row.
+        """
         return self.logits_of(self.params)
 
     @contextlib.contextmanager
     def evaluating(self):
-        """Eval mode for the module (if any), each submodule's flag restored after."""
+        """Eval mode for the module (if any), each submodule's flag restored after.
+
+        Yields
+        ------
+        None
+            Inside the block the module is in eval mode.
+        """
         from ._hvp import _eval_mode
 
         with _eval_mode(self.module):
@@ -114,6 +157,18 @@ def fitted_loss(estimator, X, y, *, sample_weight=None, max_samples=None, random
     Returns
     -------
     loss : FittedLoss
+        The loss as a function of copies of the weights.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sksam import SAMKernelRegressor
+    >>> from sksam.sharpness import fitted_loss
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> model = SAMKernelRegressor(max_iter=5).fit(X, y / 100)
+    >>> loss = fitted_loss(model, X, y / 100, max_samples=100, random_state=0)
+    >>> loss.kind, loss.n_samples
+    ('quadratic', 100)
     """
     estimator, X, y = _unwrap(estimator, X, y)
     index = _subsample(len(X), max_samples, random_state)

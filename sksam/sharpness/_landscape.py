@@ -50,6 +50,22 @@ def filter_normalized_direction(loss, *, ignore="biasbn", random_state=None):
     -------
     direction : list of torch.Tensor
         One tensor per parameter of ``loss.params``.
+
+    Examples
+    --------
+    >>> from sksam import SAMTwoLayerRegressor
+    >>> from sksam.datasets import make_teacher_student
+    >>> from sksam.sharpness import filter_normalized_direction, fitted_loss
+    >>> X, y = make_teacher_student(n_samples=50, random_state=0)
+    >>> model = SAMTwoLayerRegressor(n_hidden=4, max_iter=5, tol=None,
+    ...                              random_state=0).fit(X, y)
+    >>> loss = fitted_loss(model, X, y)
+    >>> W, b = loss.params[:2]
+    >>> d_W, d_b = filter_normalized_direction(loss, random_state=0)[:2]
+    >>> bool(((d_W.norm(dim=0) - W.detach().norm(dim=0)).abs() < 1e-9).all())
+    True
+    >>> d_b.abs().max().item()  # a bias does not move (Li et al.'s default)
+    0.0
     """
     import torch
 
@@ -113,6 +129,20 @@ def loss_along(loss, directions, points, *, origin=None, batch_size=64, vectoriz
     Returns
     -------
     losses : ndarray of shape (n_points,)
+        The loss at each point.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sksam import SAMKernelRegressor
+    >>> from sksam.sharpness import filter_normalized_direction, fitted_loss, loss_along
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> loss = fitted_loss(SAMKernelRegressor(max_iter=5).fit(X, y / 100), X, y / 100)
+    >>> d = filter_normalized_direction(loss, random_state=0)
+    >>> values = loss_along(loss, [d], [[-1.0], [0.0], [1.0]])
+    >>> bool(values[1] == values.min())  # the fit is the lowest of the three
+    True
     """
     points = np.atleast_2d(np.asarray(points, dtype=np.float64))
     if points.shape[1] != len(directions):
@@ -237,6 +267,20 @@ def interpolation_losses(start, end, alphas, *, verbose=0):
     Returns
     -------
     losses : ndarray of shape (n_points,)
+        The loss at each position.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sksam import SAMKernelRegressor
+    >>> from sksam.sharpness import fitted_loss, interpolation_losses
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> gd, sam = (SAMKernelRegressor(solver=s, max_iter=5).fit(X, y / 100)
+    ...            for s in ("gd", "sam"))
+    >>> values = interpolation_losses(fitted_loss(gd, X, y / 100),
+    ...                               fitted_loss(sam, X, y / 100), [0.0, 1.0])
+    >>> bool(abs(values[0] - 0.5 * ((gd.predict(X) - y / 100) ** 2).mean()) < 1e-12)
+    True
     """
     alphas = np.asarray(alphas, dtype=np.float64)
     if start.kind == "quadratic" or end.kind == "quadratic":

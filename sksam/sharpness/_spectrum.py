@@ -173,7 +173,18 @@ def spectral_density(nodes, weights, *, grid=None, sigma=None, n_points=400):
     Returns
     -------
     grid : ndarray of shape (n_points,)
+        Where the density is evaluated.
     density : ndarray of shape (n_points,)
+        Its values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sksam.sharpness import spectral_density
+    >>> grid, density = spectral_density([np.array([0.0])], [np.array([1.0])],
+    ...                                  sigma=1.0, n_points=1001)
+    >>> round(float(density.max()), 4)  # a standard normal's peak
+    0.3989
     """
     all_nodes = np.concatenate([np.asarray(t, dtype=float) for t in nodes])
     low, high = float(all_nodes.min()), float(all_nodes.max())
@@ -194,7 +205,10 @@ def spectral_density(nodes, weights, *, grid=None, sigma=None, n_points=400):
 class SpectrumResult:
     """What :func:`estimator_spectrum` found, per model or per layer.
 
-    Attributes
+    Built by :func:`estimator_spectrum`; the fields are kept as attributes
+    of the same names.
+
+    Parameters
     ----------
     groups : list of str
         ``['model']`` or the layer names.
@@ -212,13 +226,58 @@ class SpectrumResult:
         Rows the loss was taken on.
     sample_index : ndarray of int
         Which rows of ``X`` those are.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sksam.sharpness import SpectrumResult
+    >>> result = SpectrumResult(
+    ...     groups=["model"], top_eigenvalues=[np.array([2.0, 1.0])],
+    ...     top_stderr=[np.zeros(2)], nodes=[[np.array([1.0, 2.0])]],
+    ...     weights=[[np.array([0.5, 0.5])]], exact=True, n_samples=10,
+    ...     sample_index=np.arange(10))
+    >>> grid, density = result.density("model", sigma=0.1)
     """
 
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
+    def __init__(
+        self,
+        *,
+        groups,
+        top_eigenvalues,
+        top_stderr,
+        nodes,
+        weights,
+        exact,
+        n_samples,
+        sample_index,
+    ):
+        self.groups = groups
+        self.top_eigenvalues = top_eigenvalues
+        self.top_stderr = top_stderr
+        self.nodes = nodes
+        self.weights = weights
+        self.exact = exact
+        self.n_samples = n_samples
+        self.sample_index = sample_index
 
     def density(self, group=0, **kwargs):
-        """:func:`spectral_density` of one group (index or name)."""
+        """:func:`spectral_density` of one group.
+
+        Parameters
+        ----------
+        group : int or str, default=0
+            The group's index or name.
+        **kwargs : dict
+            Passed to :func:`spectral_density` (``grid``, ``sigma``,
+            ``n_points``).
+
+        Returns
+        -------
+        grid : ndarray
+            Where the density is evaluated.
+        density : ndarray
+            Its values.
+        """
         index = self.groups.index(group) if isinstance(group, str) else group
         return spectral_density(self.nodes[index], self.weights[index], **kwargs)
 
@@ -271,6 +330,18 @@ def estimator_spectrum(
     Returns
     -------
     result : SpectrumResult
+        Top eigenvalues with their errors, and the density's quadrature.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sksam import SAMKernelRegressor
+    >>> from sksam.sharpness import estimator_spectrum
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> model = SAMKernelRegressor(max_iter=5).fit(X, y / 100)
+    >>> spectrum = estimator_spectrum(model, X, y / 100, k=2)
+    >>> spectrum.exact, spectrum.top_eigenvalues[0].round(3).tolist()
+    (True, [0.995, 0.002])
     """
     from ._estimator import BY
     from ._fitted import fitted_loss
