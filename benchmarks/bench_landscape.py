@@ -5,8 +5,8 @@ The target (under a minute on a laptop-class CPU core) bounds what
 resolution. Printed: the time of the whole display computation (the two
 filter-normalized directions and the 625 evaluations of the loss on all
 1797 digits, one point after another: no copy of the model, the weights are
-handed to the module by :func:`torch.func.functional_call`) and, side by
-side, the grid evaluated with :func:`torch.func.vmap` over batches of points
+handed to the module by ``torch.func.functional_call``) and, side by
+side, the grid evaluated with ``torch.func.vmap`` over batches of points
 (``vectorize=True``), which is slower on a CPU.
 
 Run::

@@ -7,7 +7,7 @@ estimator needs one new branch here and nothing elsewhere.
 
 The view never writes to the estimator: its ``params`` are copies of the
 fitted weights (``loss_of`` runs the model on whatever tensors it is given,
-through :func:`torch.func.functional_call` for the nets), and a net's module
+through ``torch.func.functional_call`` for the nets), and a net's module
 is switched to eval mode only inside :meth:`FittedLoss.evaluating`, which puts
 back every submodule's train/eval flag.
 """

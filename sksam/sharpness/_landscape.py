@@ -16,8 +16,8 @@ direction equal to the weights up to signs (the bias bug of the
 ``loss-landscapes`` package).
 
 The loss on a grid of points is evaluated through the model's functional
-form (:func:`torch.func.functional_call`: no copy of the model per point,
-optionally :func:`torch.func.vmap` over a batch of points), in eval mode, on
+form (``torch.func.functional_call``: no copy of the model per point,
+optionally ``torch.func.vmap`` over a batch of points), in eval mode, on
 copies of the weights: the estimator is left exactly as it was. The kernel
 models' loss is quadratic in their coefficients, so it is evaluated in
 closed form along any directions:
@@ -118,7 +118,7 @@ def loss_along(loss, directions, points, *, origin=None, batch_size=64, vectoriz
         Points whose weights are built together (memory: that many copies of
         the weights; the progress advances by batch).
     vectorize : bool, default=False
-        Evaluate a batch in one call through :func:`torch.func.vmap` rather
+        Evaluate a batch in one call through ``torch.func.vmap`` rather
         than point after point. On a CPU it is slower (an MLP on digits:
         4.1 s against 2.2 s for 625 points, one thread; batched matrix
         products with a batch of weights beat the plain ones only on wide
