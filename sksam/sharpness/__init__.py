@@ -34,6 +34,15 @@ Two back ends answer them:
   ascent, :func:`average_sharpness` Monte Carlo, all seeded by
   ``random_state``; :func:`torch_sharpness` dispatches on the name.
 
+A **fitted** estimator is read by :func:`fitted_loss` (its loss as a function
+of copies of its weights, once, for every use below):
+:func:`estimator_sharpness` gives any measure per model or per layer with its
+standard error, :func:`estimator_spectrum` the top eigenvalues and the
+spectral density (:func:`top_hessian_eigenvalues`, :func:`hessian_spectrum`,
+stochastic Lanczos quadrature), and :func:`filter_normalized_direction`,
+:func:`loss_along` and :func:`interpolation_losses` the loss landscapes that
+:mod:`sksam.inspection` draws.
+
 The torch estimators call :func:`measure_sharpness`, which applies one table
 of options, :data:`DEFAULT_OPTIONS`, so that a measure has the same precision
 in every estimator. The user guide's page "Sharpness measures" says what each
