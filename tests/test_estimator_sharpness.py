@@ -212,3 +212,24 @@ def test_a_foreign_estimator_is_refused_by_name(diabetes):
     X, y = diabetes
     with pytest.raises(TypeError, match="Ridge is not a sksam estimator"):
         estimator_sharpness(Ridge().fit(X, y), X, y)
+
+
+def test_a_target_transformer_is_undone_before_the_loss(diabetes):
+    from sklearn.compose import TransformedTargetRegressor
+
+    X, y = diabetes
+    wrapped = TransformedTargetRegressor(
+        SAMKernelRegressor(max_iter=20, sharpness="rho", rho=0.1), transformer=StandardScaler()
+    ).fit(X, 50 * y + 3)
+    # the loss is the one the model was fitted on: of the standardized targets
+    result = estimator_sharpness(wrapped, X, 50 * y + 3, measure="rho")
+    assert result.value == pytest.approx(wrapped.regressor_.sharpness_, rel=1e-9)
+
+
+def test_kernel_classifier_refuses_other_classes():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 2))
+    y = np.where(X[:, 0] > 0, 1, 0)
+    model = SAMKernelClassifier(max_iter=5).fit(X, y)
+    with pytest.raises(ValueError, match="the classes the model was fitted on"):
+        estimator_sharpness(model, X, y + 5)
