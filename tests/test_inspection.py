@@ -265,3 +265,64 @@ def test_gain_map_without_best_stop_has_no_marks():
 def test_gain_map_rejects_bad_grids(reference, errors, rows, match):
     with pytest.raises(ValueError, match=match):
         GainMapDisplay.from_errors(reference, errors, row_values=rows, column_values=[1, 2])
+
+
+# -- silent wrong pictures (each failed before its fix) ---------------------------
+
+
+class _StoppingRegressor(_CountingRegressor):
+    """A `_CountingRegressor` whose tol ends training for good at step 261."""
+
+    def fit(self, X, y):
+        super().fit(X, y)
+        self.n_iter_ = min(self.n_iter_, 261)
+        self.sharpness_ = float(self.n_iter_)
+        return self
+
+
+def test_sharpness_curve_draws_no_point_at_steps_that_never_ran(data):
+    X, y = data
+    with pytest.warns(UserWarning, match="stopped at step 261 before the checkpoint 2000"):
+        display = SharpnessCurveDisplay.from_estimator(
+            _StoppingRegressor(), X, y, checkpoints=[100, 2000, 3000], solvers=("gd",)
+        )
+    # the point is where training ended, and nothing is drawn after it
+    np.testing.assert_array_equal(display.lines_[0].get_xdata(), [100, 261])
+    np.testing.assert_array_equal(display.lines_[0].get_ydata(), [100, 261])
+    assert np.isnan(display.sharpness[0, 2])
+
+
+@pytest.mark.parametrize("checkpoints", [[2.5, 10], [1, np.nan]])
+def test_sharpness_curve_refuses_fractional_checkpoints(data, checkpoints):
+    X, y = data
+    with pytest.raises(ValueError, match="checkpoints must be whole step counts"):
+        SharpnessCurveDisplay.from_estimator(_CountingRegressor(), X, y, checkpoints=checkpoints)
+
+
+def test_training_curves_refuse_fewer_labels_than_estimators(data):
+    X, y = data
+    fits = [_ShrinkRegressor(solver=s).fit(X, y) for s in ("gd", "sam")]
+    with pytest.raises(ValueError, match="labels must hold one entry per curve: got 1 label"):
+        TrainingCurveDisplay.from_estimators(fits, labels=["a"])
+
+
+def test_training_curve_of_a_net_counts_epochs():
+    from sksam import SAMNetRegressor
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 3)).astype(np.float32), rng.normal(size=30)
+    net = SAMNetRegressor(max_epochs=2, random_state=0).fit(X, y)
+    assert TrainingCurveDisplay.from_estimator(net).ax_.get_xlabel() == "epoch"
+    fits = [_ShrinkRegressor().fit(X, y)]
+    assert TrainingCurveDisplay.from_estimators(fits).ax_.get_xlabel() == "iteration"
+
+
+def test_gain_map_never_marks_a_missing_cell_as_best_stop():
+    reference = np.array([[np.nan, 0.9, 0.5], [np.nan, np.nan, np.nan]])
+    errors = np.array([[0.5, 0.45, 0.4], [1.0, 1.0, 1.0]])
+    display = GainMapDisplay.from_errors(
+        reference, errors, row_values=[0, 1], column_values=[1, 2, 3]
+    )
+    assert display.best_column.tolist() == [2, -1]
+    np.testing.assert_allclose(display.best_gain, [1 - 0.4 / 0.5, np.nan])
+    np.testing.assert_array_equal(display.markers_.get_xdata(), [2.5])

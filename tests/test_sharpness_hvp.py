@@ -209,7 +209,7 @@ def test_rho_sharpness_matches_trust_region_closed_form(rho):
     quad = _Quadratic(np.array([-1.0, 0.2, 0.7, 1.5, 3.0]), seed=1)
     expected = _trust_region_max(quad.H, quad.g, rho)
     value = rho_sharpness(quad.loss_fn, [quad.w], rho, max_iter=500)
-    assert value == pytest.approx(expected, rel=1e-6)
+    assert value == pytest.approx(expected, rel=1e-5)  # rho: an ascent, from below
 
 
 def test_rho_sharpness_is_a_lower_bound_that_improves_on_sam_point():
@@ -434,3 +434,42 @@ def test_errors_name_the_problem():
         top_hessian_eigenvalue(lambda: net.params[0] * 2, net.params)
     with pytest.raises(ValueError, match="non-finite loss"):
         top_hessian_eigenvalue(lambda: net.loss_fn() * float("nan"), net.params)
+
+
+# --------------------------------------------------------------------------
+# a parameter listed twice, an infinite radius (silent / misleading before)
+# --------------------------------------------------------------------------
+
+
+def _diag_142():
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
+    return w, lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+
+
+@pytest.mark.parametrize(
+    "measure, expected",
+    [("top_eigenvalue", 4.0), ("trace", 7.0), ("rho", 4 * 0.1**2 / 2)],
+)
+def test_a_parameter_listed_twice_counts_once(measure, expected):
+    w, loss_fn = _diag_142()
+    value = measure_sharpness(measure, loss_fn, [w, w], rho=0.1, random_state=0)
+    assert value == pytest.approx(expected, rel=1e-5)  # rho: an ascent, from below
+
+
+def test_average_sharpness_of_a_parameter_listed_twice_counts_once():
+    from sksam.sharpness import average_sharpness
+
+    w, loss_fn = _diag_142()
+    once = average_sharpness(loss_fn, [w], 0.1, n_samples=20, random_state=0)
+    assert average_sharpness(loss_fn, [w, w], 0.1, n_samples=20, random_state=0) == once
+
+
+@pytest.mark.parametrize("rho", [np.inf, np.nan, -1.0])
+def test_an_infinite_radius_is_blamed_on_rho_not_on_the_loss(rho):
+    from sksam.sharpness import average_sharpness
+
+    w, loss_fn = _diag_142()
+    for function in (average_sharpness, rho_sharpness):
+        with pytest.raises(ValueError, match="rho must be non-negative and finite"):
+            function(loss_fn, [w], rho)

@@ -2,14 +2,18 @@
 
 from ._displays import (
     GainMapDisplay,
+    LossLandscapeDisplay,
     SharpnessCurveDisplay,
+    SharpnessSpectrumDisplay,
     SolverComparisonDisplay,
     TrainingCurveDisplay,
 )
 
 __all__ = [
     "GainMapDisplay",
+    "LossLandscapeDisplay",
     "SharpnessCurveDisplay",
+    "SharpnessSpectrumDisplay",
     "SolverComparisonDisplay",
     "TrainingCurveDisplay",
 ]

@@ -1,4 +1,4 @@
-"""Displays in scikit-learn's style: training curves and GD-vs-SAM comparisons.
+"""Displays in scikit-learn's style: training curves, GD-vs-SAM comparisons, landscapes.
 
 Each display stores its data in ``__init__``, draws in ``plot`` (returning
 ``self`` with the matplotlib handles as attributes ending in ``_``) and is
@@ -6,11 +6,14 @@ built from fitted estimators by a ``from_*`` class method. matplotlib is
 imported only when something is drawn.
 """
 
+import warnings
+
 import numpy as np
 from sklearn.base import clone, is_classifier
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.metrics import accuracy_score, mean_squared_error
 from sklearn.pipeline import Pipeline
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 
@@ -83,6 +86,26 @@ def _default_error(estimator):
     return "test MSE", mean_squared_error
 
 
+def _check_labels(labels, n, what):
+    """Raise unless there is one label per curve (``zip`` would drop the extra ones)."""
+    if isinstance(labels, str):
+        raise ValueError(f"labels must be a list of strings, one per curve; got {labels!r}.")
+    if len(labels) != n:
+        raise ValueError(
+            f"labels must hold one entry per curve: got {len(labels)} label(s) for {n} {what}."
+        )
+
+
+def _curve_unit(finals):
+    """``'epoch'`` when every estimator records a loss per epoch (the nets)."""
+    per_epoch = ["max_epochs" in f.get_params(deep=False) for f in finals]
+    if all(per_epoch):
+        return "epoch"
+    if any(per_epoch):
+        return "iteration (epoch for the nets)"
+    return "iteration"
+
+
 class TrainingCurveDisplay:
     """Training loss along the iterations of one or more fitted estimators.
 
@@ -98,6 +121,10 @@ class TrainingCurveDisplay:
         One training-loss curve per estimator.
     labels : list of str, default=None
         Legend entries; ``'curve 0'``, ``'curve 1'``, ... when omitted.
+    x_label : str, default='iteration'
+        What one point of a curve is: ``'iteration'`` (a step of the kernel
+        and two-layer estimators) or ``'epoch'`` (the torch nets record one
+        loss per epoch).
 
     Attributes
     ----------
@@ -119,9 +146,10 @@ class TrainingCurveDisplay:
     >>> display = TrainingCurveDisplay.from_estimators(fits)  # doctest: +SKIP
     """
 
-    def __init__(self, *, loss_curves, labels=None):
+    def __init__(self, *, loss_curves, labels=None, x_label="iteration"):
         self.loss_curves = loss_curves
         self.labels = labels
+        self.x_label = x_label
 
     def plot(self, ax=None, *, log_scale=True, **line_kwargs):
         """Draw the curves.
@@ -145,13 +173,14 @@ class TrainingCurveDisplay:
         if ax is None:
             _, ax = plt.subplots()
         labels = self.labels or [f"curve {i}" for i in range(len(self.loss_curves))]
+        _check_labels(labels, len(self.loss_curves), "loss curves")
         self.lines_ = [
             ax.plot(np.arange(1, len(curve) + 1), curve, label=label, **line_kwargs)[0]
             for curve, label in zip(self.loss_curves, labels)
         ]
         if log_scale:
             ax.set_yscale("log")
-        ax.set_xlabel("iteration")
+        ax.set_xlabel(self.x_label)
         ax.set_ylabel("training loss")
         ax.legend()
         self.ax_, self.figure_ = ax, ax.figure
@@ -188,7 +217,12 @@ class TrainingCurveDisplay:
                 )
         if labels is None:
             labels = [_label_of(final) for final in finals]
-        display = cls(loss_curves=[np.asarray(f.loss_curve_) for f in finals], labels=labels)
+        _check_labels(labels, len(finals), "estimators")
+        display = cls(
+            loss_curves=[np.asarray(f.loss_curve_) for f in finals],
+            labels=labels,
+            x_label=_curve_unit(finals),
+        )
         return display.plot(ax=ax, log_scale=log_scale)
 
     @classmethod
@@ -374,6 +408,43 @@ def _step_param(estimator):
     )
 
 
+def _check_checkpoints(checkpoints):
+    """Increasing positive integer step counts (a float such as 2.5 would be cut to 2)."""
+    raw = np.asarray(checkpoints)
+    if raw.ndim != 1 or len(raw) == 0 or not np.issubdtype(raw.dtype, np.number):
+        raise ValueError(
+            f"checkpoints must be positive step counts in a 1-d list; got {checkpoints!r}."
+        )
+    if not (np.all(np.isfinite(raw)) and np.all(raw == np.round(raw))):
+        raise ValueError(
+            f"checkpoints must be whole step counts; got {checkpoints!r} (a step count "
+            "such as 2.5 would be cut to 2 silently)."
+        )
+    raw = raw.astype(int)
+    if np.any(raw <= 0):
+        raise ValueError(f"checkpoints must be positive step counts; got {checkpoints!r}.")
+    if np.any(np.diff(raw) <= 0):
+        raise ValueError(f"checkpoints must be increasing; got {checkpoints!r}.")
+    return raw
+
+
+def _steps_done(model, planned):
+    """The steps (epochs) the warm-started model has run in all: ``n_iter_``, cumulative."""
+    n_iter = getattr(_final_estimator(model), "n_iter_", None)
+    return planned if n_iter is None else min(int(n_iter), planned)
+
+
+def _warn_stopped(solver, done, target, last):
+    warnings.warn(
+        f"SharpnessCurveDisplay: solver={solver!r} stopped at step {done} before the "
+        f"checkpoint {target} (its tol ended training); its curve ends there, and no "
+        f"point is drawn at the checkpoints up to {last}. Set tol=None to train to "
+        "every checkpoint.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 class SharpnessCurveDisplay:
     """Sharpness of the weights along training, one curve per solver.
 
@@ -383,10 +454,12 @@ class SharpnessCurveDisplay:
 
     Parameters
     ----------
-    steps : array-like of shape (n_checkpoints,)
-        Training steps (or epochs) at which the sharpness was measured.
+    steps : array-like of shape (n_checkpoints,) or (n_curves, n_checkpoints)
+        Training steps (or epochs) at which the sharpness was measured; one
+        row per curve when the curves stopped at different steps (NaN where
+        a curve has no point: its training stopped before that checkpoint).
     sharpness : array-like of shape (n_curves, n_checkpoints)
-        One row per solver.
+        One row per solver (NaN where there is no point).
     labels : list of str
         Legend entries, one per row of ``sharpness``.
     measure : str, default='sharpness'
@@ -444,13 +517,17 @@ class SharpnessCurveDisplay:
         if ax is None:
             _, ax = plt.subplots()
         kwargs = {"marker": "o", **line_kwargs}
-        self.lines_ = [
-            ax.plot(self.steps, values, label=label, **kwargs)[0]
-            for values, label in zip(np.asarray(self.sharpness), self.labels)
-        ]
-        if log_scale:  # ticks at the checkpoints, written in full
+        values = np.atleast_2d(np.asarray(self.sharpness, dtype=float))
+        steps = np.broadcast_to(np.asarray(self.steps, dtype=float), values.shape)
+        _check_labels(self.labels, len(values), "sharpness curves")
+        self.lines_ = []
+        for row_steps, row, label in zip(steps, values, self.labels):
+            ran = np.isfinite(row_steps)  # a curve ends where its training stopped
+            self.lines_.append(ax.plot(row_steps[ran], row[ran], label=label, **kwargs)[0])
+        if log_scale:  # ticks at the steps reached, written in full
+            ticks = np.unique(steps[np.isfinite(steps)]).astype(int)
             ax.set_xscale("log")
-            ax.set_xticks(self.steps, [str(step) for step in self.steps])
+            ax.set_xticks(ticks, [str(step) for step in ticks])
             ax.minorticks_off()
         ax.set_xlabel("step")
         ax.set_ylabel(self.measure)
@@ -492,11 +569,7 @@ class SharpnessCurveDisplay:
         display : SharpnessCurveDisplay
             The display, drawn.
         """
-        checkpoints = np.asarray(checkpoints, dtype=int)
-        if checkpoints.ndim != 1 or len(checkpoints) == 0 or np.any(checkpoints <= 0):
-            raise ValueError(f"checkpoints must be positive step counts; got {checkpoints!r}.")
-        if np.any(np.diff(checkpoints) <= 0):
-            raise ValueError(f"checkpoints must be increasing; got {checkpoints!r}.")
+        checkpoints = _check_checkpoints(checkpoints)
         prefix, final = _param_prefix(estimator)
         step_param = prefix + _step_param(final)
         measure = final.get_params().get("sharpness")
@@ -505,26 +578,50 @@ class SharpnessCurveDisplay:
                 "SharpnessCurveDisplay needs a sharpness measure; the estimator has "
                 "sharpness=None. Set sharpness='top_eigenvalue', 'trace' or 'rho'."
             )
-        values, fitted = [], []
-        for solver in solvers:
+        steps = np.full((len(solvers), len(checkpoints)), np.nan)
+        values = np.full_like(steps, np.nan)
+        fitted = []
+        for row, solver in enumerate(solvers):
             model = clone(estimator).set_params(
                 **{prefix + "solver": solver, prefix + "warm_start": True}
             )
-            curve, done = [], 0
-            for steps in checkpoints:
-                model.set_params(**{step_param: int(steps - done)}).fit(X, y)
-                curve.append(_sharpness_or_nan(model))
-                done = steps
-            values.append(curve)
+            done = 0
+            for column, target in enumerate(checkpoints):
+                model.set_params(**{step_param: int(target - done)}).fit(X, y)
+                done = _steps_done(model, done + int(target - done))
+                steps[row, column] = done
+                values[row, column] = _sharpness_or_nan(model)
+                if done < target:  # stopped by its tol: the later checkpoints never run
+                    _warn_stopped(solver, done, target, checkpoints[-1])
+                    break
             fitted.append(model)
+        if np.all(steps == steps[0]):  # every curve reached every checkpoint
+            steps = steps[0]
         display = cls(
-            steps=checkpoints,
-            sharpness=np.array(values, dtype=float),
+            steps=steps,
+            sharpness=values,
             labels=[_label_of(m) for m in fitted],
             measure=measure,
         )
         display.estimators_ = fitted
         return display.plot(ax=ax, log_scale=log_scale)
+
+
+def _best_stops(reference, errors):
+    """Each row's best column of ``reference`` and the gain of the best cells.
+
+    Missing cells (NaN: a run that failed or was not made) are never a best
+    stop: ``argmin`` would return the first NaN. A row with no value gets
+    ``-1`` (no mark) and a NaN gain.
+    """
+    best_column = np.full(reference.shape[0], -1)
+    best_gain = np.full(reference.shape[0], np.nan)
+    for i, (ref_row, row) in enumerate(zip(reference, errors)):
+        if np.any(np.isfinite(ref_row)):
+            best_column[i] = np.nanargmin(ref_row)
+            if np.any(np.isfinite(row)):
+                best_gain[i] = 1.0 - np.nanmin(row) / np.nanmin(ref_row)
+    return best_column, best_gain
 
 
 class GainMapDisplay:
@@ -548,7 +645,8 @@ class GainMapDisplay:
     row_name, column_name : str
         Axis labels.
     best_column : array-like of int of shape (n_rows,), default=None
-        Column to mark in each row (none marked when omitted).
+        Column to mark in each row (none marked when omitted; ``-1``: no mark
+        in that row).
     best_gain : array-like of shape (n_rows,), default=None
         Gain of the method's best cell of each row over the reference's best
         cell; drawn as an extra column on the right when given.
@@ -632,7 +730,8 @@ class GainMapDisplay:
             _, ax = plt.subplots(layout="constrained")
         if limit is None:
             values = gain if extra is None else np.concatenate([gain.ravel(), extra])
-            limit = max(float(np.nanmax(np.abs(values))), 1e-12)
+            finite = np.abs(values[np.isfinite(values)])
+            limit = max(float(finite.max()) if finite.size else 0.0, 1e-12)
         norm = plt.Normalize(-limit, limit)
         n_rows, n_cols = gain.shape
         self.mesh_ = ax.pcolormesh(gain, cmap=cmap, norm=norm, edgecolors="white")
@@ -661,9 +760,11 @@ class GainMapDisplay:
             column_labels.append("both at\nbest stop")
         self.markers_ = None
         if self.best_column is not None:
+            best = np.asarray(self.best_column)
+            marked = best >= 0  # -1: a row without any value has no best stop
             self.markers_ = ax.plot(
-                np.asarray(self.best_column) + 0.5,
-                np.arange(n_rows) + 0.8,
+                best[marked] + 0.5,
+                np.arange(n_rows)[marked] + 0.8,
                 linestyle="none",
                 marker="v",
                 color="black",
@@ -715,7 +816,8 @@ class GainMapDisplay:
             Mark, in each row, the column where the reference error is
             smallest, and add the column "both stopped at their best":
             ``1 - min(errors) / min(reference_errors)`` over each row
-            (columns are then training lengths).
+            (columns are then training lengths). NaN cells (missing runs)
+            are skipped; a row with none but NaN has no mark.
         ax : matplotlib Axes, default=None
             Axes to draw on.
         draw : bool, default=True
@@ -735,7 +837,7 @@ class GainMapDisplay:
                 "reference_errors and errors must be 2-d arrays of the same shape; got "
                 f"{reference.shape} and {errors.shape}."
             )
-        if np.any(reference <= 0):
+        if np.any(reference <= 0):  # NaN compares False: missing cells are allowed
             raise ValueError("reference_errors must be positive to define a relative gain.")
         if reference.shape != (len(row_values), len(column_values)):
             raise ValueError(
@@ -744,8 +846,7 @@ class GainMapDisplay:
             )
         best_column = best_gain = None
         if best_stop:
-            best_column = reference.argmin(axis=1)
-            best_gain = 1.0 - errors.min(axis=1) / reference.min(axis=1)
+            best_column, best_gain = _best_stops(reference, errors)
         display = cls(
             gain=1.0 - errors / reference,
             row_values=row_values,
@@ -757,3 +858,605 @@ class GainMapDisplay:
             reference_name=reference_name,
         )
         return display.plot(ax=ax, **plot_kwargs) if draw else display
+
+
+# --------------------------------------------------------------------------
+# pictures of sharpness: loss landscapes and Hessian spectra
+# --------------------------------------------------------------------------
+
+
+def _labels_for(estimators, labels):
+    if labels is None:
+        labels = [_label_of(estimator) for estimator in estimators]
+    _check_labels(labels, len(estimators), "estimators")
+    return list(labels)
+
+
+def _check_test_data(X_test, y_test):
+    if (X_test is None) != (y_test is None):
+        raise ValueError("Give both X_test and y_test, or neither.")
+    return X_test is not None
+
+
+class LossLandscapeDisplay:
+    """The training (and test) loss along lines or planes through fitted weights.
+
+    Three kinds, each built by a class method:
+
+    * :meth:`from_interpolation`: the line from one estimator's weights to
+      another's (GD's to SAM's, trained from the same initialization);
+    * :meth:`from_estimators` with ``dims=1``: each estimator's loss along one
+      random filter-normalized direction (Li et al., NeurIPS 2018), drawn
+      with the same seed for all, overlaid;
+    * :meth:`from_estimators` with ``dims=2``: the plane of two such
+      directions, one panel per estimator.
+
+    Directions, batching and the exact kernel case are described in
+    :func:`sksam.sharpness.filter_normalized_direction` and
+    :func:`sksam.sharpness.loss_along`. The estimators are left exactly as
+    they were (weights, and the nets' train/eval flags).
+
+    Parameters
+    ----------
+    kind : {'interpolation', '1d', '2d'}
+        What the coordinates mean.
+    coordinates : ndarray or tuple of two ndarrays
+        The positions along the line (``(alphas, betas)`` for ``'2d'``).
+    train_losses : list of ndarray
+        One per curve (shape ``(resolution,)``, or ``(resolution,
+        resolution)`` for ``'2d'``, rows along ``betas``).
+    test_losses : list of ndarray, default=None
+        The same on held-out data.
+    labels : list of str, default=None
+        One per curve.
+
+    Attributes
+    ----------
+    ax_ : matplotlib Axes or ndarray of Axes
+        The axes drawn on (one per estimator for ``'2d'``).
+    figure_ : matplotlib Figure
+    lines_ : list of matplotlib artists
+        The curves (or contour sets) drawn.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sksam import SAMKernelRegressor
+    >>> from sksam.inspection import LossLandscapeDisplay
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> y = (y - y.mean()) / y.std()
+    >>> fits = [SAMKernelRegressor(solver=s, max_iter=20).fit(X, y) for s in ("gd", "sam")]
+    >>> display = LossLandscapeDisplay.from_interpolation(
+    ...     *fits, X, y, resolution=5, draw=False)
+    >>> display.coordinates.tolist()  # 0: GD's fit, 1: SAM's
+    [-0.5, 0.0, 0.5, 1.0, 1.5]
+    >>> display.train_losses[0].round(3).tolist()  # exact: a closed form
+    [0.487, 0.487, 0.487, 0.488, 0.489]
+    """
+
+    def __init__(self, *, kind, coordinates, train_losses, test_losses=None, labels=None):
+        self.kind = kind
+        self.coordinates = coordinates
+        self.train_losses = train_losses
+        self.test_losses = test_losses
+        self.labels = labels
+
+    def plot(self, ax=None, *, log_scale=False, levels=20):
+        """Draw the landscape.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes (or array of Axes for ``'2d'``), default=None
+            Where to draw; a new figure is made when omitted.
+        log_scale : bool, default=False
+            Logarithmic loss axis (``'2d'``: logarithmically spaced levels).
+        levels : int, default=20
+            Contour levels of the ``'2d'`` kind.
+
+        Returns
+        -------
+        self : LossLandscapeDisplay
+            This display, with the matplotlib handles set.
+        """
+        plt = _pyplot(f"{type(self).__name__}.plot")
+        labels = self.labels or [f"model {i}" for i in range(len(self.train_losses))]
+        _check_labels(labels, len(self.train_losses), "landscapes")
+        if self.kind == "2d":
+            return self._plot_plane(plt, ax, labels, log_scale, levels)
+        if ax is None:
+            _, ax = plt.subplots(layout="constrained")
+        self.lines_ = []
+        tests = self.test_losses or [None] * len(self.train_losses)
+        for i, (train, test, label) in enumerate(zip(self.train_losses, tests, labels)):
+            color = f"C{i}"
+            self.lines_ += ax.plot(self.coordinates, train, color=color, label=f"{label}: train")
+            if test is not None:
+                self.lines_ += ax.plot(
+                    self.coordinates, test, color=color, linestyle="--", label=f"{label}: test"
+                )
+        if self.kind == "interpolation":
+            for position in (0.0, 1.0):
+                ax.axvline(position, color="0.7", linewidth=0.8, zorder=0)
+            start, _, end = labels[0].partition(" -> ")
+            ax.set_xlabel(f"interpolation: 0 = {start}, 1 = {end or 'the other'}")
+        else:
+            ax.set_xlabel("step along a filter-normalized direction")
+        if log_scale:
+            ax.set_yscale("log")
+        ax.set_ylabel("loss")
+        ax.legend()
+        self.ax_, self.figure_ = ax, ax.figure
+        return self
+
+    def _plot_plane(self, plt, axes, labels, log_scale, levels):
+        n = len(self.train_losses)
+        if axes is None:
+            _, axes = plt.subplots(1, n, figsize=(4 * n, 3.6), layout="constrained", squeeze=False)
+        axes = np.asarray(axes).ravel()
+        alphas, betas = self.coordinates
+        low = min(float(np.min(z)) for z in self.train_losses)
+        high = max(float(np.max(z)) for z in self.train_losses)
+        if log_scale and low > 0:
+            contour_levels = np.geomspace(low, high, levels)
+        else:
+            contour_levels = np.linspace(low, high, levels)
+        self.lines_ = []
+        for ax, train, label in zip(axes, self.train_losses, labels):
+            filled = ax.contourf(alphas, betas, train, levels=contour_levels, cmap="viridis")
+            self.lines_.append(filled)
+            ax.plot([0], [0], marker="*", color="white", markersize=10)
+            ax.set_title(label)
+            ax.set_xlabel("direction 1")
+            ax.set_aspect("equal")
+        axes[0].set_ylabel("direction 2")
+        axes[0].figure.colorbar(self.lines_[0], ax=list(axes), label="training loss")
+        self.ax_, self.figure_ = axes, axes[0].figure
+        return self
+
+    @classmethod
+    def from_interpolation(
+        cls,
+        start,
+        end,
+        X,
+        y,
+        *,
+        X_test=None,
+        y_test=None,
+        resolution=41,
+        span=(-0.5, 1.5),
+        labels=None,
+        verbose=0,
+        ax=None,
+        draw=True,
+    ):
+        """The loss on the line through two fitted estimators' weights.
+
+        Parameters
+        ----------
+        start, end : fitted estimators
+            Two fits of the same architecture (for a picture of GD against
+            SAM: the same ``random_state``, hence the same initialization).
+        X, y : array-like
+            Training data.
+        X_test, y_test : array-like, default=None
+            Held-out data, drawn dashed on the same axes.
+        resolution : int, default=41
+            Points on the line.
+        span : (float, float), default=(-0.5, 1.5)
+            From where to where (``0``: ``start``, ``1``: ``end``).
+        labels : (str, str), default=None
+            Names of the two; from their solvers when omitted.
+        verbose : int, default=0
+            Show progress.
+        ax : matplotlib Axes, default=None
+            Where to draw.
+        draw : bool, default=True
+            Draw (False only computes).
+
+        Returns
+        -------
+        display : LossLandscapeDisplay
+        """
+        from ..sharpness import fitted_loss, interpolation_losses
+        from ..sharpness._landscape import check_grid
+
+        names = _labels_for([start, end], labels)
+        alphas = check_grid(resolution, span)
+
+        def line(X_, y_):
+            return interpolation_losses(
+                fitted_loss(start, X_, y_), fitted_loss(end, X_, y_), alphas, verbose=verbose
+            )
+
+        test = [line(X_test, y_test)] if _check_test_data(X_test, y_test) else None
+        display = cls(
+            kind="interpolation",
+            coordinates=alphas,
+            train_losses=[line(X, y)],
+            test_losses=test,
+            labels=[f"{names[0]} -> {names[1]}"],
+        )
+        return display.plot(ax=ax) if draw else display
+
+    @classmethod
+    def from_estimators(
+        cls,
+        estimators,
+        X,
+        y,
+        *,
+        X_test=None,
+        y_test=None,
+        dims=1,
+        resolution=25,
+        span=1.0,
+        ignore="biasbn",
+        random_state=0,
+        labels=None,
+        verbose=0,
+        batch_size=64,
+        ax=None,
+        draw=True,
+    ):
+        """Each estimator's loss along random filter-normalized directions.
+
+        Parameters
+        ----------
+        estimators : list of fitted estimators
+            The models, overlaid (``dims=1``) or side by side (``dims=2``).
+        X, y : array-like
+            Training data.
+        X_test, y_test : array-like, default=None
+            Held-out data (``dims=1``: dashed, on the same axes; ``dims=2``:
+            computed and kept in ``test_losses``).
+        dims : {1, 2}, default=1
+            A line or a plane.
+        resolution : int, default=25
+            Points per axis (``resolution**2`` loss evaluations for a plane).
+        span : float or (float, float), default=1.0
+            The axis runs from ``-span`` to ``span`` (or over the pair).
+        ignore : {'biasbn', None}, default='biasbn'
+            Biases and normalization parameters: not moved (Li et al.'s
+            default), or moved along a direction of their own norm.
+        random_state : int, default=0
+            Seeds the directions: the same draw for every estimator, each
+            normalized to its own weights.
+        labels : list of str, default=None
+            One per estimator; from their solvers when omitted.
+        verbose : int, default=0
+            Show progress (tqdm if installed).
+        batch_size : int, default=64
+            Grid points evaluated together.
+        ax : matplotlib Axes, default=None
+            Where to draw.
+        draw : bool, default=True
+            Draw (False only computes).
+
+        Returns
+        -------
+        display : LossLandscapeDisplay
+        """
+        from ..sharpness import fitted_loss
+        from ..sharpness._landscape import check_grid, filter_normalized_direction, loss_along
+
+        if dims not in (1, 2):
+            raise ValueError(f"dims must be 1 or 2; got {dims!r}.")
+        labels = _labels_for(estimators, labels)
+        axis = check_grid(resolution, span)
+        if dims == 1:
+            points, coordinates = axis[:, None], axis
+        else:
+            A, B = np.meshgrid(axis, axis)  # rows along direction 2
+            points, coordinates = np.column_stack([A.ravel(), B.ravel()]), (axis, axis)
+        seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+        has_test = _check_test_data(X_test, y_test)
+        train, test = [], []
+        for estimator in estimators:
+            loss = fitted_loss(estimator, X, y)
+            directions = [
+                filter_normalized_direction(loss, ignore=ignore, random_state=seed + k)
+                for k in range(dims)
+            ]
+            shape = (resolution,) * dims
+
+            def values(view):
+                return loss_along(
+                    view, directions, points, batch_size=batch_size, verbose=verbose
+                ).reshape(shape)
+
+            train.append(values(loss))
+            if has_test:
+                test.append(values(fitted_loss(estimator, X_test, y_test)))
+        display = cls(
+            kind=f"{dims}d",
+            coordinates=coordinates,
+            train_losses=train,
+            test_losses=test if has_test else None,
+            labels=labels,
+        )
+        return display.plot(ax=ax) if draw else display
+
+    @classmethod
+    def from_estimator(cls, estimator, X, y, **kwargs):
+        """:meth:`from_estimators` for one estimator.
+
+        Parameters
+        ----------
+        estimator : fitted estimator
+            The model.
+        X, y : array-like
+            Training data.
+        **kwargs : dict
+            Passed to :meth:`from_estimators`; ``label=`` names the curve.
+
+        Returns
+        -------
+        display : LossLandscapeDisplay
+            The display, drawn unless ``draw=False``.
+        """
+        label = kwargs.pop("label", None)
+        return cls.from_estimators(
+            [estimator], X, y, labels=None if label is None else [label], **kwargs
+        )
+
+
+class SharpnessSpectrumDisplay:
+    """Hessian spectra of fitted estimators: density, top eigenvalues, layers.
+
+    Built by :meth:`from_estimators` (GD's fit against SAM's, say), which
+    reads each with :func:`sksam.sharpness.estimator_spectrum` and
+    :func:`sksam.sharpness.estimator_sharpness`; three panels, each with the
+    standard errors of the stochastic estimates as error bars:
+
+    * ``'density'``: the spectral density by stochastic Lanczos quadrature
+      (exact eigenvalues for the kernel models), on a symmetric-log axis;
+    * ``'top'``: the ``k`` largest eigenvalues;
+    * ``'layers'``: a sharpness measure per layer (parameter group).
+
+    Parameters
+    ----------
+    labels : list of str
+        One per estimator.
+    densities : list of (ndarray, ndarray)
+        ``(grid, density)`` per estimator.
+    top_eigenvalues, top_stderr : list of ndarray
+        Per estimator.
+    layers : list of str
+        The layer names (shared by the estimators).
+    layer_values, layer_stderr : ndarray of shape (n_estimators, n_layers)
+        The per-layer measure and its standard error.
+    measure : str, default='trace'
+        The per-layer measure.
+
+    Attributes
+    ----------
+    axes_ : ndarray of matplotlib Axes
+    figure_ : matplotlib Figure
+    results_ : list of (SpectrumResult, SharpnessResult)
+        Set by :meth:`from_estimators`.
+
+    Examples
+    --------
+    >>> from sksam import SAMTwoLayerRegressor
+    >>> from sksam.datasets import make_teacher_student
+    >>> from sksam.inspection import SharpnessSpectrumDisplay
+    >>> X, y = make_teacher_student(n_samples=50, random_state=0)
+    >>> fits = [SAMTwoLayerRegressor(n_hidden=4, solver=s, random_state=0).fit(X, y)
+    ...         for s in ("gd", "sam")]
+    >>> display = SharpnessSpectrumDisplay.from_estimators(
+    ...     fits, X, y, k=3, n_iter=20, draw=False)
+    >>> display.layers
+    ['hidden', 'output']
+    """
+
+    def __init__(
+        self,
+        *,
+        labels,
+        densities,
+        top_eigenvalues,
+        top_stderr,
+        layers,
+        layer_values,
+        layer_stderr,
+        measure="trace",
+    ):
+        self.labels = labels
+        self.densities = densities
+        self.top_eigenvalues = top_eigenvalues
+        self.top_stderr = top_stderr
+        self.layers = layers
+        self.layer_values = layer_values
+        self.layer_stderr = layer_stderr
+        self.measure = measure
+
+    def plot(self, axes=None, *, kinds=("density", "top", "layers")):
+        """Draw the panels named in ``kinds``.
+
+        Parameters
+        ----------
+        axes : array-like of matplotlib Axes, default=None
+            One per kind; a new row of panels when omitted.
+        kinds : sequence of {'density', 'top', 'layers'}
+            Which panels, in order.
+
+        Returns
+        -------
+        self : SharpnessSpectrumDisplay
+            This display, with the matplotlib handles set.
+        """
+        plt = _pyplot(f"{type(self).__name__}.plot")
+        unknown = set(kinds) - {"density", "top", "layers"}
+        if unknown or not kinds:
+            raise ValueError(
+                f"kinds must be a non-empty list of 'density', 'top', 'layers'; got {kinds!r}."
+            )
+        _check_labels(self.labels, len(self.densities), "spectra")
+        if axes is None:
+            _, axes = plt.subplots(
+                1, len(kinds), figsize=(4.2 * len(kinds), 3.4), layout="constrained"
+            )
+        axes = np.atleast_1d(np.asarray(axes, dtype=object)).ravel()
+        for ax, kind in zip(axes, kinds):
+            getattr(self, f"_plot_{kind}")(ax)
+        self.axes_, self.figure_ = axes, axes[0].figure
+        return self
+
+    def _plot_density(self, ax):
+        for i, ((grid, density), label) in enumerate(zip(self.densities, self.labels)):
+            ax.plot(grid, density, color=f"C{i}", label=label)
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=max(1e-6, min(float(np.max(d)) for _, d in self.densities) * 1e-6))
+        ax.set_xscale("symlog", linthresh=_linear_threshold(self.densities))
+        ax.set_xlabel("Hessian eigenvalue")
+        ax.set_ylabel("spectral density")
+        ax.legend()
+
+    def _plot_top(self, ax):
+        for i, (values, errors, label) in enumerate(
+            zip(self.top_eigenvalues, self.top_stderr, self.labels)
+        ):
+            ranks = np.arange(1, len(values) + 1) + 0.1 * (i - (len(self.labels) - 1) / 2)
+            ax.errorbar(
+                ranks, values, yerr=errors, marker="o", linestyle="", color=f"C{i}", label=label
+            )
+        ax.set_xlabel("rank")
+        ax.set_ylabel("top Hessian eigenvalues")
+        ax.legend()
+
+    def _plot_layers(self, ax):
+        n = len(self.labels)
+        positions = np.arange(len(self.layers))
+        width = 0.8 / n
+        for i, label in enumerate(self.labels):
+            ax.bar(
+                positions + (i - (n - 1) / 2) * width,
+                self.layer_values[i],
+                width,
+                yerr=self.layer_stderr[i],
+                capsize=3,
+                color=f"C{i}",
+                label=label,
+            )
+        ax.set_xticks(positions, self.layers, rotation=30, ha="right")
+        ax.set_ylabel(f"{self.measure} per layer")
+        ax.legend()
+
+    @classmethod
+    def from_estimators(
+        cls,
+        estimators,
+        X,
+        y,
+        *,
+        k=5,
+        measure="trace",
+        rho=None,
+        n_iter=80,
+        n_probes=5,
+        n_seeds=3,
+        max_samples=None,
+        random_state=0,
+        labels=None,
+        kinds=("density", "top", "layers"),
+        axes=None,
+        draw=True,
+    ):
+        """Compute and draw the spectra of several fitted estimators.
+
+        Parameters
+        ----------
+        estimators : list of fitted estimators
+            Of the same architecture for the ``'layers'`` panel.
+        X, y : array-like
+            The data of the loss (the training data).
+        k : int, default=5
+            Top eigenvalues.
+        measure : str, default='trace'
+            Per-layer measure (:data:`~sksam.sharpness.MEASURES`).
+        rho : float, default=None
+            Its radius, if it needs one (each estimator's ``rho`` when None).
+        n_iter, n_probes : int, default=80, 5
+            Lanczos steps and probes of the density.
+        n_seeds : int, default=3
+            Seeds of the top eigenvalues and the seeded measures.
+        max_samples : int, default=None
+            Rows the loss is taken on (a subsample, stated in ``results_``).
+        random_state : int, default=0
+            Seeds everything.
+        labels : list of str, default=None
+            One per estimator.
+        kinds : sequence of str, default=('density', 'top', 'layers')
+            Panels to draw.
+        axes : array-like of Axes, default=None
+            Where to draw.
+        draw : bool, default=True
+            Draw (False only computes).
+
+        Returns
+        -------
+        display : SharpnessSpectrumDisplay
+        """
+        from ..sharpness import estimator_sharpness, estimator_spectrum
+
+        labels = _labels_for(estimators, labels)
+        results = []
+        for estimator in estimators:
+            spectrum = estimator_spectrum(
+                estimator,
+                X,
+                y,
+                k=k,
+                n_iter=n_iter,
+                n_probes=n_probes,
+                n_seeds=n_seeds,
+                max_samples=max_samples,
+                random_state=random_state,
+            )
+            layers = estimator_sharpness(
+                estimator,
+                X,
+                y,
+                measure=measure,
+                rho=rho,
+                by="layer",
+                n_seeds=n_seeds,
+                max_samples=max_samples,
+                random_state=random_state,
+            )
+            results.append((spectrum, layers))
+        names = results[0][1].groups
+        if any(r[1].groups != names for r in results):
+            raise ValueError(
+                "The estimators have different layers; the per-layer panel compares "
+                "models of one architecture."
+            )
+        densities = _shared_grid_densities([r[0] for r in results])
+        display = cls(
+            labels=labels,
+            densities=densities,
+            top_eigenvalues=[r[0].top_eigenvalues[0] for r in results],
+            top_stderr=[r[0].top_stderr[0] for r in results],
+            layers=names,
+            layer_values=np.array([r[1].values for r in results]),
+            layer_stderr=np.array([r[1].stderr for r in results]),
+            measure=measure,
+        )
+        display.results_ = results
+        return display.plot(axes=axes, kinds=kinds) if draw else display
+
+
+def _shared_grid_densities(spectra):
+    """Each spectrum's density on one grid (so that the curves compare)."""
+    nodes = np.concatenate([np.concatenate(s.nodes[0]) for s in spectra])
+    low, high = float(nodes.min()), float(nodes.max())
+    sigma = 0.01 * max(high - low, abs(high), 1e-12)
+    grid = np.linspace(low - 5 * sigma, high + 5 * sigma, 600)
+    return [s.density(0, grid=grid, sigma=sigma) for s in spectra]
+
+
+def _linear_threshold(densities):
+    """The symlog axis's linear range: 1% of the largest eigenvalue magnitude."""
+    extent = max(float(np.max(np.abs(grid))) for grid, _ in densities)
+    return max(0.01 * extent, 1e-12)

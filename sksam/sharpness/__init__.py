@@ -34,13 +34,25 @@ Two back ends answer them:
   ascent, :func:`average_sharpness` Monte Carlo, all seeded by
   ``random_state``; :func:`torch_sharpness` dispatches on the name.
 
+A **fitted** estimator is read by :func:`fitted_loss` (its loss as a function
+of copies of its weights, once, for every use below):
+:func:`estimator_sharpness` gives any measure per model or per layer with its
+standard error, :func:`estimator_spectrum` the top eigenvalues and the
+spectral density (:func:`top_hessian_eigenvalues`, :func:`hessian_spectrum`,
+stochastic Lanczos quadrature), and :func:`filter_normalized_direction`,
+:func:`loss_along` and :func:`interpolation_losses` the loss landscapes that
+:mod:`sksam.inspection` draws.
+
 The torch estimators call :func:`measure_sharpness`, which applies one table
 of options, :data:`DEFAULT_OPTIONS`, so that a measure has the same precision
 in every estimator. The user guide's page "Sharpness measures" says what each
 measures, what it is invariant to, what it costs, and which to use when.
 """
 
+from ._estimator import SharpnessResult, estimator_sharpness
+from ._fitted import FittedLoss, fitted_loss
 from ._hvp import hessian_trace, top_hessian_eigenvalue
+from ._landscape import filter_normalized_direction, interpolation_losses, loss_along
 from ._measure import (
     DEFAULT_OPTIONS,
     LOGIT_MEASURES,
@@ -56,9 +68,28 @@ from ._perturbation import (
     rho_sharpness,
 )
 from ._quadratic import quadratic_model_sharpness, quadratic_sharpness
+from ._spectrum import (
+    SpectrumResult,
+    estimator_spectrum,
+    hessian_spectrum,
+    spectral_density,
+    top_hessian_eigenvalues,
+)
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "FittedLoss",
+    "SharpnessResult",
+    "SpectrumResult",
+    "estimator_sharpness",
+    "estimator_spectrum",
+    "filter_normalized_direction",
+    "fitted_loss",
+    "interpolation_losses",
+    "loss_along",
+    "hessian_spectrum",
+    "spectral_density",
+    "top_hessian_eigenvalues",
     "LOGIT_MEASURES",
     "MEASURES",
     "adaptive_rho_sharpness",

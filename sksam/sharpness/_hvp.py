@@ -53,16 +53,29 @@ EIGEN_METHODS = ("lanczos", "power")
 
 
 def _check_params(params):
+    """``params`` as a list, each tensor once, each requiring gradients.
+
+    A tensor listed twice (``[w, w]``, or a tied weight reached through two
+    modules) is one set of coordinates: counted twice, the flat vector would
+    hold it twice and every Hessian-vector product would double (the top
+    eigenvalue of ``[w, w]`` would be twice that of ``[w]``). Later copies
+    are dropped, keeping the first one's place in the order.
+    """
     params = list(params)
     if not params:
         raise ValueError("params is empty: there is nothing to take a Hessian of.")
+    unique, seen = [], set()
     for p in params:
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        unique.append(p)
         if not p.requires_grad:
             raise ValueError(
                 "every tensor in params must have requires_grad=True; got one of "
                 f"shape {tuple(p.shape)} without it."
             )
-    return params
+    return unique
 
 
 def _n_params(params):
@@ -250,6 +263,21 @@ def _check_iterations(max_iter, tol):
 
 def _lanczos_top(hvp, start, max_iter, tol):
     """Lanczos with full reorthogonalization; the largest Ritz value."""
+    alphas, betas = _lanczos(hvp, start, max_iter, tol, k=1)
+    return float(_ritz(alphas, betas, k=1)[0][0])
+
+
+def _lanczos(hvp, start, max_iter, tol, *, k=1):
+    """The tridiagonal ``T`` (``alphas``, ``betas``) of Lanczos from ``start``.
+
+    Full reorthogonalization, twice per step. Stops after ``max_iter``
+    steps, when the Krylov space is exhausted (``beta`` negligible against
+    ``||T||``: then every Ritz value is an eigenvalue), or, with ``tol``
+    not None, when the residual bounds ``beta_k |s_k|`` of the ``k`` largest
+    Ritz values all fall below ``tol`` times their magnitude. ``tol=None``
+    runs every step (the quadrature of :func:`hessian_spectrum` needs them).
+    ``betas`` has one entry per step: the last one is the residual norm.
+    """
     import torch
 
     n = start.numel()
@@ -259,7 +287,6 @@ def _lanczos_top(hvp, start, max_iter, tol):
     basis = start.new_zeros((min(n_steps + 1, 16), n))
     basis[0] = start / torch.linalg.vector_norm(start)
     alphas, betas = [], []
-    theta = None
     for j in range(n_steps):
         w = hvp(basis[j])
         alpha = torch.dot(basis[j], w)
@@ -273,27 +300,31 @@ def _lanczos_top(hvp, start, max_iter, tol):
         beta = torch.linalg.vector_norm(w)
         alphas.append(alpha.item())
         betas.append(beta.item())
-        theta, residual = _top_ritz(alphas, betas)
         # ||T_k|| estimates ||H||: a beta that small against it means the
-        # Krylov space is invariant, and theta is then exact
+        # Krylov space is invariant, and the Ritz values are then exact
         norm_estimate = max(max(map(abs, alphas)), max(betas[:-1], default=0.0))
-        exhausted = betas[-1] <= 1e-12 * norm_estimate
-        if residual <= tol * max(abs(theta), np.finfo(np.float64).tiny) or exhausted:
+        if betas[-1] <= 1e-12 * norm_estimate:
             break
+        if tol is not None and len(alphas) >= k:
+            theta, residual = _ritz(alphas, betas, k=k)
+            floor = np.finfo(np.float64).tiny
+            if np.all(residual <= tol * np.maximum(np.abs(theta), floor)):
+                break
         if j + 1 == basis.shape[0]:
             basis = torch.cat([basis, torch.zeros_like(basis)])[: n_steps + 1]
         basis[j + 1] = w / beta
-    return float(theta)
+    return alphas, betas
 
 
-def _top_ritz(alphas, betas):
-    """Largest eigenvalue of ``T_k`` and its residual bound ``beta_k |s_k|``."""
+def _ritz(alphas, betas, *, k=1):
+    """The ``k`` largest Ritz values of ``T`` (descending) and their residual bounds."""
     from scipy.linalg import eigh_tridiagonal
 
     if len(alphas) == 1:
-        return alphas[0], abs(betas[0])
+        return np.array(alphas[:1]), np.array([abs(betas[0])])
     values, vectors = eigh_tridiagonal(np.array(alphas), np.array(betas[:-1]))
-    return values[-1], abs(betas[-1] * vectors[-1, -1])
+    top = np.arange(len(values) - 1, max(len(values) - 1 - k, -1), -1)
+    return values[top], np.abs(betas[-1] * vectors[-1, top])
 
 
 def _power_top(hvp, start, max_iter, tol):
@@ -373,10 +404,21 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
     >>> hessian_trace(loss_fn, [w], n_probes=10, random_state=0)  # exact: diagonal
     7.0
     """
-    import torch
 
     if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
         raise ValueError(f"n_probes must be a positive integer; got {n_probes!r}.")
+    terms = trace_terms(loss_fn, params, n_probes=n_probes, random_state=random_state)
+    trace = float(terms.mean())
+    if not return_std:
+        return trace
+    std = float(terms.std(ddof=1) / np.sqrt(n_probes)) if n_probes > 1 else float("nan")
+    return trace, std
+
+
+def trace_terms(loss_fn, params, *, n_probes=100, random_state=None):
+    """The ``n_probes`` Hutchinson terms ``z_k^T H z_k`` (their mean estimates the trace)."""
+    import torch
+
     params = _check_params(params)
     hvp = _HessianOperator(loss_fn, params)
     rng = check_random_state(random_state)
@@ -385,12 +427,7 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
     for _ in range(n_probes):
         z = _random_vector(rng, n, params[0], rademacher=True)
         terms.append(torch.dot(z, hvp(z)))
-    terms = torch.stack(terms).cpu().numpy()
-    trace = float(terms.mean())
-    if not return_std:
-        return trace
-    std = float(terms.std(ddof=1) / np.sqrt(n_probes)) if n_probes > 1 else float("nan")
-    return trace, std
+    return torch.stack(terms).cpu().numpy()
 
 
 # --------------------------------------------------------------------------

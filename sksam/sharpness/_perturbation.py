@@ -223,16 +223,37 @@ def average_sharpness(
     >>> abs(value - 0.1**2 / 2 * 7) < 1e-3
     True
     """
+    _check_average(rho, eta, n_samples)
+    if rho == 0:
+        _check_params(params)
+        return (0.0, 0.0) if return_std else 0.0
+    terms = average_terms(
+        loss_fn,
+        params,
+        rho,
+        adaptive=adaptive,
+        eta=eta,
+        n_samples=n_samples,
+        random_state=random_state,
+    )
+    value = float(terms.mean())
+    if not return_std:
+        return value
+    std = float(terms.std(ddof=1) / np.sqrt(n_samples)) if n_samples > 1 else float("nan")
+    return value, std
+
+
+def average_terms(
+    loss_fn, params, rho, *, adaptive=False, eta=0.0, n_samples=50, random_state=None
+):
+    """The ``n_samples`` antithetic terms ``(L(w + e) + L(w - e)) / 2 - L(w)``.
+
+    Their mean is :func:`average_sharpness`; their spread its standard error.
+    """
     import torch
 
-    _check_radius(rho)
-    if not eta >= 0:
-        raise ValueError(f"eta must be non-negative; got {eta!r}.")
-    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
-        raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+    _check_average(rho, eta, n_samples)
     params = _check_params(params)
-    if rho == 0:
-        return (0.0, 0.0) if return_std else 0.0
     rng = check_random_state(random_state)
     saved = [p.detach().clone() for p in params]
     flat = _flatten(saved, params)
@@ -248,12 +269,7 @@ def average_sharpness(
                 terms.append(0.5 * (plus + minus) - base)
     finally:
         _restore(params, saved)
-    terms = np.asarray(terms)
-    value = float(terms.mean())
-    if not return_std:
-        return value
-    std = float(terms.std(ddof=1) / np.sqrt(n_samples)) if n_samples > 1 else float("nan")
-    return value, std
+    return np.asarray(terms)
 
 
 def normalized_logits_loss(logits_fn):
@@ -321,9 +337,19 @@ def normalized_logits_loss(logits_fn):
 # --------------------------------------------------------------------------
 
 
+def _check_average(rho, eta, n_samples):
+    _check_radius(rho)
+    if not eta >= 0:
+        raise ValueError(f"eta must be non-negative; got {eta!r}.")
+    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
+        raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+
+
 def _check_radius(rho):
-    if not rho >= 0:
-        raise ValueError(f"rho must be non-negative; got {rho!r}.")
+    # an infinite radius moves the weights to infinity: the loss there is not
+    # a sharpness, and loss_fn would be blamed for the inf it returns
+    if not 0 <= rho < np.inf:
+        raise ValueError(f"rho must be non-negative and finite; got {rho!r}.")
 
 
 def _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state):
