@@ -451,9 +451,7 @@ def _select_with_gain(cv_results, folds, selection, rope):
     )
     if selection == "best" or is_gd[best]:
         return best, test
-    keep_sam = (
-        test.statistic > test.std_error if selection == "one_se" else test.p_better >= 0.95
-    )
+    keep_sam = test.statistic > test.std_error if selection == "one_se" else test.p_better >= 0.95
     return (best if keep_sam else best_gd), test
 
 

@@ -153,9 +153,7 @@ def compare_solvers(
     seeds = check_random_state(random_state).randint(np.iinfo(np.int32).max, size=len(splits))
     seeded = "random_state" in final.get_params(deep=False)
     jobs = [
-        (k, label, params, split)
-        for k, split in enumerate(splits)
-        for label, params in candidates
+        (k, label, params, split) for k, split in enumerate(splits) for label, params in candidates
     ]
     outputs = _run(
         (
@@ -225,9 +223,9 @@ def _final_step(estimator):
             prefix += f"{name}__"
         elif isinstance(final, TransformedTargetRegressor):
             final, prefix = final.regressor, prefix + "regressor__"
-        elif "solver" not in final.get_params(deep=False):
+        elif not {"solver", "rho"} <= set(final.get_params(deep=False)):
             raise ValueError(
-                f"estimator must be a sksam estimator (with a 'solver' parameter) or a "
+                f"estimator must be a sksam estimator (with 'solver' and 'rho') or a "
                 f"Pipeline ending in one; its final step is {type(final).__name__}."
             )
         else:
@@ -294,8 +292,9 @@ def _fit_and_score(estimator, X, y, train, test, *, prefix, params, grid, inner_
 
 def _search(model, prefix, grid, inner_cv, scorer, X, y):
     """Fit ``model`` with its grid chosen by ``inner_cv``: (fitted, chosen params, refit time)."""
-    from .._kernel_cv import SAMKernelClassifierCV, SAMKernelRegressorCV  # noqa: PLC0415
+    # imported here: the kernel CV estimators import this package's statistics
     from .._kernel_classifier import SAMKernelClassifier  # noqa: PLC0415
+    from .._kernel_cv import SAMKernelClassifierCV, SAMKernelRegressorCV  # noqa: PLC0415
     from ..kernel import SAMKernelRegressor  # noqa: PLC0415
 
     final = model.get_params()[prefix[:-2]] if prefix else model

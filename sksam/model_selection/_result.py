@@ -322,7 +322,10 @@ class SolverComparison:
             else:
                 test = self.tests[label]
                 low, high = test.confidence_interval()
-                ratio = self.fit_times[:, i].mean() / self.fit_times[:, self._column(self.baseline)].mean()
+                ratio = (
+                    self.fit_times[:, i].mean()
+                    / self.fit_times[:, self._column(self.baseline)].mean()
+                )
                 row += [
                     f"{test.statistic:+.4f} [{low:+.4f}, {high:+.4f}]",
                     f"{test.pvalue:.3f}",
@@ -332,7 +335,10 @@ class SolverComparison:
                     self.verdict(label),
                     f"{ratio:.2f}x",
                 ]
-            row += [_format_sharpness(self.sharpness[:, i]), _format_chosen(self.chosen_params(label))]
+            row += [
+                _format_sharpness(self.sharpness[:, i]),
+                _format_chosen(self.chosen_params(label)),
+            ]
             rows.append(row)
         return rows
 
@@ -389,7 +395,9 @@ def _format_sharpness(values):
 def _format_chosen(params):
     """``'rho=0.05 (7/10), rho=0.1 (3/10)'``: how often each choice was made."""
     counts = Counter(
-        ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(p.items()))
+        ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(p.items())
+        )
         for p in params
         if p
     )

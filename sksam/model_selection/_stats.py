@@ -34,7 +34,7 @@ JMLR 18, 2017.
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 __all__ = [
     "PairedTestResult",
@@ -141,13 +141,11 @@ class PairedTestResult:
         """
         if not 0 < confidence_level < 1:
             raise ValueError(f"confidence_level must be in (0, 1), got {confidence_level!r}.")
-        half = stats.t.ppf(0.5 + confidence_level / 2, self.df) * self.std_error
+        half = special.stdtrit(self.df, 0.5 + confidence_level / 2) * self.std_error
         return float(self.statistic - half), float(self.statistic + half)
 
 
-def corrected_paired_ttest(
-    differences, n_train, n_test, *, rope=0.0, alternative="two-sided"
-):
+def corrected_paired_ttest(differences, n_train, n_test, *, rope=0.0, alternative="two-sided"):
     """Nadeau–Bengio corrected resampled t-test and Bayesian correlated t-test.
 
     Parameters
@@ -216,12 +214,14 @@ def _t_and_pvalue(mean, std_error, df, alternative):
         tstat = 0.0 if mean == 0 else np.copysign(np.inf, mean)
     else:
         tstat = mean / std_error
+    # scipy.special's Student t cdf: the same numbers as scipy.stats.t without
+    # its per-call overhead (simulations call this thousands of times)
     if alternative == "greater":
-        pvalue = stats.t.sf(tstat, df)
+        pvalue = special.stdtr(df, -tstat)
     elif alternative == "less":
-        pvalue = stats.t.cdf(tstat, df)
+        pvalue = special.stdtr(df, tstat)
     else:
-        pvalue = 2 * stats.t.sf(abs(tstat), df)
+        pvalue = 2 * special.stdtr(df, -abs(tstat))
     return float(tstat), float(min(pvalue, 1.0))
 
 
@@ -230,6 +230,6 @@ def _rope_probabilities(mean, std_error, df, rope):
     if std_error == 0:
         below, above = float(mean < -rope), float(mean > rope)
     else:
-        posterior = stats.t(df, loc=mean, scale=std_error)
-        below, above = float(posterior.cdf(-rope)), float(posterior.sf(rope))
+        below = float(special.stdtr(df, (-rope - mean) / std_error))
+        above = float(special.stdtr(df, (mean - rope) / std_error))
     return below, max(0.0, 1.0 - below - above), above
