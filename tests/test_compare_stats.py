@@ -252,3 +252,51 @@ def test_summary_html_and_frame():
     assert len(frame) == 12
     assert set(frame.columns) >= {"split", "solver", "score", "difference", "param_rho"}
     assert_allclose(frame.query("solver == 'gd'")["difference"], 0.0)
+
+
+# --------------------------------------------------------------------------
+# the display: a thin view of the result
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_solvers", [2, 6])
+def test_display_draws_one_row_per_contrast_without_overlapping_labels(n_solvers):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sksam.inspection import ComparisonDisplay
+
+    rng = np.random.default_rng(0)
+    labels = ["gd", "sam", "usam", "asam", "every_k", "looksam"][:n_solvers]
+    scores = 0.8 + 0.02 * rng.standard_normal((10, n_solvers))
+    result = SolverComparison(
+        labels=labels,
+        baseline="gd",
+        scores=scores,
+        fit_times=np.tile(np.arange(1.0, n_solvers + 1), (10, 1)),
+        search_times=np.ones((10, n_solvers)),
+        score_times=np.zeros((10, n_solvers)),
+        sharpness=np.ones((10, n_solvers)),
+        params=[[{}] * n_solvers] * 10,
+        n_train=np.full(10, 80),
+        n_test=np.full(10, 20),
+        scoring="accuracy",
+    )
+    display = ComparisonDisplay.from_result(result)
+    assert len(display.axes_) == 3
+    ticks = [t.get_text() for t in display.axes_[0].get_yticklabels()]
+    assert ticks == [f"{label} - gd" for label in labels[1:]]
+    assert_allclose(display.statistic, result.statistic)
+    assert_allclose([b.get_width() for b in display.axes_[2].patches], result.fit_time_ratio)
+    display.figure_.canvas.draw()
+    renderer = display.figure_.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in display.axes_[0].get_yticklabels()]
+    for upper, lower in zip(boxes, boxes[1:]):
+        assert not upper.overlaps(lower)
+    texts = [t.get_window_extent(renderer) for t in display.axes_[1].texts]
+    for upper, lower in zip(texts, texts[1:]):
+        assert not upper.overlaps(lower)
+    plt.close(display.figure_)

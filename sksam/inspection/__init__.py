@@ -1,5 +1,6 @@
 """Displays for training curves, sharpness and GD-vs-SAM comparisons."""
 
+from ._comparison import ComparisonDisplay
 from ._displays import (
     GainMapDisplay,
     SharpnessCurveDisplay,
@@ -8,6 +9,7 @@ from ._displays import (
 )
 
 __all__ = [
+    "ComparisonDisplay",
     "GainMapDisplay",
     "SharpnessCurveDisplay",
     "SolverComparisonDisplay",
