@@ -261,3 +261,22 @@ def test_kernel_cv_keeps_sam_when_its_gain_is_clear():
     assert search.solver_ == "sam"
     only_sam = SAMKernelRegressorCV(solvers=["sam"], rhos=[5.0], max_iter=3, cv=4).fit(X, y)
     assert only_sam.gain_ is None and only_sam.gain_test_ is None
+
+
+def test_a_target_transformer_around_a_pipeline_and_several_contrasts():
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import TransformedTargetRegressor
+
+    X, y = _regression()
+    X = pd.DataFrame(X, columns=["a", "b", "c"])
+    estimator = TransformedTargetRegressor(
+        make_pipeline(StandardScaler(), SAMKernelRegressor(max_iter=30)),
+        transformer=StandardScaler(),
+    )
+    result = compare_solvers(
+        estimator, X, 100 * y, solvers=["gd", "sam", "usam"], param_grid={"rho": [0.1]}, cv=3
+    )
+    assert result.contrasts == ["sam", "usam"]
+    assert result.confidence_interval().shape == (2, 2)
+    assert all(p["rho"] == 0.1 for p in result.chosen_params("usam"))
+    assert "max_iter" in result.summary() and len(result.to_frame()) == 9

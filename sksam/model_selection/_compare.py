@@ -1,6 +1,6 @@
 """``compare_solvers``: paired, nested cross-validation of GD against SAM and its variants.
 
-The loop is :func:`sklearn.model_selection.cross_validate`'s: splits from any
+The loop is scikit-learn's ``cross_validate``'s: splits from any
 CV splitter (``check_cv``), a scorer from ``check_scoring``, one job per
 (outer split, solver) in joblib's ``Parallel``. Inside each outer training
 part the solver's own parameters (``rho``, a cheap variant's ``sam_every``)
@@ -100,7 +100,7 @@ def compare_solvers(
         The outer splits. None: 5-fold repeated twice (10 paired
         differences), stratified for classifiers, shuffled with
         ``random_state``. An int or splitter as in
-        :func:`~sklearn.model_selection.cross_validate`.
+        scikit-learn's ``cross_validate``.
     inner_cv : int, cross-validation generator or iterable, default=3
         The splits of the inner search, inside each outer training part.
     scoring : str or callable, default=None

@@ -393,17 +393,28 @@ def _format_sharpness(values):
 
 
 def _format_chosen(params):
-    """``'rho=0.05 (7/10), rho=0.1 (3/10)'``: how often each choice was made."""
-    counts = Counter(
-        ", ".join(
-            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(p.items())
-        )
-        for p in params
-        if p
-    )
-    if not counts:
-        return "-"
-    return "; ".join(f"{choice} ({n}/{len(params)})" for choice, n in counts.most_common(3))
+    """``'rho=0.05 (7/10), 0.1 (3/10); max_iter 84..300'``: the choices over splits.
+
+    A parameter with up to three distinct values lists how often each was
+    chosen; one with more (the kernel's number of steps) gives its range.
+    """
+    names = sorted({name for p in params if p for name in p})
+    parts = []
+    for name in names:
+        values = [p[name] for p in params if p and name in p]
+        counts = Counter(values)
+        if len(counts) > 3 and all(isinstance(v, (int, float)) for v in values):
+            parts.append(f"{name} {min(values):g}..{max(values):g}")
+        else:
+            choices = ", ".join(
+                f"{_format_value(v)} ({n}/{len(params)})" for v, n in counts.most_common()
+            )
+            parts.append(f"{name}={choices}")
+    return "; ".join(parts) if parts else "-"
+
+
+def _format_value(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _pandas(caller):
