@@ -207,7 +207,8 @@ def test_cheap_variants_search_their_period_by_default():
         (dict(solvers=["gd", 3]), "solver names or \\(label, params\\) pairs"),
         (dict(baseline="usam"), "baseline='usam' is not one of"),
         (dict(param_grid={"rho": [0.1], "max_iter": [5, 10]}), "can search only 'rho'"),
-        (dict(param_grid=[{"rho": [0.1]}]), "param_grid must be a dict"),
+        (dict(param_grid=[{"rho": [0.1]}]), "'param_grid' parameter of compare_solvers must be"),
+        (dict(rope=-0.1), "'rope' parameter of compare_solvers must be"),
         (dict(cv=[(np.arange(30), np.arange(30, 40))]), "at least 2"),
     ],
 )

@@ -15,7 +15,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import clone, is_classifier
 from sklearn.compose import TransformedTargetRegressor
-from sklearn.metrics import check_scoring
+from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import (
     GridSearchCV,
     ParameterGrid,
@@ -25,6 +25,7 @@ from sklearn.model_selection import (
 )
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 from sklearn.utils.multiclass import type_of_target
 
 from ._result import SolverComparison
@@ -37,6 +38,24 @@ _SCHEDULED = ("every_k", "looksam", "rst", "aesam")
 DEFAULT_SAM_EVERY = (2, 5)
 
 
+@validate_params(
+    {
+        "estimator": [HasMethods(["fit", "get_params"])],
+        "X": ["array-like", "sparse matrix"],
+        "y": ["array-like"],
+        "solvers": [list, tuple],
+        "param_grid": [dict, None],
+        "baseline": [str, None],
+        "cv": ["cv_object"],
+        "inner_cv": ["cv_object"],
+        "scoring": [StrOptions(set(get_scorer_names())), callable, None],
+        "rope": [Interval(numbers.Real, 0, None, closed="left")],
+        "n_jobs": [numbers.Integral, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=False,  # the estimators validate their own parameters
+)
 def compare_solvers(
     estimator,
     X,
@@ -241,8 +260,6 @@ def _grid_of(label, params, param_grid, final):
         if params.get("solver") in _SCHEDULED and "sam_every" in final.get_params(deep=False):
             grid["sam_every"] = list(DEFAULT_SAM_EVERY)
         return grid
-    if not isinstance(param_grid, dict):
-        raise ValueError(f"param_grid must be a dict or None, got {type(param_grid).__name__}.")
     if param_grid and all(isinstance(v, dict) for v in param_grid.values()):
         return dict(param_grid.get(label, {}))
     return {} if params.get("solver") == "gd" else dict(param_grid)
