@@ -281,3 +281,27 @@ def test_a_target_transformer_around_a_pipeline_and_several_contrasts():
     assert result.confidence_interval().shape == (2, 2)
     assert all(p["rho"] == 0.1 for p in result.chosen_params("usam"))
     assert "max_iter" in result.summary() and len(result.to_frame()) == 9
+
+
+@pytest.mark.parametrize("selection", ["rope", "one_se", "best"])
+def test_kernel_classifier_cv_reports_the_gain_and_applies_the_rule(selection):
+    from sklearn.datasets import make_moons
+
+    from sksam import SAMKernelClassifierCV
+
+    X, y = make_moons(90, noise=0.3, random_state=0)
+    search = SAMKernelClassifierCV(
+        rhos=[0.1, 0.5], gamma=2.0, max_iter=20, cv=3, selection=selection
+    ).fit(X, y)
+    results = search.cv_results_
+    is_gd = np.asarray(results["param_solver"]) == "gd"
+    mean = results["mean_test_score"]
+    assert search.gain_ == pytest.approx(mean[~is_gd].max() - mean[is_gd].max(), abs=1e-12)
+    test = search.gain_test_
+    keep_sam = {
+        "rope": test.p_better >= 0.95,
+        "one_se": test.statistic > test.std_error,
+        "best": mean[~is_gd].max() > mean[is_gd].max(),
+    }[selection]
+    assert search.solver_ == ("sam" if keep_sam else "gd")
+    assert search.best_score_ == (mean[~is_gd] if keep_sam else mean[is_gd]).max()
