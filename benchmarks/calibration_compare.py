@@ -19,6 +19,16 @@ on a small test part). Run it and read the two lines::
 
     python benchmarks/calibration_compare.py                 # ~10 min on one core
     python benchmarks/calibration_compare.py --datasets 400  # tighter estimates
+
+Measured with ``--datasets 100 --truth-draws 200`` (one core)::
+
+    type-I error at alpha=0.05: 0.010 +/- 0.010 (100 data sets, GD vs GD with another init)
+    coverage of the 95% interval: 0.960 +/- 0.020 (SAM rho=0.2 vs GD, true gain in -MSE
+    -0.0209 +/- 0.0012; 100 data sets)
+
+The test is conservative here (the correction assumes a correlation between
+splits of ``n_test / n``, larger than these networks' seems to be); the
+interval covers at its nominal rate.
 """
 
 import argparse

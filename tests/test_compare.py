@@ -305,3 +305,12 @@ def test_kernel_classifier_cv_reports_the_gain_and_applies_the_rule(selection):
     }[selection]
     assert search.solver_ == ("sam" if keep_sam else "gd")
     assert search.best_score_ == (mean[~is_gd] if keep_sam else mean[is_gd]).max()
+
+
+def test_importing_the_comparison_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, sksam.model_selection, sksam._kernel_cv; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
