@@ -1,6 +1,7 @@
 """Model selection along the path: :class:`SAMKernelRegressorCV`, :class:`SAMKernelClassifierCV`."""
 
 import functools
+import time
 from abc import ABC, abstractmethod
 from numbers import Integral, Real
 
@@ -24,6 +25,7 @@ from ._base import FitTransaction, numeric_target, sample_weights
 from ._kernel_classifier import SAMKernelClassifier
 from ._kernel_models import KERNEL_MEASURES, R2Score
 from .kernel import SAMKernelRegressor
+from .model_selection._stats import corrected_paired_ttest
 
 #: Parameters passed through to every :class:`SAMKernelRegressor` fitted.
 _KERNEL_PARAMS = (
@@ -67,6 +69,8 @@ class _BaseKernelCV(BaseEstimator, ABC):
         "device": "no_validation",
         "dtype": "no_validation",
         "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
+        "selection": [StrOptions({"one_se", "rope", "best"})],
+        "rope": [Interval(Real, 0, None, closed="left")],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -165,14 +169,20 @@ class _BaseKernelCV(BaseEstimator, ABC):
         )
         by_job = dict(zip(jobs, scores))
         self.cv_results_ = self._results(solvers, rhos, len(folds), by_job)
-        self.best_index_ = int(np.argmin(self.cv_results_["rank_test_score"]))
+        self.best_index_, self.gain_test_ = _select_with_gain(
+            self.cv_results_, folds, self.selection, self.rope
+        )
+        self.gain_ = None if self.gain_test_ is None else self.gain_test_.statistic
+        self.gain_std_error_ = None if self.gain_test_ is None else self.gain_test_.std_error
         self.best_params_ = self.cv_results_["params"][self.best_index_]
         self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
         self.solver_ = self.best_params_["solver"]
         self.rho_ = self.best_params_["rho"]
         self.n_iter_ = self.best_params_["max_iter"]
         self.estimator_ = self._estimator(self.solver_, self.rho_, self.n_iter_, self.sharpness)
+        start = time.perf_counter()
         self.estimator_.fit(X, y, sample_weight=sw)
+        self.refit_time_ = time.perf_counter() - start
         self.sharpness_ = self.estimator_.sharpness_
         return self
 
@@ -274,6 +284,22 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
         :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
         The measure stored in ``sharpness_`` by the refitted model, as in
         :class:`SAMKernelRegressor` (``'rho'`` with the chosen ``rho_``).
+    selection : {'rope', 'one_se', 'best'}, default='rope'
+        How the solver is chosen when ``solvers`` holds ``'gd'`` and another
+        solver. ``'rope'``: the best non-GD candidate is kept only when the
+        posterior probability that its gain over GD's best exceeds ``rope``
+        is at least 0.95 (``gain_test_.p_better``, the decision rule of
+        Benavoli et al., 2017); otherwise GD's best candidate is chosen: a
+        gain that is within noise, or real but smaller than ``rope``, keeps
+        the cheaper solver. ``'one_se'``: it is kept when its gain
+        (``gain_``) exceeds one corrected standard error
+        (``gain_std_error_``). ``'best'``: the candidate of highest mean
+        score, however small its lead. The number of steps and ``rho`` are
+        those of the chosen solver's best candidate.
+    rope : float, default=0.01
+        Half-width of the region of practical equivalence of the gain, in
+        score units (R^2); used by ``selection='rope'`` and reported in
+        ``gain_test_``.
     n_jobs : int, default=None
         Fits run in parallel through joblib (so ``joblib.parallel_config(
         backend='dask')`` spreads them over a Dask cluster).
@@ -290,7 +316,8 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
         ``std_test_score``, ``rank_test_score``; candidates in the order of
         ``ParameterGrid({'max_iter': ..., 'rho': ..., 'solver': ...})``.
     best_index_ : int
-        Index of the best candidate in ``cv_results_``.
+        Index of the chosen candidate in ``cv_results_`` (by ``selection``:
+        not the first in ``rank_test_score`` when GD is kept within noise).
     best_params_ : dict
         Its ``solver``, ``rho`` and ``max_iter``.
     best_score_ : float
@@ -303,6 +330,22 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
         The best candidate refitted on all the data.
     sharpness_ : float or None
         ``estimator_.sharpness_``.
+    gain_ : float or None
+        Mean over folds of the paired difference between the fold scores of
+        the best non-GD candidate and of the best GD candidate (``None``
+        without both). Positive: SAM scored higher. Optimistic for SAM,
+        which picks its best among several radii.
+    gain_std_error_ : float or None
+        Standard error of ``gain_``, corrected for the overlap of the
+        training folds (Nadeau and Bengio: ``(1/k + n_test/n_train) s^2``
+        from the fold sizes).
+    gain_test_ : PairedTestResult or None
+        The corrected paired t-test and Bayesian correlated t-test of the
+        gain (p-value, ``confidence_interval()``, ``p_worse``,
+        ``p_equivalent``, ``p_better`` with ``rope``), see
+        :func:`sksam.model_selection.corrected_paired_ttest`.
+    refit_time_ : float
+        Seconds spent refitting ``estimator_`` on all the data.
     n_features_in_ : int
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -344,6 +387,8 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
         device=None,
         dtype=None,
         sharpness="rho",
+        selection="rope",
+        rope=0.01,
         n_jobs=None,
         random_state=None,
         verbose=0,
@@ -363,6 +408,8 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
         self.device = device
         self.dtype = dtype
         self.sharpness = sharpness
+        self.selection = selection
+        self.rope = rope
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -440,6 +487,37 @@ def _path_scores(estimator, X, y, sw, train, test, max_iter, stage_scorer):
     return np.asarray(scores)
 
 
+def _select_with_gain(cv_results, folds, selection, rope):
+    """The chosen candidate, and the paired test of SAM's best against GD's best.
+
+    The gain is the mean over folds of (fold score of the best non-GD
+    candidate) minus (fold score of the best GD candidate), each best by
+    mean score; its standard error is Nadeau and Bengio's corrected one,
+    from the fold sizes. It is optimistic for SAM (its best of several
+    radii against GD's best of one), which makes keeping GD within noise
+    the safer side. Without GD or without another solver there is no gain
+    (``None``) and the best candidate is chosen.
+    """
+    mean = cv_results["mean_test_score"]
+    best = int(np.argmin(cv_results["rank_test_score"]))
+    is_gd = np.array([p["solver"] == "gd" for p in cv_results["params"]])
+    if is_gd.all() or not is_gd.any():
+        return best, None
+    best_gd = int(np.flatnonzero(is_gd)[np.argmax(mean[is_gd])])
+    best_sam = int(np.flatnonzero(~is_gd)[np.argmax(mean[~is_gd])])
+    split = np.array([cv_results[f"split{k}_test_score"] for k in range(len(folds))])
+    test = corrected_paired_ttest(
+        split[:, best_sam] - split[:, best_gd],
+        [len(train) for train, _ in folds],
+        [len(held_out) for _, held_out in folds],
+        rope=rope,
+    )
+    if selection == "best" or is_gd[best]:
+        return best, test
+    keep_sam = test.statistic > test.std_error if selection == "one_se" else test.p_better >= 0.95
+    return (best if keep_sam else best_gd), test
+
+
 class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
     r"""Kernel classification by GD or SAM, the solver, ``rho`` and number of steps chosen by CV.
 
@@ -497,6 +575,22 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
         :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
         The measure stored in ``sharpness_`` by the refitted model, as in
         :class:`SAMKernelClassifier`.
+    selection : {'rope', 'one_se', 'best'}, default='rope'
+        How the solver is chosen when ``solvers`` holds ``'gd'`` and another
+        solver. ``'rope'``: the best non-GD candidate is kept only when the
+        posterior probability that its gain over GD's best exceeds ``rope``
+        is at least 0.95 (``gain_test_.p_better``, the decision rule of
+        Benavoli et al., 2017); otherwise GD's best candidate is chosen: a
+        gain that is within noise, or real but smaller than ``rope``, keeps
+        the cheaper solver. ``'one_se'``: it is kept when its gain
+        (``gain_``) exceeds one corrected standard error
+        (``gain_std_error_``). ``'best'``: the candidate of highest mean
+        score, however small its lead. The number of steps and ``rho`` are
+        those of the chosen solver's best candidate.
+    rope : float, default=0.01
+        Half-width of the region of practical equivalence of the gain, in
+        score units (accuracy); used by ``selection='rope'`` and reported in
+        ``gain_test_``.
     n_jobs : int, default=None
         Fits run in parallel through joblib.
     random_state : int, RandomState instance or None, default=None
@@ -515,7 +609,8 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
         candidates in the order of ``ParameterGrid({'max_iter': ..., 'rho':
         ..., 'solver': ...})``.
     best_index_ : int
-        Index of the best candidate in ``cv_results_``.
+        Index of the chosen candidate in ``cv_results_`` (by ``selection``:
+        not the first in ``rank_test_score`` when GD is kept within noise).
     best_params_ : dict
         Its ``solver``, ``rho`` and ``max_iter``.
     best_score_ : float
@@ -528,6 +623,22 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
         The best candidate refitted on all the data.
     sharpness_ : float or None
         ``estimator_.sharpness_``.
+    gain_ : float or None
+        Mean over folds of the paired difference between the fold scores of
+        the best non-GD candidate and of the best GD candidate (``None``
+        without both). Positive: SAM scored higher. Optimistic for SAM,
+        which picks its best among several radii.
+    gain_std_error_ : float or None
+        Standard error of ``gain_``, corrected for the overlap of the
+        training folds (Nadeau and Bengio: ``(1/k + n_test/n_train) s^2``
+        from the fold sizes).
+    gain_test_ : PairedTestResult or None
+        The corrected paired t-test and Bayesian correlated t-test of the
+        gain (p-value, ``confidence_interval()``, ``p_worse``,
+        ``p_equivalent``, ``p_better`` with ``rope``), see
+        :func:`sksam.model_selection.corrected_paired_ttest`.
+    refit_time_ : float
+        Seconds spent refitting ``estimator_`` on all the data.
     n_features_in_ : int
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -572,6 +683,8 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
         device=None,
         dtype=None,
         sharpness="rho",
+        selection="rope",
+        rope=0.01,
         n_jobs=None,
         random_state=None,
         verbose=0,
@@ -592,6 +705,8 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
         self.device = device
         self.dtype = dtype
         self.sharpness = sharpness
+        self.selection = selection
+        self.rope = rope
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose

@@ -348,7 +348,7 @@ def test_cv_choice_and_scores_equal_grid_search(n_components, class_weight):
     cv = StratifiedKFold(3, shuffle=True, random_state=0)
     common = dict(gamma=0.5, n_components=n_components, random_state=0, class_weight=class_weight)
     search = SAMKernelClassifierCV(
-        solvers=["gd", "sam"], rhos=[0.05, 0.5], max_iter=12, cv=cv, **common
+        solvers=["gd", "sam"], rhos=[0.05, 0.5], max_iter=12, cv=cv, selection="best", **common
     ).fit(X, y)
     grid = GridSearchCV(
         SAMKernelClassifier(sharpness=None, **common),

@@ -26,7 +26,7 @@ def test_best_choice_and_scores_equal_grid_search(n_components):
     cv = KFold(3, shuffle=True, random_state=0)
     common = dict(gamma=2.0, n_components=n_components, random_state=0)
     search = SAMKernelRegressorCV(
-        solvers=["gd", "sam"], rhos=[0.05, 0.5], max_iter=10, cv=cv, **common
+        solvers=["gd", "sam"], rhos=[0.05, 0.5], max_iter=10, cv=cv, selection="best", **common
     ).fit(X, y)
     grid = GridSearchCV(
         SAMKernelRegressor(sharpness=None, **common),
@@ -93,7 +93,7 @@ def _expected_failures(estimator):
 
 
 @parametrize_with_checks(
-    [SAMKernelRegressorCV(rhos=[0.1], max_iter=10, cv=2)],
+    [SAMKernelRegressorCV(rhos=[0.1], max_iter=10, cv=2, selection="best")],
     expected_failed_checks=_expected_failures,
     xfail_strict=True,
 )

@@ -1,5 +1,6 @@
 """Displays for training curves, sharpness and GD-vs-SAM comparisons."""
 
+from ._comparison import ComparisonDisplay
 from ._displays import (
     GainMapDisplay,
     LossLandscapeDisplay,
@@ -10,6 +11,7 @@ from ._displays import (
 )
 
 __all__ = [
+    "ComparisonDisplay",
     "GainMapDisplay",
     "LossLandscapeDisplay",
     "SharpnessCurveDisplay",
