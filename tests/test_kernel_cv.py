@@ -131,7 +131,9 @@ def test_a_constant_test_fold_scores_as_r2_score_and_grid_search():
     # (r2_score: 0 for an imperfect prediction of a constant target) chose 26
     X, y = _constant_first_fold()
     grid_params = {"solver": ["gd", "sam"], "rho": [0.05], "max_iter": list(range(1, 31))}
-    search = SAMKernelRegressorCV(solvers=["gd", "sam"], rhos=[0.05], max_iter=30, cv=3)
+    search = SAMKernelRegressorCV(
+        solvers=["gd", "sam"], rhos=[0.05], max_iter=30, cv=3, selection="best"
+    )
     search.fit(X, y)
     grid = GridSearchCV(SAMKernelRegressor(sharpness=None, early_stopping=False), grid_params, cv=3)
     grid.fit(X, y)
