@@ -61,7 +61,6 @@ __all__ = [
     "diagnose_loss_curve",
     "numeric_target",
     "print_progress",
-    "record_history",
     "rescale_weights",
     "sample_weights",
     "user_stacklevel",
@@ -601,10 +600,6 @@ def user_stacklevel():
     return level
 
 
-#: The old private name, kept until net.py and two_layer.py import the public one.
-_user_stacklevel = user_stacklevel
-
-
 def warn_diverged(estimator_name, cause, remedy):
     """Warn with a :class:`DivergenceWarning` that names the cause and the remedy.
 
@@ -744,35 +739,6 @@ def rescale_weights(weights, name="sample_weight"):
 # --------------------------------------------------------------------------
 # history, progress lines, devices
 # --------------------------------------------------------------------------
-
-
-def record_history(
-    estimator,
-    *,
-    loss_curve,
-    n_iter,
-    validation_scores=None,
-    best_validation_score=None,
-):
-    """Set the history attributes of a fitted estimator (see :data:`HISTORY_ATTRIBUTES_DOC`).
-
-    Parameters
-    ----------
-    estimator : estimator
-        Receives ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
-        ``best_validation_score_`` and ``n_iter_``.
-    loss_curve : sequence of float
-        Training loss per iteration (not empty).
-    n_iter : int
-        Number of iterations run.
-    validation_scores : sequence of float, optional
-        Validation score per iteration (early stopping only).
-    best_validation_score : float, optional
-        The score of the weights kept; defaults to ``max(validation_scores)``.
-    """
-    history = FitHistory(loss_curve, validation_scores, n_iter)
-    history.best_validation_score = best_validation_score
-    vars(estimator).update(history.attributes())
 
 
 def print_progress(iteration, loss, score=None):

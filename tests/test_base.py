@@ -26,7 +26,6 @@ from sksam._base import (
     check_finite,
     diagnose_loss_curve,
     print_progress,
-    record_history,
     validation_split,
     warn_diverged,
     warn_not_converged,
@@ -273,9 +272,15 @@ class _Est:
     pass
 
 
+def _record(est, *, loss_curve, n_iter, validation_scores=None, best_validation_score=None):
+    history = FitHistory(loss_curve, validation_scores, n_iter)
+    history.best_validation_score = best_validation_score
+    vars(est).update(history.attributes())
+
+
 def test_record_history_types():
     est = _Est()
-    record_history(est, loss_curve=np.array([3.0, 1.0, 2.0]), n_iter=np.int64(3))
+    _record(est, loss_curve=np.array([3.0, 1.0, 2.0]), n_iter=np.int64(3))
     assert est.loss_curve_ == [3.0, 1.0, 2.0] and type(est.loss_curve_[0]) is float
     assert est.best_loss_ == 1.0 and type(est.best_loss_) is float
     assert est.validation_scores_ is None and est.best_validation_score_ is None
@@ -284,12 +289,10 @@ def test_record_history_types():
 
 def test_record_history_validation():
     est = _Est()
-    record_history(est, loss_curve=[1.0], n_iter=1, validation_scores=[np.float32(0.5), 0.7])
+    _record(est, loss_curve=[1.0], n_iter=1, validation_scores=[np.float32(0.5), 0.7])
     assert est.validation_scores_ == pytest.approx([0.5, 0.7])
     assert est.best_validation_score_ == 0.7
-    record_history(
-        est, loss_curve=[1.0], n_iter=1, validation_scores=[0.5], best_validation_score=0.4
-    )
+    _record(est, loss_curve=[1.0], n_iter=1, validation_scores=[0.5], best_validation_score=0.4)
     assert est.best_validation_score_ == 0.4
 
 

@@ -339,7 +339,7 @@ def _two_layer_loss(estimator, X, y, sample_weight):
     from .. import _two_layer_model as model
 
     X = torch.as_tensor(validate_data(estimator, X, reset=False, dtype=np.float64))
-    Y, _ = estimator._encode_target(np.asarray(y), True)
+    Y, _ = estimator._encode_targets(np.asarray(y), True)
     Y = torch.as_tensor(np.asarray(Y, dtype=np.float64))
     shares = torch.as_tensor(_row_shares(sample_weight, len(X)))[:, None]
     (W, a), (b, c) = estimator.coefs_, estimator.intercepts_
@@ -393,16 +393,16 @@ def _net_loss(estimator, X, y, sample_weight):
     X = validate_data(estimator, X, reset=False, dtype=np.float32)
     X = torch.as_tensor(X, device=first.device)
     if hasattr(estimator, "classes_"):
-        from .._net_checks import _encode
+        from .._net_data import encode
 
         target = torch.as_tensor(
-            _encode(np.asarray(y), estimator.classes_, "the sharpness"), device=first.device
+            encode(np.asarray(y), estimator.classes_, "the sharpness"), device=first.device
         )
     else:
         target = torch.as_tensor(
             np.asarray(y, dtype=np.float32).reshape(len(y), -1), device=first.device
         )
-    criterion = estimator._criterion()
+    criterion = estimator._loss()
     if sample_weight is not None:
         raise ValueError("sample_weight is not supported for the nets (their fit has none).")
 
