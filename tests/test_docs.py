@@ -25,6 +25,22 @@ def _numbers(text):
     return [float(x) for x in re.findall(r"\d+\.\d+", text)]
 
 
+def _assert_as_promised(printed, promised, sharpness_at=(1, 3)):
+    """The printed numbers within another CPU's float rounding of the promised ones.
+
+    Accuracies, radii and probabilities to 0.03. The sharpness (at positions
+    ``sharpness_at``) to 10%: 60 epochs on noisy labels end at weights that
+    differ with the CPU's rounding, and the top Hessian eigenvalue there moves
+    more than the accuracy (3.10 on one CPU, 3.28 on another, same seeds).
+    """
+    printed, promised = np.asarray(printed), np.asarray(promised)
+    assert printed.shape == promised.shape, (printed, promised)
+    sharp = np.zeros(len(promised), dtype=bool)
+    sharp[list(sharpness_at)] = True
+    np.testing.assert_allclose(printed[~sharp], promised[~sharp], atol=0.03)
+    np.testing.assert_allclose(printed[sharp], promised[sharp], rtol=0.1)
+
+
 @pytest.mark.slow
 def test_quick_start_runs_and_prints_what_the_readme_says(capsys):
     code = _fenced_block_after("## Quick start", "python")
@@ -35,7 +51,7 @@ def test_quick_start_runs_and_prints_what_the_readme_says(capsys):
         line.split(":")[0] for line in promised.splitlines()
     ]
     # the README's numbers, to the noise of another CPU's float rounding
-    np.testing.assert_allclose(_numbers(printed), _numbers(promised), atol=0.03)
+    _assert_as_promised(_numbers(printed), _numbers(promised))
     gd_accuracy, gd_sharpness, sam_accuracy, sam_sharpness = _numbers(printed)[:4]
     assert sam_accuracy > gd_accuracy + 0.05 and sam_sharpness < gd_sharpness
 
@@ -91,7 +107,7 @@ def test_index_snippet_runs_and_prints_what_its_comments_say(capsys):
     exec(compile(block, "index.rst", "exec"), {})
     printed = _numbers(capsys.readouterr().out)
     promised = _numbers("\n".join(re.findall(r"# (?:gd|sam) (.*)", block)))
-    np.testing.assert_allclose(printed, promised, atol=0.03)
+    _assert_as_promised(printed, promised)
 
 
 def test_getting_started_comes_first_in_the_navigation():
