@@ -490,10 +490,11 @@ def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
     if not is_perturbed(solver, rho) or solver == "usam":
         c = perturbation_scale(solver, rho, 0.0)
         return _run_constant(dynamics, zz, c, lr, max_iter, monitor, needs_iterate)
-    # A component the targets do not reach (z_i = 0 for every output) stays at
-    # zero; its factor 1 - h f, which SAM's 1 / ||g|| can make huge, would only
-    # overflow P there (and 0 * inf is NaN): it is taken as a flat direction.
-    h = np.where(zz > 0, h, 0.0)
+    # A component the targets do not reach (z_i = 0 for every output, to the
+    # rounding of z = U^T y) stays at zero; its factor 1 - h f, which SAM's
+    # 1 / ||g|| can make huge, would only amplify rounding there (and 0 * inf
+    # is NaN): it is taken as a flat direction.
+    h = np.where(reached(zz), h, 0.0)
     weight = np.broadcast_to(np.asarray(dynamics.norm_weight, dtype=np.float64).ravel(), h.shape)
     wzz = weight * zz
     primal = dynamics.yy is not None
@@ -642,6 +643,20 @@ def replay(dynamics, *, lr, scales):
         yield a
 
 
+def reached(zz):
+    """Whether the targets reach each component: ``z_i^2`` above the rounding of ``z = U^T y``.
+
+    A projection ``z_i = u_i^T y`` carries an absolute rounding error of
+    about ``n eps ||y||`` (``n`` terms summed), so a component below that is
+    rounding, not signal: a centred ``y`` and the constant eigenvector of
+    ``gamma=0``, say, give ``|z_i|`` near ``1e-15`` instead of 0. SAM's
+    ``1 / ||g||`` would amplify such a component without bound.
+    """
+    zz = np.asarray(zz, dtype=np.float64)
+    noise = (len(zz) * np.finfo(np.float64).eps) ** 2 * float(np.sum(zz))
+    return zz > noise
+
+
 def sam_share(dynamics, *, lr, scales):
     """``||drift|| / ||theta||``: the share of the weights' movement due to SAM.
 
@@ -654,7 +669,7 @@ def sam_share(dynamics, *, lr, scales):
     the weights did not move.
     """
     zz = np.einsum("ij,ij->i", dynamics.z, dynamics.z)
-    h = np.where(zz > 0, dynamics.h, 0.0)  # as run_steps: unreached directions stay flat
+    h = np.where(reached(zz), dynamics.h, 0.0)  # as run_steps: unreached directions stay flat
     coef, drift, P = np.zeros_like(h), np.zeros_like(h), np.ones_like(h)
     for c in scales:
         f = lr * (1.0 + c * h)

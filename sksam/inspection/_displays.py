@@ -925,7 +925,8 @@ class LossLandscapeDisplay:
     >>> from sksam.inspection import LossLandscapeDisplay
     >>> X, y = load_diabetes(return_X_y=True)
     >>> y = (y - y.mean()) / y.std()
-    >>> fits = [SAMKernelRegressor(solver=s, max_iter=20).fit(X, y) for s in ("gd", "sam")]
+    >>> fits = [SAMKernelRegressor(solver=s, max_iter=20, early_stopping=False).fit(X, y)
+    ...         for s in ("gd", "sam")]
     >>> display = LossLandscapeDisplay.from_interpolation(
     ...     *fits, X, y, resolution=5, draw=False)
     >>> display.coordinates.tolist()  # 0: GD's fit, 1: SAM's
