@@ -195,7 +195,23 @@ class GSAM(_FamilyRule):
         return {"alpha": self.alpha}
 
     def descent(self, params, first_grads):
-        g, s = _pairs(params, first_grads)
+        self.combine_(*_pairs(params, first_grads))
+
+    @torch.no_grad()
+    def combine_(self, first, second):
+        """``g_s <- g_s - alpha * g_perp``: the descent gradient, in place of ``second``.
+
+        The formula on plain tensor lists, shared by :meth:`descent` and the
+        two-layer estimators' hand-written step.
+
+        Parameters
+        ----------
+        first : list of torch.Tensor
+            ``g``, the gradient at ``w`` (not changed).
+        second : list of torch.Tensor
+            ``g_s``, the gradient at ``w + e``, overwritten with ``g_d``.
+        """
+        g, s = first, second
         if self.alpha == 0 or not s:
             return
         sq = torch.stack([torch.sum(x * x) for x in s]).sum()
@@ -247,8 +263,24 @@ class WSAM(_FamilyRule):
         return self.gamma / (1.0 - self.gamma)
 
     def descent(self, params, first_grads):
+        self.combine_(*_pairs(params, first_grads))
+
+    @torch.no_grad()
+    def combine_(self, first, second):
+        """``g_s <- (1 - a) g + a g_s``: the descent gradient, in place of ``second``.
+
+        The formula on plain tensor lists, shared by :meth:`descent` and the
+        two-layer estimators' hand-written step.
+
+        Parameters
+        ----------
+        first : list of torch.Tensor
+            ``g``, the gradient at ``w`` (not changed).
+        second : list of torch.Tensor
+            ``g_s``, the gradient at ``w + e``, overwritten with ``g_d``.
+        """
         a = self.weight
-        g, s = _pairs(params, first_grads)
+        g, s = first, second
         if a == 1.0 or not s:  # gamma = 0.5 is SAM: g_d = g_s
             return
         torch._foreach_mul_(s, a)
