@@ -199,7 +199,7 @@ class GSAM(_FamilyRule):
 
     @torch.no_grad()
     def combine_(self, first, second):
-        """``g_s <- g_s - alpha * g_perp``: the descent gradient, in place of ``second``.
+        """Turn ``second`` (``g_s``) into the descent gradient ``g_s - alpha * g_perp``.
 
         The formula on plain tensor lists, shared by :meth:`descent` and the
         two-layer estimators' hand-written step.
@@ -267,7 +267,7 @@ class WSAM(_FamilyRule):
 
     @torch.no_grad()
     def combine_(self, first, second):
-        """``g_s <- (1 - a) g + a g_s``: the descent gradient, in place of ``second``.
+        """Turn ``second`` (``g_s``) into the descent gradient ``(1 - a) g + a g_s``.
 
         The formula on plain tensor lists, shared by :meth:`descent` and the
         two-layer estimators' hand-written step.

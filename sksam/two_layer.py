@@ -330,7 +330,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             ) from None
 
     def _family_key(self):
-        """What defines the family's rule and radius: a warm start with the same key continues them."""
+        """What defines the family's rule and radius (a warm start with the same key goes on)."""
         options = (self.gsam_alpha, self.wsam_gamma, self.fsam_sigma, self.fsam_lmbda)
         return (self.solver, options, copy.deepcopy(self.rho_schedule))
 
