@@ -52,7 +52,8 @@ from ._base import (
     warn_diverged,
     warn_interrupted,
 )
-from ._family import FAMILY_SOLVERS, family_for
+from ._family import FAMILY_SOLVERS, BayesianSAM, family_for
+from ._net_bayes import bsam_optimizer_params, posterior_draws
 from ._net_checks import (
     SINGLE_ROW_ERROR,
     ValidSplitHint,
@@ -175,7 +176,9 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
     _parameter_constraints = {
         "module": [None, callable],
         "solver": [
-            StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS) | set(FAMILY_SOLVERS) | {"msam"})
+            StrOptions(
+                set(SOLVERS) | set(SCHEDULED_SOLVERS) | set(FAMILY_SOLVERS) | {"msam", "bsam"}
+            )
         ],
         "sam_every": [Interval(Integral, 1, None, closed="left")],
         "rho": [Interval(Real, 0, None, closed="left")],
@@ -515,7 +518,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
                 if getattr(net, "accelerator", None) is None:
                     net.iterator_train__generator = net.rng.generator
         else:
-            net = self._build_net(X.shape[1], n_outputs, NetRandomState(seed, device))
+            net = self._build_net(X.shape[1], n_outputs, NetRandomState(seed, device), len(X))
         first_epoch = len(net.history) if warm else 0
         with ValidSplitHint(type(self).__name__):
             if not warm:
@@ -598,10 +601,10 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         n_params = sum(p.numel() for p in net.module_.parameters())
         return torch_threads(resolve_n_threads(self.n_threads, n_rows * n_params))
 
-    def _build_net(self, n_features, n_outputs, rng):
+    def _build_net(self, n_features, n_outputs, rng, n_samples):
         """The skorch net: the estimator's settings, with the user's routed ones on top."""
         params = {
-            **self._net_params(n_outputs, rng),
+            **self._net_params(n_outputs, rng, n_samples),
             **self._module_params(n_features, n_outputs),
             **self._user_params(),
         }
@@ -610,10 +613,10 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         net_class = skorch_net_class(self._task, accelerated=True)
         return net_class(**accelerated_params(params, self.accelerator))
 
-    def _net_params(self, n_outputs, rng):
+    def _net_params(self, n_outputs, rng, n_samples):
         return dict(
             criterion=type(self._loss()),
-            **self._optimizer_params(),
+            **self._optimizer_params(n_samples),
             lr=self._lr(),
             max_epochs=self.max_epochs,
             batch_size=-1 if self.batch_size is None else self.batch_size,
@@ -654,7 +657,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
     def _net_kwargs(self, n_outputs):
         return {}
 
-    def _optimizer_params(self):
+    def _optimizer_params(self, n_samples):
         """SAM around the base optimizer; a closure-driven base alone for plain GD.
 
         A base optimizer whose ``step`` needs a closure (``torch.optim.LBFGS``)
@@ -685,6 +688,8 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             # momentum as the base SGD's (0 unless optimizer__momentum is routed)
             return dict(optimizer=MomentumSAM, optimizer__rho=self.rho, optimizer__momentum=0.0)
         seed = self.random_state if isinstance(self.random_state, Integral) else 0
+        if self.solver == "bsam":  # its posterior's precision counts the training rows
+            return bsam_optimizer_params(self, n_samples, int(seed), self._routed_params())
         rule, schedule = schedule_for(self.solver, self.sam_every, int(seed))
         rule, family = family_for(rule)  # GSAM, WSAM, F-SAM: a rule; SAM-ON: a subset
         if needs_closure(self.optimizer):
@@ -713,6 +718,46 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
 
     def _lr(self):
         return self._default_lr if self.lr is None else self.lr
+
+    def sample_posterior(self, X, n_draws=20, random_state=None):
+        """Predictions at weights drawn from bSAM's posterior (``solver='bsam'``).
+
+        bSAM fits a Gaussian posterior over the weights, with mean the
+        fitted weights and standard deviation ``1 / sqrt(N s)`` per weight
+        (:class:`sksam.optim.BayesianSAM`). Each draw predicts with weights
+        ``w + std * xi``, ``xi ~ N(0, I)``; the fitted weights are put back
+        exactly afterwards. The mean over the draws is the predictive
+        distribution of Moellenhoff & Khan (2023); their spread is its
+        uncertainty. ``predict`` and ``predict_proba`` stay the predictions
+        at the mean.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+        n_draws : int, default=20
+            Number of weights drawn, ``>= 1``.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draws.
+
+        Returns
+        -------
+        draws : ndarray of shape (n_draws, n_samples, ...)
+            ``predict_proba`` (a classifier: ``n_classes`` columns) or
+            ``predict`` (a regressor) at each draw: ``draws.mean(axis=0)``
+            averages them.
+        """
+        check_is_fitted(self)
+        rule = getattr(self.net_.optimizer_, "rule", None)
+        if not isinstance(rule, BayesianSAM) or rule.s is None:
+            raise ValueError(
+                "sample_posterior draws from bSAM's posterior: fit with solver='bsam' "
+                f"(this fit's optimizer has rule={rule!r})."
+            )
+        if isinstance(n_draws, bool) or not isinstance(n_draws, Integral) or n_draws < 1:
+            raise ValueError(f"n_draws must be an integer >= 1, got n_draws={n_draws!r}.")
+        predict = self.predict_proba if self._task == "classifier" else self.predict
+        return posterior_draws(self.net_.optimizer_, lambda: predict(X), n_draws, random_state)
 
     def _shape_params(self, module_class, n_features, n_outputs):
         """``module__n_features`` and the output size, where the class takes them."""
@@ -865,7 +910,7 @@ _FIT_DOC = """
         :class:`~sksam.modules.MLP` (one hidden layer of 100 ReLU units; set
         ``module__hidden_layer_sizes``, ``module__dropout``...).
     solver : {{'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam', 'msam', \
-'gsam', 'wsam', 'fsam', 'sam_on'}}, default='sam'
+'gsam', 'wsam', 'fsam', 'sam_on', 'bsam'}}, default='sam'
         The update rule. The cheap variants of SAM (see the "SAM on a
         budget" guide): ``'every_k'`` takes the SAM step every
         ``sam_every`` steps and the base step otherwise, ``'looksam'``
@@ -880,7 +925,12 @@ _FIT_DOC = """
         (:doc:`/which_sam`): ``'gsam'`` (:class:`sksam.optim.GSAM`),
         ``'wsam'`` (:class:`sksam.optim.WSAM`), ``'fsam'`` Friendly-SAM
         (:class:`sksam.optim.FriendlySAM`), ``'sam_on'`` SAM-ON, which
-        perturbs the normalization layers only (the module needs some).
+        perturbs the normalization layers only (the module needs some),
+        ``'bsam'`` Bayesian SAM (:class:`sksam.optim.BayesianSAM` with
+        ``num_data`` the rows passed to ``fit``, its default options, its
+        own Adam-like step through ``optimizer=torch.optim.SGD`` without
+        momentum or weight decay, ``m=1``, no float16); its posterior's
+        predictions: :meth:`sample_posterior`.
         The radius may follow a schedule:
         ``optimizer__rho_schedule=sksam.optim.ProportionalRho()``.
     rho : float, default=0.05
