@@ -47,7 +47,7 @@ from ._base import (
     warn_interrupted,
     warn_not_converged,
 )
-from ._family import GSAM, WSAM, FriendlySAM, RhoSchedule
+from ._family import FAMILY_OPTIONS, RhoSchedule, family_constraints, family_for
 from ._schedules import SCHEDULED_SOLVERS, schedule_for
 from ._threads import N_THREADS_CONSTRAINT, resolve_n_threads, torch_threads
 from ._two_layer_docs import attributes_doc, parameters_doc
@@ -91,10 +91,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         "sam_every": [Interval(numbers.Integral, 1, None, closed="left")],
         "rst_p": [Interval(numbers.Real, 0, 1, closed="both"), None],
         "aesam_c": [numbers.Real, tuple],
-        "gsam_alpha": [Interval(numbers.Real, 0, 1, closed="both")],
-        "wsam_gamma": [Interval(numbers.Real, 0, 1, closed="left")],
-        "fsam_sigma": [Interval(numbers.Real, 0, None, closed="left")],
-        "fsam_lmbda": [Interval(numbers.Real, 0, 1, closed="left")],
+        **family_constraints(),
         "rho_schedule": [RhoSchedule, None],
     }
 
@@ -331,7 +328,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
 
     def _family_key(self):
         """What defines the family's rule and radius (a warm start with the same key goes on)."""
-        options = (self.gsam_alpha, self.wsam_gamma, self.fsam_sigma, self.fsam_lmbda)
+        options = tuple(self._family_options().items())
         return (self.solver, options, copy.deepcopy(self.rho_schedule))
 
     def _family(self, warm):
@@ -349,13 +346,12 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         saved = self._resume_.get("family") if warm else None
         if saved is not None and saved[0] == self._family_key():
             return copy.deepcopy(saved[1])
-        rules = {
-            "gsam": lambda: GSAM(self.gsam_alpha),
-            "wsam": lambda: WSAM(self.wsam_gamma),
-            "fsam": lambda: FriendlySAM(self.fsam_sigma, self.fsam_lmbda),
-        }
-        rule = rules[self.solver]() if self.solver in rules else None
-        return rule, copy.deepcopy(self.rho_schedule)
+        _, options = family_for(self.solver, **self._family_options())
+        return options.get("rule"), copy.deepcopy(self.rho_schedule)
+
+    def _family_options(self):
+        """The family rules' options, as :func:`~sksam._family.family_for` takes them."""
+        return {name: getattr(self, name) for name in FAMILY_OPTIONS}
 
     def _train(self, params, data, validation, rng, history, warm):
         """Train, appending to ``history``: the weights, the resume state, the rule's stop.
