@@ -52,7 +52,13 @@ from ._base import (
     warn_diverged,
     warn_interrupted,
 )
-from ._family import FAMILY_SOLVERS, BayesianSAM, family_for
+from ._family import (
+    FAMILY_OPTIONS,
+    FAMILY_SOLVERS,
+    BayesianSAM,
+    family_constraints,
+    family_for,
+)
 from ._net_bayes import bsam_optimizer_params, posterior_draws
 from ._net_checks import (
     SINGLE_ROW_ERROR,
@@ -181,6 +187,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             )
         ],
         "sam_every": [Interval(Integral, 1, None, closed="left")],
+        **family_constraints(),
         "rho": [Interval(Real, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither"), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -227,6 +234,10 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         accelerator=None,
         n_threads=None,
         sam_every=5,
+        gsam_alpha=0.4,
+        wsam_gamma=0.9,
+        fsam_sigma=1.0,
+        fsam_lmbda=0.9,
         **kwargs,
     ):
         self.module = module
@@ -249,6 +260,10 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         self.accelerator = accelerator
         self.n_threads = n_threads
         self.sam_every = sam_every
+        self.gsam_alpha = gsam_alpha
+        self.wsam_gamma = wsam_gamma
+        self.fsam_sigma = fsam_sigma
+        self.fsam_lmbda = fsam_lmbda
         for name, value in kwargs.items():  # skorch's way: routed params are attributes
             setattr(self, name, value)
 
@@ -691,7 +706,8 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         if self.solver == "bsam":  # its posterior's precision counts the training rows
             return bsam_optimizer_params(self, n_samples, int(seed), self._routed_params())
         rule, schedule = schedule_for(self.solver, self.sam_every, int(seed))
-        rule, family = family_for(rule)  # GSAM, WSAM, F-SAM: a rule; SAM-ON: a subset
+        # GSAM, WSAM, F-SAM: a rule with the estimator's options; SAM-ON: a subset
+        rule, family = family_for(rule, **{name: getattr(self, name) for name in FAMILY_OPTIONS})
         if needs_closure(self.optimizer):
             if is_perturbed(rule, self.rho):
                 raise ValueError(
@@ -1039,6 +1055,17 @@ default='top_eigenvalue'
         ``'rst'`` (``1 / p``); ignored by the other solvers. ``'rst'``
         draws from a generator seeded by ``random_state`` (0 when it is not
         an int).
+    gsam_alpha : float in [0, 1], default=0.4
+        ``'gsam'``'s weight of the part of ``g`` orthogonal to the perturbed
+        gradient ``g_s`` (:class:`sksam.optim.GSAM`'s ``alpha``; 0 is SAM).
+    wsam_gamma : float in [0, 1), default=0.9
+        ``'wsam'``'s weight of the sharpness (:class:`sksam.optim.WSAM`'s
+        ``gamma``; 0.5 is SAM).
+    fsam_sigma : float >= 0, default=1.0
+        ``'fsam'``'s share of the average gradient removed from the ascent
+        direction (:class:`sksam.optim.FriendlySAM`'s ``sigma``; 0 is SAM).
+    fsam_lmbda : float in [0, 1), default=0.9
+        ``'fsam'``'s forgetting rate of that average (``lmbda``).
     **kwargs
         The skorch routed parameters: ``module__*``, ``optimizer__*``,
         ``criterion__*``, ``iterator_train__*``, ``iterator_valid__*``,

@@ -141,3 +141,43 @@ def test_grid_search_over_bsam(digits):
     search.fit(X, y)
     assert len(search.cv_results_["params"]) == 4
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+# ------------------------------------------- the family rules' options in the nets
+
+
+@pytest.mark.parametrize(
+    "solver, params, read",
+    [
+        ("gsam", {"gsam_alpha": 0.7}, lambda rule: rule.alpha == 0.7),
+        ("wsam", {"wsam_gamma": 0.6}, lambda rule: rule.gamma == 0.6),
+        (
+            "fsam",
+            {"fsam_sigma": 0.5, "fsam_lmbda": 0.3},
+            lambda rule: (rule.sigma, rule.lmbda) == (0.5, 0.3),
+        ),
+    ],
+)
+def test_the_family_options_reach_the_rule(digits, solver, params, read):
+    X, y = digits
+    clf = _net(solver, max_epochs=1, **params).fit(X, y)
+    assert read(clf.net_.optimizer_.rule)
+
+
+@pytest.mark.parametrize("params", [{"gsam_alpha": 0.0}, {"wsam_gamma": 0.5}])
+def test_the_family_option_that_is_sam_is_sam_bit_for_bit(digits, params):
+    X, y = digits
+    solver = "gsam" if "gsam_alpha" in params else "wsam"
+    sam = _net("sam", rho=0.2).fit(X, y)
+    family = _net(solver, rho=0.2, **params).fit(X, y)
+    for a, b in zip(net_weights(sam), net_weights(family)):
+        assert torch.equal(a, b)
+
+
+def test_grid_search_over_a_family_option(digits):
+    X, y = digits
+    search = GridSearchCV(_net("gsam", max_epochs=1), {"gsam_alpha": [0.0, 0.4, 1.0]}, cv=2)
+    search.fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    with pytest.raises(ValueError, match="wsam_gamma"):
+        _net("wsam", wsam_gamma=1.0).fit(X, y)
