@@ -135,7 +135,8 @@ def parameters_doc(init_scale, learning_rate):
     rho_schedule : RhoSchedule or None, default=None
         The radius of each step, for every solver: ``None`` is ``rho`` at
         every step; :class:`sksam.optim.WarmupRho` grows it from 0 to
-        ``rho`` over its ``steps`` (mini-batch steps; epochs at full batch). The radius is clipped to ``[0, rho]``. The step size is
+        ``rho`` over its ``steps`` (mini-batch steps; epochs at full
+        batch). The radius is clipped to ``[0, rho]``. The step size is
         constant here, so :class:`sksam.optim.ProportionalRho` (GSAM's
         radius that follows the learning rate) is ``rho`` throughout. A
         copy is used (the object is never advanced), continued by a warm
