@@ -62,6 +62,8 @@ __all__ = [
     "ProportionalRho",
     "WarmupRho",
     "FAMILY_SOLVERS",
+    "FAMILY_OPTIONS",
+    "family_constraints",
     "family_for",
     "normalization_parameters",
 ]
@@ -195,7 +197,23 @@ class GSAM(_FamilyRule):
         return {"alpha": self.alpha}
 
     def descent(self, params, first_grads):
-        g, s = _pairs(params, first_grads)
+        self.combine_(*_pairs(params, first_grads))
+
+    @torch.no_grad()
+    def combine_(self, first, second):
+        """Turn ``second`` (``g_s``) into the descent gradient ``g_s - alpha * g_perp``.
+
+        The formula on plain tensor lists, shared by :meth:`descent` and the
+        two-layer estimators' hand-written step.
+
+        Parameters
+        ----------
+        first : list of torch.Tensor
+            ``g``, the gradient at ``w`` (not changed).
+        second : list of torch.Tensor
+            ``g_s``, the gradient at ``w + e``, overwritten with ``g_d``.
+        """
+        g, s = first, second
         if self.alpha == 0 or not s:
             return
         sq = torch.stack([torch.sum(x * x) for x in s]).sum()
@@ -247,8 +265,24 @@ class WSAM(_FamilyRule):
         return self.gamma / (1.0 - self.gamma)
 
     def descent(self, params, first_grads):
+        self.combine_(*_pairs(params, first_grads))
+
+    @torch.no_grad()
+    def combine_(self, first, second):
+        """Turn ``second`` (``g_s``) into the descent gradient ``(1 - a) g + a g_s``.
+
+        The formula on plain tensor lists, shared by :meth:`descent` and the
+        two-layer estimators' hand-written step.
+
+        Parameters
+        ----------
+        first : list of torch.Tensor
+            ``g``, the gradient at ``w`` (not changed).
+        second : list of torch.Tensor
+            ``g_s``, the gradient at ``w + e``, overwritten with ``g_d``.
+        """
         a = self.weight
-        g, s = _pairs(params, first_grads)
+        g, s = first, second
         if a == 1.0 or not s:  # gamma = 0.5 is SAM: g_d = g_s
             return
         torch._foreach_mul_(s, a)
@@ -731,8 +765,23 @@ def normalization_parameters(model):
 #: Estimator ``solver`` values that are SAM with a rule or a subset.
 FAMILY_SOLVERS = ("gsam", "wsam", "fsam", "sam_on")
 
+#: The estimators' parameters for the rules' options (:func:`family_for`'s keywords).
+FAMILY_OPTIONS = ("gsam_alpha", "wsam_gamma", "fsam_sigma", "fsam_lmbda")
 
-def family_for(solver):
+
+def family_constraints():
+    """scikit-learn's parameter constraints of :data:`FAMILY_OPTIONS` (the rules' ranges)."""
+    from sklearn.utils._param_validation import Interval
+
+    return {
+        "gsam_alpha": [Interval(numbers.Real, 0, 1, closed="both")],
+        "wsam_gamma": [Interval(numbers.Real, 0, 1, closed="left")],
+        "fsam_sigma": [Interval(numbers.Real, 0, None, closed="left")],
+        "fsam_lmbda": [Interval(numbers.Real, 0, 1, closed="left")],
+    }
+
+
+def family_for(solver, *, gsam_alpha=0.4, wsam_gamma=0.9, fsam_sigma=1.0, fsam_lmbda=0.9):
     """The perturbation and the :class:`sksam.optim.SAM` options behind a ``solver`` name.
 
     Parameters
@@ -740,21 +789,27 @@ def family_for(solver):
     solver : str
         ``'gsam'``, ``'wsam'``, ``'fsam'`` or ``'sam_on'``; any other value
         is returned unchanged, with no options.
+    gsam_alpha : float, default=0.4
+        :class:`GSAM`'s ``alpha``, for ``'gsam'``.
+    wsam_gamma : float, default=0.9
+        :class:`WSAM`'s ``gamma``, for ``'wsam'``.
+    fsam_sigma, fsam_lmbda : float, default=1.0 and 0.9
+        :class:`FriendlySAM`'s ``sigma`` and ``lmbda``, for ``'fsam'``.
 
     Returns
     -------
     perturbation : str
         ``'sam'`` for the family's names.
     options : dict
-        ``rule`` (a new object, with the paper's defaults) or
+        ``rule`` (a new object; the defaults are the papers') or
         ``perturb='normalization'``.
     """
     if solver == "gsam":
-        return "sam", {"rule": GSAM()}
+        return "sam", {"rule": GSAM(gsam_alpha)}
     if solver == "wsam":
-        return "sam", {"rule": WSAM()}
+        return "sam", {"rule": WSAM(wsam_gamma)}
     if solver == "fsam":
-        return "sam", {"rule": FriendlySAM()}
+        return "sam", {"rule": FriendlySAM(fsam_sigma, fsam_lmbda)}
     if solver == "sam_on":
         return "sam", {"perturb": "normalization"}
     return solver, {}

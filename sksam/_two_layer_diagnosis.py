@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _two_layer_model as model
 from ._base import StoppingRule, diagnose_loss_curve
+from ._family import family_for
 from ._schedules import schedule_for
 from ._update_rules import is_perturbed
 
@@ -181,7 +182,7 @@ def standardize_advice(scale_hint):
 
 def perturbed(params):
     """Whether ``solver`` and ``rho`` take SAM steps (some steps, for the cheap variants)."""
-    return is_perturbed(schedule_for(params["solver"])[0], params["rho"])
+    return is_perturbed(family_for(schedule_for(params["solver"])[0])[0], params["rho"])
 
 
 def non_finite_message(facts_params, scale_hint, *, iteration, weights, gd):

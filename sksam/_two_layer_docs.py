@@ -14,11 +14,10 @@ __all__ = ["attributes_doc", "parameters_doc"]
 def parameters_doc(init_scale, learning_rate):
     """The Parameters section of both estimators, with their own step and scale entries."""
     return (
-        r"""
-    Parameters
-    ----------
-    solver : {'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam'}, default='sam'
-        The update rule, with :math:`g = \nabla L(w)`: gradient descent
+        "\n    Parameters\n    ----------\n"
+        "    solver : {'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam', "
+        "'gsam', 'wsam', 'fsam'}, default='sam'\n"
+        r"""        The update rule, with :math:`g = \nabla L(w)`: gradient descent
         (``e = 0``), SAM (``e = rho g/||g||``), unnormalized SAM
         (``e = rho g``) or adaptive SAM (``e = rho T^2 g/||T g||``,
         ``T = |w| + 0.01`` on the weight matrices ``W`` and ``a``, ``T = 1``
@@ -28,7 +27,16 @@ def parameters_doc(init_scale, learning_rate):
         direction in between, ``'rst'`` with probability ``rst_p``,
         ``'aesam'`` when the squared gradient norm is ``aesam_c`` standard
         deviations above its moving mean (see ``sksam.optim`` and the "SAM
-        on a budget" guide).
+        on a budget" guide). The rest of the SAM family, at SAM's cost,
+        with the same rules as :class:`sksam.optim.SAM` (see
+        :doc:`/which_sam`): ``'gsam'`` (:class:`sksam.optim.GSAM`, weight
+        ``gsam_alpha``), ``'wsam'`` (:class:`sksam.optim.WSAM`, weight
+        ``wsam_gamma``) and ``'fsam'`` Friendly-SAM
+        (:class:`sksam.optim.FriendlySAM`, ``fsam_sigma`` and
+        ``fsam_lmbda``). ``'sam_on'`` (SAM-ON) perturbs normalization layers
+        only and this network has none: it is refused with a ``ValueError``
+        (use the net estimators with ``module__batch_norm=True``). bSAM is
+        a solver of the net estimators only.
     rho : float, default=0.05
         Radius of the perturbation. ``rho=0`` gives gradient descent exactly.
         Larger radii act more, but a network started near zero
@@ -111,6 +119,28 @@ def parameters_doc(init_scale, learning_rate):
         ``'aesam'``'s threshold ``c`` (:class:`sksam.optim.AESAM`); a pair
         ``(c_first, c_last)`` moves linearly from the first to the last over
         the ``max_iter`` epochs' steps, as in the paper.
+    gsam_alpha : float in [0, 1], default=0.4
+        ``'gsam'``'s weight of the part of ``g`` orthogonal to the perturbed
+        gradient ``g_s``: the descent gradient is ``g_s - gsam_alpha g_perp``
+        (0 is SAM).
+    wsam_gamma : float in [0, 1), default=0.9
+        ``'wsam'``'s weight of the sharpness: the descent gradient is
+        ``g + a (g_s - g)`` with ``a = wsam_gamma / (1 - wsam_gamma)``
+        (0.5 is SAM, 0 gradient descent).
+    fsam_sigma : float >= 0, default=1.0
+        ``'fsam'``'s share of the average gradient ``m`` removed from the
+        ascent direction ``d = g - fsam_sigma m`` (0 is SAM).
+    fsam_lmbda : float in [0, 1), default=0.9
+        ``'fsam'``'s forgetting rate of ``m = fsam_lmbda m + (1 - fsam_lmbda) g``.
+    rho_schedule : RhoSchedule or None, default=None
+        The radius of each step, for every solver: ``None`` is ``rho`` at
+        every step; :class:`sksam.optim.WarmupRho` grows it from 0 to
+        ``rho`` over its ``steps`` (mini-batch steps; epochs at full
+        batch). The radius is clipped to ``[0, rho]``. The step size is
+        constant here, so :class:`sksam.optim.ProportionalRho` (GSAM's
+        radius that follows the learning rate) is ``rho`` throughout. A
+        copy is used (the object is never advanced), continued by a warm
+        start.
 """
     )
 

@@ -365,6 +365,8 @@ def step_(
     workspace=None,
     loss="squared_error",
     schedule=None,
+    rule=None,
+    rho_schedule=None,
 ):
     """One GD/SAM step on ``state`` (a :class:`FlatParams`) in place.
 
@@ -383,6 +385,15 @@ def step_(
     :class:`~sksam._schedules.ScheduledStep`; the change of the gradient on
     the plain steps of a schedule that edits it (LookSAM) counts in
     ``state.drift`` too.
+
+    A ``rule`` (:class:`~sksam.optim.GSAM`, :class:`~sksam.optim.WSAM`,
+    :class:`~sksam.optim.FriendlySAM`) changes the step at the two points
+    where it changes the SAM optimizer's: its ``perturbation`` hook gives
+    ``e`` (Friendly-SAM's ascent direction), its ``combine_`` formula the
+    descent gradient from ``g`` and ``g_s`` (the same code as its
+    ``descent`` hook). A ``rho_schedule`` (:class:`~sksam.optim.WarmupRho`,
+    ...) gives the radius of this step, clipped to ``[0, rho]``, and counts
+    the step.
 
     Returns
     -------
@@ -405,18 +416,29 @@ def step_(
             state.drift = torch.zeros_like(state.flat)
         state.drift.add_(state.grad, alpha=sign * learning_rate)
 
+    if rho_schedule is not None:  # the radius of this step, never negative
+        rho_schedule.start(0, {"lr": learning_rate})
+        rho = rho_schedule.clipped(rho, learning_rate, 0)
+        rho_schedule.advance()
+
     def second_gradient(count=True):
         params, adaptive = state.chunks(state.flat, solver)
         grads, _ = state.chunks(state.grad, solver)
-        e = perturbation(solver, rho, params, grads, adaptive=adaptive)
+        if rule is None:
+            e = perturbation(solver, rho, params, grads, adaptive=adaptive)
+        else:  # the rule's hook, as the SAM optimizer calls it (one radius per tensor)
+            e = rule.perturbation(solver, [rho] * len(params), params, grads, adaptive=adaptive)
         if e is not None:
             if count:
                 drift_(-1)  # - lr grad L(w) ...
+            first = state.grad.clone() if getattr(rule, "needs_first_gradient", False) else None
             for w, e_w, out in zip(params, e, state.chunks(state.shifted, solver)[0]):
                 torch.add(w, e_w, out=out)
             loss_and_gradient(state.shifted_params, X, Y, activation, need_loss=False, **options)
+            if first is not None:  # GSAM, WSAM: g_d from g and g_s, in place of g_s
+                rule.combine_([first], [state.grad])
             if count:
-                drift_(+1)  # ... + lr grad L(w + e)
+                drift_(+1)  # ... + lr g_d (grad L(w + e) for SAM)
         return [state.grad]
 
     perturbed = is_perturbed(solver, rho)
@@ -545,12 +567,29 @@ class Step:
         The loss of the outputs.
     schedule : schedule object, optional
         When to take SAM's second gradient (:mod:`sksam._schedules`).
+    rule : GSAM, WSAM or FriendlySAM, optional
+        The SAM family's rule (:mod:`sksam._family`), kept across steps.
+    rho_schedule : RhoSchedule, optional
+        The radius of each step (:mod:`sksam._family`), kept across steps.
     """
 
-    def __init__(self, *, solver, rho, learning_rate, activation, loss, schedule=None):
+    def __init__(
+        self,
+        *,
+        solver,
+        rho,
+        learning_rate,
+        activation,
+        loss,
+        schedule=None,
+        rule=None,
+        rho_schedule=None,
+    ):
         self.options = {
             "solver": solver,
             "schedule": schedule,
+            "rule": rule,
+            "rho_schedule": rho_schedule,
             "rho": rho,
             "learning_rate": learning_rate,
             "activation": activation,

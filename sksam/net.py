@@ -52,7 +52,14 @@ from ._base import (
     warn_diverged,
     warn_interrupted,
 )
-from ._family import FAMILY_SOLVERS, family_for
+from ._family import (
+    FAMILY_OPTIONS,
+    FAMILY_SOLVERS,
+    BayesianSAM,
+    family_constraints,
+    family_for,
+)
+from ._net_bayes import bsam_optimizer_params, posterior_draws
 from ._net_checks import (
     SINGLE_ROW_ERROR,
     ValidSplitHint,
@@ -175,9 +182,12 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
     _parameter_constraints = {
         "module": [None, callable],
         "solver": [
-            StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS) | set(FAMILY_SOLVERS) | {"msam"})
+            StrOptions(
+                set(SOLVERS) | set(SCHEDULED_SOLVERS) | set(FAMILY_SOLVERS) | {"msam", "bsam"}
+            )
         ],
         "sam_every": [Interval(Integral, 1, None, closed="left")],
+        **family_constraints(),
         "rho": [Interval(Real, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither"), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -224,6 +234,10 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         accelerator=None,
         n_threads=None,
         sam_every=5,
+        gsam_alpha=0.4,
+        wsam_gamma=0.9,
+        fsam_sigma=1.0,
+        fsam_lmbda=0.9,
         **kwargs,
     ):
         self.module = module
@@ -246,6 +260,10 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         self.accelerator = accelerator
         self.n_threads = n_threads
         self.sam_every = sam_every
+        self.gsam_alpha = gsam_alpha
+        self.wsam_gamma = wsam_gamma
+        self.fsam_sigma = fsam_sigma
+        self.fsam_lmbda = fsam_lmbda
         for name, value in kwargs.items():  # skorch's way: routed params are attributes
             setattr(self, name, value)
 
@@ -515,7 +533,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
                 if getattr(net, "accelerator", None) is None:
                     net.iterator_train__generator = net.rng.generator
         else:
-            net = self._build_net(X.shape[1], n_outputs, NetRandomState(seed, device))
+            net = self._build_net(X.shape[1], n_outputs, NetRandomState(seed, device), len(X))
         first_epoch = len(net.history) if warm else 0
         with ValidSplitHint(type(self).__name__):
             if not warm:
@@ -598,10 +616,10 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         n_params = sum(p.numel() for p in net.module_.parameters())
         return torch_threads(resolve_n_threads(self.n_threads, n_rows * n_params))
 
-    def _build_net(self, n_features, n_outputs, rng):
+    def _build_net(self, n_features, n_outputs, rng, n_samples):
         """The skorch net: the estimator's settings, with the user's routed ones on top."""
         params = {
-            **self._net_params(n_outputs, rng),
+            **self._net_params(n_outputs, rng, n_samples),
             **self._module_params(n_features, n_outputs),
             **self._user_params(),
         }
@@ -610,10 +628,10 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         net_class = skorch_net_class(self._task, accelerated=True)
         return net_class(**accelerated_params(params, self.accelerator))
 
-    def _net_params(self, n_outputs, rng):
+    def _net_params(self, n_outputs, rng, n_samples):
         return dict(
             criterion=type(self._loss()),
-            **self._optimizer_params(),
+            **self._optimizer_params(n_samples),
             lr=self._lr(),
             max_epochs=self.max_epochs,
             batch_size=-1 if self.batch_size is None else self.batch_size,
@@ -654,7 +672,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
     def _net_kwargs(self, n_outputs):
         return {}
 
-    def _optimizer_params(self):
+    def _optimizer_params(self, n_samples):
         """SAM around the base optimizer; a closure-driven base alone for plain GD.
 
         A base optimizer whose ``step`` needs a closure (``torch.optim.LBFGS``)
@@ -685,8 +703,11 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             # momentum as the base SGD's (0 unless optimizer__momentum is routed)
             return dict(optimizer=MomentumSAM, optimizer__rho=self.rho, optimizer__momentum=0.0)
         seed = self.random_state if isinstance(self.random_state, Integral) else 0
+        if self.solver == "bsam":  # its posterior's precision counts the training rows
+            return bsam_optimizer_params(self, n_samples, int(seed), self._routed_params())
         rule, schedule = schedule_for(self.solver, self.sam_every, int(seed))
-        rule, family = family_for(rule)  # GSAM, WSAM, F-SAM: a rule; SAM-ON: a subset
+        # GSAM, WSAM, F-SAM: a rule with the estimator's options; SAM-ON: a subset
+        rule, family = family_for(rule, **{name: getattr(self, name) for name in FAMILY_OPTIONS})
         if needs_closure(self.optimizer):
             if is_perturbed(rule, self.rho):
                 raise ValueError(
@@ -713,6 +734,46 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
 
     def _lr(self):
         return self._default_lr if self.lr is None else self.lr
+
+    def sample_posterior(self, X, n_draws=20, random_state=None):
+        """Predictions at weights drawn from bSAM's posterior (``solver='bsam'``).
+
+        bSAM fits a Gaussian posterior over the weights, with mean the
+        fitted weights and standard deviation ``1 / sqrt(N s)`` per weight
+        (:class:`sksam.optim.BayesianSAM`). Each draw predicts with weights
+        ``w + std * xi``, ``xi ~ N(0, I)``; the fitted weights are put back
+        exactly afterwards. The mean over the draws is the predictive
+        distribution of Moellenhoff & Khan (2023); their spread is its
+        uncertainty. ``predict`` and ``predict_proba`` stay the predictions
+        at the mean.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+        n_draws : int, default=20
+            Number of weights drawn, ``>= 1``.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draws.
+
+        Returns
+        -------
+        draws : ndarray of shape (n_draws, n_samples, ...)
+            ``predict_proba`` (a classifier: ``n_classes`` columns) or
+            ``predict`` (a regressor) at each draw: ``draws.mean(axis=0)``
+            averages them.
+        """
+        check_is_fitted(self)
+        rule = getattr(self.net_.optimizer_, "rule", None)
+        if not isinstance(rule, BayesianSAM) or rule.s is None:
+            raise ValueError(
+                "sample_posterior draws from bSAM's posterior: fit with solver='bsam' "
+                f"(this fit's optimizer has rule={rule!r})."
+            )
+        if isinstance(n_draws, bool) or not isinstance(n_draws, Integral) or n_draws < 1:
+            raise ValueError(f"n_draws must be an integer >= 1, got n_draws={n_draws!r}.")
+        predict = self.predict_proba if self._task == "classifier" else self.predict
+        return posterior_draws(self.net_.optimizer_, lambda: predict(X), n_draws, random_state)
 
     def _shape_params(self, module_class, n_features, n_outputs):
         """``module__n_features`` and the output size, where the class takes them."""
@@ -865,7 +926,7 @@ _FIT_DOC = """
         :class:`~sksam.modules.MLP` (one hidden layer of 100 ReLU units; set
         ``module__hidden_layer_sizes``, ``module__dropout``...).
     solver : {{'gd', 'sam', 'usam', 'asam', 'every_k', 'looksam', 'rst', 'aesam', 'msam', \
-'gsam', 'wsam', 'fsam', 'sam_on'}}, default='sam'
+'gsam', 'wsam', 'fsam', 'sam_on', 'bsam'}}, default='sam'
         The update rule. The cheap variants of SAM (see the "SAM on a
         budget" guide): ``'every_k'`` takes the SAM step every
         ``sam_every`` steps and the base step otherwise, ``'looksam'``
@@ -880,7 +941,12 @@ _FIT_DOC = """
         (:doc:`/which_sam`): ``'gsam'`` (:class:`sksam.optim.GSAM`),
         ``'wsam'`` (:class:`sksam.optim.WSAM`), ``'fsam'`` Friendly-SAM
         (:class:`sksam.optim.FriendlySAM`), ``'sam_on'`` SAM-ON, which
-        perturbs the normalization layers only (the module needs some).
+        perturbs the normalization layers only (the module needs some),
+        ``'bsam'`` Bayesian SAM (:class:`sksam.optim.BayesianSAM` with
+        ``num_data`` the rows passed to ``fit``, its default options, its
+        own Adam-like step through ``optimizer=torch.optim.SGD`` without
+        momentum or weight decay, ``m=1``, no float16); its posterior's
+        predictions: :meth:`sample_posterior`.
         The radius may follow a schedule:
         ``optimizer__rho_schedule=sksam.optim.ProportionalRho()``.
     rho : float, default=0.05
@@ -989,6 +1055,17 @@ default='top_eigenvalue'
         ``'rst'`` (``1 / p``); ignored by the other solvers. ``'rst'``
         draws from a generator seeded by ``random_state`` (0 when it is not
         an int).
+    gsam_alpha : float in [0, 1], default=0.4
+        ``'gsam'``'s weight of the part of ``g`` orthogonal to the perturbed
+        gradient ``g_s`` (:class:`sksam.optim.GSAM`'s ``alpha``; 0 is SAM).
+    wsam_gamma : float in [0, 1), default=0.9
+        ``'wsam'``'s weight of the sharpness (:class:`sksam.optim.WSAM`'s
+        ``gamma``; 0.5 is SAM).
+    fsam_sigma : float >= 0, default=1.0
+        ``'fsam'``'s share of the average gradient removed from the ascent
+        direction (:class:`sksam.optim.FriendlySAM`'s ``sigma``; 0 is SAM).
+    fsam_lmbda : float in [0, 1), default=0.9
+        ``'fsam'``'s forgetting rate of that average (``lmbda``).
     **kwargs
         The skorch routed parameters: ``module__*``, ``optimizer__*``,
         ``criterion__*``, ``iterator_train__*``, ``iterator_valid__*``,

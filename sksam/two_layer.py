@@ -47,6 +47,7 @@ from ._base import (
     warn_interrupted,
     warn_not_converged,
 )
+from ._family import FAMILY_OPTIONS, RhoSchedule, family_constraints, family_for
 from ._schedules import SCHEDULED_SOLVERS, schedule_for
 from ._threads import N_THREADS_CONSTRAINT, resolve_n_threads, torch_threads
 from ._two_layer_docs import attributes_doc, parameters_doc
@@ -55,6 +56,9 @@ from .exceptions import DivergenceWarning
 from .sharpness import measure_sharpness
 
 __all__ = ["SAMTwoLayerClassifier", "SAMTwoLayerRegressor"]
+
+#: The SAM family's solvers the two-layer step takes (as rules of its SAM step).
+TWO_LAYER_FAMILY = ("gsam", "wsam", "fsam")
 
 #: The warning class of each category of :func:`sksam._two_layer_diagnosis.diagnose`.
 WARNINGS = {"diverged": DivergenceWarning, "stuck": ConvergenceWarning}
@@ -80,10 +84,15 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         "n_threads": N_THREADS_CONSTRAINT,
         "warm_start": ["boolean"],
         # the cheap variants of SAM (sksam._schedules) on top of the common solvers
-        "solver": [StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS))],
+        # and the SAM family; 'sam_on' is accepted to be refused with its reason
+        "solver": [
+            StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS) | set(TWO_LAYER_FAMILY) | {"sam_on"})
+        ],
         "sam_every": [Interval(numbers.Integral, 1, None, closed="left")],
         "rst_p": [Interval(numbers.Real, 0, 1, closed="both"), None],
         "aesam_c": [numbers.Real, tuple],
+        **family_constraints(),
+        "rho_schedule": [RhoSchedule, None],
     }
 
     def __init__(
@@ -111,11 +120,21 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         sam_every=5,
         rst_p=None,
         aesam_c=0.0,
+        gsam_alpha=0.4,
+        wsam_gamma=0.9,
+        fsam_sigma=1.0,
+        fsam_lmbda=0.9,
+        rho_schedule=None,
     ):
         self.solver = solver
         self.sam_every = sam_every
         self.rst_p = rst_p
         self.aesam_c = aesam_c
+        self.gsam_alpha = gsam_alpha
+        self.wsam_gamma = wsam_gamma
+        self.fsam_sigma = fsam_sigma
+        self.fsam_lmbda = fsam_lmbda
+        self.rho_schedule = rho_schedule
         self.rho = rho
         self.n_hidden = n_hidden
         self.activation = activation
@@ -307,6 +326,33 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
                 f"numbers; got aesam_c={self.aesam_c!r} ({exc})"
             ) from None
 
+    def _family_key(self):
+        """What defines the family's rule and radius (a warm start with the same key goes on)."""
+        options = tuple(self._family_options().items())
+        return (self.solver, options, copy.deepcopy(self.rho_schedule))
+
+    def _family(self, warm):
+        """The SAM family's rule (or None) and the radius schedule (or None), new objects.
+
+        A warm start with the same key continues the last fit's (Friendly-SAM's
+        average, the schedule's step count).
+        """
+        if self.solver == "sam_on":
+            raise ValueError(
+                "solver='sam_on' (SAM-ON) perturbs the normalization layers only, and the "
+                "two-layer network has none: use solver='sam' here, or SAMNetClassifier / "
+                "SAMNetRegressor with module__batch_norm=True."
+            )
+        saved = self._resume_.get("family") if warm else None
+        if saved is not None and saved[0] == self._family_key():
+            return copy.deepcopy(saved[1])
+        _, options = family_for(self.solver, **self._family_options())
+        return options.get("rule"), copy.deepcopy(self.rho_schedule)
+
+    def _family_options(self):
+        """The family rules' options, as :func:`~sksam._family.family_for` takes them."""
+        return {name: getattr(self, name) for name in FAMILY_OPTIONS}
+
     def _train(self, params, data, validation, rng, history, warm):
         """Train, appending to ``history``: the weights, the resume state, the rule's stop.
 
@@ -321,7 +367,8 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             state=saved,
         )
         rule_name, schedule = self._schedule(rng, batches.n_batches, warm)
-        step = self._step(rule_name, schedule)
+        family = self._family(warm)
+        step = self._step(rule_name, schedule, *family)
         rule = StoppingRule(self.tol, self.n_iter_no_change, on_validation=validation is not None)
         score = None
         if validation is not None:
@@ -354,12 +401,17 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             "architecture": {"activation": self.activation},
             "schedule": None if schedule is None else (self._schedule_key(), schedule),
             "batch_order": batches.state,
+            "family": (self._family_key(), family),
         }
         return params, resume, rule_stop
 
-    def _step(self, solver, schedule=None):
+    def _step(self, solver, schedule=None, rule=None, rho_schedule=None):
         """The update applied to whole epochs, with ``solver``'s perturbation."""
+        if solver in TWO_LAYER_FAMILY:  # SAM's perturbation, the rule on top
+            solver = "sam"
         return _model.Step(
+            rule=rule,
+            rho_schedule=rho_schedule,
             solver=solver,
             rho=self.rho,
             learning_rate=self.learning_rate,
@@ -753,6 +805,11 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         sam_every=5,
         rst_p=None,
         aesam_c=0.0,
+        gsam_alpha=0.4,
+        wsam_gamma=0.9,
+        fsam_sigma=1.0,
+        fsam_lmbda=0.9,
+        rho_schedule=None,
     ):
         # the base only stores its arguments: hand it every one of ours
         _BaseTwoLayer.__init__(self, **{k: v for k, v in locals().items() if k != "self"})
