@@ -332,7 +332,7 @@ def _kernel_loss(estimator, X, y, sample_weight):
 
 
 def _two_layer_loss(estimator, X, y, sample_weight):
-    if not (hasattr(estimator, "coefs_") and hasattr(estimator, "_encode_target")):
+    if not (hasattr(estimator, "coefs_") and hasattr(estimator, "_encode_targets")):
         return None
     import torch
 
