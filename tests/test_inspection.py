@@ -60,7 +60,9 @@ def test_training_curve_needs_fitted_estimator():
 def test_solver_comparison_fits_one_clone_per_solver(data):
     X, y = data
     template = _ShrinkRegressor(rho=0.5)
-    display = SolverComparisonDisplay.from_estimator(template, X, y, X, y)
+    with pytest.warns(FutureWarning, match="compare_solvers") as record:
+        display = SolverComparisonDisplay.from_estimator(template, X, y, X, y)
+    assert [w.filename for w in record] == [__file__]  # once, at the user's line
     assert not hasattr(template, "mean_")  # the template itself is left unfitted
     assert [e.solver for e in display.estimators_] == ["gd", "sam"]
     expected = [np.mean((y - e.mean_) ** 2) for e in display.estimators_]
@@ -72,7 +74,9 @@ def test_solver_comparison_fits_one_clone_per_solver(data):
 
 def test_missing_sharpness_is_nan(data):
     X, y = data
-    display = SolverComparisonDisplay(labels=["gd"], test_errors=[1.0], sharpness=[np.nan]).plot()
+    with pytest.warns(FutureWarning, match="deprecated.*ComparisonDisplay"):
+        display = SolverComparisonDisplay(labels=["gd"], test_errors=[1.0], sharpness=[np.nan])
+    display.plot()
     assert np.isnan(display.sharpness[0])
 
 
@@ -116,7 +120,8 @@ def test_solver_comparison_sets_the_solver_of_the_final_step(data):
 
     X, y = data
     template = _wrapped(SAMKernelRegressor(rho=0.3, max_iter=20))
-    display = SolverComparisonDisplay.from_estimator(template, X, y, X, y)
+    with pytest.warns(FutureWarning, match="compare_solvers"):
+        display = SolverComparisonDisplay.from_estimator(template, X, y, X, y)
     finals = [e.regressor_[-1] for e in display.estimators_]
     assert [f.solver for f in finals] == ["gd", "sam"]
     assert display.labels == ["gd", "sam (rho=0.3)"]

@@ -180,14 +180,14 @@ def test_rademacher_probes_are_plus_minus_one_with_mean_zero(monkeypatch):
 
     n, n_probes = 50, 200
     seen = []
-    original = _hvp._random_vector
+    original = _hvp.random_vector
 
     def spy(rng, size, like, *, rademacher=False):
         v = original(rng, size, like, rademacher=rademacher)
         seen.append(v.clone())
         return v
 
-    monkeypatch.setattr(_hvp, "_random_vector", spy)
+    monkeypatch.setattr(_hvp, "random_vector", spy)
     w = torch.zeros(n, dtype=torch.float64, requires_grad=True)
     hessian_trace(lambda: 0.5 * (w * w).sum(), [w], n_probes=n_probes, random_state=0)
     probes = torch.stack(seen).numpy()

@@ -6,7 +6,7 @@ import torch
 from sklearn.utils import check_random_state
 
 from sksam.sharpness import hessian_spectrum, spectral_density, top_hessian_eigenvalues
-from sksam.sharpness._hvp import _random_vector
+from sksam.sharpness._hvp import random_vector
 
 
 class _TanhNet:
@@ -59,7 +59,7 @@ def test_lanczos_quadrature_reproduces_the_probe_moments_exactly():
     H = net.dense_hessian()
     m = 4
     nodes, weights = hessian_spectrum(net.loss_fn, net.params, n_iter=m, n_probes=1, random_state=3)
-    v = _random_vector(check_random_state(3), H.shape[0], net.params[0], rademacher=True).numpy()
+    v = random_vector(check_random_state(3), H.shape[0], net.params[0], rademacher=True).numpy()
     v = v / np.linalg.norm(v)
     for p in range(2 * m):
         moment = v @ np.linalg.matrix_power(H, p) @ v

@@ -16,6 +16,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from .._base import user_stacklevel
+
 
 def _pyplot(caller):
     """matplotlib.pyplot, or an ImportError saying who needs it."""
@@ -250,8 +252,25 @@ class TrainingCurveDisplay:
         return cls.from_estimators([estimator], labels=labels, ax=ax, log_scale=log_scale)
 
 
+#: Said by :class:`SolverComparisonDisplay` (and so by its ``from_estimator``).
+SOLVER_COMPARISON_DEPRECATION = (
+    "SolverComparisonDisplay is deprecated in 0.1.0 and will be removed in 0.3.0: it "
+    "fits one split at one rho and shows no error bars. Use "
+    "sksam.model_selection.compare_solvers (paired splits, rho chosen inside each "
+    "training part, corrected intervals) and draw its result with "
+    "sksam.inspection.ComparisonDisplay.from_result instead."
+)
+
+
 class SolverComparisonDisplay:
     """Test error and sharpness of the same model trained by several solvers.
+
+    .. deprecated:: 0.1.0
+        ``SolverComparisonDisplay`` is deprecated and will be removed in
+        0.3.0: it fits one split at one ``rho`` with no error bars. Use
+        :func:`sksam.model_selection.compare_solvers` and
+        :meth:`ComparisonDisplay.from_result
+        <sksam.inspection.ComparisonDisplay.from_result>` instead.
 
     Use :meth:`from_estimator` to fit one clone of an estimator per solver
     and compare them on held-out data: the question the package exists to
@@ -294,6 +313,8 @@ class SolverComparisonDisplay:
     """
 
     def __init__(self, *, labels, test_errors, sharpness, error_name="test error"):
+        # here rather than in from_estimator, so that both ways in warn once
+        warnings.warn(SOLVER_COMPARISON_DEPRECATION, FutureWarning, stacklevel=user_stacklevel())
         self.labels = labels
         self.test_errors = test_errors
         self.sharpness = sharpness

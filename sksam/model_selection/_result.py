@@ -11,6 +11,14 @@ from ._stats import corrected_paired_ttest
 DECISION_PROBABILITY = 0.95
 
 
+def _per_contrast(name):
+    """A read-only property: ``tests[label].<name>`` for each label of ``contrasts``."""
+    return property(
+        lambda self: np.array([getattr(self.tests[label], name) for label in self.contrasts]),
+        doc=f"``{name}`` of each contrast's test, an ndarray of shape (n_contrasts,).",
+    )
+
+
 class SolverComparison:
     """Per-split scores of several solvers and their paired tests against a baseline.
 
@@ -174,32 +182,14 @@ class SolverComparison:
             raise ValueError(f"{label!r} is not one of the solvers {self.labels!r}.")
         return self.labels.index(label)
 
-    def _per_contrast(self, name):
-        return np.array([getattr(self.tests[label], name) for label in self.contrasts])
-
-    @property
-    def statistic(self):  # noqa: D102 - documented in the class Attributes
-        return self._per_contrast("statistic")
-
-    @property
-    def pvalue(self):  # noqa: D102
-        return self._per_contrast("pvalue")
-
-    @property
-    def std_error(self):  # noqa: D102
-        return self._per_contrast("std_error")
-
-    @property
-    def p_worse(self):  # noqa: D102
-        return self._per_contrast("p_worse")
-
-    @property
-    def p_equivalent(self):  # noqa: D102
-        return self._per_contrast("p_equivalent")
-
-    @property
-    def p_better(self):  # noqa: D102
-        return self._per_contrast("p_better")
+    # One array per contrast, read off each contrast's test (documented in the
+    # class Attributes); one property built per statistic, not six copies.
+    statistic = _per_contrast("statistic")
+    pvalue = _per_contrast("pvalue")
+    std_error = _per_contrast("std_error")
+    p_worse = _per_contrast("p_worse")
+    p_equivalent = _per_contrast("p_equivalent")
+    p_better = _per_contrast("p_better")
 
     @property
     def fit_time_ratio(self):  # noqa: D102

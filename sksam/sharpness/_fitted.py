@@ -124,9 +124,9 @@ class FittedLoss:
         None
             Inside the block the module is in eval mode.
         """
-        from ._hvp import _eval_mode
+        from ._hvp import eval_mode
 
-        with _eval_mode(self.module):
+        with eval_mode(self.module):
             yield
 
 

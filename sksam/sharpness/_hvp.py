@@ -52,7 +52,7 @@ EIGEN_METHODS = ("lanczos", "power")
 # --------------------------------------------------------------------------
 
 
-def _check_params(params):
+def check_params(params):
     """``params`` as a list, each tensor once, each requiring gradients.
 
     A tensor listed twice (``[w, w]``, or a tied weight reached through two
@@ -78,11 +78,11 @@ def _check_params(params):
     return unique
 
 
-def _n_params(params):
+def n_params(params):
     return sum(p.numel() for p in params)
 
 
-def _split(vector, params):
+def split_vector(vector, params):
     """Cut a flat float64 vector into tensors shaped (and typed) like ``params``."""
     pieces, start = [], 0
     for p in params:
@@ -92,7 +92,7 @@ def _split(vector, params):
     return pieces
 
 
-def _flatten(tensors, params):
+def flatten_like(tensors, params):
     """One float64 vector from per-parameter tensors (``None`` counts as zeros)."""
     import torch
 
@@ -104,7 +104,7 @@ def _flatten(tensors, params):
     )
 
 
-def _random_vector(rng, n, like, *, rademacher=False):
+def random_vector(rng, n, like, *, rademacher=False):
     """A seeded float64 vector of length ``n`` on ``like``'s device."""
     import torch
 
@@ -115,7 +115,7 @@ def _random_vector(rng, n, like, *, rademacher=False):
     return torch.as_tensor(values, dtype=torch.float64, device=like.device)
 
 
-class _HessianOperator:
+class HessianOperator:
     """``v -> H v`` for the Hessian of ``loss_fn()`` at the current ``params``.
 
     The gradient graph is built once (the parameters do not move while the
@@ -128,19 +128,19 @@ class _HessianOperator:
         self.params = params
         with torch.enable_grad():
             loss = loss_fn()
-            _check_loss(loss)
+            check_loss(loss)
             self.grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         self.loss = loss.detach()
 
     @property
     def gradient(self):
         """The gradient at ``params`` as a flat float64 vector."""
-        return _flatten([None if g is None else g.detach() for g in self.grads], self.params)
+        return flatten_like([None if g is None else g.detach() for g in self.grads], self.params)
 
     def __call__(self, vector):
         import torch
 
-        pairs = [(g, v) for g, v in zip(self.grads, _split(vector, self.params))]
+        pairs = [(g, v) for g, v in zip(self.grads, split_vector(vector, self.params))]
         used = [i for i, (g, _) in enumerate(pairs) if g is not None and g.requires_grad]
         if not used:  # the loss is (at most) linear in params: H = 0
             return torch.zeros_like(vector)
@@ -150,10 +150,10 @@ class _HessianOperator:
             # grad_outputs imports sympy (~0.5 s) the first time it runs.
             g_dot_v = sum((pairs[i][0] * pairs[i][1]).sum() for i in used)
             hv = torch.autograd.grad(g_dot_v, self.params, retain_graph=True, allow_unused=True)
-        return _flatten(hv, self.params)
+        return flatten_like(hv, self.params)
 
 
-def _check_loss(loss):
+def check_loss(loss):
     import torch
 
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -245,16 +245,16 @@ def top_hessian_eigenvalue(
         raise ValueError(
             f"Unknown method {method!r}; expected one of {', '.join(map(repr, EIGEN_METHODS))}."
         )
-    _check_iterations(max_iter, tol)
-    params = _check_params(params)
-    hvp = _HessianOperator(loss_fn, params)
-    start = _random_vector(check_random_state(random_state), _n_params(params), params[0])
+    check_iterations(max_iter, tol)
+    params = check_params(params)
+    hvp = HessianOperator(loss_fn, params)
+    start = random_vector(check_random_state(random_state), n_params(params), params[0])
     if method == "lanczos":
         return _lanczos_top(hvp, start, max_iter, tol)
     return _power_top(hvp, start, max_iter, tol)
 
 
-def _check_iterations(max_iter, tol):
+def check_iterations(max_iter, tol):
     if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
         raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
     if not tol >= 0:
@@ -263,11 +263,11 @@ def _check_iterations(max_iter, tol):
 
 def _lanczos_top(hvp, start, max_iter, tol):
     """Lanczos with full reorthogonalization; the largest Ritz value."""
-    alphas, betas = _lanczos(hvp, start, max_iter, tol, k=1)
-    return float(_ritz(alphas, betas, k=1)[0][0])
+    alphas, betas = lanczos(hvp, start, max_iter, tol, k=1)
+    return float(ritz_values(alphas, betas, k=1)[0][0])
 
 
-def _lanczos(hvp, start, max_iter, tol, *, k=1):
+def lanczos(hvp, start, max_iter, tol, *, k=1):
     """The tridiagonal ``T`` (``alphas``, ``betas``) of Lanczos from ``start``.
 
     Full reorthogonalization, twice per step. Stops after ``max_iter``
@@ -306,7 +306,7 @@ def _lanczos(hvp, start, max_iter, tol, *, k=1):
         if betas[-1] <= 1e-12 * norm_estimate:
             break
         if tol is not None and len(alphas) >= k:
-            theta, residual = _ritz(alphas, betas, k=k)
+            theta, residual = ritz_values(alphas, betas, k=k)
             floor = np.finfo(np.float64).tiny
             if np.all(residual <= tol * np.maximum(np.abs(theta), floor)):
                 break
@@ -316,7 +316,7 @@ def _lanczos(hvp, start, max_iter, tol, *, k=1):
     return alphas, betas
 
 
-def _ritz(alphas, betas, *, k=1):
+def ritz_values(alphas, betas, *, k=1):
     """The ``k`` largest Ritz values of ``T`` (descending) and their residual bounds."""
     from scipy.linalg import eigh_tridiagonal
 
@@ -419,13 +419,13 @@ def trace_terms(loss_fn, params, *, n_probes=100, random_state=None):
     """The ``n_probes`` Hutchinson terms ``z_k^T H z_k`` (their mean estimates the trace)."""
     import torch
 
-    params = _check_params(params)
-    hvp = _HessianOperator(loss_fn, params)
+    params = check_params(params)
+    hvp = HessianOperator(loss_fn, params)
     rng = check_random_state(random_state)
-    n = _n_params(params)
+    n = n_params(params)
     terms = []
     for _ in range(n_probes):
-        z = _random_vector(rng, n, params[0], rademacher=True)
+        z = random_vector(rng, n, params[0], rademacher=True)
         terms.append(torch.dot(z, hvp(z)))
     return torch.stack(terms).cpu().numpy()
 
@@ -435,20 +435,20 @@ def trace_terms(loss_fn, params, *, n_probes=100, random_state=None):
 # --------------------------------------------------------------------------
 
 
-def _loss_and_gradient(loss_fn, params, *, gradient=True):
+def loss_and_gradient(loss_fn, params, *, gradient=True):
     """``L`` (a float) and, if asked, ``grad L`` (flat float64) at ``params``."""
     import torch
 
     with torch.enable_grad():
         loss = loss_fn()
-        _check_loss(loss)
+        check_loss(loss)
         if not gradient:
             return loss.item(), None
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return loss.item(), _flatten(grads, params)
+    return loss.item(), flatten_like(grads, params)
 
 
-def _restore(params, saved):
+def restore_params(params, saved):
     import torch
 
     with torch.no_grad():
@@ -462,7 +462,7 @@ def _restore(params, saved):
 
 
 @contextlib.contextmanager
-def _eval_mode(module):
+def eval_mode(module):
     """Put ``module`` (and every submodule) in eval mode; restore each one's flag."""
     if module is None:
         yield

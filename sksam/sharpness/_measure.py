@@ -7,7 +7,7 @@ quadratic form in :func:`~sksam.sharpness.quadratic_sharpness`) makes every
 estimator's ``sharpness`` parameter accept the name with no edit there.
 """
 
-from ._hvp import _eval_mode, hessian_trace, top_hessian_eigenvalue
+from ._hvp import eval_mode, hessian_trace, top_hessian_eigenvalue
 from ._perturbation import (
     adaptive_rho_sharpness,
     average_sharpness,
@@ -168,7 +168,7 @@ def torch_sharpness(
                 "logits and the class indices."
             )
         loss_fn = normalized_logits_loss(logits_fn)
-    with _eval_mode(module):
+    with eval_mode(module):
         return float(function(loss_fn, params, rho, random_state=random_state, **options))
 
 

@@ -32,7 +32,14 @@ References
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._hvp import _check_params, _flatten, _loss_and_gradient, _random_vector, _restore, _split
+from ._hvp import (
+    check_params,
+    flatten_like,
+    loss_and_gradient,
+    random_vector,
+    restore_params,
+    split_vector,
+)
 
 
 def rho_sharpness(loss_fn, params, rho, *, max_iter=20, n_restarts=0, random_state=None):
@@ -155,8 +162,8 @@ def adaptive_rho_sharpness(
     """
     if not eta >= 0:
         raise ValueError(f"eta must be non-negative; got {eta!r}.")
-    params = _check_params(params)
-    scale = _flatten([p.detach().abs() + eta for p in params], params)
+    params = check_params(params)
+    scale = flatten_like([p.detach().abs() + eta for p in params], params)
     return _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state)
 
 
@@ -225,7 +232,7 @@ def average_sharpness(
     """
     _check_average(rho, eta, n_samples)
     if rho == 0:
-        _check_params(params)
+        check_params(params)
         return (0.0, 0.0) if return_std else 0.0
     terms = average_terms(
         loss_fn,
@@ -253,22 +260,22 @@ def average_terms(
     import torch
 
     _check_average(rho, eta, n_samples)
-    params = _check_params(params)
+    params = check_params(params)
     rng = check_random_state(random_state)
     saved = [p.detach().clone() for p in params]
-    flat = _flatten(saved, params)
+    flat = flatten_like(saved, params)
     scale = flat.abs() + eta if adaptive else torch.ones_like(flat)
     terms = []
     try:
         with torch.no_grad():
             base = _checked_value(loss_fn)
             for _ in range(n_samples):
-                e = rho * scale * _random_vector(rng, flat.numel(), params[0])
+                e = rho * scale * random_vector(rng, flat.numel(), params[0])
                 plus = _value_at(loss_fn, params, saved, e)
                 minus = _value_at(loss_fn, params, saved, -e)
                 terms.append(0.5 * (plus + minus) - base)
     finally:
-        _restore(params, saved)
+        restore_params(params, saved)
     return np.asarray(terms)
 
 
@@ -360,18 +367,18 @@ def _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state)
     for name, value in (("max_iter", max_iter), ("n_restarts", n_restarts)):
         if not (isinstance(value, (int, np.integer)) and value >= 0):
             raise ValueError(f"{name} must be a non-negative integer; got {value!r}.")
-    params = _check_params(params)
+    params = check_params(params)
     if rho == 0:
         return 0.0
     rng = check_random_state(random_state)
-    base_loss, grad = _loss_and_gradient(loss_fn, params)
+    base_loss, grad = loss_and_gradient(loss_fn, params)
     scale = torch.ones_like(grad) if scale is None else scale
     first = scale * grad  # the gradient in u
     starts = [first] if torch.linalg.vector_norm(first).item() > 0 else []
     while len(starts) < 1 + n_restarts:
         # isotropic in u (so a rescaling that keeps c * u keeps the start too),
         # on the coordinates that can move
-        starts.append(_random_vector(rng, grad.numel(), params[0]) * (scale > 0))
+        starts.append(random_vector(rng, grad.numel(), params[0]) * (scale > 0))
     saved = [p.detach().clone() for p in params]
     best = 0.0  # e = 0 is in the ball
     try:
@@ -381,7 +388,7 @@ def _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state)
             u = rho * start / torch.linalg.vector_norm(start)
             best = max(best, _ascent(loss_fn, params, saved, scale, u, rho, max_iter) - base_loss)
     finally:
-        _restore(params, saved)
+        restore_params(params, saved)
     return float(best)
 
 
@@ -408,7 +415,7 @@ def _ascent(loss_fn, params, saved, scale, u, rho, max_iter):
 
 def _loss_and_gradient_at(loss_fn, params, saved, e):
     _move(params, saved, e)
-    return _loss_and_gradient(loss_fn, params)
+    return loss_and_gradient(loss_fn, params)
 
 
 def _value_at(loss_fn, params, saved, e):
@@ -417,10 +424,10 @@ def _value_at(loss_fn, params, saved, e):
 
 
 def _checked_value(loss_fn):
-    from ._hvp import _check_loss
+    from ._hvp import check_loss
 
     loss = loss_fn()
-    _check_loss(loss)
+    check_loss(loss)
     return loss.item()
 
 
@@ -428,5 +435,5 @@ def _move(params, saved, e):
     import torch
 
     with torch.no_grad():
-        for p, original, e_p in zip(params, saved, _split(e, params)):
+        for p, original, e_p in zip(params, saved, split_vector(e, params)):
             p.copy_(original + e_p)

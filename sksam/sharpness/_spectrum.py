@@ -30,13 +30,13 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._hvp import (
-    _check_iterations,
-    _check_params,
-    _HessianOperator,
-    _lanczos,
-    _n_params,
-    _random_vector,
-    _ritz,
+    HessianOperator,
+    check_iterations,
+    check_params,
+    lanczos,
+    n_params,
+    random_vector,
+    ritz_values,
 )
 
 
@@ -81,12 +81,12 @@ def top_hessian_eigenvalues(loss_fn, params, k=5, *, max_iter=200, tol=1e-6, ran
     """
     if not (isinstance(k, (int, np.integer)) and k >= 1):
         raise ValueError(f"k must be a positive integer; got {k!r}.")
-    _check_iterations(max_iter, tol)
-    params = _check_params(params)
-    hvp = _HessianOperator(loss_fn, params)
-    start = _random_vector(check_random_state(random_state), _n_params(params), params[0])
-    alphas, betas = _lanczos(hvp, start, max_iter, tol, k=k)
-    return _ritz(alphas, betas, k=k)[0]
+    check_iterations(max_iter, tol)
+    params = check_params(params)
+    hvp = HessianOperator(loss_fn, params)
+    start = random_vector(check_random_state(random_state), n_params(params), params[0])
+    alphas, betas = lanczos(hvp, start, max_iter, tol, k=k)
+    return ritz_values(alphas, betas, k=k)[0]
 
 
 def hessian_spectrum(loss_fn, params, *, n_iter=80, n_probes=5, random_state=None):
@@ -129,17 +129,17 @@ def hessian_spectrum(loss_fn, params, *, n_iter=80, n_probes=5, random_state=Non
     """
     from scipy.linalg import eigh_tridiagonal
 
-    _check_iterations(n_iter, 0.0)
+    check_iterations(n_iter, 0.0)
     if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
         raise ValueError(f"n_probes must be a positive integer; got {n_probes!r}.")
-    params = _check_params(params)
-    hvp = _HessianOperator(loss_fn, params)
+    params = check_params(params)
+    hvp = HessianOperator(loss_fn, params)
     rng = check_random_state(random_state)
-    n = _n_params(params)
+    n = n_params(params)
     nodes, weights = [], []
     for _ in range(n_probes):
-        probe = _random_vector(rng, n, params[0], rademacher=True)
-        alphas, betas = _lanczos(hvp, probe, n_iter, None)
+        probe = random_vector(rng, n, params[0], rademacher=True)
+        alphas, betas = lanczos(hvp, probe, n_iter, None)
         if len(alphas) == 1:
             theta, first = np.array(alphas), np.ones(1)
         else:
