@@ -13,7 +13,6 @@ from sklearn.base import (
     ClassifierMixin,
     RegressorMixin,
     _fit_context,
-    clone,
     is_classifier,
 )
 from sklearn.metrics.pairwise import PAIRWISE_KERNEL_FUNCTIONS
@@ -492,7 +491,9 @@ def _fold_scores(estimators, X, y, sw, train, test, stage_scorer):
     score = stage_scorer(y[test])
     fold_scores = []
     for estimator in estimators:
-        estimator = clone(estimator)  # the folds may run in threads
+        # a fresh estimator per fold (the folds may run in threads), its parameters
+        # the same objects (not clone's copies: a callable kernel is the user's)
+        estimator = type(estimator)(**estimator.get_params(deep=False))
         estimator._validate_params()
         estimator._fit(X_train, y_train, sw_train, shared=shared)
         scores = [score(pred) for pred in estimator.staged_predict(X_test)]
