@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._base import FitTransaction, numeric_target, sample_weights
 from ._kernel_classifier import SAMKernelClassifier
 from ._kernel_models import KERNEL_MEASURES, R2Score
-from .kernel import SAMKernelRegressor
+from .kernel import SAMKernelRegressor, SharedBuild
 from .model_selection._stats import corrected_paired_ttest
 
 #: Parameters passed through to every :class:`SAMKernelRegressor` fitted.
@@ -152,22 +152,21 @@ class _BaseKernelCV(BaseEstimator, ABC):
         solvers, rhos = self._grid()
         folds = list(check_cv(self.cv, y, classifier=is_classifier(self)).split(X, y))
         self._check_folds(folds, len(y))
-        # one path per fold and (solver, rho); 'gd' is the same path for every rho
+        # one path per fold and (solver, rho); 'gd' is the same path for every rho.
+        # One job per fold: its model (kernel matrix or A, b, and the Krylov basis
+        # or eigendecomposition) is built once for all its paths, and only the
+        # folds running at the same time hold one in memory
         paths = sorted({(s, 0.0 if s == "gd" else r) for s in solvers for r in rhos})
-        jobs = [(k, s, r) for k in range(len(folds)) for s, r in paths]
+        estimators = [self._estimator(s, r, self.max_iter) for s, r in paths]
         scores = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
-            delayed(_path_scores)(
-                self._estimator(s, r, self.max_iter),
-                X,
-                y,
-                sw,
-                *folds[k],
-                self.max_iter,
-                self._stage_scorer,
-            )
-            for k, s, r in jobs
+            delayed(_fold_scores)(estimators, X, y, sw, train, test, self._stage_scorer)
+            for train, test in folds
         )
-        by_job = dict(zip(jobs, scores))
+        by_job = {
+            (k, s, r): path_scores
+            for k, fold_scores in enumerate(scores)
+            for (s, r), path_scores in zip(paths, fold_scores)
+        }
         self.cv_results_ = self._results(solvers, rhos, len(folds), by_job)
         self.best_index_, self.gain_test_ = _select_with_gain(
             self.cv_results_, folds, self.selection, self.rope
@@ -235,8 +234,11 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
     The candidate grid is thus ``solvers x rhos x {1, ..., max_iter}``, the
     same as a :class:`~sklearn.model_selection.GridSearchCV` over
     ``{'solver': solvers, 'rho': rhos, 'max_iter': range(1, max_iter + 1)}``,
-    for ``len(solvers) * len(rhos)`` fits per fold instead of ``max_iter``
-    times as many. The best candidate is refitted on all the data. These fits
+    for ``len(solvers) * len(rhos)`` paths per fold instead of ``max_iter``
+    times as many fits; the paths of a fold share one kernel matrix and one
+    Krylov basis (or eigendecomposition), built once, since they depend on
+    neither the solver nor ``rho``. The best candidate is refitted on all
+    the data. These fits
     run without early stopping (``early_stopping=False``, whatever the size of
     the data): the search chooses the number of steps, on all the rows of each
     training fold.
@@ -301,8 +303,10 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
         score units (R^2); used by ``selection='rope'`` and reported in
         ``gain_test_``.
     n_jobs : int, default=None
-        Fits run in parallel through joblib (so ``joblib.parallel_config(
-        backend='dask')`` spreads them over a Dask cluster).
+        Folds run in parallel through joblib (so ``joblib.parallel_config(
+        backend='dask')`` spreads them over a Dask cluster). Each fold builds
+        its kernel matrix (or Nystroem moments) and Krylov basis once, for
+        all its ``(solver, rho)`` paths: the memory of ``n_jobs`` folds.
     random_state : int, RandomState instance or None, default=None
         Seeds the Nystroem centres (the same in every fold and in the refit).
     verbose : int, default=0
@@ -473,18 +477,30 @@ def _swapped(stage_score, y_test, pred):
     return stage_score(pred, y_test)
 
 
-def _path_scores(estimator, X, y, sw, train, test, max_iter, stage_scorer):
-    """The score on the test fold after each step ``1 .. max_iter`` of one path.
+def _fold_scores(estimators, X, y, sw, train, test, stage_scorer):
+    """The scores on the test fold after each step of every estimator's path.
 
-    ``stage_scorer(y_test)`` returns the score of one stage's predictions,
-    set up once per fold (the path has ``max_iter`` stages to score).
+    The estimators differ only in solver and ``rho``: the fold's model is
+    built once (:class:`~sksam.kernel.SharedBuild`) and every path runs on
+    it, each as its own fit would. ``stage_scorer(y_test)`` returns the
+    score of one stage's predictions, set up once per fold (each path has
+    ``max_iter`` stages to score).
     """
-    estimator.fit(X[train], y[train], sample_weight=sw[train])
+    shared = SharedBuild()
+    X_train, y_train, sw_train, X_test = X[train], y[train], sw[train], X[test]
     score = stage_scorer(y[test])
-    scores = [score(pred) for pred in estimator.staged_predict(X[test])]
-    if len(scores) != max_iter:  # pragma: no cover - tol is None: every step is run
-        raise RuntimeError(f"the path has {len(scores)} steps, expected {max_iter}")
-    return np.asarray(scores)
+    fold_scores = []
+    for estimator in estimators:
+        # a fresh estimator per fold (the folds may run in threads), its parameters
+        # the same objects (not clone's copies: a callable kernel is the user's)
+        estimator = type(estimator)(**estimator.get_params(deep=False))
+        estimator._validate_params()
+        estimator._fit(X_train, y_train, sw_train, shared=shared)
+        scores = [score(pred) for pred in estimator.staged_predict(X_test)]
+        if len(scores) != estimator.max_iter:  # pragma: no cover - tol is None: every step
+            raise RuntimeError(f"the path has {len(scores)} steps, expected {estimator.max_iter}")
+        fold_scores.append(np.asarray(scores))
+    return fold_scores
 
 
 def _select_with_gain(cv_results, folds, selection, rope):
@@ -592,7 +608,8 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
         score units (accuracy); used by ``selection='rope'`` and reported in
         ``gain_test_``.
     n_jobs : int, default=None
-        Fits run in parallel through joblib.
+        Folds run in parallel through joblib, each building its model once
+        for all its paths, as in :class:`SAMKernelRegressorCV`.
     random_state : int, RandomState instance or None, default=None
         Seeds the Nystroem centres (the same in every fold and in the refit).
     verbose : int, default=0

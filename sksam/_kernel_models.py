@@ -28,6 +28,7 @@ feature models score an accuracy on the validation rows' features, and
 :math:`R^2` from the validation moments).
 """
 
+import copy as _copy
 import warnings
 
 import numpy as np
@@ -357,7 +358,15 @@ class _RowProjector:
 
 
 class _Problem:
-    """What the path solver needs: ``matrix``, ``start``, ``scale``, dynamics, score."""
+    """What the path solver needs: ``matrix``, ``start``, ``scale``, dynamics, score.
+
+    ``krylov_checkpoints`` is None for one path, or, after :meth:`share`,
+    the dict in which the paths of this problem (and of its
+    :meth:`rescaled` copies) leave their Krylov basis and eigendecomposition
+    for the next (see :class:`~sksam._kernel_path.KrylovCheckpoints`).
+    """
+
+    krylov_checkpoints = None
 
     def __init__(self, matrix, start, scale, s_max, score_of):
         self.matrix, self.start = matrix, start
@@ -367,6 +376,32 @@ class _Problem:
 
     def validation(self, path):
         return None if self._score_of is None else self._score_of(path)
+
+    def share(self):
+        """Let the paths solved on this problem share their Krylov basis; ``self``."""
+        if self._score_of is not None:
+            # the validation score holds the scaled targets: it cannot be rescaled
+            raise ValueError("A shared kernel problem cannot have a validation part.")
+        self.krylov_checkpoints = {}
+        return self
+
+    def rescaled(self, factor):
+        """The same problem with the targets times ``factor`` (a power of two: exact).
+
+        ``matrix``, ``scale`` and ``s_max`` do not depend on the targets; the
+        copy shares the Krylov checkpoints, whose basis depends on the start
+        block's direction only.
+        """
+        if factor == 1.0:
+            return self
+        if self._score_of is not None:
+            raise ValueError("A kernel problem with a validation part cannot be rescaled.")
+        copy = _copy.copy(self)
+        copy._scale_targets(factor)
+        return copy
+
+    def _scale_targets(self, factor):
+        self.start = self.start * factor
 
 
 class DualProblem(_Problem):
@@ -389,6 +424,13 @@ class PrimalProblem(_Problem):
 
     def dynamics(self, path):
         return primal_dynamics(path.theta, path.z, self.stats.yy)
+
+    def _scale_targets(self, factor):
+        stats = self.stats = _copy.copy(self.stats)
+        stats.b = stats.b * factor
+        stats.yy, stats.y_sq = stats.yy * factor**2, stats.y_sq * factor**2
+        stats.y_mean = stats.y_mean * factor
+        self.start = stats.b
 
 
 # ---------------------------------------------------------- parametrizations

@@ -110,6 +110,7 @@ References
 """
 
 import functools
+import itertools
 
 import numpy as np
 from scipy.linalg import eigh, eigvalsh
@@ -290,6 +291,9 @@ class KrylovBasis:
 class KrylovPath:
     """The fitted path in a Ritz basis: ``alpha_t = V a_t``.
 
+    Built from one :class:`Checkpoint` of the basis (its Ritz pairs) and the
+    start block ``Y``.
+
     Attributes
     ----------
     V : ndarray of shape (n, m)
@@ -300,12 +304,9 @@ class KrylovPath:
         ``V^T Y``.
     """
 
-    def __init__(self, basis, Y):
-        m = basis.m
-        self.theta, S = symmetric_eigh(basis.H[:m, :m], driver="evr")
-        self.S = S
-        self.Qm = basis.Q[:, :m]
-        self.z = S.T @ (self.Qm.T @ Y)
+    def __init__(self, checkpoint, Y):
+        self.theta, self.S, self.Qm = checkpoint.theta, checkpoint.S, checkpoint.Qm
+        self.z = self.S.T @ (self.Qm.T @ Y)
 
     def coefficients_in_q(self, a):
         """``a`` (Ritz coordinates) in the Lanczos basis ``Q``."""
@@ -320,11 +321,11 @@ class EigenPath:
     """The path in the full eigenbasis of ``K``: the limit of :class:`KrylovPath`.
 
     Same interface, with ``Q = V`` the eigenvectors (``S`` is None: the
-    identity), from one dense ``eigh`` (divide and conquer).
+    identity), from the dense ``eigh`` of :meth:`KrylovCheckpoints.eigen`.
     """
 
-    def __init__(self, K, Y):
-        self.theta, self.Qm = symmetric_eigh(K, driver="evd")
+    def __init__(self, eigen, Y):
+        self.theta, self.Qm = eigen
         self.S = None
         self.z = self.Qm.T @ Y
 
@@ -335,6 +336,93 @@ class EigenPath:
     @property
     def V(self):
         return self.Qm
+
+
+class Checkpoint:
+    """The basis at one check of :func:`fit_krylov_path`: its Ritz pairs and state.
+
+    ``theta``, ``S``: the eigendecomposition of ``H_m``; ``Qm``: the first
+    ``m`` columns of the basis (a view: they never change once complete);
+    ``invariant``, ``full``: the basis' flags then; ``eigh_next``: whether
+    growing to the next check alone would cost more than a dense ``eigh``.
+    """
+
+    def __init__(self, basis, eigh_next):
+        m = basis.m
+        self.theta, self.S = symmetric_eigh(basis.H[:m, :m], driver="evr")
+        self.Qm = basis.Q[:, :m]
+        self.m, self.invariant, self.full = m, basis.invariant, basis.full
+        self.eigh_next = eigh_next
+
+    @property
+    def last(self):
+        """No check follows (the path always stops at a full or invariant basis)."""
+        return self.invariant or self.full
+
+
+class KrylovCheckpoints:
+    """The checks of :func:`fit_krylov_path` on one matrix, computed once for many paths.
+
+    The basis of ``span{Y, K Y, ...}``, its size at every check and the Ritz
+    pairs there depend on ``K``, the check schedule and the *direction* of
+    the start block, not on the solver, ``rho`` or the learning rate, which
+    only decide at which check a path stops. Paths of one problem (the
+    (solver, rho) grid of a cross-validation fold) therefore share them, and
+    the dense eigendecomposition of ``K`` (:meth:`eigen`): each path reads
+    the checks in order, and the basis grows only when a path needs a check
+    not yet made. A start block scaled by a power of two (the estimator's
+    scaling of ``y``) gives the same basis bit for bit, since every
+    operation of the growth is then scaled exactly.
+
+    Parameters
+    ----------
+    K, Y, scale, first_check, growth, max_dim
+        As in :func:`fit_krylov_path`.
+    keep : bool
+        Keep the Ritz pairs of every check (for later paths); a single path
+        reads each once and keeps only the last.
+    """
+
+    def __init__(self, K, Y, scale, *, first_check, growth, max_dim, keep):
+        self.K, self.Y, self.scale = K, Y, scale
+        self.growth, self.max_dim, self.keep = growth, max_dim, keep
+        self.k, self.n = Y.shape[1], K.shape[0]
+        self._next_check = first_check * self.k
+        self._basis = None
+        self._checks = []
+        self._eigen = None
+
+    def check(self, j):
+        """The ``j``-th check (from 0), grown on first request; None after the last."""
+        while len(self._checks) <= j:
+            if self._checks and self._checks[-1].last:
+                return None
+            self._grow_to_next_check()
+        return self._checks[j]
+
+    def _grow_to_next_check(self):
+        if self._basis is None:
+            self._basis = KrylovBasis(self.Y, self.scale, self.max_dim)
+        basis = self._basis
+        while True:
+            basis.grow(self.K)
+            if basis.full or basis.m >= self._next_check:
+                break
+        m = basis.m
+        self._next_check = max(int(self.growth * m), m + self.k)
+        # once the next check alone costs more than the dense eigendecomposition,
+        # a path that has not settled finishes exactly in the eigenbasis instead
+        target = min(self._next_check, basis.max_dim)
+        eigh_next = krylov_flops(self.n, target, [target], start=m) >= eigh_flops(self.n)
+        if not self.keep and self._checks:
+            self._checks[-1] = None  # read already: its path holds what it needs
+        self._checks.append(Checkpoint(basis, eigh_next))
+
+    def eigen(self):
+        """Eigenvalues and eigenvectors of ``K`` (one dense ``eigh``, divide and conquer)."""
+        if self._eigen is None:
+            self._eigen = symmetric_eigh(self.K, driver="evd")
+        return self._eigen
 
 
 #: Flops of a dense symmetric eigendecomposition with eigenvectors, per
@@ -704,6 +792,7 @@ def fit_krylov_path(
     rtol=KRYLOV_RTOL,
     max_dim=MAX_KRYLOV_DIM,
     method="auto",
+    shared=None,
 ):
     """Grow a Krylov basis until ``solve`` gives the same answer twice.
 
@@ -732,6 +821,11 @@ def fit_krylov_path(
         basis (:class:`EigenPath`, exact); ``'auto'`` takes it when the basis
         would cost more (:func:`prefers_eigh`), or switches to it when the
         next size of a basis that has not settled would.
+    shared : dict or None
+        The :class:`KrylovCheckpoints` of earlier paths on the same ``K``
+        (and start direction), by schedule; a path with the same schedule
+        reuses their basis and eigendecomposition, and adds what it grows.
+        None: a basis for this path only.
 
     Returns
     -------
@@ -746,45 +840,39 @@ def fit_krylov_path(
         (``change <= rtol``), ``stagnated`` (stopped by the stagnation rule).
     """
     k, n = Y.shape[1], K.shape[0]
+    checks = _checkpoints(K, Y, scale, first_check, growth, max_dim, shared)
     adaptive = method == "auto"
     if adaptive:
         method = "eigh" if prefers_eigh(n, first_check * k, growth) else "krylov"
     if method == "eigh":
-        return _fit_eigen_path(K, Y, solve)
-    basis = KrylovBasis(Y, scale, max_dim)
-    previous, next_check, changes = None, first_check * k, []
-    while True:
-        basis.grow(K)
-        if not (basis.full or basis.m >= next_check):
-            continue
-        path = KrylovPath(basis, Y)
+        return _fit_eigen_path(checks, Y, solve)
+    previous, changes = None, []
+    for j in itertools.count():
+        check = checks.check(j)
+        path = KrylovPath(check, Y)
         a, info = solve(path)
         coef = path.coefficients_in_q(a)
-        if basis.invariant:
+        if check.invariant:
             changes.append(0.0)
             break
         if previous is not None:
             changes.append(relative_change(coef, previous))
-            if changes[-1] <= rtol or _stagnates(changes) or basis.full:
+            if changes[-1] <= rtol or _stagnates(changes) or check.full:
                 break
-        elif basis.full:
+        elif check.full:
             changes.append(np.inf)
             break
         previous = coef
-        next_check = max(int(growth * basis.m), basis.m + k)
-        # the basis keeps growing: once its next check alone costs more than
-        # the dense eigendecomposition, finish exactly in the eigenbasis instead
-        target = min(next_check, basis.max_dim)
-        if adaptive and krylov_flops(n, target, [target], start=basis.m) >= eigh_flops(n):
-            return _fit_eigen_path(K, Y, solve)
+        if adaptive and check.eigh_next:
+            return _fit_eigen_path(checks, Y, solve)
     change = changes[-1]
     return (
         path,
         a,
         info,
         {
-            "size": basis.m,
-            "exact": basis.invariant,
+            "size": check.m,
+            "exact": check.invariant,
             "change": change,
             "converged": change <= rtol,
             "stagnated": change > rtol and _stagnates(changes),
@@ -792,12 +880,31 @@ def fit_krylov_path(
     )
 
 
-def _fit_eigen_path(K, Y, solve):
+def _checkpoints(K, Y, scale, first_check, growth, max_dim, shared):
+    """The checks of this schedule: ``shared``'s if it has them, else new (and added)."""
+    key = (first_check, growth, max_dim)
+    if shared is not None and key in shared:
+        return shared[key]
+    checks = KrylovCheckpoints(
+        K,
+        Y,
+        scale,
+        first_check=first_check,
+        growth=growth,
+        max_dim=max_dim,
+        keep=shared is not None,
+    )
+    if shared is not None:
+        shared[key] = checks
+    return checks
+
+
+def _fit_eigen_path(checks, Y, solve):
     """The path in the full eigenbasis: exact, one ``solve``."""
-    path = EigenPath(K, Y)
+    path = EigenPath(checks.eigen(), Y)
     a, info = solve(path)
     diagnostics = {
-        "size": K.shape[0],
+        "size": checks.n,
         "exact": True,
         "change": 0.0,
         "converged": True,
@@ -975,6 +1082,11 @@ def solve_path(problem, settings, stopping):
     # starting the checks there saves the paths run in smaller bases
     first_check = max(24, int(np.sqrt(settings.max_iter)))
     path, a, (dynamics, scales, losses, monitor), diagnostics = fit_krylov_path(
-        problem.matrix, problem.start, scale=problem.scale, solve=run, first_check=first_check
+        problem.matrix,
+        problem.start,
+        scale=problem.scale,
+        solve=run,
+        first_check=first_check,
+        shared=getattr(problem, "krylov_checkpoints", None),
     )
     return PathResult(path, dynamics, a, scales, losses, monitor, diagnostics)

@@ -5,6 +5,7 @@
 and the path solver of :mod:`sksam._kernel_path`, which returns its result.
 """
 
+import copy
 import warnings
 from abc import abstractmethod
 from numbers import Integral, Real
@@ -142,18 +143,26 @@ class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
 
     # --------------------------------------------------------------- fitting
 
-    def _fit(self, X, y, sample_weight):
-        """``fit``: select -> build -> solve -> finish, assigned at the end."""
+    def _fit(self, X, y, sample_weight, shared=None):
+        """``fit``: select -> build -> solve -> finish, assigned at the end.
+
+        ``shared``: a :class:`SharedBuild` of this training set, which builds
+        the model once for fits that differ only in the solver, ``rho`` or
+        the learning rate (the CV estimators' paths on one fold).
+        """
         with FitTransaction(self) as transaction:
             X, target, sw, source = self._validate(X, y, sample_weight)
             Y = target.Y
             early = self._uses_early_stopping(X.shape[0])
             train, val = self._split(X.shape[0], sw, target.stratify if early else None, early)
-            model = self._select_model(X, len(train), source)
             # the path runs on y / 2^k (exact in floating point), so that no square
             # of y overflows or underflows; coefficients and losses are scaled back
             y_scale = _power_of_two_scale(source.max_abs(Y), self._sam_rho())
-            problem = model.build(X, Y / y_scale, sw, train, val, self._validation_score())
+            if shared is None:
+                model = self._select_model(X, len(train), source)
+                problem = model.build(X, Y / y_scale, sw, train, val, self._validation_score())
+            else:
+                model, problem = shared.build(self, X, Y, sw, train, val, source, y_scale)
             lr = resolve_learning_rate(self.learning_rate, self.solver, self.rho, problem.s_max)
             result = self._solve(problem, lr, y_scale, early=val is not None)
             fitted = self._finish(model, problem, result, lr, y_scale, target)
@@ -766,6 +775,47 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
             Prediction after each step.
         """
         yield from self._staged_decision(X)
+
+
+class SharedBuild:
+    """One training set's model and problem, built once for many paths on it.
+
+    The kernel matrix (or the feature-space moments ``A``, ``b``), its top
+    eigenvalue, and the Krylov basis or eigendecomposition of the path depend
+    on the data and the kernel, not on the solver, ``rho`` or the learning
+    rate. The first :meth:`build` builds them; the next ones return the same
+    problem, its targets rescaled by the power of two between the two fits'
+    scalings of ``y`` (exact), and a copy of the model (each fit sets its
+    own prediction basis on it). The paths then share the Krylov checkpoints
+    (:class:`~sksam._kernel_path.KrylovCheckpoints`): each gives the result
+    of a fit of its own, to rounding.
+
+    The caller passes the same training data to every fit, with estimators
+    that differ only in ``solver``, ``rho``, ``learning_rate``, ``max_iter``,
+    ``tol``, ``sharpness`` and ``verbose``, without early stopping (a
+    validation part's score holds the scaled targets).
+
+    Attributes
+    ----------
+    n_builds : int
+        Models built (1 once any fit ran).
+    """
+
+    def __init__(self):
+        self._built = None
+        self.n_builds = 0
+
+    def build(self, estimator, X, Y, sw, train, val, source, y_scale):
+        """The model and problem of ``estimator``'s fit on the shared data."""
+        if val is not None:
+            raise ValueError("A shared kernel build needs early_stopping=False.")
+        if self._built is None:
+            model = estimator._select_model(X, len(train), source)
+            problem = model.build(X, Y / y_scale, sw, train, val, estimator._validation_score())
+            self._built = model, problem.share(), y_scale
+            self.n_builds += 1
+        model, problem, built_scale = self._built
+        return copy.copy(model), problem.rescaled(built_scale / y_scale)
 
 
 class Targets:

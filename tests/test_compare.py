@@ -123,14 +123,16 @@ def test_kernel_paths_fit_once_per_inner_fold_and_rho_whatever_the_steps(monkeyp
     # the kernel's inner search is its CV twin: every number of steps of a
     # path is scored from one fit; a GridSearchCV over (rho, max_iter) would
     # fit inner_folds * n_rhos * max_iter models
+    # (the CV twin runs a fold's paths through _fit, on the fold's shared
+    # build; the refit goes through fit, which calls _fit)
     calls = []
-    original = SAMKernelRegressor.fit
+    original = SAMKernelRegressor._fit
 
     def counting_fit(self, *args, **kwargs):
         calls.append(self.solver)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(SAMKernelRegressor, "fit", counting_fit)
+    monkeypatch.setattr(SAMKernelRegressor, "_fit", counting_fit)
     X, y = _regression()
     result = compare_solvers(
         SAMKernelRegressor(max_iter=max_iter),

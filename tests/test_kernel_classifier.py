@@ -370,6 +370,36 @@ def test_cv_choice_and_scores_equal_grid_search(n_components, class_weight):
     assert search.score(X, y) == grid.score(X, y)
 
 
+@pytest.mark.filterwarnings("ignore::sksam.exceptions.DivergenceWarning")
+@pytest.mark.parametrize(
+    "n, common",
+    [
+        (300, {"gamma": 0.5}),  # the Krylov basis, three class columns
+        (300, {"gamma": 0.5, "class_weight": "balanced"}),
+        (90, {"n_components": 25, "random_state": 0}),
+    ],
+)
+def test_cv_shared_fold_build_gives_each_paths_own_fit(n, common):
+    # the CV twin fits a fold's (solver, rho) paths on one build: each path's
+    # outputs at every step are its own fit's (rho=4 scales the codes by 4)
+    from sksam.kernel import SharedBuild
+
+    X, y = _data(n=n)
+    train, test = next(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    shared = SharedBuild()
+    for solver, rho in [("gd", 0.0), ("sam", 0.05), ("sam", 4.0), ("usam", 0.5)]:
+        params = dict(solver=solver, rho=rho, max_iter=25, early_stopping=False, **common)
+        on_shared = SAMKernelClassifier(**params)
+        on_shared._fit(X[train], y[train], None, shared=shared)
+        alone = SAMKernelClassifier(**params).fit(X[train], y[train])
+        for a, b in zip(
+            on_shared.staged_decision_function(X[test]), alone.staged_decision_function(X[test])
+        ):
+            assert_allclose(a, b, rtol=1e-10, atol=1e-12 * np.abs(b).max())
+        assert on_shared.krylov_size_ == alone.krylov_size_
+    assert shared.n_builds == 1
+
+
 def test_cv_sample_weight_reaches_the_fits():
     X, y = _data()
     w = np.random.default_rng(0).integers(1, 3, size=len(y)).astype(float)

@@ -144,3 +144,116 @@ def test_a_constant_test_fold_scores_as_r2_score_and_grid_search():
     assert_allclose(
         search.cv_results_["mean_test_score"], grid.cv_results_["mean_test_score"], rtol=1e-8
     )
+
+
+# ------------------------------------------------- one build per fold, shared
+
+
+def _separate_fits_split_scores(search, X, y, folds, common):
+    """``split{k}_test_score`` from one SAMKernelRegressor fit per fold and (solver, rho)."""
+    split = np.empty((len(folds), len(search.cv_results_["params"])))
+    for k, (train, test) in enumerate(folds):
+        paths = {}
+        for i, p in enumerate(search.cv_results_["params"]):
+            key = (p["solver"], 0.0 if p["solver"] == "gd" else p["rho"])
+            if key not in paths:
+                model = SAMKernelRegressor(
+                    solver=key[0],
+                    rho=key[1],
+                    max_iter=search.max_iter,
+                    early_stopping=False,
+                    sharpness=None,
+                    **common,
+                ).fit(X[train], y[train])
+                paths[key] = [
+                    search._stage_score(pred, y[test]) for pred in model.staged_predict(X[test])
+                ]
+            split[k, i] = paths[key][p["max_iter"] - 1]
+    return split
+
+
+@pytest.mark.parametrize(
+    "n, y_factor, common",
+    [
+        (300, 1.0, {"gamma": 0.5}),  # the Krylov basis (n_train = 200)
+        (300, 0.01, {"gamma": 0.5}),  # y scaled differently per rho (rho > |y|)
+        (60, 1.0, {"gamma": 2.0}),  # one dense eigh (small n_train)
+        (120, 0.01, {"gamma": 1.0, "n_components": 20, "random_state": 0}),  # Nystroem
+        (120, 1.0, {"kernel": "linear"}),  # the primal linear path
+    ],
+)
+@pytest.mark.filterwarnings("ignore::sksam.exceptions.DivergenceWarning")
+def test_shared_fold_build_equals_separate_fits_per_rho(n, y_factor, common):
+    # one build per fold for every (solver, rho) path gives each path's own fit;
+    # rho = 1 on y of 1e-2 bounces (the loss rises): a path sensitive to rounding
+    X, y = _data(n=n)
+    y = y * y_factor
+    folds = list(KFold(3, shuffle=True, random_state=0).split(X))
+    search = SAMKernelRegressorCV(
+        solvers=["gd", "sam", "usam"],
+        rhos=[0.01, 0.3, 1.0],
+        max_iter=40,
+        cv=folds,
+        selection="best",
+        **common,
+    ).fit(X, y)
+    expected = _separate_fits_split_scores(search, X, y, folds, common)
+    for k in range(len(folds)):
+        assert_allclose(search.cv_results_[f"split{k}_test_score"], expected[k], rtol=1e-10)
+    best = int(np.argmax(expected.mean(axis=0)))
+    assert search.best_params_ == search.cv_results_["params"][best]
+    p = search.best_params_
+    refit = SAMKernelRegressor(
+        solver=p["solver"], rho=p["rho"], max_iter=p["max_iter"], early_stopping=False, **common
+    ).fit(X, y)
+    assert_allclose(search.predict(X), refit.predict(X), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "n, common, route",
+    [
+        (300, {"gamma": 0.5}, "krylov"),
+        (60, {"gamma": 2.0}, "eigh"),
+        (120, {"gamma": 1.0, "n_components": 20, "random_state": 0}, "eigh"),
+    ],
+)
+def test_one_build_and_one_basis_per_fold_whatever_the_grid(monkeypatch, n, common, route):
+    # the kernel matrix (or A, b) and the Krylov basis or eigendecomposition of a
+    # fold depend on neither the solver nor rho: built once per fold, plus the refit
+    from sksam import _kernel_models, _kernel_path
+
+    counts = {"build": 0, "krylov": 0, "eigh": 0}
+
+    def counting(name, original):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for cls in (_kernel_models.ExactDual, _kernel_models._FeatureSpace):
+        monkeypatch.setattr(cls, "build", counting("build", cls.build))
+    monkeypatch.setattr(
+        _kernel_path.KrylovBasis, "__init__", counting("krylov", _kernel_path.KrylovBasis.__init__)
+    )
+    original_eigh = _kernel_path.symmetric_eigh
+
+    def counting_eigh(M, *, driver="evd"):
+        counts["eigh"] += driver == "evd"  # the eigendecomposition of the matrix itself
+        return original_eigh(M, driver=driver)
+
+    monkeypatch.setattr(_kernel_path, "symmetric_eigh", counting_eigh)
+    X, y = _data(n=n)
+    n_folds = 3
+    SAMKernelRegressorCV(
+        solvers=["gd", "sam", "usam"],
+        rhos=[0.01, 0.1, 0.3, 1.0],
+        max_iter=30,
+        cv=n_folds,
+        sharpness=None,
+        **common,
+    ).fit(X, y)
+    # 9 paths per fold: before, each built its own model and basis
+    assert counts["build"] == n_folds + 1
+    assert counts[route] == n_folds + 1
+    assert counts["krylov" if route == "eigh" else "eigh"] == 0
