@@ -43,7 +43,7 @@ SLOW_TESTS = {
     "tests/test_two_layer.py::test_grid_search_n_jobs_2_fits_with_one_thread_each",
     "tests/test_two_layer_defaults.py::test_classifier_defaults_learn_clean_data_silently",
     "tests/test_two_layer_defaults.py::test_single_class_without_the_stopping_rule_warns",
-    "tests/test_two_layer_robustness.py::test_a_failed_fit_leaves_the_estimator_as_before_or_unfitted",
+    "tests/test_two_layer_robustness.py::test_a_failed_fit_leaves_the_estimator_as_before",
     "tests/test_two_layer_robustness.py::test_grid_search_threading_backend_matches_sequential",
 }
 
