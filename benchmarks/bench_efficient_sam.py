@@ -25,10 +25,13 @@ switching (``RST``); AE-SAM; Momentum-SAM; and the rest of the family at
 SAM's cost: GSAM (``alpha=0.4``), WSAM (``gamma=0.9``, whose rho grid is
 the grid times ``--wsam-factor``: its step is about SAM's at ``a * rho``
 with ``a = gamma / (1 - gamma) = 9``), Friendly-SAM (``sigma=1``,
-``lmbda=0.9``) and SAM-ON (only the normalization layers perturbed; it
+``lmbda=0.9``), SAM-ON (only the normalization layers perturbed; it
 needs ``--batch-norm``, which puts a BatchNorm after each hidden layer of
-every variant's network). ``--variants`` runs a subset (SGD and SAM are
-always run: they are the pair every gain is measured against). ``--foreach`` also times the
+every variant's network) and bSAM (Bayesian SAM: its own Adam-like step
+through momentum-free SGD, ``num_data`` the training rows, an unnormalized
+perturbation ``rho g / s`` whose grid is the grid times ``--bsam-factor``).
+``--variants`` runs a subset (SGD and SAM are always run: they are the pair
+every gain is measured against). ``--foreach`` also times the
 perturbation and restore of SAM's pass through ``torch._foreach_*`` against
 a per-tensor loop, on the parameters of the MLP of (a).
 
@@ -61,6 +64,7 @@ from sksam.optim import (
     RST,
     SAM,
     WSAM,
+    BayesianSAM,
     EveryK,
     FriendlySAM,
     LookSAM,
@@ -100,6 +104,10 @@ VARIANTS = {
     "WSAM": _sam(rule=WSAM(gamma=0.9)),
     "F-SAM": _sam(rule=FriendlySAM(sigma=1.0, lmbda=0.9)),
     "SAM-ON": _sam(perturb="normalization"),
+    # bSAM carries its own momentum and precision: the base SGD takes none
+    "bSAM": lambda m, lr, rho, mom: _sam(rule=BayesianSAM(num_data=DIGITS_TRAIN_ROWS))(
+        m, lr, rho, 0.0
+    ),
 }
 
 #: Variants that need normalization layers in the network.
@@ -230,6 +238,9 @@ def foreach_ratio(args):
 
 # -- (b) gain ------------------------------------------------------------------
 
+#: Training rows of :func:`noisy_digits` (70% of the 1797 digits): bSAM's ``num_data``.
+DIGITS_TRAIN_ROWS = 1257
+
 
 def noisy_digits(seed, noise):
     X, y = load_digits(return_X_y=True)
@@ -269,7 +280,11 @@ def gain(args):
         f"rho tuned on seeds {tune_seeds} over {args.grid}, evaluated on seeds {eval_seeds}"
     )
     names = chosen_variants(args)
-    factors = {"Momentum-SAM": args.msam_factor, "WSAM": args.wsam_factor}
+    factors = {
+        "Momentum-SAM": args.msam_factor,
+        "WSAM": args.wsam_factor,
+        "bSAM": args.bsam_factor,
+    }
     chosen = {"SGD": 0.0}
     for name in names:
         if name == "SGD":
@@ -321,6 +336,9 @@ def main():
     )
     parser.add_argument(
         "--wsam-factor", type=float, default=0.25, help="WSAM's grid is the grid times this"
+    )
+    parser.add_argument(
+        "--bsam-factor", type=float, default=0.1, help="bSAM's grid is the grid times this"
     )
     parser.add_argument(
         "--batch-norm", action="store_true", help="BatchNorm after each hidden layer (SAM-ON)"
