@@ -19,8 +19,7 @@ import numpy as np
 from . import _two_layer_model as model
 from ._base import StoppingRule, diagnose_loss_curve
 from ._family import family_for
-from ._schedules import schedule_for
-from ._update_rules import is_perturbed
+from ._update_rules import is_perturbed, schedule_for
 
 __all__ = [
     "GD_LEARNS",

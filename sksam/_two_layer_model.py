@@ -23,8 +23,7 @@ import numpy as np
 
 from ._activations import NUMPY_ACTIVATIONS, torch_activation
 from ._base import all_finite, print_progress
-from ._schedules import ScheduledStep
-from ._update_rules import is_perturbed, perturbation
+from ._update_rules import ScheduledStep, is_perturbed, perturbation
 
 __all__ = [
     "LOSSES",
@@ -379,10 +378,10 @@ def step_(
     with ``rho = 0`` reproduces gradient descent bit for bit. ``loss`` is
     passed to :func:`loss_and_gradient`. A perturbed step adds
     ``lr (grad L(w + e) - grad L(w))`` to ``state.drift`` (see
-    :meth:`FlatParams.sam_share`). A ``schedule`` (:mod:`sksam._schedules`)
+    :meth:`FlatParams.sam_share`). A ``schedule`` (:mod:`sksam._update_rules`)
     decides per step whether the second gradient is taken (the cheap
     variants of SAM), through the one driver the SAM optimizer uses too,
-    :class:`~sksam._schedules.ScheduledStep`; the change of the gradient on
+    :class:`~sksam._update_rules.ScheduledStep`; the change of the gradient on
     the plain steps of a schedule that edits it (LookSAM) counts in
     ``state.drift`` too.
 
@@ -566,7 +565,7 @@ class Step:
     loss : {'squared_error', 'log_loss'}
         The loss of the outputs.
     schedule : schedule object, optional
-        When to take SAM's second gradient (:mod:`sksam._schedules`).
+        When to take SAM's second gradient (:mod:`sksam._update_rules`).
     rule : GSAM, WSAM or FriendlySAM, optional
         The SAM family's rule (:mod:`sksam._family`), kept across steps.
     rho_schedule : RhoSchedule, optional

@@ -45,6 +45,7 @@ for it.
 """
 
 import math
+import numbers
 
 SOLVERS = ("gd", "sam", "usam", "asam")
 
@@ -393,3 +394,721 @@ def restore_(params, saved):
     if pairs:
         with torch.no_grad():
             torch._foreach_copy_([w for w, _ in pairs], [original for _, original in pairs])
+
+
+# --------------------------------------------------------------------------
+# When to pay for SAM's second gradient: the schedules of the cheap variants.
+# --------------------------------------------------------------------------
+# A schedule decides, step by step, whether the SAM step is taken (two
+# gradients) or a plain step (one gradient), and may change the plain step's
+# gradient. The optimizer :class:`sksam.optim.SAM` and the full-batch
+# two-layer estimator both drive their one step through these objects, so
+# each rule lives here once:
+#
+# ================  ===========================================  ========================
+# schedule          SAM step when                                reference
+# ================  ===========================================  ========================
+# ``EveryK(k)``     ``t % k == 0``                               composer's ``interval``
+# ``LookSAM(k, a)`` ``t % k == 0``; other steps use                Liu et al. (2022)
+#                   ``g + a * |g| / |g_v| * g_v``
+# ``RST(p, seed)``  a Bernoulli(``p``) draw from a seeded         Zhao et al. (2022)
+#                   ``torch.Generator``
+# ``AESAM(c, d)``   ``|g|**2 >= mu_t + c_t * sigma_t``            Jiang et al. (2023)
+# ================  ===========================================  ========================
+#
+# ``t`` counts the steps from 0 (so the first step is a SAM step for the
+# periodic rules). A schedule object given to an optimizer or an estimator is
+# a specification: each user copies it, so its counters and statistics belong
+# to that user.
+#
+# The protocol is :class:`Schedule` (a new rule subclasses it and overrides
+# its methods); it is driven by one object, :class:`ScheduledStep`, which
+# both the SAM pass and the two-layer step use: ``plan`` when the step
+# begins, ``decide`` and then ``plain`` or ``after_sam`` after the first
+# gradient (:meth:`ScheduledStep.resolve`), ``advance`` when the step ends.
+#
+# References
+# ----------
+# Liu, Mai, Chen, Hsieh, You (2022). Towards Efficient and Scalable
+# Sharpness-Aware Minimization. CVPR.
+#
+# Zhao, Zhang, Hu (2022). Randomized Sharpness-Aware Training for Boosting
+# Computational Efficiency in Deep Learning. arXiv:2203.09962.
+#
+# Jiang, Yang, Zhang, Kwok (2023). An Adaptive Policy to Employ
+# Sharpness-Aware Minimization. ICLR.
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}.")
+
+
+def _check_real(name, value, low, high, *, closed_low=True, closed_high=True):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= low if closed_low else value > low)
+    ok = ok and (value <= high if closed_high else value < high)
+    if not ok:
+        lo, hi = "[" if closed_low else "(", "]" if closed_high else ")"
+        raise ValueError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {name}={value!r}.")
+
+
+class Schedule:
+    """The protocol of a schedule: which steps take SAM's second gradient.
+
+    Every step calls, through :class:`ScheduledStep`: :meth:`plan` before
+    the first pass (``True``: SAM step, ``False``: plain step, ``None``:
+    decided after the first pass by :meth:`decide`, from the squared norm
+    of the first gradient); then :meth:`after_sam` after a SAM step, with
+    both gradients, or :meth:`plain` on a plain step, which may change the
+    gradient in place; and :meth:`advance` when the step ends. The base
+    class takes every step (it is SAM). A subclass overrides what it needs,
+    and :meth:`get_params`, :meth:`state_dict` and :meth:`load_state_dict`
+    when it has options or state.
+    """
+
+    #: Whether the rule is defined per step, so m-sharpness chunks can share it.
+    per_chunk_ok = True
+    #: Whether :meth:`decide` needs the first gradient's norm.
+    needs_norm = False
+    #: Whether :meth:`after_sam` reads the first gradient (a caller that
+    #: overwrites it with the second keeps a copy).
+    needs_first_gradient = False
+    #: Whether :meth:`plain` may change the gradient.
+    edits_plain_gradient = False
+
+    def __init__(self):
+        self.t = 0
+
+    def plan(self):
+        """Before the first pass: ``True`` (SAM), ``False`` (plain) or ``None`` (decide).
+
+        Returns
+        -------
+        take : bool or None
+        """
+        return True
+
+    def decide(self, sq_norm):
+        """After the first pass, when :meth:`plan` said ``None``.
+
+        Parameters
+        ----------
+        sq_norm : float or torch.Tensor
+            ``|g|**2`` of the first gradient over all parameters.
+
+        Returns
+        -------
+        take : bool
+            Whether this step takes the SAM step.
+        """
+        return True
+
+    def after_sam(self, grads, sam_grads, finite=True):
+        """Called after a SAM step.
+
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            The first gradients ``g`` (``None`` unless
+            :attr:`needs_first_gradient`).
+        sam_grads : list of torch.Tensor or None
+            The descent gradients ``g_s``.
+        finite : bool, default=True
+            ``False`` when float16 loss scaling found an overflow.
+        """
+
+    def plain(self, grads):
+        """Called on a plain step with the gradients the base step will use.
+
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            Changed in place by a rule that :attr:`edits_plain_gradient`.
+        """
+
+    def advance(self):
+        """End the step: count it."""
+        self.t += 1
+
+    def state_dict(self):
+        """The counters and statistics, saved with the optimizer's state.
+
+        Returns
+        -------
+        state : dict
+        """
+        return {"t": self.t}
+
+    def load_state_dict(self, state):
+        """Put back a state from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+        """
+        self.t = state["t"]
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def get_params(self):
+        """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Returns
+        -------
+        params : dict
+            The arguments this schedule was built with.
+        """
+        return {}
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_params() == other.get_params()
+
+    def __hash__(self):
+        return hash((type(self), tuple(self.get_params().items())))
+
+
+class EveryK(Schedule):
+    """SAM every ``k`` steps, the base optimizer's plain step otherwise.
+
+    Steps ``0, k, 2k, ...`` take the SAM step (two gradients); the others
+    one gradient: ``1 + 1/k`` gradients per step on average.
+
+    Parameters
+    ----------
+    k : int, default=5
+        The period, ``k >= 1``; ``k=1`` is SAM.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.optim import SAM, EveryK
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, schedule=EveryK(5))
+    """
+
+    def __init__(self, k=5):
+        _check_int("k", k, 1)
+        super().__init__()
+        self.k = k
+
+    def get_params(self):
+        """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Returns
+        -------
+        params : dict
+            The arguments this schedule was built with.
+        """
+        return {"k": self.k}
+
+    def plan(self):
+        """A SAM step when ``t % k == 0``.
+
+        Returns
+        -------
+        take : bool
+            Whether this step takes the SAM step.
+        """
+        return self.t % self.k == 0
+
+
+class LookSAM(EveryK):
+    """LookSAM (Liu et al., 2022): reuse the part of the SAM gradient orthogonal to ``g``.
+
+    Every ``k`` steps (``t % k == 0``) the SAM gradient ``g_s`` is computed
+    and its component orthogonal to the plain gradient ``g`` kept::
+
+        g_v = g_s - (g_s . g / |g|**2) g
+
+    The other steps take one gradient and step along::
+
+        g + alpha * |g| / |g_v| * g_v
+
+    (plain ``g`` before the first refresh or when ``g_v = 0``). Norms and
+    dot products are over all parameters together, as written in the
+    paper's algorithm. ``1 + 1/k`` gradients per step; ``g_v`` costs one
+    copy of the gradients.
+
+    Parameters
+    ----------
+    k : int, default=5
+        Steps between two refreshes of ``g_v``, ``k >= 1``.
+    alpha : float, default=0.7
+        Weight of the reused component, ``alpha >= 0``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.optim import SAM, LookSAM
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, schedule=LookSAM(5))
+    """
+
+    per_chunk_ok = False
+    needs_first_gradient = True
+    edits_plain_gradient = True
+
+    def __init__(self, k=5, alpha=0.7):
+        super().__init__(k)
+        _check_real("alpha", alpha, 0.0, math.inf, closed_high=False)
+        self.alpha = alpha
+        self.g_v = None
+
+    def get_params(self):
+        """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Returns
+        -------
+        params : dict
+            The arguments this schedule was built with.
+        """
+        return {"k": self.k, "alpha": self.alpha}
+
+    def after_sam(self, grads, sam_grads, finite=True):
+        """Keep ``g_v``, the part of ``g_s`` orthogonal to ``g`` (not after an overflow).
+
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            The first gradients ``g``.
+        sam_grads : list of torch.Tensor or None
+            The SAM gradients ``g_s``.
+        finite : bool, default=True
+            ``False`` when float16 loss scaling found an overflow: ``g_v`` is kept.
+        """
+        import torch
+
+        if not finite:  # an overflowed pass (float16): keep the last g_v
+            return
+        pairs = [(g, s) for g, s in zip(grads, sam_grads) if g is not None and s is not None]
+        if not pairs:
+            return
+        g, s = [g for g, _ in pairs], [s for _, s in pairs]
+        dot = torch.stack([torch.sum(a * b) for a, b in zip(s, g)]).sum()
+        sq = torch.stack([torch.sum(a * a) for a in g]).sum().clamp_min(GRAD_NORM_FLOOR**2)
+        # g_v = g_s - (g_s.g / |g|^2) g, aligned with the parameters (None: no gradient)
+        g_v = iter(torch._foreach_add(s, torch._foreach_mul(g, -(dot / sq))))
+        self.g_v = [
+            next(g_v) if g is not None and s is not None else None for g, s in zip(grads, sam_grads)
+        ]
+
+    def plain(self, grads):
+        """Add ``alpha * |g| / |g_v| * g_v`` to the gradients in place.
+
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            The gradients the base step will use (unchanged before the first refresh).
+        """
+        import torch
+
+        if self.g_v is None:
+            return
+        pairs = [(g, v) for g, v in zip(grads, self.g_v) if g is not None and v is not None]
+        if not pairs:
+            return
+        g, v = [g for g, _ in pairs], [v for _, v in pairs]
+        g_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(g)))
+        v_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v)))
+        if float(v_norm) == 0.0:
+            return
+        # a Python scalar: no temporary copy of g_v (the norm was read already)
+        torch._foreach_add_(g, v, alpha=self.alpha * float(g_norm) / float(v_norm))
+
+    def state_dict(self):
+        """The counters and statistics, saved with the optimizer's state.
+
+        Returns
+        -------
+        state : dict
+            The step counter ``t`` and ``g_v``.
+        """
+        return {"t": self.t, "g_v": self.g_v}
+
+    def load_state_dict(self, state):
+        """Put back a state from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`.
+        """
+        self.t, self.g_v = state["t"], state["g_v"]
+
+
+class RST(Schedule):
+    """Randomized switching (Zhao et al., 2022): SAM with probability ``p``.
+
+    Each step draws ``u ~ U[0, 1)`` from a private ``torch.Generator``
+    seeded with ``seed`` (torch's global generator is neither read nor
+    advanced) and takes the SAM step when ``u < p``, the plain step
+    otherwise: ``1 + p`` gradients per step on average. Every worker of a
+    data-parallel job draws the same sequence, so they switch together.
+
+    Parameters
+    ----------
+    p : float, default=0.5
+        Probability of a SAM step, in ``[0, 1]``.
+    seed : int, default=0
+        Seed of the generator.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.optim import SAM, RST
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, schedule=RST(0.5, seed=0))
+    """
+
+    def __init__(self, p=0.5, seed=0):
+        _check_real("p", p, 0.0, 1.0)
+        _check_int("seed", seed, 0)
+        super().__init__()
+        self.p, self.seed = p, seed
+        self._gen = None
+
+    def get_params(self):
+        """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Returns
+        -------
+        params : dict
+            The arguments this schedule was built with.
+        """
+        return {"p": self.p, "seed": self.seed}
+
+    def _generator(self):
+        import torch
+
+        if self._gen is None:
+            self._gen = torch.Generator().manual_seed(self.seed)
+        return self._gen
+
+    def plan(self):
+        """Draw ``u ~ U[0, 1)`` from the private generator: a SAM step when ``u < p``.
+
+        Returns
+        -------
+        take : bool
+            Whether this step takes the SAM step.
+        """
+        import torch
+
+        return bool(torch.rand((), generator=self._generator()) < self.p)
+
+    def state_dict(self):
+        """The counters and statistics, saved with the optimizer's state.
+
+        Returns
+        -------
+        state : dict
+            The step counter ``t`` and the generator's state.
+        """
+        return {"t": self.t, "rng": self._generator().get_state()}
+
+    def load_state_dict(self, state):
+        """Put back a state from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`.
+        """
+        self.t = state["t"]
+        self._generator().set_state(state["rng"])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if state["_gen"] is not None:
+            state["_gen"] = state["_gen"].get_state()
+        return state
+
+    def __setstate__(self, state):
+        gen = state.pop("_gen")
+        self.__dict__.update(state, _gen=None)
+        if gen is not None:
+            self._generator().set_state(gen)
+
+
+class AESAM(Schedule):
+    """AE-SAM (Jiang et al., 2023): SAM only where the gradient is unusually large.
+
+    With ``s_t = |g_t|**2`` the squared norm of the first gradient, its
+    exponential moving mean and variance are updated, then compared::
+
+        mu_t      = delta * mu_{t-1} + (1 - delta) * s_t
+        sigma2_t  = delta * sigma2_{t-1} + (1 - delta) * (s_t - mu_t)**2
+        SAM step  if  s_t >= mu_t + c_t * sqrt(sigma2_t),  plain step otherwise
+
+    from ``mu_0 = sigma2_0 = 0``. The paper moves ``c_t`` linearly from
+    ``lambda_1`` to ``lambda_2`` over training: pass ``c=(c_first, c_last)``
+    with ``total_steps``; a single number keeps it fixed. Reading ``s_t``
+    waits for the device once per step.
+
+    Parameters
+    ----------
+    c : float or tuple of two floats, default=0.0
+        The threshold, in standard deviations; a pair ``(c_first, c_last)``
+        goes linearly from the first to the last over ``total_steps``.
+    delta : float, default=0.9
+        Forgetting rate of the moving statistics, in ``(0, 1)``.
+    total_steps : int, default=None
+        The length of the linear schedule of ``c`` (required with a pair).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sksam.optim import SAM, AESAM
+    >>> model = torch.nn.Linear(3, 1)
+    >>> schedule = AESAM(c=(-1.0, 1.0), total_steps=1000)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, schedule=schedule)
+    """
+
+    per_chunk_ok = False
+    needs_norm = True
+
+    def __init__(self, c=0.0, delta=0.9, total_steps=None):
+        pair = isinstance(c, (tuple, list))
+        if pair:
+            if len(c) != 2:
+                raise ValueError(f"c must be a number or a pair (c_first, c_last), got c={c!r}.")
+            for value in c:
+                _check_real("c", value, -math.inf, math.inf, closed_low=False, closed_high=False)
+            if total_steps is None:
+                raise ValueError(
+                    "c=(c_first, c_last) needs total_steps, the length of its schedule."
+                )
+        else:
+            _check_real("c", c, -math.inf, math.inf, closed_low=False, closed_high=False)
+        if total_steps is not None:
+            _check_int("total_steps", total_steps, 1)
+        _check_real("delta", delta, 0.0, 1.0, closed_low=False, closed_high=False)
+        super().__init__()
+        self.c = tuple(c) if pair else c
+        self.delta, self.total_steps = delta, total_steps
+        self.mean = self.var = 0.0
+
+    def get_params(self):
+        """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Returns
+        -------
+        params : dict
+            The arguments this schedule was built with.
+        """
+        return {"c": self.c, "delta": self.delta, "total_steps": self.total_steps}
+
+    def threshold_c(self):
+        """``c_t`` of the current step.
+
+        Returns
+        -------
+        c : float
+            The number of standard deviations of this step's test.
+        """
+        if not isinstance(self.c, tuple):
+            return self.c
+        first, last = self.c
+        frac = min(self.t / max(self.total_steps - 1, 1), 1.0)
+        return first + (last - first) * frac
+
+    def plan(self):
+        """Nothing is known before the first gradient: ``None``.
+
+        Returns
+        -------
+        take : None
+            The step is decided by :meth:`decide`.
+        """
+        return None
+
+    def decide(self, sq_norm):
+        """Update the moving statistics with ``s_t = |g|**2`` and test it.
+
+        Parameters
+        ----------
+        sq_norm : float or torch.Tensor
+            ``s_t``, the squared norm of the first gradient.
+
+        Returns
+        -------
+        take : bool
+            Whether ``s_t >= mu_t + c_t * sigma_t``.
+        """
+        s, d = float(sq_norm), self.delta
+        self.mean = d * self.mean + (1 - d) * s
+        self.var = d * self.var + (1 - d) * (s - self.mean) ** 2
+        return s >= self.mean + self.threshold_c() * math.sqrt(self.var)
+
+    def state_dict(self):
+        """The counters and statistics, saved with the optimizer's state.
+
+        Returns
+        -------
+        state : dict
+            The step counter ``t`` and the moving mean and variance.
+        """
+        return {"t": self.t, "mean": self.mean, "var": self.var}
+
+    def load_state_dict(self, state):
+        """Put back a state from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`.
+        """
+        self.t, self.mean, self.var = state["t"], state["mean"], state["var"]
+
+
+#: Estimator ``solver`` values that are SAM under a schedule.
+SCHEDULED_SOLVERS = ("every_k", "looksam", "rst", "aesam")
+
+
+def schedule_for(solver, sam_every=5, seed=0, *, p=None, c=0.0, total_steps=None):
+    """The perturbation rule and the schedule behind an estimator's ``solver``.
+
+    Parameters
+    ----------
+    solver : str
+        ``'every_k'``, ``'looksam'``, ``'rst'`` or ``'aesam'`` (SAM's
+        perturbation under that schedule); any other value is returned
+        unchanged, without schedule.
+    sam_every : int, default=5
+        Steps per SAM step: the period ``k`` of ``'every_k'`` and
+        ``'looksam'``, and ``p = 1 / sam_every`` of ``'rst'`` (the same
+        expected cost) unless ``p`` is given. ``'aesam'`` decides by itself.
+    seed : int, default=0
+        Seed of ``'rst'``'s generator.
+    p : float or None, default=None
+        ``'rst'``'s probability of a SAM step (None: ``1 / sam_every``).
+    c : float or tuple of two floats, default=0.0
+        ``'aesam'``'s threshold (a pair moves over ``total_steps``).
+    total_steps : int or None, default=None
+        ``'aesam'``'s schedule length, used with a pair ``c`` only.
+
+    Returns
+    -------
+    rule : str
+        The perturbation rule (``'sam'`` for the scheduled solvers).
+    schedule : EveryK, LookSAM, RST, AESAM or None
+        The schedule, a new object.
+    """
+    if solver == "every_k":
+        return "sam", EveryK(sam_every)
+    if solver == "looksam":
+        return "sam", LookSAM(sam_every)
+    if solver == "rst":
+        return "sam", RST(1.0 / sam_every if p is None else p, seed=seed)
+    if solver == "aesam":
+        return "sam", AESAM(c, total_steps=total_steps if isinstance(c, tuple) else None)
+    return solver, None
+
+
+def sq_norm(grads):
+    """``|g|**2`` over every tensor of ``grads`` (``None`` skipped; 0.0 if none)."""
+    import torch
+
+    present = [g for g in grads if g is not None]
+    if not present:
+        return 0.0
+    return torch.stack(torch._foreach_norm(present)).square().sum()
+
+
+class ScheduledStep:
+    """One step under a schedule (or none): the one driver of :class:`Schedule`.
+
+    Built when the step begins (it calls ``plan``), closed when the step
+    ends (``advance``, also when the step raised); :meth:`resolve` runs
+    after each first gradient (once per step, or once per m-sharpness
+    chunk). Use it as a context manager.
+
+    Parameters
+    ----------
+    schedule : Schedule or None
+        ``None``: every step is a SAM step.
+    perturbs : bool, default=True
+        ``False``: the step takes no perturbation at all (``rho=0``): every
+        pass is plain and the schedule is not consulted.
+
+    Attributes
+    ----------
+    planned : bool or None
+        What ``plan`` said: ``False`` lets the caller skip what only a SAM
+        step needs (capturing random numbers, the per-worker ascent).
+    """
+
+    def __init__(self, schedule, *, perturbs=True):
+        self.schedule = schedule if perturbs else None
+        if not perturbs:
+            self.planned = False
+        else:
+            self.planned = True if schedule is None else schedule.plan()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.schedule is not None:
+            self.schedule.advance()
+
+    def resolve(self, grads, sam_step, *, norm_grads=None, overflow=None, first_survives=False):
+        """After the first gradient: take the SAM step or the plain one.
+
+        Parameters
+        ----------
+        grads : list of torch.Tensor or None
+            The first gradients, as the base step would use them (a plain
+            step may change them in place).
+        sam_step : callable
+            ``sam_step()`` takes the second gradient and returns the list of
+            descent gradients, or ``None`` when nothing was perturbed.
+        norm_grads : list of torch.Tensor, optional
+            The gradients whose norm ``decide`` reads (the unscaled ones
+            under loss scaling); defaults to ``grads``.
+        overflow : torch.Tensor, optional
+            True when the first gradient overflowed (float16 loss scaling);
+            read (a wait for the device) only to tell ``after_sam``.
+        first_survives : bool, default=False
+            Whether the tensors of ``grads`` survive ``sam_step`` unchanged
+            (the SAM optimizer sets fresh ``.grad`` tensors); otherwise they
+            are copied when the schedule reads them afterwards.
+
+        Returns
+        -------
+        taken : bool
+            Whether the SAM step was taken.
+        """
+        schedule = self.schedule
+        take = self.planned
+        if take is None:
+            take = schedule.decide(sq_norm(grads if norm_grads is None else norm_grads))
+        if not take:
+            if schedule is not None:
+                schedule.plain(grads)
+            return False
+        first = None
+        if schedule is not None and schedule.needs_first_gradient:
+            first = grads if first_survives else [None if g is None else g.clone() for g in grads]
+        sam_grads = sam_step()
+        if schedule is not None and sam_grads is not None:
+            finite = overflow is None or not bool(overflow)
+            schedule.after_sam(first, sam_grads, finite)
+        return True
+
+
+def scheduled_step(schedule, first_grads, sam_step):
+    """One whole step under ``schedule`` for code that holds its gradients itself.
+
+    ``first_grads`` are the gradients at ``w`` (a list of tensors, changed
+    in place on plain steps by a schedule that
+    :attr:`~Schedule.edits_plain_gradient`); ``sam_step()`` takes the SAM
+    step's second gradient and returns the list of the SAM gradients (it
+    may overwrite ``first_grads``' storage: they are copied first when the
+    schedule needs them). Returns whether the SAM step was taken.
+    """
+    with ScheduledStep(schedule) as step:
+        return step.resolve(first_grads, sam_step)

@@ -48,6 +48,8 @@ from ._base import (
     check_device,
     diagnose_loss_curve,
     numeric_target,
+    resolve_n_threads,
+    torch_threads,
     user_stacklevel,
     warn_diverged,
     warn_interrupted,
@@ -87,10 +89,8 @@ from ._net_data import (  # TensorBatchLoader: importable from here, as before
     validate_classes,
 )
 from ._net_random import NetRandomState, whole_fit_random_state
-from ._schedules import SCHEDULED_SOLVERS, schedule_for
 from ._skorch import NetSnapshot, accelerated_params, skorch_net_class
-from ._threads import resolve_n_threads, torch_threads
-from ._update_rules import SOLVERS, is_perturbed
+from ._update_rules import SCHEDULED_SOLVERS, SOLVERS, is_perturbed, schedule_for
 from .exceptions import DivergenceWarning
 from .modules import MLP
 from .optim import SAM, MomentumSAM
@@ -612,7 +612,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         return n_samples if self.batch_size is None else min(self.batch_size, n_samples)
 
     def _threads(self, net, n_rows):
-        """The thread policy of :mod:`sksam._threads` for ``n_rows`` rows through ``net``."""
+        """The thread policy of :mod:`sksam._base` for ``n_rows`` rows through ``net``."""
         n_params = sum(p.numel() for p in net.module_.parameters())
         return torch_threads(resolve_n_threads(self.n_threads, n_rows * n_params))
 
@@ -706,8 +706,10 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         if self.solver == "bsam":  # its posterior's precision counts the training rows
             return bsam_optimizer_params(self, n_samples, int(seed), self._routed_params())
         rule, schedule = schedule_for(self.solver, self.sam_every, int(seed))
-        # GSAM, WSAM, F-SAM: a rule with the estimator's options; SAM-ON: a subset
-        rule, family = family_for(rule, **{name: getattr(self, name) for name in FAMILY_OPTIONS})
+        family = {}
+        if rule in FAMILY_SOLVERS:  # GSAM, WSAM, F-SAM: a rule with these options; SAM-ON: a subset
+            options = {name: getattr(self, name) for name in FAMILY_OPTIONS}
+            rule, family = family_for(rule, **options)
         if needs_closure(self.optimizer):
             if is_perturbed(rule, self.rho):
                 raise ValueError(

@@ -33,6 +33,7 @@ from . import _two_layer_model as _model
 from ._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
 from ._base import (
     COMMON_CONSTRAINTS,
+    N_THREADS_CONSTRAINT,
     REGRESSOR_CONSTRAINTS,
     EstimatorHooks,
     FitHistory,
@@ -41,17 +42,17 @@ from ._base import (
     check_device,
     check_finite,
     numeric_target,
+    resolve_n_threads,
     sample_weights,
+    torch_threads,
     user_stacklevel,
     validation_split,
     warn_interrupted,
     warn_not_converged,
 )
-from ._family import FAMILY_OPTIONS, RhoSchedule, family_constraints, family_for
-from ._schedules import SCHEDULED_SOLVERS, schedule_for
-from ._threads import N_THREADS_CONSTRAINT, resolve_n_threads, torch_threads
+from ._family import FAMILY_OPTIONS, FAMILY_SOLVERS, RhoSchedule, family_constraints, family_for
 from ._two_layer_docs import attributes_doc, parameters_doc
-from ._update_rules import SOLVERS
+from ._update_rules import SCHEDULED_SOLVERS, SOLVERS, schedule_for
 from .exceptions import DivergenceWarning
 from .sharpness import measure_sharpness
 
@@ -83,7 +84,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         "device": [str],
         "n_threads": N_THREADS_CONSTRAINT,
         "warm_start": ["boolean"],
-        # the cheap variants of SAM (sksam._schedules) on top of the common solvers
+        # the cheap variants of SAM (sksam._update_rules) on top of the common solvers
         # and the SAM family; 'sam_on' is accepted to be refused with its reason
         "solver": [
             StrOptions(set(SOLVERS) | set(SCHEDULED_SOLVERS) | set(TWO_LAYER_FAMILY) | {"sam_on"})
@@ -346,8 +347,10 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         saved = self._resume_.get("family") if warm else None
         if saved is not None and saved[0] == self._family_key():
             return copy.deepcopy(saved[1])
-        _, options = family_for(self.solver, **self._family_options())
-        return options.get("rule"), copy.deepcopy(self.rho_schedule)
+        rule = None
+        if self.solver in FAMILY_SOLVERS:
+            rule = family_for(self.solver, **self._family_options())[1]["rule"]
+        return rule, copy.deepcopy(self.rho_schedule)
 
     def _family_options(self):
         """The family rules' options, as :func:`~sksam._family.family_for` takes them."""

@@ -359,7 +359,7 @@ class _MyLinear(nn.Linear):
     ],
 )
 def test_replay_rng_auto_replays_unless_the_model_cannot_draw(monkeypatch, make_model, replays):
-    import sksam._sam_collaborators as collaborators
+    import sksam.optim as collaborators
 
     calls = []
     get_rng = collaborators.get_rng

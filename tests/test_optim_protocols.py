@@ -189,7 +189,7 @@ def test_local_ascent_in_one_process_is_the_global_one():
 def test_local_ascent_across_processes_needs_the_ddp_module(monkeypatch):
     import sksam.optim
 
-    monkeypatch.setattr(sksam.optim, "_world_size", lambda: 2)
+    monkeypatch.setattr(sksam.optim, "world_size", lambda: 2)
     model = _mlp()
     opt = _sam(model, model=model, ascent="local")
     x, y = _data()

@@ -2,9 +2,9 @@
 
 A SAM variant is a :class:`sksam._update_rules.SAMRule` (radius of the step,
 perturbation, descent gradient) and a cheap variant a
-:class:`sksam._schedules.Schedule`, both driven by the one pass of
+:class:`sksam._update_rules.Schedule`, both driven by the one pass of
 :class:`sksam.optim.SAM`; the schedules by one driver,
-:class:`sksam._schedules.ScheduledStep`, shared with the two-layer step.
+:class:`sksam._update_rules.ScheduledStep`, shared with the two-layer step.
 Each hook is checked against a hand-written reference on flat vectors.
 """
 
@@ -15,15 +15,17 @@ import pytest
 import torch
 from torch import nn
 
-import sksam._schedules as schedules
+import sksam._update_rules as schedules
 from sksam import SAMTwoLayerRegressor
-from sksam._schedules import Schedule, ScheduledStep, scheduled_step
 from sksam._update_rules import (
     GRAD_NORM_FLOOR,
     SAMRule,
+    Schedule,
+    ScheduledStep,
     check_rho,
     normalized_step,
     perturbation,
+    scheduled_step,
 )
 from sksam.datasets import make_teacher_student
 from sksam.optim import SAM, EveryK, LookSAM

@@ -225,7 +225,7 @@ def test_whole_step_rules_refuse_chunks(schedule):
 def test_whole_step_rules_refuse_the_local_ascent_of_several_workers(monkeypatch, schedule):
     import sksam.optim
 
-    monkeypatch.setattr(sksam.optim, "_world_size", lambda: 2)
+    monkeypatch.setattr(sksam.optim, "world_size", lambda: 2)
     model = _mlp()
     opt = SAM(
         model.parameters(), torch.optim.SGD, rho=RHO, lr=LR, ascent="local", schedule=schedule

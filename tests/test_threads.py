@@ -4,7 +4,7 @@ import pytest
 import torch
 from joblib import Parallel, delayed
 
-from sksam._threads import SMALL_PROBLEM, in_joblib_worker, resolve_n_threads, torch_threads
+from sksam._base import SMALL_PROBLEM, in_joblib_worker, resolve_n_threads, torch_threads
 
 
 @pytest.fixture

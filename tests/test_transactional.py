@@ -55,8 +55,7 @@ from sksam import (
     SAMTwoLayerClassifier,
     SAMTwoLayerRegressor,
 )
-from sksam._schedules import SCHEDULED_SOLVERS
-from sksam._update_rules import SOLVERS
+from sksam._update_rules import SCHEDULED_SOLVERS, SOLVERS
 from sksam.exceptions import DivergenceWarning
 
 # --------------------------------------------------------------------------

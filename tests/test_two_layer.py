@@ -725,7 +725,7 @@ def _threads_seen(estimator, X, y):
 def test_grid_search_n_jobs_2_fits_with_one_thread_each(two_torch_threads, backend):
     import joblib
 
-    from sksam._threads import SMALL_PROBLEM
+    from sksam._base import SMALL_PROBLEM
 
     rng = np.random.RandomState(0)
     X, y = rng.standard_normal((40, 200)), rng.standard_normal(40)
