@@ -51,7 +51,16 @@ import numbers
 
 import torch
 
-from ._update_rules import ASAM_ETA, GRAD_NORM_FLOOR, SAMRule
+from ._update_rules import (
+    ASAM_ETA,
+    GRAD_NORM_FLOOR,
+    SAMRule,
+    SeededGenerator,
+    StepCounter,
+    check_int,
+    check_real,
+    inherit_docstrings,
+)
 
 __all__ = [
     "GSAM",
@@ -69,84 +78,10 @@ __all__ = [
 ]
 
 
-def _check_real(name, value, low, high, *, closed_low=True, closed_high=True):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= low if closed_low else value > low)
-    ok = ok and (value <= high if closed_high else value < high)
-    if not ok:
-        lo, hi = "[" if closed_low else "(", "]" if closed_high else ")"
-        raise ValueError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {name}={value!r}.")
-
-
-def _inherit_docstrings(cls):
-    """Give the methods ``cls`` overrides without a docstring their base's (same contract)."""
-    for name, member in vars(cls).items():
-        if callable(member) and not name.startswith("__") and member.__doc__ is None:
-            for base in cls.__mro__[1:]:
-                doc = getattr(getattr(base, name, None), "__doc__", None)
-                if doc:
-                    member.__doc__ = doc
-                    break
-    return cls
-
-
 def _dot(a, b):
     """``sum_i a_i . b_i`` over the pairs where both are present (a 0-d tensor)."""
     terms = [torch.sum(x * y) for x, y in zip(a, b) if x is not None and y is not None]
     return torch.stack(terms).sum() if terms else torch.zeros(())
-
-
-class _Spec:
-    """A specification copied by each user: ``repr``, equality, ``get_params``."""
-
-    def get_params(self, deep=True):
-        """The constructor arguments, as a dict (for ``repr`` and cloning).
-
-        Parameters
-        ----------
-        deep : bool, default=True
-            Ignored (no nested objects); accepted so that scikit-learn's
-            ``clone`` rebuilds the object from these arguments.
-
-        Returns
-        -------
-        params : dict
-            The arguments this object was built with.
-        """
-        return {}
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_params() == other.get_params()
-
-    def __hash__(self):
-        return hash((type(self), tuple(self.get_params().items())))
-
-    def state_dict(self):
-        """The counters and statistics, saved with the optimizer's state.
-
-        Returns
-        -------
-        state : dict
-            What :meth:`load_state_dict` takes back.
-        """
-        return {}
-
-    def load_state_dict(self, state):
-        """Put back a state from :meth:`state_dict`.
-
-        Parameters
-        ----------
-        state : dict
-            As returned by :meth:`state_dict`.
-        """
-
-
-class _FamilyRule(_Spec, SAMRule):
-    """A :class:`~sksam._update_rules.SAMRule` with options: ``repr``, equality, ``get_params``."""
 
 
 def _pairs(params, first_grads):
@@ -157,8 +92,33 @@ def _pairs(params, first_grads):
     return [g for g, _ in pairs], [s for _, s in pairs]
 
 
-@_inherit_docstrings
-class GSAM(_FamilyRule):
+@inherit_docstrings
+class CombiningRule(SAMRule):
+    """A rule whose descent gradient combines ``g`` (at ``w``) and ``g_s`` (at ``w + e``)."""
+
+    needs_first_gradient = True
+
+    def descent(self, params, first_grads):
+        self.combine_(*_pairs(params, first_grads))
+
+    def combine_(self, first, second):
+        """Turn ``second`` (``g_s``) into the rule's descent gradient ``g_d``.
+
+        The formula of the class docstring on plain tensor lists, shared by
+        :meth:`descent` and the two-layer estimators' hand-written step.
+
+        Parameters
+        ----------
+        first : list of torch.Tensor
+            ``g``, the gradient at ``w`` (not changed).
+        second : list of torch.Tensor
+            ``g_s``, the gradient at ``w + e``, overwritten with ``g_d``.
+        """
+        raise NotImplementedError
+
+
+@inherit_docstrings
+class GSAM(CombiningRule):
     """GSAM (Zhuang et al., 2022): descend the surrogate gap too.
 
     With ``g`` the gradient at ``w`` and ``g_s`` the gradient at the
@@ -187,32 +147,15 @@ class GSAM(_FamilyRule):
     ...           rho_schedule=ProportionalRho(rho_min=0.01))
     """
 
-    needs_first_gradient = True
-
     def __init__(self, alpha=0.4):
-        _check_real("alpha", alpha, 0.0, 1.0)
+        check_real("alpha", alpha, 0.0, 1.0)
         self.alpha = alpha
 
     def get_params(self, deep=True):
         return {"alpha": self.alpha}
 
-    def descent(self, params, first_grads):
-        self.combine_(*_pairs(params, first_grads))
-
     @torch.no_grad()
     def combine_(self, first, second):
-        """Turn ``second`` (``g_s``) into the descent gradient ``g_s - alpha * g_perp``.
-
-        The formula on plain tensor lists, shared by :meth:`descent` and the
-        two-layer estimators' hand-written step.
-
-        Parameters
-        ----------
-        first : list of torch.Tensor
-            ``g``, the gradient at ``w`` (not changed).
-        second : list of torch.Tensor
-            ``g_s``, the gradient at ``w + e``, overwritten with ``g_d``.
-        """
         g, s = first, second
         if self.alpha == 0 or not s:
             return
@@ -223,8 +166,8 @@ class GSAM(_FamilyRule):
         torch._foreach_add_(s, g, alpha=-self.alpha)
 
 
-@_inherit_docstrings
-class WSAM(_FamilyRule):
+@inherit_docstrings
+class WSAM(CombiningRule):
     """WSAM (Yue et al., 2023): sharpness as a weighted regularizer.
 
     WSAM minimizes ``L(w) + gamma / (1 - gamma) * (L(w + e) - L(w))``,
@@ -250,10 +193,8 @@ class WSAM(_FamilyRule):
     >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, rule=WSAM(0.9))
     """
 
-    needs_first_gradient = True
-
     def __init__(self, gamma=0.9):
-        _check_real("gamma", gamma, 0.0, 1.0, closed_high=False)
+        check_real("gamma", gamma, 0.0, 1.0, closed_high=False)
         self.gamma = gamma
 
     def get_params(self, deep=True):
@@ -264,23 +205,8 @@ class WSAM(_FamilyRule):
         """``a = gamma / (1 - gamma)``, the weight of the sharpness term."""
         return self.gamma / (1.0 - self.gamma)
 
-    def descent(self, params, first_grads):
-        self.combine_(*_pairs(params, first_grads))
-
     @torch.no_grad()
     def combine_(self, first, second):
-        """Turn ``second`` (``g_s``) into the descent gradient ``(1 - a) g + a g_s``.
-
-        The formula on plain tensor lists, shared by :meth:`descent` and the
-        two-layer estimators' hand-written step.
-
-        Parameters
-        ----------
-        first : list of torch.Tensor
-            ``g``, the gradient at ``w`` (not changed).
-        second : list of torch.Tensor
-            ``g_s``, the gradient at ``w + e``, overwritten with ``g_d``.
-        """
         a = self.weight
         g, s = first, second
         if a == 1.0 or not s:  # gamma = 0.5 is SAM: g_d = g_s
@@ -289,8 +215,8 @@ class WSAM(_FamilyRule):
         torch._foreach_add_(s, g, alpha=1.0 - a)
 
 
-@_inherit_docstrings
-class FriendlySAM(_FamilyRule):
+@inherit_docstrings
+class FriendlySAM(SAMRule):
     """Friendly-SAM (Li et al., 2024): perturb along the gradient's noise only.
 
     An exponential moving average ``m_t`` of the first gradients estimates
@@ -323,8 +249,8 @@ class FriendlySAM(_FamilyRule):
     """
 
     def __init__(self, sigma=1.0, lmbda=0.9):
-        _check_real("sigma", sigma, 0.0, math.inf, closed_high=False)
-        _check_real("lmbda", lmbda, 0.0, 1.0, closed_high=False)
+        check_real("sigma", sigma, 0.0, math.inf, closed_high=False)
+        check_real("lmbda", lmbda, 0.0, 1.0, closed_high=False)
         self.sigma, self.lmbda = sigma, lmbda
         self.m = None
 
@@ -371,8 +297,8 @@ class FriendlySAM(_FamilyRule):
         self.m = state["m"]
 
 
-@_inherit_docstrings
-class BayesianSAM(_FamilyRule):
+@inherit_docstrings
+class BayesianSAM(SeededGenerator, SAMRule):
     """Bayesian SAM, bSAM (Moellenhoff & Khan, 2023): an Adam-like relaxation of Bayes.
 
     The weights ``w`` are the mean of a Gaussian posterior with precision
@@ -439,17 +365,15 @@ class BayesianSAM(_FamilyRule):
         init_precision=1.0,
         seed=0,
     ):
-        if isinstance(num_data, bool) or not isinstance(num_data, numbers.Integral) or num_data < 1:
-            raise ValueError(f"num_data must be an integer >= 1, got num_data={num_data!r}.")
+        check_int("num_data", num_data, 1)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair of numbers in [0, 1), got betas={betas!r}.")
         for beta in betas:
-            _check_real("betas", beta, 0.0, 1.0, closed_high=False)
-        _check_real("prior_precision", prior_precision, 0.0, math.inf, closed_high=False)
-        _check_real("damping", damping, 0.0, math.inf, closed_high=False)
-        _check_real("init_precision", init_precision, 0.0, math.inf, closed_low=False)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got seed={seed!r}.")
+            check_real("betas", beta, 0.0, 1.0, closed_high=False)
+        check_real("prior_precision", prior_precision, 0.0, math.inf, closed_high=False)
+        check_real("damping", damping, 0.0, math.inf, closed_high=False)
+        check_real("init_precision", init_precision, 0.0, math.inf, closed_low=False)
+        check_int("seed", seed, 0)
         self.num_data, self.betas = num_data, tuple(betas)
         self.prior_precision, self.damping = prior_precision, damping
         self.init_precision, self.seed = init_precision, seed
@@ -470,11 +394,6 @@ class BayesianSAM(_FamilyRule):
         if self.s is None or len(self.s) != len(params):
             self.s = [torch.full_like(p, self.init_precision) for p in params]
             self.g_m = [torch.zeros_like(p) for p in params]
-
-    def _generator(self):
-        if self._gen is None:
-            self._gen = torch.Generator().manual_seed(self.seed)
-        return self._gen
 
     @torch.no_grad()
     def sample(self, params):
@@ -544,20 +463,8 @@ class BayesianSAM(_FamilyRule):
         if state.get("rng") is not None:
             self._generator().set_state(state["rng"])
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        if state["_gen"] is not None:
-            state["_gen"] = state["_gen"].get_state()
-        return state
 
-    def __setstate__(self, state):
-        gen = state.pop("_gen", None)
-        self.__dict__.update(state, _gen=None)
-        if gen is not None:
-            self._generator().set_state(gen)
-
-
-class RhoSchedule(_Spec):
+class RhoSchedule(StepCounter):
     """The radius of each step, from the group's ``rho`` and ``lr`` and the step count.
 
     Subclasses implement :meth:`radius`. The step counter ``t`` starts at
@@ -565,9 +472,6 @@ class RhoSchedule(_Spec):
     subclass computes, the radius used is clipped to ``[0, rho]``: a
     schedule can shrink ``rho``, never turn it negative or beyond it.
     """
-
-    def __init__(self):
-        self.t = 0
 
     def start(self, group_index, group):
         """Called with each group before its radius is asked for, every step.
@@ -609,18 +513,8 @@ class RhoSchedule(_Spec):
             )
         return min(max(value, 0.0), float(rho))
 
-    def advance(self):
-        """End the step: count it."""
-        self.t += 1
 
-    def state_dict(self):
-        return {"t": self.t}
-
-    def load_state_dict(self, state):
-        self.t = state["t"]
-
-
-@_inherit_docstrings
+@inherit_docstrings
 class ProportionalRho(RhoSchedule):
     """GSAM's radius, proportional to the learning rate (Zhuang et al., 2022).
 
@@ -653,10 +547,10 @@ class ProportionalRho(RhoSchedule):
     """
 
     def __init__(self, rho_min=0.0, lr_max=None, lr_min=0.0):
-        _check_real("rho_min", rho_min, 0.0, math.inf, closed_high=False)
-        _check_real("lr_min", lr_min, 0.0, math.inf, closed_high=False)
+        check_real("rho_min", rho_min, 0.0, math.inf, closed_high=False)
+        check_real("lr_min", lr_min, 0.0, math.inf, closed_high=False)
         if lr_max is not None:
-            _check_real("lr_max", lr_max, lr_min, math.inf, closed_low=False, closed_high=False)
+            check_real("lr_max", lr_max, lr_min, math.inf, closed_low=False, closed_high=False)
         super().__init__()
         self.rho_min, self.lr_max, self.lr_min = rho_min, lr_max, lr_min
         self.first_lr = {}
@@ -692,7 +586,7 @@ class ProportionalRho(RhoSchedule):
         self.t, self.first_lr = state["t"], dict(state["first_lr"])
 
 
-@_inherit_docstrings
+@inherit_docstrings
 class WarmupRho(RhoSchedule):
     """A radius that grows linearly from 0 to ``rho`` over the first ``steps`` steps.
 
@@ -714,8 +608,7 @@ class WarmupRho(RhoSchedule):
     """
 
     def __init__(self, steps=100):
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got steps={steps!r}.")
+        check_int("steps", steps, 1)
         super().__init__()
         self.steps = steps
 

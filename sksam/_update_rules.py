@@ -1,4 +1,4 @@
-"""The update rules of every sksam solver, in one place.
+"""The update rules of every sksam solver, and when SAM's second gradient is paid for.
 
 Every solver takes the same two-pass step on parameters ``w`` with mean
 training loss ``L``::
@@ -33,15 +33,51 @@ Conventions every estimator relies on:
   norm is floored at :data:`GRAD_NORM_FLOOR`, which leaves ``||e|| = rho``
   exact for every gradient with a norm above the floor.
 
-The pieces shared by every optimizer and estimator live here once:
-:func:`check_rho` (the radius every entry point and every step checks),
-:func:`normalized_step` (``e = rho * d / ||n||`` with its floor, used by SAM,
-ASAM and Momentum-SAM) and :class:`SAMRule`, the three hooks of the SAM pass
-(:class:`sksam.optim.SAM`) where the variants of SAM differ.
+What is here:
+
+* the perturbation: :func:`check_rho` (the radius every entry point and every
+  step checks), :func:`perturbation`, :func:`normalized_step` (the one home of
+  ``e = rho * d / ||n||`` and its floor, used by SAM, ASAM and Momentum-SAM),
+  :func:`add_perturbation_` and :func:`restore_`;
+* :class:`SAMRule`, the three hooks of the SAM pass (:class:`sksam.optim.SAM`)
+  where the variants of SAM differ;
+* the bases every rule and schedule shares (:class:`Spec`,
+  :class:`StepCounter`, :class:`SeededGenerator`) and their argument checks;
+* the schedules, which decide step by step whether the SAM step (two
+  gradients) or a plain step (one gradient) is taken and may change the plain
+  step's gradient: the protocol :class:`Schedule`, its one driver
+  :class:`ScheduledStep` (the SAM pass and the two-layer step both use it),
+  and the rules:
+
+  ================  ===========================================  ========================
+  schedule          SAM step when                                reference
+  ================  ===========================================  ========================
+  ``EveryK(k)``     ``t % k == 0``                               composer's ``interval``
+  ``LookSAM(k, a)`` ``t % k == 0``; other steps use                Liu et al. (2022)
+                    ``g + a * |g| / |g_v| * g_v``
+  ``RST(p, seed)``  a Bernoulli(``p``) draw from a seeded         Zhao et al. (2022)
+                    ``torch.Generator``
+  ``AESAM(c, d)``   ``|g|**2 >= mu_t + c_t * sigma_t``            Jiang et al. (2023)
+  ================  ===========================================  ========================
+
+  ``t`` counts the steps from 0 (the first step is a SAM step for the periodic
+  rules). A schedule given to an optimizer or an estimator is a specification:
+  each user copies it, so its counters and statistics belong to that user.
 
 This module knows nothing about estimators; it imports torch only inside the
 functions that work on tensors, so the numpy-only kernel regressor never pays
 for it.
+
+References
+----------
+Liu, Mai, Chen, Hsieh, You (2022). Towards Efficient and Scalable
+Sharpness-Aware Minimization. CVPR.
+
+Zhao, Zhang, Hu (2022). Randomized Sharpness-Aware Training for Boosting
+Computational Efficiency in Deep Learning. arXiv:2203.09962.
+
+Jiang, Yang, Zhang, Kwok (2023). An Adaptive Policy to Employ
+Sharpness-Aware Minimization. ICLR.
 """
 
 import math
@@ -257,7 +293,136 @@ def perturbation(solver, rho, params, grads, *, adaptive=None, eta=ASAM_ETA):
     return normalized_step(directions, rho, norm_of)
 
 
-class SAMRule:
+# --------------------------------------------------------------------------
+# the bases every rule and schedule shares, and their argument checks
+# --------------------------------------------------------------------------
+
+
+def check_int(name, value, low):
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is an integer ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}.")
+
+
+def check_real(name, value, low, high, *, closed_low=True, closed_high=True):
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a finite number in range."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= low if closed_low else value > low)
+    ok = ok and (value <= high if closed_high else value < high)
+    if not ok:
+        lo, hi = "[" if closed_low else "(", "]" if closed_high else ")"
+        raise ValueError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {name}={value!r}.")
+
+
+def inherit_docstrings(cls):
+    """Give the methods ``cls`` overrides without a docstring their base's (same contract)."""
+    for name, member in vars(cls).items():
+        if callable(member) and not name.startswith("__") and member.__doc__ is None:
+            for base in cls.__mro__[1:]:
+                doc = getattr(getattr(base, name, None), "__doc__", None)
+                if doc:
+                    member.__doc__ = doc
+                    break
+    return cls
+
+
+class Spec:
+    """A specification copied by each user: ``repr``, equality, ``get_params``, state."""
+
+    def get_params(self, deep=True):
+        """The constructor arguments, as a dict (for ``repr`` and cloning).
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Ignored (no nested objects); accepted so that scikit-learn's
+            ``clone`` rebuilds the object from these arguments.
+
+        Returns
+        -------
+        params : dict
+            The arguments this object was built with.
+        """
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_params() == other.get_params()
+
+    def __hash__(self):
+        return hash((type(self), tuple(self.get_params().items())))
+
+    def state_dict(self):
+        """The counters and statistics, saved with the optimizer's state.
+
+        Returns
+        -------
+        state : dict
+            What :meth:`load_state_dict` takes back.
+        """
+        return {}
+
+    def load_state_dict(self, state):
+        """Put back a state from :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`.
+        """
+
+
+@inherit_docstrings
+class StepCounter(Spec):
+    """A :class:`Spec` that counts the steps: ``t`` from 0, one :meth:`advance` per step."""
+
+    def __init__(self):
+        self.t = 0
+
+    def advance(self):
+        """End the step: count it."""
+        self.t += 1
+
+    def state_dict(self):
+        return {"t": self.t}
+
+    def load_state_dict(self, state):
+        self.t = state["t"]
+
+
+class SeededGenerator:
+    """A private ``torch.Generator`` seeded with ``self.seed``, pickled as its state.
+
+    torch's global generator is neither read nor advanced, and every worker
+    of a data-parallel job draws the same sequence.
+    """
+
+    _gen = None
+
+    def _generator(self):
+        import torch
+
+        if self._gen is None:
+            self._gen = torch.Generator().manual_seed(self.seed)
+        return self._gen
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if state.get("_gen") is not None:
+            state["_gen"] = state["_gen"].get_state()
+        return state
+
+    def __setstate__(self, state):
+        gen = state.pop("_gen", None)
+        self.__dict__.update(state, _gen=None)
+        if gen is not None:
+            self._generator().set_state(gen)
+
+
+class SAMRule(Spec):
     """The three points where a SAM variant differs: the hooks of the SAM pass.
 
     :class:`sksam.optim.SAM` takes every step through one pass (closure at
@@ -343,28 +508,6 @@ class SAMRule:
             scaling).
         """
 
-    def state_dict(self):
-        """The rule's own state, saved with the optimizer's.
-
-        Returns
-        -------
-        state : dict
-            Empty for plain SAM.
-        """
-        return {}
-
-    def load_state_dict(self, state):
-        """Put back a state from :meth:`state_dict`.
-
-        Parameters
-        ----------
-        state : dict
-            As returned by :meth:`state_dict`.
-        """
-
-    def __repr__(self):
-        return f"{type(self).__name__}()"
-
 
 def add_perturbation_(params, e):
     """Add ``e`` to ``params`` in place; return exact copies of the originals.
@@ -397,63 +540,12 @@ def restore_(params, saved):
 
 
 # --------------------------------------------------------------------------
-# When to pay for SAM's second gradient: the schedules of the cheap variants.
+# the schedules: the protocol, its rules and its one driver
 # --------------------------------------------------------------------------
-# A schedule decides, step by step, whether the SAM step is taken (two
-# gradients) or a plain step (one gradient), and may change the plain step's
-# gradient. The optimizer :class:`sksam.optim.SAM` and the full-batch
-# two-layer estimator both drive their one step through these objects, so
-# each rule lives here once:
-#
-# ================  ===========================================  ========================
-# schedule          SAM step when                                reference
-# ================  ===========================================  ========================
-# ``EveryK(k)``     ``t % k == 0``                               composer's ``interval``
-# ``LookSAM(k, a)`` ``t % k == 0``; other steps use                Liu et al. (2022)
-#                   ``g + a * |g| / |g_v| * g_v``
-# ``RST(p, seed)``  a Bernoulli(``p``) draw from a seeded         Zhao et al. (2022)
-#                   ``torch.Generator``
-# ``AESAM(c, d)``   ``|g|**2 >= mu_t + c_t * sigma_t``            Jiang et al. (2023)
-# ================  ===========================================  ========================
-#
-# ``t`` counts the steps from 0 (so the first step is a SAM step for the
-# periodic rules). A schedule object given to an optimizer or an estimator is
-# a specification: each user copies it, so its counters and statistics belong
-# to that user.
-#
-# The protocol is :class:`Schedule` (a new rule subclasses it and overrides
-# its methods); it is driven by one object, :class:`ScheduledStep`, which
-# both the SAM pass and the two-layer step use: ``plan`` when the step
-# begins, ``decide`` and then ``plain`` or ``after_sam`` after the first
-# gradient (:meth:`ScheduledStep.resolve`), ``advance`` when the step ends.
-#
-# References
-# ----------
-# Liu, Mai, Chen, Hsieh, You (2022). Towards Efficient and Scalable
-# Sharpness-Aware Minimization. CVPR.
-#
-# Zhao, Zhang, Hu (2022). Randomized Sharpness-Aware Training for Boosting
-# Computational Efficiency in Deep Learning. arXiv:2203.09962.
-#
-# Jiang, Yang, Zhang, Kwok (2023). An Adaptive Policy to Employ
-# Sharpness-Aware Minimization. ICLR.
 
 
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}.")
-
-
-def _check_real(name, value, low, high, *, closed_low=True, closed_high=True):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= low if closed_low else value > low)
-    ok = ok and (value <= high if closed_high else value < high)
-    if not ok:
-        lo, hi = "[" if closed_low else "(", "]" if closed_high else ")"
-        raise ValueError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {name}={value!r}.")
-
-
-class Schedule:
+@inherit_docstrings
+class Schedule(StepCounter):
     """The protocol of a schedule: which steps take SAM's second gradient.
 
     Every step calls, through :class:`ScheduledStep`: :meth:`plan` before
@@ -476,9 +568,6 @@ class Schedule:
     needs_first_gradient = False
     #: Whether :meth:`plain` may change the gradient.
     edits_plain_gradient = False
-
-    def __init__(self):
-        self.t = 0
 
     def plan(self):
         """Before the first pass: ``True`` (SAM), ``False`` (plain) or ``None`` (decide).
@@ -527,49 +616,8 @@ class Schedule:
             Changed in place by a rule that :attr:`edits_plain_gradient`.
         """
 
-    def advance(self):
-        """End the step: count it."""
-        self.t += 1
 
-    def state_dict(self):
-        """The counters and statistics, saved with the optimizer's state.
-
-        Returns
-        -------
-        state : dict
-        """
-        return {"t": self.t}
-
-    def load_state_dict(self, state):
-        """Put back a state from :meth:`state_dict`.
-
-        Parameters
-        ----------
-        state : dict
-        """
-        self.t = state["t"]
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    def get_params(self):
-        """The constructor arguments, as a dict (for ``repr`` and cloning).
-
-        Returns
-        -------
-        params : dict
-            The arguments this schedule was built with.
-        """
-        return {}
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_params() == other.get_params()
-
-    def __hash__(self):
-        return hash((type(self), tuple(self.get_params().items())))
-
-
+@inherit_docstrings
 class EveryK(Schedule):
     """SAM every ``k`` steps, the base optimizer's plain step otherwise.
 
@@ -590,18 +638,11 @@ class EveryK(Schedule):
     """
 
     def __init__(self, k=5):
-        _check_int("k", k, 1)
+        check_int("k", k, 1)
         super().__init__()
         self.k = k
 
-    def get_params(self):
-        """The constructor arguments, as a dict (for ``repr`` and cloning).
-
-        Returns
-        -------
-        params : dict
-            The arguments this schedule was built with.
-        """
+    def get_params(self, deep=True):
         return {"k": self.k}
 
     def plan(self):
@@ -615,6 +656,7 @@ class EveryK(Schedule):
         return self.t % self.k == 0
 
 
+@inherit_docstrings
 class LookSAM(EveryK):
     """LookSAM (Liu et al., 2022): reuse the part of the SAM gradient orthogonal to ``g``.
 
@@ -653,18 +695,11 @@ class LookSAM(EveryK):
 
     def __init__(self, k=5, alpha=0.7):
         super().__init__(k)
-        _check_real("alpha", alpha, 0.0, math.inf, closed_high=False)
+        check_real("alpha", alpha, 0.0, math.inf, closed_high=False)
         self.alpha = alpha
         self.g_v = None
 
-    def get_params(self):
-        """The constructor arguments, as a dict (for ``repr`` and cloning).
-
-        Returns
-        -------
-        params : dict
-            The arguments this schedule was built with.
-        """
+    def get_params(self, deep=True):
         return {"k": self.k, "alpha": self.alpha}
 
     def after_sam(self, grads, sam_grads, finite=True):
@@ -729,17 +764,11 @@ class LookSAM(EveryK):
         return {"t": self.t, "g_v": self.g_v}
 
     def load_state_dict(self, state):
-        """Put back a state from :meth:`state_dict`.
-
-        Parameters
-        ----------
-        state : dict
-            As returned by :meth:`state_dict`.
-        """
         self.t, self.g_v = state["t"], state["g_v"]
 
 
-class RST(Schedule):
+@inherit_docstrings
+class RST(SeededGenerator, Schedule):
     """Randomized switching (Zhao et al., 2022): SAM with probability ``p``.
 
     Each step draws ``u ~ U[0, 1)`` from a private ``torch.Generator``
@@ -764,28 +793,14 @@ class RST(Schedule):
     """
 
     def __init__(self, p=0.5, seed=0):
-        _check_real("p", p, 0.0, 1.0)
-        _check_int("seed", seed, 0)
+        check_real("p", p, 0.0, 1.0)
+        check_int("seed", seed, 0)
         super().__init__()
         self.p, self.seed = p, seed
         self._gen = None
 
-    def get_params(self):
-        """The constructor arguments, as a dict (for ``repr`` and cloning).
-
-        Returns
-        -------
-        params : dict
-            The arguments this schedule was built with.
-        """
+    def get_params(self, deep=True):
         return {"p": self.p, "seed": self.seed}
-
-    def _generator(self):
-        import torch
-
-        if self._gen is None:
-            self._gen = torch.Generator().manual_seed(self.seed)
-        return self._gen
 
     def plan(self):
         """Draw ``u ~ U[0, 1)`` from the private generator: a SAM step when ``u < p``.
@@ -810,29 +825,11 @@ class RST(Schedule):
         return {"t": self.t, "rng": self._generator().get_state()}
 
     def load_state_dict(self, state):
-        """Put back a state from :meth:`state_dict`.
-
-        Parameters
-        ----------
-        state : dict
-            As returned by :meth:`state_dict`.
-        """
         self.t = state["t"]
         self._generator().set_state(state["rng"])
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        if state["_gen"] is not None:
-            state["_gen"] = state["_gen"].get_state()
-        return state
 
-    def __setstate__(self, state):
-        gen = state.pop("_gen")
-        self.__dict__.update(state, _gen=None)
-        if gen is not None:
-            self._generator().set_state(gen)
-
-
+@inherit_docstrings
 class AESAM(Schedule):
     """AE-SAM (Jiang et al., 2023): SAM only where the gradient is unusually large.
 
@@ -876,29 +873,22 @@ class AESAM(Schedule):
             if len(c) != 2:
                 raise ValueError(f"c must be a number or a pair (c_first, c_last), got c={c!r}.")
             for value in c:
-                _check_real("c", value, -math.inf, math.inf, closed_low=False, closed_high=False)
+                check_real("c", value, -math.inf, math.inf, closed_low=False, closed_high=False)
             if total_steps is None:
                 raise ValueError(
                     "c=(c_first, c_last) needs total_steps, the length of its schedule."
                 )
         else:
-            _check_real("c", c, -math.inf, math.inf, closed_low=False, closed_high=False)
+            check_real("c", c, -math.inf, math.inf, closed_low=False, closed_high=False)
         if total_steps is not None:
-            _check_int("total_steps", total_steps, 1)
-        _check_real("delta", delta, 0.0, 1.0, closed_low=False, closed_high=False)
+            check_int("total_steps", total_steps, 1)
+        check_real("delta", delta, 0.0, 1.0, closed_low=False, closed_high=False)
         super().__init__()
         self.c = tuple(c) if pair else c
         self.delta, self.total_steps = delta, total_steps
         self.mean = self.var = 0.0
 
-    def get_params(self):
-        """The constructor arguments, as a dict (for ``repr`` and cloning).
-
-        Returns
-        -------
-        params : dict
-            The arguments this schedule was built with.
-        """
+    def get_params(self, deep=True):
         return {"c": self.c, "delta": self.delta, "total_steps": self.total_steps}
 
     def threshold_c(self):
@@ -954,13 +944,6 @@ class AESAM(Schedule):
         return {"t": self.t, "mean": self.mean, "var": self.var}
 
     def load_state_dict(self, state):
-        """Put back a state from :meth:`state_dict`.
-
-        Parameters
-        ----------
-        state : dict
-            As returned by :meth:`state_dict`.
-        """
         self.t, self.mean, self.var = state["t"], state["mean"], state["var"]
 
 
