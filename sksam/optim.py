@@ -1,4 +1,4 @@
-"""A PyTorch SAM optimizer that gets the hard parts right.
+"""SAM, a PyTorch optimizer that gets the hard parts right, and the collaborators of its pass.
 
 :class:`SAM` wraps any ``torch.optim.Optimizer`` (the *base* optimizer) and
 takes the two-pass step of Sharpness-Aware Minimization (Foret et al., 2021)::
@@ -15,40 +15,21 @@ restores, BatchNorm statistics updated once, dropout replay, ``DistributedDataPa
 float16 loss scaling, m-sharpness) is described in the user guide,
 :ref:`sam-step`.
 
-Where variants plug in
-----------------------
 Every step goes through one pass, :meth:`SAM._pass`; a SAM variant is a rule
 plugged into it, not a copy of it, so that everything above holds for it.
-There are two kinds of rules, each with one protocol and one driver:
+Which steps are SAM steps is a :class:`~sksam._update_rules.Schedule`
+(``SAM(schedule=...)``), driven by :class:`~sksam._update_rules.ScheduledStep`,
+the driver of the two-layer estimators' step too; what a SAM step does is a
+:class:`~sksam._update_rules.SAMRule` (``SAM(rule=...)``), whose three hooks
+(radius, perturbation, descent gradient) are documented there.
 
-* **Which steps are SAM steps**: a :class:`sksam._update_rules.Schedule`
-  (``SAM(schedule=...)``: :class:`EveryK`, :class:`LookSAM`, :class:`RST`,
-  :class:`AESAM`), driven by :class:`sksam._update_rules.ScheduledStep`, the
-  same driver as the two-layer estimators' step. Its hooks: ``plan`` before
-  the first pass, ``decide`` from the first gradient's norm, ``plain`` (may
-  change a plain step's gradient), ``after_sam`` (sees both gradients),
-  ``advance``.
-* **What a SAM step does**: a :class:`sksam._update_rules.SAMRule`
-  (``SAM(rule=...)``), three hooks called by the pass in this order:
-
-  1. ``radius(group)``: the radius of this step for each group (rho
-     schedules, GSAM's rho proportional to the learning rate). The pass
-     checks it (finite, ``>= 0``, named with its group) every step, and a
-     step whose radii are all 0 is the base step, bit for bit.
-  2. ``perturbation(solver, radii, params, grads, adaptive=, eta=)``: the
-     ascent ``e`` from the first (unscaled, all-reduced unless
-     ``ascent='local'``) gradient: the direction, its norm, which
-     parameters move (Friendly-SAM's direction, SAM-ON's subset). Build it
-     from :func:`sksam._update_rules.normalized_step`, the one home of
-     ``rho * d / ||n||``.
-  3. ``descent(params, first_grads)``: turns ``.grad``, the gradient at
-     ``w + e``, into the gradient the base optimizer steps along (GSAM's
-     and WSAM's combinations of ``g`` and ``g_s``); ``first_grads`` is
-     kept when the rule sets ``needs_first_gradient``. With
-     ``ascent='local'`` such a rule mixes each worker's own ``g`` and
-     ``g_s`` (both passes under ``no_sync``) and the mixed gradient is
-     all-reduced once: the step of :meth:`SAM.step_chunks` with one chunk
-     per worker, as for SAM, whatever the rule.
+What varies around the pass is held by small collaborators, built once per
+step with their state passed in, as ``torch.optim``'s functional optimizers
+take ``grad_scale`` and ``found_inf`` as arguments: :class:`Replay` (the
+first pass's random numbers and running statistics), :class:`Scaling`
+(float16 loss scaling), :class:`GradientLedger` (the gradients the caller
+computed before the step) and :class:`AscentSync` (what the ranks of
+``DistributedDataParallel`` must agree on).
 
 References
 ----------
@@ -64,7 +45,6 @@ Minimization. ICML.
 
 import contextlib
 import copy
-import os
 import sys
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -216,7 +196,7 @@ class SAM(torch.optim.Optimizer):
         with :meth:`state_dict` and pickling).
     rule : GSAM, WSAM, FriendlySAM or sksam._update_rules.SAMRule, default=None
         The hooks of a SAM variant (radius of the step, perturbation,
-        descent gradient; see the module's "Where variants plug in"):
+        descent gradient; see :class:`sksam._update_rules.SAMRule`):
         :class:`GSAM` and :class:`WSAM` change the descent gradient,
         :class:`FriendlySAM` the ascent direction (:doc:`/which_sam`).
         ``None``: SAM, USAM or ASAM as ``solver`` says. Copied, like
@@ -558,11 +538,7 @@ class SAM(torch.optim.Optimizer):
         return perturbed
 
     def _perturb(self, solver, eta, radii, grads=None):
-        """:meth:`first_step` without the grad-mode switch (callers hold no_grad).
-
-        The perturbation is the rule's (:meth:`SAMRule.perturbation`): groups
-        with their own radius share the global direction and norm.
-        """
+        """:meth:`first_step` without the grad-mode switch (callers hold no_grad)."""
         params, grads, adaptive, rhos = self._ascent_inputs(solver, radii, grads)
         e = self._rule().perturbation(solver, rhos, params, grads, adaptive=adaptive, eta=eta)
         saved = None if e is None else add_perturbation_(params, e)
@@ -675,20 +651,15 @@ class SAM(torch.optim.Optimizer):
     # -- the one pass ---------------------------------------------------------
 
     def _run(self, closures, grad_scaler, chunked):
-        """One step of :meth:`step` (one closure) or :meth:`step_chunks` (one per chunk).
-
-        Chooses the collaborators once (loss scaling, replay of random numbers
-        and running statistics, DDP synchronisation), the radius of each group
-        (checked) and, through the schedule's :class:`ScheduledStep`, whether
-        this step is a SAM step; then runs :meth:`_pass` per chunk and takes
-        the base step along the (mean) gradient it leaves.
-        """
+        """One step of :meth:`step` (one closure) or :meth:`step_chunks` (one per chunk)."""
         try:
             return self._run_step(closures, grad_scaler, chunked)
         finally:
             self._end_step()
 
     def _run_step(self, closures, grad_scaler, chunked):
+        # The collaborators, the radii and the schedule's ScheduledStep are chosen
+        # once; then _pass per chunk and the base step along the (mean) gradient.
         scaling = Scaling(_active(grad_scaler, self))
         if scaling.scaler is not None and not getattr(self._rule(), "supports_loss_scaling", True):
             raise ValueError(
@@ -761,15 +732,11 @@ class SAM(torch.optim.Optimizer):
     def _pass(self, closure, options, step, scaling, sync):
         """The one SAM pass: closure at ``w``, perturb, closure at ``w + e``, restore.
 
-        ``step`` (a :class:`ScheduledStep`) says whether this is a SAM step
-        (``planned``: ``None`` means decided from the first gradient) and
-        runs the schedule's hooks. A plain step stops after the first
-        closure call (the schedule may then change the gradient). The
-        rule's hooks (see the module docstring) give the perturbation and
-        the descent gradient. Leaves the descent gradient in ``.grad`` and
-        the weights at ``w``; returns the first call's loss and the overflow
-        flag of the ascent gradient (``None`` without loss scaling or on a
-        plain step). ``options`` is ``(solver, eta, radii)``.
+        ``step`` (a :class:`ScheduledStep`) decides whether this is a SAM
+        step; the rule's hooks give the perturbation and the descent
+        gradient. Leaves the descent gradient in ``.grad`` and the weights
+        at ``w``; returns the first call's loss and the overflow flag of the
+        ascent gradient (``None`` without loss scaling or on a plain step).
         """
         params = self._params()
         planned = step.planned
@@ -872,15 +839,10 @@ class SAM(torch.optim.Optimizer):
 
     @contextmanager
     def _fresh_start(self, calls_closure):
-        """Clear the gradients before a step that calls the closure.
+        """Clear the gradients before a step that calls the closure (:ref:`sam-step`).
 
-        Every gradient a closure step uses is computed by the closure, at
-        the current weights; gradients present before the call are
-        discarded. Gradients other than those the last step left behind
-        were computed by the caller (``loss.backward(); opt.step(closure)``,
-        the community style): that forward pass already updated the
-        running statistics, so they are then kept as they are for the whole
-        step, and a warning says once that the backward pass was wasted.
+        After the caller's own forward pass (``loss.backward();
+        opt.step(closure)``) the running statistics are kept as it set them.
         """
         if not calls_closure:
             yield
@@ -969,9 +931,6 @@ class SAM(torch.optim.Optimizer):
         for index, group in enumerate(state_dict["param_groups"]):
             check_rho(group.get("rho", self.defaults["rho"]), index)
         super().load_state_dict(state_dict)
-        # As torch's add_param_group does for a group given without some key:
-        # a group saved by another optimizer (torch.optim.SGD, say) takes
-        # this optimizer's defaults for the keys it lacks (rho, solver, ...).
         for group in self.param_groups:
             for key, default in self.defaults.items():
                 group.setdefault(key, default)
@@ -1167,24 +1126,8 @@ def _running_stats(layers):
 
 
 # --------------------------------------------------------------------------
-# The small collaborators of the one SAM pass (:mod:`sksam.optim`).
+# the small collaborators of the one pass
 # --------------------------------------------------------------------------
-# The pass itself (closure at ``w``, perturb, closure at ``w + e``, restore)
-# lives in :class:`sksam.optim.SAM`; what varies around it is here, as plain
-# objects built once per step with their state passed in, the way
-# ``torch.optim``'s functional optimizers take ``grad_scale`` and
-# ``found_inf`` as arguments:
-#
-# * :class:`Replay` puts back the random numbers of the first pass for the
-#   second (same dropout masks) and the running statistics of normalization
-#   layers after it (updated once per step);
-# * :class:`Scaling` unscales the ascent gradient of float16 training and
-#   sends the descent step through the ``GradScaler``;
-# * :class:`GradientLedger` tells the gradients the last step left behind
-#   from those the caller computed before calling the step;
-# * :class:`AscentSync` runs the first pass under ``no_sync`` for the
-#   per-worker ascent of ``DistributedDataParallel`` and all-reduces what must
-#   agree across ranks.
 
 
 class GradientLedger:
@@ -1233,10 +1176,8 @@ def _marks(params):
 
 def _caller_level():
     """The ``stacklevel`` of a warning that points at the code calling the optimizer."""
-    here = os.path.dirname(__file__)
     internal = {
         __file__,
-        os.path.join(here, "optim.py"),
         contextlib.__file__,
         sys.modules[torch.optim.Optimizer.__module__].__file__,
     }
@@ -1394,7 +1335,7 @@ def world_size():
     """The number of processes of the default group (1 without distributed)."""
     import torch.distributed as dist
 
-    return dist.getworld_size() if dist.is_available() and dist.is_initialized() else 1
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def poison(params, found):
