@@ -4,7 +4,7 @@ scikit-learn's ``BaseMultilayerPerceptron`` is the model: one place owns the
 parameter constraints, the validation split, the no-improvement rule, the
 fitted history, the verbose line and the warnings, and each estimator adds its
 model and its docstring. Nothing here imports an estimator; torch is imported
-only by :func:`check_device`.
+only inside the functions that need it (devices, threads).
 
 The fitted history has one type and meaning in every estimator (see
 :data:`HISTORY_ATTRIBUTES_DOC`, the text the class docstrings reuse).
@@ -25,7 +25,9 @@ The spine every estimator family stands on:
 - :func:`sample_weights`: checked sample weights, rescaled to mean 1 where the
   objective is a weighted mean.
 - :func:`torch_threads` and :func:`resolve_n_threads`: the thread policy every
-  torch ``fit`` and ``predict`` runs under (section at the end of the module).
+  torch ``fit`` and ``predict`` runs under: one thread for small problems
+  (:data:`SMALL_PROBLEM`) and inside joblib workers, whose pools would
+  otherwise wait on each other; the previous count restored afterwards.
 """
 
 import contextlib
@@ -171,11 +173,6 @@ class EstimatorHooks(ABC):
         """The checked target as the array the loss reads, and its fitted attributes."""
 
 
-def is_fitted_name(name):
-    """Whether ``name`` is a fitted attribute (ends in ``_``, not a dunder)."""
-    return name.endswith("_") and not name.startswith("__")
-
-
 #: The fitted attributes ``validate_data`` sets on the estimator itself.
 VALIDATED_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
 
@@ -263,7 +260,7 @@ class FitTransaction:
                 state.update(self.saved)
             return False
         if self.fitted is not None:
-            for name in [n for n in state if is_fitted_name(n)]:
+            for name in [n for n in state if n.endswith("_") and not n.startswith("__")]:
                 if name not in self.fitted and name not in VALIDATED_ATTRIBUTES:
                     del state[name]
             state.update(self.fitted)
@@ -838,25 +835,8 @@ def numeric_target(y, estimator_name, dtype=np.float64):
 
 
 # --------------------------------------------------------------------------
-# The thread policy of the torch estimators.
+# the thread policy of the torch estimators (user guide, "Threads")
 # --------------------------------------------------------------------------
-# Torch runs its operations on a pool of ``torch.get_num_threads()`` threads
-# (by default one per core). For the small problems these estimators are often
-# given, every operation costs less than waking and joining the pool, and when
-# another process holds a core the pool's threads wait on each other at every
-# operation: a few-millisecond step becomes a 50-millisecond one. Inside a
-# joblib worker (``GridSearchCV(n_jobs=2)``, ``cross_validate``), each worker's
-# pool competes with the others for the same cores.
-#
-# So each torch ``fit`` and ``predict`` runs under :func:`torch_threads`, with
-# the estimator's ``n_threads`` resolved by :func:`resolve_n_threads`:
-#
-# - ``n_threads=None`` (default): one thread when the problem is small (fewer
-#   than :data:`SMALL_PROBLEM` multiply-adds per step) or when running inside a
-#   joblib worker; otherwise torch's current setting;
-# - ``n_threads=k >= 1``: ``k`` threads; ``n_threads=-1``: one per core.
-#
-# The previous count is restored when the call returns, even after an error.
 
 
 #: The constraint of the estimators' ``n_threads`` parameter.
