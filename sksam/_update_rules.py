@@ -216,43 +216,6 @@ def normalized_step(directions, rho, norm_of=None):
     return [None if d is None or r == 0 else d * scales[r] for d, r in zip(directions, rho)]
 
 
-def ascent_direction(solver, params, grads, *, adaptive=None, eta=ASAM_ETA):
-    """The direction ``d`` of ``solver``'s perturbation and the tensors of its norm.
-
-    Parameters
-    ----------
-    solver : {'sam', 'usam', 'asam'}
-        The update rule.
-    params, grads : sequence of torch.Tensor
-        As for :func:`perturbation`.
-    adaptive : sequence of bool, optional
-        For ``asam``: which parameters get the scaling ``T = |w| + eta``.
-    eta : float, default=0.01
-        ASAM's offset.
-
-    Returns
-    -------
-    directions : list of torch.Tensor or None
-        ``g`` (``T**2 g`` for the adaptive parameters of ``asam``).
-    norm_of : list of torch.Tensor or None
-        ``g`` (``T g`` likewise): ``||e|| = rho`` in that geometry.
-    """
-    if solver != "asam":
-        return list(grads), list(grads)
-    if adaptive is None:
-        adaptive = [True] * len(params)
-    directions, norm_of = [], []
-    for w, g, is_adaptive in zip(params, grads, adaptive):
-        if g is not None and is_adaptive:
-            t = w.detach().abs().add_(eta)
-            norm_of.append(t * g)  # T g, whose norm normalizes
-            directions.append(t * t * g)  # T**2 g, the ascent direction
-        else:
-            norm_of.append(g)
-            directions.append(g)
-    return directions, norm_of
-
-
 def perturbation(solver, rho, params, grads, *, adaptive=None, eta=ASAM_ETA):
     """Perturbation ``e`` of a list of torch parameters, one tensor each.
 
@@ -289,7 +252,19 @@ def perturbation(solver, rho, params, grads, *, adaptive=None, eta=ASAM_ETA):
             return [None if g is None or r == 0 else g * r for g, r in zip(grads, rho)]
         e = iter(torch._foreach_mul([g for g in grads if g is not None], rho))
         return [None if g is None else next(e) for g in grads]
-    directions, norm_of = ascent_direction(solver, params, grads, adaptive=adaptive, eta=eta)
+    if solver != "asam":
+        return normalized_step(list(grads), rho, list(grads))
+    if adaptive is None:
+        adaptive = [True] * len(params)
+    directions, norm_of = [], []
+    for w, g, is_adaptive in zip(params, grads, adaptive):
+        if g is not None and is_adaptive:
+            t = w.detach().abs().add_(eta)
+            norm_of.append(t * g)  # T g, whose norm normalizes: ||e|| = rho in that geometry
+            directions.append(t * t * g)  # T**2 g, the ascent direction
+        else:
+            norm_of.append(g)
+            directions.append(g)
     return normalized_step(directions, rho, norm_of)
 
 

@@ -934,12 +934,9 @@ class SAM(torch.optim.Optimizer):
         for group in self.param_groups:
             for key, default in self.defaults.items():
                 group.setdefault(key, default)
-        if getattr(self, "schedule", None) is not None and "schedule" in state_dict:
-            self.schedule.load_state_dict(state_dict["schedule"])
-        if getattr(self, "rule", None) is not None and "rule" in state_dict:
-            self.rule.load_state_dict(state_dict["rule"])
-        if getattr(self, "rho_schedule", None) is not None and "rho_schedule" in state_dict:
-            self.rho_schedule.load_state_dict(state_dict["rho_schedule"])
+        for name, spec in self._specs():
+            if name in state_dict:
+                spec.load_state_dict(state_dict[name])
         # torch replaced self.param_groups and self.state: hand them back to
         # the base optimizer, or its steps would ignore the loaded state.
         self.base_optimizer.param_groups = self.param_groups
@@ -956,13 +953,16 @@ class SAM(torch.optim.Optimizer):
             ``rho_schedule`` (its step counter) when they are set.
         """
         state = super().state_dict()
-        if getattr(self, "schedule", None) is not None:
-            state["schedule"] = copy.deepcopy(self.schedule.state_dict())
-        if getattr(self, "rule", None) is not None:
-            state["rule"] = copy.deepcopy(self.rule.state_dict())
-        if getattr(self, "rho_schedule", None) is not None:
-            state["rho_schedule"] = copy.deepcopy(self.rho_schedule.state_dict())
+        for name, spec in self._specs():
+            state[name] = copy.deepcopy(spec.state_dict())
         return state
+
+    def _specs(self):
+        """``(name, object)`` of the schedule, rule and rho schedule that are set."""
+        for name in ("schedule", "rule", "rho_schedule"):
+            spec = getattr(self, name, None)  # pickles from before the option lack it
+            if spec is not None:
+                yield name, spec
 
     def __getstate__(self):
         # torch pickles only defaults, state and param_groups; the base
