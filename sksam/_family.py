@@ -559,15 +559,7 @@ class ProportionalRho(RhoSchedule):
         return {"rho_min": self.rho_min, "lr_max": self.lr_max, "lr_min": self.lr_min}
 
     def start(self, group_index, group):
-        """Remember the group's learning rate at the first step (for ``lr_max=None``).
-
-        Parameters
-        ----------
-        group_index : int
-            Which group.
-        group : dict
-            The parameter group (``lr``, ``initial_lr``).
-        """
+        # the group's learning rate at the first step, for lr_max=None
         if self.lr_max is None and group_index not in self.first_lr:
             self.first_lr[group_index] = float(group.get("initial_lr", group["lr"]))
 

@@ -1,18 +1,24 @@
 """Momentum-SAM: SAM's perturbation for the price of SGD (Becker et al., 2024).
 
 Built on the pieces every SAM optimizer shares (:mod:`sksam._update_rules`):
-the radius check, the normalized step ``rho * d / ||d||`` (here along
-``-v``) and the exact save and restore of the weights.
+the radius check of the groups, the normalized step ``rho * d / ||d||`` (here
+along ``-v``) and the exact save and restore of the weights.
 """
 
 from contextlib import contextmanager
 
 import torch
 
-from ._update_rules import add_perturbation_, check_rho, normalized_step, restore_
+from ._update_rules import (
+    CheckedRadii,
+    add_perturbation_,
+    check_rho,
+    normalized_step,
+    restore_,
+)
 
 
-class MomentumSAM(torch.optim.Optimizer):
+class MomentumSAM(CheckedRadii, torch.optim.Optimizer):
     """SGD with momentum whose gradient is taken at ``w - rho * v / ||v||``.
 
     Momentum-SAM (Becker et al., 2024) perturbs the weights along the
@@ -110,19 +116,6 @@ class MomentumSAM(torch.optim.Optimizer):
         if model is not None:
             model.register_forward_pre_hook(self._before_forward)
             model.register_state_dict_pre_hook(self._before_state_dict)
-
-    def add_param_group(self, param_group):
-        """Add a parameter group, refusing a negative or non-finite ``rho``.
-
-        Parameters
-        ----------
-        param_group : dict
-            As for ``torch.optim.Optimizer.add_param_group``; it may carry
-            its own ``lr``, ``momentum``, ``rho`` or ``weight_decay``.
-        """
-        if "rho" in param_group:
-            check_rho(param_group["rho"], len(self.param_groups))
-        super().add_param_group(param_group)
 
     # -- the step --------------------------------------------------------------
 

@@ -40,7 +40,8 @@ What is here:
   ``e = rho * d / ||n||`` and its floor, used by SAM, ASAM and Momentum-SAM),
   :func:`add_perturbation_` and :func:`restore_`;
 * :class:`SAMRule`, the three hooks of the SAM pass (:class:`sksam.optim.SAM`)
-  where the variants of SAM differ;
+  where the variants of SAM differ, and :class:`CheckedRadii`, the radius
+  check of the groups of SAM and Momentum-SAM;
 * the bases every rule and schedule shares (:class:`Spec`,
   :class:`StepCounter`, :class:`SeededGenerator`) and their argument checks;
 * the schedules, which decide step by step whether the SAM step (two
@@ -482,6 +483,23 @@ class SAMRule(Spec):
             closure's scale (multiplied by the loss scale under float16
             scaling).
         """
+
+
+class CheckedRadii:
+    """A ``torch.optim.Optimizer`` mixin: a group's ``rho`` is checked where it enters."""
+
+    def add_param_group(self, param_group):
+        """Add a parameter group, refusing a negative or non-finite ``rho``.
+
+        Parameters
+        ----------
+        param_group : dict
+            As for ``torch.optim.Optimizer.add_param_group``; it may carry
+            its own ``rho`` and any other option of the optimizer.
+        """
+        if "rho" in param_group:
+            check_rho(param_group["rho"], len(self.param_groups))
+        super().add_param_group(param_group)
 
 
 def add_perturbation_(params, e):

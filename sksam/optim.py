@@ -68,6 +68,7 @@ from ._update_rules import (
     AESAM,
     ASAM_ETA,
     RST,
+    CheckedRadii,
     EveryK,
     LookSAM,
     SAMRule,
@@ -115,7 +116,7 @@ def _resolve_solver(solver, adaptive):
     return solver
 
 
-class SAM(torch.optim.Optimizer):
+class SAM(CheckedRadii, torch.optim.Optimizer):
     """Sharpness-Aware Minimization around any PyTorch optimizer.
 
     Each :meth:`step` moves the weights ``w`` with the base optimizer, using
@@ -366,19 +367,6 @@ class SAM(torch.optim.Optimizer):
                 "would be perturbed."
             )
         return mask
-
-    def add_param_group(self, param_group):
-        """Add a parameter group, refusing a negative or non-finite ``rho``.
-
-        Parameters
-        ----------
-        param_group : dict
-            As for ``torch.optim.Optimizer.add_param_group``; it may carry
-            its own ``rho`` (and any base-optimizer option).
-        """
-        if "rho" in param_group:
-            check_rho(param_group["rho"], len(self.param_groups))
-        super().add_param_group(param_group)
 
     def _link_base(self):
         # One set of groups and one state for both optimizers: schedulers,
