@@ -554,8 +554,6 @@ class Schedule(StepCounter):
 
     #: Whether the rule is defined per step, so m-sharpness chunks can share it.
     per_chunk_ok = True
-    #: Whether :meth:`decide` needs the first gradient's norm.
-    needs_norm = False
     #: Whether :meth:`after_sam` reads the first gradient (a caller that
     #: overwrites it with the second keeps a copy).
     needs_first_gradient = False
@@ -568,6 +566,8 @@ class Schedule(StepCounter):
         Returns
         -------
         take : bool or None
+            Whether this step takes the SAM step; ``None``: :meth:`decide`
+            says, after the first pass.
         """
         return True
 
@@ -639,13 +639,6 @@ class EveryK(Schedule):
         return {"k": self.k}
 
     def plan(self):
-        """A SAM step when ``t % k == 0``.
-
-        Returns
-        -------
-        take : bool
-            Whether this step takes the SAM step.
-        """
         return self.t % self.k == 0
 
 
@@ -696,17 +689,6 @@ class LookSAM(EveryK):
         return {"k": self.k, "alpha": self.alpha}
 
     def after_sam(self, grads, sam_grads, finite=True):
-        """Keep ``g_v``, the part of ``g_s`` orthogonal to ``g`` (not after an overflow).
-
-        Parameters
-        ----------
-        grads : list of torch.Tensor or None
-            The first gradients ``g``.
-        sam_grads : list of torch.Tensor or None
-            The SAM gradients ``g_s``.
-        finite : bool, default=True
-            ``False`` when float16 loss scaling found an overflow: ``g_v`` is kept.
-        """
         import torch
 
         if not finite:  # an overflowed pass (float16): keep the last g_v
@@ -724,13 +706,7 @@ class LookSAM(EveryK):
         ]
 
     def plain(self, grads):
-        """Add ``alpha * |g| / |g_v| * g_v`` to the gradients in place.
-
-        Parameters
-        ----------
-        grads : list of torch.Tensor or None
-            The gradients the base step will use (unchanged before the first refresh).
-        """
+        # g + alpha |g| / |g_v| g_v (plain g before the first refresh of g_v)
         import torch
 
         if self.g_v is None:
@@ -796,13 +772,6 @@ class RST(SeededGenerator, Schedule):
         return {"p": self.p, "seed": self.seed}
 
     def plan(self):
-        """Draw ``u ~ U[0, 1)`` from the private generator: a SAM step when ``u < p``.
-
-        Returns
-        -------
-        take : bool
-            Whether this step takes the SAM step.
-        """
         import torch
 
         return bool(torch.rand((), generator=self._generator()) < self.p)
@@ -858,7 +827,6 @@ class AESAM(Schedule):
     """
 
     per_chunk_ok = False
-    needs_norm = True
 
     def __init__(self, c=0.0, delta=0.9, total_steps=None):
         pair = isinstance(c, (tuple, list))
@@ -899,28 +867,9 @@ class AESAM(Schedule):
         return first + (last - first) * frac
 
     def plan(self):
-        """Nothing is known before the first gradient: ``None``.
-
-        Returns
-        -------
-        take : None
-            The step is decided by :meth:`decide`.
-        """
-        return None
+        return None  # decided from the first gradient's norm
 
     def decide(self, sq_norm):
-        """Update the moving statistics with ``s_t = |g|**2`` and test it.
-
-        Parameters
-        ----------
-        sq_norm : float or torch.Tensor
-            ``s_t``, the squared norm of the first gradient.
-
-        Returns
-        -------
-        take : bool
-            Whether ``s_t >= mu_t + c_t * sigma_t``.
-        """
         s, d = float(sq_norm), self.delta
         self.mean = d * self.mean + (1 - d) * s
         self.var = d * self.var + (1 - d) * (s - self.mean) ** 2
