@@ -130,10 +130,7 @@ HISTORY_ATTRIBUTES_DOC = """\
 # the spine: the hooks, the transaction, the history record, finiteness
 # --------------------------------------------------------------------------
 
-#: The hooks of the estimator families, one name per idea (kernel, two-layer,
-#: net). A family's base declares the ones its subclasses implement as
-#: abstract methods (class attributes satisfy an abstract property); the
-#: family-specific ones are listed in that base's docstring.
+#: The hooks of the estimator families, one name per idea (see :class:`EstimatorHooks`).
 HOOKS = {
     # shared by every family (abstract in EstimatorHooks)
     "_encode_targets": "y, checked, as the array the loss reads, with the target's fitted "

@@ -1,15 +1,11 @@
 """The rest of the SAM family: rules of the one SAM pass, and the radius of each step.
 
-A *rule* changes what the one SAM pass of :class:`sksam.optim.SAM` does at
-two points, and nothing else (closures, DDP, m-sharpness chunks, float16
-loss scaling and the restore stay the pass's own)::
-
-    g   = grad L(w)                          # first closure call
-    d   = rule.ascent(g)                     # the ascent direction (F-SAM)
-    e   = rho_t * d / ||d||                  # rho_t: the radius of this step
-    g_s = grad L(w + e)                      # second closure call
-    g_d = rule.descent(g, g_s)               # the descent gradient (GSAM, WSAM)
-    w  <- base_step(w, g_d)
+A *rule* overrides the hooks of :class:`sksam._update_rules.SAMRule`: the
+ascent direction ``d`` of ``e = rho_t * d / ||d||`` (F-SAM), or the descent
+gradient ``g_d`` made from ``g = grad L(w)`` and ``g_s = grad L(w + e)``
+(GSAM, WSAM); closures, DDP, m-sharpness chunks, float16 loss scaling and
+the restore stay the pass's own. :class:`BayesianSAM` (bSAM) also samples
+the weights of the first pass.
 
 ==================  ===========================================  ===========================
 rule                what it changes                              reference
