@@ -843,11 +843,8 @@ N_THREADS_CONSTRAINT = [
     None,
 ]
 
-#: Multiply-adds per training step below which one thread is used by default.
-#: On a 2-core machine shared with other work, one thread was faster than two
-#: for every size measured, up to 5.5e7 multiply-adds per step (2.9 times);
-#: above this bound, torch's own setting is kept (see the user guide,
-#: "Threads", and ``benchmarks/bench_threads.py``).
+#: Multiply-adds per training step below which one thread is used by default
+#: (measured by ``benchmarks/bench_threads.py``; user guide, "Threads").
 SMALL_PROBLEM = 100_000_000
 
 

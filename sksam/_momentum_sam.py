@@ -137,22 +137,20 @@ class MomentumSAM(CheckedRadii, torch.optim.Optimizer):
         """
         for index, group in enumerate(self.param_groups):  # edits reach no setter
             check_rho(group["rho"], index)
-        loss = None
-        if closure is not None:
-            self.restore()
-            self._drop_in = False
-            self._apply()
-            try:
-                with torch.enable_grad():
-                    loss = closure()
-            finally:
-                self.restore()
-            self._update()
-            return loss
         self.restore()
-        self._update()
-        self._drop_in = True
+        if closure is None:  # the drop-in form: the next forward pass wants w - rho v/|v|
+            self._update()
+            self._drop_in = True
+            self._apply()
+            return None
+        self._drop_in = False
         self._apply()
+        try:
+            with torch.enable_grad():
+                loss = closure()
+        finally:
+            self.restore()
+        self._update()
         return loss
 
     @torch.no_grad()

@@ -301,7 +301,10 @@ class SAM(CheckedRadii, torch.optim.Optimizer):
             )
         super().__init__(params, defaults)
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
-        self._link_base()
+        # One set of groups and one state for both optimizers: schedulers,
+        # skorch's optimizer__* setters and state_dict all see the same thing.
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
         self.defaults.update(self.base_optimizer.defaults)
         self.model = model
         self.replay_rng = replay_rng
@@ -328,7 +331,6 @@ class SAM(CheckedRadii, torch.optim.Optimizer):
         self.rho_schedule = copy.deepcopy(rho_schedule)
         self.perturb = perturb if isinstance(perturb, str) else "subset"
         self._perturb_mask = self._resolve_perturb(perturb)
-        #: The radius of each group at the last step (``rho`` without a rho_schedule).
         self.last_rho = None
 
     def _resolve_perturb(self, perturb):
@@ -367,12 +369,6 @@ class SAM(CheckedRadii, torch.optim.Optimizer):
                 "would be perturbed."
             )
         return mask
-
-    def _link_base(self):
-        # One set of groups and one state for both optimizers: schedulers,
-        # skorch's optimizer__* setters and state_dict all see the same thing.
-        self.param_groups = self.base_optimizer.param_groups
-        self.state = self.base_optimizer.state
 
     # -- the two halves of a step ------------------------------------------
 
