@@ -6,9 +6,6 @@ fitted history, the verbose line and the warnings, and each estimator adds its
 model and its docstring. Nothing here imports an estimator; torch is imported
 only inside the functions that need it (devices, threads).
 
-The fitted history has one type and meaning in every estimator (see
-:data:`HISTORY_ATTRIBUTES_DOC`, the text the class docstrings reuse).
-
 The spine every estimator family stands on:
 
 - :class:`FitTransaction`: a fit succeeds or changes nothing. The fitted
@@ -16,7 +13,8 @@ The spine every estimator family stands on:
   ``KeyboardInterrupt``) the estimator is put back exactly as it was, with a
   :class:`Snapshot` of what continued training mutates in place.
 - :class:`FitHistory`: the one record a fit appends its losses and scores to,
-  turned into the history attributes by :meth:`FitHistory.attributes`.
+  turned into the history attributes by :meth:`FitHistory.attributes`, which
+  have one type and meaning in every estimator (:data:`HISTORY_ATTRIBUTES_DOC`).
 - :func:`check_finite`: the one finiteness check, for numbers, arrays and
   tensors.
 - :class:`EstimatorHooks`: the hooks a concrete estimator implements, with

@@ -55,6 +55,7 @@ from ._update_rules import (
     StepCounter,
     check_int,
     check_real,
+    dot,
     inherit_docstrings,
 )
 
@@ -72,12 +73,6 @@ __all__ = [
     "family_for",
     "normalization_parameters",
 ]
-
-
-def _dot(a, b):
-    """``sum_i a_i . b_i`` over the pairs where both are present (a 0-d tensor)."""
-    terms = [torch.sum(x * y) for x, y in zip(a, b) if x is not None and y is not None]
-    return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
 def _pairs(params, first_grads):
@@ -155,8 +150,7 @@ class GSAM(CombiningRule):
         g, s = first, second
         if self.alpha == 0 or not s:
             return
-        sq = torch.stack([torch.sum(x * x) for x in s]).sum()
-        coef = _dot(g, s) / sq.clamp_min(GRAD_NORM_FLOOR**2)
+        coef = dot(g, s) / dot(s, s).clamp_min(GRAD_NORM_FLOOR**2)
         # g_d = g_s - alpha (g - coef g_s) = (1 + alpha coef) g_s - alpha g
         torch._foreach_mul_(s, 1.0 + self.alpha * coef)
         torch._foreach_add_(s, g, alpha=-self.alpha)

@@ -217,6 +217,14 @@ def normalized_step(directions, rho, norm_of=None):
     return [None if d is None or r == 0 else d * scales[r] for d, r in zip(directions, rho)]
 
 
+def dot(a, b):
+    """``sum_i a_i . b_i`` over the pairs where both are present (a 0-d tensor)."""
+    import torch
+
+    terms = [torch.sum(x * y) for x, y in zip(a, b) if x is not None and y is not None]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
 def perturbation(solver, rho, params, grads, *, adaptive=None, eta=ASAM_ETA):
     """Perturbation ``e`` of a list of torch parameters, one tensor each.
 
@@ -697,10 +705,9 @@ class LookSAM(EveryK):
         if not pairs:
             return
         g, s = [g for g, _ in pairs], [s for _, s in pairs]
-        dot = torch.stack([torch.sum(a * b) for a, b in zip(s, g)]).sum()
-        sq = torch.stack([torch.sum(a * a) for a in g]).sum().clamp_min(GRAD_NORM_FLOOR**2)
+        coef = dot(s, g) / dot(g, g).clamp_min(GRAD_NORM_FLOOR**2)
         # g_v = g_s - (g_s.g / |g|^2) g, aligned with the parameters (None: no gradient)
-        g_v = iter(torch._foreach_add(s, torch._foreach_mul(g, -(dot / sq))))
+        g_v = iter(torch._foreach_add(s, torch._foreach_mul(g, -coef)))
         self.g_v = [
             next(g_v) if g is not None and s is not None else None for g, s in zip(grads, sam_grads)
         ]
