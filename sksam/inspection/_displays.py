@@ -1414,31 +1414,18 @@ class SharpnessSpectrumDisplay:
         from ..sharpness import estimator_sharpness, estimator_spectrum
 
         labels = _labels_for(estimators, labels)
-        results = []
-        for estimator in estimators:
-            spectrum = estimator_spectrum(
-                estimator,
-                X,
-                y,
-                k=k,
-                n_iter=n_iter,
-                n_probes=n_probes,
-                n_seeds=n_seeds,
-                max_samples=max_samples,
-                random_state=random_state,
+        shared = {"n_seeds": n_seeds, "max_samples": max_samples, "random_state": random_state}
+        results = [
+            (
+                estimator_spectrum(
+                    estimator, X, y, k=k, n_iter=n_iter, n_probes=n_probes, **shared
+                ),
+                estimator_sharpness(
+                    estimator, X, y, measure=measure, rho=rho, by="layer", **shared
+                ),
             )
-            layers = estimator_sharpness(
-                estimator,
-                X,
-                y,
-                measure=measure,
-                rho=rho,
-                by="layer",
-                n_seeds=n_seeds,
-                max_samples=max_samples,
-                random_state=random_state,
-            )
-            results.append((spectrum, layers))
+            for estimator in estimators
+        ]
         names = results[0][1].groups
         if any(r[1].groups != names for r in results):
             raise ValueError(
