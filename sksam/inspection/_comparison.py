@@ -10,6 +10,8 @@ overlap whatever the number of solvers.
 import numpy as np
 from scipy import stats
 
+from ._displays import drawn, target_axes
+
 #: Height of a posterior ridge in its row (rows are one unit apart).
 _RIDGE = 0.7
 
@@ -128,20 +130,15 @@ class ComparisonDisplay:
         self : ComparisonDisplay
             This display, with ``axes_`` and ``figure_`` set.
         """
-        if axes is None:
-            plt = _pyplot(f"{type(self).__name__}.plot")
-            height = 1.6 + 0.55 * len(self.contrasts)
-            _, axes = plt.subplots(
-                1, 3, figsize=(11, height), layout="constrained", width_ratios=[3, 3, 2]
-            )
-        axes = np.asarray(axes).ravel()
+        height = 1.6 + 0.55 * len(self.contrasts)
+        figure = {"figsize": (11, height), "layout": "constrained", "width_ratios": [3, 3, 2]}
+        axes = np.asarray(target_axes(self, axes, ncols=3, **figure)).ravel()
         rows = np.arange(len(self.contrasts))
         names = [f"{c} - {self.baseline}" for c in self.contrasts]
         self._plot_differences(axes[0], rows, names)
         self._plot_posterior(axes[1], rows)
         self._plot_cost(axes[2], rows)
-        self.axes_, self.figure_ = axes, axes[0].figure
-        return self
+        return drawn(self, axes, "axes_")
 
     def _rope_band(self, ax):
         ax.axvline(0, color="0.3", lw=0.8)
@@ -196,12 +193,3 @@ class ComparisonDisplay:
         ax.set_xlim(0, 1.25 * max(1.0, np.nanmax(self.fit_time_ratio)))
         ax.set_xlabel(f"fit time / {self.baseline}'s")
         ax.set_title("cost\n(final fit, mean over splits)", fontsize=9)
-
-
-def _pyplot(caller):
-    """matplotlib.pyplot, or an ImportError saying who needs it."""
-    try:
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-    except ImportError as exc:
-        raise ImportError(f"{caller} requires matplotlib: pip install matplotlib") from exc
-    return plt

@@ -28,7 +28,21 @@ def _pyplot(caller):
     return plt
 
 
-def _final_estimator(estimator):
+def target_axes(display, ax, **subplots_kwargs):
+    """``ax``, or the axes of a new figure (pyplot is imported only to make one)."""
+    if ax is None:
+        _, ax = _pyplot(f"{type(display).__name__}.plot").subplots(**subplots_kwargs)
+    return ax
+
+
+def drawn(display, ax, attribute="ax_"):
+    """``display`` with its axes (``ax_``, or ``axes_`` for a row of panels) and ``figure_`` set."""
+    setattr(display, attribute, ax)
+    display.figure_ = ax[0].figure if isinstance(ax, np.ndarray) else ax.figure
+    return display
+
+
+def final_estimator(estimator):
     """The fitted model inside a fitted Pipeline / TransformedTargetRegressor.
 
     Displays read ``loss_curve_``, ``sharpness_``, ``solver`` and ``rho`` from
@@ -45,7 +59,7 @@ def _final_estimator(estimator):
             return estimator
 
 
-def _param_prefix(estimator):
+def param_prefix(estimator):
     """The ``set_params`` prefix that reaches the final (unfitted) model.
 
     ``''`` for a bare estimator, ``'samkernelregressor__'`` for
@@ -67,7 +81,7 @@ def _param_prefix(estimator):
 
 def _label_of(estimator):
     """``'sam (rho=0.1)'``-style label of a fitted sksam estimator."""
-    estimator = _final_estimator(estimator)
+    estimator = final_estimator(estimator)
     solver = getattr(estimator, "solver", type(estimator).__name__)
     rho = getattr(estimator, "rho", None)
     if solver == "gd" or rho is None:
@@ -75,9 +89,9 @@ def _label_of(estimator):
     return f"{solver} (rho={rho:g})"
 
 
-def _sharpness_or_nan(estimator):
+def sharpness_or_nan(estimator):
     """``sharpness_``, or NaN when the estimator was fitted with ``sharpness=None``."""
-    value = getattr(_final_estimator(estimator), "sharpness_", None)
+    value = getattr(final_estimator(estimator), "sharpness_", None)
     return np.nan if value is None else value
 
 
@@ -170,10 +184,7 @@ class TrainingCurveDisplay:
         self : TrainingCurveDisplay
             This display, with the matplotlib handles set.
         """
-        plt = _pyplot(f"{type(self).__name__}.plot")
-
-        if ax is None:
-            _, ax = plt.subplots()
+        ax = target_axes(self, ax)
         labels = self.labels or [f"curve {i}" for i in range(len(self.loss_curves))]
         _check_labels(labels, len(self.loss_curves), "loss curves")
         self.lines_ = [
@@ -185,8 +196,7 @@ class TrainingCurveDisplay:
         ax.set_xlabel(self.x_label)
         ax.set_ylabel("training loss")
         ax.legend()
-        self.ax_, self.figure_ = ax, ax.figure
-        return self
+        return drawn(self, ax)
 
     @classmethod
     def from_estimators(cls, estimators, *, labels=None, ax=None, log_scale=True):
@@ -209,7 +219,7 @@ class TrainingCurveDisplay:
         display : TrainingCurveDisplay
             The display, drawn.
         """
-        finals = [_final_estimator(estimator) for estimator in estimators]
+        finals = [final_estimator(estimator) for estimator in estimators]
         for final in finals:
             check_is_fitted(final)
             if not hasattr(final, "loss_curve_"):
@@ -333,11 +343,9 @@ class SolverComparisonDisplay:
         self : SolverComparisonDisplay
             This display, with the matplotlib handles set.
         """
-        plt = _pyplot(f"{type(self).__name__}.plot")
-
-        if axes is None:
-            _, axes = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
-        axes = np.asarray(axes).ravel()
+        axes = np.asarray(
+            target_axes(self, axes, ncols=2, figsize=(9, 3.5), layout="constrained")
+        ).ravel()
         colors = [f"C{i}" for i in range(len(self.labels))]
         self.bars_ = []
         for ax, values, name in zip(
@@ -346,8 +354,7 @@ class SolverComparisonDisplay:
             self.bars_.append(ax.bar(self.labels, values, color=colors))
             ax.bar_label(self.bars_[-1], fmt="%.3g")
             ax.set_ylabel(name)
-        self.axes_, self.figure_ = axes, axes[0].figure
-        return self
+        return drawn(self, axes, "axes_")
 
     @classmethod
     def from_estimator(
@@ -395,7 +402,7 @@ class SolverComparisonDisplay:
             error = default_error
         else:
             error_name = getattr(error, "__name__", "test error")
-        prefix, _ = _param_prefix(estimator)
+        prefix, _ = param_prefix(estimator)
         fitted = [
             clone(estimator).set_params(**{prefix + "solver": solver}).fit(X, y)
             for solver in solvers
@@ -403,7 +410,7 @@ class SolverComparisonDisplay:
         display = cls(
             labels=[_label_of(e) for e in fitted],
             test_errors=np.array([error(y_test, e.predict(X_test)) for e in fitted]),
-            sharpness=np.array([_sharpness_or_nan(e) for e in fitted], dtype=float),
+            sharpness=np.array([sharpness_or_nan(e) for e in fitted], dtype=float),
             error_name=error_name,
         )
         display.estimators_ = fitted
@@ -451,7 +458,7 @@ def _check_checkpoints(checkpoints):
 
 def _steps_done(model, planned):
     """The steps (epochs) the warm-started model has run in all: ``n_iter_``, cumulative."""
-    n_iter = getattr(_final_estimator(model), "n_iter_", None)
+    n_iter = getattr(final_estimator(model), "n_iter_", None)
     return planned if n_iter is None else min(int(n_iter), planned)
 
 
@@ -533,10 +540,7 @@ class SharpnessCurveDisplay:
         self : SharpnessCurveDisplay
             This display, with the matplotlib handles set.
         """
-        plt = _pyplot(f"{type(self).__name__}.plot")
-
-        if ax is None:
-            _, ax = plt.subplots()
+        ax = target_axes(self, ax)
         kwargs = {"marker": "o", **line_kwargs}
         values = np.atleast_2d(np.asarray(self.sharpness, dtype=float))
         steps = np.broadcast_to(np.asarray(self.steps, dtype=float), values.shape)
@@ -553,8 +557,7 @@ class SharpnessCurveDisplay:
         ax.set_xlabel("step")
         ax.set_ylabel(self.measure)
         ax.legend()
-        self.ax_, self.figure_ = ax, ax.figure
-        return self
+        return drawn(self, ax)
 
     @classmethod
     def from_estimator(
@@ -591,7 +594,7 @@ class SharpnessCurveDisplay:
             The display, drawn.
         """
         checkpoints = _check_checkpoints(checkpoints)
-        prefix, final = _param_prefix(estimator)
+        prefix, final = param_prefix(estimator)
         step_param = prefix + _step_param(final)
         measure = final.get_params().get("sharpness")
         if measure is None:
@@ -611,7 +614,7 @@ class SharpnessCurveDisplay:
                 model.set_params(**{step_param: int(target - done)}).fit(X, y)
                 done = _steps_done(model, done + int(target - done))
                 steps[row, column] = done
-                values[row, column] = _sharpness_or_nan(model)
+                values[row, column] = sharpness_or_nan(model)
                 if done < target:  # stopped by its tol: the later checkpoints never run
                     _warn_stopped(solver, done, target, checkpoints[-1])
                     break
@@ -744,11 +747,9 @@ class GainMapDisplay:
             This display, with the matplotlib handles set.
         """
         plt = _pyplot(f"{type(self).__name__}.plot")
-
         gain = np.asarray(self.gain, dtype=float)
         extra = None if self.best_gain is None else np.asarray(self.best_gain, dtype=float)
-        if ax is None:
-            _, ax = plt.subplots(layout="constrained")
+        ax = target_axes(self, ax, layout="constrained")
         if limit is None:
             values = gain if extra is None else np.concatenate([gain.ravel(), extra])
             finite = np.abs(values[np.isfinite(values)])
@@ -800,8 +801,7 @@ class GainMapDisplay:
         ax.figure.colorbar(
             self.mesh_, ax=ax, label="relative gain", format="{x:+.0%}", extend="both"
         )
-        self.ax_, self.figure_ = ax, ax.figure
-        return self
+        return drawn(self, ax)
 
     @classmethod
     def from_errors(
@@ -980,13 +980,11 @@ class LossLandscapeDisplay:
         self : LossLandscapeDisplay
             This display, with the matplotlib handles set.
         """
-        plt = _pyplot(f"{type(self).__name__}.plot")
         labels = self.labels or [f"model {i}" for i in range(len(self.train_losses))]
         _check_labels(labels, len(self.train_losses), "landscapes")
         if self.kind == "2d":
-            return self._plot_plane(plt, ax, labels, log_scale, levels)
-        if ax is None:
-            _, ax = plt.subplots(layout="constrained")
+            return self._plot_plane(ax, labels, log_scale, levels)
+        ax = target_axes(self, ax, layout="constrained")
         self.lines_ = []
         tests = self.test_losses or [None] * len(self.train_losses)
         for i, (train, test, label) in enumerate(zip(self.train_losses, tests, labels)):
@@ -1007,14 +1005,12 @@ class LossLandscapeDisplay:
             ax.set_yscale("log")
         ax.set_ylabel("loss")
         ax.legend()
-        self.ax_, self.figure_ = ax, ax.figure
-        return self
+        return drawn(self, ax)
 
-    def _plot_plane(self, plt, axes, labels, log_scale, levels):
+    def _plot_plane(self, axes, labels, log_scale, levels):
         n = len(self.train_losses)
-        if axes is None:
-            _, axes = plt.subplots(1, n, figsize=(4 * n, 3.6), layout="constrained", squeeze=False)
-        axes = np.asarray(axes).ravel()
+        figure = {"figsize": (4 * n, 3.6), "layout": "constrained", "squeeze": False}
+        axes = np.asarray(target_axes(self, axes, ncols=n, **figure)).ravel()
         alphas, betas = self.coordinates
         low = min(float(np.min(z)) for z in self.train_losses)
         high = max(float(np.max(z)) for z in self.train_losses)
@@ -1032,8 +1028,7 @@ class LossLandscapeDisplay:
             ax.set_aspect("equal")
         axes[0].set_ylabel("direction 2")
         axes[0].figure.colorbar(self.lines_[0], ax=list(axes), label="training loss")
-        self.ax_, self.figure_ = axes, axes[0].figure
-        return self
+        return drawn(self, axes)
 
     @classmethod
     def from_interpolation(
@@ -1308,22 +1303,18 @@ class SharpnessSpectrumDisplay:
         self : SharpnessSpectrumDisplay
             This display, with the matplotlib handles set.
         """
-        plt = _pyplot(f"{type(self).__name__}.plot")
         unknown = set(kinds) - {"density", "top", "layers"}
         if unknown or not kinds:
             raise ValueError(
                 f"kinds must be a non-empty list of 'density', 'top', 'layers'; got {kinds!r}."
             )
         _check_labels(self.labels, len(self.densities), "spectra")
-        if axes is None:
-            _, axes = plt.subplots(
-                1, len(kinds), figsize=(4.2 * len(kinds), 3.4), layout="constrained"
-            )
+        figure = {"figsize": (4.2 * len(kinds), 3.4), "layout": "constrained"}
+        axes = target_axes(self, axes, ncols=len(kinds), **figure)
         axes = np.atleast_1d(np.asarray(axes, dtype=object)).ravel()
         for ax, kind in zip(axes, kinds):
             getattr(self, f"_plot_{kind}")(ax)
-        self.axes_, self.figure_ = axes, axes[0].figure
-        return self
+        return drawn(self, axes, "axes_")
 
     def _plot_density(self, ax):
         for i, ((grid, density), label) in enumerate(zip(self.densities, self.labels)):
@@ -1423,31 +1414,18 @@ class SharpnessSpectrumDisplay:
         from ..sharpness import estimator_sharpness, estimator_spectrum
 
         labels = _labels_for(estimators, labels)
-        results = []
-        for estimator in estimators:
-            spectrum = estimator_spectrum(
-                estimator,
-                X,
-                y,
-                k=k,
-                n_iter=n_iter,
-                n_probes=n_probes,
-                n_seeds=n_seeds,
-                max_samples=max_samples,
-                random_state=random_state,
+        shared = {"n_seeds": n_seeds, "max_samples": max_samples, "random_state": random_state}
+        results = [
+            (
+                estimator_spectrum(
+                    estimator, X, y, k=k, n_iter=n_iter, n_probes=n_probes, **shared
+                ),
+                estimator_sharpness(
+                    estimator, X, y, measure=measure, rho=rho, by="layer", **shared
+                ),
             )
-            layers = estimator_sharpness(
-                estimator,
-                X,
-                y,
-                measure=measure,
-                rho=rho,
-                by="layer",
-                n_seeds=n_seeds,
-                max_samples=max_samples,
-                random_state=random_state,
-            )
-            results.append((spectrum, layers))
+            for estimator in estimators
+        ]
         names = results[0][1].groups
         if any(r[1].groups != names for r in results):
             raise ValueError(

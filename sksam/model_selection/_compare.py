@@ -14,7 +14,6 @@ import time
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import clone, is_classifier
-from sklearn.compose import TransformedTargetRegressor
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import (
     GridSearchCV,
@@ -23,11 +22,11 @@ from sklearn.model_selection import (
     RepeatedStratifiedKFold,
     check_cv,
 )
-from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 from sklearn.utils.multiclass import type_of_target
 
+from ..inspection._displays import final_estimator, param_prefix, sharpness_or_nan
 from ._result import SolverComparison
 
 #: Radii tried by the inner search when ``param_grid`` is None.
@@ -229,26 +228,14 @@ def _baseline(baseline, labels):
 
 
 def _final_step(estimator):
-    """The ``set_params`` prefix of the final sksam model, and that model.
-
-    ``''`` for a bare estimator, ``'samkernelregressor__'`` for
-    ``make_pipeline(StandardScaler(), SAMKernelRegressor())``,
-    ``'regressor__'`` inside a ``TransformedTargetRegressor``.
-    """
-    prefix, final = "", estimator
-    while True:
-        if isinstance(final, Pipeline):
-            name, final = final.steps[-1]
-            prefix += f"{name}__"
-        elif isinstance(final, TransformedTargetRegressor):
-            final, prefix = final.regressor, prefix + "regressor__"
-        elif not {"solver", "rho"} <= set(final.get_params(deep=False)):
-            raise ValueError(
-                f"estimator must be a sksam estimator (with 'solver' and 'rho') or a "
-                f"Pipeline ending in one; its final step is {type(final).__name__}."
-            )
-        else:
-            return prefix, final
+    """The ``set_params`` prefix of the final sksam model, and that model."""
+    prefix, final = param_prefix(estimator)
+    if not {"solver", "rho"} <= set(final.get_params(deep=False)):
+        raise ValueError(
+            f"estimator must be a sksam estimator (with 'solver' and 'rho') or a "
+            f"Pipeline ending in one; its final step is {type(final).__name__}."
+        )
+    return prefix, final
 
 
 def _grid_of(label, params, param_grid, final):
@@ -294,13 +281,12 @@ def _fit_and_score(estimator, X, y, train, test, *, prefix, params, grid, inner_
     search_time = time.perf_counter() - start
     start = time.perf_counter()
     score = scorer(fitted, _safe_indexing(X, test), _safe_indexing(y, test))
-    final = _final_step_fitted(fitted)
     return {
         "score": float(score),
         "fit_time": refit_time,
         "search_time": search_time,
         "score_time": time.perf_counter() - start,
-        "sharpness": _sharpness(final),
+        "sharpness": float(sharpness_or_nan(fitted)),
         "n_train": len(train),
         "n_test": len(test),
         "params": chosen,
@@ -363,27 +349,11 @@ def _kernel_path_search(model, prefix, final, twin, grid, inner_cv, X, y):
     else:
         model = cv_estimator
     model.fit(X, y)
-    fitted_cv = _final_step_fitted(model)
+    fitted_cv = final_estimator(model)
     chosen = {"max_iter": fitted_cv.n_iter_}
     if fitted_cv.solver_ != "gd":  # GD's path ignores rho
         chosen["rho"] = fitted_cv.rho_
     return model, chosen, fitted_cv.refit_time_
-
-
-def _final_step_fitted(fitted):
-    """The fitted final model inside a fitted pipeline / target transformer."""
-    while True:
-        if isinstance(fitted, Pipeline):
-            fitted = fitted[-1]
-        elif isinstance(fitted, TransformedTargetRegressor):
-            fitted = fitted.regressor_
-        else:
-            return fitted
-
-
-def _sharpness(final):
-    value = getattr(final, "sharpness_", None)
-    return np.nan if value is None else float(value)
 
 
 def _run(tasks, n_tasks, n_jobs, verbose):

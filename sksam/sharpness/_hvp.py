@@ -249,9 +249,15 @@ def top_hessian_eigenvalue(
     params = check_params(params)
     hvp = HessianOperator(loss_fn, params)
     start = random_vector(check_random_state(random_state), n_params(params), params[0])
-    if method == "lanczos":
-        return _lanczos_top(hvp, start, max_iter, tol)
-    return _power_top(hvp, start, max_iter, tol)
+    if method == "lanczos":  # full reorthogonalization; the largest Ritz value
+        alphas, betas = lanczos(hvp, start, max_iter, tol, k=1)
+        return float(ritz_values(alphas, betas, k=1)[0][0])
+    # Power iteration on H + sigma I with sigma >= |lambda|_max: the shift makes
+    # every eigenvalue non-negative, so the dominant one is lambda_max(H) + sigma,
+    # the largest *algebraic* one. (10% above the magnitude estimate, which a
+    # Rayleigh quotient gives from below)
+    shift = 1.1 * abs(_power_iteration(hvp, start, max_iter, tol, shift=0.0))
+    return float(_power_iteration(hvp, start, max_iter, tol, shift=shift) - shift)
 
 
 def check_iterations(max_iter, tol):
@@ -259,12 +265,6 @@ def check_iterations(max_iter, tol):
         raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
     if not tol >= 0:
         raise ValueError(f"tol must be non-negative; got {tol!r}.")
-
-
-def _lanczos_top(hvp, start, max_iter, tol):
-    """Lanczos with full reorthogonalization; the largest Ritz value."""
-    alphas, betas = lanczos(hvp, start, max_iter, tol, k=1)
-    return float(ritz_values(alphas, betas, k=1)[0][0])
 
 
 def lanczos(hvp, start, max_iter, tol, *, k=1):
@@ -325,15 +325,6 @@ def ritz_values(alphas, betas, *, k=1):
     values, vectors = eigh_tridiagonal(np.array(alphas), np.array(betas[:-1]))
     top = np.arange(len(values) - 1, max(len(values) - 1 - k, -1), -1)
     return values[top], np.abs(betas[-1] * vectors[-1, top])
-
-
-def _power_top(hvp, start, max_iter, tol):
-    """Power iteration on ``H + sigma I`` with ``sigma >= |lambda|_max``."""
-    # The shift makes every eigenvalue of H + sigma I non-negative, so the
-    # dominant one is lambda_max(H) + sigma: the largest *algebraic* one.
-    # (10% above the magnitude estimate, which a Rayleigh quotient gives from below)
-    shift = 1.1 * abs(_power_iteration(hvp, start, max_iter, tol, shift=0.0))
-    return float(_power_iteration(hvp, start, max_iter, tol, shift=shift) - shift)
 
 
 def _power_iteration(hvp, start, max_iter, tol, *, shift):

@@ -268,7 +268,7 @@ def average_terms(
     terms = []
     try:
         with torch.no_grad():
-            base = _checked_value(loss_fn)
+            base = _value_at(loss_fn, params, saved)
             for _ in range(n_samples):
                 e = rho * scale * random_vector(rng, flat.numel(), params[0])
                 plus = _value_at(loss_fn, params, saved, e)
@@ -418,14 +418,12 @@ def _loss_and_gradient_at(loss_fn, params, saved, e):
     return loss_and_gradient(loss_fn, params)
 
 
-def _value_at(loss_fn, params, saved, e):
-    _move(params, saved, e)
-    return _checked_value(loss_fn)
-
-
-def _checked_value(loss_fn):
+def _value_at(loss_fn, params, saved, e=None):
+    """``L(w + e)`` (``L(w)`` with ``e`` None, the parameters left where they are)."""
     from ._hvp import check_loss
 
+    if e is not None:
+        _move(params, saved, e)
     loss = loss_fn()
     check_loss(loss)
     return loss.item()
