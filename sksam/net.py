@@ -19,6 +19,7 @@ accepted by ``set_params`` and therefore by ``clone`` and ``GridSearchCV``.
 """
 
 import abc
+import contextlib
 import copy
 import inspect
 import re
@@ -152,51 +153,8 @@ def eval_forward(module, X):
     return out
 
 
-def check_output_width(module, X, n_outputs, n_features):
-    """A module must take ``n_features`` columns and return one column per class (or target).
-
-    Otherwise the loss broadcasts a regression target across the columns,
-    and a classifier trains extra classes it can then predict, all without
-    an error until ``predict`` fails or returns the wrong shape; and a
-    module whose input layer has another width fails deep inside torch.
-    """
-    try:
-        out = eval_forward(module, X)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"The module failed on the first rows of X, which has {n_features} features "
-            f"(n_features_in_): {exc} Make the module's input layer take {n_features} "
-            "features (module__n_features for a class that takes it)."
-        ) from exc
-    if isinstance(out, torch.Tensor) and tuple(out.shape) != (len(X), n_outputs):
-        raise ValueError(
-            f"The module returns an output of shape {tuple(out.shape)} for {len(X)} "
-            f"samples, but y needs ({len(X)}, {n_outputs}): one column per class "
-            "(SAMNetClassifier) or per target (SAMNetRegressor). Pass the output "
-            "width through module__* parameters or fix the module's last layer."
-        )
-
-
-def has_batch_norm(module):
-    """Whether ``module`` holds a batch normalization layer (``BatchNorm1d``...)."""
-    return any(isinstance(sub, _BatchNorm) for sub in module.modules())
-
-
 #: torch's error when batch normalization is handed a single row in training mode.
 SINGLE_ROW_ERROR = "Expected more than 1 value per channel"
-
-
-def single_row_message(estimator_name, batch_size, m, n_samples):
-    """Why batch normalization failed on one row, naming ``batch_size`` and ``m``."""
-    return (
-        f"{estimator_name}: the module has batch normalization, which cannot normalize "
-        "a single row in training mode, and a training batch (or an m-sharpness chunk) "
-        f"had one row: batch_size={batch_size}, m={m}, {n_samples} training rows. A "
-        "last batch of one row is skipped, but not a batch_size of 1, a single training "
-        "row, nor chunks of one row: use batch_size >= 2 * m (and a number of rows whose "
-        "remainder by batch_size is 0 or at least 2 * m), or a module without batch "
-        "normalization (module__batch_norm=False)."
-    )
 
 
 def needs_closure(optimizer):
@@ -221,23 +179,16 @@ def valid_split_message(estimator_name, callback_name, monitor):
     )
 
 
-class ValidSplitHint:
+@contextlib.contextmanager
+def valid_split_hint(estimator_name):
     """Turn skorch's ``KeyError: 'valid_...'`` (no validation data) into a clear error."""
-
-    def __init__(self, estimator_name):
-        self.estimator_name = estimator_name
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is KeyError:
-            found = re.search(r"'(valid_\w*)'", str(exc))
-            if found:
-                raise ValueError(
-                    valid_split_message(self.estimator_name, "a callback", found.group(1))
-                ) from exc
-        return False
+    try:
+        yield
+    except KeyError as exc:
+        found = re.search(r"'(valid_\w*)'", str(exc))
+        if not found:
+            raise
+        raise ValueError(valid_split_message(estimator_name, "a callback", found.group(1))) from exc
 
 
 def check_callbacks(estimator_name, callbacks, train_split, routed):
@@ -285,12 +236,6 @@ def epoch_losses(history):
             np.average([b["train_loss"] for b in batches], weights=sizes) if batches else np.nan
         )
     return np.asarray(losses, dtype=float)
-
-
-def first_batch_loss(epochs):
-    """The loss of the first batch of ``epochs``: at the weights training started from."""
-    losses = batch_losses(epochs)
-    return losses[0] if losses else None
 
 
 def divergence(net, outputs, loss):
@@ -382,12 +327,7 @@ def encode(y, classes, method):
             f"`y` has classes not in `self.classes_` ({method} keeps the classes): "
             f"`self.classes_` has {classes}, `y` has unseen {unseen}."
         )
-    return class_indices(np.searchsorted(classes, y))
-
-
-def class_indices(y_encoded):
-    """Class indices as the int64 array ``CrossEntropyLoss`` expects."""
-    return np.asarray(y_encoded, dtype=np.int64)
+    return np.asarray(np.searchsorted(classes, y), dtype=np.int64)  # CrossEntropyLoss's
 
 
 def subsample(X, y, seed, max_samples):
@@ -804,7 +744,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         else:
             net = self._build_net(X.shape[1], n_outputs, NetRandomState(seed, device), len(X))
         first_epoch = len(net.history) if warm else 0
-        with ValidSplitHint(type(self).__name__):
+        with valid_split_hint(type(self).__name__):
             if not warm:
                 with net.rng.active():
                     initialize(net)
@@ -850,8 +790,29 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         )
 
     def _check_module(self, module, X, n_outputs):
-        """The module must take ``X``'s width and return one column per output."""
-        check_output_width(module, X[:2], n_outputs, X.shape[1])
+        """The module must take ``X``'s width and return one column per class (or target).
+
+        Otherwise the loss broadcasts a regression target across the columns,
+        and a classifier trains extra classes it can then predict, all without
+        an error until ``predict`` fails or returns the wrong shape; and a
+        module whose input layer has another width fails deep inside torch.
+        """
+        X, n_features = X[:2], X.shape[1]
+        try:
+            out = eval_forward(module, X)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"The module failed on the first rows of X, which has {n_features} features "
+                f"(n_features_in_): {exc} Make the module's input layer take {n_features} "
+                "features (module__n_features for a class that takes it)."
+            ) from exc
+        if isinstance(out, torch.Tensor) and tuple(out.shape) != (len(X), n_outputs):
+            raise ValueError(
+                f"The module returns an output of shape {tuple(out.shape)} for {len(X)} "
+                f"samples, but y needs ({len(X)}, {n_outputs}): one column per class "
+                "(SAMNetClassifier) or per target (SAMNetRegressor). Pass the output "
+                "width through module__* parameters or fix the module's last layer."
+            )
 
     @staticmethod
     def _skip_single_rows(net):
@@ -862,7 +823,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         epoch when shuffling) is what ``drop_last`` does for every short
         batch, for less.
         """
-        if has_batch_norm(net.module_):
+        if any(isinstance(sub, _BatchNorm) for sub in net.module_.modules()):
             # a routed parameter, as skorch stores them (set_params would re-initialize)
             net.iterator_train__drop_single_row = True
 
@@ -874,11 +835,25 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             if SINGLE_ROW_ERROR not in str(exc):
                 raise
             raise ValueError(
-                single_row_message(type(self).__name__, self.batch_size, self.m, len(X))
+                f"{type(self).__name__}: the module has batch normalization, which cannot "
+                "normalize a single row in training mode, and a training batch (or an "
+                f"m-sharpness chunk) had one row: batch_size={self.batch_size}, m={self.m}, "
+                f"{len(X)} training rows. A last batch of one row is skipped, but not a "
+                "batch_size of 1, a single training row, nor chunks of one row: use "
+                "batch_size >= 2 * m (and a number of rows whose remainder by batch_size is "
+                "0 or at least 2 * m), or a module without batch normalization "
+                "(module__batch_norm=False)."
             ) from exc
 
     def _batch_rows(self, n_samples):
         return n_samples if self.batch_size is None else min(self.batch_size, n_samples)
+
+    def _net_output(self, method, X):
+        """``net_``'s ``method`` (``'predict'``, ``'predict_proba'``) on ``X``, checked."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        with self._threads(self.net_, len(X)):
+            return getattr(self.net_, method)(to_tensor(X, net_device(self.net_)))
 
     def _threads(self, net, n_rows):
         """The thread policy of :mod:`sksam._base` for ``n_rows`` rows through ``net``."""
@@ -1074,10 +1049,6 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             logits_fn=self._logits_fn(module, X, y),
         )
 
-    def _logits_fn(self, module, X, y):
-        """What the logit-normalized sharpness reads; a regressor has no logits."""
-        return None
-
     # -- divergence ----------------------------------------------------------------
 
     def _final_loss(self, net, X, y, failed_fit):
@@ -1115,7 +1086,8 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         losses = epoch_losses(epochs)
         if len(losses):
             losses = [*losses, final_loss]
-        cause = diagnose_loss_curve(losses, initial_loss=first_batch_loss(epochs))
+        first = batch_losses(epochs)[:1]  # at the weights training started from
+        cause = diagnose_loss_curve(losses, initial_loss=first[0] if first else None)
         if cause is None:
             cause = no_better_than_constant(epochs, self._baseline_loss(y))
         if cause is None:
@@ -1182,6 +1154,51 @@ FAR_FROM_MINIMUM = 0.1
 def _measure_names(names):
     """The sharpness measures of a docstring's type line, in the order of ``MEASURES``."""
     return ", ".join(repr(name) for name in MEASURES if name in names)
+
+
+_PERTURBATION_DOC = """
+        e = 0                          solver='gd'
+        e = rho * g / ||g||            solver='sam'   (Foret et al., 2021)
+        e = rho * g                    solver='usam'  (Andriushchenko & Flammarion, 2022)
+        e = rho * T**2 g / ||T g||     solver='asam'  (Kwon et al., 2021)
+
+    with ``g`` the mini-batch gradient of the {loss_name} at ``w``.
+"""
+
+
+def _attributes_doc(target, net_class, net_note):
+    """The Attributes section: ``target``'s attributes first, then those both nets share."""
+    return (
+        f"""
+    Attributes
+    ----------{target}
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Feature names, when ``X`` had string column names.
+    net_ : skorch.{net_class}
+        The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
+        ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
+        {net_note}
+    history_ : skorch.history.History
+        ``net_.history`` (also as ``history``, skorch's name), read-only.
+    module_ : torch.nn.Module
+        The trained network, ``net_.module_``, read-only.
+    optimizer_ : torch.optim.Optimizer
+        ``net_.optimizer_``, read-only.
+    criterion_ : torch.nn.Module
+        ``net_.criterion_``, read-only.
+"""
+        + HISTORY_ATTRIBUTES_DOC
+        + """
+        Here an iteration is an epoch, there is no ``early_stopping``
+        parameter (skorch's ``EarlyStopping`` callback stops early), and the
+        validation scores of a ``train_split`` are in ``net_.history``.
+    sharpness_ : float or None
+        The ``sharpness`` measure at the fitted weights, on the data of the
+        last call to ``fit`` or ``partial_fit``; ``None`` if not asked.
+"""
+    )
 
 
 _FIT_DOC = """
@@ -1354,14 +1371,8 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
 
     Every step of the base optimizer (``optimizer``, SGD by default) uses
     the gradient at a perturbed point ``w + e`` (see :class:`sksam.optim.SAM`)::
-
-        e = 0                          solver='gd'
-        e = rho * g / ||g||            solver='sam'   (Foret et al., 2021)
-        e = rho * g                    solver='usam'  (Andriushchenko & Flammarion, 2022)
-        e = rho * T**2 g / ||T g||     solver='asam'  (Kwon et al., 2021)
-
-    with ``g`` the mini-batch gradient of the cross-entropy at ``w``.
 """
+        + _PERTURBATION_DOC.format(loss_name="cross-entropy")
         + _FIT_DOC.format(
             output="**logits**",
             default_lr="0.03",
@@ -1381,37 +1392,14 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
                 "usually better."
             ),
         )
-        + """
-    Attributes
-    ----------
+        + _attributes_doc(
+            """
     classes_ : ndarray of shape (n_classes,)
-        The class labels (any type ``numpy.unique`` sorts, strings included).
-    n_features_in_ : int
-        Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Feature names, when ``X`` had string column names.
-    net_ : skorch.NeuralNetClassifier
-        The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
-        ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
-        sees labels encoded as ``0..n_classes-1``.
-    history_ : skorch.history.History
-        ``net_.history`` (also as ``history``, skorch's name), read-only.
-    module_ : torch.nn.Module
-        The trained network, ``net_.module_``, read-only.
-    optimizer_ : torch.optim.Optimizer
-        ``net_.optimizer_``, read-only.
-    criterion_ : torch.nn.Module
-        ``net_.criterion_``, read-only.
-"""
-        + HISTORY_ATTRIBUTES_DOC
+        The class labels (any type ``numpy.unique`` sorts, strings included).""",
+            "NeuralNetClassifier",
+            "sees labels encoded as ``0..n_classes-1``.",
+        )
         + """
-        Here an iteration is an epoch, there is no ``early_stopping``
-        parameter (skorch's ``EarlyStopping`` callback stops early), and the
-        validation scores of a ``train_split`` are in ``net_.history``.
-    sharpness_ : float or None
-        The ``sharpness`` measure at the fitted weights, on the data of the
-        last call to ``fit`` or ``partial_fit``; ``None`` if not asked.
-
     See Also
     --------
     SAMNetRegressor : The regression twin.
@@ -1539,7 +1527,8 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         else:
             classes, y_encoded = np.unique(y, return_inverse=True)
             check_n_classes(classes, "in the data")
-        return X, class_indices(y_encoded), {"classes_": classes}
+        # class indices as the int64 array CrossEntropyLoss expects
+        return X, np.asarray(y_encoded, dtype=np.int64), {"classes_": classes}
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of the network's logits.
@@ -1554,11 +1543,7 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         proba : ndarray of shape (n_samples, n_classes)
             Columns in the order of ``classes_``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        with self._threads(self.net_, len(X)):
-            proba = self.net_.predict_proba(to_tensor(X, net_device(self.net_)))
-        return proba.astype(np.float64)
+        return self._net_output("predict_proba", X).astype(np.float64)
 
     def predict(self, X):
         """Most probable class of each sample.
@@ -1590,14 +1575,8 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
     ``NeuralNetRegressor`` semantics): the loss is the mean squared error
     ``MSELoss``, ``y`` may have one or several columns, and every step of
     the base optimizer uses the gradient at a perturbed point ``w + e``::
-
-        e = 0                          solver='gd'
-        e = rho * g / ||g||            solver='sam'   (Foret et al., 2021)
-        e = rho * g                    solver='usam'  (Andriushchenko & Flammarion, 2022)
-        e = rho * T**2 g / ||T g||     solver='asam'  (Kwon et al., 2021)
-
-    with ``g`` the mini-batch gradient of the mean squared error at ``w``.
 """
+        + _PERTURBATION_DOC.format(loss_name="mean squared error")
         + _FIT_DOC.format(
             output="the predictions",
             default_lr="0.01 (skorch's ``NeuralNetRegressor`` default)",
@@ -1617,37 +1596,14 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
                 "squared error grows with the scale of the targets."
             ),
         )
-        + """
-    Attributes
-    ----------
-    n_features_in_ : int
-        Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Feature names, when ``X`` had string column names.
+        + _attributes_doc(
+            """
     n_outputs_ : int
-        Number of regression targets (columns of ``y``).
-    net_ : skorch.NeuralNetRegressor
-        The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
-        ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
-        always sees a 2-D ``y``.
-    history_ : skorch.history.History
-        ``net_.history`` (also as ``history``, skorch's name), read-only.
-    module_ : torch.nn.Module
-        The trained network, ``net_.module_``, read-only.
-    optimizer_ : torch.optim.Optimizer
-        ``net_.optimizer_``, read-only.
-    criterion_ : torch.nn.Module
-        ``net_.criterion_``, read-only.
-"""
-        + HISTORY_ATTRIBUTES_DOC
+        Number of regression targets (columns of ``y``).""",
+            "NeuralNetRegressor",
+            "always sees a 2-D ``y``.",
+        )
         + """
-        Here an iteration is an epoch, there is no ``early_stopping``
-        parameter (skorch's ``EarlyStopping`` callback stops early), and the
-        validation scores of a ``train_split`` are in ``net_.history``.
-    sharpness_ : float or None
-        The ``sharpness`` measure at the fitted weights, on the data of the
-        last call to ``fit`` or ``partial_fit``; ``None`` if not asked.
-
     See Also
     --------
     SAMNetClassifier : The classification twin, whose notes apply here too.
@@ -1720,9 +1676,5 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             1-D when ``fit`` was given a 1-D ``y``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        with self._threads(self.net_, len(X)):
-            y = self.net_.predict(to_tensor(X, net_device(self.net_)))
-        y = np.asarray(y, dtype=np.float64)
+        y = np.asarray(self._net_output("predict", X), dtype=np.float64)
         return y.ravel() if self._y_ndim == 1 else y
