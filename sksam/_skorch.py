@@ -194,18 +194,9 @@ def changed_pins(purpose):
 
     ``'speed'``: the methods :class:`FastLoopMixin` re-implements
     or mirrors; when one changed (or its source cannot be read), the nets
-    use skorch's own loop instead (:func:`skorch_net_class`).
-    Checked against :data:`COPIED` as it is at the call.
-
-    Parameters
-    ----------
-    purpose : str
-        A ``purpose`` of :data:`OVERRIDES` or :data:`MIRRORED`.
-
-    Returns
-    -------
-    names : tuple of str
-        ``"Class.method"`` names, sorted; empty when every pin holds.
+    use skorch's own loop instead (:func:`skorch_net_class`). Checked
+    against :data:`COPIED` as it is at the call; ``"Class.method"`` names,
+    sorted, empty when every pin holds.
     """
     rows = {**OVERRIDES, **MIRRORED}
     pinned = tuple(sorted((n, COPIED[n]) for n, o in rows.items() if o.purpose == purpose))
@@ -445,34 +436,17 @@ class NetRandomState:
             self.cuda_state = cuda.manual_seed(seed).get_state()
 
     def get_state(self):
-        """The generators' state, to hand back to :meth:`set_state`.
-
-        Returns
-        -------
-        state : tuple
-            The CPU generator's state and the GPU's (or None).
-        """
+        """The CPU generator's state and the GPU's (or None), for :meth:`set_state`."""
         return self.generator.get_state(), self.cuda_state
 
     def set_state(self, state):
-        """Go back to a state returned by :meth:`get_state`.
-
-        Parameters
-        ----------
-        state : tuple
-            As returned by :meth:`get_state`.
-        """
+        """Go back to a state returned by :meth:`get_state`."""
         self.generator.set_state(state[0])
         self.cuda_state = state[1]
 
     @contextlib.contextmanager
     def active(self):
-        """Lend torch's global generators this state for the block, then take it back.
-
-        Yields
-        ------
-        None
-        """
+        """Lend torch's global generators this state for the block, then take it back."""
         with GLOBAL_RNG_LOCK:
             saved_cpu = torch.get_rng_state()
             saved_cuda = None
@@ -507,14 +481,6 @@ def draws_random_numbers(module):
     Yes when a submodule is one of torch's random layers (dropout...), or is
     not one of torch's own layers and does not declare
     ``draws_random_numbers = False`` in its class.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-
-    Returns
-    -------
-    draws : bool
     """
     for sub in module.modules():
         cls = type(sub)

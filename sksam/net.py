@@ -65,7 +65,6 @@ from ._family import (
     family_constraints,
     family_for,
 )
-from ._net_bayes import bsam_optimizer_params, posterior_draws
 from ._skorch import (
     NetRandomState,
     NetSnapshot,
@@ -948,7 +947,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             return dict(optimizer=MomentumSAM, optimizer__rho=self.rho, optimizer__momentum=0.0)
         seed = self.random_state if isinstance(self.random_state, Integral) else 0
         if self.solver == "bsam":  # its posterior's precision counts the training rows
-            return bsam_optimizer_params(self, n_samples, int(seed), self._routed_params())
+            return self._bsam_optimizer_params(n_samples, int(seed))
         rule, schedule = schedule_for(self.solver, self.sam_every, int(seed))
         family = {}
         if rule in FAMILY_SOLVERS:  # GSAM, WSAM, F-SAM: a rule with these options; SAM-ON: a subset
@@ -1019,7 +1018,61 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         if isinstance(n_draws, bool) or not isinstance(n_draws, Integral) or n_draws < 1:
             raise ValueError(f"n_draws must be an integer >= 1, got n_draws={n_draws!r}.")
         predict = self.predict_proba if self._task == "classifier" else self.predict
-        return posterior_draws(self.net_.optimizer_, lambda: predict(X), n_draws, random_state)
+        optimizer = self.net_.optimizer_
+        params, std = optimizer._params(), optimizer.rule.posterior_std()
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            means = [p.detach().clone() for p in params]
+            draws = []
+            try:
+                for _ in range(n_draws):
+                    for p, mean, sd in zip(params, means, std):
+                        xi = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+                        p.copy_(mean + sd * xi)
+                    draws.append(predict(X))
+            finally:  # the trained weights back, bit for bit
+                for p, mean in zip(params, means):
+                    p.copy_(mean)
+        return np.stack(draws)
+
+    def _bsam_optimizer_params(self, n_samples, seed):
+        """``solver='bsam'``: SAM with the rule :class:`~sksam._family.BayesianSAM`.
+
+        Its ``num_data`` is ``n_samples``, the rows ``fit`` trains on, and
+        ``seed`` seeds its posterior noise. A ``ValueError`` names the
+        parameter when bSAM's update cannot be taken: another base optimizer
+        than SGD, SGD's momentum or weight decay (bSAM's own momentum and
+        prior precision replace them), ``m > 1`` (each chunk would update the
+        posterior) or float16 loss scaling.
+        """
+        if self.optimizer is not torch.optim.SGD:
+            raise ValueError(
+                "solver='bsam' takes its own Adam-like step through torch.optim.SGD "
+                f"(lr only): it needs optimizer=torch.optim.SGD, got {self.optimizer!r}."
+            )
+        routed = self._routed_params()
+        for name in ("optimizer__momentum", "optimizer__weight_decay", "optimizer__nesterov"):
+            if routed.get(name):
+                raise ValueError(
+                    f"solver='bsam' has its own momentum and prior precision; the base SGD "
+                    f"takes neither: got {name}={routed[name]!r}. Remove it (or use "
+                    "sksam.optim.SAM with BayesianSAM(betas=..., prior_precision=...))."
+                )
+        if self.m != 1 or self.precision == "float16":
+            raise ValueError(
+                "solver='bsam' updates its posterior once per step from the whole batch's "
+                "gradients and is not homogeneous in float16's loss scale: it supports m=1 "
+                f"and precision='float32' or 'bfloat16'; got m={self.m}, "
+                f"precision={self.precision!r}."
+            )
+        return dict(
+            optimizer=SAM,
+            optimizer__base_optimizer=torch.optim.SGD,
+            optimizer__rho=self.rho,
+            optimizer__solver="sam",
+            optimizer__rule=BayesianSAM(num_data=n_samples, seed=seed),
+        )
 
     def _shape_params(self, module_class, n_features, n_outputs):
         """``module__n_features`` and the output size, where the class takes them."""
