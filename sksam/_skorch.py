@@ -1,48 +1,512 @@
-"""The skorch machinery behind the deep-net estimators (private).
+"""Our skorch net: every override, in one place, with its pin (private).
 
 :class:`sksam.SAMNetClassifier` and :class:`sksam.SAMNetRegressor` each own
 a skorch net (``net_``) built from the classes here: :class:`SkorchSAMClassifier`
 and :class:`SkorchSAMRegressor`, skorch's ``NeuralNetClassifier`` and
-``NeuralNetRegressor`` with :class:`SAMNetMixin` in front.
+``NeuralNetRegressor`` with :class:`SAMNetMixin` in front; with the net's
+data path (its device, tensors, :class:`TensorBatchLoader`) and the
+estimator's random state (:class:`NetRandomState`).
 
-The skorch internals overridden here, why, and their pins are one table,
-:data:`sksam._skorch_overrides.OVERRIDES` (listed below). The correctness
-overrides (what SAM needs) are in :class:`SAMStepMixin`; the speed ones
-(same results, less per batch) in :class:`FastLoopMixin` and
-:class:`FastHistory`, which can be removed without changing a number.
+skorch documents ``train_step``, ``train_step_single`` and the ``get_*`` /
+``initialize_*`` methods as safe to override; we go further. :data:`OVERRIDES`
+is the one list of what we override, why (``purpose``: ``'correctness'``,
+what SAM needs, in :class:`SAMStepMixin`; ``'speed'``, the same results for
+less per batch, in :class:`FastLoopMixin` and :class:`FastHistory`, which can
+be removed without changing a number; ``'accelerate'``, the ``accelerator=``
+path only), how, and the pin: ``tests/test_net_skorch.py`` checks that each
+method still exists in skorch with our signature, and, where ``fingerprint``
+is set, that skorch's source (docstrings and formatting ignored,
+:func:`source_fingerprint`) is still the one we read, failing with the
+method's name when skorch changes it. A changed ``'speed'`` pin does not
+fail: the nets then run skorch's own loop, with a warning
+(:func:`changed_pins`), so a skorch release that changes one of those
+methods costs speed, never a wrong number. :data:`MIRRORED` lists the skorch
+methods we do not override but whose behaviour a fast path reproduces (or
+that an override leaves unused), pinned the same way.
 """
 
+import ast
 import contextlib
 import copy
 import functools
+import hashlib
+import inspect
+import math
+import textwrap
+import threading
 import warnings
+from collections import namedtuple
 
+import numpy as np
 import skorch
 import torch
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import Callback, LRScheduler
-from skorch.dataset import unpack_data
+from skorch.dataset import Dataset, get_len, unpack_data
 from skorch.hf import AccelerateMixin  # imports accelerate only when used
 from skorch.history import History
 from skorch.utils import TeeGenerator
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ._base import Snapshot, user_stacklevel
-from ._net_data import TensorBatchLoader, batch_rows, resolved_device
-from ._net_random import NetRandomState, draws_random_numbers
-from ._skorch_overrides import (
-    COPIED,
-    OVERRIDES,
-    SKORCH_VERSION,
-    changed_pins,
-    describe,
-    skorch_method,
-    source_fingerprint,
-)
 from .optim import SAM, MomentumSAM
 
+# -- the overrides and their pins --------------------------------------------------
+
+#: Pinned against skorch 1.4.0.
+SKORCH_VERSION = "1.4.0"
+
+Override = namedtuple("Override", "purpose how fingerprint note")
+
+OVERRIDES = {
+    # -- correctness: what SAM needs (SAMStepMixin) ------------------------------
+    "NeuralNet.__init__": Override(
+        "correctness",
+        "extended",
+        None,
+        "Three more parameters: ``m`` and ``precision``, read by ``train_step``, and "
+        "``rng`` (a ``NetRandomState``: the estimator's random numbers).",
+    ),
+    "NeuralNet.train_step": Override(
+        "correctness",
+        "re-implemented",
+        "517109f451b151b0",
+        "One closure that computes only (clear gradients, forward, loss, backward); "
+        "skorch's per-step bookkeeping (step accumulator, ``on_grad_computed``) runs "
+        "once per SAM step instead of once per pass.",
+    ),
+    "NeuralNet.fit_loop": Override(
+        "correctness",
+        "extended",
+        None,
+        "skorch's, noting a ``KeyboardInterrupt`` in ``interrupted_`` (skorch's "
+        "``partial_fit`` swallows it); the step plan (precision, scaler, device) is "
+        "made once here, and the listener cache dropped at the end.",
+    ),
+    "NeuralNet.get_params_for_optimizer": Override(
+        "correctness",
+        "extended",
+        None,
+        "skorch's, plus ``model=`` the first module for ``sksam.optim.SAM``.",
+    ),
+    # -- speed: same results, less per batch (FastLoopMixin, FastHistory) ---------
+    "NeuralNet.run_single_epoch": Override(
+        "speed",
+        "re-implemented",
+        "26e1bb2a69a0a4c3",
+        "The same hooks and history records as skorch's, with the batch size of a "
+        "tensor taken by ``len`` instead of skorch's ``get_len``.",
+    ),
+    "NeuralNet.notify": Override(
+        "speed",
+        "re-implemented",
+        "18b3579cf8f07cd0",
+        "For the per-batch hooks, calls only the callbacks of ``callbacks_`` that "
+        "implement the hook (a cache checked against ``callbacks_`` at every call); "
+        "same order as skorch's.",
+    ),
+    "NeuralNet._set_training": Override(
+        "speed",
+        "guarded",
+        "b45cc3574aeaedd6",
+        "skorch's, skipped when every module already is in the requested mode.",
+    ),
+    "NeuralNet.initialize_history": Override(
+        "speed",
+        "replaced",
+        "7206a56f4bc54da3",
+        "skorch's, with a ``FastHistory`` as the default (a user's history is kept).",
+    ),
+    "History.new_batch": Override(
+        "speed",
+        "re-implemented",
+        "259969f3f798ce19",
+        "Plain list indexing of the last row instead of ``History``'s slicing parser.",
+    ),
+    "History.record_batch": Override(
+        "speed",
+        "re-implemented",
+        "a4621257bbcab558",
+        "As ``History.new_batch``.",
+    ),
+    # -- accelerator= only (AcceleratedSAMMixin) --------------------------------
+    "AccelerateMixin.train_step": Override(
+        "accelerate",
+        "replaced by ours",
+        "b1033fa6432086ce",
+        "Our ``train_step`` runs instead, so skorch's ``train_step_single`` and "
+        "``_step_optimizer`` of that mixin (which call ``optimizer.step()`` without a "
+        "closure, so cannot run SAM) are not used.",
+    ),
+    "AccelerateMixin._initialize_accelerator": Override(
+        "accelerate",
+        "re-implemented",
+        "1af18d6c389acede",
+        "skorch's preparation, except for modules without trainable parameters (the "
+        "usual criteria, which DistributedDataParallel refuses), then SAM's ``model`` "
+        "set to the prepared module.",
+    ),
+}
+
+#: skorch methods we do not override but whose behaviour a fast path
+#: reproduces, or that an override makes unused: pinned as well.
+MIRRORED = {
+    "NeuralNet.infer": Override(
+        "speed",
+        "mirrored",
+        "d460a7804e14a036",
+        "A batch of tensors on the device goes straight to ``module_`` (what "
+        "``infer`` does with it), unless a subclass overrides ``infer``.",
+    ),
+    "NeuralNet.get_loss": Override(
+        "speed",
+        "mirrored",
+        "ba674830d377b3be",
+        "... and to ``criterion_``, unless a subclass overrides ``get_loss``.",
+    ),
+    "NeuralNetClassifier.get_loss": Override(
+        "speed", "mirrored", "90d000207315361e", "As ``NeuralNet.get_loss``."
+    ),
+    "AccelerateMixin.train_step_single": Override(
+        "mirrored", "not used", "b6a9297f270cbdb1", "See ``AccelerateMixin.train_step``."
+    ),
+    "AccelerateMixin._step_optimizer": Override(
+        "mirrored", "not used", "be534e706d9bdb33", "See ``AccelerateMixin.train_step``."
+    ),
+}
+
+#: The pinned fingerprints (:func:`source_fingerprint`) of the skorch methods we
+#: re-implement or mirror. A different fingerprint means skorch changed the
+#: method: re-read it, update our version, then the table above.
+COPIED = {name: o.fingerprint for name, o in {**OVERRIDES, **MIRRORED}.items() if o.fingerprint}
+
+SKORCH_CLASSES = {
+    "NeuralNet": NeuralNet,
+    "NeuralNetClassifier": NeuralNetClassifier,
+    "History": History,
+    "AccelerateMixin": AccelerateMixin,
+}
+
+
+def changed_pins(purpose):
+    """The pinned skorch methods of ``purpose`` whose source is not the one we read.
+
+    ``'speed'``: the methods :class:`FastLoopMixin` re-implements
+    or mirrors; when one changed (or its source cannot be read), the nets
+    use skorch's own loop instead (:func:`skorch_net_class`). Checked
+    against :data:`COPIED` as it is at the call; ``"Class.method"`` names,
+    sorted, empty when every pin holds.
+    """
+    rows = {**OVERRIDES, **MIRRORED}
+    pinned = tuple(sorted((n, COPIED[n]) for n, o in rows.items() if o.purpose == purpose))
+    return _changed(pinned)
+
+
+@functools.cache
+def _changed(pinned):
+    changed = []
+    for name, fingerprint in pinned:
+        try:
+            found = source_fingerprint(skorch_method(name))
+        except (OSError, TypeError, KeyError, SyntaxError):  # no source, or no method
+            found = None
+        if found != fingerprint:
+            changed.append(name)
+    return tuple(changed)
+
+
+def skorch_method(qualname):
+    """The skorch function named ``"Class.method"``."""
+    cls, name = qualname.split(".")
+    return vars(SKORCH_CLASSES[cls])[name]
+
+
+def source_fingerprint(func):
+    """A hash of ``func``'s code, blind to docstrings, comments and formatting."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    body = tree.body[0].body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    dump = "\n".join(ast.dump(node) for node in body)
+    return hashlib.sha256(dump.encode()).hexdigest()[:16]
+
+
+def describe():
+    """The table as reST definitions, for :mod:`sksam._skorch`'s docstring."""
+    return "\n".join(
+        f"``{name}`` ({o.purpose}, {o.how})\n    {o.note}\n"
+        for name, o in {**OVERRIDES, **MIRRORED}.items()
+    )
+
+
 __doc__ += "\n" + describe()
+
+# -- the data path: devices, tensors, batches ----------------------------------------
+
+
+def resolved_device(device):
+    """``device`` as a ``torch.device``, with the current index for a bare ``'cuda'``."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def net_device(net):
+    """Where ``net`` holds its module: its ``device``, or its accelerator's."""
+    if net.device is None:
+        return torch.device(net.accelerator.device)
+    return torch.device(net.device)
+
+
+def is_cpu(device):
+    """Whether ``device`` names the CPU (an invalid name counts as one: ``fit`` says why)."""
+    try:
+        return torch.device(device).type == "cpu"
+    except (RuntimeError, TypeError):
+        return True  # fit will say what is wrong with it
+
+
+def to_tensor(X, device):
+    """``X`` as a float32 tensor on ``device``."""
+    # torch warns on read-only arrays (memory maps); copy those.
+    X = np.require(X, dtype=np.float32, requirements=["C", "W"])
+    return torch.as_tensor(X, device=device)
+
+
+#: Batches whose rows :class:`TensorBatchLoader` gathers in one go.
+CHUNK_BATCHES = 32
+
+
+class TensorBatchLoader:
+    """Mini-batches sliced from whole tensors: a ``DataLoader`` without collation.
+
+    skorch's default ``DataLoader`` fetches and collates one sample at a
+    time, which dominates an epoch on small data. When the dataset holds
+    tensors (as the estimators arrange, on the training device) this loader
+    indexes whole batches at once (when shuffling, it gathers the rows of 32
+    batches at a time and slices the batches from them); the order of the
+    samples is drawn from ``generator``, like ``DataLoader``'s.
+    Any other dataset, or any extra ``DataLoader`` option (``num_workers``,
+    ``collate_fn``...), falls back to a ``DataLoader``.
+
+    Parameters
+    ----------
+    dataset : torch.utils.data.Dataset
+        Usually a skorch ``Dataset`` of tensors, or a ``Subset`` of one.
+    batch_size : int, default=128
+        Samples per batch; the last batch may be smaller.
+    shuffle : bool, default=False
+        Draw a new order of the samples at every pass.
+    generator : torch.Generator or None, default=None
+        The CPU generator the order is drawn from (also handed to the
+        ``DataLoader`` fallback); ``None`` draws from torch's global one.
+    drop_single_row : bool, default=False
+        Skip a last batch of one row (when there are more rows): batch
+        normalization cannot normalize a single row in training mode. The
+        estimators set it for a module with batch normalization.
+    **loader_kwargs
+        Options that only a ``DataLoader`` understands.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        batch_size=128,
+        shuffle=False,
+        generator=None,
+        drop_single_row=False,
+        **loader_kwargs,
+    ):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.drop_single_row = drop_single_row
+        self.loader_kwargs = loader_kwargs
+
+    def __len__(self):
+        n = len(self.dataset)
+        return math.ceil(n / self.batch_size) - int(self._drops_last(n))
+
+    def _drops_last(self, n):
+        """Whether the last of the batches of ``n`` rows is a single row to skip."""
+        return self.drop_single_row and n > 1 and self.batch_size > 1 and n % self.batch_size == 1
+
+    def __iter__(self):
+        if not self._drops_last(len(self.dataset)):
+            yield from self._batches()
+            return
+        for batch in self._batches():
+            if batch_rows(batch) > 1:  # only the last batch can be a single row
+                yield batch
+
+    def _batches(self):
+        X, y = dataset_tensors(self.dataset)
+        if X is None or self.loader_kwargs:
+            loader = DataLoader(
+                self.dataset,
+                batch_size=self.batch_size,
+                shuffle=self.shuffle,
+                generator=self.generator,
+                **self.loader_kwargs,
+            )
+            yield from loader
+            return
+        n = len(X)
+        if not self.shuffle:
+            for start in range(0, n, self.batch_size):
+                stop = start + self.batch_size
+                yield X[start:stop], (None if y is None else y[start:stop])
+            return
+        order = torch.randperm(n, generator=self.generator).to(X.device)
+        # Gather the rows of CHUNK_BATCHES batches at a time and slice the
+        # batches from them: the same batches as X[order[start:stop]], for
+        # one gather per chunk instead of two per batch (a few per cent of a
+        # small epoch), and at most that many batches of memory.
+        chunk = self.batch_size * CHUNK_BATCHES
+        for first in range(0, n, chunk):
+            index = order[first : first + chunk]
+            X_chunk = X.index_select(0, index)
+            y_chunk = None if y is None else y.index_select(0, index)
+            for start in range(0, len(index), self.batch_size):
+                stop = start + self.batch_size
+                yield X_chunk[start:stop], (None if y_chunk is None else y_chunk[start:stop])
+
+
+def dataset_tensors(dataset):
+    """``(X, y)`` tensors behind a skorch ``Dataset`` or a ``Subset`` of one."""
+    if isinstance(dataset, Subset):
+        X, y = dataset_tensors(dataset.dataset)
+        if X is None:
+            return None, None
+        index = torch.as_tensor(np.asarray(dataset.indices), device=X.device)
+        return X[index], (None if y is None else y[index])
+    if isinstance(dataset, Dataset) and torch.is_tensor(dataset.X):
+        if dataset.y is None or torch.is_tensor(dataset.y):
+            return dataset.X, dataset.y
+    return None, None
+
+
+def batch_rows(batch):
+    """Number of samples in ``batch``, as skorch's ``run_single_epoch`` counts them."""
+    X = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return len(X) if type(X) is torch.Tensor else get_len(X)
+
+
+# -- the random state -----------------------------------------------------------------
+
+#: Held while torch's global generators hold an estimator's state
+#: (:meth:`NetRandomState.active`): fits in other threads wait instead of
+#: drawing from (or resetting) the same global state.
+GLOBAL_RNG_LOCK = threading.RLock()
+
+
+class NetRandomState:
+    """The random numbers an estimator owns: a CPU generator, and its GPU's state.
+
+    torch's layers and initializers draw from torch's global generators
+    (``nn.Linear``'s initialization, ``nn.Dropout``); only some functions
+    take a ``generator=`` argument. So the estimator keeps its own state
+    here: the batch order is drawn from :attr:`generator` directly
+    (``torch.randperm(generator=...)``), and code that can only draw from
+    the global generators (building the module, a training step of a module
+    with dropout) runs inside :meth:`active`, which lends the global
+    generators this state under a process-wide lock and takes it back,
+    leaving the global state as it found it. A fresh instance seeded with
+    ``s`` draws the numbers ``torch.manual_seed(s)`` would.
+
+    Parameters
+    ----------
+    seed : int
+        The seed of the CPU generator (and of the GPU's, when ``device`` is
+        a CUDA device).
+    device : torch.device
+        Where training runs: a CUDA device's generator state is owned too.
+    """
+
+    def __init__(self, seed, device):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.cuda_index = None
+        self.cuda_state = None
+        if device.type == "cuda":
+            self.cuda_index = resolved_device(device).index
+            cuda = torch.Generator(device=torch.device("cuda", self.cuda_index))
+            self.cuda_state = cuda.manual_seed(seed).get_state()
+
+    def get_state(self):
+        """The CPU generator's state and the GPU's (or None), for :meth:`set_state`."""
+        return self.generator.get_state(), self.cuda_state
+
+    def set_state(self, state):
+        """Go back to a state returned by :meth:`get_state`."""
+        self.generator.set_state(state[0])
+        self.cuda_state = state[1]
+
+    @contextlib.contextmanager
+    def active(self):
+        """Lend torch's global generators this state for the block, then take it back."""
+        with GLOBAL_RNG_LOCK:
+            saved_cpu = torch.get_rng_state()
+            saved_cuda = None
+            if self.cuda_state is not None:
+                saved_cuda = torch.cuda.get_rng_state(self.cuda_index)
+                torch.cuda.set_rng_state(self.cuda_state, self.cuda_index)
+            torch.set_rng_state(self.generator.get_state())
+            try:
+                yield
+            finally:
+                self.generator.set_state(torch.get_rng_state())
+                torch.set_rng_state(saved_cpu)
+                if saved_cuda is not None:
+                    self.cuda_state = torch.cuda.get_rng_state(self.cuda_index)
+                    torch.cuda.set_rng_state(saved_cuda, self.cuda_index)
+
+
+#: torch layers whose ``forward`` draws random numbers in training mode.
+RANDOM_LAYERS = tuple(
+    getattr(nn, name)
+    for name in (
+        "Dropout Dropout1d Dropout2d Dropout3d AlphaDropout FeatureAlphaDropout RReLU "
+        "FractionalMaxPool2d FractionalMaxPool3d MultiheadAttention"
+    ).split()
+    if hasattr(nn, name)
+)
+
+
+def draws_random_numbers(module):
+    """Whether a training-mode forward of ``module`` may draw random numbers.
+
+    Yes when a submodule is one of torch's random layers (dropout...), or is
+    not one of torch's own layers and does not declare
+    ``draws_random_numbers = False`` in its class.
+    """
+    for sub in module.modules():
+        cls = type(sub)
+        if isinstance(sub, RANDOM_LAYERS):
+            return True
+        if vars(cls).get("draws_random_numbers") is False:
+            continue
+        if not cls.__module__.startswith("torch.nn."):
+            return True
+    return False
+
+
+def whole_fit_random_state(net):
+    """Under Accelerate, the whole epoch loop runs with the estimator's random state.
+
+    Accelerate's data loaders and processes draw from torch's global
+    generators; one process per device means no other fit shares them.
+    Elsewhere only a training step of a module that draws random numbers
+    borrows it (:meth:`NetRandomState.active`).
+    """
+    if getattr(net, "accelerator", None) is None:
+        return contextlib.nullcontext()
+    return net.rng.active()
+
+
+# -- the net --------------------------------------------------------------------------
 
 #: The names the classes of an estimator pickled by an earlier sksam had here
 #: (its net and its history), for unpickling it.
@@ -60,17 +524,6 @@ def __getattr__(name):
     if name in MOVED:
         return globals()[MOVED[name]]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# re-exported: an estimator pickled by an earlier sksam names them here
-__all__ = [
-    "COPIED",
-    "OVERRIDES",
-    "NetRandomState",
-    "TensorBatchLoader",
-    "skorch_method",
-    "source_fingerprint",
-]
 
 
 class FastHistory(History):
@@ -581,7 +1034,7 @@ def skorch_net_class(task, accelerated):
 def accelerated_params(params, accelerator):
     """``params`` of a skorch net for the accelerated net: Accelerate shards and places data.
 
-    Accelerate shards ``DataLoader``s (not :class:`~sksam._net_data.TensorBatchLoader`),
+    Accelerate shards ``DataLoader``s (not :class:`TensorBatchLoader`),
     places the data itself, and its loaders draw from the global generators;
     its PrintLog sink (``accelerator.print``) ignores ``verbose``.
     """

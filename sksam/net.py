@@ -19,8 +19,10 @@ accepted by ``set_params`` and therefore by ``clone`` and ``GridSearchCV``.
 """
 
 import abc
+import contextlib
 import copy
 import inspect
+import re
 import warnings
 from numbers import Integral, Real
 
@@ -35,9 +37,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_co
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ._base import (
     HISTORY_ATTRIBUTES_DOC,
@@ -45,6 +48,7 @@ from ._base import (
     EstimatorHooks,
     FitHistory,
     FitTransaction,
+    all_finite,
     check_device,
     diagnose_loss_curve,
     numeric_target,
@@ -61,43 +65,24 @@ from ._family import (
     family_constraints,
     family_for,
 )
-from ._net_bayes import bsam_optimizer_params, posterior_draws
-from ._net_checks import (
-    SINGLE_ROW_ERROR,
-    ValidSplitHint,
-    check_callbacks,
-    check_output_width,
-    divergence,
-    epoch_losses,
-    eval_forward,
-    first_batch_loss,
-    has_batch_norm,
-    initialize,
-    needs_closure,
-    no_better_than_constant,
-    single_row_message,
-)
-from ._net_data import (  # TensorBatchLoader: importable from here, as before
-    TensorBatchLoader,  # noqa: F401
-    check_n_classes,
-    class_indices,
-    encode,
+from ._skorch import (
+    NetRandomState,
+    NetSnapshot,
+    TensorBatchLoader,  # noqa: F401  (importable from here, as before)
+    accelerated_params,
     is_cpu,
     net_device,
-    subsample,
+    skorch_net_class,
     to_tensor,
-    validate_classes,
+    whole_fit_random_state,
 )
-from ._net_random import NetRandomState, whole_fit_random_state
-from ._skorch import NetSnapshot, accelerated_params, skorch_net_class
 from ._update_rules import SCHEDULED_SOLVERS, SOLVERS, is_perturbed, schedule_for
 from .exceptions import DivergenceWarning
 from .modules import MLP
 from .optim import SAM, MomentumSAM
 from .sharpness import LOGIT_MEASURES, MEASURES, measure_sharpness
 
-# MLP (sksam.modules) is re-exported here for code written before the split;
-# TensorBatchLoader (private machinery, sksam._net_data) stays importable from here.
+# MLP (sksam.modules) is re-exported here for code written before the split.
 __all__ = ["SAMNetClassifier", "SAMNetRegressor", "MLP"]
 
 #: Prefixes of the skorch parameters that ``**kwargs`` may route.
@@ -129,6 +114,229 @@ _RESERVED = {
 def _is_routed(name):
     prefix, sep, _ = name.partition("__")
     return bool(sep) and prefix in ROUTED_PREFIXES
+
+
+# -- the module ------------------------------------------------------------------
+
+
+def initialize(net):
+    """skorch's ``initialize``, with a clear error for a module that is not a module."""
+    try:
+        net.initialize()  # what skorch's fit does before partial_fit
+    except Exception as exc:
+        check_is_module(net.__dict__.get("module_"), exc)
+        raise
+    check_is_module(net.module_)
+
+
+def check_is_module(module, cause=None):
+    """A ``ValueError`` naming ``module`` unless it is a ``torch.nn.Module`` (or None)."""
+    if module is not None and not isinstance(module, nn.Module):
+        raise ValueError(
+            "module must be a torch.nn.Module class or instance, or a callable returning "
+            f"one; it gave a {type(module).__name__} ({module!r:.60})."
+        ) from cause
+
+
+def eval_forward(module, X):
+    """``module(X)`` in eval mode (no dropout draw, no running-statistics update)."""
+    training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(X)
+    finally:
+        module.train(training)
+    if isinstance(out, tuple):
+        out = out[0]  # skorch's convention: the first output is the prediction
+    return out
+
+
+#: torch's error when batch normalization is handed a single row in training mode.
+SINGLE_ROW_ERROR = "Expected more than 1 value per channel"
+
+
+def needs_closure(optimizer):
+    """Whether ``optimizer``'s ``step`` requires a closure (``torch.optim.LBFGS``)."""
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return closure is not None and closure.default is inspect.Parameter.empty
+
+
+# -- the callbacks ---------------------------------------------------------------
+
+
+def valid_split_message(estimator_name, callback_name, monitor):
+    """The error for a callback watching ``monitor``, a validation score, without a split."""
+    return (
+        f"Callback {callback_name!r} monitors {monitor!r}, a validation score, but "
+        f"{estimator_name} has train_split=None (no validation data). Pass "
+        "train_split=skorch.dataset.ValidSplit(5) to hold out 20% of the data, or "
+        "monitor a training score (e.g. monitor='train_loss')."
+    )
+
+
+@contextlib.contextmanager
+def valid_split_hint(estimator_name):
+    """Turn skorch's ``KeyError: 'valid_...'`` (no validation data) into a clear error."""
+    try:
+        yield
+    except KeyError as exc:
+        found = re.search(r"'(valid_\w*)'", str(exc))
+        if not found:
+            raise
+        raise ValueError(valid_split_message(estimator_name, "a callback", found.group(1))) from exc
+
+
+def check_callbacks(estimator_name, callbacks, train_split, routed):
+    """Refuse callbacks that watch validation scores when there is no validation split.
+
+    skorch would fail at the end of the first epoch with ``KeyError:
+    'valid_loss'``.
+    """
+    if train_split is not None or callbacks in (None, "disable"):
+        return
+    for entry in callbacks:
+        name, callback = entry if isinstance(entry, tuple) else (type(entry).__name__, entry)
+        monitor = routed.get(f"callbacks__{name}__monitor", getattr(callback, "monitor", None))
+        if isinstance(monitor, str) and monitor.startswith("valid_"):
+            raise ValueError(valid_split_message(estimator_name, name, monitor))
+
+
+# -- after training: finiteness and divergence -----------------------------------
+
+#: A batch loss this many times the first one, with a final loss no better than a
+#: constant prediction's, means the learning rate threw the network away.
+PEAK_FACTOR = 1.5
+
+#: ... and the rise must be this many robust standard deviations (scaled median
+#: absolute deviation) of the batch losses: noise alone stays below about 7.
+PEAK_NOISE_FACTOR = 12.0
+
+
+def batch_losses(epochs):
+    """The training loss of every batch of ``epochs`` (skorch's history rows), in order."""
+    return [b["train_loss"] for e in epochs for b in e["batches"] if "train_loss" in b]
+
+
+def epoch_losses(history):
+    """Mean training loss of each epoch, from skorch's per-batch records.
+
+    The same weighted mean as skorch's ``train_loss`` column, but available
+    even with ``callbacks='disable'``.
+    """
+    losses = []
+    for epoch in history:
+        batches = [b for b in epoch["batches"] if "train_loss" in b]
+        sizes = [b["train_batch_size"] for b in batches]
+        losses.append(
+            np.average([b["train_loss"] for b in batches], weights=sizes) if batches else np.nan
+        )
+    return np.asarray(losses, dtype=float)
+
+
+def divergence(net, outputs, loss):
+    """What is not finite after training ``net``, in words, or None.
+
+    A batch loss or a weight; else the eval-mode ``outputs`` on the
+    training data (what ``predict`` computes: batch normalization's running
+    statistics may have blown up while the training loss stayed finite);
+    else the ``loss`` at the fitted weights (finite outputs whose loss
+    overflows float32). Checked by the one finiteness check,
+    :func:`sksam._base.all_finite`; the estimator adds the remedy.
+    """
+    if not all_finite(batch_losses(net.history), list(net.module_.parameters())):
+        return "Training diverged: the loss or the weights are not finite."
+    if not all_finite(outputs):
+        return (
+            "Training diverged: the network's outputs in eval mode (what predict "
+            "computes) are not finite on the training data."
+        )
+    if not all_finite(loss):
+        return f"Training diverged: the training loss at the fitted weights is {loss}."
+    return None
+
+
+def no_better_than_constant(epochs, baseline):
+    """The cause when the loss jumped up and ended no lower than a constant's.
+
+    Judged only when some batch loss rose above ``PEAK_FACTOR`` times
+    the first one (``baseline`` is the best constant prediction's loss,
+    or ``None``): a learning rate too small also ends near the
+    constant prediction's loss, but never sends the loss up.
+    """
+    losses = epoch_losses(epochs)
+    batches = np.array(batch_losses(epochs))
+    if not batches.size or not np.isfinite(losses[-1]):
+        return None
+    start, peak = batches[0], max(batches)
+    if baseline is None or peak <= PEAK_FACTOR * start or losses[-1] < baseline:
+        return None
+    # Small batches of a regression target scatter widely even when the
+    # weights barely move (a learning rate too small): a peak that is
+    # merely the largest of many noisy batch losses is not a jump.
+    spread = 1.4826 * np.median(np.abs(batches - np.median(batches)))
+    if peak - start <= PEAK_NOISE_FACTOR * spread:
+        return None
+    return (
+        f"the training loss went up from {start:.4g} to {peak:.4g} and ended at "
+        f"{losses[-1]:.4g}, no better than the best constant prediction ({baseline:.4g})"
+    )
+
+
+# -- class labels ---------------------------------------------------------------
+
+
+def validate_classes(classes):
+    """``classes`` of ``partial_fit`` as scikit-learn takes them: sorted unique labels.
+
+    A 1-D array of finite, discrete labels (duplicates are dropped, as
+    scikit-learn's ``partial_fit`` does); anything else is a ``ValueError``
+    naming ``classes``.
+    """
+    array = np.asarray(classes)
+    if array.ndim != 1:
+        raise ValueError(
+            f"classes must be a 1-D array of class labels; got an array of shape {array.shape}."
+        )
+    try:
+        return np.asarray(unique_labels(array))
+    except ValueError as exc:
+        raise ValueError(
+            f"classes must hold finite, discrete class labels; got {array.tolist()!r:.200}: {exc}"
+        ) from exc
+
+
+def check_n_classes(classes, where):
+    """At least two classes, or a ``ValueError`` that says ``where`` they were counted."""
+    if len(classes) < 2:
+        raise ValueError(
+            f"SAMNetClassifier needs at least 2 classes {where}; "
+            f"got {len(classes)} class(es): {np.asarray(classes).tolist()!r}."
+        )
+
+
+def encode(y, classes, method):
+    """``y`` as int64 indices into ``classes``; labels outside ``classes`` are an error."""
+    unseen = np.setdiff1d(np.unique(y), classes)
+    if len(unseen):
+        raise ValueError(
+            f"`y` has classes not in `self.classes_` ({method} keeps the classes): "
+            f"`self.classes_` has {classes}, `y` has unseen {unseen}."
+        )
+    return np.asarray(np.searchsorted(classes, y), dtype=np.int64)  # CrossEntropyLoss's
+
+
+def subsample(X, y, seed, max_samples):
+    """At most ``max_samples`` rows (``sharpness_max_samples``), drawn with the fit's seed."""
+    rng = np.random.RandomState(seed)
+    n = len(X)
+    if max_samples is not None and n > max_samples:
+        index = torch.as_tensor(rng.choice(n, max_samples, replace=False), device=X.device)
+        X, y = X[index], y[index]
+    return X, y, rng
 
 
 class _BaseSAMNet(EstimatorHooks, BaseEstimator):
@@ -535,7 +743,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         else:
             net = self._build_net(X.shape[1], n_outputs, NetRandomState(seed, device), len(X))
         first_epoch = len(net.history) if warm else 0
-        with ValidSplitHint(type(self).__name__):
+        with valid_split_hint(type(self).__name__):
             if not warm:
                 with net.rng.active():
                     initialize(net)
@@ -581,8 +789,29 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         )
 
     def _check_module(self, module, X, n_outputs):
-        """The module must take ``X``'s width and return one column per output."""
-        check_output_width(module, X[:2], n_outputs, X.shape[1])
+        """The module must take ``X``'s width and return one column per class (or target).
+
+        Otherwise the loss broadcasts a regression target across the columns,
+        and a classifier trains extra classes it can then predict, all without
+        an error until ``predict`` fails or returns the wrong shape; and a
+        module whose input layer has another width fails deep inside torch.
+        """
+        X, n_features = X[:2], X.shape[1]
+        try:
+            out = eval_forward(module, X)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"The module failed on the first rows of X, which has {n_features} features "
+                f"(n_features_in_): {exc} Make the module's input layer take {n_features} "
+                "features (module__n_features for a class that takes it)."
+            ) from exc
+        if isinstance(out, torch.Tensor) and tuple(out.shape) != (len(X), n_outputs):
+            raise ValueError(
+                f"The module returns an output of shape {tuple(out.shape)} for {len(X)} "
+                f"samples, but y needs ({len(X)}, {n_outputs}): one column per class "
+                "(SAMNetClassifier) or per target (SAMNetRegressor). Pass the output "
+                "width through module__* parameters or fix the module's last layer."
+            )
 
     @staticmethod
     def _skip_single_rows(net):
@@ -593,7 +822,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         epoch when shuffling) is what ``drop_last`` does for every short
         batch, for less.
         """
-        if has_batch_norm(net.module_):
+        if any(isinstance(sub, _BatchNorm) for sub in net.module_.modules()):
             # a routed parameter, as skorch stores them (set_params would re-initialize)
             net.iterator_train__drop_single_row = True
 
@@ -605,11 +834,25 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             if SINGLE_ROW_ERROR not in str(exc):
                 raise
             raise ValueError(
-                single_row_message(type(self).__name__, self.batch_size, self.m, len(X))
+                f"{type(self).__name__}: the module has batch normalization, which cannot "
+                "normalize a single row in training mode, and a training batch (or an "
+                f"m-sharpness chunk) had one row: batch_size={self.batch_size}, m={self.m}, "
+                f"{len(X)} training rows. A last batch of one row is skipped, but not a "
+                "batch_size of 1, a single training row, nor chunks of one row: use "
+                "batch_size >= 2 * m (and a number of rows whose remainder by batch_size is "
+                "0 or at least 2 * m), or a module without batch normalization "
+                "(module__batch_norm=False)."
             ) from exc
 
     def _batch_rows(self, n_samples):
         return n_samples if self.batch_size is None else min(self.batch_size, n_samples)
+
+    def _net_output(self, method, X):
+        """``net_``'s ``method`` (``'predict'``, ``'predict_proba'``) on ``X``, checked."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        with self._threads(self.net_, len(X)):
+            return getattr(self.net_, method)(to_tensor(X, net_device(self.net_)))
 
     def _threads(self, net, n_rows):
         """The thread policy of :mod:`sksam._base` for ``n_rows`` rows through ``net``."""
@@ -704,7 +947,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             return dict(optimizer=MomentumSAM, optimizer__rho=self.rho, optimizer__momentum=0.0)
         seed = self.random_state if isinstance(self.random_state, Integral) else 0
         if self.solver == "bsam":  # its posterior's precision counts the training rows
-            return bsam_optimizer_params(self, n_samples, int(seed), self._routed_params())
+            return self._bsam_optimizer_params(n_samples, int(seed))
         rule, schedule = schedule_for(self.solver, self.sam_every, int(seed))
         family = {}
         if rule in FAMILY_SOLVERS:  # GSAM, WSAM, F-SAM: a rule with these options; SAM-ON: a subset
@@ -775,7 +1018,61 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         if isinstance(n_draws, bool) or not isinstance(n_draws, Integral) or n_draws < 1:
             raise ValueError(f"n_draws must be an integer >= 1, got n_draws={n_draws!r}.")
         predict = self.predict_proba if self._task == "classifier" else self.predict
-        return posterior_draws(self.net_.optimizer_, lambda: predict(X), n_draws, random_state)
+        optimizer = self.net_.optimizer_
+        params, std = optimizer._params(), optimizer.rule.posterior_std()
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            means = [p.detach().clone() for p in params]
+            draws = []
+            try:
+                for _ in range(n_draws):
+                    for p, mean, sd in zip(params, means, std):
+                        xi = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+                        p.copy_(mean + sd * xi)
+                    draws.append(predict(X))
+            finally:  # the trained weights back, bit for bit
+                for p, mean in zip(params, means):
+                    p.copy_(mean)
+        return np.stack(draws)
+
+    def _bsam_optimizer_params(self, n_samples, seed):
+        """``solver='bsam'``: SAM with the rule :class:`~sksam._family.BayesianSAM`.
+
+        Its ``num_data`` is ``n_samples``, the rows ``fit`` trains on, and
+        ``seed`` seeds its posterior noise. A ``ValueError`` names the
+        parameter when bSAM's update cannot be taken: another base optimizer
+        than SGD, SGD's momentum or weight decay (bSAM's own momentum and
+        prior precision replace them), ``m > 1`` (each chunk would update the
+        posterior) or float16 loss scaling.
+        """
+        if self.optimizer is not torch.optim.SGD:
+            raise ValueError(
+                "solver='bsam' takes its own Adam-like step through torch.optim.SGD "
+                f"(lr only): it needs optimizer=torch.optim.SGD, got {self.optimizer!r}."
+            )
+        routed = self._routed_params()
+        for name in ("optimizer__momentum", "optimizer__weight_decay", "optimizer__nesterov"):
+            if routed.get(name):
+                raise ValueError(
+                    f"solver='bsam' has its own momentum and prior precision; the base SGD "
+                    f"takes neither: got {name}={routed[name]!r}. Remove it (or use "
+                    "sksam.optim.SAM with BayesianSAM(betas=..., prior_precision=...))."
+                )
+        if self.m != 1 or self.precision == "float16":
+            raise ValueError(
+                "solver='bsam' updates its posterior once per step from the whole batch's "
+                "gradients and is not homogeneous in float16's loss scale: it supports m=1 "
+                f"and precision='float32' or 'bfloat16'; got m={self.m}, "
+                f"precision={self.precision!r}."
+            )
+        return dict(
+            optimizer=SAM,
+            optimizer__base_optimizer=torch.optim.SGD,
+            optimizer__rho=self.rho,
+            optimizer__solver="sam",
+            optimizer__rule=BayesianSAM(num_data=n_samples, seed=seed),
+        )
 
     def _shape_params(self, module_class, n_features, n_outputs):
         """``module__n_features`` and the output size, where the class takes them."""
@@ -805,10 +1102,6 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             logits_fn=self._logits_fn(module, X, y),
         )
 
-    def _logits_fn(self, module, X, y):
-        """What the logit-normalized sharpness reads; a regressor has no logits."""
-        return None
-
     # -- divergence ----------------------------------------------------------------
 
     def _final_loss(self, net, X, y, failed_fit):
@@ -817,7 +1110,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         The loss curve holds the losses *before* each step, so it cannot see
         a last step that blew the weights up; this loss can. A batch loss,
         a weight, an eval-mode output or this loss that is not finite
-        (:func:`~sksam._net_checks.divergence`) is a ``ValueError``
+        (:func:`divergence`) is a ``ValueError``
         with the remedy: ``rho`` when the same fit without it stays finite
         (:meth:`_blame_rho`, given ``failed_fit()``), else ``lr``.
         """
@@ -835,7 +1128,7 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
     def _warn_if_diverged(self, epochs, y, final_loss, failed_fit):
         """Warn when the loss blew up, or ended no better than a constant prediction.
 
-        Both stay finite, so :func:`~sksam._net_checks.divergence` lets
+        Both stay finite, so :func:`divergence` lets
         them through: a learning rate (or a ``rho``) far too large typically
         sends the loss up by orders of magnitude and back down to a network
         that predicts one class (or one value) for every sample.
@@ -846,7 +1139,8 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
         losses = epoch_losses(epochs)
         if len(losses):
             losses = [*losses, final_loss]
-        cause = diagnose_loss_curve(losses, initial_loss=first_batch_loss(epochs))
+        first = batch_losses(epochs)[:1]  # at the weights training started from
+        cause = diagnose_loss_curve(losses, initial_loss=first[0] if first else None)
         if cause is None:
             cause = no_better_than_constant(epochs, self._baseline_loss(y))
         if cause is None:
@@ -913,6 +1207,51 @@ FAR_FROM_MINIMUM = 0.1
 def _measure_names(names):
     """The sharpness measures of a docstring's type line, in the order of ``MEASURES``."""
     return ", ".join(repr(name) for name in MEASURES if name in names)
+
+
+_PERTURBATION_DOC = """
+        e = 0                          solver='gd'
+        e = rho * g / ||g||            solver='sam'   (Foret et al., 2021)
+        e = rho * g                    solver='usam'  (Andriushchenko & Flammarion, 2022)
+        e = rho * T**2 g / ||T g||     solver='asam'  (Kwon et al., 2021)
+
+    with ``g`` the mini-batch gradient of the {loss_name} at ``w``.
+"""
+
+
+def _attributes_doc(target, net_class, net_note):
+    """The Attributes section: ``target``'s attributes first, then those both nets share."""
+    return (
+        f"""
+    Attributes
+    ----------{target}
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Feature names, when ``X`` had string column names.
+    net_ : skorch.{net_class}
+        The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
+        ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
+        {net_note}
+    history_ : skorch.history.History
+        ``net_.history`` (also as ``history``, skorch's name), read-only.
+    module_ : torch.nn.Module
+        The trained network, ``net_.module_``, read-only.
+    optimizer_ : torch.optim.Optimizer
+        ``net_.optimizer_``, read-only.
+    criterion_ : torch.nn.Module
+        ``net_.criterion_``, read-only.
+"""
+        + HISTORY_ATTRIBUTES_DOC
+        + """
+        Here an iteration is an epoch, there is no ``early_stopping``
+        parameter (skorch's ``EarlyStopping`` callback stops early), and the
+        validation scores of a ``train_split`` are in ``net_.history``.
+    sharpness_ : float or None
+        The ``sharpness`` measure at the fitted weights, on the data of the
+        last call to ``fit`` or ``partial_fit``; ``None`` if not asked.
+"""
+    )
 
 
 _FIT_DOC = """
@@ -1085,14 +1424,8 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
 
     Every step of the base optimizer (``optimizer``, SGD by default) uses
     the gradient at a perturbed point ``w + e`` (see :class:`sksam.optim.SAM`)::
-
-        e = 0                          solver='gd'
-        e = rho * g / ||g||            solver='sam'   (Foret et al., 2021)
-        e = rho * g                    solver='usam'  (Andriushchenko & Flammarion, 2022)
-        e = rho * T**2 g / ||T g||     solver='asam'  (Kwon et al., 2021)
-
-    with ``g`` the mini-batch gradient of the cross-entropy at ``w``.
 """
+        + _PERTURBATION_DOC.format(loss_name="cross-entropy")
         + _FIT_DOC.format(
             output="**logits**",
             default_lr="0.03",
@@ -1112,37 +1445,14 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
                 "usually better."
             ),
         )
-        + """
-    Attributes
-    ----------
+        + _attributes_doc(
+            """
     classes_ : ndarray of shape (n_classes,)
-        The class labels (any type ``numpy.unique`` sorts, strings included).
-    n_features_in_ : int
-        Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Feature names, when ``X`` had string column names.
-    net_ : skorch.NeuralNetClassifier
-        The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
-        ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
-        sees labels encoded as ``0..n_classes-1``.
-    history_ : skorch.history.History
-        ``net_.history`` (also as ``history``, skorch's name), read-only.
-    module_ : torch.nn.Module
-        The trained network, ``net_.module_``, read-only.
-    optimizer_ : torch.optim.Optimizer
-        ``net_.optimizer_``, read-only.
-    criterion_ : torch.nn.Module
-        ``net_.criterion_``, read-only.
-"""
-        + HISTORY_ATTRIBUTES_DOC
+        The class labels (any type ``numpy.unique`` sorts, strings included).""",
+            "NeuralNetClassifier",
+            "sees labels encoded as ``0..n_classes-1``.",
+        )
         + """
-        Here an iteration is an epoch, there is no ``early_stopping``
-        parameter (skorch's ``EarlyStopping`` callback stops early), and the
-        validation scores of a ``train_split`` are in ``net_.history``.
-    sharpness_ : float or None
-        The ``sharpness`` measure at the fitted weights, on the data of the
-        last call to ``fit`` or ``partial_fit``; ``None`` if not asked.
-
     See Also
     --------
     SAMNetRegressor : The regression twin.
@@ -1270,7 +1580,8 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         else:
             classes, y_encoded = np.unique(y, return_inverse=True)
             check_n_classes(classes, "in the data")
-        return X, class_indices(y_encoded), {"classes_": classes}
+        # class indices as the int64 array CrossEntropyLoss expects
+        return X, np.asarray(y_encoded, dtype=np.int64), {"classes_": classes}
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of the network's logits.
@@ -1285,11 +1596,7 @@ class SAMNetClassifier(ClassifierMixin, _BaseSAMNet):
         proba : ndarray of shape (n_samples, n_classes)
             Columns in the order of ``classes_``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        with self._threads(self.net_, len(X)):
-            proba = self.net_.predict_proba(to_tensor(X, net_device(self.net_)))
-        return proba.astype(np.float64)
+        return self._net_output("predict_proba", X).astype(np.float64)
 
     def predict(self, X):
         """Most probable class of each sample.
@@ -1321,14 +1628,8 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
     ``NeuralNetRegressor`` semantics): the loss is the mean squared error
     ``MSELoss``, ``y`` may have one or several columns, and every step of
     the base optimizer uses the gradient at a perturbed point ``w + e``::
-
-        e = 0                          solver='gd'
-        e = rho * g / ||g||            solver='sam'   (Foret et al., 2021)
-        e = rho * g                    solver='usam'  (Andriushchenko & Flammarion, 2022)
-        e = rho * T**2 g / ||T g||     solver='asam'  (Kwon et al., 2021)
-
-    with ``g`` the mini-batch gradient of the mean squared error at ``w``.
 """
+        + _PERTURBATION_DOC.format(loss_name="mean squared error")
         + _FIT_DOC.format(
             output="the predictions",
             default_lr="0.01 (skorch's ``NeuralNetRegressor`` default)",
@@ -1348,37 +1649,14 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
                 "squared error grows with the scale of the targets."
             ),
         )
-        + """
-    Attributes
-    ----------
-    n_features_in_ : int
-        Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Feature names, when ``X`` had string column names.
+        + _attributes_doc(
+            """
     n_outputs_ : int
-        Number of regression targets (columns of ``y``).
-    net_ : skorch.NeuralNetRegressor
-        The fitted skorch net: ``net_.history``, ``net_.callbacks_``,
-        ``net_.module_``, ``net_.optimizer_``, ``net_.save_params``. It
-        always sees a 2-D ``y``.
-    history_ : skorch.history.History
-        ``net_.history`` (also as ``history``, skorch's name), read-only.
-    module_ : torch.nn.Module
-        The trained network, ``net_.module_``, read-only.
-    optimizer_ : torch.optim.Optimizer
-        ``net_.optimizer_``, read-only.
-    criterion_ : torch.nn.Module
-        ``net_.criterion_``, read-only.
-"""
-        + HISTORY_ATTRIBUTES_DOC
+        Number of regression targets (columns of ``y``).""",
+            "NeuralNetRegressor",
+            "always sees a 2-D ``y``.",
+        )
         + """
-        Here an iteration is an epoch, there is no ``early_stopping``
-        parameter (skorch's ``EarlyStopping`` callback stops early), and the
-        validation scores of a ``train_split`` are in ``net_.history``.
-    sharpness_ : float or None
-        The ``sharpness`` measure at the fitted weights, on the data of the
-        last call to ``fit`` or ``partial_fit``; ``None`` if not asked.
-
     See Also
     --------
     SAMNetClassifier : The classification twin, whose notes apply here too.
@@ -1451,9 +1729,5 @@ class SAMNetRegressor(RegressorMixin, _BaseSAMNet):
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             1-D when ``fit`` was given a 1-D ``y``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        with self._threads(self.net_, len(X)):
-            y = self.net_.predict(to_tensor(X, net_device(self.net_)))
-        y = np.asarray(y, dtype=np.float64)
+        y = np.asarray(self._net_output("predict", X), dtype=np.float64)
         return y.ravel() if self._y_ndim == 1 else y

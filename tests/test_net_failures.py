@@ -17,8 +17,8 @@ from sklearn.datasets import load_digits, make_classification
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from sksam import SAMNetClassifier, SAMNetRegressor, _skorch, _skorch_overrides
-from sksam._net_data import TensorBatchLoader
+from sksam import SAMNetClassifier, SAMNetRegressor, _skorch
+from sksam._skorch import TensorBatchLoader
 from sksam.exceptions import DivergenceWarning
 from sksam.modules import MLP
 from sksam.optim import MomentumSAM
@@ -245,8 +245,8 @@ def test_a_changed_speed_pin_falls_back_to_skorchs_loop_with_the_same_fit(blobs,
     X, y = blobs
     fast = _small(optimizer__momentum=0.9).fit(X, y)
     assert type(fast.net_) is _skorch.SkorchSAMClassifier
-    monkeypatch.setitem(_skorch_overrides.COPIED, "NeuralNet.notify", "0" * 16)
-    assert _skorch_overrides.changed_pins("speed") == ("NeuralNet.notify",)
+    monkeypatch.setitem(_skorch.COPIED, "NeuralNet.notify", "0" * 16)
+    assert _skorch.changed_pins("speed") == ("NeuralNet.notify",)
     with pytest.warns(UserWarning, match=r"changed NeuralNet.notify.*skorch's own epoch loop"):
         plain = _small(optimizer__momentum=0.9).fit(X, y)
     assert type(plain.net_) is _skorch.PlainSkorchSAMClassifier
@@ -259,11 +259,11 @@ def test_a_skorch_method_whose_source_cannot_be_read_counts_as_changed(monkeypat
     def no_source(func):
         raise OSError("could not get source code")
 
-    monkeypatch.setattr(_skorch_overrides, "source_fingerprint", no_source)
-    _skorch_overrides._changed.cache_clear()
+    monkeypatch.setattr(_skorch, "source_fingerprint", no_source)
+    _skorch._changed.cache_clear()
     try:
-        assert "NeuralNet.run_single_epoch" in _skorch_overrides.changed_pins("speed")
+        assert "NeuralNet.run_single_epoch" in _skorch.changed_pins("speed")
     finally:
         monkeypatch.undo()
-        _skorch_overrides._changed.cache_clear()
-    assert _skorch_overrides.changed_pins("speed") == ()
+        _skorch._changed.cache_clear()
+    assert _skorch.changed_pins("speed") == ()

@@ -16,8 +16,8 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 from torch import nn
 
-from sksam import _skorch, _skorch_overrides
-from sksam._net_data import TensorBatchLoader
+from sksam import _skorch
+from sksam._skorch import TensorBatchLoader
 from sksam.modules import MLP
 from sksam.net import SAMNetClassifier
 from sksam.optim import SAM
@@ -43,11 +43,11 @@ def test_overridden_skorch_methods_exist_with_our_signature(qualname):
 @pytest.mark.parametrize("qualname", sorted(_skorch.COPIED))
 def test_copied_skorch_methods_are_unchanged(qualname):
     found = _skorch.source_fingerprint(_skorch.skorch_method(qualname))
-    row = {**_skorch.OVERRIDES, **_skorch_overrides.MIRRORED}[qualname]
+    row = {**_skorch.OVERRIDES, **_skorch.MIRRORED}[qualname]
     if row.purpose == "speed" and found != _skorch.COPIED[qualname]:
         # a release of skorch must not fail here: the nets fall back to skorch's loop
         # (tests/test_net_failures.py pins the fallback); re-read the method to regain speed
-        assert qualname in _skorch_overrides.changed_pins("speed")
+        assert qualname in _skorch.changed_pins("speed")
         pytest.skip(f"skorch {skorch.__version__} changed {qualname}: fast loop off")
     assert found == _skorch.COPIED[qualname], (
         f"skorch {skorch.__version__} changed {qualname}, which sksam._skorch re-implements "
@@ -210,7 +210,7 @@ def test_our_net_equals_skorchs_own_with_sam(solver):
 def test_estimator_builds_our_nets():
     X, y = load_digits(return_X_y=True)
     clf = SAMNetClassifier(max_epochs=1, sharpness=None, random_state=0).fit(X[:100] / 16, y[:100])
-    if _skorch_overrides.changed_pins("speed"):  # a newer skorch: its own loop (warned)
+    if _skorch.changed_pins("speed"):  # a newer skorch: its own loop (warned)
         assert type(clf.net_) is _skorch.PlainSkorchSAMClassifier
         return
     assert type(clf.net_) is _skorch.SkorchSAMClassifier

@@ -393,7 +393,7 @@ def _net_loss(estimator, X, y, sample_weight):
     X = validate_data(estimator, X, reset=False, dtype=np.float32)
     X = torch.as_tensor(X, device=first.device)
     if hasattr(estimator, "classes_"):
-        from .._net_data import encode
+        from ..net import encode
 
         target = torch.as_tensor(
             encode(np.asarray(y), estimator.classes_, "the sharpness"), device=first.device
