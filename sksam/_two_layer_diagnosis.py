@@ -30,7 +30,6 @@ __all__ = [
     "diagnose",
     "constant_cause",
     "gradient_descent",
-    "is_constant",
     "non_finite_message",
     "non_finite_outputs_message",
     "perturbed",
@@ -367,22 +366,13 @@ def stopping_line(name, n_iter, stopped, params, share):
     return line + "."
 
 
-def constant_cause(outputs, Y, hidden):
-    """ "The network predicts a constant" with its dead units, or None.
+def constant_cause(hidden):
+    """ "The network predicts a constant" with its dead units.
 
     ``hidden`` holds the hidden units' activations on the training rows.
     """
-    if not is_constant(outputs, Y):
-        return None
     dead = int(np.sum(np.ptp(hidden, axis=0) == 0))
     return (
         f"the fitted network predicts a constant ({dead} of {hidden.shape[1]} "
         "hidden units are constant on the training data)"
     )
-
-
-def is_constant(outputs, Y):
-    """Whether the network's outputs are constant although the target ``Y`` is not."""
-    if not np.ptp(Y, axis=0).max() > 0:  # a constant target has a constant answer
-        return False
-    return np.ptp(outputs, axis=0).max() <= 1e-6 * (1.0 + np.abs(outputs).max())

@@ -21,12 +21,14 @@ import math
 
 import numpy as np
 
-from ._activations import NUMPY_ACTIVATIONS, torch_activation
 from ._base import all_finite, print_progress
 from ._update_rules import ScheduledStep, is_perturbed, perturbation
 
 __all__ = [
+    "ACTIVATIONS",
     "LOSSES",
+    "NUMPY_ACTIVATIONS",
+    "TORCH_ACTIVATIONS",
     "BatchOrder",
     "FlatParams",
     "NonFinite",
@@ -36,12 +38,60 @@ __all__ = [
     "autograd_loss",
     "forward",
     "initial_weights",
+    "is_constant",
     "numpy_forward",
     "loss_and_gradient",
     "sharpness_problem",
     "step_",
+    "torch_activation",
     "train",
 ]
+
+#: The activations' names, in the order of the documentation: scikit-learn's
+#: (:class:`~sklearn.neural_network.MLPRegressor`'s ``activation``), plus
+#: ``'quadratic'`` (:math:`z^2`, a model of the theory). The teacher of
+#: :func:`sksam.datasets.make_teacher_student` takes the same names.
+ACTIVATIONS = ("relu", "tanh", "logistic", "quadratic", "identity")
+
+#: ``name -> numpy function`` (prediction, data generation).
+NUMPY_ACTIVATIONS = {
+    "relu": lambda z: np.maximum(z, 0.0),
+    "tanh": np.tanh,
+    "logistic": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "quadratic": np.square,
+    "identity": lambda z: z,
+}
+
+#: ``name -> name of the torch function`` (out of place, differentiable by
+#: autograd); None for the identity.
+TORCH_ACTIVATIONS = {
+    "relu": "relu",
+    "tanh": "tanh",
+    "logistic": "sigmoid",
+    "quadratic": "square",
+    "identity": None,
+}
+
+
+def torch_activation(name, Z):
+    """``sigma(Z)`` out of place, for autograd (Hessian-vector products, tests).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`ACTIVATIONS`.
+    Z : torch.Tensor
+        Pre-activations.
+
+    Returns
+    -------
+    A : torch.Tensor
+    """
+    import torch
+
+    function = TORCH_ACTIVATIONS[name]
+    return Z if function is None else getattr(torch, function)(Z)
+
 
 #: The losses of the outputs: ``'squared_error'`` (regression) and
 #: ``'log_loss'`` (classification: logistic for one output, softmax
@@ -119,6 +169,13 @@ def initial_weights(rng, d, h, k, scale, frozen_intercept=None):
         a = rng.choice([-1.0, 1.0], size=(h, k)) / math.sqrt(h)
         c = frozen_intercept
     return [W, np.zeros(h), a, c]
+
+
+def is_constant(outputs, Y):
+    """Whether the network's outputs are constant although the target ``Y`` is not."""
+    if not np.ptp(Y, axis=0).max() > 0:  # a constant target has a constant answer
+        return False
+    return np.ptp(outputs, axis=0).max() <= 1e-6 * (1.0 + np.abs(outputs).max())
 
 
 def numpy_forward(fitted, activation, X):
@@ -233,7 +290,7 @@ def loss_and_gradient(
     X, Y : tensors of shape (n, d) and (n, k)
         Inputs and targets.
     activation : str
-        One of :data:`sksam._activations.ACTIVATIONS`.
+        One of :data:`ACTIVATIONS`.
     train_output_layer : bool, default=True
         Return the gradients of all four tensors, or of ``W, b`` only.
     weights : tensor of shape (n, 1), optional

@@ -30,7 +30,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _two_layer_diagnosis as diagnosis
 from . import _two_layer_model as _model
-from ._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
 from ._base import (
     COMMON_CONSTRAINTS,
     N_THREADS_CONSTRAINT,
@@ -39,8 +38,10 @@ from ._base import (
     FitHistory,
     FitTransaction,
     StoppingRule,
+    all_finite,
     check_device,
     check_finite,
+    diagnose_loss_curve,
     numeric_target,
     resolve_n_threads,
     sample_weights,
@@ -76,7 +77,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
         "n_hidden": [Interval(numbers.Integral, 1, None, closed="left")],
-        "activation": [StrOptions(set(ACTIVATIONS))],
+        "activation": [StrOptions(set(_model.ACTIVATIONS))],
         "train_output_layer": ["boolean"],
         "init_scale": [Interval(numbers.Real, 0, None, closed="neither")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -438,28 +439,42 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         )
 
     def _check_fitted_model(self, fitted, history, rule_stop, initial, data):
-        """Raise on non-finite outputs; warn when training diverged or ended degenerate."""
+        """Raise on non-finite outputs; warn when training diverged or ended degenerate.
+
+        The checks are cheap and a healthy fit passes them all: only a fit
+        that fails one is handed to the diagnosis, which says why and what
+        to change (:func:`sksam._two_layer_diagnosis.diagnose`).
+        """
         outputs = _model.numpy_forward(fitted, self.activation, data.X_numpy)
         Y = data.Y_numpy
         final_loss = self._outputs_loss(outputs, Y, data.sample_weight)
-        check_finite(
-            [outputs, final_loss],
-            diagnosis.non_finite_outputs_message(self.learning_rate, self._scale_hint),
-        )
-        hidden = NUMPY_ACTIVATIONS[self.activation](
+        if not all_finite(outputs, final_loss):
+            raise ValueError(
+                diagnosis.non_finite_outputs_message(self.learning_rate, self._scale_hint)
+            )
+        baseline_loss = self._baseline_loss(Y, data.sample_weight)
+        constant = _model.is_constant(outputs, Y)
+        degenerate = self._degenerate(outputs, Y)
+        # the whole curve (warm starts included) and the loss after the last step
+        diverged = diagnose_loss_curve([*history.loss_curve, final_loss]) is not None
+        plateau = (1 - diagnosis.PLATEAU_DROP) * baseline_loss
+        stopped_high = rule_stop is not None and history.loss_curve[-1] > plateau
+        if not (constant or degenerate or diverged or stopped_high):
+            return
+        hidden = _model.NUMPY_ACTIVATIONS[self.activation](
             data.X_numpy @ fitted["coefs_"][0] + fitted["intercepts_"][0]
         )
         facts = diagnosis.FitFacts(
             name=type(self).__name__,
             params=self.get_params(),
             scale_hint=self._scale_hint,
-            baseline_loss=self._baseline_loss(Y, data.sample_weight),
+            baseline_loss=baseline_loss,
             loss_curve=history.loss_curve,
             first_iteration=history.first_iteration,
             final_loss=final_loss,
             rule_stop=rule_stop,
-            constant=diagnosis.constant_cause(outputs, Y, hidden),
-            degenerate=self._degenerate(outputs, Y),
+            constant=diagnosis.constant_cause(hidden) if constant else None,
+            degenerate=degenerate,
         )
         for category, message in diagnosis.diagnose(facts, self._gradient_descent(initial, data)):
             warnings.warn(message, WARNINGS[category], stacklevel=user_stacklevel())
@@ -470,7 +485,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         The regressor: a constant prediction (also checked, as a divergence,
         by :meth:`_check_fitted_model`); the classifier adds a single class.
         """
-        if diagnosis.is_constant(outputs, Y):
+        if _model.is_constant(outputs, Y):
             return "the fitted network predicts a constant"
         return None
 
