@@ -14,6 +14,7 @@ The network, its losses and its hand-written gradient live in
 import copy
 import functools
 import numbers
+import types
 import warnings
 from abc import abstractmethod
 
@@ -64,6 +65,20 @@ TWO_LAYER_FAMILY = ("gsam", "wsam", "fsam")
 
 #: The warning class of each category of :func:`sksam._two_layer_diagnosis.diagnose`.
 WARNINGS = {"diverged": DivergenceWarning, "stuck": ConvergenceWarning}
+
+
+def _with_defaults(init, **defaults):
+    """A copy of ``init`` with other defaults for some keyword-only arguments.
+
+    scikit-learn reads an estimator's parameters and defaults off the
+    signature of its ``__init__``: a subclass that changes only defaults
+    takes its base's ``__init__`` this way rather than spelling out every
+    argument again.
+    """
+    code, name, closure = init.__code__, init.__name__, init.__closure__
+    copied = types.FunctionType(code, init.__globals__, name, init.__defaults__, closure)
+    copied.__kwdefaults__ = {**init.__kwdefaults__, **defaults}
+    return copied
 
 
 class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
@@ -798,39 +813,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     _y_checks = {}
 
     # the base's parameters with the classifier's own init_scale and learning_rate
-    def __init__(
-        self,
-        solver="sam",
-        rho=0.05,
-        *,
-        n_hidden=100,
-        activation="relu",
-        train_output_layer=True,
-        init_scale=1.0,
-        learning_rate=1.0,
-        batch_size=None,
-        max_iter=1000,
-        tol=1e-4,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        sharpness="top_eigenvalue",
-        random_state=None,
-        device="cpu",
-        n_threads=None,
-        warm_start=False,
-        verbose=False,
-        sam_every=5,
-        rst_p=None,
-        aesam_c=0.0,
-        gsam_alpha=0.4,
-        wsam_gamma=0.9,
-        fsam_sigma=1.0,
-        fsam_lmbda=0.9,
-        rho_schedule=None,
-    ):
-        # the base only stores its arguments: hand it every one of ours
-        _BaseTwoLayer.__init__(self, **{k: v for k, v in locals().items() if k != "self"})
+    __init__ = _with_defaults(_BaseTwoLayer.__init__, init_scale=1.0, learning_rate=1.0)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
