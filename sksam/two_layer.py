@@ -53,7 +53,7 @@ from ._base import (
     warn_not_converged,
 )
 from ._family import FAMILY_OPTIONS, FAMILY_SOLVERS, RhoSchedule, family_constraints, family_for
-from ._two_layer_docs import attributes_doc, parameters_doc
+from ._two_layer_docs import attributes_doc, fit_doc, parameters_doc
 from ._update_rules import SCHEDULED_SOLVERS, SOLVERS, schedule_for
 from .exceptions import DivergenceWarning
 from .sharpness import measure_sharpness
@@ -664,24 +664,11 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
-        """Fit the network to ``X, y``; a fit that fails leaves the estimator as it was.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training inputs.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights of the samples in the mean loss (and in the
-            validation score); integer weights act as repeated rows.
-
-        Returns
-        -------
-        self : SAMTwoLayerRegressor
-            The fitted estimator.
-        """
         return self._fit(X, y, sample_weight)
+
+    fit.__doc__ = fit_doc(
+        "(n_samples,) or (n_samples, n_outputs)", "Targets.", "SAMTwoLayerRegressor"
+    )
 
     def _encode_targets(self, y, warm):
         y = numeric_target(y, type(self).__name__)
@@ -817,24 +804,11 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
-        """Fit the network to ``X, y``; a fit that fails leaves the estimator as it was.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training inputs.
-        y : array-like of shape (n_samples,)
-            Class labels (any type numpy sorts).
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights of the samples in the mean loss (and in the
-            validation score); integer weights act as repeated rows.
-
-        Returns
-        -------
-        self : SAMTwoLayerClassifier
-            The fitted estimator.
-        """
         return self._fit(X, y, sample_weight)
+
+    fit.__doc__ = fit_doc(
+        "(n_samples,)", "Class labels (any type numpy sorts).", "SAMTwoLayerClassifier"
+    )
 
     def _encode_targets(self, y, warm):
         check_classification_targets(y)
