@@ -20,6 +20,7 @@ whole epochs (:class:`Step`). Nothing here knows about the estimators
 import math
 
 import numpy as np
+from scipy.special import log_expit, logsumexp
 
 from ._base import all_finite, print_progress
 from ._update_rules import ScheduledStep, is_perturbed, perturbation
@@ -36,10 +37,12 @@ __all__ = [
     "TrainingData",
     "Workspace",
     "autograd_loss",
+    "constant_loss",
     "forward",
     "initial_weights",
     "is_constant",
     "numpy_forward",
+    "numpy_loss",
     "loss_and_gradient",
     "sharpness_problem",
     "step_",
@@ -183,6 +186,36 @@ def numpy_forward(fitted, activation, X):
     W, a = fitted["coefs_"]
     b, c = fitted["intercepts_"]
     return NUMPY_ACTIVATIONS[activation](X @ W + b) @ a + c
+
+
+def numpy_loss(loss, outputs, Y, sample_weight=None):
+    """The (weighted) mean ``loss`` of raw outputs ``F``, in numpy.
+
+    Half the squared error, or the cross-entropy of the outputs read as
+    logits (:func:`loss_and_gradient` computes the same in torch).
+    """
+    if loss == "squared_error":
+        with np.errstate(over="ignore"):
+            per_row = 0.5 * np.sum((outputs - Y) ** 2, axis=1)
+    elif Y.shape[1] == 1:  # logistic: softplus(f) - y f
+        per_row = -log_expit(-outputs[:, 0]) - Y[:, 0] * outputs[:, 0]
+    else:
+        per_row = logsumexp(outputs, axis=1) - np.sum(Y * outputs, axis=1)
+    return float(np.average(per_row, weights=sample_weight))
+
+
+def constant_loss(loss, Y, sample_weight=None):
+    """The (weighted) mean ``loss`` of the best constant prediction.
+
+    Half the variance summed over outputs, or the entropy of the class frequencies.
+    """
+    if loss == "squared_error":
+        mean = np.average(Y, axis=0, weights=sample_weight)
+        return 0.5 * float(np.sum(np.average((Y - mean) ** 2, axis=0, weights=sample_weight)))
+    p = np.average(Y, axis=0, weights=sample_weight)
+    p = np.r_[p, 1 - p] if Y.shape[1] == 1 else p
+    p = p[p > 0]
+    return float(-np.sum(p * np.log(p)))
 
 
 def forward(params, X, activation):

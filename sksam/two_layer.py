@@ -191,13 +191,13 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     def _validation_score(self, outputs, y, sample_weight, target):
         """The score early stopping maximizes, of raw network outputs on validation rows."""
 
-    @abstractmethod
     def _outputs_loss(self, outputs, Y, sample_weight):
         """The training loss of raw network outputs (numpy)."""
+        return _model.numpy_loss(self._loss, outputs, Y, sample_weight)
 
-    @abstractmethod
     def _baseline_loss(self, Y, sample_weight):
         """The training loss of the best constant prediction."""
+        return _model.constant_loss(self._loss, Y, sample_weight)
 
     @abstractmethod
     def _frozen_intercept(self, Y, sample_weight):
@@ -206,12 +206,8 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     # ------------------------------------------------------------------ fit
 
     def _fit(self, X, y, sample_weight):
-        """The transactional fit behind the subclasses' ``fit``.
+        """The subclasses' ``fit``: the state is built aside, stored on success.
 
-        The fitted state is built aside and stored only when the whole fit,
-        sharpness included, succeeds: a fit that raises (or a
-        ``KeyboardInterrupt`` outside the training loop) leaves the estimator
-        exactly as it was: unfitted, or with its previous fit (warm or not).
         Nothing of the previous fit is changed in place, so no snapshot is needed.
         """
         warm = self.warm_start and self.__sklearn_is_fitted__()
@@ -456,9 +452,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     def _check_fitted_model(self, fitted, history, rule_stop, initial, data):
         """Raise on non-finite outputs; warn when training diverged or ended degenerate.
 
-        The checks are cheap and a healthy fit passes them all: only a fit
-        that fails one is handed to the diagnosis, which says why and what
-        to change (:func:`sksam._two_layer_diagnosis.diagnose`).
+        Cheap checks first: only a fit that fails one enters the diagnosis.
         """
         outputs = _model.numpy_forward(fitted, self.activation, data.X_numpy)
         Y = data.Y_numpy
@@ -687,17 +681,6 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
     def _frozen_intercept(self, Y, sample_weight):
         return np.average(Y, axis=0, weights=sample_weight)
 
-    def _outputs_loss(self, outputs, Y, sample_weight):
-        """The training loss of ``outputs``: half the (weighted) mean squared error."""
-        with np.errstate(over="ignore"):
-            per_row = 0.5 * np.sum((outputs - Y) ** 2, axis=1)
-        return float(np.average(per_row, weights=sample_weight))
-
-    def _baseline_loss(self, Y, sample_weight):
-        """The loss of the best constant: half the (weighted) variance, summed over outputs."""
-        mean = np.average(Y, axis=0, weights=sample_weight)
-        return 0.5 * float(np.sum(np.average((Y - mean) ** 2, axis=0, weights=sample_weight)))
-
     def predict(self, X):
         """Predict with the fitted network.
 
@@ -847,21 +830,6 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         """Accuracy (weighted by the validation rows' ``sample_weight``)."""
         labels = self._labels(outputs, target["classes_"])
         return float(accuracy_score(y, labels, sample_weight=sample_weight))
-
-    def _outputs_loss(self, outputs, Y, sample_weight):
-        """The training loss of ``outputs`` (logits): the (weighted) mean cross-entropy."""
-        if Y.shape[1] == 1:  # logistic: softplus(f) - y f
-            per_row = -log_expit(-outputs[:, 0]) - Y[:, 0] * outputs[:, 0]
-        else:
-            per_row = logsumexp(outputs, axis=1) - np.sum(Y * outputs, axis=1)
-        return float(np.average(per_row, weights=sample_weight))
-
-    def _baseline_loss(self, Y, sample_weight):
-        """The loss of the best constant: the entropy of the (weighted) class frequencies."""
-        p = np.average(Y, axis=0, weights=sample_weight)
-        p = np.r_[p, 1 - p] if Y.shape[1] == 1 else p
-        p = p[p > 0]
-        return float(-np.sum(p * np.log(p)))
 
     def _degenerate(self, outputs, Y):
         """A single class predicted on training rows of several classes, or None."""
