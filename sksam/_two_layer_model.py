@@ -662,29 +662,10 @@ class Step:
         The radius of each step (:mod:`sksam._family`), kept across steps.
     """
 
-    def __init__(
-        self,
-        *,
-        solver,
-        rho,
-        learning_rate,
-        activation,
-        loss,
-        schedule=None,
-        rule=None,
-        rho_schedule=None,
-    ):
-        self.options = {
-            "solver": solver,
-            "schedule": schedule,
-            "rule": rule,
-            "rho_schedule": rho_schedule,
-            "rho": rho,
-            "learning_rate": learning_rate,
-            "activation": activation,
-            "loss": loss,
-            "workspace": Workspace(),
-        }
+    def __init__(self, **options):
+        # step_'s keywords (the rows and their weights aside), and one workspace
+        # for every step: its buffers are allocated once
+        self.options = {**options, "workspace": Workspace()}
 
     def epoch(self, state, data, batches):
         """One pass over the data; the (weighted) mean of the batch losses, as a float.
