@@ -89,7 +89,7 @@ class GradientDescentRun:
         return self.finite and self.curve[-1] <= level and not self.degenerate
 
 
-def gradient_descent(initial, data, params, step, judge, n_iter, rule=False):
+def gradient_descent(initial, data, params, step, degenerate, n_iter, rule=False):
     """The counterfactual: gradient descent from ``initial`` on ``data``.
 
     Parameters
@@ -99,14 +99,14 @@ def gradient_descent(initial, data, params, step, judge, n_iter, rule=False):
     data : sksam._two_layer_model.TrainingData
         Its training rows.
     params : dict
-        The estimator's parameters: ``batch_size`` (the batch order is
-        seeded with 0), ``train_output_layer``, and with ``rule``, ``tol``
-        and ``n_iter_no_change``.
+        The estimator's parameters: ``activation``, ``batch_size`` (the batch
+        order is seeded with 0), ``train_output_layer``, and with ``rule``,
+        ``tol`` and ``n_iter_no_change``.
     step : sksam._two_layer_model.Step
         Gradient descent's update (``solver='gd'``) with the fit's step size.
-    judge : callable
-        ``judge(state)`` says what is wrong with the prediction of the final
-        weights (a :class:`~sksam._two_layer_model.FlatParams`), or None.
+    degenerate : callable
+        ``degenerate(outputs, Y)``, the estimator's rule: what is wrong with
+        the training outputs of the final weights, or None.
     n_iter : int
         The most iterations to run.
     rule : bool, default=False
@@ -125,7 +125,11 @@ def gradient_descent(initial, data, params, step, judge, n_iter, rule=False):
         if not math.isfinite(curve[-1]) or (rule and stop.update(curve[-1])):
             break
     finite = bool(curve) and math.isfinite(curve[-1]) and bool(state.flat.isfinite().all())
-    return GradientDescentRun(curve, finite, judge(state) if finite else None)
+    judged = None
+    if finite:
+        outputs = model.forward(state.params, data.X, params["activation"])
+        judged = degenerate(outputs.double().cpu().numpy(), data.Y_numpy)
+    return GradientDescentRun(curve, finite, judged)
 
 
 @dataclass(frozen=True)

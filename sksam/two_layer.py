@@ -439,14 +439,9 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
 
     def _gradient_descent(self, initial, data):
         """``gd(n_iter, rule=False)``: the counterfactual the diagnosis calls (see there)."""
-
-        def judge(state):
-            with torch.no_grad():
-                outputs = _model.forward(state.params, data.X, self.activation)
-            return self._degenerate(outputs.double().cpu().numpy(), data.Y_numpy)
-
+        params, step = self.get_params(), self._step("gd")
         return functools.partial(
-            diagnosis.gradient_descent, initial, data, self.get_params(), self._step("gd"), judge
+            diagnosis.gradient_descent, initial, data, params, step, self._degenerate
         )
 
     def _check_fitted_model(self, fitted, history, rule_stop, initial, data):
