@@ -30,7 +30,6 @@ __all__ = [
     "diagnose",
     "constant_cause",
     "gradient_descent",
-    "is_constant",
     "non_finite_message",
     "non_finite_outputs_message",
     "perturbed",
@@ -90,7 +89,7 @@ class GradientDescentRun:
         return self.finite and self.curve[-1] <= level and not self.degenerate
 
 
-def gradient_descent(initial, data, params, step, judge, n_iter, rule=False):
+def gradient_descent(initial, data, params, step, degenerate, n_iter, rule=False):
     """The counterfactual: gradient descent from ``initial`` on ``data``.
 
     Parameters
@@ -100,14 +99,14 @@ def gradient_descent(initial, data, params, step, judge, n_iter, rule=False):
     data : sksam._two_layer_model.TrainingData
         Its training rows.
     params : dict
-        The estimator's parameters: ``batch_size`` (the batch order is
-        seeded with 0), ``train_output_layer``, and with ``rule``, ``tol``
-        and ``n_iter_no_change``.
+        The estimator's parameters: ``activation``, ``batch_size`` (the batch
+        order is seeded with 0), ``train_output_layer``, and with ``rule``,
+        ``tol`` and ``n_iter_no_change``.
     step : sksam._two_layer_model.Step
         Gradient descent's update (``solver='gd'``) with the fit's step size.
-    judge : callable
-        ``judge(state)`` says what is wrong with the prediction of the final
-        weights (a :class:`~sksam._two_layer_model.FlatParams`), or None.
+    degenerate : callable
+        ``degenerate(outputs, Y)``, the estimator's rule: what is wrong with
+        the training outputs of the final weights, or None.
     n_iter : int
         The most iterations to run.
     rule : bool, default=False
@@ -126,7 +125,11 @@ def gradient_descent(initial, data, params, step, judge, n_iter, rule=False):
         if not math.isfinite(curve[-1]) or (rule and stop.update(curve[-1])):
             break
     finite = bool(curve) and math.isfinite(curve[-1]) and bool(state.flat.isfinite().all())
-    return GradientDescentRun(curve, finite, judge(state) if finite else None)
+    judged = None
+    if finite:
+        outputs = model.forward(state.params, data.X, params["activation"])
+        judged = degenerate(outputs.double().cpu().numpy(), data.Y_numpy)
+    return GradientDescentRun(curve, finite, judged)
 
 
 @dataclass(frozen=True)
@@ -367,22 +370,13 @@ def stopping_line(name, n_iter, stopped, params, share):
     return line + "."
 
 
-def constant_cause(outputs, Y, hidden):
-    """ "The network predicts a constant" with its dead units, or None.
+def constant_cause(hidden):
+    """ "The network predicts a constant" with its dead units.
 
     ``hidden`` holds the hidden units' activations on the training rows.
     """
-    if not is_constant(outputs, Y):
-        return None
     dead = int(np.sum(np.ptp(hidden, axis=0) == 0))
     return (
         f"the fitted network predicts a constant ({dead} of {hidden.shape[1]} "
         "hidden units are constant on the training data)"
     )
-
-
-def is_constant(outputs, Y):
-    """Whether the network's outputs are constant although the target ``Y`` is not."""
-    if not np.ptp(Y, axis=0).max() > 0:  # a constant target has a constant answer
-        return False
-    return np.ptp(outputs, axis=0).max() <= 1e-6 * (1.0 + np.abs(outputs).max())

@@ -8,7 +8,7 @@ from these pieces around its own text, as the net estimators assemble theirs.
 
 from ._base import HISTORY_ATTRIBUTES_DOC
 
-__all__ = ["attributes_doc", "parameters_doc"]
+__all__ = ["attributes_doc", "fit_doc", "parameters_doc"]
 
 
 def parameters_doc(init_scale, learning_rate):
@@ -174,3 +174,24 @@ def attributes_doc(first, outputs, sharpness):
         Names of features seen during fit, when ``X`` has string column names.
 """
     )
+
+
+def fit_doc(y_shape, y_meaning, name):
+    """The docstring of both estimators' ``fit``, with their own ``y``."""
+    return f"""Fit the network to ``X, y``; a fit that fails leaves the estimator as it was.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs.
+        y : array-like of shape {y_shape}
+            {y_meaning}
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the samples in the mean loss (and in the
+            validation score); integer weights act as repeated rows.
+
+        Returns
+        -------
+        self : {name}
+            The fitted estimator.
+        """

@@ -20,13 +20,16 @@ whole epochs (:class:`Step`). Nothing here knows about the estimators
 import math
 
 import numpy as np
+from scipy.special import log_expit, logsumexp
 
-from ._activations import NUMPY_ACTIVATIONS, torch_activation
 from ._base import all_finite, print_progress
 from ._update_rules import ScheduledStep, is_perturbed, perturbation
 
 __all__ = [
+    "ACTIVATIONS",
     "LOSSES",
+    "NUMPY_ACTIVATIONS",
+    "TORCH_ACTIVATIONS",
     "BatchOrder",
     "FlatParams",
     "NonFinite",
@@ -34,14 +37,64 @@ __all__ = [
     "TrainingData",
     "Workspace",
     "autograd_loss",
+    "constant_loss",
     "forward",
     "initial_weights",
+    "is_constant",
     "numpy_forward",
+    "numpy_loss",
     "loss_and_gradient",
     "sharpness_problem",
     "step_",
+    "torch_activation",
     "train",
 ]
+
+#: The activations' names, in the order of the documentation: scikit-learn's
+#: (:class:`~sklearn.neural_network.MLPRegressor`'s ``activation``), plus
+#: ``'quadratic'`` (:math:`z^2`, a model of the theory). The teacher of
+#: :func:`sksam.datasets.make_teacher_student` takes the same names.
+ACTIVATIONS = ("relu", "tanh", "logistic", "quadratic", "identity")
+
+#: ``name -> numpy function`` (prediction, data generation).
+NUMPY_ACTIVATIONS = {
+    "relu": lambda z: np.maximum(z, 0.0),
+    "tanh": np.tanh,
+    "logistic": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "quadratic": np.square,
+    "identity": lambda z: z,
+}
+
+#: ``name -> name of the torch function`` (out of place, differentiable by
+#: autograd); None for the identity.
+TORCH_ACTIVATIONS = {
+    "relu": "relu",
+    "tanh": "tanh",
+    "logistic": "sigmoid",
+    "quadratic": "square",
+    "identity": None,
+}
+
+
+def torch_activation(name, Z):
+    """``sigma(Z)`` out of place, for autograd (Hessian-vector products, tests).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`ACTIVATIONS`.
+    Z : torch.Tensor
+        Pre-activations.
+
+    Returns
+    -------
+    A : torch.Tensor
+    """
+    import torch
+
+    function = TORCH_ACTIVATIONS[name]
+    return Z if function is None else getattr(torch, function)(Z)
+
 
 #: The losses of the outputs: ``'squared_error'`` (regression) and
 #: ``'log_loss'`` (classification: logistic for one output, softmax
@@ -121,11 +174,48 @@ def initial_weights(rng, d, h, k, scale, frozen_intercept=None):
     return [W, np.zeros(h), a, c]
 
 
+def is_constant(outputs, Y):
+    """Whether the network's outputs are constant although the target ``Y`` is not."""
+    if not np.ptp(Y, axis=0).max() > 0:  # a constant target has a constant answer
+        return False
+    return np.ptp(outputs, axis=0).max() <= 1e-6 * (1.0 + np.abs(outputs).max())
+
+
 def numpy_forward(fitted, activation, X):
     """``sigma(X W + b) a + c`` in numpy, from fitted ``coefs_`` and ``intercepts_``."""
     W, a = fitted["coefs_"]
     b, c = fitted["intercepts_"]
     return NUMPY_ACTIVATIONS[activation](X @ W + b) @ a + c
+
+
+def numpy_loss(loss, outputs, Y, sample_weight=None):
+    """The (weighted) mean ``loss`` of raw outputs ``F``, in numpy.
+
+    Half the squared error, or the cross-entropy of the outputs read as
+    logits (:func:`loss_and_gradient` computes the same in torch).
+    """
+    if loss == "squared_error":
+        with np.errstate(over="ignore"):
+            per_row = 0.5 * np.sum((outputs - Y) ** 2, axis=1)
+    elif Y.shape[1] == 1:  # logistic: softplus(f) - y f
+        per_row = -log_expit(-outputs[:, 0]) - Y[:, 0] * outputs[:, 0]
+    else:
+        per_row = logsumexp(outputs, axis=1) - np.sum(Y * outputs, axis=1)
+    return float(np.average(per_row, weights=sample_weight))
+
+
+def constant_loss(loss, Y, sample_weight=None):
+    """The (weighted) mean ``loss`` of the best constant prediction.
+
+    Half the variance summed over outputs, or the entropy of the class frequencies.
+    """
+    if loss == "squared_error":
+        mean = np.average(Y, axis=0, weights=sample_weight)
+        return 0.5 * float(np.sum(np.average((Y - mean) ** 2, axis=0, weights=sample_weight)))
+    p = np.average(Y, axis=0, weights=sample_weight)
+    p = np.r_[p, 1 - p] if Y.shape[1] == 1 else p
+    p = p[p > 0]
+    return float(-np.sum(p * np.log(p)))
 
 
 def forward(params, X, activation):
@@ -233,7 +323,7 @@ def loss_and_gradient(
     X, Y : tensors of shape (n, d) and (n, k)
         Inputs and targets.
     activation : str
-        One of :data:`sksam._activations.ACTIVATIONS`.
+        One of :data:`ACTIVATIONS`.
     train_output_layer : bool, default=True
         Return the gradients of all four tensors, or of ``W, b`` only.
     weights : tensor of shape (n, 1), optional
@@ -572,29 +662,10 @@ class Step:
         The radius of each step (:mod:`sksam._family`), kept across steps.
     """
 
-    def __init__(
-        self,
-        *,
-        solver,
-        rho,
-        learning_rate,
-        activation,
-        loss,
-        schedule=None,
-        rule=None,
-        rho_schedule=None,
-    ):
-        self.options = {
-            "solver": solver,
-            "schedule": schedule,
-            "rule": rule,
-            "rho_schedule": rho_schedule,
-            "rho": rho,
-            "learning_rate": learning_rate,
-            "activation": activation,
-            "loss": loss,
-            "workspace": Workspace(),
-        }
+    def __init__(self, **options):
+        # step_'s keywords (the rows and their weights aside), and one workspace
+        # for every step: its buffers are allocated once
+        self.options = {**options, "workspace": Workspace()}
 
     def epoch(self, state, data, batches):
         """One pass over the data; the (weighted) mean of the batch losses, as a float.

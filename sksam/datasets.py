@@ -22,7 +22,7 @@ import numbers
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
+from ._two_layer_model import ACTIVATIONS, NUMPY_ACTIVATIONS
 
 __all__ = ["make_teacher_student", "make_kernel_regression"]
 

@@ -14,6 +14,7 @@ The network, its losses and its hand-written gradient live in
 import copy
 import functools
 import numbers
+import types
 import warnings
 from abc import abstractmethod
 
@@ -30,7 +31,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _two_layer_diagnosis as diagnosis
 from . import _two_layer_model as _model
-from ._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
 from ._base import (
     COMMON_CONSTRAINTS,
     N_THREADS_CONSTRAINT,
@@ -39,8 +39,10 @@ from ._base import (
     FitHistory,
     FitTransaction,
     StoppingRule,
+    all_finite,
     check_device,
     check_finite,
+    diagnose_loss_curve,
     numeric_target,
     resolve_n_threads,
     sample_weights,
@@ -51,7 +53,7 @@ from ._base import (
     warn_not_converged,
 )
 from ._family import FAMILY_OPTIONS, FAMILY_SOLVERS, RhoSchedule, family_constraints, family_for
-from ._two_layer_docs import attributes_doc, parameters_doc
+from ._two_layer_docs import attributes_doc, fit_doc, parameters_doc
 from ._update_rules import SCHEDULED_SOLVERS, SOLVERS, schedule_for
 from .exceptions import DivergenceWarning
 from .sharpness import measure_sharpness
@@ -65,6 +67,20 @@ TWO_LAYER_FAMILY = ("gsam", "wsam", "fsam")
 WARNINGS = {"diverged": DivergenceWarning, "stuck": ConvergenceWarning}
 
 
+def _with_defaults(init, **defaults):
+    """A copy of ``init`` with other defaults for some keyword-only arguments.
+
+    scikit-learn reads an estimator's parameters and defaults off the
+    signature of its ``__init__``: a subclass that changes only defaults
+    takes its base's ``__init__`` this way rather than spelling out every
+    argument again.
+    """
+    code, name, closure = init.__code__, init.__name__, init.__closure__
+    copied = types.FunctionType(code, init.__globals__, name, init.__defaults__, closure)
+    copied.__kwdefaults__ = {**init.__kwdefaults__, **defaults}
+    return copied
+
+
 class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     """The fit shared by the two-layer regressor and classifier.
 
@@ -76,7 +92,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
         "n_hidden": [Interval(numbers.Integral, 1, None, closed="left")],
-        "activation": [StrOptions(set(ACTIVATIONS))],
+        "activation": [StrOptions(set(_model.ACTIVATIONS))],
         "train_output_layer": ["boolean"],
         "init_scale": [Interval(numbers.Real, 0, None, closed="neither")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -175,13 +191,13 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     def _validation_score(self, outputs, y, sample_weight, target):
         """The score early stopping maximizes, of raw network outputs on validation rows."""
 
-    @abstractmethod
     def _outputs_loss(self, outputs, Y, sample_weight):
         """The training loss of raw network outputs (numpy)."""
+        return _model.numpy_loss(self._loss, outputs, Y, sample_weight)
 
-    @abstractmethod
     def _baseline_loss(self, Y, sample_weight):
         """The training loss of the best constant prediction."""
+        return _model.constant_loss(self._loss, Y, sample_weight)
 
     @abstractmethod
     def _frozen_intercept(self, Y, sample_weight):
@@ -190,12 +206,8 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     # ------------------------------------------------------------------ fit
 
     def _fit(self, X, y, sample_weight):
-        """The transactional fit behind the subclasses' ``fit``.
+        """The subclasses' ``fit``: the state is built aside, stored on success.
 
-        The fitted state is built aside and stored only when the whole fit,
-        sharpness included, succeeds: a fit that raises (or a
-        ``KeyboardInterrupt`` outside the training loop) leaves the estimator
-        exactly as it was: unfitted, or with its previous fit (warm or not).
         Nothing of the previous fit is changed in place, so no snapshot is needed.
         """
         warm = self.warm_start and self.__sklearn_is_fitted__()
@@ -427,39 +439,46 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
 
     def _gradient_descent(self, initial, data):
         """``gd(n_iter, rule=False)``: the counterfactual the diagnosis calls (see there)."""
-
-        def judge(state):
-            with torch.no_grad():
-                outputs = _model.forward(state.params, data.X, self.activation)
-            return self._degenerate(outputs.double().cpu().numpy(), data.Y_numpy)
-
+        params, step = self.get_params(), self._step("gd")
         return functools.partial(
-            diagnosis.gradient_descent, initial, data, self.get_params(), self._step("gd"), judge
+            diagnosis.gradient_descent, initial, data, params, step, self._degenerate
         )
 
     def _check_fitted_model(self, fitted, history, rule_stop, initial, data):
-        """Raise on non-finite outputs; warn when training diverged or ended degenerate."""
+        """Raise on non-finite outputs; warn when training diverged or ended degenerate.
+
+        Cheap checks first: only a fit that fails one enters the diagnosis.
+        """
         outputs = _model.numpy_forward(fitted, self.activation, data.X_numpy)
         Y = data.Y_numpy
         final_loss = self._outputs_loss(outputs, Y, data.sample_weight)
-        check_finite(
-            [outputs, final_loss],
-            diagnosis.non_finite_outputs_message(self.learning_rate, self._scale_hint),
-        )
-        hidden = NUMPY_ACTIVATIONS[self.activation](
+        if not all_finite(outputs, final_loss):
+            raise ValueError(
+                diagnosis.non_finite_outputs_message(self.learning_rate, self._scale_hint)
+            )
+        baseline_loss = self._baseline_loss(Y, data.sample_weight)
+        constant = _model.is_constant(outputs, Y)
+        degenerate = self._degenerate(outputs, Y)
+        # the whole curve (warm starts included) and the loss after the last step
+        diverged = diagnose_loss_curve([*history.loss_curve, final_loss]) is not None
+        plateau = (1 - diagnosis.PLATEAU_DROP) * baseline_loss
+        stopped_high = rule_stop is not None and history.loss_curve[-1] > plateau
+        if not (constant or degenerate or diverged or stopped_high):
+            return
+        hidden = _model.NUMPY_ACTIVATIONS[self.activation](
             data.X_numpy @ fitted["coefs_"][0] + fitted["intercepts_"][0]
         )
         facts = diagnosis.FitFacts(
             name=type(self).__name__,
             params=self.get_params(),
             scale_hint=self._scale_hint,
-            baseline_loss=self._baseline_loss(Y, data.sample_weight),
+            baseline_loss=baseline_loss,
             loss_curve=history.loss_curve,
             first_iteration=history.first_iteration,
             final_loss=final_loss,
             rule_stop=rule_stop,
-            constant=diagnosis.constant_cause(outputs, Y, hidden),
-            degenerate=self._degenerate(outputs, Y),
+            constant=diagnosis.constant_cause(hidden) if constant else None,
+            degenerate=degenerate,
         )
         for category, message in diagnosis.diagnose(facts, self._gradient_descent(initial, data)):
             warnings.warn(message, WARNINGS[category], stacklevel=user_stacklevel())
@@ -470,7 +489,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
         The regressor: a constant prediction (also checked, as a divergence,
         by :meth:`_check_fitted_model`); the classifier adds a single class.
         """
-        if diagnosis.is_constant(outputs, Y):
+        if _model.is_constant(outputs, Y):
             return "the fitted network predicts a constant"
         return None
 
@@ -634,24 +653,11 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
-        """Fit the network to ``X, y``; a fit that fails leaves the estimator as it was.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training inputs.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights of the samples in the mean loss (and in the
-            validation score); integer weights act as repeated rows.
-
-        Returns
-        -------
-        self : SAMTwoLayerRegressor
-            The fitted estimator.
-        """
         return self._fit(X, y, sample_weight)
+
+    fit.__doc__ = fit_doc(
+        "(n_samples,) or (n_samples, n_outputs)", "Targets.", "SAMTwoLayerRegressor"
+    )
 
     def _encode_targets(self, y, warm):
         y = numeric_target(y, type(self).__name__)
@@ -669,17 +675,6 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
 
     def _frozen_intercept(self, Y, sample_weight):
         return np.average(Y, axis=0, weights=sample_weight)
-
-    def _outputs_loss(self, outputs, Y, sample_weight):
-        """The training loss of ``outputs``: half the (weighted) mean squared error."""
-        with np.errstate(over="ignore"):
-            per_row = 0.5 * np.sum((outputs - Y) ** 2, axis=1)
-        return float(np.average(per_row, weights=sample_weight))
-
-    def _baseline_loss(self, Y, sample_weight):
-        """The loss of the best constant: half the (weighted) variance, summed over outputs."""
-        mean = np.average(Y, axis=0, weights=sample_weight)
-        return 0.5 * float(np.sum(np.average((Y - mean) ** 2, axis=0, weights=sample_weight)))
 
     def predict(self, X):
         """Predict with the fitted network.
@@ -783,60 +778,15 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
     _y_checks = {}
 
     # the base's parameters with the classifier's own init_scale and learning_rate
-    def __init__(
-        self,
-        solver="sam",
-        rho=0.05,
-        *,
-        n_hidden=100,
-        activation="relu",
-        train_output_layer=True,
-        init_scale=1.0,
-        learning_rate=1.0,
-        batch_size=None,
-        max_iter=1000,
-        tol=1e-4,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        sharpness="top_eigenvalue",
-        random_state=None,
-        device="cpu",
-        n_threads=None,
-        warm_start=False,
-        verbose=False,
-        sam_every=5,
-        rst_p=None,
-        aesam_c=0.0,
-        gsam_alpha=0.4,
-        wsam_gamma=0.9,
-        fsam_sigma=1.0,
-        fsam_lmbda=0.9,
-        rho_schedule=None,
-    ):
-        # the base only stores its arguments: hand it every one of ours
-        _BaseTwoLayer.__init__(self, **{k: v for k, v in locals().items() if k != "self"})
+    __init__ = _with_defaults(_BaseTwoLayer.__init__, init_scale=1.0, learning_rate=1.0)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
-        """Fit the network to ``X, y``; a fit that fails leaves the estimator as it was.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training inputs.
-        y : array-like of shape (n_samples,)
-            Class labels (any type numpy sorts).
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights of the samples in the mean loss (and in the
-            validation score); integer weights act as repeated rows.
-
-        Returns
-        -------
-        self : SAMTwoLayerClassifier
-            The fitted estimator.
-        """
         return self._fit(X, y, sample_weight)
+
+    fit.__doc__ = fit_doc(
+        "(n_samples,)", "Class labels (any type numpy sorts).", "SAMTwoLayerClassifier"
+    )
 
     def _encode_targets(self, y, warm):
         check_classification_targets(y)
@@ -875,21 +825,6 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
         """Accuracy (weighted by the validation rows' ``sample_weight``)."""
         labels = self._labels(outputs, target["classes_"])
         return float(accuracy_score(y, labels, sample_weight=sample_weight))
-
-    def _outputs_loss(self, outputs, Y, sample_weight):
-        """The training loss of ``outputs`` (logits): the (weighted) mean cross-entropy."""
-        if Y.shape[1] == 1:  # logistic: softplus(f) - y f
-            per_row = -log_expit(-outputs[:, 0]) - Y[:, 0] * outputs[:, 0]
-        else:
-            per_row = logsumexp(outputs, axis=1) - np.sum(Y * outputs, axis=1)
-        return float(np.average(per_row, weights=sample_weight))
-
-    def _baseline_loss(self, Y, sample_weight):
-        """The loss of the best constant: the entropy of the (weighted) class frequencies."""
-        p = np.average(Y, axis=0, weights=sample_weight)
-        p = np.r_[p, 1 - p] if Y.shape[1] == 1 else p
-        p = p[p > 0]
-        return float(-np.sum(p * np.log(p)))
 
     def _degenerate(self, outputs, Y):
         """A single class predicted on training rows of several classes, or None."""

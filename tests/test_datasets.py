@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics.pairwise import rbf_kernel
 
-from sksam._activations import ACTIVATIONS, NUMPY_ACTIVATIONS
+from sksam._two_layer_model import ACTIVATIONS, NUMPY_ACTIVATIONS
 from sksam.datasets import make_kernel_regression, make_teacher_student
 
 

@@ -16,9 +16,16 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import sksam._two_layer_model as model
 from sksam import SAMTwoLayerRegressor
-from sksam._activations import ACTIVATIONS, NUMPY_ACTIVATIONS, TORCH_ACTIVATIONS, torch_activation
 from sksam._base import validation_split
-from sksam._two_layer_model import FlatParams, loss_and_gradient, step_
+from sksam._two_layer_model import (
+    ACTIVATIONS,
+    NUMPY_ACTIVATIONS,
+    TORCH_ACTIVATIONS,
+    FlatParams,
+    loss_and_gradient,
+    step_,
+    torch_activation,
+)
 from sksam._update_rules import ASAM_ETA
 from sksam.datasets import make_teacher_student
 from sksam.exceptions import DivergenceWarning

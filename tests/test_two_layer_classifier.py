@@ -18,8 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 import sksam.two_layer as two_layer
 from sksam import SAMTwoLayerClassifier, SAMTwoLayerRegressor
-from sksam._activations import ACTIVATIONS, torch_activation
-from sksam._two_layer_model import autograd_loss, loss_and_gradient
+from sksam._two_layer_model import ACTIVATIONS, autograd_loss, loss_and_gradient, torch_activation
 from sksam.sharpness import top_hessian_eigenvalue
 
 # --------------------------------------------------------------------------
