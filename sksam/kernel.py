@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import (
     COMMON_CONSTRAINTS,
+    HISTORY_ATTRIBUTES_DOC,
     EstimatorHooks,
     FitHistory,
     FitTransaction,
@@ -33,6 +34,7 @@ from ._base import (
     warn_diverged,
     warn_not_converged,
 )
+from ._kernel_docs import FIT_ATTRIBUTES_DOC, SHARPNESS_MEASURES_DOC
 from ._kernel_features import is_dask, make_ops
 from ._kernel_models import (
     KERNEL_MEASURES,
@@ -424,7 +426,8 @@ class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
 
 
 class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
-    r"""Kernel regression trained by gradient descent (GD) or SAM, from zero.
+    __doc__ = (
+        r"""Kernel regression trained by gradient descent (GD) or SAM, from zero.
 
     The model :math:`f(x) = \langle \theta, \phi(x) \rangle` in the kernel's
     feature space is trained on the (weighted) mean squared loss
@@ -525,10 +528,9 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
         Held-out fraction for ``early_stopping``.
     n_iter_no_change : int, default=10
         Steps without improvement before stopping (with a float ``tol``).
-    sharpness : str or None, default='rho'
-        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
-        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
-        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
+"""
+        + SHARPNESS_MEASURES_DOC
+        + r"""
         The measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of the
         training loss at the fitted weights, computed exactly. ``'rho'`` is
         :math:`\max_{\|e\| \le \rho} L(\theta + e) - L(\theta)` with the
@@ -580,33 +582,11 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
         Dimension of the Nystroem or primal feature space. Centres that the
         others represent to working precision are dropped, so this can be
         less than ``M``.
-    n_iter_ : int
-        Number of iterations run (over all ``warm_start`` calls).
-    loss_curve_ : list of float
-        Mean training loss at each iteration, evaluated at the weights the
-        iteration started from (with mini-batches, the mean of the batch
-        losses over the epoch).
-    best_loss_ : float
-        ``min(loss_curve_)``.
-    validation_scores_ : list of float or None
-        :math:`R^2` (accuracy for classifiers) on the validation split at each
-        iteration when early stopping was used, else None.
-    best_validation_score_ : float or None
-        ``max(validation_scores_)``: the score of the weights kept when
-        early stopping was used, else None.
-    do_early_stopping_ : bool
-        Whether the fit held out a validation part (``early_stopping``
-        resolved: ``'auto'`` is True from 200 samples).
-    learning_rate_ : float
-        The step size used (resolved from ``'auto'``).
-    sharpness_ : float or None
-        The ``sharpness`` measure of the fitted model.
-    krylov_size_ : int
-        Number of columns of the Krylov basis the path was computed in.
-    n_features_in_ : int
-        Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features, when ``X`` has string column names.
+"""
+        + HISTORY_ATTRIBUTES_DOC
+        + "\n"
+        + FIT_ATTRIBUTES_DOC
+        + r"""
 
     See Also
     --------
@@ -654,6 +634,7 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
     >>> big.n_components_ <= 50  # centres the others already span are dropped
     True
     """
+    )
 
     def __init__(
         self,
