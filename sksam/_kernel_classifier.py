@@ -105,17 +105,6 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
         The Nystroem centres kept.
     n_components_ : int
         Dimension of the Nystroem or primal feature space.
-    n_iter_ : int
-        Number of iterations run.
-    loss_curve_ : list of float
-        Mean squared training loss to the codes at each iteration.
-    best_loss_ : float
-        ``min(loss_curve_)``.
-    validation_scores_ : list of float or None
-        Validation accuracy at each iteration when early stopping was used
-        (``do_early_stopping_``), else None.
-    best_validation_score_ : float or None
-        ``max(validation_scores_)`` when early stopping was used, else None.
 """
         + FIT_ATTRIBUTES_DOC
         + r"""
@@ -178,27 +167,10 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
         device=None,
         dtype=None,
     ):
-        self.solver = solver
-        self.rho = rho
-        self.kernel = kernel
-        self.gamma = gamma
-        self.degree = degree
-        self.coef0 = coef0
-        self.kernel_params = kernel_params
-        self.learning_rate = learning_rate
-        self.max_iter = max_iter
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
+        # the base stores the regressor's parameters: hand it ours but class_weight
+        params = {k: v for k, v in locals().items() if k not in ("self", "class_weight")}
+        _BaseSAMKernel.__init__(self, **params)
         self.class_weight = class_weight
-        self.sharpness = sharpness
-        self.random_state = random_state
-        self.verbose = verbose
-        self.n_components = n_components
-        self.centers = centers
-        self.device = device
-        self.dtype = dtype
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

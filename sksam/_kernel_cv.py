@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._base import FitTransaction, numeric_target, sample_weights
 from ._kernel_classifier import SAMKernelClassifier
 from ._kernel_docs import cv_sections_doc
-from ._kernel_models import KERNEL_MEASURES, R2Score
+from ._kernel_models import R2Score
 from .kernel import SAMKernelRegressor, SharedBuild
 from .model_selection._stats import corrected_paired_ttest
 
@@ -47,35 +47,74 @@ _KERNEL_PARAMS = (
 class _BaseKernelCV(BaseEstimator, ABC):
     """The search shared by the CV estimators: one path per fold and ``(solver, rho)``.
 
-    A subclass implements the abstract hooks: it names the estimator it
-    searches (``_estimator_class``, with the parameters it passes on,
-    ``_passed_params``), checks the targets (``_validate_targets``) and the
-    folds (``_check_folds``), and scores one stage of a path on a test fold
-    (``_stage_score``).
+    ``__init__`` takes the regressor search's parameters; a subclass names
+    the estimator searched and implements the abstract hooks.
     """
 
     _parameter_constraints: dict = {
+        # the parameters passed on are checked as the estimator checks them
+        **{name: SAMKernelRegressor._parameter_constraints[name] for name in _KERNEL_PARAMS},
+        "sharpness": SAMKernelRegressor._parameter_constraints["sharpness"],
+        "kernel": [StrOptions(set(PAIRWISE_KERNEL_FUNCTIONS)), callable],  # not 'precomputed'
         "solvers": ["array-like"],
         "rhos": ["array-like"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "cv": ["cv_object"],
-        "kernel": [StrOptions(set(PAIRWISE_KERNEL_FUNCTIONS)), callable],
-        "gamma": [Interval(Real, 0, None, closed="left"), None],
-        "degree": [Interval(Real, 0, None, closed="left")],
-        "coef0": [Interval(Real, None, None, closed="neither")],
-        "kernel_params": [dict, None],
-        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "centers": ["array-like", None],
-        "device": "no_validation",
-        "dtype": "no_validation",
-        "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
         "selection": [StrOptions({"one_se", "rope", "best"})],
         "rope": [Interval(Real, 0, None, closed="left")],
         "n_jobs": [Integral, None],
-        "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
+
+    def __init__(
+        self,
+        solvers=("gd", "sam"),
+        rhos=(0.01, 0.05, 0.1, 0.5),
+        *,
+        max_iter=10000,
+        cv=5,
+        kernel="rbf",
+        gamma=None,
+        degree=3,
+        coef0=1,
+        kernel_params=None,
+        learning_rate="auto",
+        n_components=None,
+        centers=None,
+        device=None,
+        dtype=None,
+        sharpness="rho",
+        selection="rope",
+        rope=0.01,
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.solvers = solvers
+        self.rhos = rhos
+        self.max_iter = max_iter
+        self.cv = cv
+        self.kernel = kernel
+        self.gamma = gamma
+        self.degree = degree
+        self.coef0 = coef0
+        self.kernel_params = kernel_params
+        self.learning_rate = learning_rate
+        self.n_components = n_components
+        self.centers = centers
+        self.device = device
+        self.dtype = dtype
+        self.sharpness = sharpness
+        self.selection = selection
+        self.rope = rope
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
     @property
     @abstractmethod
@@ -215,13 +254,29 @@ class _BaseKernelCV(BaseEstimator, ABC):
     @classmethod
     def _stage_scorer(cls, y_test):
         """``score(pred)`` of one stage on the test fold ``y_test``."""
-        return functools.partial(_swapped, cls._stage_score, y_test)
+        return functools.partial(cls._stage_score, y_test=y_test)
 
     def _check_X(self, X):
         check_is_fitted(self)
         # feature names are checked here, as scikit-learn does; the inner model
         # was fitted on the validated array
         return validate_data(self, X, accept_sparse=("csr", "csc"), reset=False)
+
+    def predict(self, X):
+        """Predict with the refitted best model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Predictions; for the classifier, class labels of shape (n_samples,).
+        """
+        X = self._check_X(X)  # first: an unfitted search has no estimator_
+        return self.estimator_.predict(X)
 
 
 class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
@@ -277,54 +332,8 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
     """
     )
 
-    def __init__(
-        self,
-        solvers=("gd", "sam"),
-        rhos=(0.01, 0.05, 0.1, 0.5),
-        *,
-        max_iter=10000,
-        cv=5,
-        kernel="rbf",
-        gamma=None,
-        degree=3,
-        coef0=1,
-        kernel_params=None,
-        learning_rate="auto",
-        n_components=None,
-        centers=None,
-        device=None,
-        dtype=None,
-        sharpness="rho",
-        selection="rope",
-        rope=0.01,
-        n_jobs=None,
-        random_state=None,
-        verbose=0,
-    ):
-        self.solvers = solvers
-        self.rhos = rhos
-        self.max_iter = max_iter
-        self.cv = cv
-        self.kernel = kernel
-        self.gamma = gamma
-        self.degree = degree
-        self.coef0 = coef0
-        self.kernel_params = kernel_params
-        self.learning_rate = learning_rate
-        self.n_components = n_components
-        self.centers = centers
-        self.device = device
-        self.dtype = dtype
-        self.sharpness = sharpness
-        self.selection = selection
-        self.rope = rope
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
         tags.target_tags.multi_output = True
         return tags
 
@@ -360,26 +369,6 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
         score = R2Score().scorer(Y_test)
         return lambda pred: score(pred.reshape(Y_test.shape))
 
-    def predict(self, X):
-        """Predict with the refitted best model.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            Predictions.
-        """
-        X = self._check_X(X)
-        return self.estimator_.predict(X)
-
-
-def _swapped(stage_score, y_test, pred):
-    return stage_score(pred, y_test)
-
 
 def _fold_scores(estimators, X, y, sw, train, test, stage_scorer):
     """The scores on the test fold after each step of every estimator's path.
@@ -410,13 +399,9 @@ def _fold_scores(estimators, X, y, sw, train, test, stage_scorer):
 def _select_with_gain(cv_results, folds, selection, rope):
     """The chosen candidate, and the paired test of SAM's best against GD's best.
 
-    The gain is the mean over folds of (fold score of the best non-GD
-    candidate) minus (fold score of the best GD candidate), each best by
-    mean score; its standard error is Nadeau and Bengio's corrected one,
-    from the fold sizes. It is optimistic for SAM (its best of several
-    radii against GD's best of one), which makes keeping GD within noise
-    the safer side. Without GD or without another solver there is no gain
-    (``None``) and the best candidate is chosen.
+    The test is ``gain_test_``'s (the class docstrings define the gain);
+    being optimistic for SAM, it makes keeping GD within noise the safer
+    side. Without GD or without another solver: no test, the best candidate.
     """
     mean = cv_results["mean_test_score"]
     best = int(np.argmin(cv_results["rank_test_score"]))
@@ -518,32 +503,10 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
         random_state=None,
         verbose=0,
     ):
-        self.solvers = solvers
-        self.rhos = rhos
-        self.max_iter = max_iter
-        self.cv = cv
-        self.kernel = kernel
-        self.gamma = gamma
-        self.degree = degree
-        self.coef0 = coef0
-        self.kernel_params = kernel_params
-        self.learning_rate = learning_rate
+        # the base stores the regressor's parameters: hand it ours but class_weight
+        params = {k: v for k, v in locals().items() if k not in ("self", "class_weight")}
+        _BaseKernelCV.__init__(self, **params)
         self.class_weight = class_weight
-        self.n_components = n_components
-        self.centers = centers
-        self.device = device
-        self.dtype = dtype
-        self.sharpness = sharpness
-        self.selection = selection
-        self.rope = rope
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags
 
     _estimator_class = SAMKernelClassifier
     _passed_params = _KERNEL_PARAMS + ("class_weight",)
@@ -582,19 +545,3 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
         """
         X = self._check_X(X)
         return self.estimator_.decision_function(X)
-
-    def predict(self, X):
-        """Predict with the refitted best model.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-            Predicted class labels.
-        """
-        X = self._check_X(X)
-        return self.estimator_.predict(X)

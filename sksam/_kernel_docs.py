@@ -6,13 +6,7 @@ parameters and set the same attributes: each text is written here once and
 the class docstrings are assembled from it, as the two-layer ones are.
 """
 
-__all__ = [
-    "FIT_ATTRIBUTES_DOC",
-    "SHARPNESS_MEASURES_DOC",
-    "cv_sections_doc",
-    "features_doc",
-    "kernel_doc",
-]
+from ._base import HISTORY_ATTRIBUTES_DOC
 
 #: The first lines of every kernel estimator's ``sharpness`` entry.
 SHARPNESS_MEASURES_DOC = """\
@@ -21,8 +15,10 @@ SHARPNESS_MEASURES_DOC = """\
         ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
         :data:`sksam.sharpness.MEASURES` but the logit-normalized one)."""
 
-#: The attributes after the history ones, the same for regressor and classifier.
-FIT_ATTRIBUTES_DOC = """\
+#: The history attributes and those after them, the same for regressor and classifier.
+FIT_ATTRIBUTES_DOC = (
+    HISTORY_ATTRIBUTES_DOC
+    + """
     do_early_stopping_ : bool
         Whether the fit held out a validation part (``early_stopping``
         resolved: ``'auto'`` is True from 200 samples).
@@ -36,6 +32,7 @@ FIT_ATTRIBUTES_DOC = """\
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features, when ``X`` has string column names."""
+)
 
 
 def kernel_doc(estimator, precomputed):
