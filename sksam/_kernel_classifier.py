@@ -1,10 +1,6 @@
 """Kernel classification trained by gradient descent or SAM: :class:`SAMKernelClassifier`.
 
-The regressor's path (:class:`~sksam.kernel._BaseSAMKernel`) on targets coded
-as scikit-learn's ``RidgeClassifier`` codes them, with the
-validation accuracy (:class:`~sksam._kernel_models.AccuracyScore`) as the
-early-stopping score: only the target coding and the score are the
-classifier's own.
+The regressor's path; only the target coding and the validation score are its own.
 """
 
 from numbers import Real

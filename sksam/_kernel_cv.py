@@ -373,11 +373,9 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
 def _fold_scores(estimators, X, y, sw, train, test, stage_scorer):
     """The scores on the test fold after each step of every estimator's path.
 
-    The estimators differ only in solver and ``rho``: the fold's model is
-    built once (:class:`~sksam.kernel.SharedBuild`) and every path runs on
-    it, each as its own fit would. ``stage_scorer(y_test)`` returns the
-    score of one stage's predictions, set up once per fold (each path has
-    ``max_iter`` stages to score).
+    The estimators differ only in solver and ``rho``: the paths share the
+    fold's model (:class:`~sksam.kernel.SharedBuild`) and one
+    ``stage_scorer(y_test)``, set up once per fold.
     """
     shared = SharedBuild()
     X_train, y_train, sw_train, X_test = X[train], y[train], sw[train], X[test]

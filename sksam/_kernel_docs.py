@@ -1,9 +1,6 @@
-"""The numpydoc entries the kernel estimators share.
+"""The numpydoc entries the kernel estimators share, each written once.
 
-The classifier documents its kernel and feature-space parameters by
-reference to the regressor, and the two CV searches take the same
-parameters and set the same attributes: each text is written here once and
-the class docstrings are assembled from it, as the two-layer ones are.
+The class docstrings are assembled from them, as the two-layer ones are.
 """
 
 from ._base import HISTORY_ATTRIBUTES_DOC

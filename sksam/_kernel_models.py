@@ -351,10 +351,8 @@ class _RowProjector:
 class _Problem:
     """What the path solver needs: ``matrix``, ``start``, ``scale``, dynamics, score.
 
-    ``krylov_checkpoints`` is None for one path, or, after :meth:`share`,
-    the dict in which the paths of this problem (and of its
-    :meth:`rescaled` copies) leave their Krylov basis and eigendecomposition
-    for the next (see :class:`~sksam._kernel_path.KrylovCheckpoints`).
+    ``krylov_checkpoints``: after :meth:`share`, the dict in which the paths of
+    this problem and its :meth:`rescaled` copies leave their Krylov checkpoints.
     """
 
     krylov_checkpoints = None

@@ -289,20 +289,8 @@ class KrylovBasis:
 
 
 class KrylovPath:
-    """The fitted path in a Ritz basis: ``alpha_t = V a_t``.
-
-    Built from one :class:`Checkpoint` of the basis (its Ritz pairs) and the
-    start block ``Y``.
-
-    Attributes
-    ----------
-    V : ndarray of shape (n, m)
-        Ritz vectors.
-    theta : ndarray of shape (m,)
-        Ritz values.
-    z : ndarray of shape (m, k)
-        ``V^T Y``.
-    """
+    """The fitted path ``alpha_t = V a_t`` in the Ritz pairs ``theta``, ``V`` of a
+    :class:`Checkpoint`, with ``z = V^T Y`` (the module notes' notation)."""
 
     def __init__(self, checkpoint, Y):
         self.theta, self.S, self.Qm = checkpoint.theta, checkpoint.S, checkpoint.Qm

@@ -188,9 +188,7 @@ class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
     def _fit(self, X, y, sample_weight, shared=None):
         """``fit``: select -> build -> solve -> finish, assigned at the end.
 
-        ``shared``: a :class:`SharedBuild` of this training set, which builds
-        the model once for fits that differ only in the solver, ``rho`` or
-        the learning rate (the CV estimators' paths on one fold).
+        ``shared``: a :class:`SharedBuild` of this training set (CV folds).
         """
         with FitTransaction(self) as transaction:
             X, target, sw, source = self._validate(X, y, sample_weight)
