@@ -1,10 +1,6 @@
 """Kernel classification trained by gradient descent or SAM: :class:`SAMKernelClassifier`.
 
-The regressor's path (:class:`~sksam.kernel._BaseSAMKernel`) on targets coded
-as scikit-learn's ``RidgeClassifier`` codes them, with the
-validation accuracy (:class:`~sksam._kernel_models.AccuracyScore`) as the
-early-stopping score: only the target coding and the score are the
-classifier's own.
+The regressor's path; only the target coding and the validation score are its own.
 """
 
 from numbers import Real
@@ -17,13 +13,15 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 
 from ._base import rescale_weights
+from ._kernel_docs import FIT_ATTRIBUTES_DOC, SHARPNESS_MEASURES_DOC, features_doc, kernel_doc
 from ._kernel_features import is_dask
 from ._kernel_models import AccuracyScore, winners
 from .kernel import Targets, _BaseSAMKernel
 
 
 class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
-    r"""Kernel classification trained by gradient descent (GD) or SAM, from zero.
+    __doc__ = (
+        r"""Kernel classification trained by gradient descent (GD) or SAM, from zero.
 
     :class:`SAMKernelRegressor` fitted to the classes coded as
     scikit-learn's ``RidgeClassifier`` codes them: one column per
@@ -45,18 +43,9 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
     rho : float, default=0.05
         Radius of the SAM perturbation, in the RKHS norm (all class columns
         jointly), as in :class:`SAMKernelRegressor`.
-    kernel : str or callable, default='rbf'
-        As in :class:`SAMKernelRegressor` (``'precomputed'`` included).
-    gamma : float, default=None
-        As in :class:`SAMKernelRegressor`.
-    degree : float, default=3
-        As in :class:`SAMKernelRegressor`.
-    coef0 : float, default=1
-        As in :class:`SAMKernelRegressor`.
-    kernel_params : dict, default=None
-        As in :class:`SAMKernelRegressor`.
-    learning_rate : float or 'auto', default='auto'
-        As in :class:`SAMKernelRegressor`.
+"""
+        + kernel_doc("SAMKernelRegressor", "``'precomputed'`` included")
+        + r"""
     max_iter : int, default=10000
         Number of steps, as in :class:`SAMKernelRegressor`: with early
         stopping (the default from 200 samples) the most steps, of which the
@@ -81,10 +70,9 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
         in scikit-learn's ``RidgeClassifier``: ``{class_label:
         weight}``, or ``'balanced'`` for ``n_samples / (n_classes *
         np.bincount(y))``.
-    sharpness : str or None, default='rho'
-        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
-        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
-        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
+"""
+        + SHARPNESS_MEASURES_DOC
+        + r"""
         The measure stored in ``sharpness_``, of the squared training loss to the
         coded targets at the fitted weights, computed exactly as in
         :class:`SAMKernelRegressor` (all class columns jointly). The
@@ -93,15 +81,9 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
         Seeds the validation split and the Nystroem centres.
     verbose : int, default=0
         Print the loss of every step and the size of the Krylov basis.
-    n_components : int, default=None
-        Number of Nystroem centres, as in :class:`SAMKernelRegressor`.
-    centers : array-like of shape (M, n_features), default=None
-        The Nystroem centres themselves, as in :class:`SAMKernelRegressor`.
-    device : str or torch.device, default=None
-        Torch device of the Nystroem or primal path, as in
-        :class:`SAMKernelRegressor`.
-    dtype : {'float64', 'float32'}, default=None
-        Precision of the torch blocks, as in :class:`SAMKernelRegressor`.
+"""
+        + features_doc("SAMKernelRegressor")
+        + r"""
 
     Attributes
     ----------
@@ -119,30 +101,9 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
         The Nystroem centres kept.
     n_components_ : int
         Dimension of the Nystroem or primal feature space.
-    n_iter_ : int
-        Number of iterations run.
-    loss_curve_ : list of float
-        Mean squared training loss to the codes at each iteration.
-    best_loss_ : float
-        ``min(loss_curve_)``.
-    validation_scores_ : list of float or None
-        Validation accuracy at each iteration when early stopping was used
-        (``do_early_stopping_``), else None.
-    best_validation_score_ : float or None
-        ``max(validation_scores_)`` when early stopping was used, else None.
-    do_early_stopping_ : bool
-        Whether the fit held out a validation part (``early_stopping``
-        resolved: ``'auto'`` is True from 200 samples).
-    learning_rate_ : float
-        The step size used.
-    sharpness_ : float or None
-        The ``sharpness`` measure of the fitted model.
-    krylov_size_ : int
-        Number of columns of the Krylov basis the path was computed in.
-    n_features_in_ : int
-        Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features, when ``X`` has string column names.
+"""
+        + FIT_ATTRIBUTES_DOC
+        + r"""
 
     See Also
     --------
@@ -170,6 +131,7 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
     >>> bool(clf.score(X, y) > 0.9)
     True
     """
+    )
 
     _parameter_constraints: dict = {
         **_BaseSAMKernel._parameter_constraints,
@@ -201,27 +163,10 @@ class SAMKernelClassifier(ClassifierMixin, _BaseSAMKernel):
         device=None,
         dtype=None,
     ):
-        self.solver = solver
-        self.rho = rho
-        self.kernel = kernel
-        self.gamma = gamma
-        self.degree = degree
-        self.coef0 = coef0
-        self.kernel_params = kernel_params
-        self.learning_rate = learning_rate
-        self.max_iter = max_iter
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
+        # the base stores the regressor's parameters: hand it ours but class_weight
+        params = {k: v for k, v in locals().items() if k not in ("self", "class_weight")}
+        _BaseSAMKernel.__init__(self, **params)
         self.class_weight = class_weight
-        self.sharpness = sharpness
-        self.random_state = random_state
-        self.verbose = verbose
-        self.n_components = n_components
-        self.centers = centers
-        self.device = device
-        self.dtype = dtype
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -23,7 +23,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import FitTransaction, numeric_target, sample_weights
 from ._kernel_classifier import SAMKernelClassifier
-from ._kernel_models import KERNEL_MEASURES, R2Score
+from ._kernel_docs import cv_sections_doc
+from ._kernel_models import R2Score
 from .kernel import SAMKernelRegressor, SharedBuild
 from .model_selection._stats import corrected_paired_ttest
 
@@ -46,35 +47,74 @@ _KERNEL_PARAMS = (
 class _BaseKernelCV(BaseEstimator, ABC):
     """The search shared by the CV estimators: one path per fold and ``(solver, rho)``.
 
-    A subclass implements the abstract hooks: it names the estimator it
-    searches (``_estimator_class``, with the parameters it passes on,
-    ``_passed_params``), checks the targets (``_validate_targets``) and the
-    folds (``_check_folds``), and scores one stage of a path on a test fold
-    (``_stage_score``).
+    ``__init__`` takes the regressor search's parameters; a subclass names
+    the estimator searched and implements the abstract hooks.
     """
 
     _parameter_constraints: dict = {
+        # the parameters passed on are checked as the estimator checks them
+        **{name: SAMKernelRegressor._parameter_constraints[name] for name in _KERNEL_PARAMS},
+        "sharpness": SAMKernelRegressor._parameter_constraints["sharpness"],
+        "kernel": [StrOptions(set(PAIRWISE_KERNEL_FUNCTIONS)), callable],  # not 'precomputed'
         "solvers": ["array-like"],
         "rhos": ["array-like"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "cv": ["cv_object"],
-        "kernel": [StrOptions(set(PAIRWISE_KERNEL_FUNCTIONS)), callable],
-        "gamma": [Interval(Real, 0, None, closed="left"), None],
-        "degree": [Interval(Real, 0, None, closed="left")],
-        "coef0": [Interval(Real, None, None, closed="neither")],
-        "kernel_params": [dict, None],
-        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "centers": ["array-like", None],
-        "device": "no_validation",
-        "dtype": "no_validation",
-        "sharpness": [StrOptions(set(KERNEL_MEASURES)), None],
         "selection": [StrOptions({"one_se", "rope", "best"})],
         "rope": [Interval(Real, 0, None, closed="left")],
         "n_jobs": [Integral, None],
-        "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
+
+    def __init__(
+        self,
+        solvers=("gd", "sam"),
+        rhos=(0.01, 0.05, 0.1, 0.5),
+        *,
+        max_iter=10000,
+        cv=5,
+        kernel="rbf",
+        gamma=None,
+        degree=3,
+        coef0=1,
+        kernel_params=None,
+        learning_rate="auto",
+        n_components=None,
+        centers=None,
+        device=None,
+        dtype=None,
+        sharpness="rho",
+        selection="rope",
+        rope=0.01,
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.solvers = solvers
+        self.rhos = rhos
+        self.max_iter = max_iter
+        self.cv = cv
+        self.kernel = kernel
+        self.gamma = gamma
+        self.degree = degree
+        self.coef0 = coef0
+        self.kernel_params = kernel_params
+        self.learning_rate = learning_rate
+        self.n_components = n_components
+        self.centers = centers
+        self.device = device
+        self.dtype = dtype
+        self.sharpness = sharpness
+        self.selection = selection
+        self.rope = rope
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
     @property
     @abstractmethod
@@ -214,7 +254,7 @@ class _BaseKernelCV(BaseEstimator, ABC):
     @classmethod
     def _stage_scorer(cls, y_test):
         """``score(pred)`` of one stage on the test fold ``y_test``."""
-        return functools.partial(_swapped, cls._stage_score, y_test)
+        return functools.partial(cls._stage_score, y_test=y_test)
 
     def _check_X(self, X):
         check_is_fitted(self)
@@ -222,9 +262,26 @@ class _BaseKernelCV(BaseEstimator, ABC):
         # was fitted on the validated array
         return validate_data(self, X, accept_sparse=("csr", "csc"), reset=False)
 
+    def predict(self, X):
+        """Predict with the refitted best model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Predictions; for the classifier, class labels of shape (n_samples,).
+        """
+        X = self._check_X(X)  # first: an unfitted search has no estimator_
+        return self.estimator_.predict(X)
+
 
 class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
-    r"""Kernel regression by GD or SAM, with the solver, ``rho`` and number of steps chosen by CV.
+    __doc__ = (
+        r"""Kernel regression by GD or SAM, the solver, ``rho`` and number of steps chosen by CV.
 
     In the style of scikit-learn's ``RidgeCV``: for every fold and
     every ``(solver, rho)``, one :class:`SAMKernelRegressor` is fitted with
@@ -242,119 +299,20 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
     run without early stopping (``early_stopping=False``, whatever the size of
     the data): the search chooses the number of steps, on all the rows of each
     training fold.
-
-    Parameters
-    ----------
-    solvers : list of {'gd', 'sam', 'usam'}, default=('gd', 'sam')
-        Update rules to compare (``'gd'`` ignores ``rho``: it is fitted once
-        per fold and scored for every ``rho``).
-    rhos : list of float, default=(0.01, 0.05, 0.1, 0.5)
-        SAM radii to compare.
-    max_iter : int, default=10000
-        Longest path; every number of steps up to it is a candidate. The
-        default is :class:`SAMKernelRegressor`'s (large data need that many
-        steps). The search costs about linearly in ``max_iter`` (every step of
-        every path is scored): on 500 samples the default grid takes about
-        6 s with ``max_iter=1000`` and 57 s with 10000 on one core, and small
-        data rarely need more than 1000 steps.
-    cv : int, cross-validation generator or iterable, default=5
-        As in :class:`~sklearn.model_selection.GridSearchCV` (``KFold`` for
-        an int).
-    kernel : str or callable, default='rbf'
-        As in :class:`SAMKernelRegressor` (not ``'precomputed'``).
-    gamma : float, default=None
-        As in :class:`SAMKernelRegressor`.
-    degree : float, default=3
-        As in :class:`SAMKernelRegressor`.
-    coef0 : float, default=1
-        As in :class:`SAMKernelRegressor`.
-    kernel_params : dict, default=None
-        As in :class:`SAMKernelRegressor`.
-    learning_rate : float or 'auto', default='auto'
-        As in :class:`SAMKernelRegressor`.
-    n_components : int, default=None
-        Number of Nystroem centres, as in :class:`SAMKernelRegressor`.
-    centers : array-like of shape (M, n_features), default=None
-        Nystroem centres, as in :class:`SAMKernelRegressor`.
-    device : str or torch.device, default=None
-        Torch device of the Nystroem path, as in :class:`SAMKernelRegressor`.
-    dtype : {'float64', 'float32'}, default=None
-        Precision of the torch blocks, as in :class:`SAMKernelRegressor`.
-    sharpness : str or None, default='rho'
-        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
-        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
-        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
-        The measure stored in ``sharpness_`` by the refitted model, as in
-        :class:`SAMKernelRegressor` (``'rho'`` with the chosen ``rho_``).
-    selection : {'rope', 'one_se', 'best'}, default='rope'
-        How the solver is chosen when ``solvers`` holds ``'gd'`` and another
-        solver. ``'rope'``: the best non-GD candidate is kept only when the
-        posterior probability that its gain over GD's best exceeds ``rope``
-        is at least 0.95 (``gain_test_.p_better``, the decision rule of
-        Benavoli et al., 2017); otherwise GD's best candidate is chosen: a
-        gain that is within noise, or real but smaller than ``rope``, keeps
-        the cheaper solver. ``'one_se'``: it is kept when its gain
-        (``gain_``) exceeds one corrected standard error
-        (``gain_std_error_``). ``'best'``: the candidate of highest mean
-        score, however small its lead. The number of steps and ``rho`` are
-        those of the chosen solver's best candidate.
-    rope : float, default=0.01
-        Half-width of the region of practical equivalence of the gain, in
-        score units (R^2); used by ``selection='rope'`` and reported in
-        ``gain_test_``.
-    n_jobs : int, default=None
-        Folds run in parallel through joblib (so ``joblib.parallel_config(
-        backend='dask')`` spreads them over a Dask cluster). Each fold builds
-        its kernel matrix (or Nystroem moments) and Krylov basis once, for
-        all its ``(solver, rho)`` paths: the memory of ``n_jobs`` folds.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the Nystroem centres (the same in every fold and in the refit).
-    verbose : int, default=0
-        Verbosity of joblib.
-
-    Attributes
-    ----------
-    cv_results_ : dict of ndarray
-        scikit-learn's layout: ``params``, ``param_solver``, ``param_rho``,
-        ``param_max_iter``, ``split{k}_test_score``, ``mean_test_score``,
-        ``std_test_score``, ``rank_test_score``; candidates in the order of
-        ``ParameterGrid({'max_iter': ..., 'rho': ..., 'solver': ...})``.
-    best_index_ : int
-        Index of the chosen candidate in ``cv_results_`` (by ``selection``:
-        not the first in ``rank_test_score`` when GD is kept within noise).
-    best_params_ : dict
-        Its ``solver``, ``rho`` and ``max_iter``.
-    best_score_ : float
-        Its mean cross-validated :math:`R^2`.
-    solver_, rho_ : str, float
-        The chosen solver and radius.
-    n_iter_ : int
-        The chosen number of steps.
-    estimator_ : SAMKernelRegressor
-        The best candidate refitted on all the data.
-    sharpness_ : float or None
-        ``estimator_.sharpness_``.
-    gain_ : float or None
-        Mean over folds of the paired difference between the fold scores of
-        the best non-GD candidate and of the best GD candidate (``None``
-        without both). Positive: SAM scored higher. Optimistic for SAM,
-        which picks its best among several radii.
-    gain_std_error_ : float or None
-        Standard error of ``gain_``, corrected for the overlap of the
-        training folds (Nadeau and Bengio: ``(1/k + n_test/n_train) s^2``
-        from the fold sizes).
-    gain_test_ : PairedTestResult or None
-        The corrected paired t-test and Bayesian correlated t-test of the
-        gain (p-value, ``confidence_interval()``, ``p_worse``,
-        ``p_equivalent``, ``p_better`` with ``rope``), see
-        :func:`sksam.model_selection.corrected_paired_ttest`.
-    refit_time_ : float
-        Seconds spent refitting ``estimator_`` on all the data.
-    n_features_in_ : int
-        Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features, when ``X`` has string column names.
-
+"""
+        + cv_sections_doc(
+            "SAMKernelRegressor",
+            ":math:`R^2`",
+            max_iter="""\
+        The default is :class:`SAMKernelRegressor`'s (large data need that
+        many steps). The search costs about linearly in ``max_iter`` (every
+        step of every path is scored): on 500 samples the default grid takes
+        about 6 s with ``max_iter=1000`` and 57 s with 10000 on one core, and
+        small data rarely need more than 1000 steps.
+""",
+            cv_split="KFold",
+        )
+        + r"""
     See Also
     --------
     SAMKernelRegressor : One solver, radius and number of steps.
@@ -372,55 +330,10 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
     >>> sorted(search.best_params_)
     ['max_iter', 'rho', 'solver']
     """
-
-    def __init__(
-        self,
-        solvers=("gd", "sam"),
-        rhos=(0.01, 0.05, 0.1, 0.5),
-        *,
-        max_iter=10000,
-        cv=5,
-        kernel="rbf",
-        gamma=None,
-        degree=3,
-        coef0=1,
-        kernel_params=None,
-        learning_rate="auto",
-        n_components=None,
-        centers=None,
-        device=None,
-        dtype=None,
-        sharpness="rho",
-        selection="rope",
-        rope=0.01,
-        n_jobs=None,
-        random_state=None,
-        verbose=0,
-    ):
-        self.solvers = solvers
-        self.rhos = rhos
-        self.max_iter = max_iter
-        self.cv = cv
-        self.kernel = kernel
-        self.gamma = gamma
-        self.degree = degree
-        self.coef0 = coef0
-        self.kernel_params = kernel_params
-        self.learning_rate = learning_rate
-        self.n_components = n_components
-        self.centers = centers
-        self.device = device
-        self.dtype = dtype
-        self.sharpness = sharpness
-        self.selection = selection
-        self.rope = rope
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
+    )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
         tags.target_tags.multi_output = True
         return tags
 
@@ -456,35 +369,13 @@ class SAMKernelRegressorCV(RegressorMixin, _BaseKernelCV):
         score = R2Score().scorer(Y_test)
         return lambda pred: score(pred.reshape(Y_test.shape))
 
-    def predict(self, X):
-        """Predict with the refitted best model.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            Predictions.
-        """
-        X = self._check_X(X)
-        return self.estimator_.predict(X)
-
-
-def _swapped(stage_score, y_test, pred):
-    return stage_score(pred, y_test)
-
 
 def _fold_scores(estimators, X, y, sw, train, test, stage_scorer):
     """The scores on the test fold after each step of every estimator's path.
 
-    The estimators differ only in solver and ``rho``: the fold's model is
-    built once (:class:`~sksam.kernel.SharedBuild`) and every path runs on
-    it, each as its own fit would. ``stage_scorer(y_test)`` returns the
-    score of one stage's predictions, set up once per fold (each path has
-    ``max_iter`` stages to score).
+    The estimators differ only in solver and ``rho``: the paths share the
+    fold's model (:class:`~sksam.kernel.SharedBuild`) and one
+    ``stage_scorer(y_test)``, set up once per fold.
     """
     shared = SharedBuild()
     X_train, y_train, sw_train, X_test = X[train], y[train], sw[train], X[test]
@@ -506,13 +397,9 @@ def _fold_scores(estimators, X, y, sw, train, test, stage_scorer):
 def _select_with_gain(cv_results, folds, selection, rope):
     """The chosen candidate, and the paired test of SAM's best against GD's best.
 
-    The gain is the mean over folds of (fold score of the best non-GD
-    candidate) minus (fold score of the best GD candidate), each best by
-    mean score; its standard error is Nadeau and Bengio's corrected one,
-    from the fold sizes. It is optimistic for SAM (its best of several
-    radii against GD's best of one), which makes keeping GD within noise
-    the safer side. Without GD or without another solver there is no gain
-    (``None``) and the best candidate is chosen.
+    The test is ``gain_test_``'s (the class docstrings define the gain);
+    being optimistic for SAM, it makes keeping GD within noise the safer
+    side. Without GD or without another solver: no test, the best candidate.
     """
     mean = cv_results["mean_test_score"]
     best = int(np.argmin(cv_results["rank_test_score"]))
@@ -535,7 +422,8 @@ def _select_with_gain(cv_results, folds, selection, rope):
 
 
 class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
-    r"""Kernel classification by GD or SAM, the solver, ``rho`` and number of steps chosen by CV.
+    __doc__ = (
+        r"""Kernel classification by GD or SAM; solver, ``rho`` and number of steps chosen by CV.
 
     :class:`SAMKernelRegressorCV`'s search for :class:`SAMKernelClassifier`,
     in the style of scikit-learn's ``RidgeClassifierCV``: for
@@ -548,119 +436,25 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
     with ``scoring='accuracy'``, which picks the same candidate (the first in
     ``cv_results_`` order among equal mean accuracies). The best candidate is
     refitted on all the data.
-
-    Parameters
-    ----------
-    solvers : list of {'gd', 'sam', 'usam'}, default=('gd', 'sam')
-        Update rules to compare (``'gd'`` ignores ``rho``).
-    rhos : list of float, default=(0.01, 0.05, 0.1, 0.5)
-        SAM radii to compare.
-    max_iter : int, default=10000
-        Longest path; every number of steps up to it is a candidate, as in
-        :class:`SAMKernelRegressorCV` (whose note on the cost applies).
-    cv : int, cross-validation generator or iterable, default=5
-        As in :class:`~sklearn.model_selection.GridSearchCV`
-        (``StratifiedKFold`` for an int).
-    kernel : str or callable, default='rbf'
-        As in :class:`SAMKernelClassifier` (not ``'precomputed'``).
-    gamma : float, default=None
-        As in :class:`SAMKernelClassifier`.
-    degree : float, default=3
-        As in :class:`SAMKernelClassifier`.
-    coef0 : float, default=1
-        As in :class:`SAMKernelClassifier`.
-    kernel_params : dict, default=None
-        As in :class:`SAMKernelClassifier`.
-    learning_rate : float or 'auto', default='auto'
-        As in :class:`SAMKernelClassifier`.
+"""
+        + cv_sections_doc(
+            "SAMKernelClassifier",
+            "accuracy",
+            max_iter="        As in :class:`SAMKernelRegressorCV` (whose note on the cost\n"
+            "        applies).\n",
+            cv_split="StratifiedKFold",
+            class_weight="""\
     class_weight : dict, 'balanced' or None, default=None
         Class weights of the training loss, as in
         :class:`SAMKernelClassifier` (computed on each fold's training part);
         the fold accuracies are unweighted.
-    n_components : int, default=None
-        Number of Nystroem centres, as in :class:`SAMKernelClassifier`.
-    centers : array-like of shape (M, n_features), default=None
-        Nystroem centres, as in :class:`SAMKernelClassifier`.
-    device : str or torch.device, default=None
-        Torch device of the Nystroem path, as in :class:`SAMKernelClassifier`.
-    dtype : {'float64', 'float32'}, default=None
-        Precision of the torch blocks, as in :class:`SAMKernelClassifier`.
-    sharpness : str or None, default='rho'
-        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
-        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
-        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
-        The measure stored in ``sharpness_`` by the refitted model, as in
-        :class:`SAMKernelClassifier`.
-    selection : {'rope', 'one_se', 'best'}, default='rope'
-        How the solver is chosen when ``solvers`` holds ``'gd'`` and another
-        solver. ``'rope'``: the best non-GD candidate is kept only when the
-        posterior probability that its gain over GD's best exceeds ``rope``
-        is at least 0.95 (``gain_test_.p_better``, the decision rule of
-        Benavoli et al., 2017); otherwise GD's best candidate is chosen: a
-        gain that is within noise, or real but smaller than ``rope``, keeps
-        the cheaper solver. ``'one_se'``: it is kept when its gain
-        (``gain_``) exceeds one corrected standard error
-        (``gain_std_error_``). ``'best'``: the candidate of highest mean
-        score, however small its lead. The number of steps and ``rho`` are
-        those of the chosen solver's best candidate.
-    rope : float, default=0.01
-        Half-width of the region of practical equivalence of the gain, in
-        score units (accuracy); used by ``selection='rope'`` and reported in
-        ``gain_test_``.
-    n_jobs : int, default=None
-        Folds run in parallel through joblib, each building its model once
-        for all its paths, as in :class:`SAMKernelRegressorCV`.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the Nystroem centres (the same in every fold and in the refit).
-    verbose : int, default=0
-        Verbosity of joblib.
-
-    Attributes
-    ----------
+""",
+            classes="""\
     classes_ : ndarray of shape (n_classes,)
         The class labels, sorted.
-    cv_results_ : dict of ndarray
-        scikit-learn's layout: ``params``, ``param_solver``, ``param_rho``,
-        ``param_max_iter``, ``split{k}_test_score`` (accuracy),
-        ``mean_test_score``, ``std_test_score``, ``rank_test_score``;
-        candidates in the order of ``ParameterGrid({'max_iter': ..., 'rho':
-        ..., 'solver': ...})``.
-    best_index_ : int
-        Index of the chosen candidate in ``cv_results_`` (by ``selection``:
-        not the first in ``rank_test_score`` when GD is kept within noise).
-    best_params_ : dict
-        Its ``solver``, ``rho`` and ``max_iter``.
-    best_score_ : float
-        Its mean cross-validated accuracy.
-    solver_, rho_ : str, float
-        The chosen solver and radius.
-    n_iter_ : int
-        The chosen number of steps.
-    estimator_ : SAMKernelClassifier
-        The best candidate refitted on all the data.
-    sharpness_ : float or None
-        ``estimator_.sharpness_``.
-    gain_ : float or None
-        Mean over folds of the paired difference between the fold scores of
-        the best non-GD candidate and of the best GD candidate (``None``
-        without both). Positive: SAM scored higher. Optimistic for SAM,
-        which picks its best among several radii.
-    gain_std_error_ : float or None
-        Standard error of ``gain_``, corrected for the overlap of the
-        training folds (Nadeau and Bengio: ``(1/k + n_test/n_train) s^2``
-        from the fold sizes).
-    gain_test_ : PairedTestResult or None
-        The corrected paired t-test and Bayesian correlated t-test of the
-        gain (p-value, ``confidence_interval()``, ``p_worse``,
-        ``p_equivalent``, ``p_better`` with ``rope``), see
-        :func:`sksam.model_selection.corrected_paired_ttest`.
-    refit_time_ : float
-        Seconds spent refitting ``estimator_`` on all the data.
-    n_features_in_ : int
-        Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features, when ``X`` has string column names.
-
+""",
+        )
+        + r"""
     See Also
     --------
     SAMKernelClassifier : One solver, radius and number of steps.
@@ -675,6 +469,7 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
     >>> sorted(search.best_params_)
     ['max_iter', 'rho', 'solver']
     """
+    )
 
     _parameter_constraints: dict = {
         **_BaseKernelCV._parameter_constraints,
@@ -706,32 +501,10 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
         random_state=None,
         verbose=0,
     ):
-        self.solvers = solvers
-        self.rhos = rhos
-        self.max_iter = max_iter
-        self.cv = cv
-        self.kernel = kernel
-        self.gamma = gamma
-        self.degree = degree
-        self.coef0 = coef0
-        self.kernel_params = kernel_params
-        self.learning_rate = learning_rate
+        # the base stores the regressor's parameters: hand it ours but class_weight
+        params = {k: v for k, v in locals().items() if k not in ("self", "class_weight")}
+        _BaseKernelCV.__init__(self, **params)
         self.class_weight = class_weight
-        self.n_components = n_components
-        self.centers = centers
-        self.device = device
-        self.dtype = dtype
-        self.sharpness = sharpness
-        self.selection = selection
-        self.rope = rope
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags
 
     _estimator_class = SAMKernelClassifier
     _passed_params = _KERNEL_PARAMS + ("class_weight",)
@@ -770,19 +543,3 @@ class SAMKernelClassifierCV(ClassifierMixin, _BaseKernelCV):
         """
         X = self._check_X(X)
         return self.estimator_.decision_function(X)
-
-    def predict(self, X):
-        """Predict with the refitted best model.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-            Predicted class labels.
-        """
-        X = self._check_X(X)
-        return self.estimator_.predict(X)

@@ -1,32 +1,12 @@
 """Feature maps of the kernel regressor and the moments of its loss, streamed.
 
-A model ``f(x) = phi(x)^T theta`` trained on the weighted mean loss
-``L = sum_i w_i ||f(x_i) - y_i||^2 / (2 n)`` (``n = sum_i w_i``) sees the
-data only through::
-
-    A  = Phi^T W Phi / n,   b = Phi^T W Y / n,   yy = sum_i w_i ||y_i||^2 / n,
-
-(``L = theta^T A theta / 2 - b^T theta + yy / 2``), so they are computed in
-**one pass over row blocks**, in memory ``O(M^2 + block M)``: the ``n x M``
-feature matrix is never formed. The same per-block function
-(:func:`block_moments`) runs on numpy arrays, on torch tensors (any device,
-float64 or float32) and on the row chunks of a dask array (a map-reduce on
-the active ``dask.distributed`` client, or dask's default scheduler).
-
-The validation part of ``early_stopping`` is summarized in the same pass by a
-second set of weights (zero on the training rows), so that its mean squared
-error at every step is a quadratic form in ``theta``.
-
-Feature maps
-------------
-* :class:`NystroemMap`: ``phi(x) = L^{-1} k(C_r, x)`` with
-  ``K_{C_r C_r} = L L^T``, the pivoted Cholesky factorization of ``K_CC``
-  stopped at the cutoff ``EIGEN_RTOL * M * max_j k(c_j, c_j)``; these are the
-  coordinates of ``k(x, .)`` projected on span{k(c, .)} in an orthonormal
-  basis of that span (in the RKHS), so the Euclidean norm of ``theta`` is the
-  RKHS norm of ``f``. The centres dropped by the cutoff are those that the
-  kept ones already represent to working precision.
-* :class:`LinearMap`: ``phi(x) = x``.
+A model ``f(x) = phi(x)^T theta`` sees the data only through
+``A = Phi^T W Phi / n``, ``b = Phi^T W Y / n`` and ``yy = sum_i w_i ||y_i||^2 / n``,
+summed in one pass over row blocks by one per-block function
+(:func:`block_moments`) on numpy arrays, torch tensors or the chunks of a dask
+array. The user guide, :doc:`/kernel_scale`, derives them and the features
+(:class:`NystroemMap`'s pivoted Cholesky cutoff is ``EIGEN_RTOL * M *
+max_j k(c_j, c_j)``; :class:`LinearMap` is ``phi(x) = x``).
 """
 
 import os
@@ -126,13 +106,7 @@ def _memory_limits():
 
 
 def available_memory():
-    """Bytes of memory a fit may allocate now, or None if unknown.
-
-    The smallest of the machine's ``MemAvailable``, what is left under the
-    cgroup limit (containers: v2 ``memory.max - memory.current``, v1
-    ``memory.limit_in_bytes - memory.usage_in_bytes``) and what is left of the
-    process's address space under ``RLIMIT_AS``.
-    """
+    """Bytes of memory a fit may allocate now (the least of :func:`_memory_limits`), or None."""
     limits = _memory_limits()
     return min(limits.values()) if limits else None
 

@@ -1,31 +1,12 @@
 """The kernel regressor's parts: kernel, data source, parametrization, validation score.
 
-:class:`~sksam.SAMKernelRegressor.fit` is ``select -> build -> solve -> finish``:
-
-1. it chooses, once, a **data source** (:class:`InMemoryRows` or
-   :class:`DaskRows`: how row blocks are read and summed) and a
-   **parametrization**, one object per way of writing the weights:
-
-   * :class:`ExactDual`: ``f = sum_i alpha_i k(x_i, .)`` over the training rows;
-   * :class:`NystroemFeatures`: ``f = phi(x)^T theta`` with ``phi`` the
-     orthonormal Nystroem features of some centres;
-   * :class:`LinearPrimal`: ``phi(x) = x``;
-
-2. ``model.build(X, Y, sw, train, val, metric)`` returns a **problem**: the
-   symmetric matrix and start block of the Krylov path, its scale, the
-   dynamics in a Ritz basis and the validation score of the Ritz coordinates;
-3. :func:`sksam._kernel_path.solve_path` runs the path and *returns* a
-   :class:`~sksam._kernel_path.PathResult` (nothing calls back into the
-   estimator; the stopping rule is an object handed in);
-4. ``model.finish(result)`` gives the prediction basis and the public fitted
-   attributes; ``model.features(X)`` is the left factor of a prediction and
-   ``model.sharpness(...)`` the exact sharpness at the fitted weights.
-
-The validation score is an object too: :class:`R2Score` for the regressor,
-:class:`AccuracyScore` on ``+-1``-coded columns for the classifier, through
-the same ``scorer(Y, w)`` method (``score(pred)`` for the validation rows; the
-feature models score an accuracy on the validation rows' features, and
-:math:`R^2` from the validation moments).
+:class:`~sksam.SAMKernelRegressor.fit` is ``select -> build -> solve ->
+finish`` over these objects: a data source (:class:`InMemoryRows`,
+:class:`DaskRows`), a parametrization (:class:`ExactDual`,
+:class:`NystroemFeatures`, :class:`LinearPrimal`) whose ``build`` returns the
+problem the path solver runs and whose ``finish`` gives the fitted
+attributes, and a validation score (:class:`R2Score`, :class:`AccuracyScore`).
+The user guide, :doc:`/kernel_scale`, draws the pipeline.
 """
 
 import copy as _copy
@@ -338,6 +319,16 @@ def winners(outputs):
     return outputs.argmax(axis=1)
 
 
+def _projected_score(score, project):
+    """``score_of(path)``: the score of Ritz coordinates ``a``, rows ``project(path) @ a``."""
+
+    def score_of(path):
+        P = project(path)
+        return lambda a: score(P @ a)
+
+    return score_of
+
+
 class _RowProjector:
     """``left @ Q[:, :m] @ S``, extended column by column as the basis grows."""
 
@@ -360,10 +351,8 @@ class _RowProjector:
 class _Problem:
     """What the path solver needs: ``matrix``, ``start``, ``scale``, dynamics, score.
 
-    ``krylov_checkpoints`` is None for one path, or, after :meth:`share`,
-    the dict in which the paths of this problem (and of its
-    :meth:`rescaled` copies) leave their Krylov basis and eigendecomposition
-    for the next (see :class:`~sksam._kernel_path.KrylovCheckpoints`).
+    ``krylov_checkpoints``: after :meth:`share`, the dict in which the paths of
+    this problem and its :meth:`rescaled` copies leave their Krylov checkpoints.
     """
 
     krylov_checkpoints = None
@@ -479,14 +468,9 @@ class ExactDual:
         score_of = None
         if K_val is not None:
             # validation predictions K_val alpha = (K_val W^{1/2}) V a
-            project = _RowProjector(K_val * s[None, :])
-
-            score = metric.scorer(Y[val], sw[val])
-
-            def score_of(path):
-                P = project(path)
-                return lambda a: score(P @ a)
-
+            score_of = _projected_score(
+                metric.scorer(Y[val], sw[val]), _RowProjector(K_val * s[None, :])
+            )
         return DualProblem(K, s[:, None] * Y[train], lam_max, n, score_of)
 
     def finish(self, result, coef, one_output):
@@ -517,8 +501,7 @@ class ExactDual:
         if measure in ("trace", "average"):
             # tr(H) = tr(K) / n per output; the Krylov basis holds only some eigenvalues
             trace = float(k * np.trace(problem.matrix) / n)
-            # E g.e + e.H.e / 2 over e ~ N(0, rho^2 I) is rho^2 tr(H) / 2
-            return trace if measure == "trace" else 0.5 * rho**2 * trace
+            return _trace_measure(measure, rho, trace)
         if measure in ADAPTIVE_MEASURES:
             return self._adaptive_sharpness(measure, rho, problem, result, gradient_scale)
         # Hessian eigenvalues theta / n, and lambda_max(K) / n whose eigenvector may
@@ -551,6 +534,11 @@ class ExactDual:
         return quadratic_sharpness(
             lam**2 / n, gradient, measure=measure, rho=rho, weights=gamma, eigenvectors=U
         )
+
+
+def _trace_measure(measure, rho, trace):
+    """``'trace'``, or ``'average'``: E g.e + e.H.e / 2 over e ~ N(0, rho^2 I)."""
+    return trace if measure == "trace" else 0.5 * rho**2 * trace
 
 
 class _FeatureSpace:
@@ -594,14 +582,7 @@ class _FeatureSpace:
         X_val = X[val].compute() if is_dask(X) else X[val]
         X_val = X_val.toarray() if sparse.issparse(X_val) else X_val
         Phi = self.source.ops.to_numpy(self.feature_map(X_val, self.source.ops))
-
-        score = metric.scorer(Y[val], sw[val])
-
-        def score_of(path):
-            P = Phi @ path.V
-            return lambda a: score(P @ a)
-
-        return score_of
+        return _projected_score(metric.scorer(Y[val], sw[val]), lambda path: Phi @ path.V)
 
     def sharpness(self, measure, rho, problem, result, gradient_scale):
         """Exact sharpness: the Hessian is ``A`` itself (in ``theta``).
@@ -616,8 +597,7 @@ class _FeatureSpace:
             return float(self.lambda_max)
         if measure in ("trace", "average"):
             trace = float(k * np.trace(A))
-            # E g.e + e.H.e / 2 over e ~ N(0, rho^2 I) is rho^2 tr(H) / 2
-            return trace if measure == "trace" else 0.5 * rho**2 * trace
+            return _trace_measure(measure, rho, trace)
         theta = result.path.V @ result.coef * gradient_scale
         gradient = A @ theta - b * gradient_scale
         weights = None

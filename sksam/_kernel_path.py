@@ -289,20 +289,8 @@ class KrylovBasis:
 
 
 class KrylovPath:
-    """The fitted path in a Ritz basis: ``alpha_t = V a_t``.
-
-    Built from one :class:`Checkpoint` of the basis (its Ritz pairs) and the
-    start block ``Y``.
-
-    Attributes
-    ----------
-    V : ndarray of shape (n, m)
-        Ritz vectors.
-    theta : ndarray of shape (m,)
-        Ritz values.
-    z : ndarray of shape (m, k)
-        ``V^T Y``.
-    """
+    """The fitted path ``alpha_t = V a_t`` in the Ritz pairs ``theta``, ``V`` of a
+    :class:`Checkpoint`, with ``z = V^T Y`` (the module notes' notation)."""
 
     def __init__(self, checkpoint, Y):
         self.theta, self.S, self.Qm = checkpoint.theta, checkpoint.S, checkpoint.Qm
@@ -363,16 +351,12 @@ class Checkpoint:
 class KrylovCheckpoints:
     """The checks of :func:`fit_krylov_path` on one matrix, computed once for many paths.
 
-    The basis of ``span{Y, K Y, ...}``, its size at every check and the Ritz
-    pairs there depend on ``K``, the check schedule and the *direction* of
-    the start block, not on the solver, ``rho`` or the learning rate, which
-    only decide at which check a path stops. Paths of one problem (the
-    (solver, rho) grid of a cross-validation fold) therefore share them, and
-    the dense eigendecomposition of ``K`` (:meth:`eigen`): each path reads
-    the checks in order, and the basis grows only when a path needs a check
-    not yet made. A start block scaled by a power of two (the estimator's
-    scaling of ``y``) gives the same basis bit for bit, since every
-    operation of the growth is then scaled exactly.
+    The basis, its size at every check and the Ritz pairs there depend on
+    ``K``, the check schedule and the *direction* of the start block, not on
+    the solver, ``rho`` or the learning rate: the paths of one problem share
+    them and the dense eigendecomposition of ``K`` (:meth:`eigen`), the basis
+    growing only when a path needs a check not yet made. A start block
+    scaled by a power of two gives the same basis bit for bit.
 
     Parameters
     ----------
@@ -526,25 +510,17 @@ def dual_dynamics(theta, z, n):
 
 
 def primal_dynamics(mu, z, yy):
-    """Feature-space dynamics: Ritz values ``mu`` of ``A``, ``z = V^T b``.
-
-    ``yy`` is ``sum_i w_i ||y_i||^2 / n``; the loss is
-    ``theta^T A theta / 2 - b^T theta + yy / 2`` (summed over outputs).
-    """
+    """Feature-space dynamics: Ritz values ``mu`` of ``A``, ``z = V^T b``, ``yy`` of the loss."""
     return Dynamics(mu, z, step_weight=1.0, norm_weight=1.0, yy=yy)
 
 
 def run_steps(dynamics, *, lr, solver, rho, max_iter, monitor=None):
     """Iterate rule (1) in Ritz coordinates from zero weights.
 
-    Every Ritz component of every output is multiplied by the same factors,
-    so the state is two vectors of the basis size, not two ``m x k`` arrays:
-    ``a_t = A_t z`` and ``r_t = -P_t z`` (rows scaled), with
-    ``A_t <- A_t + step_weight f_t P_t`` and ``P_t <- (1 - h f_t) P_t``; the
-    norms sum ``z^2`` over the outputs once. For ``gd`` and ``usam`` the
-    factors do not depend on ``t``: ``P_t = d^t`` and ``A_t`` is a geometric
-    sum, in closed form for any ``t``, and the losses of all steps come from
-    a few matrix products (:func:`_run_constant`); only ``sam`` iterates.
+    The state is two vectors of the basis size, ``a_t = A_t z`` and
+    ``r_t = -P_t z`` with ``A_t <- A_t + step_weight f_t P_t`` and
+    ``P_t <- (1 - h f_t) P_t``; ``gd`` and ``usam`` run in closed form
+    (:func:`_run_constant`, see the module notes); only ``sam`` iterates.
 
     Parameters
     ----------
@@ -700,25 +676,10 @@ def _run_constant(dynamics, zz, c, lr, max_iter, monitor, needs_iterate):
     return coef[:, None] * z, [c] * len(losses), losses
 
 
-def _factors(c, col, step_weight, lr):
-    """The factors of rule (1) at scale ``c``: ``w f`` and ``1 - h f``, ``f = lr (1 + c h)``."""
-    f = lr * (1.0 + c * col)
-    return step_weight * f, 1.0 - col * f
-
-
 def _step(a, residual, c, col, step_weight, lr):
-    """Rule (1): ``a <- a - w f r`` with ``f = lr (1 + c h)``; the new ``r``.
-
-    The residual is updated multiplicatively, ``r <- (1 - h f) r``, rather
-    than recomputed as ``theta a - z``: the subtraction would floor every
-    component at ``eps |z|``, while SAM's path depends on the components that
-    decay far below it (along the top eigenvector, whose component SAM first
-    shrinks and later regrows, "bouncing" across the valley). Each component
-    then keeps its relative precision, so the path is the one of exact
-    arithmetic (to rounding in each factor, and until a component underflows).
-    """
-    step, decay = _factors(c, col, step_weight, lr)
-    return a - step * residual, residual * decay
+    """Rule (1): ``a <- a - w f r``, ``r <- (1 - h f) r`` (multiplied: see the module notes)."""
+    f = lr * (1.0 + c * col)
+    return a - step_weight * f * residual, residual * (1.0 - col * f)
 
 
 def replay(dynamics, *, lr, scales):
@@ -865,19 +826,18 @@ def fit_krylov_path(
         previous = coef
         if adaptive and check.eigh_next:
             return _fit_eigen_path(checks, Y, solve)
-    change = changes[-1]
-    return (
-        path,
-        a,
-        info,
-        {
-            "size": check.m,
-            "exact": check.invariant,
-            "change": change,
-            "converged": change <= rtol,
-            "stagnated": change > rtol and _stagnates(changes),
-        },
-    )
+    return path, a, info, _diagnostics(check.m, check.invariant, changes[-1], rtol, changes)
+
+
+def _diagnostics(size, exact, change, rtol, changes):
+    """The ``diagnostics`` of :func:`fit_krylov_path`."""
+    return {
+        "size": size,
+        "exact": exact,
+        "change": change,
+        "converged": change <= rtol,
+        "stagnated": change > rtol and _stagnates(changes),
+    }
 
 
 def _checkpoints(K, Y, scale, first_check, growth, max_dim, shared):
@@ -903,14 +863,7 @@ def _fit_eigen_path(checks, Y, solve):
     """The path in the full eigenbasis: exact, one ``solve``."""
     path = EigenPath(checks.eigen(), Y)
     a, info = solve(path)
-    diagnostics = {
-        "size": checks.n,
-        "exact": True,
-        "change": 0.0,
-        "converged": True,
-        "stagnated": False,
-    }
-    return path, a, info, diagnostics
+    return path, a, info, _diagnostics(checks.n, True, 0.0, KRYLOV_RTOL, [])
 
 
 def _stagnates(changes):

@@ -33,6 +33,7 @@ from ._base import (
     warn_diverged,
     warn_not_converged,
 )
+from ._kernel_docs import FIT_ATTRIBUTES_DOC, SHARPNESS_MEASURES_DOC
 from ._kernel_features import is_dask, make_ops
 from ._kernel_models import (
     KERNEL_MEASURES,
@@ -81,13 +82,9 @@ def verbose_iterations(n_iter, lines=VERBOSE_LINES):
 class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
     """The kernel path shared by :class:`SAMKernelRegressor` and the classifier.
 
-    A subclass implements the abstract hooks (names and meanings as in
-    :data:`sksam._base.HOOKS`): how its targets are checked (``_y_checks``)
-    and coded (``_encode_targets``, returning :class:`Targets`), which
-    validation score early stopping maximizes (``_validation_score``), and
-    how the user should rescale the data (``_scale_hint``). Fitting, the
-    sharpness and the outputs along the path (``_decision``,
-    ``_staged_decision``) are the same.
+    ``__init__`` takes the regressor's parameters. A subclass implements the
+    abstract hooks (named as in :data:`sksam._base.HOOKS`); fitting, the
+    sharpness and the outputs along the path are the same.
     """
 
     _parameter_constraints: dict = {
@@ -118,6 +115,51 @@ class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
         tags.target_tags.multi_output = True
         return tags
 
+    def __init__(
+        self,
+        solver="sam",
+        rho=0.05,
+        *,
+        kernel="rbf",
+        gamma=None,
+        degree=3,
+        coef0=1,
+        kernel_params=None,
+        learning_rate="auto",
+        max_iter=10000,
+        tol=None,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        sharpness="rho",
+        random_state=None,
+        verbose=0,
+        n_components=None,
+        centers=None,
+        device=None,
+        dtype=None,
+    ):
+        self.solver = solver
+        self.rho = rho
+        self.kernel = kernel
+        self.gamma = gamma
+        self.degree = degree
+        self.coef0 = coef0
+        self.kernel_params = kernel_params
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.sharpness = sharpness
+        self.random_state = random_state
+        self.verbose = verbose
+        self.n_components = n_components
+        self.centers = centers
+        self.device = device
+        self.dtype = dtype
+
     # ------------------------------------------------------------------ hooks
 
     @property
@@ -146,9 +188,7 @@ class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
     def _fit(self, X, y, sample_weight, shared=None):
         """``fit``: select -> build -> solve -> finish, assigned at the end.
 
-        ``shared``: a :class:`SharedBuild` of this training set, which builds
-        the model once for fits that differ only in the solver, ``rho`` or
-        the learning rate (the CV estimators' paths on one fold).
+        ``shared``: a :class:`SharedBuild` of this training set (CV folds).
         """
         with FitTransaction(self) as transaction:
             X, target, sw, source = self._validate(X, y, sample_weight)
@@ -157,7 +197,9 @@ class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
             train, val = self._split(X.shape[0], sw, target.stratify if early else None, early)
             # the path runs on y / 2^k (exact in floating point), so that no square
             # of y overflows or underflows; coefficients and losses are scaled back
-            y_scale = _power_of_two_scale(source.max_abs(Y), self._sam_rho())
+            y_scale = _power_of_two_scale(
+                source.max_abs(Y), self.rho if self.solver == "sam" else 0.0
+            )
             if shared is None:
                 model = self._select_model(X, len(train), source)
                 problem = model.build(X, Y / y_scale, sw, train, val, self._validation_score())
@@ -354,13 +396,7 @@ class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
             self._print_progress(result, fitted)
 
     def _print_progress(self, result, fitted):
-        """The verbose lines of the path: log-spaced iterations, the last, how it ended.
-
-        At most :data:`VERBOSE_LINES` iterations are printed (the path has
-        ``max_iter`` of them, 10 000 by default), then why the fit stopped, which
-        iterate it kept, and how much SAM changed it (as the two-layer
-        estimators say when SAM and gradient descent coincided).
-        """
+        """The verbose lines: at most VERBOSE_LINES iterations, then how it ended."""
         losses = fitted["loss_curve_"]
         scores = fitted["validation_scores_"] or [None] * len(losses)
         for iteration in verbose_iterations(len(losses)):
@@ -424,7 +460,8 @@ class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
 
 
 class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
-    r"""Kernel regression trained by gradient descent (GD) or SAM, from zero.
+    __doc__ = (
+        r"""Kernel regression trained by gradient descent (GD) or SAM, from zero.
 
     The model :math:`f(x) = \langle \theta, \phi(x) \rangle` in the kernel's
     feature space is trained on the (weighted) mean squared loss
@@ -525,10 +562,9 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
         Held-out fraction for ``early_stopping``.
     n_iter_no_change : int, default=10
         Steps without improvement before stopping (with a float ``tol``).
-    sharpness : str or None, default='rho'
-        One of ``'rho'``, ``'top_eigenvalue'``, ``'trace'``, ``'average'``,
-        ``'adaptive_rho'`` or ``'adaptive_average'`` (the measures of
-        :data:`sksam.sharpness.MEASURES` but the logit-normalized one).
+"""
+        + SHARPNESS_MEASURES_DOC
+        + r"""
         The measure stored in ``sharpness_`` (see :mod:`sksam.sharpness`), of the
         training loss at the fitted weights, computed exactly. ``'rho'`` is
         :math:`\max_{\|e\| \le \rho} L(\theta + e) - L(\theta)` with the
@@ -580,33 +616,9 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
         Dimension of the Nystroem or primal feature space. Centres that the
         others represent to working precision are dropped, so this can be
         less than ``M``.
-    n_iter_ : int
-        Number of iterations run (over all ``warm_start`` calls).
-    loss_curve_ : list of float
-        Mean training loss at each iteration, evaluated at the weights the
-        iteration started from (with mini-batches, the mean of the batch
-        losses over the epoch).
-    best_loss_ : float
-        ``min(loss_curve_)``.
-    validation_scores_ : list of float or None
-        :math:`R^2` (accuracy for classifiers) on the validation split at each
-        iteration when early stopping was used, else None.
-    best_validation_score_ : float or None
-        ``max(validation_scores_)``: the score of the weights kept when
-        early stopping was used, else None.
-    do_early_stopping_ : bool
-        Whether the fit held out a validation part (``early_stopping``
-        resolved: ``'auto'`` is True from 200 samples).
-    learning_rate_ : float
-        The step size used (resolved from ``'auto'``).
-    sharpness_ : float or None
-        The ``sharpness`` measure of the fitted model.
-    krylov_size_ : int
-        Number of columns of the Krylov basis the path was computed in.
-    n_features_in_ : int
-        Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features, when ``X`` has string column names.
+"""
+        + FIT_ATTRIBUTES_DOC
+        + r"""
 
     See Also
     --------
@@ -654,51 +666,7 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
     >>> big.n_components_ <= 50  # centres the others already span are dropped
     True
     """
-
-    def __init__(
-        self,
-        solver="sam",
-        rho=0.05,
-        *,
-        kernel="rbf",
-        gamma=None,
-        degree=3,
-        coef0=1,
-        kernel_params=None,
-        learning_rate="auto",
-        max_iter=10000,
-        tol=None,
-        early_stopping="auto",
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        sharpness="rho",
-        random_state=None,
-        verbose=0,
-        n_components=None,
-        centers=None,
-        device=None,
-        dtype=None,
-    ):
-        self.solver = solver
-        self.rho = rho
-        self.kernel = kernel
-        self.gamma = gamma
-        self.degree = degree
-        self.coef0 = coef0
-        self.kernel_params = kernel_params
-        self.learning_rate = learning_rate
-        self.max_iter = max_iter
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.sharpness = sharpness
-        self.random_state = random_state
-        self.verbose = verbose
-        self.n_components = n_components
-        self.centers = centers
-        self.device = device
-        self.dtype = dtype
+    )
 
     _y_checks = {"multi_output": True, "y_numeric": True}
     _scale_hint = "standardize X and y"
@@ -780,15 +748,12 @@ class SAMKernelRegressor(RegressorMixin, _BaseSAMKernel):
 class SharedBuild:
     """One training set's model and problem, built once for many paths on it.
 
-    The kernel matrix (or the feature-space moments ``A``, ``b``), its top
-    eigenvalue, and the Krylov basis or eigendecomposition of the path depend
-    on the data and the kernel, not on the solver, ``rho`` or the learning
-    rate. The first :meth:`build` builds them; the next ones return the same
+    The first :meth:`build` builds the model and problem (kernel matrix or
+    moments ``A``, ``b``, top eigenvalue); the next ones return the same
     problem, its targets rescaled by the power of two between the two fits'
-    scalings of ``y`` (exact), and a copy of the model (each fit sets its
-    own prediction basis on it). The paths then share the Krylov checkpoints
-    (:class:`~sksam._kernel_path.KrylovCheckpoints`): each gives the result
-    of a fit of its own, to rounding.
+    scalings of ``y`` (exact), and a copy of the model. The paths share the
+    Krylov checkpoints (:class:`~sksam._kernel_path.KrylovCheckpoints`): each
+    gives the result of a fit of its own, to rounding.
 
     The caller passes the same training data to every fit, with estimators
     that differ only in ``solver``, ``rho``, ``learning_rate``, ``max_iter``,
