@@ -105,7 +105,7 @@ class CombiningRule(SAMRule):
         second : list of torch.Tensor
             ``g_s``, the gradient at ``w + e``, overwritten with ``g_d``.
         """
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: GSAM and WSAM each define the formula
 
 
 @inherit_docstrings
