@@ -331,6 +331,7 @@ class SAM(CheckedRadii, torch.optim.Optimizer):
         self.rho_schedule = copy.deepcopy(rho_schedule)
         self.perturb = perturb if isinstance(perturb, str) else "subset"
         self._perturb_mask = self._resolve_perturb(perturb)
+        #: The radius of each group at the last step (``rho`` without a rho_schedule).
         self.last_rho = None
 
     def _resolve_perturb(self, perturb):
