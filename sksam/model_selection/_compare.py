@@ -300,7 +300,7 @@ def _search(model, prefix, grid, inner_cv, scorer, X, y):
     from .._kernel_cv import SAMKernelClassifierCV, SAMKernelRegressorCV  # noqa: PLC0415
     from ..kernel import SAMKernelRegressor  # noqa: PLC0415
 
-    final = model.get_params()[prefix[:-2]] if prefix else model
+    _, final = param_prefix(model)
     twins = {SAMKernelRegressor: SAMKernelRegressorCV, SAMKernelClassifier: SAMKernelClassifierCV}
     if type(final) in twins:
         return _kernel_path_search(model, prefix, final, twins[type(final)], grid, inner_cv, X, y)

@@ -231,11 +231,7 @@ class SolverComparison:
         verdict : str
         """
         test = self.tests[label]
-        probabilities = {
-            "worse": test.p_worse,
-            "equivalent": test.p_equivalent,
-            "better": test.p_better,
-        }
+        probabilities = {r: getattr(test, f"p_{r}") for r in ("worse", "equivalent", "better")}
         region = max(probabilities, key=probabilities.get)
         return region if probabilities[region] >= DECISION_PROBABILITY else "undecided"
 
