@@ -27,14 +27,15 @@ from ._two_layer_model import ACTIVATIONS, NUMPY_ACTIVATIONS
 __all__ = ["make_teacher_student", "make_kernel_regression"]
 
 
-def _check_positive_int(value, name):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-
-
-def _check_noise(noise):
+def _check_arguments(noise, return_y_true, **counts):
+    """Raise on the first bad argument the two generators share (``counts``: the sizes)."""
+    for name, value in counts.items():
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
     if not (isinstance(noise, numbers.Real) and noise >= 0):
         raise ValueError(f"noise must be a non-negative number; got {noise!r}.")
+    if not isinstance(return_y_true, (bool, np.bool_)):
+        raise ValueError(f"return_y_true must be a bool; got {return_y_true!r}.")
 
 
 def make_teacher_student(
@@ -117,20 +118,19 @@ def make_teacher_student(
     >>> bool(abs(y - y_true).max() > 0)  # y_true is noiseless
     True
     """
-    for value, name in [
-        (n_samples, "n_samples"),
-        (n_features, "n_features"),
-        (n_teacher, "n_teacher"),
-        (n_outputs, "n_outputs"),
-    ]:
-        _check_positive_int(value, name)
+    _check_arguments(
+        noise,
+        return_y_true,
+        n_samples=n_samples,
+        n_features=n_features,
+        n_teacher=n_teacher,
+        n_outputs=n_outputs,
+    )
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"Unknown activation {activation!r}; expected one of "
             f"{', '.join(map(repr, ACTIVATIONS))}."
         )
-    _check_noise(noise)
-    _check_return_y_true(return_y_true)
     rng = check_random_state(random_state)
     teachers = rng.standard_normal((n_outputs, n_features, n_teacher))
     teachers /= np.linalg.norm(teachers, axis=1, keepdims=True)
@@ -208,16 +208,11 @@ def make_kernel_regression(
     >>> y_true.shape
     (4,)
     """
-    for value, name in [
-        (n_samples, "n_samples"),
-        (n_features, "n_features"),
-        (n_centers, "n_centers"),
-    ]:
-        _check_positive_int(value, name)
+    _check_arguments(
+        noise, return_y_true, n_samples=n_samples, n_features=n_features, n_centers=n_centers
+    )
     if not (isinstance(length_scale, numbers.Real) and length_scale > 0):
         raise ValueError(f"length_scale must be a positive number; got {length_scale!r}.")
-    _check_noise(noise)
-    _check_return_y_true(return_y_true)
     rng = check_random_state(random_state)
     centers = rng.standard_normal((n_centers, n_features))
     beta = rng.standard_normal(n_centers)
@@ -226,8 +221,3 @@ def make_kernel_regression(
     y_true = np.exp(-sq_dist / (2.0 * length_scale**2)) @ beta
     y = y_true + noise * rng.standard_normal(n_samples)
     return (X, y, y_true) if return_y_true else (X, y)
-
-
-def _check_return_y_true(return_y_true):
-    if not isinstance(return_y_true, (bool, np.bool_)):
-        raise ValueError(f"return_y_true must be a bool; got {return_y_true!r}.")

@@ -140,6 +140,14 @@ class ComparisonDisplay:
         self._plot_cost(axes[2], rows)
         return drawn(self, axes, "axes_")
 
+    @staticmethod
+    def _label_rows(ax, rows, xlabel, title, names=None):
+        """One row per contrast, the first on top; only the first panel names them."""
+        ax.set_yticks(rows, [""] * len(rows) if names is None else names)
+        ax.set_ylim(rows[-1] + 0.6, -0.6)
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=9)
+
     def _rope_band(self, ax):
         ax.axvline(0, color="0.3", lw=0.8)
         if self.rope > 0:
@@ -153,10 +161,8 @@ class ComparisonDisplay:
         half = stats.t.ppf(0.975, self.df) * self.std_error
         ax.errorbar(self.statistic, rows, xerr=half, fmt="D", color="C3", capsize=4)
         self._rope_band(ax)
-        ax.set_yticks(rows, names)
-        ax.set_ylim(rows[-1] + 0.6, -0.6)  # first contrast on top
-        ax.set_xlabel(f"{self.scoring} difference per split")
-        ax.set_title("paired differences\n(dots: splits; diamond: mean, 95% CI)", fontsize=9)
+        title = "paired differences\n(dots: splits; diamond: mean, 95% CI)"
+        self._label_rows(ax, rows, f"{self.scoring} difference per split", title, names)
 
     def _plot_posterior(self, ax, rows):
         scale = np.where(self.std_error > 0, self.std_error, 1e-12)
@@ -177,19 +183,13 @@ class ComparisonDisplay:
                 va="center",
             )
         self._rope_band(ax)
-        ax.set_yticks(rows, [""] * len(rows))
-        ax.set_ylim(rows[-1] + 0.6, -0.6)
-        ax.set_xlabel(f"mean {self.scoring} difference")
-        ax.set_title(
-            "posterior of the mean difference\n(grey: region of practical equivalence)", fontsize=9
-        )
+        title = "posterior of the mean difference\n(grey: region of practical equivalence)"
+        self._label_rows(ax, rows, f"mean {self.scoring} difference", title)
 
     def _plot_cost(self, ax, rows):
         bars = ax.barh(rows, self.fit_time_ratio, color=[f"C{r % 10}" for r in rows], alpha=0.7)
         ax.bar_label(bars, fmt="%.2fx", fontsize=8, padding=2)
         ax.axvline(1, color="0.3", lw=0.8)
-        ax.set_yticks(rows, [""] * len(rows))
-        ax.set_ylim(rows[-1] + 0.6, -0.6)
         ax.set_xlim(0, 1.25 * max(1.0, np.nanmax(self.fit_time_ratio)))
-        ax.set_xlabel(f"fit time / {self.baseline}'s")
-        ax.set_title("cost\n(final fit, mean over splits)", fontsize=9)
+        title = "cost\n(final fit, mean over splits)"
+        self._label_rows(ax, rows, f"fit time / {self.baseline}'s", title)

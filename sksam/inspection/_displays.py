@@ -6,6 +6,7 @@ built from fitted estimators by a ``from_*`` class method. matplotlib is
 imported only when something is drawn.
 """
 
+import importlib
 import warnings
 
 import numpy as np
@@ -19,19 +20,20 @@ from sklearn.utils.validation import check_is_fitted
 from .._base import user_stacklevel
 
 
-def _pyplot(caller):
-    """matplotlib.pyplot, or an ImportError saying who needs it."""
+def require(module, caller):
+    """``module`` imported, or an ImportError saying who needs it and how to install it."""
     try:
-        import matplotlib.pyplot as plt
+        return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"{caller} requires matplotlib: pip install matplotlib") from exc
-    return plt
+        package = module.partition(".")[0]
+        raise ImportError(f"{caller} requires {package}: pip install {package}") from exc
 
 
 def target_axes(display, ax, **subplots_kwargs):
     """``ax``, or the axes of a new figure (pyplot is imported only to make one)."""
     if ax is None:
-        _, ax = _pyplot(f"{type(display).__name__}.plot").subplots(**subplots_kwargs)
+        plt = require("matplotlib.pyplot", f"{type(display).__name__}.plot")
+        _, ax = plt.subplots(**subplots_kwargs)
     return ax
 
 
@@ -95,8 +97,10 @@ def sharpness_or_nan(estimator):
     return np.nan if value is None else value
 
 
-def _default_error(estimator):
-    """Test error used when none is given: MSE, or 1 - accuracy."""
+def _error_of(estimator, error):
+    """The test error and its axis label: ``error``, else MSE or 1 - accuracy."""
+    if error is not None:
+        return getattr(error, "__name__", "test error"), error
     if is_classifier(estimator):
         return "error rate", lambda y_true, y_pred: 1.0 - accuracy_score(y_true, y_pred)
     return "test MSE", mean_squared_error
@@ -110,6 +114,19 @@ def _check_labels(labels, n, what):
         raise ValueError(
             f"labels must hold one entry per curve: got {len(labels)} label(s) for {n} {what}."
         )
+
+
+def _labels_for(estimators, labels):
+    if labels is None:
+        labels = [_label_of(estimator) for estimator in estimators]
+    _check_labels(labels, len(estimators), "estimators")
+    return list(labels)
+
+
+def _check_test_data(X_test, y_test):
+    if (X_test is None) != (y_test is None):
+        raise ValueError("Give both X_test and y_test, or neither.")
+    return X_test is not None
 
 
 def _curve_unit(finals):
@@ -227,12 +244,9 @@ class TrainingCurveDisplay:
                     f"{type(final).__name__} has no loss_curve_: TrainingCurveDisplay "
                     "plots the training loss that sksam's estimators record."
                 )
-        if labels is None:
-            labels = [_label_of(final) for final in finals]
-        _check_labels(labels, len(finals), "estimators")
         display = cls(
             loss_curves=[np.asarray(f.loss_curve_) for f in finals],
-            labels=labels,
+            labels=_labels_for(finals, labels),
             x_label=_curve_unit(finals),
         )
         return display.plot(ax=ax, log_scale=log_scale)
@@ -397,11 +411,7 @@ class SolverComparisonDisplay:
         display : SolverComparisonDisplay
             The display, drawn.
         """
-        error_name, default_error = _default_error(estimator)
-        if error is None:
-            error = default_error
-        else:
-            error_name = getattr(error, "__name__", "test error")
+        error_name, error = _error_of(estimator, error)
         prefix, _ = param_prefix(estimator)
         fitted = [
             clone(estimator).set_params(**{prefix + "solver": solver}).fit(X, y)
@@ -746,7 +756,7 @@ class GainMapDisplay:
         self : GainMapDisplay
             This display, with the matplotlib handles set.
         """
-        plt = _pyplot(f"{type(self).__name__}.plot")
+        plt = require("matplotlib.pyplot", f"{type(self).__name__}.plot")
         gain = np.asarray(self.gain, dtype=float)
         extra = None if self.best_gain is None else np.asarray(self.best_gain, dtype=float)
         ax = target_axes(self, ax, layout="constrained")
@@ -754,9 +764,9 @@ class GainMapDisplay:
             values = gain if extra is None else np.concatenate([gain.ravel(), extra])
             finite = np.abs(values[np.isfinite(values)])
             limit = max(float(finite.max()) if finite.size else 0.0, 1e-12)
-        norm = plt.Normalize(-limit, limit)
+        cells = {"cmap": cmap, "norm": plt.Normalize(-limit, limit), "edgecolors": "white"}
         n_rows, n_cols = gain.shape
-        self.mesh_ = ax.pcolormesh(gain, cmap=cmap, norm=norm, edgecolors="white")
+        self.mesh_ = ax.pcolormesh(gain, **cells)
 
         def write(x, y, value):  # white on the darkest cells
             color = "white" if abs(value) > 0.6 * limit else "black"
@@ -769,14 +779,7 @@ class GainMapDisplay:
         column_labels = [str(v) for v in self.column_values]
         if extra is not None:
             left = n_cols + 0.25
-            ax.pcolormesh(
-                [left, left + 1],
-                np.arange(n_rows + 1),
-                extra[:, None],
-                cmap=cmap,
-                norm=norm,
-                edgecolors="white",
-            )
+            ax.pcolormesh([left, left + 1], np.arange(n_rows + 1), extra[:, None], **cells)
             self.texts_ += [write(left + 0.5, i + 0.5, extra[i]) for i in range(n_rows)]
             columns.append(left + 0.5)
             column_labels.append("both at\nbest stop")
@@ -884,19 +887,6 @@ class GainMapDisplay:
 # --------------------------------------------------------------------------
 # pictures of sharpness: loss landscapes and Hessian spectra
 # --------------------------------------------------------------------------
-
-
-def _labels_for(estimators, labels):
-    if labels is None:
-        labels = [_label_of(estimator) for estimator in estimators]
-    _check_labels(labels, len(estimators), "estimators")
-    return list(labels)
-
-
-def _check_test_data(X_test, y_test):
-    if (X_test is None) != (y_test is None):
-        raise ValueError("Give both X_test and y_test, or neither.")
-    return X_test is not None
 
 
 class LossLandscapeDisplay:
@@ -1314,6 +1304,7 @@ class SharpnessSpectrumDisplay:
         axes = np.atleast_1d(np.asarray(axes, dtype=object)).ravel()
         for ax, kind in zip(axes, kinds):
             getattr(self, f"_plot_{kind}")(ax)
+            ax.legend()
         return drawn(self, axes, "axes_")
 
     def _plot_density(self, ax):
@@ -1324,7 +1315,6 @@ class SharpnessSpectrumDisplay:
         ax.set_xscale("symlog", linthresh=_linear_threshold(self.densities))
         ax.set_xlabel("Hessian eigenvalue")
         ax.set_ylabel("spectral density")
-        ax.legend()
 
     def _plot_top(self, ax):
         for i, (values, errors, label) in enumerate(
@@ -1336,7 +1326,6 @@ class SharpnessSpectrumDisplay:
             )
         ax.set_xlabel("rank")
         ax.set_ylabel("top Hessian eigenvalues")
-        ax.legend()
 
     def _plot_layers(self, ax):
         n = len(self.labels)
@@ -1354,7 +1343,6 @@ class SharpnessSpectrumDisplay:
             )
         ax.set_xticks(positions, self.layers, rotation=30, ha="right")
         ax.set_ylabel(f"{self.measure} per layer")
-        ax.legend()
 
     @classmethod
     def from_estimators(

@@ -300,7 +300,7 @@ def _search(model, prefix, grid, inner_cv, scorer, X, y):
     from .._kernel_cv import SAMKernelClassifierCV, SAMKernelRegressorCV  # noqa: PLC0415
     from ..kernel import SAMKernelRegressor  # noqa: PLC0415
 
-    final = model.get_params()[prefix[:-2]] if prefix else model
+    _, final = param_prefix(model)
     twins = {SAMKernelRegressor: SAMKernelRegressorCV, SAMKernelClassifier: SAMKernelClassifierCV}
     if type(final) in twins:
         return _kernel_path_search(model, prefix, final, twins[type(final)], grid, inner_cv, X, y)
@@ -358,19 +358,15 @@ def _kernel_path_search(model, prefix, final, twin, grid, inner_cv, X, y):
 
 def _run(tasks, n_tasks, n_jobs, verbose):
     """``Parallel`` over the tasks, with a tqdm bar when ``verbose`` and tqdm allow."""
-    tqdm = _tqdm() if verbose else None
-    if tqdm is None:
-        return Parallel(n_jobs=n_jobs, verbose=verbose)(tasks)
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
-    return list(tqdm(results, total=n_tasks, desc="compare_solvers", unit="fit"))
-
-
-def _tqdm():
-    try:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-    except ImportError:
-        return None
-    return tqdm
+    if verbose:
+        try:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+        except ImportError:
+            pass
+        else:
+            results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+            return list(tqdm(results, total=n_tasks, desc="compare_solvers", unit="fit"))
+    return Parallel(n_jobs=n_jobs, verbose=verbose)(tasks)
 
 
 def _scoring_name(scoring, estimator):

@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..inspection._displays import require
 from ._stats import corrected_paired_ttest
 
 #: Posterior probability above which a region is declared (Benavoli et al., 2017).
@@ -230,11 +231,7 @@ class SolverComparison:
         verdict : str
         """
         test = self.tests[label]
-        probabilities = {
-            "worse": test.p_worse,
-            "equivalent": test.p_equivalent,
-            "better": test.p_better,
-        }
+        probabilities = {r: getattr(test, f"p_{r}") for r in ("worse", "equivalent", "better")}
         region = max(probabilities, key=probabilities.get)
         return region if probabilities[region] >= DECISION_PROBABILITY else "undecided"
 
@@ -266,11 +263,10 @@ class SolverComparison:
             ``sharpness``, ``n_train``, ``n_test`` and ``param_<name>`` for
             each chosen parameter.
         """
-        pd = _pandas("SolverComparison.to_frame")
+        pd = require("pandas", "SolverComparison.to_frame")
         rows = []
         for k in range(len(self.n_train)):
-            for label in self.labels:
-                i = self._column(label)
+            for i, label in enumerate(self.labels):
                 rows.append(
                     {
                         "split": k,
@@ -304,18 +300,14 @@ class SolverComparison:
             "chosen",
         ]
         rows = [header]
-        for label in self.labels:
-            i = self._column(label)
+        ratios = dict(zip(self.contrasts, self.fit_time_ratio))
+        for i, label in enumerate(self.labels):
             row = [label, f"{self.scores[:, i].mean():.4f}"]
             if label == self.baseline:
                 row += ["(baseline)", "", "", "", "", "", "1.00x"]
             else:
                 test = self.tests[label]
                 low, high = test.confidence_interval()
-                ratio = (
-                    self.fit_times[:, i].mean()
-                    / self.fit_times[:, self._column(self.baseline)].mean()
-                )
                 row += [
                     f"{test.statistic:+.4f} [{low:+.4f}, {high:+.4f}]",
                     f"{test.pvalue:.3f}",
@@ -323,7 +315,7 @@ class SolverComparison:
                     f"{test.p_equivalent:.3f}",
                     f"{test.p_better:.3f}",
                     self.verdict(label),
-                    f"{ratio:.2f}x",
+                    f"{ratios[label]:.2f}x",
                 ]
             row += [
                 _format_sharpness(self.sharpness[:, i]),
@@ -405,11 +397,3 @@ def _format_chosen(params):
 
 def _format_value(value):
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _pandas(caller):
-    try:
-        import pandas as pd  # noqa: PLC0415
-    except ImportError as exc:
-        raise ImportError(f"{caller} requires pandas: pip install pandas") from exc
-    return pd
