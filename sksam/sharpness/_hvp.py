@@ -46,6 +46,27 @@ from sklearn.utils import check_random_state
 #: Methods accepted by :func:`top_hessian_eigenvalue`.
 EIGEN_METHODS = ("lanczos", "power")
 
+#: The ``loss_fn`` and ``params`` entries of every function of a torch loss,
+#: written where its docstring says ``{loss_fn_params}`` by :func:`loss_fn_params_doc`.
+LOSS_FN_PARAMS_DOC = """loss_fn : callable
+        ``loss_fn()`` returns the **mean** training loss as a scalar tensor,
+        computed from the current values of ``params``.
+    params : list of torch.Tensor
+        Parameters with ``requires_grad=True`` (each counted once);
+        {fate}."""
+
+
+def loss_fn_params_doc(fate):
+    """Write :data:`LOSS_FN_PARAMS_DOC`, ``fate`` filled in, into a function's docstring."""
+
+    def substitute(function):
+        if function.__doc__ is not None:  # None under python -OO
+            entries = LOSS_FN_PARAMS_DOC.format(fate=fate)
+            function.__doc__ = function.__doc__.replace("{loss_fn_params}", entries)
+        return function
+
+    return substitute
+
 
 # --------------------------------------------------------------------------
 # flat vectors and Hessian-vector products
@@ -76,10 +97,6 @@ def check_params(params):
                 f"shape {tuple(p.shape)} without it."
             )
     return unique
-
-
-def n_params(params):
-    return sum(p.numel() for p in params)
 
 
 def split_vector(vector, params):
@@ -120,12 +137,14 @@ class HessianOperator:
 
     The gradient graph is built once (the parameters do not move while the
     operator is used), and every product back-propagates through it again.
+    ``params`` are checked by :func:`check_params` first.
     """
 
     def __init__(self, loss_fn, params):
         import torch
 
-        self.params = params
+        self.params = params = check_params(params)
+        self.size = sum(p.numel() for p in params)
         with torch.enable_grad():
             loss = loss_fn()
             check_loss(loss)
@@ -152,6 +171,10 @@ class HessianOperator:
             hv = torch.autograd.grad(g_dot_v, self.params, retain_graph=True, allow_unused=True)
         return flatten_like(hv, self.params)
 
+    def probe(self, rng, *, rademacher=False):
+        """A seeded :func:`random_vector` of the size of ``params``."""
+        return random_vector(rng, self.size, self.params[0], rademacher=rademacher)
+
 
 def check_loss(loss):
     import torch
@@ -170,6 +193,7 @@ def check_loss(loss):
 # --------------------------------------------------------------------------
 
 
+@loss_fn_params_doc("not modified")
 def top_hessian_eigenvalue(
     loss_fn, params, *, max_iter=100, tol=1e-6, random_state=None, method="lanczos"
 ):
@@ -203,11 +227,7 @@ def top_hessian_eigenvalue(
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current values of ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``. Not modified.
+    {loss_fn_params}
     max_iter : int, default=100
         Maximum number of Hessian-vector products (Lanczos steps; for
         ``'power'``, per power-iteration phase).
@@ -246,9 +266,8 @@ def top_hessian_eigenvalue(
             f"Unknown method {method!r}; expected one of {', '.join(map(repr, EIGEN_METHODS))}."
         )
     check_iterations(max_iter, tol)
-    params = check_params(params)
     hvp = HessianOperator(loss_fn, params)
-    start = random_vector(check_random_state(random_state), n_params(params), params[0])
+    start = hvp.probe(check_random_state(random_state))
     if method == "lanczos":  # full reorthogonalization; the largest Ritz value
         alphas, betas = lanczos(hvp, start, max_iter, tol, k=1)
         return float(ritz_values(alphas, betas, k=1)[0][0])
@@ -260,9 +279,15 @@ def top_hessian_eigenvalue(
     return float(_power_iteration(hvp, start, max_iter, tol, shift=shift) - shift)
 
 
+def check_count(name, value, *, minimum=1):
+    """Raise a ``ValueError`` unless ``value`` is an integer ``>= minimum`` (1 or 0)."""
+    if not (isinstance(value, (int, np.integer)) and value >= minimum):
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{name} must be a {kind} integer; got {value!r}.")
+
+
 def check_iterations(max_iter, tol):
-    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
-        raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
+    check_count("max_iter", max_iter)
     if not tol >= 0:
         raise ValueError(f"tol must be non-negative; got {tol!r}.")
 
@@ -351,6 +376,7 @@ def _power_iteration(hvp, start, max_iter, tol, *, shift):
 # --------------------------------------------------------------------------
 
 
+@loss_fn_params_doc("not modified")
 def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_std=False):
     r"""Hutchinson estimate of the trace of the Hessian of the mean loss.
 
@@ -365,11 +391,7 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current values of ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``. Not modified.
+    {loss_fn_params}
     n_probes : int, default=100
         Number of probes ``m`` (one Hessian-vector product each).
     random_state : int, RandomState instance or None, default=None
@@ -395,30 +417,30 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
     >>> hessian_trace(loss_fn, [w], n_probes=10, random_state=0)  # exact: diagonal
     7.0
     """
-
-    if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
-        raise ValueError(f"n_probes must be a positive integer; got {n_probes!r}.")
+    check_count("n_probes", n_probes)
     terms = trace_terms(loss_fn, params, n_probes=n_probes, random_state=random_state)
     trace = float(terms.mean())
     if not return_std:
         return trace
-    std = float(terms.std(ddof=1) / np.sqrt(n_probes)) if n_probes > 1 else float("nan")
-    return trace, std
+    return trace, standard_error(terms)
 
 
 def trace_terms(loss_fn, params, *, n_probes=100, random_state=None):
     """The ``n_probes`` Hutchinson terms ``z_k^T H z_k`` (their mean estimates the trace)."""
     import torch
 
-    params = check_params(params)
     hvp = HessianOperator(loss_fn, params)
     rng = check_random_state(random_state)
-    n = n_params(params)
     terms = []
     for _ in range(n_probes):
-        z = random_vector(rng, n, params[0], rademacher=True)
+        z = hvp.probe(rng, rademacher=True)
         terms.append(torch.dot(z, hvp(z)))
     return torch.stack(terms).cpu().numpy()
+
+
+def standard_error(terms):
+    """The standard error of the mean of ``terms`` (``nan`` for a single term)."""
+    return float(np.std(terms, ddof=1) / np.sqrt(len(terms))) if len(terms) > 1 else float("nan")
 
 
 # --------------------------------------------------------------------------
@@ -426,15 +448,13 @@ def trace_terms(loss_fn, params, *, n_probes=100, random_state=None):
 # --------------------------------------------------------------------------
 
 
-def loss_and_gradient(loss_fn, params, *, gradient=True):
-    """``L`` (a float) and, if asked, ``grad L`` (flat float64) at ``params``."""
+def loss_and_gradient(loss_fn, params):
+    """``L`` (a float) and ``grad L`` (flat float64) at ``params``."""
     import torch
 
     with torch.enable_grad():
         loss = loss_fn()
         check_loss(loss)
-        if not gradient:
-            return loss.item(), None
         grads = torch.autograd.grad(loss, params, allow_unused=True)
     return loss.item(), flatten_like(grads, params)
 

@@ -33,15 +33,23 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._hvp import (
+    check_count,
+    check_loss,
     check_params,
     flatten_like,
     loss_and_gradient,
+    loss_fn_params_doc,
     random_vector,
     restore_params,
     split_vector,
+    standard_error,
 )
 
+#: What becomes of the parameters, in the shared ``params`` entry.
+_MOVED = "moved while the loss is evaluated and restored bit for bit"
 
+
+@loss_fn_params_doc(_MOVED)
 def rho_sharpness(loss_fn, params, rho, *, max_iter=20, n_restarts=0, random_state=None):
     r"""Compute SAM's rho-sharpness ``max_{||e|| <= rho} L(w + e) - L(w)``, from below.
 
@@ -71,12 +79,7 @@ def rho_sharpness(loss_fn, params, rho, *, max_iter=20, n_restarts=0, random_sta
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current values of ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``; moved while the loss is
-        evaluated and restored bit for bit.
+    {loss_fn_params}
     rho : float
         Radius of the ball, ``rho >= 0`` (Euclidean norm over all
         parameters together).
@@ -106,6 +109,7 @@ def rho_sharpness(loss_fn, params, rho, *, max_iter=20, n_restarts=0, random_sta
     return _worst_case(loss_fn, params, rho, None, max_iter, n_restarts, random_state)
 
 
+@loss_fn_params_doc(_MOVED)
 def adaptive_rho_sharpness(
     loss_fn, params, rho, *, eta=0.0, max_iter=20, n_restarts=0, random_state=None
 ):
@@ -127,12 +131,7 @@ def adaptive_rho_sharpness(
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current values of ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``; moved while the loss is
-        evaluated and restored bit for bit.
+    {loss_fn_params}
     rho : float
         Radius of the ball in ``u = e / c``, ``rho >= 0``.
     eta : float, default=0.0
@@ -167,6 +166,7 @@ def adaptive_rho_sharpness(
     return _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state)
 
 
+@loss_fn_params_doc(_MOVED)
 def average_sharpness(
     loss_fn,
     params,
@@ -193,12 +193,7 @@ def average_sharpness(
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current values of ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``; moved while the loss is
-        evaluated and restored bit for bit.
+    {loss_fn_params}
     rho : float
         Standard deviation of the perturbation (relative to ``c``), ``>= 0``.
     adaptive : bool, default=False
@@ -246,8 +241,7 @@ def average_sharpness(
     value = float(terms.mean())
     if not return_std:
         return value
-    std = float(terms.std(ddof=1) / np.sqrt(n_samples)) if n_samples > 1 else float("nan")
-    return value, std
+    return value, standard_error(terms)
 
 
 def average_terms(
@@ -348,8 +342,7 @@ def _check_average(rho, eta, n_samples):
     _check_radius(rho)
     if not eta >= 0:
         raise ValueError(f"eta must be non-negative; got {eta!r}.")
-    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
-        raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+    check_count("n_samples", n_samples)
 
 
 def _check_radius(rho):
@@ -364,9 +357,8 @@ def _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state)
     import torch
 
     _check_radius(rho)
-    for name, value in (("max_iter", max_iter), ("n_restarts", n_restarts)):
-        if not (isinstance(value, (int, np.integer)) and value >= 0):
-            raise ValueError(f"{name} must be a non-negative integer; got {value!r}.")
+    check_count("max_iter", max_iter, minimum=0)
+    check_count("n_restarts", n_restarts, minimum=0)
     params = check_params(params)
     if rho == 0:
         return 0.0
@@ -420,8 +412,6 @@ def _loss_and_gradient_at(loss_fn, params, saved, e):
 
 def _value_at(loss_fn, params, saved, e=None):
     """``L(w + e)`` (``L(w)`` with ``e`` None, the parameters left where they are)."""
-    from ._hvp import check_loss
-
     if e is not None:
         _move(params, saved, e)
     loss = loss_fn()
