@@ -247,20 +247,16 @@ def _quadratic_value(quadratic, measure, rho):
 def _torch_samples(loss, indices, measure, rho, n_seeds, rng, options):
     """The estimates the value and its error come from, for the parameters ``indices``."""
     params = [loss.params[i] for i in indices]
-
-    def loss_fn():
-        return loss.loss_fn()
-
     logits_fn = loss.logits_fn if loss.logits_of is not None else None
     settings = {**DEFAULT_OPTIONS[measure], **options}
     seeds = rng.randint(np.iinfo(np.int32).max, size=n_seeds)
     with loss.evaluating():
         if measure in _PROBED:
-            return _probe_terms(loss_fn, params, measure, rho, settings, int(seeds[0]))
+            return _probe_terms(loss.loss_fn, params, measure, rho, settings, int(seeds[0]))
         return np.array(
             [
                 torch_sharpness(
-                    loss_fn,
+                    loss.loss_fn,
                     params,
                     measure,
                     rho=rho,

@@ -82,21 +82,16 @@ def check_params(params):
     eigenvalue of ``[w, w]`` would be twice that of ``[w]``). Later copies
     are dropped, keeping the first one's place in the order.
     """
-    params = list(params)
+    params = list({id(p): p for p in params}.values())
     if not params:
         raise ValueError("params is empty: there is nothing to take a Hessian of.")
-    unique, seen = [], set()
     for p in params:
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        unique.append(p)
         if not p.requires_grad:
             raise ValueError(
                 "every tensor in params must have requires_grad=True; got one of "
                 f"shape {tuple(p.shape)} without it."
             )
-    return unique
+    return params
 
 
 def split_vector(vector, params):
@@ -149,12 +144,6 @@ class HessianOperator:
             loss = loss_fn()
             check_loss(loss)
             self.grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-        self.loss = loss.detach()
-
-    @property
-    def gradient(self):
-        """The gradient at ``params`` as a flat float64 vector."""
-        return flatten_like([None if g is None else g.detach() for g in self.grads], self.params)
 
     def __call__(self, vector):
         import torch
@@ -457,14 +446,6 @@ def loss_and_gradient(loss_fn, params):
         check_loss(loss)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
     return loss.item(), flatten_like(grads, params)
-
-
-def restore_params(params, saved):
-    import torch
-
-    with torch.no_grad():
-        for p, original in zip(params, saved):
-            p.copy_(original)
 
 
 # --------------------------------------------------------------------------

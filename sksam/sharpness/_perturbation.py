@@ -29,6 +29,8 @@ References
    ICML 2023.
 """
 
+import contextlib
+
 import numpy as np
 from sklearn.utils import check_random_state
 
@@ -40,7 +42,6 @@ from ._hvp import (
     loss_and_gradient,
     loss_fn_params_doc,
     random_vector,
-    restore_params,
     split_vector,
     standard_error,
 )
@@ -256,20 +257,16 @@ def average_terms(
     _check_average(rho, eta, n_samples)
     params = check_params(params)
     rng = check_random_state(random_state)
-    saved = [p.detach().clone() for p in params]
-    flat = flatten_like(saved, params)
-    scale = flat.abs() + eta if adaptive else torch.ones_like(flat)
     terms = []
-    try:
-        with torch.no_grad():
-            base = _value_at(loss_fn, params, saved)
-            for _ in range(n_samples):
-                e = rho * scale * random_vector(rng, flat.numel(), params[0])
-                plus = _value_at(loss_fn, params, saved, e)
-                minus = _value_at(loss_fn, params, saved, -e)
-                terms.append(0.5 * (plus + minus) - base)
-    finally:
-        restore_params(params, saved)
+    with _restoring(params) as saved, torch.no_grad():
+        flat = flatten_like(saved, params)
+        scale = flat.abs() + eta if adaptive else torch.ones_like(flat)
+        base = _value_at(loss_fn, params, saved)
+        for _ in range(n_samples):
+            e = rho * scale * random_vector(rng, flat.numel(), params[0])
+            plus = _value_at(loss_fn, params, saved, e)
+            minus = _value_at(loss_fn, params, saved, -e)
+            terms.append(0.5 * (plus + minus) - base)
     return np.asarray(terms)
 
 
@@ -371,16 +368,13 @@ def _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state)
         # isotropic in u (so a rescaling that keeps c * u keeps the start too),
         # on the coordinates that can move
         starts.append(random_vector(rng, grad.numel(), params[0]) * (scale > 0))
-    saved = [p.detach().clone() for p in params]
     best = 0.0  # e = 0 is in the ball
-    try:
+    with _restoring(params) as saved:
         for start in starts:
             if torch.linalg.vector_norm(start).item() == 0.0:  # every c_i = 0
                 continue
             u = rho * start / torch.linalg.vector_norm(start)
             best = max(best, _ascent(loss_fn, params, saved, scale, u, rho, max_iter) - base_loss)
-    finally:
-        restore_params(params, saved)
     return float(best)
 
 
@@ -417,6 +411,20 @@ def _value_at(loss_fn, params, saved, e=None):
     loss = loss_fn()
     check_loss(loss)
     return loss.item()
+
+
+@contextlib.contextmanager
+def _restoring(params):
+    """Copies of ``params`` (``w``), copied back bit for bit on leaving, even after an error."""
+    import torch
+
+    saved = [p.detach().clone() for p in params]
+    try:
+        yield saved
+    finally:
+        with torch.no_grad():
+            for p, original in zip(params, saved):
+                p.copy_(original)
 
 
 def _move(params, saved, e):
