@@ -1,15 +1,10 @@
 """Sharpness of a torch loss by Hessian-vector products.
 
-Every function here takes the same two things:
-
-``loss_fn``
-    A callable with no arguments that returns the **mean** training loss
-    ``L(w)`` as a scalar tensor, computed from the *current* values of
-    ``params`` (so perturbing the parameters in place changes what it returns).
-    The Hessian of a summed loss is ``n`` times the one measured here.
-``params``
-    The list of tensors ``w`` (with ``requires_grad=True``) the Hessian is
-    taken with respect to, as one flat vector in the order given.
+Every function here takes the ``loss_fn`` and ``params`` of
+:data:`LOSS_FN_PARAMS_DOC`: ``loss_fn`` reads the *current* values of the
+tensors ``w`` of ``params`` (so perturbing them in place changes what it
+returns), the Hessian of a summed loss is ``n`` times the one measured here,
+and ``params`` are one flat vector in the order given.
 
 Hessian-vector products ``H v`` use double back-propagation
 (Pearlmutter, 1994): the gradient ``g(w)`` is built once with
@@ -330,13 +325,18 @@ def lanczos(hvp, start, max_iter, tol, *, k=1):
     return alphas, betas
 
 
-def ritz_values(alphas, betas, *, k=1):
-    """The ``k`` largest Ritz values of ``T`` (descending) and their residual bounds."""
+def tridiagonal_eigh(alphas, betas):
+    """Eigenvalues (ascending) and eigenvectors of the ``T`` of :func:`lanczos`."""
     from scipy.linalg import eigh_tridiagonal
 
-    if len(alphas) == 1:
-        return np.array(alphas[:1]), np.array([abs(betas[0])])
-    values, vectors = eigh_tridiagonal(np.array(alphas), np.array(betas[:-1]))
+    if len(alphas) == 1:  # T = [alpha]
+        return np.array(alphas), np.ones((1, 1))
+    return eigh_tridiagonal(np.array(alphas), np.array(betas[:-1]))
+
+
+def ritz_values(alphas, betas, *, k=1):
+    """The ``k`` largest Ritz values of ``T`` (descending) and their residual bounds."""
+    values, vectors = tridiagonal_eigh(alphas, betas)
     top = np.arange(len(values) - 1, max(len(values) - 1 - k, -1), -1)
     return values[top], np.abs(betas[-1] * vectors[-1, top])
 

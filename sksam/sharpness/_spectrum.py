@@ -37,6 +37,7 @@ from ._hvp import (
     lanczos,
     loss_fn_params_doc,
     ritz_values,
+    tridiagonal_eigh,
 )
 
 
@@ -121,8 +122,6 @@ def hessian_spectrum(loss_fn, params, *, n_iter=80, n_probes=5, random_state=Non
     >>> nodes[0].round(6).tolist(), weights[0].round(6).tolist()  # each 1/3: Rademacher
     ([1.0, 2.0, 4.0], [0.333333, 0.333333, 0.333333])
     """
-    from scipy.linalg import eigh_tridiagonal
-
     check_iterations(n_iter, 0.0)
     check_count("n_probes", n_probes)
     hvp = HessianOperator(loss_fn, params)
@@ -131,13 +130,9 @@ def hessian_spectrum(loss_fn, params, *, n_iter=80, n_probes=5, random_state=Non
     for _ in range(n_probes):
         probe = hvp.probe(rng, rademacher=True)
         alphas, betas = lanczos(hvp, probe, n_iter, None)
-        if len(alphas) == 1:
-            theta, first = np.array(alphas), np.ones(1)
-        else:
-            theta, S = eigh_tridiagonal(np.array(alphas), np.array(betas[:-1]))
-            first = S[0]
+        theta, S = tridiagonal_eigh(alphas, betas)
         nodes.append(theta)
-        weights.append(first**2)
+        weights.append(S[0] ** 2)
     return nodes, weights
 
 
