@@ -41,8 +41,7 @@ from sklearn.utils import check_random_state
 #: Methods accepted by :func:`top_hessian_eigenvalue`.
 EIGEN_METHODS = ("lanczos", "power")
 
-#: The ``loss_fn`` and ``params`` entries of every function of a torch loss,
-#: written where its docstring says ``{loss_fn_params}`` by :func:`loss_fn_params_doc`.
+#: The ``loss_fn`` and ``params`` entries of every function of a torch loss.
 LOSS_FN_PARAMS_DOC = """loss_fn : callable
         ``loss_fn()`` returns the **mean** training loss as a scalar tensor,
         computed from the current values of ``params``.
@@ -50,14 +49,20 @@ LOSS_FN_PARAMS_DOC = """loss_fn : callable
         Parameters with ``requires_grad=True`` (each counted once);
         {fate}."""
 
+#: The loss the examples measure: ``w^T diag(1, 4, 2) w / 2`` at ``w = 0``.
+DIAGONAL_LOSS_EXAMPLE = """>>> import torch
+    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
+    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)"""
 
-def loss_fn_params_doc(fate):
-    """Write :data:`LOSS_FN_PARAMS_DOC`, ``fate`` filled in, into a function's docstring."""
+
+def shared_doc(fate):
+    """Fill a docstring's ``{loss_fn_params}`` (with ``fate``) and ``{diagonal_loss_example}``."""
 
     def substitute(function):
         if function.__doc__ is not None:  # None under python -OO
-            entries = LOSS_FN_PARAMS_DOC.format(fate=fate)
-            function.__doc__ = function.__doc__.replace("{loss_fn_params}", entries)
+            doc = function.__doc__.replace("{diagonal_loss_example}", DIAGONAL_LOSS_EXAMPLE)
+            function.__doc__ = doc.replace("{loss_fn_params}", LOSS_FN_PARAMS_DOC.format(fate=fate))
         return function
 
     return substitute
@@ -177,7 +182,7 @@ def check_loss(loss):
 # --------------------------------------------------------------------------
 
 
-@loss_fn_params_doc("not modified")
+@shared_doc("not modified")
 def top_hessian_eigenvalue(
     loss_fn, params, *, max_iter=100, tol=1e-6, random_state=None, method="lanczos"
 ):
@@ -238,10 +243,7 @@ def top_hessian_eigenvalue(
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    {diagonal_loss_example}
     >>> round(top_hessian_eigenvalue(loss_fn, [w], random_state=0), 6)
     4.0
     """
@@ -365,7 +367,7 @@ def _power_iteration(hvp, start, max_iter, tol, *, shift):
 # --------------------------------------------------------------------------
 
 
-@loss_fn_params_doc("not modified")
+@shared_doc("not modified")
 def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_std=False):
     r"""Hutchinson estimate of the trace of the Hessian of the mean loss.
 
@@ -399,10 +401,7 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    {diagonal_loss_example}
     >>> hessian_trace(loss_fn, [w], n_probes=10, random_state=0)  # exact: diagonal
     7.0
     """

@@ -7,7 +7,7 @@ quadratic form in :func:`~sksam.sharpness.quadratic_sharpness`) makes every
 estimator's ``sharpness`` parameter accept the name with no edit there.
 """
 
-from ._hvp import eval_mode, hessian_trace, loss_fn_params_doc, top_hessian_eigenvalue
+from ._hvp import eval_mode, hessian_trace, shared_doc, top_hessian_eigenvalue
 from ._perturbation import (
     adaptive_rho_sharpness,
     average_sharpness,
@@ -98,7 +98,7 @@ def check_measure(measure, *, classifier=None):
         )
 
 
-@loss_fn_params_doc("left exactly as they were")
+@shared_doc("left exactly as they were")
 def torch_sharpness(
     loss_fn, params, measure, *, rho=None, module=None, random_state=None, logits_fn=None, **options
 ):
@@ -145,10 +145,7 @@ def torch_sharpness(
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    {diagonal_loss_example}
     >>> torch_sharpness(loss_fn, [w], "trace", random_state=0)
     7.0
     """
@@ -169,7 +166,7 @@ def torch_sharpness(
         return float(function(loss_fn, params, rho, random_state=random_state, **options))
 
 
-@loss_fn_params_doc("left exactly as they were")
+@shared_doc("left exactly as they were")
 def measure_sharpness(
     measure, loss_fn, params, *, rho, random_state, module=None, logits_fn=None, **options
 ):

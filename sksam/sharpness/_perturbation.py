@@ -40,8 +40,8 @@ from ._hvp import (
     check_params,
     flatten_like,
     loss_and_gradient,
-    loss_fn_params_doc,
     random_vector,
+    shared_doc,
     split_vector,
     standard_error,
 )
@@ -50,7 +50,7 @@ from ._hvp import (
 _MOVED = "moved while the loss is evaluated and restored bit for bit"
 
 
-@loss_fn_params_doc(_MOVED)
+@shared_doc(_MOVED)
 def rho_sharpness(loss_fn, params, rho, *, max_iter=20, n_restarts=0, random_state=None):
     r"""Compute SAM's rho-sharpness ``max_{||e|| <= rho} L(w + e) - L(w)``, from below.
 
@@ -99,10 +99,7 @@ def rho_sharpness(loss_fn, params, rho, *, max_iter=20, n_restarts=0, random_sta
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    {diagonal_loss_example}
     >>> value = rho_sharpness(loss_fn, [w], rho=0.1, random_state=0)
     >>> round(value, 6)  # 4 * 0.1**2 / 2, along the top eigenvector
     0.02
@@ -110,7 +107,7 @@ def rho_sharpness(loss_fn, params, rho, *, max_iter=20, n_restarts=0, random_sta
     return _worst_case(loss_fn, params, rho, None, max_iter, n_restarts, random_state)
 
 
-@loss_fn_params_doc(_MOVED)
+@shared_doc(_MOVED)
 def adaptive_rho_sharpness(
     loss_fn, params, rho, *, eta=0.0, max_iter=20, n_restarts=0, random_state=None
 ):
@@ -167,7 +164,7 @@ def adaptive_rho_sharpness(
     return _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state)
 
 
-@loss_fn_params_doc(_MOVED)
+@shared_doc(_MOVED)
 def average_sharpness(
     loss_fn,
     params,
@@ -218,12 +215,9 @@ def average_sharpness(
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # trace 7
+    {diagonal_loss_example}
     >>> value = average_sharpness(loss_fn, [w], 0.1, n_samples=2000, random_state=0)
-    >>> abs(value - 0.1**2 / 2 * 7) < 1e-3
+    >>> abs(value - 0.1**2 / 2 * 7) < 1e-3  # rho**2 / 2 * trace
     True
     """
     _check_average(rho, eta, n_samples)

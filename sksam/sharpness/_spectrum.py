@@ -35,13 +35,13 @@ from ._hvp import (
     check_count,
     check_iterations,
     lanczos,
-    loss_fn_params_doc,
     ritz_values,
+    shared_doc,
     tridiagonal_eigh,
 )
 
 
-@loss_fn_params_doc("not modified")
+@shared_doc("not modified")
 def top_hessian_eigenvalues(loss_fn, params, k=5, *, max_iter=200, tol=1e-6, random_state=None):
     """The ``k`` largest (signed) eigenvalues of the Hessian of the mean loss.
 
@@ -86,7 +86,7 @@ def top_hessian_eigenvalues(loss_fn, params, k=5, *, max_iter=200, tol=1e-6, ran
     return ritz_values(alphas, betas, k=k)[0]
 
 
-@loss_fn_params_doc("not modified")
+@shared_doc("not modified")
 def hessian_spectrum(loss_fn, params, *, n_iter=80, n_probes=5, random_state=None):
     """Stochastic Lanczos quadrature of the Hessian's spectral density.
 
@@ -114,10 +114,7 @@ def hessian_spectrum(loss_fn, params, *, n_iter=80, n_probes=5, random_state=Non
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()
+    {diagonal_loss_example}
     >>> nodes, weights = hessian_spectrum(loss_fn, [w], n_probes=1, random_state=0)
     >>> nodes[0].round(6).tolist(), weights[0].round(6).tolist()  # each 1/3: Rademacher
     ([1.0, 2.0, 4.0], [0.333333, 0.333333, 0.333333])
