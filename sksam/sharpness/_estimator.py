@@ -1,10 +1,9 @@
 """Sharpness of a fitted estimator, per model or per layer, with its standard error."""
 
 import numpy as np
-from sklearn.utils import check_random_state
 
-from ._fitted import fitted_loss
-from ._hvp import trace_terms
+from ._fitted import read_loss
+from ._hvp import standard_error, trace_terms
 from ._measure import DEFAULT_OPTIONS, LOGIT_MEASURES, check_measure, torch_sharpness
 from ._perturbation import average_terms
 from ._quadratic import quadratic_model_sharpness, quadratic_sharpness
@@ -13,9 +12,6 @@ from ._quadratic import quadratic_model_sharpness, quadratic_sharpness
 #: (Rademacher vectors, Gaussian perturbations): their standard error comes
 #: from the spread of the probes. The others are repeated over seeds.
 _PROBED = {"trace": "n_probes", "average": "n_samples", "adaptive_average": "n_samples"}
-
-#: The values ``by`` takes.
-BY = ("model", "layer")
 
 
 class SharpnessResult:
@@ -198,18 +194,12 @@ def estimator_sharpness(
     check_measure(measure)
     if measure is None:
         raise ValueError("measure is None: there is no sharpness to compute.")
-    if by not in BY:
-        raise ValueError(f"by must be one of {', '.join(map(repr, BY))}; got {by!r}.")
-    if not (isinstance(n_seeds, (int, np.integer)) and n_seeds >= 1):
-        raise ValueError(f"n_seeds must be a positive integer; got {n_seeds!r}.")
-    rng = check_random_state(random_state)
-    loss = fitted_loss(
-        estimator, X, y, sample_weight=sample_weight, max_samples=max_samples, random_state=rng
+    loss, groups, rng = read_loss(
+        estimator, X, y, by, n_seeds, random_state, max_samples, sample_weight
     )
     if rho is None:
         rho = getattr(_final(estimator), "rho", None)
     rho = None if measure in ("top_eigenvalue", "trace") else rho
-    groups = {"model": list(range(len(loss.params)))} if by == "model" else loss.groups
     if loss.kind == "quadratic":
         value = _quadratic_value(loss.quadratic, measure, rho)
         samples = [np.array([value]) for _ in groups]
@@ -220,7 +210,7 @@ def estimator_sharpness(
             for idx in groups.values()
         ]
         values = [float(np.mean(s)) for s in samples]
-        errors = [_standard_error(s) for s in samples]
+        errors = [standard_error(s) for s in samples]
         exact = False
     return SharpnessResult(
         measure=measure,
@@ -257,20 +247,16 @@ def _quadratic_value(quadratic, measure, rho):
 def _torch_samples(loss, indices, measure, rho, n_seeds, rng, options):
     """The estimates the value and its error come from, for the parameters ``indices``."""
     params = [loss.params[i] for i in indices]
-
-    def loss_fn():
-        return loss.loss_fn()
-
     logits_fn = loss.logits_fn if loss.logits_of is not None else None
     settings = {**DEFAULT_OPTIONS[measure], **options}
     seeds = rng.randint(np.iinfo(np.int32).max, size=n_seeds)
     with loss.evaluating():
         if measure in _PROBED:
-            return _probe_terms(loss_fn, params, measure, rho, settings, int(seeds[0]))
+            return _probe_terms(loss.loss_fn, params, measure, rho, settings, int(seeds[0]))
         return np.array(
             [
                 torch_sharpness(
-                    loss_fn,
+                    loss.loss_fn,
                     params,
                     measure,
                     rho=rho,
@@ -296,7 +282,3 @@ def _probe_terms(loss_fn, params, measure, rho, settings, seed):
         n_samples=settings["n_samples"],
         random_state=seed,
     )
-
-
-def _standard_error(samples):
-    return float(np.std(samples, ddof=1) / np.sqrt(len(samples))) if len(samples) > 1 else np.nan

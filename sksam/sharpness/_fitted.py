@@ -20,10 +20,15 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._hvp import check_count, eval_mode
+
 #: The parameters of these torch modules are "normalization parameters" for
 #: the filter-normalized directions of Li et al. (2018) (names, so that torch
 #: is imported only when a net is read).
 _NORM_LAYERS = ("_NormBase", "LayerNorm", "GroupNorm", "LocalResponseNorm", "RMSNorm")
+
+#: The values ``by`` takes: one group of all the parameters, or one per layer.
+BY = ("model", "layer")
 
 
 class FittedLoss:
@@ -124,8 +129,6 @@ class FittedLoss:
         None
             Inside the block the module is in eval mode.
         """
-        from ._hvp import eval_mode
-
         with eval_mode(self.module):
             yield
 
@@ -185,6 +188,19 @@ def fitted_loss(estimator, X, y, *, sample_weight=None, max_samples=None, random
         "model is read from SAMKernel*, SAMTwoLayer* and SAMNet* estimators (or a "
         "Pipeline / TransformedTargetRegressor ending with one)."
     )
+
+
+def read_loss(estimator, X, y, by, n_seeds, random_state, max_samples, sample_weight=None):
+    """Check ``by`` and ``n_seeds``; the :func:`fitted_loss`, its groups by ``by``, the rng."""
+    if by not in BY:
+        raise ValueError(f"by must be one of {', '.join(map(repr, BY))}; got {by!r}.")
+    check_count("n_seeds", n_seeds)
+    rng = check_random_state(random_state)
+    loss = fitted_loss(
+        estimator, X, y, sample_weight=sample_weight, max_samples=max_samples, random_state=rng
+    )
+    groups = {"model": list(range(len(loss.params)))} if by == "model" else loss.groups
+    return loss, groups, rng
 
 
 def _unwrap(estimator, X, y):

@@ -1,15 +1,10 @@
 """Sharpness of a torch loss by Hessian-vector products.
 
-Every function here takes the same two things:
-
-``loss_fn``
-    A callable with no arguments that returns the **mean** training loss
-    ``L(w)`` as a scalar tensor, computed from the *current* values of
-    ``params`` (so perturbing the parameters in place changes what it returns).
-    The Hessian of a summed loss is ``n`` times the one measured here.
-``params``
-    The list of tensors ``w`` (with ``requires_grad=True``) the Hessian is
-    taken with respect to, as one flat vector in the order given.
+Every function here takes the ``loss_fn`` and ``params`` of
+:data:`LOSS_FN_PARAMS_DOC`: ``loss_fn`` reads the *current* values of the
+tensors ``w`` of ``params`` (so perturbing them in place changes what it
+returns), the Hessian of a summed loss is ``n`` times the one measured here,
+and ``params`` are one flat vector in the order given.
 
 Hessian-vector products ``H v`` use double back-propagation
 (Pearlmutter, 1994): the gradient ``g(w)`` is built once with
@@ -46,6 +41,32 @@ from sklearn.utils import check_random_state
 #: Methods accepted by :func:`top_hessian_eigenvalue`.
 EIGEN_METHODS = ("lanczos", "power")
 
+#: The ``loss_fn`` and ``params`` entries of every function of a torch loss.
+LOSS_FN_PARAMS_DOC = """loss_fn : callable
+        ``loss_fn()`` returns the **mean** training loss as a scalar tensor,
+        computed from the current values of ``params``.
+    params : list of torch.Tensor
+        Parameters with ``requires_grad=True`` (each counted once);
+        {fate}."""
+
+#: The loss the examples measure: ``w^T diag(1, 4, 2) w / 2`` at ``w = 0``.
+DIAGONAL_LOSS_EXAMPLE = """>>> import torch
+    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
+    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)"""
+
+
+def shared_doc(fate):
+    """Fill a docstring's ``{loss_fn_params}`` (with ``fate``) and ``{diagonal_loss_example}``."""
+
+    def substitute(function):
+        if function.__doc__ is not None:  # None under python -OO
+            doc = function.__doc__.replace("{diagonal_loss_example}", DIAGONAL_LOSS_EXAMPLE)
+            function.__doc__ = doc.replace("{loss_fn_params}", LOSS_FN_PARAMS_DOC.format(fate=fate))
+        return function
+
+    return substitute
+
 
 # --------------------------------------------------------------------------
 # flat vectors and Hessian-vector products
@@ -61,25 +82,16 @@ def check_params(params):
     eigenvalue of ``[w, w]`` would be twice that of ``[w]``). Later copies
     are dropped, keeping the first one's place in the order.
     """
-    params = list(params)
+    params = list({id(p): p for p in params}.values())
     if not params:
         raise ValueError("params is empty: there is nothing to take a Hessian of.")
-    unique, seen = [], set()
     for p in params:
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        unique.append(p)
         if not p.requires_grad:
             raise ValueError(
                 "every tensor in params must have requires_grad=True; got one of "
                 f"shape {tuple(p.shape)} without it."
             )
-    return unique
-
-
-def n_params(params):
-    return sum(p.numel() for p in params)
+    return params
 
 
 def split_vector(vector, params):
@@ -120,22 +132,18 @@ class HessianOperator:
 
     The gradient graph is built once (the parameters do not move while the
     operator is used), and every product back-propagates through it again.
+    ``params`` are checked by :func:`check_params` first.
     """
 
     def __init__(self, loss_fn, params):
         import torch
 
-        self.params = params
+        self.params = params = check_params(params)
+        self.size = sum(p.numel() for p in params)
         with torch.enable_grad():
             loss = loss_fn()
             check_loss(loss)
             self.grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-        self.loss = loss.detach()
-
-    @property
-    def gradient(self):
-        """The gradient at ``params`` as a flat float64 vector."""
-        return flatten_like([None if g is None else g.detach() for g in self.grads], self.params)
 
     def __call__(self, vector):
         import torch
@@ -151,6 +159,10 @@ class HessianOperator:
             g_dot_v = sum((pairs[i][0] * pairs[i][1]).sum() for i in used)
             hv = torch.autograd.grad(g_dot_v, self.params, retain_graph=True, allow_unused=True)
         return flatten_like(hv, self.params)
+
+    def probe(self, rng, *, rademacher=False):
+        """A seeded :func:`random_vector` of the size of ``params``."""
+        return random_vector(rng, self.size, self.params[0], rademacher=rademacher)
 
 
 def check_loss(loss):
@@ -170,6 +182,7 @@ def check_loss(loss):
 # --------------------------------------------------------------------------
 
 
+@shared_doc("not modified")
 def top_hessian_eigenvalue(
     loss_fn, params, *, max_iter=100, tol=1e-6, random_state=None, method="lanczos"
 ):
@@ -203,11 +216,7 @@ def top_hessian_eigenvalue(
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current values of ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``. Not modified.
+    {loss_fn_params}
     max_iter : int, default=100
         Maximum number of Hessian-vector products (Lanczos steps; for
         ``'power'``, per power-iteration phase).
@@ -234,10 +243,7 @@ def top_hessian_eigenvalue(
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    {diagonal_loss_example}
     >>> round(top_hessian_eigenvalue(loss_fn, [w], random_state=0), 6)
     4.0
     """
@@ -246,9 +252,8 @@ def top_hessian_eigenvalue(
             f"Unknown method {method!r}; expected one of {', '.join(map(repr, EIGEN_METHODS))}."
         )
     check_iterations(max_iter, tol)
-    params = check_params(params)
     hvp = HessianOperator(loss_fn, params)
-    start = random_vector(check_random_state(random_state), n_params(params), params[0])
+    start = hvp.probe(check_random_state(random_state))
     if method == "lanczos":  # full reorthogonalization; the largest Ritz value
         alphas, betas = lanczos(hvp, start, max_iter, tol, k=1)
         return float(ritz_values(alphas, betas, k=1)[0][0])
@@ -260,9 +265,15 @@ def top_hessian_eigenvalue(
     return float(_power_iteration(hvp, start, max_iter, tol, shift=shift) - shift)
 
 
+def check_count(name, value, *, minimum=1):
+    """Raise a ``ValueError`` unless ``value`` is an integer ``>= minimum`` (1 or 0)."""
+    if not (isinstance(value, (int, np.integer)) and value >= minimum):
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{name} must be a {kind} integer; got {value!r}.")
+
+
 def check_iterations(max_iter, tol):
-    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
-        raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
+    check_count("max_iter", max_iter)
     if not tol >= 0:
         raise ValueError(f"tol must be non-negative; got {tol!r}.")
 
@@ -316,13 +327,18 @@ def lanczos(hvp, start, max_iter, tol, *, k=1):
     return alphas, betas
 
 
-def ritz_values(alphas, betas, *, k=1):
-    """The ``k`` largest Ritz values of ``T`` (descending) and their residual bounds."""
+def tridiagonal_eigh(alphas, betas):
+    """Eigenvalues (ascending) and eigenvectors of the ``T`` of :func:`lanczos`."""
     from scipy.linalg import eigh_tridiagonal
 
-    if len(alphas) == 1:
-        return np.array(alphas[:1]), np.array([abs(betas[0])])
-    values, vectors = eigh_tridiagonal(np.array(alphas), np.array(betas[:-1]))
+    if len(alphas) == 1:  # T = [alpha]
+        return np.array(alphas), np.ones((1, 1))
+    return eigh_tridiagonal(np.array(alphas), np.array(betas[:-1]))
+
+
+def ritz_values(alphas, betas, *, k=1):
+    """The ``k`` largest Ritz values of ``T`` (descending) and their residual bounds."""
+    values, vectors = tridiagonal_eigh(alphas, betas)
     top = np.arange(len(values) - 1, max(len(values) - 1 - k, -1), -1)
     return values[top], np.abs(betas[-1] * vectors[-1, top])
 
@@ -351,6 +367,7 @@ def _power_iteration(hvp, start, max_iter, tol, *, shift):
 # --------------------------------------------------------------------------
 
 
+@shared_doc("not modified")
 def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_std=False):
     r"""Hutchinson estimate of the trace of the Hessian of the mean loss.
 
@@ -365,11 +382,7 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current values of ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``. Not modified.
+    {loss_fn_params}
     n_probes : int, default=100
         Number of probes ``m`` (one Hessian-vector product each).
     random_state : int, RandomState instance or None, default=None
@@ -388,37 +401,34 @@ def hessian_trace(loss_fn, params, *, n_probes=100, random_state=None, return_st
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    {diagonal_loss_example}
     >>> hessian_trace(loss_fn, [w], n_probes=10, random_state=0)  # exact: diagonal
     7.0
     """
-
-    if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
-        raise ValueError(f"n_probes must be a positive integer; got {n_probes!r}.")
+    check_count("n_probes", n_probes)
     terms = trace_terms(loss_fn, params, n_probes=n_probes, random_state=random_state)
     trace = float(terms.mean())
     if not return_std:
         return trace
-    std = float(terms.std(ddof=1) / np.sqrt(n_probes)) if n_probes > 1 else float("nan")
-    return trace, std
+    return trace, standard_error(terms)
 
 
 def trace_terms(loss_fn, params, *, n_probes=100, random_state=None):
     """The ``n_probes`` Hutchinson terms ``z_k^T H z_k`` (their mean estimates the trace)."""
     import torch
 
-    params = check_params(params)
     hvp = HessianOperator(loss_fn, params)
     rng = check_random_state(random_state)
-    n = n_params(params)
     terms = []
     for _ in range(n_probes):
-        z = random_vector(rng, n, params[0], rademacher=True)
+        z = hvp.probe(rng, rademacher=True)
         terms.append(torch.dot(z, hvp(z)))
     return torch.stack(terms).cpu().numpy()
+
+
+def standard_error(terms):
+    """The standard error of the mean of ``terms`` (``nan`` for a single term)."""
+    return float(np.std(terms, ddof=1) / np.sqrt(len(terms))) if len(terms) > 1 else float("nan")
 
 
 # --------------------------------------------------------------------------
@@ -426,25 +436,15 @@ def trace_terms(loss_fn, params, *, n_probes=100, random_state=None):
 # --------------------------------------------------------------------------
 
 
-def loss_and_gradient(loss_fn, params, *, gradient=True):
-    """``L`` (a float) and, if asked, ``grad L`` (flat float64) at ``params``."""
+def loss_and_gradient(loss_fn, params):
+    """``L`` (a float) and ``grad L`` (flat float64) at ``params``."""
     import torch
 
     with torch.enable_grad():
         loss = loss_fn()
         check_loss(loss)
-        if not gradient:
-            return loss.item(), None
         grads = torch.autograd.grad(loss, params, allow_unused=True)
     return loss.item(), flatten_like(grads, params)
-
-
-def restore_params(params, saved):
-    import torch
-
-    with torch.no_grad():
-        for p, original in zip(params, saved):
-            p.copy_(original)
 
 
 # --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ quadratic form in :func:`~sksam.sharpness.quadratic_sharpness`) makes every
 estimator's ``sharpness`` parameter accept the name with no edit there.
 """
 
-from ._hvp import eval_mode, hessian_trace, top_hessian_eigenvalue
+from ._hvp import eval_mode, hessian_trace, shared_doc, top_hessian_eigenvalue
 from ._perturbation import (
     adaptive_rho_sharpness,
     average_sharpness,
@@ -98,6 +98,7 @@ def check_measure(measure, *, classifier=None):
         )
 
 
+@shared_doc("left exactly as they were")
 def torch_sharpness(
     loss_fn, params, measure, *, rho=None, module=None, random_state=None, logits_fn=None, **options
 ):
@@ -118,11 +119,7 @@ def torch_sharpness(
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the **mean** training loss (the reduction every
-        measure refers to) as a scalar tensor, from the current ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``; left exactly as they were.
+    {loss_fn_params}
     measure : str
         A name of :data:`MEASURES`, see :mod:`sksam.sharpness`.
     rho : float, optional
@@ -148,10 +145,7 @@ def torch_sharpness(
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    {diagonal_loss_example}
     >>> torch_sharpness(loss_fn, [w], "trace", random_state=0)
     7.0
     """
@@ -172,6 +166,7 @@ def torch_sharpness(
         return float(function(loss_fn, params, rho, random_state=random_state, **options))
 
 
+@shared_doc("left exactly as they were")
 def measure_sharpness(
     measure, loss_fn, params, *, rho, random_state, module=None, logits_fn=None, **options
 ):
@@ -186,11 +181,7 @@ def measure_sharpness(
     measure : str or None
         A name of :data:`MEASURES`; None returns None (the estimator's
         ``sharpness=None``).
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``; left as they were.
+    {loss_fn_params}
     rho : float
         The estimator's radius, used by every measure but
         ``'top_eigenvalue'`` and ``'trace'``.

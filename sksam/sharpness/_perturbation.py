@@ -29,19 +29,28 @@ References
    ICML 2023.
 """
 
+import contextlib
+
 import numpy as np
 from sklearn.utils import check_random_state
 
 from ._hvp import (
+    check_count,
+    check_loss,
     check_params,
     flatten_like,
     loss_and_gradient,
     random_vector,
-    restore_params,
+    shared_doc,
     split_vector,
+    standard_error,
 )
 
+#: What becomes of the parameters, in the shared ``params`` entry.
+_MOVED = "moved while the loss is evaluated and restored bit for bit"
 
+
+@shared_doc(_MOVED)
 def rho_sharpness(loss_fn, params, rho, *, max_iter=20, n_restarts=0, random_state=None):
     r"""Compute SAM's rho-sharpness ``max_{||e|| <= rho} L(w + e) - L(w)``, from below.
 
@@ -71,12 +80,7 @@ def rho_sharpness(loss_fn, params, rho, *, max_iter=20, n_restarts=0, random_sta
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current values of ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``; moved while the loss is
-        evaluated and restored bit for bit.
+    {loss_fn_params}
     rho : float
         Radius of the ball, ``rho >= 0`` (Euclidean norm over all
         parameters together).
@@ -95,10 +99,7 @@ def rho_sharpness(loss_fn, params, rho, *, max_iter=20, n_restarts=0, random_sta
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # Hessian diag(1, 4, 2)
+    {diagonal_loss_example}
     >>> value = rho_sharpness(loss_fn, [w], rho=0.1, random_state=0)
     >>> round(value, 6)  # 4 * 0.1**2 / 2, along the top eigenvector
     0.02
@@ -106,6 +107,7 @@ def rho_sharpness(loss_fn, params, rho, *, max_iter=20, n_restarts=0, random_sta
     return _worst_case(loss_fn, params, rho, None, max_iter, n_restarts, random_state)
 
 
+@shared_doc(_MOVED)
 def adaptive_rho_sharpness(
     loss_fn, params, rho, *, eta=0.0, max_iter=20, n_restarts=0, random_state=None
 ):
@@ -127,12 +129,7 @@ def adaptive_rho_sharpness(
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current values of ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``; moved while the loss is
-        evaluated and restored bit for bit.
+    {loss_fn_params}
     rho : float
         Radius of the ball in ``u = e / c``, ``rho >= 0``.
     eta : float, default=0.0
@@ -167,6 +164,7 @@ def adaptive_rho_sharpness(
     return _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state)
 
 
+@shared_doc(_MOVED)
 def average_sharpness(
     loss_fn,
     params,
@@ -193,12 +191,7 @@ def average_sharpness(
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor,
-        computed from the current values of ``params``.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True``; moved while the loss is
-        evaluated and restored bit for bit.
+    {loss_fn_params}
     rho : float
         Standard deviation of the perturbation (relative to ``c``), ``>= 0``.
     adaptive : bool, default=False
@@ -222,12 +215,9 @@ def average_sharpness(
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()  # trace 7
+    {diagonal_loss_example}
     >>> value = average_sharpness(loss_fn, [w], 0.1, n_samples=2000, random_state=0)
-    >>> abs(value - 0.1**2 / 2 * 7) < 1e-3
+    >>> abs(value - 0.1**2 / 2 * 7) < 1e-3  # rho**2 / 2 * trace
     True
     """
     _check_average(rho, eta, n_samples)
@@ -246,8 +236,7 @@ def average_sharpness(
     value = float(terms.mean())
     if not return_std:
         return value
-    std = float(terms.std(ddof=1) / np.sqrt(n_samples)) if n_samples > 1 else float("nan")
-    return value, std
+    return value, standard_error(terms)
 
 
 def average_terms(
@@ -262,20 +251,16 @@ def average_terms(
     _check_average(rho, eta, n_samples)
     params = check_params(params)
     rng = check_random_state(random_state)
-    saved = [p.detach().clone() for p in params]
-    flat = flatten_like(saved, params)
-    scale = flat.abs() + eta if adaptive else torch.ones_like(flat)
     terms = []
-    try:
-        with torch.no_grad():
-            base = _value_at(loss_fn, params, saved)
-            for _ in range(n_samples):
-                e = rho * scale * random_vector(rng, flat.numel(), params[0])
-                plus = _value_at(loss_fn, params, saved, e)
-                minus = _value_at(loss_fn, params, saved, -e)
-                terms.append(0.5 * (plus + minus) - base)
-    finally:
-        restore_params(params, saved)
+    with _restoring(params) as saved, torch.no_grad():
+        flat = flatten_like(saved, params)
+        scale = flat.abs() + eta if adaptive else torch.ones_like(flat)
+        base = _value_at(loss_fn, params, saved)
+        for _ in range(n_samples):
+            e = rho * scale * random_vector(rng, flat.numel(), params[0])
+            plus = _value_at(loss_fn, params, saved, e)
+            minus = _value_at(loss_fn, params, saved, -e)
+            terms.append(0.5 * (plus + minus) - base)
     return np.asarray(terms)
 
 
@@ -348,8 +333,7 @@ def _check_average(rho, eta, n_samples):
     _check_radius(rho)
     if not eta >= 0:
         raise ValueError(f"eta must be non-negative; got {eta!r}.")
-    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
-        raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+    check_count("n_samples", n_samples)
 
 
 def _check_radius(rho):
@@ -364,9 +348,8 @@ def _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state)
     import torch
 
     _check_radius(rho)
-    for name, value in (("max_iter", max_iter), ("n_restarts", n_restarts)):
-        if not (isinstance(value, (int, np.integer)) and value >= 0):
-            raise ValueError(f"{name} must be a non-negative integer; got {value!r}.")
+    check_count("max_iter", max_iter, minimum=0)
+    check_count("n_restarts", n_restarts, minimum=0)
     params = check_params(params)
     if rho == 0:
         return 0.0
@@ -379,16 +362,13 @@ def _worst_case(loss_fn, params, rho, scale, max_iter, n_restarts, random_state)
         # isotropic in u (so a rescaling that keeps c * u keeps the start too),
         # on the coordinates that can move
         starts.append(random_vector(rng, grad.numel(), params[0]) * (scale > 0))
-    saved = [p.detach().clone() for p in params]
     best = 0.0  # e = 0 is in the ball
-    try:
+    with _restoring(params) as saved:
         for start in starts:
             if torch.linalg.vector_norm(start).item() == 0.0:  # every c_i = 0
                 continue
             u = rho * start / torch.linalg.vector_norm(start)
             best = max(best, _ascent(loss_fn, params, saved, scale, u, rho, max_iter) - base_loss)
-    finally:
-        restore_params(params, saved)
     return float(best)
 
 
@@ -420,13 +400,25 @@ def _loss_and_gradient_at(loss_fn, params, saved, e):
 
 def _value_at(loss_fn, params, saved, e=None):
     """``L(w + e)`` (``L(w)`` with ``e`` None, the parameters left where they are)."""
-    from ._hvp import check_loss
-
     if e is not None:
         _move(params, saved, e)
     loss = loss_fn()
     check_loss(loss)
     return loss.item()
+
+
+@contextlib.contextmanager
+def _restoring(params):
+    """Copies of ``params`` (``w``), copied back bit for bit on leaving, even after an error."""
+    import torch
+
+    saved = [p.detach().clone() for p in params]
+    try:
+        yield saved
+    finally:
+        with torch.no_grad():
+            for p, original in zip(params, saved):
+                p.copy_(original)
 
 
 def _move(params, saved, e):

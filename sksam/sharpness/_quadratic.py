@@ -152,8 +152,8 @@ def quadratic_sharpness(
     if measure == "trace":
         return float(gradient.shape[1] * eigenvalues.sum())
     rho = _check_rho(rho, measure)
-    if measure == "rho":
-        return _rho_sharpness(eigenvalues, gradient, rho)
+    if measure == "rho":  # k outputs sharing H: k copies of each eigenvalue, one per column
+        return _trust_region_max(np.repeat(eigenvalues, gradient.shape[1]), gradient.ravel(), rho)
     if measure == "average":
         return float(0.5 * rho**2 * gradient.shape[1] * eigenvalues.sum())
     U, scale = _check_adaptive(weights, eigenvectors, eta, eigenvalues, gradient, measure)
@@ -296,12 +296,6 @@ def _check_rho(rho, measure):
     if not isinstance(rho, numbers.Real) or not np.isfinite(rho) or rho < 0:
         raise ValueError(f"rho must be a finite number >= 0, got {rho!r}.")
     return float(rho)
-
-
-def _rho_sharpness(eigenvalues, gradient, rho):
-    """``max_{||e|| <= rho} g.e + e.H.e / 2`` for ``k`` outputs sharing ``H``."""
-    # k outputs sharing H: k copies of each eigenvalue, one per gradient column.
-    return _trust_region_max(np.repeat(eigenvalues, gradient.shape[1]), gradient.ravel(), rho)
 
 
 def _trust_region_max(lam, g, rho):

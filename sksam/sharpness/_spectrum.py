@@ -29,17 +29,19 @@ References
 import numpy as np
 from sklearn.utils import check_random_state
 
+from ._fitted import read_loss
 from ._hvp import (
     HessianOperator,
+    check_count,
     check_iterations,
-    check_params,
     lanczos,
-    n_params,
-    random_vector,
     ritz_values,
+    shared_doc,
+    tridiagonal_eigh,
 )
 
 
+@shared_doc("not modified")
 def top_hessian_eigenvalues(loss_fn, params, k=5, *, max_iter=200, tol=1e-6, random_state=None):
     """The ``k`` largest (signed) eigenvalues of the Hessian of the mean loss.
 
@@ -52,10 +54,7 @@ def top_hessian_eigenvalues(loss_fn, params, k=5, *, max_iter=200, tol=1e-6, ran
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True`` (each counted once).
+    {loss_fn_params}
     k : int, default=5
         How many eigenvalues.
     max_iter : int, default=200
@@ -79,25 +78,21 @@ def top_hessian_eigenvalues(loss_fn, params, k=5, *, max_iter=200, tol=1e-6, ran
     >>> top_hessian_eigenvalues(loss_fn, [w], k=3, random_state=0).round(6).tolist()
     [4.0, 2.0, 1.0]
     """
-    if not (isinstance(k, (int, np.integer)) and k >= 1):
-        raise ValueError(f"k must be a positive integer; got {k!r}.")
+    check_count("k", k)
     check_iterations(max_iter, tol)
-    params = check_params(params)
     hvp = HessianOperator(loss_fn, params)
-    start = random_vector(check_random_state(random_state), n_params(params), params[0])
+    start = hvp.probe(check_random_state(random_state))
     alphas, betas = lanczos(hvp, start, max_iter, tol, k=k)
     return ritz_values(alphas, betas, k=k)[0]
 
 
+@shared_doc("not modified")
 def hessian_spectrum(loss_fn, params, *, n_iter=80, n_probes=5, random_state=None):
     """Stochastic Lanczos quadrature of the Hessian's spectral density.
 
     Parameters
     ----------
-    loss_fn : callable
-        ``loss_fn()`` returns the mean training loss as a scalar tensor.
-    params : list of torch.Tensor
-        Parameters with ``requires_grad=True`` (each counted once).
+    {loss_fn_params}
     n_iter : int, default=80
         Lanczos steps per probe (``m``; fewer when the Krylov space is
         exhausted, as it is after ``n`` steps for ``n`` parameters).
@@ -119,34 +114,22 @@ def hessian_spectrum(loss_fn, params, *, n_iter=80, n_probes=5, random_state=Non
 
     Examples
     --------
-    >>> import torch
-    >>> w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> h = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
-    >>> loss_fn = lambda: 0.5 * (h * w**2).sum()
+    {diagonal_loss_example}
     >>> nodes, weights = hessian_spectrum(loss_fn, [w], n_probes=1, random_state=0)
     >>> nodes[0].round(6).tolist(), weights[0].round(6).tolist()  # each 1/3: Rademacher
     ([1.0, 2.0, 4.0], [0.333333, 0.333333, 0.333333])
     """
-    from scipy.linalg import eigh_tridiagonal
-
     check_iterations(n_iter, 0.0)
-    if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
-        raise ValueError(f"n_probes must be a positive integer; got {n_probes!r}.")
-    params = check_params(params)
+    check_count("n_probes", n_probes)
     hvp = HessianOperator(loss_fn, params)
     rng = check_random_state(random_state)
-    n = n_params(params)
     nodes, weights = [], []
     for _ in range(n_probes):
-        probe = random_vector(rng, n, params[0], rademacher=True)
+        probe = hvp.probe(rng, rademacher=True)
         alphas, betas = lanczos(hvp, probe, n_iter, None)
-        if len(alphas) == 1:
-            theta, first = np.array(alphas), np.ones(1)
-        else:
-            theta, S = eigh_tridiagonal(np.array(alphas), np.array(betas[:-1]))
-            first = S[0]
+        theta, S = tridiagonal_eigh(alphas, betas)
         nodes.append(theta)
-        weights.append(first**2)
+        weights.append(S[0] ** 2)
     return nodes, weights
 
 
@@ -343,16 +326,7 @@ def estimator_spectrum(
     >>> spectrum.exact, spectrum.top_eigenvalues[0].round(3).tolist()
     (True, [0.995, 0.002])
     """
-    from ._estimator import BY
-    from ._fitted import fitted_loss
-
-    if by not in BY:
-        raise ValueError(f"by must be one of {', '.join(map(repr, BY))}; got {by!r}.")
-    if not (isinstance(n_seeds, (int, np.integer)) and n_seeds >= 1):
-        raise ValueError(f"n_seeds must be a positive integer; got {n_seeds!r}.")
-    rng = check_random_state(random_state)
-    loss = fitted_loss(estimator, X, y, max_samples=max_samples, random_state=rng)
-    groups = {"model": list(range(len(loss.params)))} if by == "model" else loss.groups
+    loss, groups, rng = read_loss(estimator, X, y, by, n_seeds, random_state, max_samples)
     fields = {"top_eigenvalues": [], "top_stderr": [], "nodes": [], "weights": []}
     for indices in groups.values():
         if loss.kind == "quadratic":
