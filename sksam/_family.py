@@ -57,6 +57,7 @@ from ._update_rules import (
     check_real,
     dot,
     inherit_docstrings,
+    present_pairs,
 )
 
 __all__ = [
@@ -75,14 +76,6 @@ __all__ = [
 ]
 
 
-def _pairs(params, first_grads):
-    """``(g, g_s)`` lists over the parameters that have both gradients."""
-    pairs = [
-        (g, p.grad) for p, g in zip(params, first_grads) if g is not None and p.grad is not None
-    ]
-    return [g for g, _ in pairs], [s for _, s in pairs]
-
-
 @inherit_docstrings
 class CombiningRule(SAMRule):
     """A rule whose descent gradient combines ``g`` (at ``w``) and ``g_s`` (at ``w + e``)."""
@@ -90,7 +83,8 @@ class CombiningRule(SAMRule):
     needs_first_gradient = True
 
     def descent(self, params, first_grads):
-        self.combine_(*_pairs(params, first_grads))
+        # (g, g_s) over the parameters that have both gradients
+        self.combine_(*present_pairs(first_grads, [p.grad for p in params]))
 
     def combine_(self, first, second):
         """Turn ``second`` (``g_s``) into the rule's descent gradient ``g_d``.
@@ -138,12 +132,11 @@ class GSAM(CombiningRule):
     ...           rho_schedule=ProportionalRho(rho_min=0.01))
     """
 
+    _param_names = ("alpha",)
+
     def __init__(self, alpha=0.4):
         check_real("alpha", alpha, 0.0, 1.0)
         self.alpha = alpha
-
-    def get_params(self, deep=True):
-        return {"alpha": self.alpha}
 
     @torch.no_grad()
     def combine_(self, first, second):
@@ -183,12 +176,11 @@ class WSAM(CombiningRule):
     >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, rule=WSAM(0.9))
     """
 
+    _param_names = ("gamma",)
+
     def __init__(self, gamma=0.9):
         check_real("gamma", gamma, 0.0, 1.0, closed_high=False)
         self.gamma = gamma
-
-    def get_params(self, deep=True):
-        return {"gamma": self.gamma}
 
     @property
     def weight(self):
@@ -238,14 +230,13 @@ class FriendlySAM(SAMRule):
     >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, rule=FriendlySAM())
     """
 
+    _param_names = ("sigma", "lmbda")
+
     def __init__(self, sigma=1.0, lmbda=0.9):
         check_real("sigma", sigma, 0.0, math.inf, closed_high=False)
         check_real("lmbda", lmbda, 0.0, 1.0, closed_high=False)
         self.sigma, self.lmbda = sigma, lmbda
         self.m = None
-
-    def get_params(self, deep=True):
-        return {"sigma": self.sigma, "lmbda": self.lmbda}
 
     def perturbation(self, solver, radii, params, grads, *, adaptive=None, eta=ASAM_ETA):
         directions = self.ascent(grads)
@@ -346,6 +337,8 @@ class BayesianSAM(SeededGenerator, SAMRule):
     #: The update is not homogeneous in the loss scale of float16 training.
     supports_loss_scaling = False
 
+    _param_names = ("num_data", "betas", "prior_precision", "damping", "init_precision", "seed")
+
     def __init__(
         self,
         num_data,
@@ -369,16 +362,6 @@ class BayesianSAM(SeededGenerator, SAMRule):
         self.init_precision, self.seed = init_precision, seed
         self.s = self.g_m = None
         self._gen = None
-
-    def get_params(self, deep=True):
-        return {
-            "num_data": self.num_data,
-            "betas": self.betas,
-            "prior_precision": self.prior_precision,
-            "damping": self.damping,
-            "init_precision": self.init_precision,
-            "seed": self.seed,
-        }
 
     def _state_for(self, params):
         if self.s is None or len(self.s) != len(params):
@@ -536,6 +519,8 @@ class ProportionalRho(RhoSchedule):
     ...           rho_schedule=ProportionalRho(rho_min=0.01))
     """
 
+    _param_names = ("rho_min", "lr_max", "lr_min")
+
     def __init__(self, rho_min=0.0, lr_max=None, lr_min=0.0):
         check_real("rho_min", rho_min, 0.0, math.inf, closed_high=False)
         check_real("lr_min", lr_min, 0.0, math.inf, closed_high=False)
@@ -544,9 +529,6 @@ class ProportionalRho(RhoSchedule):
         super().__init__()
         self.rho_min, self.lr_max, self.lr_min = rho_min, lr_max, lr_min
         self.first_lr = {}
-
-    def get_params(self, deep=True):
-        return {"rho_min": self.rho_min, "lr_max": self.lr_max, "lr_min": self.lr_min}
 
     def start(self, group_index, group):
         # the group's learning rate at the first step, for lr_max=None
@@ -589,13 +571,12 @@ class WarmupRho(RhoSchedule):
     ...           rho_schedule=WarmupRho(50))
     """
 
+    _param_names = ("steps",)
+
     def __init__(self, steps=100):
         check_int("steps", steps, 1)
         super().__init__()
         self.steps = steps
-
-    def get_params(self, deep=True):
-        return {"steps": self.steps}
 
     def radius(self, rho, lr, group_index):
         return rho * min(1.0, self.t / self.steps)

@@ -673,18 +673,13 @@ class SAMStepMixin:
     def train_step(self, batch, **fit_params):
         """One optimizer step, with skorch's per-batch work done once, not per pass.
 
-        skorch's own ``train_step`` hands the optimizer a closure that does
-        all of its bookkeeping (zeroing through skorch, the step accumulator,
-        ``on_grad_computed``) at every call, so twice per SAM step. Here the
-        closure only computes: it clears the gradients, runs the module and
-        the criterion on the batch (under autocast for ``precision``
-        'bfloat16' or 'float16', or the accelerator's) and calls
-        ``backward`` (through the loss scaler for 'float16', through
-        ``accelerator.backward`` under Accelerate), the same in both passes.
-        The step returns the first pass's loss and prediction, at the
-        unperturbed weights: ``history`` records that loss as
-        ``train_loss``. With ``m > 1`` the batch is split into ``m`` chunks,
-        each with its own perturbation (``SAM.step_chunks``).
+        The closure only computes: it clears the gradients, runs the module
+        and the criterion on the batch under :meth:`StepPlan.autocast` and
+        calls :meth:`StepPlan.backward`, the same in both passes. The step
+        returns the first pass's loss and prediction, at the unperturbed
+        weights: ``history`` records that loss as ``train_loss``. With
+        ``m > 1`` the batch is split into ``m`` chunks, each with its own
+        perturbation (``SAM.step_chunks``).
 
         ``on_grad_computed`` is notified once per step, with the gradient
         the base optimizer is about to use: after the second pass for SAM
@@ -916,23 +911,12 @@ class PlainSkorchSAMRegressor(SAMStepMixin, NeuralNetRegressor):
 
 
 class AcceleratedSAMMixin:
-    """skorch's ``AccelerateMixin`` with SAM's two passes done right.
+    """skorch's ``AccelerateMixin`` with SAM's two passes done right ('accelerate' overrides).
 
-    skorch's ``AccelerateMixin`` (``skorch.hf``) prepares the module, the
-    criterion, the optimizer, the data loaders and the ``LRScheduler``
-    policies with the accelerator, and unwraps the module after training;
-    all of that is kept. Its training step is replaced by
-    :meth:`SAMNetMixin.train_step`, as skorch's cannot run SAM (its
-    ``_step_optimizer`` calls ``optimizer.step()`` without a closure): our
-    closure runs the prepared module under ``accelerator.autocast()`` and
-    calls ``accelerator.backward`` (which all-reduces the gradient under
-    DDP and scales it under float16), and :class:`SAM` steps with the
-    accelerator's ``GradScaler``. So ``AccelerateMixin.train_step`` (and
-    its ``accelerator.accumulate`` context), ``train_step_single`` and
-    ``_step_optimizer`` are not used. ``_initialize_accelerator`` leaves
-    parameterless criteria unprepared (DistributedDataParallel refuses them)
-    and hands SAM the prepared (DDP-wrapped) module, whose ``no_sync`` the
-    per-worker ascent (``optimizer__ascent='local'``) needs.
+    Everything ``AccelerateMixin`` prepares and unwraps is kept; its training
+    step, which calls ``optimizer.step()`` without a closure, gives way to
+    :meth:`SAMStepMixin.train_step` (the user guide, :doc:`/distributed`, says
+    what that keeps and changes).
     """
 
     def _initialize_accelerator(self):
@@ -963,8 +947,8 @@ class AcceleratedSAMMixin:
             if isinstance(callback, LRScheduler):
                 callback.policy_ = prepare(callback.policy_)
         self._wrapped_with_accelerator = True
-        sam = sam_of(self.optimizer_)
-        if sam is not None:
+        sam = closure_optimizer_of(self.optimizer_)
+        if isinstance(sam, SAM):
             sam.model = self.module_  # the prepared module: DDP's no_sync
         return self
 
@@ -1067,12 +1051,6 @@ def closure_optimizer_of(optimizer):
 def gradient_passes(optimizer):
     """Closure calls per step of a :func:`closure_optimizer_of` optimizer."""
     return 2 if isinstance(optimizer, SAM) and optimizer.perturbs() else 1
-
-
-def sam_of(optimizer):
-    """The :class:`SAM` behind ``optimizer`` (Accelerate wraps it), or None."""
-    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
-    return inner if isinstance(inner, SAM) else None
 
 
 @functools.cache

@@ -217,6 +217,12 @@ def normalized_step(directions, rho, norm_of=None):
     return [None if d is None or r == 0 else d * scales[r] for d, r in zip(directions, rho)]
 
 
+def present_pairs(a, b):
+    """The entries of ``a`` and ``b`` where both are present (not ``None``), as two lists."""
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
 def dot(a, b):
     """``sum_i a_i . b_i`` over the pairs where both are present (a 0-d tensor)."""
     import torch
@@ -313,6 +319,9 @@ def inherit_docstrings(cls):
 class Spec:
     """A specification copied by each user: ``repr``, equality, ``get_params``, state."""
 
+    #: The constructor's arguments, each stored under its own name (:meth:`get_params`).
+    _param_names = ()
+
     def get_params(self, deep=True):
         """The constructor arguments, as a dict (for ``repr`` and cloning).
 
@@ -327,7 +336,7 @@ class Spec:
         params : dict
             The arguments this object was built with.
         """
-        return {}
+        return {name: getattr(self, name) for name in self._param_names}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -638,13 +647,12 @@ class EveryK(Schedule):
     >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, schedule=EveryK(5))
     """
 
+    _param_names = ("k",)
+
     def __init__(self, k=5):
         check_int("k", k, 1)
         super().__init__()
         self.k = k
-
-    def get_params(self, deep=True):
-        return {"k": self.k}
 
     def plan(self):
         return self.t % self.k == 0
@@ -687,24 +695,22 @@ class LookSAM(EveryK):
     needs_first_gradient = True
     edits_plain_gradient = True
 
+    _param_names = ("k", "alpha")
+
     def __init__(self, k=5, alpha=0.7):
         super().__init__(k)
         check_real("alpha", alpha, 0.0, math.inf, closed_high=False)
         self.alpha = alpha
         self.g_v = None
 
-    def get_params(self, deep=True):
-        return {"k": self.k, "alpha": self.alpha}
-
     def after_sam(self, grads, sam_grads, finite=True):
         import torch
 
         if not finite:  # an overflowed pass (float16): keep the last g_v
             return
-        pairs = [(g, s) for g, s in zip(grads, sam_grads) if g is not None and s is not None]
-        if not pairs:
+        g, s = present_pairs(grads, sam_grads)
+        if not g:
             return
-        g, s = [g for g, _ in pairs], [s for _, s in pairs]
         coef = dot(s, g) / dot(g, g).clamp_min(GRAD_NORM_FLOOR**2)
         # g_v = g_s - (g_s.g / |g|^2) g, aligned with the parameters (None: no gradient)
         g_v = iter(torch._foreach_add(s, torch._foreach_mul(g, -coef)))
@@ -718,10 +724,9 @@ class LookSAM(EveryK):
 
         if self.g_v is None:
             return
-        pairs = [(g, v) for g, v in zip(grads, self.g_v) if g is not None and v is not None]
-        if not pairs:
+        g, v = present_pairs(grads, self.g_v)
+        if not g:
             return
-        g, v = [g for g, _ in pairs], [v for _, v in pairs]
         g_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(g)))
         v_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v)))
         if float(v_norm) == 0.0:
@@ -768,15 +773,14 @@ class RST(SeededGenerator, Schedule):
     >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, schedule=RST(0.5, seed=0))
     """
 
+    _param_names = ("p", "seed")
+
     def __init__(self, p=0.5, seed=0):
         check_real("p", p, 0.0, 1.0)
         check_int("seed", seed, 0)
         super().__init__()
         self.p, self.seed = p, seed
         self._gen = None
-
-    def get_params(self, deep=True):
-        return {"p": self.p, "seed": self.seed}
 
     def plan(self):
         import torch
@@ -835,6 +839,8 @@ class AESAM(Schedule):
 
     per_chunk_ok = False
 
+    _param_names = ("c", "delta", "total_steps")
+
     def __init__(self, c=0.0, delta=0.9, total_steps=None):
         pair = isinstance(c, (tuple, list))
         if pair:
@@ -855,9 +861,6 @@ class AESAM(Schedule):
         self.c = tuple(c) if pair else c
         self.delta, self.total_steps = delta, total_steps
         self.mean = self.var = 0.0
-
-    def get_params(self, deep=True):
-        return {"c": self.c, "delta": self.delta, "total_steps": self.total_steps}
 
     def threshold_c(self):
         """``c_t`` of the current step.

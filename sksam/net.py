@@ -339,6 +339,11 @@ def subsample(X, y, seed, max_samples):
     return X, y, rng
 
 
+def _net_view(name, doc, attribute=None):
+    """The read-only property ``name``: the fitted ``net_``'s ``attribute`` (or ``name``)."""
+    return property(lambda self: getattr(self._fitted_net(name), attribute or name), doc=doc)
+
+
 class _BaseSAMNet(EstimatorHooks, BaseEstimator):
     """What the classifier and the regressor share: parameters, training, sharpness.
 
@@ -567,30 +572,15 @@ class _BaseSAMNet(EstimatorHooks, BaseEstimator):
             )
         return self.net_
 
-    @property
-    def history_(self):
-        """skorch's ``History`` of the fitted net (``net_.history``), read-only."""
-        return self._fitted_net("history_").history
-
-    @property
-    def history(self):
-        """The name skorch users type: the same as ``history_``."""
-        return self._fitted_net("history").history
-
-    @property
-    def module_(self):
-        """The trained ``torch.nn.Module`` (``net_.module_``), read-only."""
-        return self._fitted_net("module_").module_
-
-    @property
-    def optimizer_(self):
-        """The fitted optimizer (``net_.optimizer_``), read-only."""
-        return self._fitted_net("optimizer_").optimizer_
-
-    @property
-    def criterion_(self):
-        """The loss module (``net_.criterion_``), read-only."""
-        return self._fitted_net("criterion_").criterion_
+    history_ = _net_view(
+        "history_",
+        "skorch's ``History`` of the fitted net (``net_.history``), read-only.",
+        attribute="history",
+    )
+    history = _net_view("history", "The name skorch users type: the same as ``history_``.")
+    module_ = _net_view("module_", "The trained ``torch.nn.Module`` (``net_.module_``), read-only.")
+    optimizer_ = _net_view("optimizer_", "The fitted optimizer (``net_.optimizer_``), read-only.")
+    criterion_ = _net_view("criterion_", "The loss module (``net_.criterion_``), read-only.")
 
     def save_params(self, **kwargs):
         """Save the fitted net's parameters: skorch's ``net_.save_params``.

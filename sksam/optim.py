@@ -1059,7 +1059,7 @@ def _set_mean_grads(params, total, n):
 
 
 def _mean_loss(losses):
-    values = [loss.detach() if isinstance(loss, torch.Tensor) else loss for loss in losses]
+    values = [_detached(loss) for loss in losses]
     return sum(values) / len(values)
 
 
