@@ -42,7 +42,6 @@ from ._base import (
     all_finite,
     check_device,
     check_finite,
-    diagnose_loss_curve,
     numeric_target,
     resolve_n_threads,
     sample_weights,
@@ -51,6 +50,7 @@ from ._base import (
     validation_split,
     warn_interrupted,
     warn_not_converged,
+    winners,
 )
 from ._family import FAMILY_OPTIONS, FAMILY_SOLVERS, RhoSchedule, family_constraints, family_for
 from ._two_layer_docs import attributes_doc, fit_doc, parameters_doc
@@ -447,7 +447,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     def _check_fitted_model(self, fitted, history, rule_stop, initial, data):
         """Raise on non-finite outputs; warn when training diverged or ended degenerate.
 
-        Cheap checks first: only a fit that fails one enters the diagnosis.
+        The diagnosis runs its gradient-descent counterfactual only for a fit it warns about.
         """
         outputs = _model.numpy_forward(fitted, self.activation, data.X_numpy)
         Y = data.Y_numpy
@@ -456,29 +456,23 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             raise ValueError(
                 diagnosis.non_finite_outputs_message(self.learning_rate, self._scale_hint)
             )
-        baseline_loss = self._baseline_loss(Y, data.sample_weight)
-        constant = _model.is_constant(outputs, Y)
-        degenerate = self._degenerate(outputs, Y)
-        # the whole curve (warm starts included) and the loss after the last step
-        diverged = diagnose_loss_curve([*history.loss_curve, final_loss]) is not None
-        plateau = (1 - diagnosis.PLATEAU_DROP) * baseline_loss
-        stopped_high = rule_stop is not None and history.loss_curve[-1] > plateau
-        if not (constant or degenerate or diverged or stopped_high):
-            return
-        hidden = _model.NUMPY_ACTIVATIONS[self.activation](
-            data.X_numpy @ fitted["coefs_"][0] + fitted["intercepts_"][0]
-        )
+        constant = None
+        if _model.is_constant(outputs, Y):
+            hidden = _model.NUMPY_ACTIVATIONS[self.activation](
+                data.X_numpy @ fitted["coefs_"][0] + fitted["intercepts_"][0]
+            )
+            constant = diagnosis.constant_cause(hidden)
         facts = diagnosis.FitFacts(
             name=type(self).__name__,
             params=self.get_params(),
             scale_hint=self._scale_hint,
-            baseline_loss=baseline_loss,
+            baseline_loss=self._baseline_loss(Y, data.sample_weight),
             loss_curve=history.loss_curve,
             first_iteration=history.first_iteration,
             final_loss=final_loss,
             rule_stop=rule_stop,
-            constant=diagnosis.constant_cause(hidden) if constant else None,
-            degenerate=degenerate,
+            constant=constant,
+            degenerate=self._degenerate(outputs, Y),
         )
         for category, message in diagnosis.diagnose(facts, self._gradient_descent(initial, data)):
             warnings.warn(message, WARNINGS[category], stacklevel=user_stacklevel())
@@ -828,10 +822,8 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
 
     def _degenerate(self, outputs, Y):
         """A single class predicted on training rows of several classes, or None."""
-        labels = self._labels(outputs, np.arange(max(Y.shape[1], 2)))
-        codes = Y[:, 0].astype(int) if Y.shape[1] == 1 else np.argmax(Y, axis=1)
-        n_classes = np.unique(codes).size
-        if n_classes < 2 or np.unique(labels).size > 1:
+        n_classes = np.unique(winners(Y)).size
+        if n_classes < 2 or np.unique(winners(outputs)).size > 1:
             return None
         return f"the fitted network predicts a single class on training data of {n_classes} classes"
 
@@ -841,9 +833,7 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
 
     @staticmethod
     def _labels(outputs, classes):
-        if outputs.shape[1] == 1:
-            return classes[(outputs[:, 0] > 0).astype(int)]
-        return classes[np.argmax(outputs, axis=1)]
+        return classes[winners(outputs)]
 
     def predict(self, X):
         """Predict class labels.
