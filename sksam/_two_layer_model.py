@@ -250,14 +250,10 @@ def autograd_loss(params, X, Y, activation, weights=None, loss="squared_error"):
 
 
 def _output_residual_(loss, F, Y, weights, need_loss):
-    r"""Turn the outputs ``F`` into ``P dl/dF`` in place; the mean loss or None.
+    """Turn the outputs ``F`` into ``P R`` in place; the mean loss or None.
 
-    ``l`` is the loss of one row: :math:`\tfrac12\lVert f - y\rVert^2` with
-    :math:`dl/df = f - y`; for ``'log_loss'``, :math:`\log(1 + e^f) - y f` with
-    :math:`dl/df = \mathrm{sigmoid}(f) - y` (one output) or
-    :math:`\log\sum_k e^{f_k} - \langle y, f\rangle` with
-    :math:`dl/df = \mathrm{softmax}(f) - y` (several, ``y`` one-hot). ``P``
-    holds the row weights (``1/n`` each, or the normalized sample weights).
+    The row losses, their derivatives ``R = dl/dF`` and the row weights ``P``
+    are :func:`loss_and_gradient`'s.
     """
     import torch
 
