@@ -21,22 +21,6 @@ from ._base import SAM_SHARE_COINCIDE, StoppingRule, diagnose_loss_curve
 from ._family import family_for
 from ._update_rules import is_perturbed, schedule_for
 
-__all__ = [
-    "GD_LEARNS",
-    "PLATEAU_DROP",
-    "SAM_SHARE_COINCIDE",
-    "FitFacts",
-    "GradientDescentRun",
-    "diagnose",
-    "constant_cause",
-    "gradient_descent",
-    "non_finite_message",
-    "non_finite_outputs_message",
-    "perturbed",
-    "standardize_advice",
-    "stopping_line",
-]
-
 #: A fit whose training loss ends above ``1 - PLATEAU_DROP`` times a constant
 #: predictor's stopped on the plateau around the initialization (a network
 #: started near the zero function leaves it slowly, and a validation accuracy

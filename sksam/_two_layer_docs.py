@@ -8,8 +8,6 @@ from these pieces around its own text, as the net estimators assemble theirs.
 
 from ._base import HISTORY_ATTRIBUTES_DOC
 
-__all__ = ["attributes_doc", "fit_doc", "parameters_doc", "predict_doc"]
-
 
 def parameters_doc(init_scale, learning_rate):
     """The Parameters section of both estimators, with their own step and scale entries."""

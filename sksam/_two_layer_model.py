@@ -25,31 +25,6 @@ from scipy.special import log_expit, logsumexp
 from ._base import all_finite, print_progress
 from ._update_rules import ScheduledStep, is_perturbed, perturbation
 
-__all__ = [
-    "ACTIVATIONS",
-    "LOSSES",
-    "NUMPY_ACTIVATIONS",
-    "TORCH_ACTIVATIONS",
-    "BatchOrder",
-    "FlatParams",
-    "NonFinite",
-    "Step",
-    "TrainingData",
-    "Workspace",
-    "autograd_loss",
-    "constant_loss",
-    "forward",
-    "initial_weights",
-    "is_constant",
-    "numpy_forward",
-    "numpy_loss",
-    "loss_and_gradient",
-    "sharpness_problem",
-    "step_",
-    "torch_activation",
-    "train",
-]
-
 #: The activations' names, in the order of the documentation: scikit-learn's
 #: (:class:`~sklearn.neural_network.MLPRegressor`'s ``activation``), plus
 #: ``'quadratic'`` (:math:`z^2`, a model of the theory). The teacher of
