@@ -49,7 +49,6 @@ from .sharpness import LOGIT_MEASURES, MEASURES
 
 __all__ = [
     "COMMON_CONSTRAINTS",
-    "DivergenceWarning",
     "EstimatorHooks",
     "FitHistory",
     "FitTransaction",
