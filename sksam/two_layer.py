@@ -42,6 +42,7 @@ from ._base import (
     all_finite,
     check_device,
     check_finite,
+    diagnose_loss_curve,
     numeric_target,
     resolve_n_threads,
     sample_weights,
@@ -447,7 +448,7 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
     def _check_fitted_model(self, fitted, history, rule_stop, initial, data):
         """Raise on non-finite outputs; warn when training diverged or ended degenerate.
 
-        The diagnosis runs its gradient-descent counterfactual only for a fit it warns about.
+        Cheap checks first: only a fit that fails one enters the diagnosis.
         """
         outputs = _model.numpy_forward(fitted, self.activation, data.X_numpy)
         Y = data.Y_numpy
@@ -456,23 +457,29 @@ class _BaseTwoLayer(BaseEstimator, EstimatorHooks):
             raise ValueError(
                 diagnosis.non_finite_outputs_message(self.learning_rate, self._scale_hint)
             )
-        constant = None
-        if _model.is_constant(outputs, Y):
-            hidden = _model.NUMPY_ACTIVATIONS[self.activation](
-                data.X_numpy @ fitted["coefs_"][0] + fitted["intercepts_"][0]
-            )
-            constant = diagnosis.constant_cause(hidden)
+        baseline_loss = self._baseline_loss(Y, data.sample_weight)
+        constant = _model.is_constant(outputs, Y)
+        degenerate = self._degenerate(outputs, Y)
+        # the whole curve (warm starts included) and the loss after the last step
+        diverged = diagnose_loss_curve([*history.loss_curve, final_loss]) is not None
+        plateau = (1 - diagnosis.PLATEAU_DROP) * baseline_loss
+        stopped_high = rule_stop is not None and history.loss_curve[-1] > plateau
+        if not (constant or degenerate or diverged or stopped_high):
+            return
+        hidden = _model.NUMPY_ACTIVATIONS[self.activation](
+            data.X_numpy @ fitted["coefs_"][0] + fitted["intercepts_"][0]
+        )
         facts = diagnosis.FitFacts(
             name=type(self).__name__,
             params=self.get_params(),
             scale_hint=self._scale_hint,
-            baseline_loss=self._baseline_loss(Y, data.sample_weight),
+            baseline_loss=baseline_loss,
             loss_curve=history.loss_curve,
             first_iteration=history.first_iteration,
             final_loss=final_loss,
             rule_stop=rule_stop,
-            constant=constant,
-            degenerate=self._degenerate(outputs, Y),
+            constant=diagnosis.constant_cause(hidden) if constant else None,
+            degenerate=degenerate,
         )
         for category, message in diagnosis.diagnose(facts, self._gradient_descent(initial, data)):
             warnings.warn(message, WARNINGS[category], stacklevel=user_stacklevel())
