@@ -12,10 +12,10 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 
-from ._base import rescale_weights
+from ._base import rescale_weights, winners
 from ._kernel_docs import FIT_ATTRIBUTES_DOC, SHARPNESS_MEASURES_DOC, features_doc, kernel_doc
 from ._kernel_features import is_dask
-from ._kernel_models import AccuracyScore, winners
+from ._kernel_models import AccuracyScore
 from .kernel import Targets, _BaseSAMKernel
 
 

@@ -17,6 +17,7 @@ from scipy import sparse
 from sklearn.metrics.pairwise import pairwise_kernels
 from sklearn.utils import check_random_state
 
+from ._base import winners
 from ._kernel_features import (
     KernelSpec,
     LinearMap,
@@ -209,7 +210,15 @@ def check_dask(X, y, estimator_name):
 # ---------------------------------------------------------- validation scores
 
 
-class R2Score:
+class _Score:
+    """A validation score: ``scorer(Y, w)`` fixes the targets, ``rows`` scores once."""
+
+    def rows(self, pred, Y, w=None):
+        """From outputs ``pred`` of (coded) targets ``Y`` (2D), weights ``w``."""
+        return self.scorer(Y, w)(pred)
+
+
+class R2Score(_Score):
     """:math:`R^2` averaged over outputs, as ``sklearn.metrics.r2_score``.
 
     Written out because early stopping scores every step: ``r2_score``'s input
@@ -225,10 +234,6 @@ class R2Score:
     """
 
     name = "R^2"
-
-    def rows(self, pred, Y, w=None):
-        """From predictions ``pred`` of targets ``Y`` (2D), weights ``w``."""
-        return self.scorer(Y, w)(pred)
 
     def scorer(self, Y, w=None):
         """``score(pred)`` for fixed targets ``Y`` (2D) and weights ``w``."""
@@ -284,20 +289,14 @@ def _constant_columns(Y, w):
     return np.all(rows == rows[:1], axis=0)
 
 
-class AccuracyScore:
+class AccuracyScore(_Score):
     """Accuracy of ``+-1``-coded outputs, weighted, as ``sklearn.metrics.accuracy_score``.
 
-    The class of a row is the column with the largest output (the first on a
-    tie), or, for one column (two classes), whether the output is positive:
-    :class:`sklearn.linear_model.RidgeClassifier`'s rule, so the validation
-    score and ``predict`` agree.
+    The class of a row is :func:`~sksam._base.winners`'s, as in ``predict``,
+    so the validation score and ``predict`` agree.
     """
 
     name = "accuracy"
-
-    def rows(self, pred, Y, w=None):
-        """From outputs ``pred`` of coded targets ``Y`` (2D), weights ``w``."""
-        return self.scorer(Y, w)(pred)
 
     def scorer(self, Y, w=None):
         """``score(pred)`` for fixed coded targets ``Y`` (2D) and weights ``w``."""
@@ -310,13 +309,6 @@ class AccuracyScore:
             return float(w @ (winners(pred) == truth)) / total
 
         return score
-
-
-def winners(outputs):
-    """Index of the class of each row of ``outputs`` (2D, one column per class or one)."""
-    if outputs.shape[1] == 1:
-        return (outputs[:, 0] > 0).astype(np.intp)
-    return outputs.argmax(axis=1)
 
 
 def _projected_score(score, project):

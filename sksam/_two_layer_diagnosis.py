@@ -17,34 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _two_layer_model as model
-from ._base import StoppingRule, diagnose_loss_curve
+from ._base import SAM_SHARE_COINCIDE, StoppingRule, diagnose_loss_curve
 from ._family import family_for
 from ._update_rules import is_perturbed, schedule_for
-
-__all__ = [
-    "GD_LEARNS",
-    "PLATEAU_DROP",
-    "SAM_SHARE_COINCIDE",
-    "FitFacts",
-    "GradientDescentRun",
-    "diagnose",
-    "constant_cause",
-    "gradient_descent",
-    "non_finite_message",
-    "non_finite_outputs_message",
-    "perturbed",
-    "standardize_advice",
-    "stopping_line",
-]
-
-#: Below this share of the weights' movement due to SAM's perturbation
-#: (:meth:`sksam._two_layer_model.FlatParams.sam_share`), a fit stopped where
-#: SAM and gradient descent give nearly the same network, and the verbose
-#: output says so. On the gallery's teacher-student problem (200 points, 100
-#: hidden units), default fits stop at a share of 4-6 % with test errors
-#: within 1 % of gradient descent's; rho=0.2 reaches 15-24 % and 4000 steps
-#: 20-150 %, where SAM's error is clearly lower.
-SAM_SHARE_COINCIDE = 0.10
 
 #: A fit whose training loss ends above ``1 - PLATEAU_DROP`` times a constant
 #: predictor's stopped on the plateau around the initialization (a network
@@ -264,23 +239,18 @@ def _diverged_message(facts, cause, gd):
     return f"{facts.name}: training diverged: {cause}. {remedy}"
 
 
-def _plateau_level(facts):
-    """The training loss above which a fit has barely learned, or None.
+def _on_plateau(facts):
+    """Whether the fit ended above ``1 - PLATEAU_DROP`` times the baseline loss.
 
-    ``1 - PLATEAU_DROP`` times the baseline (the best constant's loss): a fit
-    ending above it explains less than ``PLATEAU_DROP`` of what a constant
-    leaves unexplained. Measured against the constant rather than the loss
-    at the start, so that a network that learned only its output intercept
-    (the regressor at the zero-function saddle) counts as stuck, and a warm
-    start that continues a good fit does not.
+    A fit ending there explains less than ``PLATEAU_DROP`` of what the best
+    constant leaves unexplained (a zero baseline has no plateau). Measured
+    against the constant rather than the loss at the start, so that a
+    network that learned only its output intercept (the regressor at the
+    zero-function saddle) counts as stuck, and a warm start that continues a
+    good fit does not.
     """
     baseline = facts.baseline_loss
-    return (1 - PLATEAU_DROP) * baseline if baseline > 0 else None
-
-
-def _on_plateau(facts):
-    level = _plateau_level(facts)
-    return level is not None and facts.loss_curve[-1] > level
+    return baseline > 0 and facts.loss_curve[-1] > (1 - PLATEAU_DROP) * baseline
 
 
 def _plateau_message(facts, best_iteration, on_validation, gd):

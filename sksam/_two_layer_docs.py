@@ -8,8 +8,6 @@ from these pieces around its own text, as the net estimators assemble theirs.
 
 from ._base import HISTORY_ATTRIBUTES_DOC
 
-__all__ = ["attributes_doc", "fit_doc", "parameters_doc"]
-
 
 def parameters_doc(init_scale, learning_rate):
     """The Parameters section of both estimators, with their own step and scale entries."""
@@ -194,4 +192,20 @@ def fit_doc(y_shape, y_meaning, name):
         -------
         self : {name}
             The fitted estimator.
+        """
+
+
+def predict_doc(summary, returns, meaning):
+    """The docstring of a prediction method of both estimators: ``X`` in, ``returns`` out."""
+    return f"""{summary}
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        {returns}
+            {meaning}
         """

@@ -25,31 +25,6 @@ from scipy.special import log_expit, logsumexp
 from ._base import all_finite, print_progress
 from ._update_rules import ScheduledStep, is_perturbed, perturbation
 
-__all__ = [
-    "ACTIVATIONS",
-    "LOSSES",
-    "NUMPY_ACTIVATIONS",
-    "TORCH_ACTIVATIONS",
-    "BatchOrder",
-    "FlatParams",
-    "NonFinite",
-    "Step",
-    "TrainingData",
-    "Workspace",
-    "autograd_loss",
-    "constant_loss",
-    "forward",
-    "initial_weights",
-    "is_constant",
-    "numpy_forward",
-    "numpy_loss",
-    "loss_and_gradient",
-    "sharpness_problem",
-    "step_",
-    "torch_activation",
-    "train",
-]
-
 #: The activations' names, in the order of the documentation: scikit-learn's
 #: (:class:`~sklearn.neural_network.MLPRegressor`'s ``activation``), plus
 #: ``'quadratic'`` (:math:`z^2`, a model of the theory). The teacher of
@@ -250,14 +225,10 @@ def autograd_loss(params, X, Y, activation, weights=None, loss="squared_error"):
 
 
 def _output_residual_(loss, F, Y, weights, need_loss):
-    r"""Turn the outputs ``F`` into ``P dl/dF`` in place; the mean loss or None.
+    """Turn the outputs ``F`` into ``P R`` in place; the mean loss or None.
 
-    ``l`` is the loss of one row: :math:`\tfrac12\lVert f - y\rVert^2` with
-    :math:`dl/df = f - y`; for ``'log_loss'``, :math:`\log(1 + e^f) - y f` with
-    :math:`dl/df = \mathrm{sigmoid}(f) - y` (one output) or
-    :math:`\log\sum_k e^{f_k} - \langle y, f\rangle` with
-    :math:`dl/df = \mathrm{softmax}(f) - y` (several, ``y`` one-hot). ``P``
-    holds the row weights (``1/n`` each, or the normalized sample weights).
+    The row losses, their derivatives ``R = dl/dF`` and the row weights ``P``
+    are :func:`loss_and_gradient`'s.
     """
     import torch
 

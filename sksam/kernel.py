@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import (
     COMMON_CONSTRAINTS,
+    SAM_SHARE_COINCIDE,
     EstimatorHooks,
     FitHistory,
     FitTransaction,
@@ -65,10 +66,6 @@ EARLY_STOPPING_AUTO_SAMPLES = 200
 
 #: Iterations a verbose fit prints at most (log-spaced, the last included).
 VERBOSE_LINES = 30
-
-#: Below this share of the weights' movement, SAM's fit is reported as nearly
-#: gradient descent's (the two-layer estimators' threshold).
-SAM_SHARE_COINCIDE = 0.10
 
 
 def verbose_iterations(n_iter, lines=VERBOSE_LINES):
@@ -292,9 +289,6 @@ class _BaseSAMKernel(BaseEstimator, EstimatorHooks):
                 "(or use kernel='linear' with fewer features than samples)."
             )
         return ExactDual(kernel)
-
-    def _sam_rho(self):
-        return self.rho if self.solver == "sam" else 0.0
 
     def _solve(self, problem, lr, y_scale, *, early):
         """The path of the scaled problem (SAM's radius and the loss tol scale with y)."""

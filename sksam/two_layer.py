@@ -51,9 +51,10 @@ from ._base import (
     validation_split,
     warn_interrupted,
     warn_not_converged,
+    winners,
 )
 from ._family import FAMILY_OPTIONS, FAMILY_SOLVERS, RhoSchedule, family_constraints, family_for
-from ._two_layer_docs import attributes_doc, fit_doc, parameters_doc
+from ._two_layer_docs import attributes_doc, fit_doc, parameters_doc, predict_doc
 from ._update_rules import SCHEDULED_SOLVERS, SOLVERS, schedule_for
 from .exceptions import DivergenceWarning
 from .sharpness import measure_sharpness
@@ -677,20 +678,14 @@ class SAMTwoLayerRegressor(RegressorMixin, _BaseTwoLayer):
         return np.average(Y, axis=0, weights=sample_weight)
 
     def predict(self, X):
-        """Predict with the fitted network.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            Predictions; 1-d when there is one output.
-        """
         y_pred = self._outputs(X)
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
+
+    predict.__doc__ = predict_doc(
+        "Predict with the fitted network.",
+        "y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)",
+        "Predictions; 1-d when there is one output.",
+    )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -828,10 +823,8 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
 
     def _degenerate(self, outputs, Y):
         """A single class predicted on training rows of several classes, or None."""
-        labels = self._labels(outputs, np.arange(max(Y.shape[1], 2)))
-        codes = Y[:, 0].astype(int) if Y.shape[1] == 1 else np.argmax(Y, axis=1)
-        n_classes = np.unique(codes).size
-        if n_classes < 2 or np.unique(labels).size > 1:
+        n_classes = np.unique(winners(Y)).size
+        if n_classes < 2 or np.unique(winners(outputs)).size > 1:
             return None
         return f"the fitted network predicts a single class on training data of {n_classes} classes"
 
@@ -841,54 +834,34 @@ class SAMTwoLayerClassifier(ClassifierMixin, _BaseTwoLayer):
 
     @staticmethod
     def _labels(outputs, classes):
-        if outputs.shape[1] == 1:
-            return classes[(outputs[:, 0] > 0).astype(int)]
-        return classes[np.argmax(outputs, axis=1)]
+        return classes[winners(outputs)]
 
     def predict(self, X):
-        """Predict class labels.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-            The class of highest probability.
-        """
         return self._labels(self._outputs(X), self.classes_)
 
+    predict.__doc__ = predict_doc(
+        "Predict class labels.",
+        "y_pred : ndarray of shape (n_samples,)",
+        "The class of highest probability.",
+    )
+
     def predict_proba(self, X):
-        """Compute the class probabilities: the sigmoid or softmax of the outputs.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-            Probabilities of the classes, in the order of ``classes_``.
-        """
         return np.exp(self.predict_log_proba(X))
 
+    predict_proba.__doc__ = predict_doc(
+        "Compute the class probabilities: the sigmoid or softmax of the outputs.",
+        "proba : ndarray of shape (n_samples, n_classes)",
+        "Probabilities of the classes, in the order of ``classes_``.",
+    )
+
     def predict_log_proba(self, X):
-        """Compute the logarithms of the class probabilities, without overflow.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs.
-
-        Returns
-        -------
-        log_proba : ndarray of shape (n_samples, n_classes)
-            Log-probabilities of the classes, in the order of ``classes_``.
-        """
         F = self._outputs(X)
         if F.shape[1] == 1:
             return np.c_[log_expit(-F[:, 0]), log_expit(F[:, 0])]
         return F - logsumexp(F, axis=1, keepdims=True)
+
+    predict_log_proba.__doc__ = predict_doc(
+        "Compute the logarithms of the class probabilities, without overflow.",
+        "log_proba : ndarray of shape (n_samples, n_classes)",
+        "Log-probabilities of the classes, in the order of ``classes_``.",
+    )
