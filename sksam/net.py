@@ -302,7 +302,11 @@ def validate_classes(classes):
             f"classes must be a 1-D array of class labels; got an array of shape {array.shape}."
         )
     try:
-        return np.asarray(unique_labels(array))
+        # scikit-learn's check casts NaN/inf to int on the way to its error:
+        # that cast's RuntimeWarning says nothing the error below does not
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.asarray(unique_labels(array))
     except ValueError as exc:
         raise ValueError(
             f"classes must hold finite, discrete class labels; got {array.tolist()!r:.200}: {exc}"

@@ -142,6 +142,7 @@ def test_the_loader_drops_only_a_last_batch_of_one_row(n, expected, loader_kwarg
         ([[0, 1], [1, 0]], r"classes must be a 1-D array .* shape \(2, 2\)"),
     ],
 )
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the error alone, no stray cast warning
 def test_partial_fit_refuses_classes_scikit_learn_refuses(blobs, classes, match):
     X, y = blobs
     clf = _small()
